@@ -1,0 +1,1 @@
+//! svcgate control plane.

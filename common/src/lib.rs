@@ -7,4 +7,5 @@
 pub mod hash;
 pub mod maglev;
 pub mod model;
+pub mod publish;
 pub mod table;

@@ -1,0 +1,2 @@
+//! Maglev build bench (filled in by the Maglev work).
+fn main() {}

@@ -1,0 +1,2 @@
+//! NAT pipeline benches.
+fn main() {}

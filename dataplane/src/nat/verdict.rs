@@ -1,0 +1,107 @@
+//! What the pipeline decides for each frame, and why.
+//!
+//! The hot path never returns errors and never panics: every frame ends in one
+//! [`Verdict`], and every pass or drop names a reason that the worker counts.
+
+/// The fate of one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit the (rewritten) frame on `port`.
+    Forward {
+        /// Egress port (index into the caller's port list, see `NextHops`).
+        port: u16,
+    },
+    /// Transmit the frame, rewritten in place into a reply (TCP RST, ICMP
+    /// error) of `len` bytes, back out of the port it arrived on.
+    Reply {
+        /// New frame length.
+        len: u16,
+    },
+    /// Hand the frame unchanged to the kernel (XDP_PASS semantics).
+    Pass(PassReason),
+    /// Drop the frame.
+    Drop(DropReason),
+}
+
+macro_rules! reasons {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum $name { $($(#[$vm])* $v,)* }
+
+        impl $name {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [$name] = &[$($name::$v,)*];
+            /// The number of reasons (size of a counter array).
+            pub const COUNT: usize = Self::ALL.len();
+            /// A short snake_case name for metrics labels.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$v => $s,)* }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Why a frame went to the kernel.
+    PassReason {
+        /// Not IPv4 (ARP, IPv6, LLDP, ...).
+        NotIpv4 => "not_ipv4",
+        /// Not TCP or UDP (ICMP, ...).
+        NotTcpUdp => "not_tcp_udp",
+        /// An IPv4 fragment: svcgate does not reassemble, so fragments are not
+        /// translated; the kernel gets them.
+        Fragment => "fragment",
+        /// Not addressed to a frontend or the SNAT range.
+        NotService => "not_service",
+        /// The next hop's MAC is not known yet; the kernel resolves it.
+        UnknownNextHop => "unknown_next_hop",
+    }
+}
+
+reasons! {
+    /// Why a frame was dropped.
+    DropReason {
+        /// Ethernet, IPv4 or L4 header truncated or inconsistent.
+        Malformed => "malformed",
+        /// TTL would reach zero (and no ICMP time exceeded could be sent).
+        TtlExpired => "ttl_expired",
+        /// The source is outside the Service's loadBalancerSourceRanges.
+        SourceRange => "source_range",
+        /// A TCP segment other than a SYN for a flow svcgate does not track.
+        TcpNoFlow => "tcp_no_flow",
+        /// A tracked TCP flow's backend was removed; the client got a RST.
+        BackendGone => "backend_gone",
+        /// A packet to the SNAT range that matches no tracked flow.
+        ReplyNoFlow => "reply_no_flow",
+        /// No SNAT port is free in this worker's range.
+        PortsExhausted => "ports_exhausted",
+        /// No route to the backend or client.
+        NoRoute => "no_route",
+        /// A reject (RST / ICMP) or ICMP error could not be built in the buffer.
+        NoRoomForReply => "no_room_for_reply",
+    }
+}
+
+/// One frame handed to the pipeline: its buffer (the whole UMEM chunk, so a
+/// reply may grow it), the received length, the port it arrived on, and the
+/// verdict slot the pipeline fills.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    /// The frame buffer; `buf[..len]` is the received frame.
+    pub buf: &'a mut [u8],
+    /// Received length.
+    pub len: usize,
+    /// Ingress port.
+    pub in_port: u16,
+    /// Set by the pipeline.
+    pub verdict: Verdict,
+}
+
+impl<'a> Frame<'a> {
+    /// A frame of `len` bytes received on `in_port`.
+    pub fn new(buf: &'a mut [u8], len: usize, in_port: u16) -> Self {
+        Self { buf, len, in_port, verdict: Verdict::Pass(PassReason::NotService) }
+    }
+}

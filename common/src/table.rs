@@ -104,6 +104,22 @@ pub struct ServicePortId {
     pub port: u16,
 }
 
+impl ServicePortId {
+    /// FNV-1a over the identity, finished with fmix64: the same on every run.
+    pub fn stable_hash(&self) -> u32 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let parts: [&[u8]; 3] = [self.namespace.as_bytes(), self.name.as_bytes(), self.port_name.as_bytes()];
+        for part in parts {
+            for &b in part.iter().chain(std::iter::once(&0xff)) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        h ^= (u64::from(self.protocol.number()) << 16) | u64::from(self.port);
+        let h = crate::hash::fmix64(h);
+        (h ^ (h >> 32)) as u32
+    }
+}
+
 impl fmt::Display for ServicePortId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)?;
@@ -119,6 +135,9 @@ impl fmt::Display for ServicePortId {
 pub struct ServiceEntry {
     /// Which Service port this is.
     pub id: ServicePortId,
+    /// A hash of `id` that is stable across generations and processes (keys
+    /// ClientIP affinity records, which must survive table swaps).
+    pub id_hash: u32,
     /// Backends sorted by (address, port), so the dataplane can find a flow's
     /// backend again after a table swap by binary search.
     pub backends: Box<[Backend]>,
@@ -180,6 +199,7 @@ impl ServiceEntry {
             SessionAffinity::ClientIp { timeout_secs } => Some(timeout_secs),
         };
         Self {
+            id_hash: id.stable_hash(),
             id,
             backends: list.into_boxed_slice(),
             active,

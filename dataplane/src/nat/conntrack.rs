@@ -1,0 +1,439 @@
+//! The per-worker connection-tracking table (forward direction).
+//!
+//! Layout, after DPDK's `rte_hash`: a compact array of *signature buckets*
+//! (8 × 16-bit hash signatures, 16 bytes, four buckets per cache line) beside a
+//! flat array of 64-byte, cache-line-aligned [`FlowEntry`]s, where slot `s` of
+//! bucket `b` is entry `b * 8 + s` (no stored index). A key hashes to two
+//! candidate buckets (two-choice hashing, no cuckoo moves). A lookup reads one
+//! or two signature lines and, on a signature match, one entry line. At 1M
+//! flows the signatures (~2.2 MiB) stay in the last-level cache, so a lookup
+//! costs about one DRAM access (the entry), which the batch path overlaps
+//! across frames (see `pipeline`).
+//!
+//! The capacity is fixed when the worker starts; nothing is allocated after
+//! that. When both candidate buckets are full, an expired entry is reused if
+//! there is one, else the least recently seen of the 16 candidates is evicted
+//! (approximate LRU, counted).
+//!
+//! Only the owning worker touches its table: no atomics, no locks.
+
+use crate::wire::checksum::Delta;
+use svcgate_common::hash::fmix64;
+
+/// Slots per bucket.
+pub const BUCKET_SLOTS: usize = 8;
+const EMPTY_SIG: u16 = 0;
+const KEY_SEED: u64 = 0x636f_6e6e_7472_6b31;
+
+/// A flow's 5-tuple as read from the wire (addresses as big-endian `u32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Source address.
+    pub src: u32,
+    /// Destination address.
+    pub dst: u32,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// IP protocol (6 or 17).
+    pub proto: u8,
+}
+
+impl FlowKey {
+    /// The key packed into two words; the second is never 0 for a valid key
+    /// (the protocol is never 0), which marks a free entry.
+    #[inline(always)]
+    pub const fn words(&self) -> (u64, u64) {
+        (
+            ((self.src as u64) << 32) | self.dst as u64,
+            ((self.sport as u64) << 32) | ((self.dport as u64) << 16) | self.proto as u64,
+        )
+    }
+
+    /// The table hash of this key (process-local; not the Maglev flow hash).
+    #[inline(always)]
+    pub const fn hash(&self) -> u64 {
+        let (a, b) = self.words();
+        fmix64(a ^ fmix64(b ^ KEY_SEED))
+    }
+}
+
+/// One tracked flow: the forward key, the translation and its precomputed
+/// checksum adjustments, cached next hop and bookkeeping. Exactly one cache line.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(64))]
+pub struct FlowEntry {
+    /// Key word 0 (src << 32 | dst); see [`FlowKey::words`].
+    pub k0: u64,
+    /// Key word 1 (ports and protocol); 0 when the slot is free.
+    pub k1: u64,
+    /// New source address (SNAT).
+    pub snat_addr: u32,
+    /// New destination address (the backend).
+    pub backend_addr: u32,
+    /// New source port (SNAT).
+    pub snat_port: u16,
+    /// New destination port (the backend's target port).
+    pub backend_port: u16,
+    /// Cached next-hop index toward the backend.
+    pub hop: u16,
+    /// Backend index in the service entry of generation `table_gen`.
+    pub backend: u16,
+    /// IPv4 header checksum adjustment for the address rewrite.
+    pub ip_delta: Delta,
+    /// L4 checksum adjustment (pseudo-header addresses and ports).
+    pub l4_delta: Delta,
+    /// Low 32 bits of the service-table generation the entry was validated in.
+    pub table_gen: u32,
+    /// Next-hop table generation `hop` was resolved in.
+    pub hop_gen: u32,
+    /// Last forward packet, in the worker's millisecond clock.
+    pub last_seen: u32,
+    /// Service entry index (in generation `table_gen`), for per-Service counters.
+    pub entry: u32,
+    /// Index of the flow's reverse slot in the shared reverse table.
+    pub rev_slot: u32,
+    /// TCP flags seen from the client (see `pipeline::tcp_state`).
+    pub state: u8,
+}
+
+impl FlowEntry {
+    /// True when the slot holds a flow.
+    #[inline(always)]
+    pub const fn is_used(&self) -> bool {
+        self.k1 != 0
+    }
+
+    /// The flow key stored in the entry.
+    pub const fn key(&self) -> FlowKey {
+        FlowKey {
+            src: (self.k0 >> 32) as u32,
+            dst: self.k0 as u32,
+            sport: (self.k1 >> 32) as u16,
+            dport: (self.k1 >> 16) as u16,
+            proto: self.k1 as u8,
+        }
+    }
+}
+
+/// What [`FlowTable::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// The key went into a free slot.
+    Free(usize),
+    /// The key replaced this old entry, which the caller must clean up
+    /// (its reverse slot); `expired` tells whether it had timed out anyway.
+    Replaced {
+        /// The slot now holding the new key.
+        slot: usize,
+        /// The entry that was there.
+        old: FlowEntry,
+        /// True when the old entry had expired (not a forced eviction).
+        expired: bool,
+    },
+}
+
+impl Inserted {
+    /// The slot now holding the key.
+    pub const fn slot(&self) -> usize {
+        match *self {
+            Self::Free(s) | Self::Replaced { slot: s, .. } => s,
+        }
+    }
+}
+
+/// The candidate buckets and signature of a hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    b1: usize,
+    b2: usize,
+    sig: u16,
+}
+
+/// A fixed-capacity flow table.
+pub struct FlowTable {
+    sigs: Box<[[u16; BUCKET_SLOTS]]>,
+    entries: Box<[FlowEntry]>,
+    buckets: u32,
+    len: usize,
+    cursor: usize,
+}
+
+impl std::fmt::Debug for FlowTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowTable").field("len", &self.len).field("slots", &self.entries.len()).finish()
+    }
+}
+
+#[inline(always)]
+fn range(h: u32, n: u32) -> usize {
+    ((u64::from(h) * u64::from(n)) >> 32) as usize
+}
+
+impl FlowTable {
+    /// A table for about `capacity` flows (10% headroom so two-choice
+    /// insertion rarely has to evict before the table is really full).
+    pub fn with_capacity(capacity: usize) -> Self {
+        let slots = capacity.max(BUCKET_SLOTS) + capacity / 10;
+        let buckets = slots.div_ceil(BUCKET_SLOTS).min(u32::MAX as usize / 2) as u32;
+        Self {
+            sigs: vec![[EMPTY_SIG; BUCKET_SLOTS]; buckets as usize].into_boxed_slice(),
+            entries: vec![FlowEntry::default(); buckets as usize * BUCKET_SLOTS].into_boxed_slice(),
+            buckets,
+            len: 0,
+            cursor: 0,
+        }
+    }
+
+    /// Number of flows held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no flow is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Candidate buckets and signature for a key hash.
+    #[inline(always)]
+    pub fn probe(&self, h: u64) -> Probe {
+        let lo = h as u32;
+        let hi = (h >> 32) as u32;
+        let sig = (lo as u16) ^ (hi as u16);
+        Probe { b1: range(lo, self.buckets), b2: range(hi, self.buckets), sig: if sig == EMPTY_SIG { 1 } else { sig } }
+    }
+
+    /// Reads the signature buckets of a probe: an independent load the batch
+    /// path issues for every frame before using any, so that the cache misses
+    /// overlap. Returns a value to keep the load from being optimised out.
+    #[inline(always)]
+    pub fn touch_buckets(&self, p: &Probe) -> u16 {
+        self.sigs[p.b1][0] ^ self.sigs[p.b2][0]
+    }
+
+    /// Reads an entry's first word, for the same reason as `touch_buckets`.
+    #[inline(always)]
+    pub fn touch_entry(&self, slot: usize) -> u64 {
+        self.entries.get(slot).map_or(0, |e| e.k0)
+    }
+
+    /// The slot holding `key`, if any.
+    #[inline(always)]
+    pub fn find(&self, key: &FlowKey, p: &Probe) -> Option<usize> {
+        let (k0, k1) = key.words();
+        for b in [p.b1, p.b2] {
+            let sigs = &self.sigs[b];
+            for (s, &sig) in sigs.iter().enumerate() {
+                if sig == p.sig {
+                    let slot = b * BUCKET_SLOTS + s;
+                    let e = &self.entries[slot];
+                    if e.k0 == k0 && e.k1 == k1 {
+                        return Some(slot);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Inserts `key` (which must not be present). Prefers a free slot in the
+    /// less loaded bucket, then an entry for which `expired` is true, then the
+    /// least recently seen entry (`last_seen` relative to `now`).
+    pub fn insert(&mut self, key: &FlowKey, p: &Probe, now: u32, expired: impl Fn(&FlowEntry) -> bool) -> Inserted {
+        let free_in = |sigs: &[u16; BUCKET_SLOTS]| sigs.iter().position(|&s| s == EMPTY_SIG);
+        let load = |sigs: &[u16; BUCKET_SLOTS]| sigs.iter().filter(|&&s| s != EMPTY_SIG).count();
+        let (first, second) =
+            if load(&self.sigs[p.b2]) < load(&self.sigs[p.b1]) { (p.b2, p.b1) } else { (p.b1, p.b2) };
+        let mut chosen = None;
+        for b in [first, second] {
+            if let Some(s) = free_in(&self.sigs[b]) {
+                chosen = Some((b * BUCKET_SLOTS + s, None));
+                break;
+            }
+        }
+        if chosen.is_none() {
+            let mut oldest: Option<(usize, u32)> = None;
+            'scan: for b in [first, second] {
+                for s in 0..BUCKET_SLOTS {
+                    let slot = b * BUCKET_SLOTS + s;
+                    let e = &self.entries[slot];
+                    if expired(e) {
+                        chosen = Some((slot, Some(true)));
+                        break 'scan;
+                    }
+                    let age = now.wrapping_sub(e.last_seen);
+                    if oldest.is_none_or(|(_, a)| age > a) {
+                        oldest = Some((slot, age));
+                    }
+                }
+            }
+            if chosen.is_none() {
+                chosen = oldest.map(|(slot, _)| (slot, Some(false)));
+            }
+        }
+        // Both buckets hold BUCKET_SLOTS entries, so a slot was always found.
+        let (slot, replaced) = chosen.unwrap_or((p.b1 * BUCKET_SLOTS, Some(false)));
+        let old = self.entries[slot];
+        let (k0, k1) = key.words();
+        self.entries[slot] = FlowEntry { k0, k1, last_seen: now, ..FlowEntry::default() };
+        self.sigs[slot / BUCKET_SLOTS][slot % BUCKET_SLOTS] = p.sig;
+        match replaced {
+            None => {
+                self.len += 1;
+                Inserted::Free(slot)
+            }
+            Some(expired) => Inserted::Replaced { slot, old, expired },
+        }
+    }
+
+    /// The entry in `slot`.
+    #[inline(always)]
+    pub fn entry(&self, slot: usize) -> Option<&FlowEntry> {
+        self.entries.get(slot)
+    }
+
+    /// The entry in `slot`, mutably.
+    #[inline(always)]
+    pub fn entry_mut(&mut self, slot: usize) -> Option<&mut FlowEntry> {
+        self.entries.get_mut(slot)
+    }
+
+    /// Frees `slot`, returning what it held.
+    pub fn remove(&mut self, slot: usize) -> Option<FlowEntry> {
+        let e = self.entries.get_mut(slot)?;
+        if !e.is_used() {
+            return None;
+        }
+        let old = std::mem::take(e);
+        self.sigs[slot / BUCKET_SLOTS][slot % BUCKET_SLOTS] = EMPTY_SIG;
+        self.len -= 1;
+        Some(old)
+    }
+
+    /// Walks the next `buckets` buckets (round robin) and removes the entries
+    /// for which `expired` is true, handing each to `removed`. Workers call
+    /// this on idle polls so that timed-out flows free their SNAT ports even
+    /// when no new flow needs the slot.
+    pub fn sweep(
+        &mut self,
+        buckets: usize,
+        expired: impl Fn(&FlowEntry) -> bool,
+        mut removed: impl FnMut(usize, &FlowEntry),
+    ) -> usize {
+        let mut n = 0;
+        for _ in 0..buckets.min(self.buckets as usize) {
+            let b = self.cursor;
+            self.cursor = (self.cursor + 1) % self.buckets as usize;
+            for s in 0..BUCKET_SLOTS {
+                let slot = b * BUCKET_SLOTS + s;
+                if self.entries[slot].is_used() && expired(&self.entries[slot]) {
+                    if let Some(old) = self.remove(slot) {
+                        removed(slot, &old);
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u32) -> FlowKey {
+        FlowKey { src: 0xc612_0000 | i, dst: 0xc613_0001, sport: (i % 60000) as u16 + 1024, dport: 80, proto: 6 }
+    }
+
+    #[test]
+    fn entry_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<FlowEntry>(), 64);
+        assert_eq!(std::mem::align_of::<FlowEntry>(), 64);
+    }
+
+    #[test]
+    fn insert_find_remove() {
+        let mut t = FlowTable::with_capacity(1000);
+        for i in 0..1000 {
+            let k = key(i);
+            let p = t.probe(k.hash());
+            assert_eq!(t.find(&k, &p), None);
+            let ins = t.insert(&k, &p, 0, |_| false);
+            assert!(matches!(ins, Inserted::Free(_)), "{i}: {ins:?}");
+            assert_eq!(t.find(&k, &p), Some(ins.slot()));
+            assert_eq!(t.entry(ins.slot()).unwrap().key(), k);
+        }
+        assert_eq!(t.len(), 1000);
+        for i in (0..1000).step_by(2) {
+            let k = key(i);
+            let p = t.probe(k.hash());
+            let s = t.find(&k, &p).unwrap();
+            assert_eq!(t.remove(s).unwrap().key(), k);
+            assert_eq!(t.find(&k, &p), None);
+        }
+        assert_eq!(t.len(), 500);
+        for i in (1..1000).step_by(2) {
+            let k = key(i);
+            assert!(t.find(&k, &t.probe(k.hash())).is_some());
+        }
+    }
+
+    #[test]
+    fn full_table_evicts_expired_first_then_oldest() {
+        // Capacity 8 gives exactly one bucket, so both candidates are bucket 0.
+        let mut t = FlowTable::with_capacity(8);
+        assert_eq!(t.slots(), BUCKET_SLOTS);
+        for i in 0..8 {
+            let k = key(i);
+            let p = t.probe(k.hash());
+            assert!(matches!(t.insert(&k, &p, 10 + i, |_| false), Inserted::Free(_)));
+        }
+        // Full: an expired entry (last_seen 15) is taken before the oldest.
+        let k = key(100);
+        let p = t.probe(k.hash());
+        match t.insert(&k, &p, 20, |e| e.last_seen == 15) {
+            Inserted::Replaced { old, expired, .. } => {
+                assert!(expired);
+                assert_eq!(old.last_seen, 15);
+            }
+            other => panic!("{other:?}"),
+        }
+        // No expired entry: the least recently seen (last_seen 10) goes.
+        let k = key(101);
+        let p = t.probe(k.hash());
+        match t.insert(&k, &p, 21, |_| false) {
+            Inserted::Replaced { old, expired, .. } => {
+                assert!(!expired);
+                assert_eq!(old.last_seen, 10);
+                assert_eq!(old.key(), key(0));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(t.len(), 8);
+        assert!(t.find(&key(0), &t.probe(key(0).hash())).is_none());
+        assert!(t.find(&key(101), &t.probe(key(101).hash())).is_some());
+    }
+
+    #[test]
+    fn sweep_removes_only_expired() {
+        let mut t = FlowTable::with_capacity(100);
+        for i in 0..100 {
+            let k = key(i);
+            let p = t.probe(k.hash());
+            t.insert(&k, &p, i, |_| false);
+        }
+        let mut gone = Vec::new();
+        let n = t.sweep(usize::MAX, |e| e.last_seen < 50, |_, e| gone.push(e.last_seen));
+        assert_eq!(n, 50);
+        assert_eq!(t.len(), 50);
+        assert!(gone.iter().all(|&s| s < 50));
+    }
+}

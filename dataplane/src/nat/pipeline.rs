@@ -1,0 +1,1059 @@
+//! The per-frame NAT pipeline: one [`Worker`] per polling thread.
+//!
+//! `Worker::process_batch` takes a burst of frames and decides each one's
+//! [`Verdict`], rewriting it in place. Per frame:
+//!
+//! 1. Parse Ethernet (one 802.1Q tag kept as is), IPv4, TCP/UDP ports. Not
+//!    IPv4, not TCP/UDP, or a fragment -> the kernel (svcgate does not
+//!    reassemble; see [`PassReason::Fragment`]). IPv4 options are carried
+//!    through unchanged and counted. Truncated or inconsistent headers -> drop.
+//! 2. A frame to an SNAT address and port in the SNAT range is a *reply*:
+//!    one indexed read of the shared [`ReverseTable`] (any worker can do it,
+//!    see `reverse`), check that it comes from the flow's backend, rewrite
+//!    source to the frontend the client dialled and destination to the client.
+//! 3. Otherwise look the 5-tuple up in this worker's [`FlowTable`]. A hit is
+//!    an established flow: revalidate against the current table generation
+//!    once per swap (backend still listed? else TCP gets a RST and UDP is
+//!    re-picked), then DNAT+SNAT with the checksum deltas precomputed at flow
+//!    creation, TTL−1, MACs from the cached next hop.
+//! 4. A miss to a frontend is a new flow (TCP only on a SYN): source ranges,
+//!    reject when no endpoint can serve (TCP RST / ICMP port unreachable, like
+//!    kube-proxy's REJECT), Maglev pick (or ClientIP affinity), an SNAT port
+//!    from this worker's slice, both directions entered, then as in 3.
+//!    Anything else goes to the kernel.
+//!
+//! Nothing here allocates, locks or logs per packet; all tables are sized when
+//! the worker is created. The batch path reads every frame's hash buckets,
+//! then every candidate entry, before processing any frame, so that at 1M
+//! flows the cache misses of a burst overlap instead of queueing.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use svcgate_common::hash::{client_hash, flow_hash};
+use svcgate_common::model::Protocol;
+use svcgate_common::table::{ActiveSet, FrontendKind, ServiceEntry, ServicePortId, ServiceTable};
+
+use super::conntrack::{FlowEntry, FlowKey, FlowTable, Inserted, Probe};
+use super::nexthop::{NextHops, Resolution};
+use super::reverse::{flags as rflags, RevFlow, ReverseError, ReverseTable};
+use super::verdict::{DropReason, Frame, PassReason, Verdict};
+use crate::wire::checksum::Delta;
+use crate::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4};
+use crate::wire::icmp::{self, Icmpv4Packet};
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::tcp::{flags as tcpf, TcpPacket};
+use crate::wire::udp::UdpPacket;
+use crate::wire::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
+/// The most frames `process_batch` handles at once (larger slices are
+/// processed in chunks of this size).
+pub const MAX_BATCH: usize = 64;
+
+/// Connection-tracking timeouts, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP before the backend answered (Linux: syn_sent 120 s).
+    pub tcp_syn_ms: u32,
+    /// Established TCP (kube-proxy sets 86400 s).
+    pub tcp_established_ms: u32,
+    /// TCP after a FIN from either side (Linux: fin_wait / time_wait 120 s).
+    pub tcp_closing_ms: u32,
+    /// TCP after a RST (Linux: close 10 s).
+    pub tcp_rst_ms: u32,
+    /// UDP with no reply yet (Linux: udp_timeout 30 s).
+    pub udp_ms: u32,
+    /// UDP after a reply (Linux: udp_timeout_stream 120 s).
+    pub udp_replied_ms: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            tcp_syn_ms: 60_000,
+            tcp_established_ms: 86_400_000,
+            tcp_closing_ms: 120_000,
+            tcp_rst_ms: 10_000,
+            udp_ms: 30_000,
+            udp_replied_ms: 120_000,
+        }
+    }
+}
+
+/// The pipeline's configuration, fixed at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatConfig {
+    /// Addresses flows are masqueraded to; replies come back to them.
+    pub snat_addrs: Vec<Ipv4Addr>,
+    /// SNAT port range, inclusive. The default, Linux's ephemeral range
+    /// 32768-60999, stays clear of the NodePort range 30000-32767, so an SNAT
+    /// address may also be a node IP.
+    pub snat_ports: (u16, u16),
+    /// Number of workers sharing the port range.
+    pub workers: u16,
+    /// Flows each worker tracks (default 1M).
+    pub conntrack_capacity: usize,
+    /// ClientIP affinity records per worker (rounded up to a power of two).
+    pub affinity_slots: usize,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        Self {
+            snat_addrs: Vec::new(),
+            snat_ports: (32768, 60999),
+            workers: 1,
+            conntrack_capacity: 1 << 20,
+            affinity_slots: 1 << 16,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// State shared by all workers: the reverse table and the configuration.
+#[derive(Debug)]
+pub struct Shared {
+    /// SNAT port -> flow.
+    pub reverse: ReverseTable,
+    /// The configuration.
+    pub config: NatConfig,
+}
+
+impl Shared {
+    /// Builds the shared state; fails on an unusable SNAT configuration.
+    pub fn new(config: NatConfig) -> Result<Arc<Self>, ReverseError> {
+        let reverse = ReverseTable::new(&config.snat_addrs, config.snat_ports.0, config.snat_ports.1, config.workers)?;
+        Ok(Arc::new(Self { reverse, config }))
+    }
+}
+
+/// Per-worker counters. Plain integers: only the owning worker writes them;
+/// the polling loop exports snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames seen.
+    pub rx: u64,
+    /// Bytes seen.
+    pub rx_bytes: u64,
+    /// Frames forwarded (both directions).
+    pub forwarded: u64,
+    /// Replies built in place (RST, ICMP errors).
+    pub replied: u64,
+    /// Replies from backends translated back to clients.
+    pub reverse_translated: u64,
+    /// New flows entered in connection tracking.
+    pub new_flows: u64,
+    /// Flows evicted while still live because the table was full.
+    pub evicted: u64,
+    /// Flows removed after their timeout.
+    pub expired: u64,
+    /// Frames with IPv4 options, forwarded with the options intact.
+    pub ip_options: u64,
+    /// Frames passed to the kernel, by reason.
+    pub pass: [u64; PassReason::COUNT],
+    /// Frames dropped, by reason.
+    pub drop: [u64; DropReason::COUNT],
+}
+
+impl Counters {
+    #[inline(always)]
+    fn count(&mut self, v: Verdict) {
+        match v {
+            Verdict::Forward { .. } => self.forwarded += 1,
+            Verdict::Reply { .. } => self.replied += 1,
+            Verdict::Pass(r) => self.pass[r as usize] += 1,
+            Verdict::Drop(r) => self.drop[r as usize] += 1,
+        }
+    }
+}
+
+/// Packets and bytes one worker sent to one Service port (client to backend).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceCounter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (frame length).
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct AffinitySlot {
+    client: u32,
+    service: u32,
+    backend_addr: u32,
+    backend_port: u16,
+    last_seen: u32,
+}
+
+/// A parsed frame: offsets and the 5-tuple.
+#[derive(Debug, Clone, Copy, Default)]
+struct Parsed {
+    l3: usize,
+    l4: usize,
+    end: usize,
+    key: FlowKey,
+    ttl: u8,
+    tcp_flags: u8,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pre {
+    Done(Verdict),
+    Parsed(Parsed, Probe, Option<usize>),
+}
+
+const UNRESOLVED_RING: usize = 16;
+
+/// One worker's pipeline state. Create one per polling thread.
+pub struct Worker {
+    id: u16,
+    shared: Arc<Shared>,
+    ct: FlowTable,
+    counters: Counters,
+    /// Per-Service-entry counters of the generation `stats_table` holds.
+    svc: Vec<ServiceCounter>,
+    stats_table: ServiceTable,
+    /// Counters folded from earlier generations.
+    svc_totals: std::collections::HashMap<ServicePortId, ServiceCounter>,
+    port_cursor: u32,
+    affinity: Box<[AffinitySlot]>,
+    unresolved: [Ipv4Addr; UNRESOLVED_RING],
+    unresolved_len: usize,
+    pre: [Pre; MAX_BATCH],
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("id", &self.id).field("flows", &self.ct.len()).finish()
+    }
+}
+
+#[inline(always)]
+fn parse(buf: &[u8], len: usize) -> Result<Parsed, Verdict> {
+    let frame = buf.get(..len).ok_or(Verdict::Drop(DropReason::Malformed))?;
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| Verdict::Drop(DropReason::Malformed))?;
+    if eth.ethertype() != ETHERTYPE_IPV4 {
+        return Err(Verdict::Pass(PassReason::NotIpv4));
+    }
+    let l3 = eth.header_len();
+    let ip = Ipv4Packet::new_checked(&frame[l3..]).map_err(|_| Verdict::Drop(DropReason::Malformed))?;
+    let proto = ip.protocol();
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return Err(Verdict::Pass(PassReason::NotTcpUdp));
+    }
+    if ip.is_fragment() {
+        return Err(Verdict::Pass(PassReason::Fragment));
+    }
+    let l4 = l3 + ip.header_len();
+    let end = l3 + usize::from(ip.total_len());
+    let seg = &frame[l4..end];
+    let (sport, dport, tcp_flags) = if proto == IPPROTO_TCP {
+        let t = TcpPacket::new_checked(seg).map_err(|_| Verdict::Drop(DropReason::Malformed))?;
+        (t.src_port(), t.dst_port(), t.flags())
+    } else {
+        let u = UdpPacket::new_checked(seg).map_err(|_| Verdict::Drop(DropReason::Malformed))?;
+        (u.src_port(), u.dst_port(), 0)
+    };
+    Ok(Parsed {
+        l3,
+        l4,
+        end,
+        key: FlowKey { src: ip.src_u32(), dst: ip.dst_u32(), sport, dport, proto },
+        ttl: ip.ttl(),
+        tcp_flags,
+    })
+}
+
+/// Rewrites addresses, ports, TTL and MACs of a parsed frame in place.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rewrite(
+    buf: &mut [u8],
+    p: &Parsed,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+    ip_delta: Delta,
+    l4_delta: Delta,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+) {
+    {
+        let mut eth = EthernetFrame::new_unchecked(&mut buf[..p.l3]);
+        eth.set_dst_addr(dst_mac);
+        eth.set_src_addr(src_mac);
+    }
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut buf[p.l3..p.l4]);
+        let old_ttl_word = u16::from_be_bytes([p.ttl, p.key.proto]);
+        let new_ttl_word = u16::from_be_bytes([p.ttl - 1, p.key.proto]);
+        let c = ip_delta.add16(old_ttl_word, new_ttl_word).apply(ip.checksum());
+        ip.set_ttl(p.ttl - 1);
+        ip.set_src_u32(src);
+        ip.set_dst_u32(dst);
+        ip.set_checksum(c);
+    }
+    let seg = &mut buf[p.l4..p.end];
+    if p.key.proto == IPPROTO_TCP {
+        let mut t = TcpPacket::new_unchecked(seg);
+        let c = l4_delta.apply(t.checksum());
+        t.set_src_port(sport);
+        t.set_dst_port(dport);
+        t.set_checksum(c);
+    } else {
+        let mut u = UdpPacket::new_unchecked(seg);
+        let c = l4_delta.apply_udp(u.checksum());
+        u.set_src_port(sport);
+        u.set_dst_port(dport);
+        u.set_checksum(c);
+    }
+}
+
+/// The checksum deltas of rewriting (src, dst, sport, dport) from `p`'s tuple.
+#[inline(always)]
+fn deltas(k: &FlowKey, src: u32, dst: u32, sport: u16, dport: u16) -> (Delta, Delta) {
+    let ip = Delta::new().add32(k.src, src).add32(k.dst, dst);
+    let l4 = ip.add16(k.sport, sport).add16(k.dport, dport);
+    (ip, l4)
+}
+
+/// Turns a TCP segment into a RST answering it (RFC 9293 3.10.7.1), sent
+/// from the address and port it was addressed to. Returns the new length.
+fn build_rst(buf: &mut [u8], p: &Parsed) -> Option<usize> {
+    let (seq, ack, has_ack, seg_len) = {
+        let t = TcpPacket::new_checked(&buf[p.l4..p.end]).ok()?;
+        let mut seg_len = t.payload().len() as u32;
+        if t.flags() & tcpf::SYN != 0 {
+            seg_len += 1;
+        }
+        if t.flags() & tcpf::FIN != 0 {
+            seg_len += 1;
+        }
+        (t.seq_number(), t.ack_number(), t.flags() & tcpf::ACK != 0, seg_len)
+    };
+    let new_len = p.l3 + 40;
+    if buf.len() < new_len {
+        return None;
+    }
+    swap_macs(buf, p.l3);
+    let (src, dst) = (Ipv4Addr::from(p.key.dst), Ipv4Addr::from(p.key.src));
+    write_ipv4(&mut buf[p.l3..p.l3 + 20], 40, IPPROTO_TCP, src, dst);
+    let mut t = TcpPacket::new_unchecked(&mut buf[p.l3 + 20..new_len]);
+    t.set_src_port(p.key.dport);
+    t.set_dst_port(p.key.sport);
+    if has_ack {
+        t.set_seq_number(ack);
+        t.set_ack_number(0);
+        t.set_flags(tcpf::RST);
+    } else {
+        t.set_seq_number(0);
+        t.set_ack_number(seq.wrapping_add(seg_len));
+        t.set_flags(tcpf::RST | tcpf::ACK);
+    }
+    t.set_header_len(20);
+    t.set_window_len(0);
+    t.set_urgent_ptr(0);
+    t.fill_checksum(src, dst);
+    Some(new_len)
+}
+
+/// Turns the frame into an ICMP error about it (RFC 792: the original IP
+/// header and the first 8 bytes of its payload), from `src` to its sender.
+fn build_icmp_error(buf: &mut [u8], p: &Parsed, msg_type: u8, code: u8, src: Ipv4Addr) -> Option<usize> {
+    let quote = (p.l4 - p.l3 + 8).min(p.end - p.l3);
+    let new_total = 20 + icmp::HEADER_LEN + quote;
+    let new_len = p.l3 + new_total;
+    if buf.len() < new_len {
+        return None;
+    }
+    buf.copy_within(p.l3..p.l3 + quote, p.l3 + 28);
+    swap_macs(buf, p.l3);
+    write_ipv4(&mut buf[p.l3..p.l3 + 20], new_total as u16, IPPROTO_ICMP, src, Ipv4Addr::from(p.key.src));
+    let mut m = Icmpv4Packet::new_unchecked(&mut buf[p.l3 + 20..new_len]);
+    m.set_msg_type(msg_type);
+    m.set_msg_code(code);
+    m.set_rest_of_header(0);
+    m.fill_checksum();
+    Some(new_len)
+}
+
+fn swap_macs(buf: &mut [u8], l3: usize) {
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..l3]);
+    let (s, d) = (eth.src_addr(), eth.dst_addr());
+    eth.set_dst_addr(s);
+    eth.set_src_addr(d);
+}
+
+fn write_ipv4(hdr: &mut [u8], total: u16, proto: u8, src: Ipv4Addr, dst: Ipv4Addr) {
+    let mut ip = Ipv4Packet::new_unchecked(hdr);
+    ip.set_version_ihl(4, 20);
+    ip.set_dscp_ecn(0);
+    ip.set_total_len(total);
+    ip.set_ident(0);
+    ip.set_flags_frag(true, false, 0);
+    ip.set_ttl(64);
+    ip.set_protocol(proto);
+    ip.set_src_addr(src);
+    ip.set_dst_addr(dst);
+    ip.fill_checksum();
+}
+
+fn active_backend(svc: &ServiceEntry, addr: u32, port: u16) -> bool {
+    svc.find_backend(Ipv4Addr::from(addr), port).is_some_and(|i| {
+        let c = svc.backends[usize::from(i)].conditions;
+        match svc.active {
+            ActiveSet::Ready => c.ready,
+            ActiveSet::TerminatingFallback => c.serving && c.terminating,
+            ActiveSet::Empty => false,
+        }
+    })
+}
+
+impl Worker {
+    /// Worker `id` (0-based, < `config.workers`), with its own flow table.
+    pub fn new(id: u16, shared: Arc<Shared>) -> Self {
+        let cfg = &shared.config;
+        let aff = cfg.affinity_slots.max(1).next_power_of_two();
+        Self {
+            id,
+            ct: FlowTable::with_capacity(cfg.conntrack_capacity),
+            counters: Counters::default(),
+            svc: Vec::new(),
+            stats_table: ServiceTable::empty(),
+            svc_totals: Default::default(),
+            port_cursor: 0,
+            affinity: vec![AffinitySlot::default(); aff].into_boxed_slice(),
+            unresolved: [Ipv4Addr::UNSPECIFIED; UNRESOLVED_RING],
+            unresolved_len: 0,
+            pre: [Pre::Done(Verdict::Drop(DropReason::Malformed)); MAX_BATCH],
+            shared,
+        }
+    }
+
+    /// This worker's id.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Flows currently tracked by this worker.
+    pub fn flows(&self) -> usize {
+        self.ct.len()
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Per-Service packet and byte counts so far (client to backend), by
+    /// Service port.
+    pub fn service_counters(&self) -> Vec<(ServicePortId, ServiceCounter)> {
+        let mut all = self.svc_totals.clone();
+        for (e, c) in self.stats_table.entries().iter().zip(&self.svc) {
+            let t = all.entry(e.id.clone()).or_default();
+            t.packets += c.packets;
+            t.bytes += c.bytes;
+        }
+        all.into_iter().collect()
+    }
+
+    /// Neighbours whose MAC a frame needed and did not find (the caller asks
+    /// the kernel to resolve them); drains the list.
+    pub fn take_unresolved(&mut self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let n = std::mem::take(&mut self.unresolved_len);
+        self.unresolved[..n].iter().copied()
+    }
+
+    fn note_unresolved(&mut self, via: Ipv4Addr) {
+        if !self.unresolved[..self.unresolved_len].contains(&via) && self.unresolved_len < UNRESOLVED_RING {
+            self.unresolved[self.unresolved_len] = via;
+            self.unresolved_len += 1;
+        }
+    }
+
+    /// Called at a batch boundary: on a new table generation, folds the
+    /// per-Service counters of the old one and sizes them for the new one.
+    /// (Allocates, but only once per table swap.)
+    fn sync(&mut self, t: &ServiceTable) {
+        if t.generation() == self.stats_table.generation() && self.svc.len() == t.entries().len() {
+            return;
+        }
+        for (e, c) in self.stats_table.entries().iter().zip(&self.svc) {
+            if c.packets > 0 {
+                let t = self.svc_totals.entry(e.id.clone()).or_default();
+                t.packets += c.packets;
+                t.bytes += c.bytes;
+            }
+        }
+        self.svc.clear();
+        self.svc.resize(t.entries().len(), ServiceCounter::default());
+        self.stats_table = t.clone();
+    }
+
+    /// Processes one frame (a batch of one).
+    pub fn process(&mut self, t: &ServiceTable, hops: &NextHops, frame: &mut Frame<'_>, now_ms: u32) {
+        self.process_batch(t, hops, std::slice::from_mut(frame), now_ms);
+    }
+
+    /// Processes a burst of frames, setting each one's verdict and rewriting
+    /// it in place. `now_ms` is the worker's millisecond clock (wrapping).
+    pub fn process_batch(&mut self, t: &ServiceTable, hops: &NextHops, frames: &mut [Frame<'_>], now_ms: u32) {
+        self.sync(t);
+        for chunk in frames.chunks_mut(MAX_BATCH) {
+            self.process_chunk(t, hops, chunk, now_ms);
+        }
+    }
+
+    fn process_chunk(&mut self, t: &ServiceTable, hops: &NextHops, frames: &mut [Frame<'_>], now: u32) {
+        let n = frames.len();
+        // Pass 1: parse and read the candidate buckets of every frame.
+        let mut sink = 0u64;
+        for (f, pre) in frames.iter().zip(self.pre.iter_mut()) {
+            *pre = match parse(f.buf, f.len) {
+                Ok(p) => {
+                    let probe = self.ct.probe(p.key.hash());
+                    sink ^= u64::from(self.ct.touch_buckets(&probe));
+                    Pre::Parsed(p, probe, None)
+                }
+                Err(v) => Pre::Done(v),
+            };
+        }
+        // Pass 2: match signatures and read the candidate entries.
+        for pre in self.pre[..n].iter_mut() {
+            if let Pre::Parsed(p, probe, slot) = pre {
+                *slot = self.ct.find(&p.key, probe);
+                if let Some(s) = *slot {
+                    sink ^= self.ct.touch_entry(s);
+                }
+            }
+        }
+        std::hint::black_box(sink);
+        // Pass 3: decide and rewrite.
+        for (i, f) in frames.iter_mut().enumerate() {
+            self.counters.rx += 1;
+            self.counters.rx_bytes += f.len as u64;
+            let v = match self.pre[i] {
+                Pre::Done(v) => v,
+                Pre::Parsed(p, probe, slot) => self.decide(t, hops, f, &p, &probe, slot, now),
+            };
+            if let Verdict::Reply { len } = v {
+                f.len = usize::from(len);
+            }
+            f.verdict = v;
+            self.counters.count(v);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn decide(
+        &mut self,
+        t: &ServiceTable,
+        hops: &NextHops,
+        f: &mut Frame<'_>,
+        p: &Parsed,
+        probe: &Probe,
+        slot: Option<usize>,
+        now: u32,
+    ) -> Verdict {
+        if p.l4 - p.l3 > 20 {
+            self.counters.ip_options += 1;
+        }
+        if let Some(slot) = slot {
+            if let Some(v) = self.established(t, hops, f, p, slot, now) {
+                return v;
+            }
+        }
+        let shared = Arc::clone(&self.shared);
+        let rev = &shared.reverse;
+        if let Some(ai) = rev.addr_index(p.key.dst) {
+            if rev.owner_of(p.key.dport).is_some() {
+                return self.reply(hops, f, p, ReverseTable::index(ai, p.key.proto, p.key.dport), now);
+            }
+        }
+        self.new_flow(t, hops, f, p, probe, now)
+    }
+
+    fn timeout_of(&self, proto: u8, fwd_state: u8, rev_flags: u8) -> u32 {
+        Self::timeout_with(&self.shared.config.timeouts, proto, fwd_state, rev_flags)
+    }
+
+    fn expired(&self, e: &FlowEntry, now: u32) -> bool {
+        let (rlast, rflags) = self.shared.reverse.reply_state(e.rev_slot);
+        let idle = now.wrapping_sub(e.last_seen).min(now.wrapping_sub(rlast));
+        idle > self.timeout_of(e.k1 as u8, e.state, rflags)
+    }
+
+    /// Removes a flow from both directions.
+    fn forget(&mut self, slot: usize) {
+        if let Some(old) = self.ct.remove(slot) {
+            self.shared.reverse.clear(old.rev_slot);
+        }
+    }
+
+    /// Expires idle flows in the next `buckets` buckets; call on idle polls.
+    /// Returns how many were removed.
+    pub fn maintain(&mut self, now_ms: u32, buckets: usize) -> usize {
+        let shared = Arc::clone(&self.shared);
+        let mut gone = [0u32; 64];
+        let mut total = 0;
+        let mut left = buckets;
+        while left > 0 {
+            let step = left.min(8);
+            left -= step;
+            let mut n = 0;
+            let removed = self.ct.sweep(
+                step,
+                |e| {
+                    let (rlast, rfl) = shared.reverse.reply_state(e.rev_slot);
+                    let idle = now_ms.wrapping_sub(e.last_seen).min(now_ms.wrapping_sub(rlast));
+                    idle > Worker::timeout_with(&shared.config.timeouts, e.k1 as u8, e.state, rfl)
+                },
+                |_, e| {
+                    if n < gone.len() {
+                        gone[n] = e.rev_slot;
+                        n += 1;
+                    }
+                },
+            );
+            for &r in &gone[..n] {
+                shared.reverse.clear(r);
+            }
+            total += removed;
+        }
+        self.counters.expired += total as u64;
+        total
+    }
+
+    fn timeout_with(to: &Timeouts, proto: u8, fwd_state: u8, rev_flags: u8) -> u32 {
+        if proto == IPPROTO_UDP {
+            return if rev_flags & rflags::REPLIED != 0 { to.udp_replied_ms } else { to.udp_ms };
+        }
+        if (fwd_state & tcpf::RST) | (rev_flags & rflags::RST) != 0 {
+            to.tcp_rst_ms
+        } else if (fwd_state & tcpf::FIN) | (rev_flags & rflags::FIN) != 0 {
+            to.tcp_closing_ms
+        } else if rev_flags & rflags::REPLIED == 0 {
+            to.tcp_syn_ms
+        } else {
+            to.tcp_established_ms
+        }
+    }
+
+    /// Resolves the next hop toward `dst`, noting unresolved neighbours.
+    fn hop_to(&mut self, hops: &NextHops, dst: u32) -> Result<u16, Verdict> {
+        match hops.resolve(Ipv4Addr::from(dst)) {
+            Resolution::Hop(h) => Ok(h),
+            Resolution::Unresolved { via, .. } => {
+                self.note_unresolved(via);
+                Err(Verdict::Pass(PassReason::UnknownNextHop))
+            }
+            Resolution::NoRoute => Err(Verdict::Drop(DropReason::NoRoute)),
+        }
+    }
+
+    /// TTL expiry: ICMP time exceeded from the ingress port's address, or a
+    /// counted drop when the port has none.
+    fn time_exceeded(&self, hops: &NextHops, f: &mut Frame<'_>, p: &Parsed) -> Verdict {
+        let Some(src) = hops.port_addr(f.in_port) else {
+            return Verdict::Drop(DropReason::TtlExpired);
+        };
+        match build_icmp_error(f.buf, p, icmp::kind::TIME_EXCEEDED, icmp::code::TTL_EXCEEDED, src) {
+            Some(len) => Verdict::Reply { len: len as u16 },
+            None => Verdict::Drop(DropReason::NoRoomForReply),
+        }
+    }
+
+    /// A reject like kube-proxy's: TCP RST, or ICMP port unreachable from the
+    /// frontend address for UDP.
+    fn reject(f: &mut Frame<'_>, p: &Parsed) -> Verdict {
+        let len = if p.key.proto == IPPROTO_TCP {
+            build_rst(f.buf, p)
+        } else {
+            build_icmp_error(f.buf, p, icmp::kind::DEST_UNREACHABLE, icmp::code::PORT_UNREACHABLE, Ipv4Addr::from(p.key.dst))
+        };
+        match len {
+            Some(len) => Verdict::Reply { len: len as u16 },
+            None => Verdict::Drop(DropReason::NoRoomForReply),
+        }
+    }
+
+    /// A packet of a tracked flow. `None` when the flow is gone and the frame
+    /// should be handled as a new one.
+    #[inline(always)]
+    fn established(
+        &mut self,
+        t: &ServiceTable,
+        hops: &NextHops,
+        f: &mut Frame<'_>,
+        p: &Parsed,
+        slot: usize,
+        now: u32,
+    ) -> Option<Verdict> {
+        let gen = t.generation() as u32;
+        let hop_gen = hops.generation();
+        let e = *self.ct.entry(slot)?;
+        let is_tcp = p.key.proto == IPPROTO_TCP;
+        // A fresh SYN on a closed or closing flow starts a new connection.
+        if is_tcp && p.tcp_flags & (tcpf::SYN | tcpf::ACK) == tcpf::SYN && e.state & (tcpf::FIN | tcpf::RST) != 0 {
+            self.forget(slot);
+            return None;
+        }
+        if e.table_gen != gen || e.hop_gen != hop_gen {
+            if let Some(v) = self.revalidate(t, hops, f, p, slot, now) {
+                return Some(v);
+            }
+        }
+        let e = self.ct.entry_mut(slot)?;
+        if p.ttl <= 1 {
+            return Some(self.time_exceeded(hops, f, p));
+        }
+        e.last_seen = now;
+        e.state |= p.tcp_flags & (tcpf::FIN | tcpf::RST | tcpf::SYN);
+        let e = *e;
+        let hop = *hops.hop(e.hop)?;
+        rewrite(
+            f.buf,
+            p,
+            e.snat_addr,
+            e.backend_addr,
+            e.snat_port,
+            e.backend_port,
+            e.ip_delta,
+            e.l4_delta,
+            hop.src_mac,
+            hop.dst_mac,
+        );
+        if let Some(c) = self.svc.get_mut(e.entry as usize) {
+            c.packets += 1;
+            c.bytes += f.len as u64;
+        }
+        Some(Verdict::Forward { port: hop.port })
+    }
+
+    /// After a table or next-hop swap: finds the flow's backend in the new
+    /// table. Returns a verdict when the flow cannot continue as it was.
+    #[cold]
+    fn revalidate(
+        &mut self,
+        t: &ServiceTable,
+        hops: &NextHops,
+        f: &mut Frame<'_>,
+        p: &Parsed,
+        slot: usize,
+        now: u32,
+    ) -> Option<Verdict> {
+        let e = *self.ct.entry(slot)?;
+        let proto = Protocol::from_number(p.key.proto)?;
+        let found = t
+            .frontend(Ipv4Addr::from(p.key.dst), proto, p.key.dport)
+            .and_then(|fe| t.entry(fe.entry).map(|svc| (fe.entry, svc)));
+        let mut e2 = e;
+        match found {
+            Some((idx, svc)) => match svc.find_backend(Ipv4Addr::from(e.backend_addr), e.backend_port) {
+                Some(b) => {
+                    e2.entry = idx;
+                    e2.backend = b;
+                }
+                None if p.key.proto == IPPROTO_UDP && svc.active != ActiveSet::Empty => {
+                    // UDP has no stream to break: move the flow to a live backend.
+                    let b = self.pick_backend(svc, &p.key, now)?;
+                    let backend = &svc.backends[usize::from(b)];
+                    let baddr = u32::from(backend.addr);
+                    let (ip_d, l4_d) = deltas(&p.key, e.snat_addr, baddr, e.snat_port, backend.port);
+                    e2 = FlowEntry {
+                        backend_addr: baddr,
+                        backend_port: backend.port,
+                        backend: b,
+                        entry: idx,
+                        ip_delta: ip_d,
+                        l4_delta: l4_d,
+                        hop_gen: hops.generation().wrapping_add(1), // force re-resolution below
+                        ..e
+                    };
+                    self.shared.reverse.publish(
+                        e.rev_slot,
+                        &RevFlow {
+                            client: p.key.src,
+                            client_port: p.key.sport,
+                            frontend: p.key.dst,
+                            frontend_port: p.key.dport,
+                            backend: baddr,
+                            backend_port: backend.port,
+                            proto: p.key.proto,
+                            owner_slot: slot as u32,
+                        },
+                        now,
+                    );
+                }
+                None if p.key.proto == IPPROTO_TCP => {
+                    // Never move a TCP stream silently: tell the client.
+                    self.forget(slot);
+                    return Some(match build_rst(f.buf, p) {
+                        Some(len) => {
+                            // Counted as a reply (the RST) and as a backend-gone event.
+                            self.counters.drop[DropReason::BackendGone as usize] += 1;
+                            Verdict::Reply { len: len as u16 }
+                        }
+                        None => Verdict::Drop(DropReason::BackendGone),
+                    });
+                }
+                None => {
+                    self.forget(slot);
+                    return None;
+                }
+            },
+            None => {
+                // The frontend is gone: forget the flow; the frame is then
+                // handled as new (and passed to the kernel).
+                self.forget(slot);
+                return None;
+            }
+        }
+        e2.table_gen = t.generation() as u32;
+        if e2.hop_gen != hops.generation() {
+            match self.hop_to(hops, e2.backend_addr) {
+                Ok(h) => {
+                    e2.hop = h;
+                    e2.hop_gen = hops.generation();
+                }
+                Err(v) => {
+                    *self.ct.entry_mut(slot)? = e2;
+                    return Some(v);
+                }
+            }
+        }
+        *self.ct.entry_mut(slot)? = e2;
+        None
+    }
+
+    /// Chooses a backend for a new flow: ClientIP affinity if set, else Maglev
+    /// over the 5-tuple hash.
+    fn pick_backend(&mut self, svc: &ServiceEntry, k: &FlowKey, now: u32) -> Option<u16> {
+        let Some(timeout_s) = svc.affinity_timeout_secs else {
+            return svc.maglev.pick(flow_hash(k.src, k.dst, k.sport, k.dport, k.proto));
+        };
+        let sid = svc.id_hash;
+        let mask = self.affinity.len() - 1;
+        let i = (client_hash(k.src ^ sid) as usize) & mask;
+        let slot = self.affinity[i];
+        let timeout_ms = timeout_s.saturating_mul(1000);
+        if slot.client == k.src
+            && slot.service == sid
+            && now.wrapping_sub(slot.last_seen) <= timeout_ms
+            && active_backend(svc, slot.backend_addr, slot.backend_port)
+        {
+            self.affinity[i].last_seen = now;
+            return svc.find_backend(Ipv4Addr::from(slot.backend_addr), slot.backend_port);
+        }
+        // Deterministic by client address, so every worker and every gateway
+        // starts from the same choice.
+        let b = svc.maglev.pick(client_hash(k.src))?;
+        let be = &svc.backends[usize::from(b)];
+        self.affinity[i] = AffinitySlot {
+            client: k.src,
+            service: sid,
+            backend_addr: u32::from(be.addr),
+            backend_port: be.port,
+            last_seen: now,
+        };
+        Some(b)
+    }
+
+    /// Takes a free SNAT port from this worker's slice (reclaiming an expired
+    /// flow's port if needed). Returns the reverse-table index and the
+    /// chosen address and port.
+    fn alloc_port(&mut self, proto: u8, now: u32) -> Option<(u32, u32, u16)> {
+        const PROBES: u32 = 64;
+        let shared = Arc::clone(&self.shared);
+        let rev = &shared.reverse;
+        let ports = rev.ports_of(self.id);
+        let span = u32::from(*ports.end() - *ports.start()) + 1;
+        let naddr = rev.addrs().len() as u32;
+        for _ in 0..PROBES {
+            let c = self.port_cursor;
+            self.port_cursor = self.port_cursor.wrapping_add(1);
+            let ai = (c % naddr) as usize;
+            let port = *ports.start() + ((c / naddr) % span) as u16;
+            let idx = ReverseTable::index(ai, proto, port);
+            if rev.in_use(idx) {
+                let Some(f) = rev.read(idx) else { continue };
+                let slot = f.owner_slot as usize;
+                match self.ct.entry(slot) {
+                    Some(e) if e.rev_slot == idx && e.is_used() => {
+                        if !self.expired(e, now) {
+                            continue;
+                        }
+                        self.forget(slot);
+                        self.counters.expired += 1;
+                    }
+                    _ => rev.clear(idx), // orphan: should not happen, but never leak a port
+                }
+            }
+            return Some((idx, rev.addrs()[ai], port));
+        }
+        None
+    }
+
+    fn new_flow(
+        &mut self,
+        t: &ServiceTable,
+        hops: &NextHops,
+        f: &mut Frame<'_>,
+        p: &Parsed,
+        probe: &Probe,
+        now: u32,
+    ) -> Verdict {
+        let k = p.key;
+        let Some(proto) = Protocol::from_number(k.proto) else {
+            return Verdict::Pass(PassReason::NotTcpUdp);
+        };
+        let Some(fe) = t.frontend(Ipv4Addr::from(k.dst), proto, k.dport) else {
+            return Verdict::Pass(PassReason::NotService);
+        };
+        let Some(svc) = t.entry(fe.entry) else {
+            return Verdict::Pass(PassReason::NotService);
+        };
+        if fe.kind == FrontendKind::LoadBalancer && !svc.source_allowed(Ipv4Addr::from(k.src)) {
+            return Verdict::Drop(DropReason::SourceRange);
+        }
+        if k.proto == IPPROTO_TCP && p.tcp_flags & (tcpf::SYN | tcpf::ACK | tcpf::RST) != tcpf::SYN {
+            return Verdict::Drop(DropReason::TcpNoFlow);
+        }
+        if svc.active == ActiveSet::Empty {
+            return Self::reject(f, p);
+        }
+        if p.ttl <= 1 {
+            return self.time_exceeded(hops, f, p);
+        }
+        let Some(b) = self.pick_backend(svc, &k, now) else {
+            return Self::reject(f, p);
+        };
+        let backend = svc.backends[usize::from(b)];
+        let baddr = u32::from(backend.addr);
+        let hop_idx = match self.hop_to(hops, baddr) {
+            Ok(h) => h,
+            Err(v) => return v,
+        };
+        let Some(hop) = hops.hop(hop_idx).copied() else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let Some((rev_idx, snat_addr, snat_port)) = self.alloc_port(k.proto, now) else {
+            return Verdict::Drop(DropReason::PortsExhausted);
+        };
+        let shared = Arc::clone(&self.shared);
+        let expired = |e: &FlowEntry| {
+            let (rlast, rfl) = shared.reverse.reply_state(e.rev_slot);
+            let idle = now.wrapping_sub(e.last_seen).min(now.wrapping_sub(rlast));
+            idle > Worker::timeout_with(&shared.config.timeouts, e.k1 as u8, e.state, rfl)
+        };
+        let ins = self.ct.insert(&k, probe, now, expired);
+        if let Inserted::Replaced { old, expired, .. } = ins {
+            shared.reverse.clear(old.rev_slot);
+            if expired {
+                self.counters.expired += 1;
+            } else {
+                self.counters.evicted += 1;
+            }
+        }
+        let slot = ins.slot();
+        let (ip_delta, l4_delta) = deltas(&k, snat_addr, baddr, snat_port, backend.port);
+        if let Some(e) = self.ct.entry_mut(slot) {
+            e.snat_addr = snat_addr;
+            e.snat_port = snat_port;
+            e.backend_addr = baddr;
+            e.backend_port = backend.port;
+            e.hop = hop_idx;
+            e.backend = b;
+            e.ip_delta = ip_delta;
+            e.l4_delta = l4_delta;
+            e.table_gen = t.generation() as u32;
+            e.hop_gen = hops.generation();
+            e.entry = fe.entry;
+            e.rev_slot = rev_idx;
+            e.state = p.tcp_flags & (tcpf::SYN | tcpf::FIN | tcpf::RST);
+        }
+        shared.reverse.publish(
+            rev_idx,
+            &RevFlow {
+                client: k.src,
+                client_port: k.sport,
+                frontend: k.dst,
+                frontend_port: k.dport,
+                backend: baddr,
+                backend_port: backend.port,
+                proto: k.proto,
+                owner_slot: slot as u32,
+            },
+            now,
+        );
+        self.counters.new_flows += 1;
+        rewrite(f.buf, p, snat_addr, baddr, snat_port, backend.port, ip_delta, l4_delta, hop.src_mac, hop.dst_mac);
+        if let Some(c) = self.svc.get_mut(fe.entry as usize) {
+            c.packets += 1;
+            c.bytes += f.len as u64;
+        }
+        Verdict::Forward { port: hop.port }
+    }
+
+    /// A reply from a backend to an SNAT address and port: translate back to
+    /// what the client dialled. Works on any worker (see `reverse`).
+    fn reply(&mut self, hops: &NextHops, f: &mut Frame<'_>, p: &Parsed, idx: u32, now: u32) -> Verdict {
+        let shared = Arc::clone(&self.shared);
+        let rev = &shared.reverse;
+        let k = p.key;
+        let Some(fl) = rev.read(idx) else {
+            return Verdict::Drop(DropReason::ReplyNoFlow);
+        };
+        if fl.backend != k.src || fl.backend_port != k.sport || fl.proto != k.proto {
+            return Verdict::Drop(DropReason::ReplyNoFlow);
+        }
+        if p.ttl <= 1 {
+            return self.time_exceeded(hops, f, p);
+        }
+        let hop_idx = match rev.cached_hop(idx, hops.generation()) {
+            Some(h) => h,
+            None => match self.hop_to(hops, fl.client) {
+                Ok(h) => {
+                    rev.cache_hop(idx, hops.generation(), h);
+                    h
+                }
+                Err(v) => return v,
+            },
+        };
+        let Some(hop) = hops.hop(hop_idx).copied() else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let mut fl_flags = rflags::REPLIED;
+        if p.tcp_flags & tcpf::FIN != 0 {
+            fl_flags |= rflags::FIN;
+        }
+        if p.tcp_flags & tcpf::RST != 0 {
+            fl_flags |= rflags::RST;
+        }
+        rev.touch(idx, now, fl_flags);
+        let (ip_delta, l4_delta) = deltas(&k, fl.frontend, fl.client, fl.frontend_port, fl.client_port);
+        rewrite(
+            f.buf,
+            p,
+            fl.frontend,
+            fl.client,
+            fl.frontend_port,
+            fl.client_port,
+            ip_delta,
+            l4_delta,
+            hop.src_mac,
+            hop.dst_mac,
+        );
+        self.counters.reverse_translated += 1;
+        Verdict::Forward { port: hop.port }
+    }
+}

@@ -6,3 +6,6 @@
 
 pub mod nat;
 pub mod wire;
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,221 @@
+//! A lab in memory for fixture tests and benches (feature `testing`).
+//!
+//! Two ports: port 0 faces the clients (198.18.1.0/24, the gateway is
+//! 198.18.1.1, which is also the node IP for NodePorts), port 1 faces the Pods
+//! (198.18.2.0/24, the gateway is 198.18.2.1, which is also the SNAT address).
+//! Every address is in 198.18.0.0/15. Frames are built with etherparse, an
+//! implementation independent of `wire`, so fixtures check our rewrite against
+//! a separately computed frame, checksums included.
+
+use std::net::Ipv4Addr;
+
+use etherparse::{IpNumber, Ipv4Header, PacketBuilder, SingleVlanHeader, TcpHeader, UdpHeader};
+use svcgate_common::model::{BackendSpec, EndpointConditions};
+
+use crate::nat::{NatConfig, NextHops, PortInfo, Timeouts};
+
+/// Gateway MAC on the client port (0).
+pub const GW_CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// Gateway MAC on the Pod port (1).
+pub const GW_POD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// The client's MAC.
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x0a];
+/// The client.
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+/// A second client on the same segment.
+pub const CLIENT2: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
+/// A client on a routed network, outside any source range of the fixtures.
+pub const FAR_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 77, 5);
+/// The client-side router for `FAR_CLIENT`.
+pub const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
+/// The router's MAC.
+pub const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0xfe];
+/// The gateway's client-side address, also the node IP.
+pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// The gateway's Pod-side address, also the SNAT address.
+pub const SNAT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+/// A ClusterIP.
+pub const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 10);
+/// A LoadBalancer ingress IP.
+pub const LB_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 100);
+/// An externalIP.
+pub const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 200);
+/// A Pod address with no known MAC.
+pub const UNRESOLVED_POD: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 99);
+/// Number of backends with a known MAC.
+pub const BACKENDS: u8 = 32;
+
+/// Backend `i`'s address (198.18.2.10 + i).
+pub fn backend(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 2, 10 + i)
+}
+
+/// Backend `i`'s MAC.
+pub fn backend_mac(i: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x02, 10 + i]
+}
+
+/// The index of a backend address, if it is one of the lab's.
+pub fn backend_index(a: Ipv4Addr) -> Option<u8> {
+    let o = a.octets();
+    (o[..3] == [198, 18, 2] && o[3] >= 10 && o[3] < 10 + BACKENDS).then(|| o[3] - 10)
+}
+
+/// A ready backend spec on `port`.
+pub fn ready(i: u8, port: u16) -> BackendSpec {
+    BackendSpec { addr: backend(i), port, conditions: EndpointConditions::READY, weight: 1 }
+}
+
+/// A terminating-but-serving backend spec on `port`.
+pub fn terminating(i: u8, port: u16) -> BackendSpec {
+    BackendSpec { addr: backend(i), port, conditions: EndpointConditions::TERMINATING_SERVING, weight: 1 }
+}
+
+/// The lab's next-hop table (generation `gen`).
+pub fn next_hops(gen: u32) -> NextHops {
+    let mut h = NextHops::new(
+        gen,
+        vec![
+            PortInfo { name: "clients".into(), mac: GW_CLIENT_MAC, addrs: vec!["198.18.1.1/24".parse().unwrap()] },
+            PortInfo { name: "pods".into(), mac: GW_POD_MAC, addrs: vec!["198.18.2.1/24".parse().unwrap()] },
+        ],
+    );
+    h.add_route("198.18.64.0/18".parse().unwrap(), ROUTER);
+    h.add_neighbour(0, CLIENT, CLIENT_MAC);
+    h.add_neighbour(0, CLIENT2, [0x02, 0, 0, 0, 0x01, 0x0b]);
+    h.add_neighbour(0, ROUTER, ROUTER_MAC);
+    for i in 0..BACKENDS {
+        h.add_neighbour(1, backend(i), backend_mac(i));
+    }
+    h
+}
+
+/// The lab's NAT configuration: SNAT to 198.18.2.1, default port range.
+pub fn nat_config(workers: u16, conntrack_capacity: usize) -> NatConfig {
+    NatConfig {
+        snat_addrs: vec![SNAT],
+        workers,
+        conntrack_capacity,
+        timeouts: Timeouts::default(),
+        ..NatConfig::default()
+    }
+}
+
+/// L4 part of a test packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4 {
+    /// TCP with ports, sequence numbers and flags (`wire::tcp::flags`).
+    Tcp {
+        /// Source port.
+        sport: u16,
+        /// Destination port.
+        dport: u16,
+        /// Sequence number.
+        seq: u32,
+        /// Acknowledgment number.
+        ack: u32,
+        /// Flags.
+        flags: u8,
+    },
+    /// UDP with ports.
+    Udp {
+        /// Source port.
+        sport: u16,
+        /// Destination port.
+        dport: u16,
+    },
+}
+
+/// A test packet, built with etherparse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkt {
+    /// Source MAC.
+    pub src_mac: [u8; 6],
+    /// Destination MAC.
+    pub dst_mac: [u8; 6],
+    /// One 802.1Q tag, if any.
+    pub vlan: Option<u16>,
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// TTL.
+    pub ttl: u8,
+    /// IP identification.
+    pub ident: u16,
+    /// L4 header.
+    pub l4: L4,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+impl Pkt {
+    /// A client-to-gateway packet of `l4` from `src` to `dst`.
+    pub fn new(src: Ipv4Addr, dst: Ipv4Addr, l4: L4) -> Self {
+        Self {
+            src_mac: CLIENT_MAC,
+            dst_mac: GW_CLIENT_MAC,
+            vlan: None,
+            src,
+            dst,
+            ttl: 64,
+            ident: 0x1234,
+            l4,
+            payload: b"svcgate".to_vec(),
+        }
+    }
+
+    /// Builds the frame bytes.
+    pub fn build(&self) -> Vec<u8> {
+        let mut ip = Ipv4Header::new(0, self.ttl, IpNumber::TCP, self.src.octets(), self.dst.octets()).unwrap();
+        ip.identification = self.ident;
+        ip.dont_fragment = true;
+        let b = match self.vlan {
+            Some(id) => PacketBuilder::ethernet2(self.src_mac, self.dst_mac).vlan(etherparse::VlanHeader::Single(
+                SingleVlanHeader { vlan_id: etherparse::VlanId::try_new(id).unwrap(), ..Default::default() },
+            )),
+            None => PacketBuilder::ethernet2(self.src_mac, self.dst_mac),
+        };
+        let b = b.ip(etherparse::IpHeaders::Ipv4(ip, Default::default()));
+        let mut out = Vec::new();
+        match self.l4 {
+            L4::Tcp { sport, dport, seq, ack, flags } => {
+                let mut t = TcpHeader::new(sport, dport, seq, 64240);
+                t.acknowledgment_number = ack;
+                t.fin = flags & 0x01 != 0;
+                t.syn = flags & 0x02 != 0;
+                t.rst = flags & 0x04 != 0;
+                t.psh = flags & 0x08 != 0;
+                t.ack = flags & 0x10 != 0;
+                b.tcp_header(t).write(&mut out, &self.payload).unwrap();
+            }
+            L4::Udp { sport, dport } => {
+                b.udp_header(UdpHeader { source_port: sport, destination_port: dport, ..Default::default() })
+                    .write(&mut out, &self.payload)
+                    .unwrap();
+            }
+        }
+        out
+    }
+
+    /// The same packet with other addresses, ports and MACs, TTL one lower:
+    /// what a forwarded packet should look like.
+    #[allow(clippy::too_many_arguments)]
+    pub fn translated(&self, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Self {
+        let l4 = match self.l4 {
+            L4::Tcp { seq, ack, flags, .. } => L4::Tcp { sport, dport, seq, ack, flags },
+            L4::Udp { .. } => L4::Udp { sport, dport },
+        };
+        Self { src_mac, dst_mac, src, dst, ttl: self.ttl - 1, l4, ..self.clone() }
+    }
+}
+
+/// A TCP segment's L4 part.
+pub fn tcp(sport: u16, dport: u16, flags: u8) -> L4 {
+    L4::Tcp { sport, dport, seq: 1000, ack: if flags & 0x10 != 0 { 5000 } else { 0 }, flags }
+}
+
+/// A UDP datagram's L4 part.
+pub fn udp(sport: u16, dport: u16) -> L4 {
+    L4::Udp { sport, dport }
+}

@@ -1,0 +1,655 @@
+//! Packet-in/packet-out fixture tables for the NAT pipeline (Katran style).
+//!
+//! Each step is (description, ingress port, input frame, expected verdict,
+//! expected output frame). Frames are built with etherparse, independently of
+//! the `wire` module, so each forwarded or reply frame is compared byte for
+//! byte, checksums included, with a frame computed from first principles.
+//! Steps of one table run in order against one worker, so a table can open a
+//! flow, answer it from the backend, swap tables under it, and so on.
+
+use std::net::Ipv4Addr;
+
+use svcgate_common::model::{
+    BackendSpec, DesiredState, Ipv4Net, Protocol, ServicePortSpec, ServiceSpec, ServiceType, SessionAffinity,
+};
+use svcgate_common::table::ServiceTable;
+use svcgate_dataplane::nat::{DropReason, Frame, NextHops, PassReason, Shared, Verdict, Worker};
+use svcgate_dataplane::testing::*;
+use svcgate_dataplane::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
+
+const FIRST_PORT: u16 = 32768;
+
+fn port(name: &str, protocol: Protocol, port: u16, node_port: Option<u16>, backends: Vec<BackendSpec>) -> ServicePortSpec {
+    ServicePortSpec { name: name.into(), protocol, port, node_port, backends }
+}
+
+fn svc(name: &str, cluster_ip: Option<Ipv4Addr>, ports: Vec<ServicePortSpec>) -> ServiceSpec {
+    ServiceSpec {
+        namespace: "default".into(),
+        name: name.into(),
+        service_type: ServiceType::ClusterIp,
+        cluster_ip,
+        external_ips: vec![],
+        load_balancer_ips: vec![],
+        source_ranges: vec![],
+        affinity: SessionAffinity::None,
+        ports,
+    }
+}
+
+/// The fixtures' Services, with the given backends for `drain` and `spread`.
+fn desired(drain: Vec<BackendSpec>, spread: Vec<BackendSpec>) -> DesiredState {
+    let web = ServiceSpec {
+        service_type: ServiceType::LoadBalancer,
+        external_ips: vec![EXTERNAL_IP],
+        load_balancer_ips: vec![LB_IP],
+        source_ranges: vec!["198.18.1.0/24".parse::<Ipv4Net>().unwrap()],
+        ..svc("web", Some(CLUSTER_IP), vec![port("http", Protocol::Tcp, 8080, Some(30120), vec![ready(0, 80)])])
+    };
+    let sticky = ServiceSpec {
+        affinity: SessionAffinity::ClientIp { timeout_secs: 10800 },
+        ..svc(
+            "sticky",
+            Some(Ipv4Addr::new(198, 18, 128, 14)),
+            vec![port("", Protocol::Tcp, 80, None, (12..16).map(|i| ready(i, 80)).collect())],
+        )
+    };
+    DesiredState {
+        node_ips: vec![NODE_IP],
+        services: vec![
+            web,
+            svc("dns", Some(Ipv4Addr::new(198, 18, 128, 11)), vec![port("dns", Protocol::Udp, 53, None, vec![ready(1, 5353)])]),
+            svc(
+                "empty",
+                Some(Ipv4Addr::new(198, 18, 128, 12)),
+                vec![port("t", Protocol::Tcp, 80, None, vec![]), port("u", Protocol::Udp, 81, None, vec![])],
+            ),
+            svc("spread", Some(Ipv4Addr::new(198, 18, 128, 13)), vec![port("", Protocol::Tcp, 80, None, spread)]),
+            sticky,
+            svc(
+                "drain",
+                Some(Ipv4Addr::new(198, 18, 128, 15)),
+                vec![port("t", Protocol::Tcp, 80, None, drain.clone()), port("u", Protocol::Udp, 80, None, drain)],
+            ),
+            svc(
+                "unresolved",
+                Some(Ipv4Addr::new(198, 18, 128, 16)),
+                vec![port("", Protocol::Tcp, 80, None, vec![BackendSpec { addr: UNRESOLVED_POD, ..ready(0, 80) }])],
+            ),
+            svc("headless", None, vec![port("web", Protocol::Tcp, 80, None, vec![ready(0, 80)])]),
+        ],
+    }
+}
+
+fn default_desired() -> DesiredState {
+    desired(vec![ready(16, 80), terminating(17, 80)], (2..12).map(|i| ready(i, 80)).collect())
+}
+
+fn table(d: &DesiredState, gen: u64) -> ServiceTable {
+    let (t, warnings) = ServiceTable::build(d, gen);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    t
+}
+
+#[derive(Debug)]
+enum Expect {
+    Forward(u16, Pkt),
+    ReplyBytes(Vec<u8>),
+    Pass(PassReason),
+    Drop(DropReason),
+}
+
+struct Lab {
+    workers: Vec<Worker>,
+    table: ServiceTable,
+    hops: NextHops,
+    now: u32,
+}
+
+impl Lab {
+    fn new(workers: u16) -> Self {
+        let shared = Shared::new(nat_config(workers, 4096)).unwrap();
+        Self {
+            workers: (0..workers).map(|i| Worker::new(i, shared.clone())).collect(),
+            table: table(&default_desired(), 1),
+            hops: next_hops(1),
+            now: 1_000,
+        }
+    }
+
+    /// Runs one frame through worker `w`; returns the verdict and output bytes.
+    fn run(&mut self, w: usize, in_port: u16, input: &[u8]) -> (Verdict, Vec<u8>) {
+        let mut buf = vec![0u8; 2048];
+        buf[..input.len()].copy_from_slice(input);
+        let mut f = Frame::new(&mut buf, input.len(), in_port);
+        self.workers[w].process(&self.table, &self.hops, &mut f, self.now);
+        let (v, len) = (f.verdict, f.len);
+        (v, buf[..len].to_vec())
+    }
+
+    /// Runs a fixture table on worker `w`.
+    fn table_on(&mut self, w: usize, steps: &[(&str, u16, Pkt, Expect)]) {
+        for (desc, in_port, input, expect) in steps {
+            let (v, out) = self.run(w, *in_port, &input.build());
+            match expect {
+                Expect::Forward(p, pkt) => {
+                    assert_eq!(v, Verdict::Forward { port: *p }, "{desc}: verdict");
+                    assert_eq!(out, pkt.build(), "{desc}: output frame\n got  {out:02x?}\n want {:02x?}", pkt.build());
+                }
+                Expect::ReplyBytes(bytes) => {
+                    assert_eq!(v, Verdict::Reply { len: bytes.len() as u16 }, "{desc}: verdict");
+                    assert_eq!(&out, bytes, "{desc}: reply frame");
+                }
+                Expect::Pass(r) => assert_eq!(v, Verdict::Pass(*r), "{desc}"),
+                Expect::Drop(r) => assert_eq!(v, Verdict::Drop(*r), "{desc}"),
+            }
+        }
+    }
+}
+
+/// The forwarded form of a client packet to backend `b` (on port `bport`)
+/// with SNAT port `sp`.
+fn to_backend(p: &Pkt, b: u8, bport: u16, sp: u16) -> Pkt {
+    p.translated(SNAT, sp, backend(b), bport, GW_POD_MAC, backend_mac(b))
+}
+
+/// A backend's packet to the SNAT address and port `sp`, as it arrives on port 1.
+fn from_backend(b: u8, bport: u16, sp: u16, l4: fn(u16, u16) -> L4) -> Pkt {
+    Pkt { src_mac: backend_mac(b), dst_mac: GW_POD_MAC, ..Pkt::new(backend(b), SNAT, l4(bport, sp)) }
+}
+
+fn synack(s: u16, d: u16) -> L4 {
+    L4::Tcp { sport: s, dport: d, seq: 5000, ack: 1001, flags: SYN | ACK }
+}
+
+/// What the client should see of a backend reply: from `front:fport`.
+fn to_client(reply: &Pkt, front: Ipv4Addr, fport: u16, cport: u16) -> Pkt {
+    reply.translated(front, fport, CLIENT, cport, GW_CLIENT_MAC, CLIENT_MAC)
+}
+
+#[test]
+fn every_frontend_kind_tcp_forward_and_reply() {
+    // (frontend address, frontend port): ClusterIP, NodePort, LoadBalancer, externalIP.
+    let fronts = [(CLUSTER_IP, 8080), (NODE_IP, 30120), (LB_IP, 8080), (EXTERNAL_IP, 8080)];
+    let mut lab = Lab::new(1);
+    for (i, (front, fport)) in fronts.into_iter().enumerate() {
+        let sp = FIRST_PORT + i as u16;
+        let cport = 40000 + i as u16;
+        let syn = Pkt::new(CLIENT, front, tcp(cport, fport, SYN));
+        let reply = from_backend(0, 80, sp, synack);
+        let ack = Pkt::new(CLIENT, front, tcp(cport, fport, ACK | PSH));
+        let fin = Pkt::new(CLIENT, front, tcp(cport, fport, FIN | ACK));
+        lab.table_on(0, &[
+            ("SYN to the frontend is DNATed to the backend and SNATed", 0, syn.clone(), Expect::Forward(1, to_backend(&syn, 0, 80, sp))),
+            ("SYN-ACK from the backend comes back from the frontend", 1, reply.clone(), Expect::Forward(0, to_client(&reply, front, fport, cport))),
+            ("established data follows the flow", 0, ack.clone(), Expect::Forward(1, to_backend(&ack, 0, 80, sp))),
+            ("FIN follows the flow", 0, fin.clone(), Expect::Forward(1, to_backend(&fin, 0, 80, sp))),
+        ]);
+    }
+    let c = lab.workers[0].counters();
+    assert_eq!(c.new_flows, 4);
+    assert_eq!(c.reverse_translated, 4);
+    assert_eq!(c.forwarded, 16);
+}
+
+#[test]
+fn udp_forward_and_reply() {
+    let mut lab = Lab::new(1);
+    let dns = Ipv4Addr::new(198, 18, 128, 11);
+    let q = Pkt::new(CLIENT, dns, udp(5000, 53));
+    let r = from_backend(1, 5353, FIRST_PORT, udp);
+    lab.table_on(0, &[
+        ("UDP query DNATed to the backend's target port", 0, q.clone(), Expect::Forward(1, to_backend(&q, 1, 5353, FIRST_PORT))),
+        ("UDP answer from the frontend address and port", 1, r.clone(), Expect::Forward(0, to_client(&r, dns, 53, 5000))),
+        ("second datagram of the flow, same SNAT port", 0, q.clone(), Expect::Forward(1, to_backend(&q, 1, 5353, FIRST_PORT))),
+    ]);
+}
+
+#[test]
+fn udp_zero_checksum_stays_zero() {
+    let mut lab = Lab::new(1);
+    let dns = Ipv4Addr::new(198, 18, 128, 11);
+    let mut input = Pkt::new(CLIENT, dns, udp(5000, 53)).build();
+    // UDP checksum at eth 14 + ip 20 + 6.
+    input[40] = 0;
+    input[41] = 0;
+    let (v, out) = lab.run(0, 0, &input);
+    assert_eq!(v, Verdict::Forward { port: 1 });
+    assert_eq!(&out[40..42], &[0, 0], "a datagram without checksum must not gain a wrong one");
+}
+
+#[test]
+fn load_balancer_source_ranges() {
+    let mut lab = Lab::new(1);
+    let far = Pkt { src_mac: ROUTER_MAC, ..Pkt::new(FAR_CLIENT, LB_IP, tcp(40000, 8080, SYN)) };
+    let far_cluster = Pkt { src_mac: ROUTER_MAC, ..Pkt::new(FAR_CLIENT, CLUSTER_IP, tcp(40001, 8080, SYN)) };
+    lab.table_on(0, &[
+        ("LB IP from outside loadBalancerSourceRanges is dropped", 0, far, Expect::Drop(DropReason::SourceRange)),
+        (
+            "source ranges apply to the LB IP only, not the ClusterIP",
+            0,
+            far_cluster.clone(),
+            Expect::Forward(1, to_backend(&far_cluster, 0, 80, FIRST_PORT)),
+        ),
+    ]);
+    // The reply to the routed client goes to the router's MAC.
+    let reply = from_backend(0, 80, FIRST_PORT, synack);
+    let (v, out) = lab.run(0, 1, &reply.build());
+    assert_eq!(v, Verdict::Forward { port: 0 });
+    let want = reply.translated(CLUSTER_IP, 8080, FAR_CLIENT, 40001, GW_CLIENT_MAC, ROUTER_MAC);
+    assert_eq!(out, want.build());
+}
+
+fn inet_checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in b.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The RST answering a SYN `p` (RFC 9293: seq 0, ack = seq + 1 + payload),
+/// from the address it was sent to, built by hand.
+fn rst_for(p: &Pkt) -> Vec<u8> {
+    let L4::Tcp { sport, dport, seq, flags, .. } = p.l4 else { unreachable!() };
+    assert_eq!(flags & ACK, 0, "these fixtures reject SYNs");
+    let mut f = Vec::new();
+    f.extend_from_slice(&p.src_mac);
+    f.extend_from_slice(&p.dst_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&p.dst.octets());
+    ip.extend_from_slice(&p.src.octets());
+    let c = inet_checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut t = Vec::new();
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&0u32.to_be_bytes());
+    t.extend_from_slice(&(seq + 1 + p.payload.len() as u32).to_be_bytes());
+    t.extend_from_slice(&[0x50, RST | ACK, 0, 0, 0, 0, 0, 0]);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&p.dst.octets());
+    pseudo.extend_from_slice(&p.src.octets());
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    pseudo.extend_from_slice(&t);
+    let c = inet_checksum(&pseudo);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&t);
+    f
+}
+
+/// ICMP error frame (type, code) about `p`, sent from `src`, built by hand
+/// from RFC 792 (the original IP header and 8 bytes of its payload).
+fn icmp_error_for(p: &Pkt, src: Ipv4Addr, typ: u8, code: u8) -> Vec<u8> {
+    let orig = p.build();
+    let quote = &orig[14..14 + 20 + 8];
+    let mut f = Vec::new();
+    f.extend_from_slice(&p.src_mac);
+    f.extend_from_slice(&p.dst_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 8 + quote.len()) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&p.src.octets());
+    let c = inet_checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    let mut icmp = vec![typ, code, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(quote);
+    let c = inet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&icmp);
+    f
+}
+
+#[test]
+fn no_endpoints_rejects_like_kube_proxy() {
+    let mut lab = Lab::new(1);
+    let empty = Ipv4Addr::new(198, 18, 128, 12);
+    let syn = Pkt::new(CLIENT, empty, tcp(40000, 80, SYN));
+    let dgram = Pkt::new(CLIENT, empty, udp(5000, 81));
+    lab.table_on(0, &[
+        ("TCP SYN to a Service without endpoints gets a RST", 0, syn.clone(), Expect::ReplyBytes(rst_for(&syn))),
+        (
+            "UDP to a Service without endpoints gets ICMP port unreachable from the VIP",
+            0,
+            dgram.clone(),
+            Expect::ReplyBytes(icmp_error_for(&dgram, empty, 3, 3)),
+        ),
+    ]);
+    assert_eq!(lab.workers[0].counters().replied, 2);
+    assert_eq!(lab.workers[0].flows(), 0);
+}
+
+#[test]
+fn ttl_expiry_answers_time_exceeded() {
+    let mut lab = Lab::new(1);
+    let p = Pkt { ttl: 1, ..Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN)) };
+    lab.table_on(0, &[(
+        "TTL 1 gets ICMP time exceeded from the ingress port's address",
+        0,
+        p.clone(),
+        Expect::ReplyBytes(icmp_error_for(&p, NODE_IP, 11, 0)),
+    )]);
+    assert_eq!(lab.workers[0].flows(), 0, "no flow for an expired packet");
+}
+
+#[test]
+fn non_service_and_unwanted_traffic() {
+    let mut lab = Lab::new(1);
+    let mut arp = vec![0xffu8; 6];
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&CLIENT.octets());
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&NODE_IP.octets());
+    assert_eq!(lab.run(0, 0, &arp).0, Verdict::Pass(PassReason::NotIpv4), "ARP goes to the kernel");
+
+    let mut icmp = Pkt::new(CLIENT, CLUSTER_IP, udp(1, 2)).build();
+    icmp[14 + 9] = 1; // protocol ICMP
+    assert_eq!(lab.run(0, 0, &icmp).0, Verdict::Pass(PassReason::NotTcpUdp));
+
+    let mut frag = Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN)).build();
+    frag[14 + 6] = 0x20; // MF set, DF cleared
+    assert_eq!(lab.run(0, 0, &frag).0, Verdict::Pass(PassReason::Fragment));
+
+    lab.table_on(0, &[
+        ("to the node on a non-service port", 0, Pkt::new(CLIENT, NODE_IP, tcp(40000, 22, SYN)), Expect::Pass(PassReason::NotService)),
+        ("to a ClusterIP on a port it does not serve", 0, Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 80, SYN)), Expect::Pass(PassReason::NotService)),
+        ("headless Services have no frontend", 0, Pkt::new(CLIENT, Ipv4Addr::new(198, 18, 128, 99), tcp(1, 80, SYN)), Expect::Pass(PassReason::NotService)),
+        ("TCP without SYN and without a flow", 0, Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, ACK)), Expect::Drop(DropReason::TcpNoFlow)),
+        ("a reply to an SNAT port with no flow", 1, from_backend(0, 80, FIRST_PORT + 7, synack), Expect::Drop(DropReason::ReplyNoFlow)),
+        (
+            "backend MAC unknown: the kernel resolves it",
+            0,
+            Pkt::new(CLIENT, Ipv4Addr::new(198, 18, 128, 16), tcp(40000, 80, SYN)),
+            Expect::Pass(PassReason::UnknownNextHop),
+        ),
+    ]);
+    assert_eq!(lab.workers[0].take_unresolved().collect::<Vec<_>>(), vec![UNRESOLVED_POD]);
+    assert_eq!(lab.workers[0].flows(), 0);
+}
+
+#[test]
+fn spoofed_reply_from_wrong_backend_is_dropped() {
+    let mut lab = Lab::new(1);
+    lab.run(0, 0, &Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN)).build());
+    let wrong = from_backend(5, 80, FIRST_PORT, synack);
+    assert_eq!(lab.run(0, 1, &wrong.build()).0, Verdict::Drop(DropReason::ReplyNoFlow));
+    let wrong_port = from_backend(0, 81, FIRST_PORT, synack);
+    assert_eq!(lab.run(0, 1, &wrong_port.build()).0, Verdict::Drop(DropReason::ReplyNoFlow));
+}
+
+#[test]
+fn vlan_tag_and_ip_options_are_carried() {
+    let mut lab = Lab::new(1);
+    let syn = Pkt { vlan: Some(100), ..Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN)) };
+    lab.table_on(0, &[(
+        "an 802.1Q-tagged frame keeps its tag",
+        0,
+        syn.clone(),
+        Expect::Forward(1, to_backend(&syn, 0, 80, FIRST_PORT)),
+    )]);
+
+    // IPv4 with a 4-byte option (NOP NOP NOP EOL): forwarded, counted.
+    let plain = Pkt::new(CLIENT, CLUSTER_IP, tcp(40001, 8080, SYN));
+    let with_opts = |p: &Pkt| {
+        let f = p.build();
+        let mut o = f[..34].to_vec();
+        o.extend_from_slice(&[1, 1, 1, 0]);
+        o.extend_from_slice(&f[34..]);
+        o[14] = 0x46;
+        let total = u16::from_be_bytes([o[16], o[17]]) + 4;
+        o[16..18].copy_from_slice(&total.to_be_bytes());
+        o[24] = 0;
+        o[25] = 0;
+        let c = inet_checksum(&o[14..38]);
+        o[24..26].copy_from_slice(&c.to_be_bytes());
+        o
+    };
+    let (v, out) = lab.run(0, 0, &with_opts(&plain));
+    assert_eq!(v, Verdict::Forward { port: 1 });
+    assert_eq!(out, with_opts(&to_backend(&plain, 0, 80, FIRST_PORT + 1)));
+    assert_eq!(lab.workers[0].counters().ip_options, 1);
+}
+
+fn backend_of(out: &[u8]) -> u8 {
+    backend_index(Ipv4Addr::new(out[30], out[31], out[32], out[33])).expect("forwarded to a lab backend")
+}
+
+#[test]
+fn maglev_spreads_new_flows() {
+    let mut lab = Lab::new(1);
+    let spread = Ipv4Addr::new(198, 18, 128, 13);
+    let mut hits = [0u32; 32];
+    for i in 0..5000u16 {
+        let src = Ipv4Addr::new(198, 18, 1, 10 + (i % 2) as u8);
+        let (v, out) = lab.run(0, 0, &Pkt::new(src, spread, tcp(10000 + i, 80, SYN)).build());
+        assert_eq!(v, Verdict::Forward { port: 1 });
+        hits[usize::from(backend_of(&out))] += 1;
+    }
+    assert!(hits[..2].iter().chain(&hits[12..]).all(|&h| h == 0), "only the Service's backends: {hits:?}");
+    // 500 expected per backend; binomial sd ~21: within 5 sd.
+    assert!(hits[2..12].iter().all(|&h| (395..=605).contains(&h)), "{hits:?}");
+}
+
+#[test]
+fn client_ip_affinity_keeps_a_client_on_one_backend() {
+    let mut lab = Lab::new(2);
+    let sticky = Ipv4Addr::new(198, 18, 128, 14);
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..200u16 {
+        // Alternate workers: both must agree (deterministic first choice).
+        let (v, out) = lab.run(usize::from(i % 2), 0, &Pkt::new(CLIENT, sticky, tcp(20000 + i, 80, SYN)).build());
+        assert_eq!(v, Verdict::Forward { port: 1 });
+        seen.insert(backend_of(&out));
+    }
+    assert_eq!(seen.len(), 1, "one client, one backend");
+    // Many clients spread over the 4 backends.
+    let mut clients = std::collections::HashSet::new();
+    for c in 0..64u8 {
+        let src = Ipv4Addr::new(198, 18, 77, c);
+        let p = Pkt { src_mac: ROUTER_MAC, ..Pkt::new(src, sticky, tcp(30000, 80, SYN)) };
+        clients.insert(backend_of(&lab.run(0, 0, &p.build()).1));
+    }
+    assert_eq!(clients.len(), 4);
+    // A table swap that keeps the backend keeps the affinity, even where
+    // Maglev alone would now choose differently for some clients.
+    let before = backend_of(&lab.run(0, 0, &Pkt::new(CLIENT, sticky, tcp(21000, 80, SYN)).build()).1);
+    let mut d = default_desired();
+    d.services[4].ports[0].backends.extend((18..26).map(|i| ready(i, 80)));
+    lab.table = table(&d, 2);
+    for i in 0..50u16 {
+        let out = lab.run(0, 0, &Pkt::new(CLIENT, sticky, tcp(22000 + i, 80, SYN)).build()).1;
+        assert_eq!(backend_of(&out), before);
+    }
+}
+
+#[test]
+fn terminating_endpoints_fallback() {
+    let mut lab = Lab::new(1);
+    let drain = Ipv4Addr::new(198, 18, 128, 15);
+    // Ready 16 and terminating 17: every new flow goes to 16.
+    for i in 0..100u16 {
+        let out = lab.run(0, 0, &Pkt::new(CLIENT, drain, tcp(10000 + i, 80, SYN)).build()).1;
+        assert_eq!(backend_of(&out), 16);
+    }
+    // Only terminating 17 left: new flows fall back to it.
+    lab.table = table(&desired(vec![terminating(17, 80)], (2..12).map(|i| ready(i, 80)).collect()), 2);
+    let syn = Pkt::new(CLIENT, drain, tcp(50000, 80, SYN));
+    lab.table_on(0, &[(
+        "only terminating endpoints left: they serve new flows",
+        0,
+        syn.clone(),
+        Expect::Forward(1, to_backend(&syn, 17, 80, FIRST_PORT + 100)),
+    )]);
+    // Ready 16 back beside terminating 17: the flow to 17 continues, new ones go to 16.
+    lab.table = table(&default_desired(), 3);
+    let data = Pkt::new(CLIENT, drain, tcp(50000, 80, ACK));
+    lab.table_on(0, &[(
+        "an existing flow to a terminating endpoint continues",
+        0,
+        data.clone(),
+        Expect::Forward(1, to_backend(&data, 17, 80, FIRST_PORT + 100)),
+    )]);
+    let out = lab.run(0, 0, &Pkt::new(CLIENT, drain, tcp(50001, 80, SYN)).build()).1;
+    assert_eq!(backend_of(&out), 16);
+}
+
+#[test]
+fn table_swap_with_live_flows() {
+    let mut lab = Lab::new(1);
+    let spread = Ipv4Addr::new(198, 18, 128, 13);
+    let drain = Ipv4Addr::new(198, 18, 128, 15);
+    // Open 300 TCP flows on `spread` and one UDP flow on `drain`.
+    let mut flows = Vec::new();
+    for i in 0..300u16 {
+        let out = lab.run(0, 0, &Pkt::new(CLIENT, spread, tcp(10000 + i, 80, SYN)).build()).1;
+        flows.push((10000 + i, backend_of(&out)));
+    }
+    let udp_out = lab.run(0, 0, &Pkt::new(CLIENT, drain, udp(7000, 80)).build()).1;
+    assert_eq!(backend_of(&udp_out), 16);
+
+    // New generation: backend 2 removed from `spread`, 12 added; 16 removed from `drain`.
+    let mut spread_backends: Vec<BackendSpec> = (3..12).map(|i| ready(i, 80)).collect();
+    spread_backends.push(ready(12, 80));
+    lab.table = table(&desired(vec![ready(18, 80)], spread_backends), 2);
+
+    let mut moved = 0;
+    for &(sport, b) in &flows {
+        let p = Pkt::new(CLIENT, spread, tcp(sport, 80, ACK));
+        let (v, out) = lab.run(0, 0, &p.build());
+        if b == 2 {
+            // Never moved silently: the client gets a RST from the VIP.
+            assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+            assert_eq!(&out[26..30], &spread.octets(), "RST from the frontend");
+            assert_eq!(out[14 + 20 + 13] & RST, RST);
+            moved += 1;
+        } else {
+            assert_eq!(v, Verdict::Forward { port: 1 });
+            assert_eq!(backend_of(&out), b, "established flows keep their backend across the swap");
+        }
+    }
+    assert!(moved > 0, "some flows were on the removed backend");
+    assert_eq!(lab.workers[0].counters().drop[DropReason::BackendGone as usize], moved);
+
+    // The UDP flow's backend is gone: it is re-picked, keeping its SNAT port,
+    // and the reply path follows.
+    let q = Pkt::new(CLIENT, drain, udp(7000, 80));
+    let sp = FIRST_PORT + 300;
+    lab.table_on(0, &[("UDP flow re-picked after its backend left", 0, q.clone(), Expect::Forward(1, to_backend(&q, 18, 80, sp)))]);
+    let r = from_backend(18, 80, sp, udp);
+    lab.table_on(0, &[("and its replies translate back", 1, r.clone(), Expect::Forward(0, to_client(&r, drain, 80, 7000)))]);
+    let stale = from_backend(16, 80, sp, udp);
+    lab.table_on(0, &[("the old backend's late reply is dropped", 1, stale, Expect::Drop(DropReason::ReplyNoFlow))]);
+}
+
+#[test]
+fn replies_arriving_at_another_worker() {
+    let mut lab = Lab::new(2);
+    // Worker 1 owns the upper half of the port range.
+    let w1_first = FIRST_PORT + (60999 - 32768 + 1) / 2;
+    let syn0 = Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN));
+    let syn1 = Pkt::new(CLIENT, CLUSTER_IP, tcp(40001, 8080, SYN));
+    lab.table_on(0, &[("flow opened on worker 0", 0, syn0.clone(), Expect::Forward(1, to_backend(&syn0, 0, 80, FIRST_PORT)))]);
+    lab.table_on(1, &[("flow opened on worker 1", 0, syn1.clone(), Expect::Forward(1, to_backend(&syn1, 0, 80, w1_first)))]);
+    let r0 = from_backend(0, 80, FIRST_PORT, synack);
+    let r1 = from_backend(0, 80, w1_first, synack);
+    lab.table_on(1, &[("worker 0's reply, landed on worker 1", 1, r0.clone(), Expect::Forward(0, to_client(&r0, CLUSTER_IP, 8080, 40000)))]);
+    lab.table_on(0, &[("worker 1's reply, landed on worker 0", 1, r1.clone(), Expect::Forward(0, to_client(&r1, CLUSTER_IP, 8080, 40001)))]);
+    assert_eq!(lab.workers[0].flows() + lab.workers[1].flows(), 2);
+}
+
+#[test]
+fn replies_on_another_worker_from_threads() {
+    // Two workers on two threads: one opens flows, the other translates
+    // their replies while the first keeps opening new ones.
+    let shared = Shared::new(nat_config(2, 1 << 14)).unwrap();
+    let t = table(&default_desired(), 1);
+    let hops = next_hops(1);
+    let (tx, rx) = std::sync::mpsc::channel::<(u16, u16)>();
+    let opener = {
+        let (shared, t, hops) = (shared.clone(), t.clone(), hops.clone());
+        std::thread::spawn(move || {
+            let mut w = Worker::new(0, shared);
+            for i in 0..5000u16 {
+                let mut buf = vec![0u8; 2048];
+                let input = Pkt::new(CLIENT, CLUSTER_IP, tcp(10000 + i, 8080, SYN)).build();
+                buf[..input.len()].copy_from_slice(&input);
+                let mut f = Frame::new(&mut buf, input.len(), 0);
+                w.process(&t, &hops, &mut f, 1000);
+                assert_eq!(f.verdict, Verdict::Forward { port: 1 });
+                let sp = u16::from_be_bytes([buf[34], buf[35]]);
+                tx.send((10000 + i, sp)).unwrap();
+            }
+        })
+    };
+    let mut w1 = Worker::new(1, shared);
+    let mut n = 0;
+    for (cport, sp) in rx {
+        let r = from_backend(0, 80, sp, synack);
+        let mut buf = vec![0u8; 2048];
+        let input = r.build();
+        buf[..input.len()].copy_from_slice(&input);
+        let mut f = Frame::new(&mut buf, input.len(), 1);
+        w1.process(&t, &hops, &mut f, 1000);
+        assert_eq!(f.verdict, Verdict::Forward { port: 0 });
+        assert_eq!(buf[..f.len].to_vec(), to_client(&r, CLUSTER_IP, 8080, cport).build());
+        n += 1;
+    }
+    opener.join().unwrap();
+    assert_eq!(n, 5000);
+}
+
+#[test]
+fn flows_expire_and_free_their_ports() {
+    let mut lab = Lab::new(1);
+    let dns = Ipv4Addr::new(198, 18, 128, 11);
+    lab.run(0, 0, &Pkt::new(CLIENT, dns, udp(5000, 53)).build());
+    assert_eq!(lab.workers[0].flows(), 1);
+    // 29 s later the flow is alive; after 31 s of silence it is gone.
+    assert_eq!(lab.workers[0].maintain(lab.now + 29_000, 1 << 20), 0);
+    assert_eq!(lab.workers[0].maintain(lab.now + 31_000, 1 << 20), 1);
+    assert_eq!(lab.workers[0].flows(), 0);
+    let r = from_backend(1, 5353, FIRST_PORT, udp);
+    assert_eq!(lab.run(0, 1, &r.build()).0, Verdict::Drop(DropReason::ReplyNoFlow), "the SNAT port was freed");
+}
+
+#[test]
+fn syn_after_close_starts_a_new_flow() {
+    let mut lab = Lab::new(1);
+    let syn = Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN));
+    let rst = Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, RST));
+    lab.run(0, 0, &syn.build());
+    lab.run(0, 0, &rst.build());
+    let (v, out) = lab.run(0, 0, &syn.build());
+    assert_eq!(v, Verdict::Forward { port: 1 });
+    assert_eq!(out, to_backend(&syn, 0, 80, FIRST_PORT + 1).build(), "a fresh SNAT port for the new connection");
+    assert_eq!(lab.workers[0].counters().new_flows, 2);
+}
+
+#[test]
+fn full_table_evicts_and_recycles_ports() {
+    let shared = Shared::new(nat_config(1, 64)).unwrap();
+    let mut w = Worker::new(0, shared);
+    let t = table(&default_desired(), 1);
+    let hops = next_hops(1);
+    for i in 0..1000u16 {
+        let input = Pkt::new(CLIENT, CLUSTER_IP, tcp(10000 + i, 8080, SYN)).build();
+        let mut buf = vec![0u8; 2048];
+        buf[..input.len()].copy_from_slice(&input);
+        let mut f = Frame::new(&mut buf, input.len(), 0);
+        w.process(&t, &hops, &mut f, 1000 + u32::from(i));
+        assert_eq!(f.verdict, Verdict::Forward { port: 1 });
+    }
+    assert!(w.flows() <= 64 + 64 / 10 + 8);
+    assert!(w.counters().evicted > 0);
+}

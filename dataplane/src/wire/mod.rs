@@ -39,6 +39,10 @@
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod icmp;
+pub mod ipv4;
+pub mod tcp;
+pub mod udp;
 
 use core::fmt;
 

@@ -167,6 +167,8 @@ pub fn update32(csum: u16, old: u32, new: u32) -> u16 {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::wire::{ipv4, tcp, udp, IPPROTO_UDP};
+    use proptest::prelude::*;
 
     // RFC 1071 section 3 example: words 0001 f203 f4f5 f6f7.
     #[test]
@@ -247,5 +249,252 @@ mod test {
         let hc = d_val; // ~HC = !d_val, so ~HC + D = 0xffff
         assert_eq!(d.apply(hc), 0);
         assert_eq!(d.apply_udp(hc), 0xffff);
+    }
+
+    // ---------------------------------------------------------------------
+    // Property tests: incremental update == full recompute.
+
+    /// A random IPv4 header (options included) with a correct checksum.
+    fn arb_ipv4_header() -> impl Strategy<Value = Vec<u8>> {
+        (0usize..=10, any::<[u8; 20]>(), proptest::collection::vec(any::<u8>(), 40))
+            .prop_map(|(opt_words, fixed, opts)| {
+                let hlen = 20 + 4 * opt_words;
+                let mut buf = fixed.to_vec();
+                buf.extend_from_slice(&opts[..4 * opt_words]);
+                let mut p = ipv4::Ipv4Packet::new_unchecked(&mut buf[..]);
+                p.set_version_ihl(4, hlen);
+                p.set_total_len(hlen as u16);
+                p.fill_checksum();
+                buf
+            })
+    }
+
+    /// A random TCP or UDP segment with a correct checksum, and its addresses.
+    #[derive(Debug, Clone)]
+    struct Seg {
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        bytes: Vec<u8>,
+    }
+
+    fn arb_tcp() -> impl Strategy<Value = Seg> {
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<[u8; 20]>(),
+            0usize..=10,
+            proptest::collection::vec(any::<u8>(), 0..200),
+        )
+            .prop_map(|(s, d, fixed, opt_words, rest)| {
+                let hlen = 20 + 4 * opt_words;
+                let mut bytes = fixed.to_vec();
+                bytes.extend_from_slice(&rest);
+                while bytes.len() < hlen {
+                    bytes.push(0);
+                }
+                let (src, dst) = (Ipv4Addr::from(s), Ipv4Addr::from(d));
+                let mut p = tcp::TcpPacket::new_unchecked(&mut bytes[..]);
+                p.set_header_len(hlen);
+                p.fill_checksum(src, dst);
+                Seg { src, dst, bytes }
+            })
+    }
+
+    fn arb_udp() -> impl Strategy<Value = Seg> {
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<[u8; 8]>(),
+            proptest::collection::vec(any::<u8>(), 0..200),
+        )
+            .prop_map(|(s, d, fixed, rest)| {
+                let mut bytes = fixed.to_vec();
+                bytes.extend_from_slice(&rest);
+                let (src, dst) = (Ipv4Addr::from(s), Ipv4Addr::from(d));
+                let len = bytes.len() as u16;
+                let mut p = udp::UdpPacket::new_unchecked(&mut bytes[..]);
+                p.set_len(len);
+                p.fill_checksum(src, dst);
+                Seg { src, dst, bytes }
+            })
+    }
+
+    /// The TCP checksum a full recompute gives.
+    fn tcp_full(src: Ipv4Addr, dst: Ipv4Addr, bytes: &[u8]) -> u16 {
+        let mut b = bytes.to_vec();
+        let mut p = tcp::TcpPacket::new_unchecked(&mut b[..]);
+        p.fill_checksum(src, dst);
+        p.checksum()
+    }
+
+    fn udp_full(src: Ipv4Addr, dst: Ipv4Addr, bytes: &[u8]) -> u16 {
+        let mut b = bytes.to_vec();
+        let mut p = udp::UdpPacket::new_unchecked(&mut b[..]);
+        p.fill_checksum(src, dst);
+        p.checksum()
+    }
+
+    proptest! {
+        #[test]
+        fn full_checksum_never_ffff(data in proptest::collection::vec(any::<u8>(), 1..100)) {
+            prop_assume!(data.iter().any(|&b| b != 0));
+            prop_assert_ne!(checksum(&data), 0xffff);
+        }
+
+        #[test]
+        fn ipv4_rewrite_u16(
+            hdr in arb_ipv4_header(),
+            word in 0usize..10,
+            new in any::<u16>(),
+        ) {
+            // Any 16-bit word except the checksum (word 5) and version/IHL (in word 0).
+            prop_assume!(word != 5 && word != 0);
+            let mut b = hdr.clone();
+            let off = 2 * word;
+            let old = u16::from_be_bytes([b[off], b[off + 1]]);
+            b[off..off + 2].copy_from_slice(&new.to_be_bytes());
+            let mut p = ipv4::Ipv4Packet::new_unchecked(&mut b[..]);
+            let inc = update16(p.checksum(), old, new);
+            let via_delta = Delta::new().add16(old, new).apply(p.checksum());
+            p.fill_checksum();
+            prop_assert_eq!(inc, p.checksum());
+            prop_assert_eq!(via_delta, p.checksum());
+        }
+
+        #[test]
+        fn ipv4_rewrite_addrs(hdr in arb_ipv4_header(), ns in any::<u32>(), nd in any::<u32>(), ttl in any::<u8>()) {
+            let mut b = hdr.clone();
+            let mut p = ipv4::Ipv4Packet::new_unchecked(&mut b[..]);
+            let (os, od, ottl) = (p.src_u32(), p.dst_u32(), p.ttl());
+            let old_csum = p.checksum();
+            let old_ttl_word = u16::from_be_bytes([ottl, p.protocol()]);
+            p.set_src_u32(ns);
+            p.set_dst_u32(nd);
+            p.set_ttl(ttl);
+            let new_ttl_word = u16::from_be_bytes([ttl, p.protocol()]);
+            let d = Delta::new().add32(os, ns).add32(od, nd).add16(old_ttl_word, new_ttl_word);
+            let two = update32(update32(old_csum, os, ns), od, nd);
+            let two = update16(two, old_ttl_word, new_ttl_word);
+            p.fill_checksum();
+            prop_assert_eq!(d.apply(old_csum), p.checksum());
+            prop_assert_eq!(two, p.checksum());
+            prop_assert!(p.verify_checksum());
+        }
+
+        /// Start from the non-canonical (but valid) checksum 0xffff: choose the
+        /// ident so that the full checksum computes to 0x0000, store 0xffff
+        /// instead, then rewrite TTL and destination incrementally.
+        #[test]
+        fn ipv4_noncanonical_ffff_start(hdr in arb_ipv4_header(), ttl in any::<u8>(), nd in any::<u32>()) {
+            let mut b = hdr.clone();
+            let mut p = ipv4::Ipv4Packet::new_unchecked(&mut b[..]);
+            p.set_ident(0);
+            p.set_checksum(0);
+            let hl = p.header_len();
+            let s = fold(sum(&p.into_inner()[..hl]));
+            let mut p = ipv4::Ipv4Packet::new_unchecked(&mut b[..]);
+            p.set_ident(!s);
+            p.fill_checksum();
+            prop_assert_eq!(p.checksum(), 0x0000);
+            p.set_checksum(0xffff);
+            prop_assert!(p.verify_checksum());
+
+            let old_word = u16::from_be_bytes([p.ttl(), p.protocol()]);
+            let new_word = u16::from_be_bytes([ttl, p.protocol()]);
+            let d = Delta::new().add16(old_word, new_word).add32(p.dst_u32(), nd);
+            let inc = d.apply(p.checksum());
+            p.set_ttl(ttl);
+            p.set_dst_u32(nd);
+            p.fill_checksum();
+            prop_assert_eq!(inc, p.checksum());
+        }
+
+        #[test]
+        fn tcp_rewrite_port_and_addr(seg in arb_tcp(), sport in any::<u16>(), dport in any::<u16>(), ns in any::<u32>(), nd in any::<u32>()) {
+            let Seg { src, dst, mut bytes } = seg;
+            let (ns, nd) = (Ipv4Addr::from(ns), Ipv4Addr::from(nd));
+            let mut p = tcp::TcpPacket::new_unchecked(&mut bytes[..]);
+            prop_assert!(p.verify_checksum(src, dst));
+            let old = p.checksum();
+            let d = Delta::new()
+                .add16(p.src_port(), sport)
+                .add16(p.dst_port(), dport);
+            let addrs = Delta::new().add32(src.into(), ns.into()).add32(dst.into(), nd.into());
+            let stepwise = update32(update32(update16(update16(old, p.src_port(), sport), p.dst_port(), dport), src.into(), ns.into()), dst.into(), nd.into());
+            p.set_src_port(sport);
+            p.set_dst_port(dport);
+            let inc = d.combine(addrs).apply(old);
+            p.set_checksum(inc);
+            prop_assert!(p.verify_checksum(ns, nd));
+            prop_assert_eq!(inc, tcp_full(ns, nd, &bytes));
+            prop_assert_eq!(stepwise, inc);
+        }
+
+        #[test]
+        fn tcp_rewrite_seq(seg in arb_tcp(), seq in any::<u32>()) {
+            let Seg { src, dst, mut bytes } = seg;
+            let mut p = tcp::TcpPacket::new_unchecked(&mut bytes[..]);
+            let old = p.checksum();
+            let inc = update32(old, p.seq_number(), seq);
+            p.set_seq_number(seq);
+            p.set_checksum(inc);
+            prop_assert_eq!(inc, tcp_full(src, dst, &bytes));
+        }
+
+        #[test]
+        fn udp_rewrite_port_and_addr(seg in arb_udp(), sport in any::<u16>(), ns in any::<u32>()) {
+            let Seg { src, dst, mut bytes } = seg;
+            let ns = Ipv4Addr::from(ns);
+            let mut p = udp::UdpPacket::new_unchecked(&mut bytes[..]);
+            prop_assert!(p.verify_checksum(src, dst));
+            prop_assert_ne!(p.checksum(), 0);
+            let old = p.checksum();
+            let d = Delta::new().add16(p.src_port(), sport).add32(src.into(), ns.into());
+            p.set_src_port(sport);
+            let inc = d.apply_udp(old);
+            p.set_checksum(inc);
+            prop_assert!(p.verify_checksum(ns, dst));
+            prop_assert_eq!(inc, udp_full(ns, dst, &bytes));
+        }
+
+        #[test]
+        fn udp_zero_checksum_stays_zero(seg in arb_udp(), sport in any::<u16>(), ns in any::<u32>()) {
+            let Seg { src, mut bytes, .. } = seg;
+            let mut p = udp::UdpPacket::new_unchecked(&mut bytes[..]);
+            p.set_checksum(0);
+            let d = Delta::new().add16(p.src_port(), sport).add32(src.into(), ns);
+            prop_assert_eq!(d.apply_udp(p.checksum()), 0);
+        }
+
+        /// Drive the UDP checksum to the "computed 0 is sent as 0xffff" case
+        /// on purpose: choose the last payload word so that the packet with
+        /// the *new* port sums to 0xffff, then rewrite the port incrementally.
+        #[test]
+        fn udp_computed_zero_is_ffff(seg in arb_udp(), old_port in any::<u16>(), new_port in any::<u16>()) {
+            let Seg { src, dst, mut bytes } = seg;
+            if bytes.len() % 2 == 1 { bytes.push(0); }
+            if bytes.len() < 10 { bytes.resize(10, 0); }
+            let len = bytes.len();
+            {
+                let mut p = udp::UdpPacket::new_unchecked(&mut bytes[..]);
+                p.set_len(len as u16);
+                p.set_src_port(new_port);
+                p.set_checksum(0);
+            }
+            bytes[len - 2..].copy_from_slice(&[0, 0]);
+            let s = fold(add(pseudo_header_sum(src, dst, IPPROTO_UDP, len as u16), sum(&bytes)));
+            bytes[len - 2..].copy_from_slice(&(!s).to_be_bytes()); // s + !s = 0xffff
+            prop_assert_eq!(udp_full(src, dst, &bytes), 0xffff);
+
+            let mut p = udp::UdpPacket::new_unchecked(&mut bytes[..]);
+            p.set_src_port(old_port);
+            p.fill_checksum(src, dst);
+            let old = p.checksum();
+            let inc = Delta::new().add16(old_port, new_port).apply_udp(old);
+            p.set_src_port(new_port);
+            p.set_checksum(inc);
+            prop_assert_eq!(inc, 0xffff);
+            prop_assert!(p.verify_checksum(src, dst));
+        }
     }
 }

@@ -231,10 +231,15 @@ mod test {
         assert_eq!(update16(0xdd2f, 0x5555, 0x3285), 0x0000);
         // Equation 2 would give 0xffff here; equation 3 gives 0x0000.
         assert_eq!(update16(0x0000, 0x3285, 0x5555), 0xdd2f);
-        let d = Delta::new().add16(1, 2).combine(Delta::new().add32(3, 0x0004_0005));
+        let d = Delta::new()
+            .add16(1, 2)
+            .combine(Delta::new().add32(3, 0x0004_0005));
         let e = Delta::new().add16(1, 2).add32(3, 0x0004_0005);
         assert_eq!(d.apply(0x4321), e.apply(0x4321));
-        assert_eq!(update32(0x4321, 3, 0x0004_0005), Delta::new().add32(3, 0x0004_0005).apply(0x4321));
+        assert_eq!(
+            update32(0x4321, 3, 0x0004_0005),
+            Delta::new().add32(3, 0x0004_0005).apply(0x4321)
+        );
         // const-evaluable
         const D: Delta = Delta::new().add32(0x0a00_0001, 0x0a00_0002);
         assert_eq!(D.apply(0x1000), update32(0x1000, 0x0a00_0001, 0x0a00_0002));
@@ -256,7 +261,11 @@ mod test {
 
     /// A random IPv4 header (options included) with a correct checksum.
     fn arb_ipv4_header() -> impl Strategy<Value = Vec<u8>> {
-        (0usize..=10, any::<[u8; 20]>(), proptest::collection::vec(any::<u8>(), 40))
+        (
+            0usize..=10,
+            any::<[u8; 20]>(),
+            proptest::collection::vec(any::<u8>(), 40),
+        )
             .prop_map(|(opt_words, fixed, opts)| {
                 let hlen = 20 + 4 * opt_words;
                 let mut buf = fixed.to_vec();
@@ -344,11 +353,10 @@ mod test {
         #[test]
         fn ipv4_rewrite_u16(
             hdr in arb_ipv4_header(),
-            word in 0usize..10,
+            // Any 16-bit word except version/IHL (word 0) and the checksum (word 5).
+            word in proptest::sample::select(vec![1usize, 2, 3, 4, 6, 7, 8, 9]),
             new in any::<u16>(),
         ) {
-            // Any 16-bit word except the checksum (word 5) and version/IHL (in word 0).
-            prop_assume!(word != 5 && word != 0);
             let mut b = hdr.clone();
             let off = 2 * word;
             let old = u16::from_be_bytes([b[off], b[off + 1]]);

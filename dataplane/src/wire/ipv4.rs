@@ -6,7 +6,9 @@
 
 use std::net::Ipv4Addr;
 
-use super::{checksum, clamped, clamped_mut, read_u16, read_u32, write_u16, write_u32, Error, Result};
+use super::{
+    checksum, clamped, clamped_mut, read_u16, read_u32, write_u16, write_u32, Error, Result,
+};
 
 /// Length of an IPv4 header without options.
 pub const HEADER_LEN: usize = 20;
@@ -443,7 +445,10 @@ mod test {
             assert_eq!(Ipv4Packet::new_checked(&PACKET[..n]), Err(Error::Truncated));
         }
         // total_len 24 but only 23 bytes
-        assert_eq!(Ipv4Packet::new_checked(&PACKET[..23]), Err(Error::Truncated));
+        assert_eq!(
+            Ipv4Packet::new_checked(&PACKET[..23]),
+            Err(Error::Truncated)
+        );
         let with = |i: usize, v: u8| {
             let mut b = PACKET;
             b[i] = v;
@@ -496,11 +501,31 @@ mod test {
 
     fn check_no_panic(data: &mut [u8]) {
         if let Ok(p) = Ipv4Packet::new_checked(&data[..]) {
-            let _ = (p.version(), p.header_len(), p.dscp_ecn(), p.total_len(), p.ident());
-            let _ = (p.dont_frag(), p.more_frags(), p.frag_offset(), p.is_fragment());
-            let _ = (p.ttl(), p.protocol(), p.checksum(), p.src_addr(), p.dst_addr());
+            let _ = (
+                p.version(),
+                p.header_len(),
+                p.dscp_ecn(),
+                p.total_len(),
+                p.ident(),
+            );
+            let _ = (
+                p.dont_frag(),
+                p.more_frags(),
+                p.frag_offset(),
+                p.is_fragment(),
+            );
+            let _ = (
+                p.ttl(),
+                p.protocol(),
+                p.checksum(),
+                p.src_addr(),
+                p.dst_addr(),
+            );
             let _ = (p.has_options(), p.verify_checksum());
-            assert_eq!(p.payload().len(), usize::from(p.total_len()) - p.header_len());
+            assert_eq!(
+                p.payload().len(),
+                usize::from(p.total_len()) - p.header_len()
+            );
         }
         if let Ok(mut p) = Ipv4Packet::new_checked(&mut data[..]) {
             p.set_ttl(1);
@@ -523,6 +548,12 @@ mod test {
             // Also with a plausible first byte, so that more inputs get past check_len.
             if !data.is_empty() {
                 data[0] = 0x45;
+                check_no_panic(&mut data);
+            }
+            if data.len() >= 4 {
+                let n = data.len() as u16;
+                data[2..4].copy_from_slice(&n.to_be_bytes());
+                data[0] = 0x40 | (data[0] & 0x0f);
                 check_no_panic(&mut data);
             }
         }

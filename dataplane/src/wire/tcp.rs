@@ -6,7 +6,9 @@
 
 use std::net::Ipv4Addr;
 
-use super::{checksum, clamped, read_u16, read_u32, write_u16, write_u32, Error, Result, IPPROTO_TCP};
+use super::{
+    checksum, clamped, read_u16, read_u32, write_u16, write_u32, Error, Result, IPPROTO_TCP,
+};
 
 /// Length of a TCP header without options.
 pub const HEADER_LEN: usize = 20;
@@ -149,7 +151,11 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     /// The option bytes (`20..header_len`), clamped to the buffer.
     #[inline]
     pub fn options(&self) -> &[u8] {
-        clamped(self.buffer.as_ref(), field::OPTIONS.start, self.header_len())
+        clamped(
+            self.buffer.as_ref(),
+            field::OPTIONS.start,
+            self.header_len(),
+        )
     }
 
     /// The payload (`header_len..`), clamped to the buffer.

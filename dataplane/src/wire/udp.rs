@@ -230,14 +230,20 @@ mod test {
     #[test]
     fn check_len_errors() {
         for n in 0..12 {
-            assert_eq!(UdpPacket::new_checked(&DATAGRAM[..n]), Err(Error::Truncated));
+            assert_eq!(
+                UdpPacket::new_checked(&DATAGRAM[..n]),
+                Err(Error::Truncated)
+            );
         }
         assert!(UdpPacket::new_checked(&DATAGRAM[..12]).is_ok());
         let mut b = DATAGRAM;
         b[5] = 7;
         assert_eq!(UdpPacket::new_checked(&b[..]), Err(Error::Malformed));
         b[5] = 8;
-        assert_eq!(UdpPacket::new_checked(&b[..]).unwrap().payload(), &[] as &[u8]);
+        assert_eq!(
+            UdpPacket::new_checked(&b[..]).unwrap().payload(),
+            &[] as &[u8]
+        );
         b[5] = 15;
         assert_eq!(UdpPacket::new_checked(&b[..]), Err(Error::Truncated));
     }
@@ -276,7 +282,11 @@ mod test {
 
     proptest! {
         #[test]
-        fn random_bytes_never_panic(mut data in proptest::collection::vec(any::<u8>(), 0..40)) {
+        fn random_bytes_never_panic(mut data in proptest::collection::vec(any::<u8>(), 0..40), fix_len in any::<bool>()) {
+            if fix_len && data.len() >= 6 {
+                let n = data.len() as u16;
+                data[4..6].copy_from_slice(&n.to_be_bytes());
+            }
             if let Ok(p) = UdpPacket::new_checked(&data[..]) {
                 let _ = (p.src_port(), p.dst_port(), p.checksum(), p.verify_checksum(SRC, DST));
                 prop_assert_eq!(p.payload().len() + HEADER_LEN, usize::from(p.len()));

@@ -9,7 +9,7 @@
 
 use std::net::Ipv4Addr;
 
-use etherparse::{IpNumber, Ipv4Header, PacketBuilder, SingleVlanHeader, TcpHeader, UdpHeader};
+use etherparse::{IpNumber, Ipv4Header, PacketBuilder, SingleVlanHeader, TcpHeader};
 use svcgate_common::model::{BackendSpec, EndpointConditions};
 
 use crate::nat::{NatConfig, NextHops, PortInfo, Timeouts};
@@ -170,13 +170,7 @@ impl Pkt {
         let mut ip = Ipv4Header::new(0, self.ttl, IpNumber::TCP, self.src.octets(), self.dst.octets()).unwrap();
         ip.identification = self.ident;
         ip.dont_fragment = true;
-        let b = match self.vlan {
-            Some(id) => PacketBuilder::ethernet2(self.src_mac, self.dst_mac).vlan(etherparse::VlanHeader::Single(
-                SingleVlanHeader { vlan_id: etherparse::VlanId::try_new(id).unwrap(), ..Default::default() },
-            )),
-            None => PacketBuilder::ethernet2(self.src_mac, self.dst_mac),
-        };
-        let b = b.ip(etherparse::IpHeaders::Ipv4(ip, Default::default()));
+        let b = PacketBuilder::ethernet2(self.src_mac, self.dst_mac).ip(etherparse::IpHeaders::Ipv4(ip, Default::default()));
         let mut out = Vec::new();
         match self.l4 {
             L4::Tcp { sport, dport, seq, ack, flags } => {
@@ -190,10 +184,17 @@ impl Pkt {
                 b.tcp_header(t).write(&mut out, &self.payload).unwrap();
             }
             L4::Udp { sport, dport } => {
-                b.udp_header(UdpHeader { source_port: sport, destination_port: dport, ..Default::default() })
-                    .write(&mut out, &self.payload)
-                    .unwrap();
+                b.udp(sport, dport).write(&mut out, &self.payload).unwrap();
             }
+        }
+        if let Some(id) = self.vlan {
+            // One 802.1Q tag between the MACs and the EtherType.
+            let tag = SingleVlanHeader { vlan_id: etherparse::VlanId::try_new(id).unwrap(), ..Default::default() };
+            let mut tagged = out[..12].to_vec();
+            tagged.extend_from_slice(&[0x81, 0x00]);
+            tagged.extend_from_slice(&tag.to_bytes()[..2]);
+            tagged.extend_from_slice(&out[12..]);
+            out = tagged;
         }
         out
     }

@@ -602,7 +602,8 @@ fn replies_on_another_worker_from_threads() {
         let mut f = Frame::new(&mut buf, input.len(), 1);
         w1.process(&t, &hops, &mut f, 1000);
         assert_eq!(f.verdict, Verdict::Forward { port: 0 });
-        assert_eq!(buf[..f.len].to_vec(), to_client(&r, CLUSTER_IP, 8080, cport).build());
+        let len = f.len;
+        assert_eq!(buf[..len].to_vec(), to_client(&r, CLUSTER_IP, 8080, cport).build());
         n += 1;
     }
     opener.join().unwrap();

@@ -61,7 +61,7 @@ impl FlowKey {
 
 /// One tracked flow: the forward key, the translation and its precomputed
 /// checksum adjustments, cached next hop and bookkeeping. Exactly one cache line.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C, align(64))]
 pub struct FlowEntry {
     /// Key word 0 (src << 32 | dst); see [`FlowKey::words`].
@@ -158,6 +158,8 @@ pub struct FlowTable {
     buckets: u32,
     len: usize,
     cursor: usize,
+    /// Displacements not yet reported (at most one per insert).
+    moved: Vec<(usize, usize)>,
 }
 
 impl std::fmt::Debug for FlowTable {
@@ -172,10 +174,10 @@ fn range(h: u32, n: u32) -> usize {
 }
 
 impl FlowTable {
-    /// A table for about `capacity` flows (10% headroom so two-choice
-    /// insertion rarely has to evict before the table is really full).
+    /// A table for about `capacity` flows (12.5% headroom, so two-choice
+    /// insertion with displacement rarely evicts before the table is full).
     pub fn with_capacity(capacity: usize) -> Self {
-        let slots = capacity.max(BUCKET_SLOTS) + capacity / 10;
+        let slots = capacity.max(BUCKET_SLOTS) + capacity / 8;
         let buckets = slots.div_ceil(BUCKET_SLOTS).min(u32::MAX as usize / 2) as u32;
         Self {
             sigs: vec![[EMPTY_SIG; BUCKET_SLOTS]; buckets as usize].into_boxed_slice(),
@@ -183,6 +185,7 @@ impl FlowTable {
             buckets,
             len: 0,
             cursor: 0,
+            moved: Vec::with_capacity(4),
         }
     }
 
@@ -259,6 +262,11 @@ impl FlowTable {
             }
         }
         if chosen.is_none() {
+            // One-level cuckoo displacement: move a resident whose other
+            // bucket has room, so the table fills to ~95% before evicting.
+            chosen = self.displace(first).or_else(|| self.displace(second)).map(|slot| (slot, None));
+        }
+        if chosen.is_none() {
             let mut oldest: Option<(usize, u32)> = None;
             'scan: for b in [first, second] {
                 for s in 0..BUCKET_SLOTS {
@@ -291,6 +299,35 @@ impl FlowTable {
             }
             Some(expired) => Inserted::Replaced { slot, old, expired },
         }
+    }
+
+    /// Moves one entry of the full bucket `b` to its alternate bucket, if
+    /// that has a free slot; returns the slot freed in `b`.
+    fn displace(&mut self, b: usize) -> Option<usize> {
+        for s in 0..BUCKET_SLOTS {
+            let slot = b * BUCKET_SLOTS + s;
+            let e = self.entries[slot];
+            let p = self.probe(e.key().hash());
+            let alt = if p.b1 == b { p.b2 } else { p.b1 };
+            if alt == b {
+                continue;
+            }
+            if let Some(free) = self.sigs[alt].iter().position(|&x| x == EMPTY_SIG) {
+                let to = alt * BUCKET_SLOTS + free;
+                self.entries[to] = e;
+                self.sigs[alt][free] = p.sig;
+                self.moved.push((slot, to));
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    /// Entries moved by displacement since the last call, as (from, to)
+    /// slots: the owner must update whatever refers to a flow by its slot
+    /// (the reverse table does).
+    pub fn take_moved(&mut self) -> Option<(usize, usize)> {
+        self.moved.pop()
     }
 
     /// The entry in `slot`.

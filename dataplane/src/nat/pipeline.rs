@@ -956,6 +956,11 @@ impl Worker {
             idle > Worker::timeout_with(&shared.config.timeouts, e.k1 as u8, e.state, rfl)
         };
         let ins = self.ct.insert(&k, probe, now, expired);
+        while let Some((_, to)) = self.ct.take_moved() {
+            if let Some(e) = self.ct.entry(to) {
+                shared.reverse.set_owner_slot(e.rev_slot, to as u32);
+            }
+        }
         if let Inserted::Replaced { old, expired, .. } = ins {
             shared.reverse.clear(old.rev_slot);
             if expired {

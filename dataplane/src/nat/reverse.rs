@@ -148,7 +148,8 @@ impl ReverseTable {
 
     /// The whole SNAT port range in use, `(lo, hi)` inclusive.
     pub fn port_range(&self) -> (u16, u16) {
-        (self.lo, self.lo + self.workers * self.span - 1)
+        let hi = u32::from(self.lo) + u32::from(self.workers) * u32::from(self.span) - 1;
+        (self.lo, hi as u16)
     }
 
     /// The worker that owns `port`, if it is in the range.
@@ -183,6 +184,18 @@ impl ReverseTable {
         s.last_seen.store(now, Ordering::Relaxed);
         s.flags.store(0, Ordering::Relaxed);
         s.hop.store(u32::MAX, Ordering::Relaxed);
+        s.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Points `idx` at a new forward-table slot (after the owner's table moved
+    /// the flow). Only the owner of the port may call this.
+    pub fn set_owner_slot(&self, idx: u32, owner_slot: u32) {
+        let Some(s) = self.slots.get(idx as usize) else { return };
+        let seq = s.seq.load(Ordering::Relaxed);
+        s.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        let w2 = s.w2.load(Ordering::Relaxed);
+        s.w2.store((w2 & !0xffff_ffff) | u64::from(owner_slot), Ordering::Relaxed);
         s.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 

@@ -54,6 +54,8 @@ impl std::fmt::Debug for Maglev {
     }
 }
 
+// `u32::is_multiple_of` needs Rust 1.87; the workspace declares rust-version 1.80.
+#[allow(clippy::manual_is_multiple_of)]
 fn is_prime(n: u32) -> bool {
     if n < 2 {
         return false;
@@ -174,5 +176,363 @@ impl Maglev {
     /// The slots, for tests and `svcgate status`.
     pub fn slots(&self) -> &[u16] {
         &self.slots
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// `198.18.0.0/15` (RFC 2544) + `i`, as every address in this project's tests.
+    fn addr(i: u32) -> Ipv4Addr {
+        Ipv4Addr::from(0xc612_0000 | (i & 0x1_ffff))
+    }
+
+    fn backend(i: u32, port: u16, weight: u32) -> MaglevBackend {
+        MaglevBackend { addr: addr(i), port, weight }
+    }
+
+    /// `n` distinct backends, weight 1, in no particular order.
+    fn backends(n: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Vec<MaglevBackend>> {
+        prop::collection::btree_set((0u32..0x2_0000, 1u16..=u16::MAX), n)
+            .prop_map(|set| set.into_iter().map(|(a, p)| backend(a, p, 1)).collect::<Vec<_>>())
+            .prop_shuffle()
+    }
+
+    fn id(b: &MaglevBackend) -> (Ipv4Addr, u16) {
+        (b.addr, b.port)
+    }
+
+    /// The table as backend identities, slot by slot.
+    fn identities(table: &Maglev, list: &[MaglevBackend]) -> Vec<(Ipv4Addr, u16)> {
+        table.slots().iter().map(|&s| id(&list[usize::from(s)])).collect()
+    }
+
+    fn counts(table: &Maglev, n: usize) -> Vec<usize> {
+        let mut c = vec![0; n];
+        for &s in table.slots() {
+            c[usize::from(s)] += 1;
+        }
+        c
+    }
+
+    /// Slots that a backend present in both tables held before and that now go
+    /// to a different backend: the flows a change broke needlessly.
+    fn survivor_churn(
+        before: &[(Ipv4Addr, u16)],
+        after: &[(Ipv4Addr, u16)],
+        both: &BTreeSet<(Ipv4Addr, u16)>,
+    ) -> (usize, usize) {
+        let mut held = 0;
+        let mut moved = 0;
+        for (b, a) in before.iter().zip(after) {
+            if both.contains(b) {
+                held += 1;
+                moved += usize::from(a != b);
+            }
+        }
+        (moved, held)
+    }
+
+    #[test]
+    fn empty_input_gives_empty_table() {
+        for size in [0, 1, 251, 65537] {
+            let t = Maglev::build(&[], size);
+            assert!(t.is_empty());
+            assert_eq!(t.len(), 0);
+            assert_eq!(t.pick(0), None);
+            assert_eq!(t.pick(u32::MAX), None);
+        }
+        assert_eq!(Maglev::empty().pick(12345), None);
+    }
+
+    proptest! {
+        #[test]
+        fn no_holes_and_balanced(list in backends(1..=200)) {
+            let m = table_size_for(list.len());
+            let t = Maglev::build(&list, m);
+            prop_assert_eq!(t.len(), m as usize);
+            prop_assert!(t.slots().iter().all(|&s| usize::from(s) < list.len()));
+            let n = list.len();
+            let (lo, hi) = (m as usize / n, (m as usize).div_ceil(n));
+            for (i, c) in counts(&t, n).into_iter().enumerate() {
+                prop_assert!((lo..=hi).contains(&c), "backend {} has {} slots, want {}..={}", i, c, lo, hi);
+            }
+        }
+
+        #[test]
+        fn pick_always_hits_a_backend(list in backends(1..=50), hashes in prop::collection::vec(any::<u32>(), 64)) {
+            let t = Maglev::build(&list, table_size_for(list.len()));
+            for h in hashes.into_iter().chain([0, u32::MAX]) {
+                let b = t.pick(h);
+                prop_assert!(matches!(b, Some(i) if usize::from(i) < list.len()));
+            }
+        }
+
+        #[test]
+        fn same_set_in_any_order_gives_same_table(list in backends(1..=200), seed in any::<u64>()) {
+            let m = table_size_for(list.len());
+            let mut other = list.clone();
+            // A Fisher-Yates shuffle driven by `seed`.
+            let mut s = seed;
+            for i in (1..other.len()).rev() {
+                s = crate::hash::fmix64(s.wrapping_add(0x9e37_79b9_7f4a_7c15));
+                other.swap(i, (s % (i as u64 + 1)) as usize);
+            }
+            let a = identities(&Maglev::build(&list, m), &list);
+            let b = identities(&Maglev::build(&other, m), &other);
+            prop_assert_eq!(a, b);
+        }
+    }
+
+    /// Removes `list[victim]` from a table of size `table_size_for(list.len())`.
+    /// Returns (survivors' slots that moved, survivors' slots before, slots
+    /// still on the removed backend, balance after is floor/ceil).
+    fn remove_one(list: &[MaglevBackend], victim: usize) -> (usize, usize, usize, bool) {
+        let m = table_size_for(list.len());
+        let gone = id(&list[victim]);
+        let rest: Vec<_> = list.iter().copied().filter(|b| id(b) != gone).collect();
+        let before = identities(&Maglev::build(list, m), list);
+        let after_table = Maglev::build(&rest, m);
+        let after = identities(&after_table, &rest);
+        let both: BTreeSet<_> = rest.iter().map(id).collect();
+        let (moved, held) = survivor_churn(&before, &after, &both);
+        let (lo, hi) = (m as usize / rest.len(), (m as usize).div_ceil(rest.len()));
+        let balanced = counts(&after_table, rest.len()).iter().all(|c| (lo..=hi).contains(c));
+        (moved, held, after.iter().filter(|&&a| a == gone).count(), balanced)
+    }
+
+    /// Adds `extra` to a table of size `table_size_for(list.len())`. Returns
+    /// (old backends' slots that moved to another old backend, old backends'
+    /// slots before, slots the new backend took).
+    fn add_one(list: &[MaglevBackend], extra: MaglevBackend) -> (usize, usize, usize) {
+        let m = table_size_for(list.len());
+        let mut more = list.to_vec();
+        more.push(extra);
+        let before = identities(&Maglev::build(list, m), list);
+        let after = identities(&Maglev::build(&more, m), &more);
+        let old: BTreeSet<_> = list.iter().map(id).collect();
+        let mut moved = 0;
+        let mut taken = 0;
+        for (b, a) in before.iter().zip(&after) {
+            if *a == id(&extra) {
+                taken += 1;
+            } else {
+                moved += usize::from(a != b);
+            }
+        }
+        debug_assert!(after.iter().all(|a| *a == id(&extra) || old.contains(a)));
+        (moved, before.len(), taken)
+    }
+
+    /// A deterministic sweep of `per_n` random backend sets for each N in `ns`.
+    fn sweep(ns: std::ops::RangeInclusive<usize>, per_n: usize) -> Vec<Vec<MaglevBackend>> {
+        let mut s = 1u64;
+        let mut out = Vec::new();
+        for n in ns {
+            for _ in 0..per_n {
+                let mut set = BTreeSet::new();
+                while set.len() < n {
+                    s = crate::hash::fmix64(s.wrapping_add(0x9e37_79b9_7f4a_7c15));
+                    set.insert(((s as u32) & 0x1_ffff, (s >> 32) as u16 | 1));
+                }
+                out.push(set.into_iter().map(|(a, p)| backend(a, p, 1)).collect());
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn removal_moves_every_slot_of_the_removed_backend(list in backends(2..=100), victim in any::<prop::sample::Index>()) {
+            let (_, _, left, balanced) = remove_one(&list, victim.index(list.len()));
+            prop_assert_eq!(left, 0, "the removed backend still holds slots");
+            prop_assert!(balanced, "survivors are not floor/ceil balanced");
+        }
+
+        #[test]
+        fn addition_gives_the_new_backend_its_share(list in backends(1..=99), a in 0u32..0x2_0000, p in 1u16..=u16::MAX) {
+            prop_assume!(!list.iter().any(|b| id(b) == (addr(a), p)));
+            let m = table_size_for(list.len()) as usize;
+            let n = list.len() + 1;
+            let (_, _, taken) = add_one(&list, backend(a, p, 1));
+            prop_assert!((m / n..=m.div_ceil(n)).contains(&taken), "new backend took {} of {} slots", taken, m);
+        }
+    }
+
+    // Disruption of the backends that stay, when one of N (2..=100) leaves at
+    // M = table_size_for(N), counted slot by slot over the surviving
+    // backends' slots.
+    //
+    // The brief for this module asked for <= 1% per change. Maglev does not
+    // give that at M ~ 100N, and it is not an implementation defect: the paper's
+    // M >= 100N bound is about *balance* (floor/ceil(M/N) slots each); it
+    // makes no disruption bound, and its evaluation only shows disruption
+    // shrinking as M grows. When a backend leaves, every survivor walks its
+    // permutation with fewer collisions, reaches later preferences in earlier
+    // rounds and takes slots another survivor held: a cascade inherent in the
+    // round-robin fill. An independent model (Python, same fill, offsets and
+    // skips drawn from a PRNG instead of fmix64) moved a mean of 1.7-2.9% of
+    // the survivors' slots at M ~ 100N, up to 28% for N = 3, falling to ~0.7%
+    // at M ~ 1000N and ~0.2% at M ~ 10000N (about 22%/sqrt(M/N)). This
+    // implementation measures the same (sweep of 990 sets: mean 2.1%, p90
+    // 2.7%, max 11% at N = 4; >1% in 98% of cases), so the hashes add no
+    // disruption of their own. Raising M to ~1000N would break the table
+    // memory budget (64 MiB at 10k Services x 10 endpoints) and N > 65 cannot
+    // get it under the 65537 cap. The strict requirement stays below, ignored
+    // so it is visible, not loosened; the active test guards the measured
+    // behaviour against regressions (bad hashes, broken turn order).
+
+    /// The requirement as stated: fails, see above.
+    #[test]
+    #[ignore = "Maglev moves ~2% of survivors' slots at M ~ 100N (see comment above); needs a design decision"]
+    fn removal_moves_at_most_one_percent_of_survivors_slots() {
+        for list in sweep(2..=100, 3) {
+            let (moved, held, _, _) = remove_one(&list, list.len() / 2);
+            assert!(moved * 100 <= held, "N={}: {} of {} survivor slots moved", list.len(), moved, held);
+        }
+    }
+
+    /// The measured behaviour of Maglev at M ~ 100N, as a regression guard.
+    #[test]
+    fn survivor_disruption_matches_maglev_at_100_slots_per_backend() {
+        let mut removal = Vec::new();
+        let mut addition = Vec::new();
+        for (k, list) in sweep(2..=100, 4).into_iter().enumerate() {
+            let (moved, held, left, _) = remove_one(&list, k % list.len());
+            assert_eq!(left, 0);
+            removal.push(moved as f64 / held as f64);
+            let (moved, held, _) = add_one(&list[1..], list[0]);
+            addition.push(moved as f64 / held as f64);
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        // Measured: removal mean 2.1%; the independent model 1.7-2.9%.
+        assert!(mean(&removal) < 0.025, "mean survivor churn on removal {:.2}%", mean(&removal) * 100.0);
+        assert!(mean(&addition) < 0.025, "mean churn of old backends on addition {:.2}%", mean(&addition) * 100.0);
+        // No change ever reshuffles a large part of the table.
+        let worst = removal.iter().chain(&addition).copied().fold(0.0, f64::max);
+        assert!(worst < 0.15, "worst churn {:.2}%", worst * 100.0);
+        println!(
+            "removal mean {:.2}% addition mean {:.2}% worst {:.2}%",
+            mean(&removal) * 100.0,
+            mean(&addition) * 100.0,
+            worst * 100.0
+        );
+    }
+
+    proptest! {
+        /// Each backend's slots are within 2 of its exact weighted share
+        /// M * w / sum(w) (the weighted turns give w turns per max-weight
+        /// rounds; the last, partial round costs at most one slot).
+        #[test]
+        fn weights_scale_slots(list in backends(2..=100), heavy in prop::collection::vec(any::<bool>(), 100)) {
+            let list: Vec<_> = list.into_iter().zip(heavy).map(|(b, h)| MaglevBackend { weight: 1 + u32::from(h), ..b }).collect();
+            let m = table_size_for(list.len());
+            let total: u32 = list.iter().map(|b| b.weight).sum();
+            let t = Maglev::build(&list, m);
+            for (b, c) in list.iter().zip(counts(&t, list.len())) {
+                let share = f64::from(m) * f64::from(b.weight) / f64::from(total);
+                prop_assert!((c as f64 - share).abs() <= 2.0, "weight {} got {} slots, share {:.1}", b.weight, c, share);
+            }
+        }
+
+        #[test]
+        fn weight_zero_is_weight_one(list in backends(1..=50), zero in prop::collection::vec(any::<bool>(), 50)) {
+            let zeroed: Vec<_> = list.iter().zip(zero).map(|(b, z)| MaglevBackend { weight: u32::from(!z), ..*b }).collect();
+            let m = table_size_for(list.len());
+            prop_assert_eq!(Maglev::build(&zeroed, m), Maglev::build(&list, m));
+        }
+    }
+
+    #[test]
+    fn weight_two_gets_twice_the_slots() {
+        let list = [backend(1, 80, 1), backend(2, 80, 2), backend(3, 80, 1), backend(4, 80, 4)];
+        let t = Maglev::build(&list, table_size_for(100));
+        let c = counts(&t, list.len());
+        // M = 10007, sum of weights 8: shares 1250.9, 2501.8, 1250.9, 5003.5.
+        assert_eq!(c.iter().sum::<usize>(), 10007);
+        for (b, &got) in list.iter().zip(&c) {
+            let share = 10007.0 * f64::from(b.weight) / 8.0;
+            assert!((got as f64 - share).abs() <= 2.0, "{b:?}: {got} slots, share {share}");
+        }
+        let ratio = c[1] as f64 / c[0] as f64;
+        assert!((1.99..=2.01).contains(&ratio), "weight 2 / weight 1 = {ratio}");
+    }
+
+    #[allow(clippy::manual_is_multiple_of)] // rust-version 1.80, see is_prime
+    fn is_prime_slow(n: u32) -> bool {
+        n >= 2 && (2..n).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    }
+
+    #[test]
+    fn table_size_is_the_smallest_prime_at_or_above_100n_within_bounds() {
+        for n in 0..=700usize {
+            let m = table_size_for(n);
+            assert!(is_prime_slow(m), "n={n}: {m} is not prime");
+            assert!((MIN_TABLE_SIZE..=MAX_TABLE_SIZE).contains(&m), "n={n}: {m} out of bounds");
+            let want = (n as u32 * 100).clamp(MIN_TABLE_SIZE, MAX_TABLE_SIZE);
+            assert!(m >= want, "n={n}: {m} < {want}");
+            assert!((want..m).all(|x| !is_prime_slow(x)), "n={n}: a smaller prime than {m} fits");
+        }
+        // Clamped at both ends.
+        assert_eq!(table_size_for(0), 251);
+        assert_eq!(table_size_for(1), 251);
+        assert_eq!(table_size_for(2), 251);
+        assert_eq!(table_size_for(3), 307);
+        assert_eq!(table_size_for(100), 10007);
+        assert_eq!(table_size_for(655), 65519);
+        assert_eq!(table_size_for(656), 65537);
+        assert_eq!(table_size_for(usize::MAX), 65537);
+    }
+
+    #[test]
+    fn non_prime_size_is_raised_to_the_next_prime() {
+        let list = [backend(1, 80, 1), backend(2, 80, 1)];
+        assert_eq!(Maglev::build(&list, 250).len(), 251);
+        assert_eq!(Maglev::build(&list, 251).len(), 251);
+        assert_eq!(Maglev::build(&list, 0).len(), 2);
+    }
+
+    #[test]
+    fn remap_maps_every_slot() {
+        let list = [backend(1, 80, 1), backend(2, 80, 1)];
+        let t = Maglev::build(&list, 251);
+        let r = t.remap(|i| i + 10);
+        assert!(t.slots().iter().zip(r.slots()).all(|(a, b)| a + 10 == *b));
+    }
+
+    /// The first 32 slots of a fixed table. Every gateway must compute exactly
+    /// this (ECMP across gateways relies on it), so a change here is a
+    /// flow-reshuffling upgrade. The values were computed by this code and
+    /// cross-checked against an independent Python re-implementation of the
+    /// same algorithm (fmix64 offset/skip, identity-sorted weighted turns),
+    /// which gave the same slots and the same 84/84/83 split.
+    #[test]
+    fn golden_table() {
+        let list = [
+            MaglevBackend { addr: Ipv4Addr::new(198, 18, 0, 10), port: 80, weight: 1 },
+            MaglevBackend { addr: Ipv4Addr::new(198, 18, 0, 11), port: 80, weight: 1 },
+            MaglevBackend { addr: Ipv4Addr::new(198, 18, 0, 12), port: 80, weight: 1 },
+        ];
+        let t = Maglev::build(&list, 251);
+        assert_eq!(t.len(), 251);
+        #[rustfmt::skip]
+        let golden: [u16; 32] = [
+            0, 1, 0, 0, 1, 2, 2, 1, 2, 0, 1, 0, 0, 1, 0, 2,
+            1, 2, 0, 1, 1, 1, 2, 0, 1, 2, 2, 0, 2, 1, 1, 2,
+        ];
+        assert_eq!(&t.slots()[..32], &golden);
+        assert_eq!(counts(&t, 3), [84, 84, 83]);
+        // Listed in another order, the same identities land in the same slots.
+        let shuffled = [list[2], list[0], list[1]];
+        assert_eq!(identities(&Maglev::build(&shuffled, 251), &shuffled), identities(&t, &list));
+        // pick: Lemire reduction, hash 0 -> slot 0, u32::MAX -> the last slot.
+        assert_eq!(t.pick(0), Some(golden[0]));
+        assert_eq!(t.pick(u32::MAX), t.slots().last().copied());
+        assert_eq!(t.pick(1 << 27), Some(t.slots()[(251u64 << 27 >> 32) as usize]));
     }
 }

@@ -393,3 +393,370 @@ fn port_id(svc: &ServiceSpec, port: &ServicePortSpec) -> ServicePortId {
 fn entries_name(entries: &[Arc<ServiceEntry>], idx: u32) -> String {
     entries.get(idx as usize).map(|e| e.id.to_string()).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BackendSpec, EndpointConditions, ServicePortSpec, ServiceSpec};
+
+    fn ip(last: u16) -> Ipv4Addr {
+        // 198.18.0.0/15 only (RFC 2544), as everywhere in this project's tests.
+        Ipv4Addr::new(198, 18, (last >> 8) as u8, last as u8)
+    }
+
+    fn be(last: u16, port: u16, conditions: EndpointConditions) -> BackendSpec {
+        BackendSpec { addr: ip(last), port, conditions, weight: 1 }
+    }
+
+    fn port(protocol: Protocol, port: u16, node_port: Option<u16>, backends: Vec<BackendSpec>) -> ServicePortSpec {
+        ServicePortSpec { name: String::new(), protocol, port, node_port, backends }
+    }
+
+    fn svc(
+        name: &str,
+        service_type: ServiceType,
+        cluster_ip: Option<Ipv4Addr>,
+        ports: Vec<ServicePortSpec>,
+    ) -> ServiceSpec {
+        ServiceSpec {
+            namespace: "default".into(),
+            name: name.into(),
+            service_type,
+            cluster_ip,
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            source_ranges: vec![],
+            affinity: SessionAffinity::None,
+            ports,
+        }
+    }
+
+    fn ready(n: u16) -> Vec<BackendSpec> {
+        (0..n).map(|i| be(0x100 + i, 8080, EndpointConditions::READY)).collect()
+    }
+
+    fn key(addr: Ipv4Addr, protocol: Protocol, port: u16) -> FrontendKey {
+        FrontendKey { addr, protocol, port }
+    }
+
+    fn sorted_frontends(t: &ServiceTable) -> Vec<(FrontendKey, Frontend)> {
+        let mut v: Vec<_> = t.frontends().map(|(k, f)| (*k, *f)).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+
+    const NODES: [u16; 2] = [0x0201, 0x0202];
+
+    fn state(services: Vec<ServiceSpec>) -> DesiredState {
+        DesiredState { node_ips: NODES.iter().map(|&n| ip(n)).collect(), services }
+    }
+
+    #[test]
+    fn every_frontend_kind_gets_its_key() {
+        let mut lb = svc(
+            "web",
+            ServiceType::LoadBalancer,
+            Some(ip(0x6401)),
+            vec![port(Protocol::Tcp, 80, Some(30080), ready(3)), port(Protocol::Udp, 53, Some(30053), ready(2))],
+        );
+        lb.external_ips = vec![ip(0x6501)];
+        lb.load_balancer_ips = vec![ip(0x6601), ip(0x6602)];
+        let (t, warnings) = ServiceTable::build(&state(vec![lb]), 7);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(t.generation(), 7);
+        assert_eq!(t.entries().len(), 2);
+
+        let mut want = Vec::new();
+        for (entry, proto, p, np) in [(0, Protocol::Tcp, 80, 30080), (1, Protocol::Udp, 53, 30053)] {
+            want.push((key(ip(0x6401), proto, p), Frontend { kind: FrontendKind::ClusterIp, entry }));
+            want.push((key(ip(0x6501), proto, p), Frontend { kind: FrontendKind::ExternalIp, entry }));
+            for n in NODES {
+                want.push((key(ip(n), proto, np), Frontend { kind: FrontendKind::NodePort, entry }));
+            }
+            for l in [0x6601, 0x6602] {
+                want.push((key(ip(l), proto, p), Frontend { kind: FrontendKind::LoadBalancer, entry }));
+            }
+        }
+        want.sort_by_key(|(k, _)| *k);
+        assert_eq!(sorted_frontends(&t), want);
+        assert_eq!(t.frontend_count(), 12);
+        // Lookups by wire fields; the protocol is part of the key.
+        assert_eq!(t.frontend(ip(0x6401), Protocol::Tcp, 80).map(|f| f.entry), Some(0));
+        assert_eq!(t.frontend(ip(0x6401), Protocol::Udp, 80), None);
+        assert_eq!(t.frontend(ip(0x6401), Protocol::Tcp, 30080), None);
+        assert_eq!(t.frontend(ip(NODES[1]), Protocol::Udp, 30053).map(|f| f.kind), Some(FrontendKind::NodePort));
+        assert_eq!(t.entry(0).map(|e| e.id.to_string()).as_deref(), Some("default/web 80/TCP"));
+        assert_eq!(t.entry(1).map(|e| e.id.port), Some(53));
+        assert!(t.entry(2).is_none());
+    }
+
+    #[test]
+    fn node_ports_and_load_balancer_ips_only_for_their_types() {
+        // A ClusterIP Service with a stray nodePort and LoadBalancer IPs, and a
+        // NodePort Service with LoadBalancer IPs: neither gets LoadBalancer
+        // frontends, and only the NodePort one gets node ports.
+        let mut cip =
+            svc("a", ServiceType::ClusterIp, Some(ip(0x6401)), vec![port(Protocol::Tcp, 80, Some(30001), ready(1))]);
+        cip.load_balancer_ips = vec![ip(0x6601)];
+        let mut np =
+            svc("b", ServiceType::NodePort, Some(ip(0x6402)), vec![port(Protocol::Tcp, 80, Some(30002), ready(1))]);
+        np.load_balancer_ips = vec![ip(0x6602)];
+        let (t, warnings) = ServiceTable::build(&state(vec![cip, np]), 1);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let kinds: Vec<_> = sorted_frontends(&t).into_iter().map(|(k, f)| (k.addr, k.port, f.kind, f.entry)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (ip(NODES[0]), 30002, FrontendKind::NodePort, 1),
+                (ip(NODES[1]), 30002, FrontendKind::NodePort, 1),
+                (ip(0x6401), 80, FrontendKind::ClusterIp, 0),
+                (ip(0x6402), 80, FrontendKind::ClusterIp, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn headless_service_gets_no_frontends() {
+        let mut headless = svc("db", ServiceType::ClusterIp, None, vec![port(Protocol::Tcp, 5432, None, ready(3))]);
+        headless.external_ips = vec![ip(0x6501)];
+        let after = svc("web", ServiceType::ClusterIp, Some(ip(0x6401)), vec![port(Protocol::Tcp, 80, None, ready(1))]);
+        let (t, warnings) = ServiceTable::build(&state(vec![headless, after]), 1);
+        assert!(warnings.is_empty());
+        assert_eq!(t.entries().len(), 1);
+        assert_eq!(t.frontend_count(), 1);
+        // The next Service's frontend points at the right entry.
+        let f = t.frontend(ip(0x6401), Protocol::Tcp, 80).unwrap();
+        assert_eq!(&*t.entry(f.entry).unwrap().id.name, "web");
+        assert_eq!(t.frontend(ip(0x6501), Protocol::Tcp, 5432), None);
+    }
+
+    #[test]
+    fn clash_keeps_the_first_and_the_loser_keeps_its_other_frontends() {
+        let first = svc("a", ServiceType::ClusterIp, Some(ip(0x6401)), vec![port(Protocol::Tcp, 80, None, ready(1))]);
+        // b claims a's cluster IP as an externalIP; c wants b's nodePort.
+        let mut second =
+            svc("b", ServiceType::NodePort, Some(ip(0x6402)), vec![port(Protocol::Tcp, 80, Some(30080), ready(2))]);
+        second.external_ips = vec![ip(0x6401), ip(0x6501)];
+        let third =
+            svc("c", ServiceType::NodePort, Some(ip(0x6403)), vec![port(Protocol::Tcp, 81, Some(30080), ready(1))]);
+        let (t, warnings) = ServiceTable::build(&state(vec![first, second, third]), 1);
+        assert_eq!(
+            warnings,
+            vec![
+                BuildWarning::FrontendClash {
+                    key: key(ip(0x6401), Protocol::Tcp, 80),
+                    kind: FrontendKind::ExternalIp,
+                    owner: "default/a 80/TCP".into(),
+                    loser: "default/b 80/TCP".into(),
+                },
+                BuildWarning::FrontendClash {
+                    key: key(ip(NODES[0]), Protocol::Tcp, 30080),
+                    kind: FrontendKind::NodePort,
+                    owner: "default/b 80/TCP".into(),
+                    loser: "default/c 81/TCP".into(),
+                },
+                BuildWarning::FrontendClash {
+                    key: key(ip(NODES[1]), Protocol::Tcp, 30080),
+                    kind: FrontendKind::NodePort,
+                    owner: "default/b 80/TCP".into(),
+                    loser: "default/c 81/TCP".into(),
+                },
+            ]
+        );
+        assert_eq!(
+            warnings[0].to_string(),
+            "ExternalIp frontend 198.18.100.1:80/TCP of default/b 80/TCP is already served by default/a 80/TCP; \
+             default/b 80/TCP does not get it"
+        );
+        let at = |a, p| t.frontend(a, Protocol::Tcp, p);
+        assert_eq!(at(ip(0x6401), 80), Some(Frontend { kind: FrontendKind::ClusterIp, entry: 0 }));
+        // The losers keep running on their other frontends.
+        assert_eq!(at(ip(0x6402), 80), Some(Frontend { kind: FrontendKind::ClusterIp, entry: 1 }));
+        assert_eq!(at(ip(0x6501), 80), Some(Frontend { kind: FrontendKind::ExternalIp, entry: 1 }));
+        assert_eq!(at(ip(NODES[0]), 30080), Some(Frontend { kind: FrontendKind::NodePort, entry: 1 }));
+        assert_eq!(at(ip(0x6403), 81), Some(Frontend { kind: FrontendKind::ClusterIp, entry: 2 }));
+        assert_eq!(t.entries().len(), 3);
+        assert_eq!(t.entry(1).unwrap().backends.len(), 2);
+    }
+
+    #[test]
+    fn same_service_repeating_its_own_frontend_is_no_clash() {
+        let mut s = svc("a", ServiceType::ClusterIp, Some(ip(0x6401)), vec![port(Protocol::Tcp, 80, None, ready(1))]);
+        s.external_ips = vec![ip(0x6401), ip(0x6501), ip(0x6501)];
+        let (t, warnings) = ServiceTable::build(&state(vec![s]), 1);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(t.frontend_count(), 2);
+        assert_eq!(t.frontend(ip(0x6401), Protocol::Tcp, 80).map(|f| f.kind), Some(FrontendKind::ClusterIp));
+    }
+
+    #[test]
+    fn missing_node_port_is_reported_and_other_frontends_served() {
+        let np = svc("np", ServiceType::NodePort, Some(ip(0x6401)), vec![port(Protocol::Udp, 53, None, ready(1))]);
+        let mut lb =
+            svc("lb", ServiceType::LoadBalancer, Some(ip(0x6402)), vec![port(Protocol::Tcp, 443, None, ready(1))]);
+        lb.load_balancer_ips = vec![ip(0x6601)];
+        let cip = svc("cip", ServiceType::ClusterIp, Some(ip(0x6403)), vec![port(Protocol::Tcp, 80, None, ready(1))]);
+        let (t, warnings) = ServiceTable::build(&state(vec![np, lb, cip]), 1);
+        assert_eq!(
+            warnings,
+            vec![
+                BuildWarning::MissingNodePort {
+                    service: "default/np".into(),
+                    port: 53,
+                    protocol: Protocol::Udp,
+                    service_type: "NodePort",
+                },
+                BuildWarning::MissingNodePort {
+                    service: "default/lb".into(),
+                    port: 443,
+                    protocol: Protocol::Tcp,
+                    service_type: "LoadBalancer",
+                },
+            ]
+        );
+        assert!(warnings[1]
+            .to_string()
+            .contains("default/lb port 443/TCP is of type LoadBalancer but has no nodePort"));
+        assert!(t.frontend(ip(0x6401), Protocol::Udp, 53).is_some());
+        assert_eq!(t.frontend(ip(0x6601), Protocol::Tcp, 443).map(|f| f.kind), Some(FrontendKind::LoadBalancer));
+        assert_eq!(t.frontend_count(), 4);
+    }
+
+    fn entry(backends: &[BackendSpec]) -> ServiceEntry {
+        let id = ServicePortId {
+            namespace: "default".into(),
+            name: "web".into(),
+            port_name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+        };
+        ServiceEntry::new(id, backends, SessionAffinity::None, &[])
+    }
+
+    /// The backends (by address) the Maglev table sends new flows to.
+    fn picked(e: &ServiceEntry) -> Vec<Ipv4Addr> {
+        let mut v: Vec<_> = e.maglev.slots().iter().map(|&s| e.backends[usize::from(s)].addr).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    const TS: EndpointConditions = EndpointConditions::TERMINATING_SERVING;
+    const NR: EndpointConditions = EndpointConditions::NOT_READY;
+    const RD: EndpointConditions = EndpointConditions::READY;
+    /// Terminating and no longer serving.
+    const TN: EndpointConditions = EndpointConditions { ready: false, serving: false, terminating: true };
+
+    #[test]
+    fn active_set_ready_uses_only_ready_backends() {
+        let e = entry(&[be(5, 80, TS), be(4, 80, RD), be(3, 80, NR), be(2, 80, RD), be(1, 80, TN)]);
+        assert_eq!(e.active, ActiveSet::Ready);
+        assert_eq!(e.backends.len(), 5);
+        assert_eq!(picked(&e), vec![ip(2), ip(4)]);
+        assert_eq!(e.maglev.len(), 251);
+        // Same slots as a table built over the ready backends alone.
+        let alone = entry(&[be(2, 80, RD), be(4, 80, RD)]);
+        let ids =
+            |e: &ServiceEntry| e.maglev.slots().iter().map(|&s| e.backends[usize::from(s)].addr).collect::<Vec<_>>();
+        assert_eq!(ids(&e), ids(&alone));
+    }
+
+    #[test]
+    fn active_set_falls_back_to_serving_terminating_backends() {
+        let e = entry(&[be(1, 80, NR), be(2, 80, TS), be(3, 80, TN), be(4, 80, TS)]);
+        assert_eq!(e.active, ActiveSet::TerminatingFallback);
+        assert_eq!(picked(&e), vec![ip(2), ip(4)]);
+    }
+
+    #[test]
+    fn active_set_empty_rejects() {
+        for list in [vec![], vec![be(1, 80, NR), be(2, 80, TN)]] {
+            let e = entry(&list);
+            assert_eq!(e.active, ActiveSet::Empty);
+            assert!(e.maglev.is_empty());
+            assert_eq!(e.maglev.pick(0x1234_5678), None);
+            assert_eq!(e.backends.len(), list.len());
+        }
+    }
+
+    #[test]
+    fn backends_sorted_deduplicated_and_found() {
+        let mut zero = be(2, 443, RD);
+        zero.weight = 0;
+        let e = entry(&[be(3, 80, RD), zero, be(1, 8080, RD), be(2, 80, RD), be(3, 80, NR), be(1, 80, RD)]);
+        let list: Vec<_> = e.backends.iter().map(|b| (b.addr, b.port)).collect();
+        assert_eq!(list, vec![(ip(1), 80), (ip(1), 8080), (ip(2), 80), (ip(2), 443), (ip(3), 80)]);
+        // A duplicate keeps its first listing (ready), and weight 0 becomes 1.
+        assert_eq!(e.backends[4].conditions, RD);
+        assert_eq!(e.backends[3].weight, 1);
+        for (i, &(a, p)) in list.iter().enumerate() {
+            assert_eq!(e.find_backend(a, p), Some(i as u16));
+        }
+        assert_eq!(e.find_backend(ip(2), 81), None);
+        assert_eq!(e.find_backend(ip(9), 80), None);
+        // Every slot indexes the sorted list.
+        assert!(e.maglev.slots().iter().all(|&s| usize::from(s) < e.backends.len()));
+    }
+
+    #[test]
+    fn source_ranges() {
+        let open = entry(&[be(1, 80, RD)]);
+        assert!(open.source_allowed(ip(7)));
+        assert!(open.source_allowed(Ipv4Addr::new(198, 19, 255, 1)));
+
+        let ranges: Vec<Ipv4Net> = vec!["198.18.0.0/24".parse().unwrap(), "198.19.0.128/25".parse().unwrap()];
+        let id = open.id.clone();
+        let closed = ServiceEntry::new(id, &[be(1, 80, RD)], SessionAffinity::ClientIp { timeout_secs: 60 }, &ranges);
+        assert!(closed.source_allowed(Ipv4Addr::new(198, 18, 0, 200)));
+        assert!(closed.source_allowed(Ipv4Addr::new(198, 19, 0, 128)));
+        assert!(!closed.source_allowed(Ipv4Addr::new(198, 19, 0, 127)));
+        assert!(!closed.source_allowed(Ipv4Addr::new(198, 18, 1, 0)));
+        assert_eq!(closed.affinity_timeout_secs, Some(60));
+        assert_eq!(open.affinity_timeout_secs, None);
+    }
+
+    #[test]
+    fn service_source_ranges_reach_the_entry() {
+        let mut s =
+            svc("a", ServiceType::LoadBalancer, Some(ip(0x6401)), vec![port(Protocol::Tcp, 80, Some(30080), ready(1))]);
+        s.source_ranges = vec!["198.18.0.0/24".parse().unwrap()];
+        let (t, _) = ServiceTable::build(&state(vec![s]), 1);
+        let e = t.entry(0).unwrap();
+        assert!(e.source_allowed(ip(5)));
+        assert!(!e.source_allowed(ip(0x0105)));
+    }
+
+    #[test]
+    fn replacing_entries_shares_the_rest() {
+        let services = (0..3u16)
+            .map(|i| {
+                let name = format!("s{i}");
+                svc(&name, ServiceType::ClusterIp, Some(ip(0x6400 + i)), vec![port(Protocol::Tcp, 80, None, ready(2))])
+            })
+            .collect();
+        let (old, _) = ServiceTable::build(&state(services), 1);
+        let replacement = ServiceEntry::new(old.entry(1).unwrap().id.clone(), &ready(5), SessionAffinity::None, &[]);
+        let new = old.with_entries_replaced(2, [(1, replacement.clone()), (99, replacement.clone())]);
+        assert_eq!(new.generation(), 2);
+        assert_eq!(old.generation(), 1);
+        assert!(Arc::ptr_eq(&old.frontends, &new.frontends));
+        assert_eq!(new.entries().len(), 3);
+        assert!(Arc::ptr_eq(&old.entries()[0], &new.entries()[0]));
+        assert!(Arc::ptr_eq(&old.entries()[2], &new.entries()[2]));
+        assert!(!Arc::ptr_eq(&old.entries()[1], &new.entries()[1]));
+        assert_eq!(*new.entries()[1], replacement);
+        // The old generation is untouched.
+        assert_eq!(old.entry(1).unwrap().backends.len(), 2);
+        assert_eq!(new.entry(1).unwrap().backends.len(), 5);
+        assert_eq!(new.frontend(ip(0x6401), Protocol::Tcp, 80).map(|f| f.entry), Some(1));
+    }
+
+    #[test]
+    fn empty_table() {
+        let t = ServiceTable::default();
+        assert_eq!(t.generation(), 0);
+        assert_eq!(t.frontend_count(), 0);
+        assert!(t.entries().is_empty());
+        assert_eq!(t.frontend(ip(1), Protocol::Tcp, 80), None);
+    }
+}

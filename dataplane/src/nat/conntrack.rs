@@ -425,8 +425,9 @@ mod tests {
 
     #[test]
     fn full_table_evicts_expired_first_then_oldest() {
-        // Capacity 8 gives exactly one bucket, so both candidates are bucket 0.
-        let mut t = FlowTable::with_capacity(8);
+        // Capacity 7 (8 slots with headroom) gives exactly one bucket, so both
+        // candidates are bucket 0 and displacement has nowhere to go.
+        let mut t = FlowTable::with_capacity(7);
         assert_eq!(t.slots(), BUCKET_SLOTS);
         for i in 0..8 {
             let k = key(i);

@@ -54,8 +54,10 @@ impl FlowKey {
     /// The table hash of this key (process-local; not the Maglev flow hash).
     #[inline(always)]
     pub const fn hash(&self) -> u64 {
+        // One murmur3 finaliser over both words: the second is spread by a
+        // multiply first so that ports and addresses both reach every bit.
         let (a, b) = self.words();
-        fmix64(a ^ fmix64(b ^ KEY_SEED))
+        fmix64(a ^ (b ^ KEY_SEED).wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 }
 
@@ -168,6 +170,22 @@ impl std::fmt::Debug for FlowTable {
     }
 }
 
+/// The lanes of a bucket equal to `sig`, as one bit per 16-bit lane (the
+/// lane's top bit) of a 128-bit word: eight compares without branches (SWAR).
+#[inline(always)]
+fn match_sigs(sigs: &[u16; BUCKET_SLOTS], sig: u16) -> u128 {
+    const LO: u128 = 0x0001_0001_0001_0001_0001_0001_0001_0001;
+    const HI: u128 = LO << 15;
+    let mut word = 0u128;
+    for (i, &x) in sigs.iter().enumerate() {
+        word |= u128::from(x) << (16 * i);
+    }
+    let x = word ^ (LO * u128::from(sig));
+    // A lane is zero iff its bit survives: exact, because (x | HI) - LO
+    // never borrows across lanes and the top bit of each lane is masked out.
+    !(((x | HI) - LO) | x) & HI
+}
+
 #[inline(always)]
 fn range(h: u32, n: u32) -> usize {
     ((u64::from(h) * u64::from(n)) >> 32) as usize
@@ -232,11 +250,12 @@ impl FlowTable {
     pub fn find(&self, key: &FlowKey, p: &Probe) -> Option<usize> {
         let (k0, k1) = key.words();
         for b in [p.b1, p.b2] {
-            let sigs = &self.sigs[b];
-            for (s, &sig) in sigs.iter().enumerate() {
-                if sig == p.sig {
-                    let slot = b * BUCKET_SLOTS + s;
-                    let e = &self.entries[slot];
+            let mut m = match_sigs(&self.sigs[b], p.sig);
+            while m != 0 {
+                let s = (m.trailing_zeros() / 16) as usize;
+                m &= m - 1;
+                let slot = b * BUCKET_SLOTS + s;
+                if let Some(e) = self.entries.get(slot) {
                     if e.k0 == k0 && e.k1 == k1 {
                         return Some(slot);
                     }
@@ -388,6 +407,26 @@ mod tests {
 
     fn key(i: u32) -> FlowKey {
         FlowKey { src: 0xc612_0000 | i, dst: 0xc613_0001, sport: (i % 60000) as u16 + 1024, dport: 80, proto: 6 }
+    }
+
+    #[test]
+    fn swar_signature_match_equals_naive_compare() {
+        let mut rng = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for _ in 0..20_000 {
+            let sig = (next() % 5) as u16 * 0x7fff; // few values, so lanes collide often
+            let sigs: [u16; BUCKET_SLOTS] = std::array::from_fn(|_| (next() % 5) as u16 * 0x7fff);
+            let m = match_sigs(&sigs, sig);
+            for (i, &x) in sigs.iter().enumerate() {
+                assert_eq!(m >> (16 * i + 15) & 1 == 1, x == sig, "{sigs:x?} {sig:x}");
+            }
+            assert_eq!(m.count_ones() as usize, sigs.iter().filter(|&&x| x == sig).count());
+        }
     }
 
     #[test]

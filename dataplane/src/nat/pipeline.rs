@@ -700,7 +700,7 @@ impl Worker {
     ) -> Option<Verdict> {
         let gen = t.generation() as u32;
         let hop_gen = hops.generation();
-        let e = *self.ct.entry(slot)?;
+        let e = self.ct.entry(slot)?;
         let is_tcp = p.key.proto == IPPROTO_TCP;
         // A fresh SYN on a closed or closing flow starts a new connection.
         if is_tcp && p.tcp_flags & (tcpf::SYN | tcpf::ACK) == tcpf::SYN && e.state & (tcpf::FIN | tcpf::RST) != 0 {
@@ -712,14 +712,14 @@ impl Worker {
                 return Some(v);
             }
         }
-        let e = self.ct.entry_mut(slot)?;
         if p.ttl <= 1 {
             return Some(self.time_exceeded(hops, f, p));
         }
+        let e = self.ct.entry_mut(slot)?;
         e.last_seen = now;
         e.state |= p.tcp_flags & (tcpf::FIN | tcpf::RST | tcpf::SYN);
-        let e = *e;
-        let hop = *hops.hop(e.hop)?;
+        let e = &*e;
+        let hop = hops.hop(e.hop)?;
         rewrite(
             f.buf,
             p,
@@ -732,11 +732,12 @@ impl Worker {
             hop.src_mac,
             hop.dst_mac,
         );
+        let port = hop.port;
         if let Some(c) = self.svc.get_mut(e.entry as usize) {
             c.packets += 1;
             c.bytes += f.len as u64;
         }
-        Some(Verdict::Forward { port: hop.port })
+        Some(Verdict::Forward { port })
     }
 
     /// After a table or next-hop swap: finds the flow's backend in the new

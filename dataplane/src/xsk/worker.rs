@@ -41,6 +41,15 @@ pub trait BatchHandler: Send {
     fn idle(&mut self) {}
 }
 
+impl<H: BatchHandler + ?Sized> BatchHandler for Box<H> {
+    fn handle_batch(&mut self, frames: &mut [Frame<'_>]) {
+        (**self).handle_batch(frames)
+    }
+    fn idle(&mut self) {
+        (**self).idle()
+    }
+}
+
 /// Per-worker counters, written by the worker only.
 #[derive(Debug)]
 #[repr(align(64))]

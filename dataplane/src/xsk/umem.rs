@@ -270,7 +270,11 @@ impl XskPorts {
             let sock = if i == 0 { Socket::with_shared(&info, &umem) } else { Socket::new(&info) }
                 .map_err(|e| sock_err("socket", p, e))?;
             let fq = umem.fq_cq(&sock).map_err(|e| sock_err("fill/completion rings", p, e))?;
-            let user = umem.rx_tx(&sock, &rcfg).map_err(|e| sock_err("rx/tx rings", p, e))?;
+            // A socket sharing the UMEM of another must bind with no mode
+            // flags of its own: it inherits copy/zero-copy and need_wakeup
+            // from the UMEM's first socket (the kernel answers EINVAL).
+            let cfg_i = if i == 0 { rcfg.clone() } else { SocketConfig { bind_flags: 0, ..rcfg.clone() } };
+            let user = umem.rx_tx(&sock, &cfg_i).map_err(|e| sock_err("rx/tx rings", p, e))?;
             let rx = user.map_rx().map_err(|e| sock_err("rx ring mmap", p, e))?;
             let tx = user.map_tx().map_err(|e| sock_err("tx ring mmap", p, e))?;
             umem.bind(&user).map_err(|e| sock_err("bind", p, e))?;

@@ -136,6 +136,8 @@ impl Lab {
     }
 
     /// Waits for the child with `pid` to exit; returns whether it succeeded.
+    // Both paths reap the child (try_wait returned its status, or kill+wait).
+    #[allow(clippy::zombie_processes)]
     pub fn wait(&mut self, p: &mut ChildProc, timeout: Duration) -> bool {
         drop(p.stdin.take());
         let deadline = Instant::now() + timeout;

@@ -376,6 +376,7 @@ impl XskPorts {
             };
             match self.check(d) {
                 Some((start, end)) => {
+                    let ptr = base.as_ptr().wrapping_add(start);
                     // SAFETY: [start, end) lies within the UMEM mapping (checked
                     // above) and within one chunk. The chunk was received from
                     // an RX ring and not yet given back (the caller's contract),
@@ -383,7 +384,7 @@ impl XskPorts {
                     // one burst name distinct chunks (each chunk is in exactly
                     // one place, see the module doc), so these slices do not
                     // overlap. They live no longer than `&mut self`.
-                    let buf = unsafe { std::slice::from_raw_parts_mut(base.as_ptr().add(start), end - start) };
+                    let buf = unsafe { std::slice::from_raw_parts_mut(ptr, end - start) };
                     Frame::new(buf, d.len as usize, in_port)
                 }
                 None => Frame::new(&mut [], 0, in_port),
@@ -395,10 +396,13 @@ impl XskPorts {
     /// The first `len` bytes of the chunk of a descriptor the caller owns.
     pub fn bytes(&self, d: &XdpDesc) -> &[u8] {
         match self.check(d) {
-            // SAFETY: in bounds (checked); the caller owns the chunk (not in
-            // any kernel ring), and only shared access is given out here while
-            // `&self` is borrowed, so nothing writes it meanwhile.
-            Some((start, _)) => unsafe { std::slice::from_raw_parts(self.area.ptr.as_ptr().add(start), d.len as usize) },
+            Some((start, _)) => {
+                let ptr = self.area.ptr.as_ptr().wrapping_add(start);
+                // SAFETY: in bounds (checked); the caller owns the chunk (not
+                // in any kernel ring), and only shared access is given out
+                // while `&self` is borrowed, so nothing writes it meanwhile.
+                unsafe { std::slice::from_raw_parts(ptr, d.len as usize) }
+            }
             None => &[],
         }
     }

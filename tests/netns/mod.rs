@@ -34,7 +34,12 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{test}: needs root for network namespaces, and CI=true forbids skipping");
     }
-    eprintln!("SKIPPED {test}: needs root (ip netns, veth, XDP); run as root, e.g. `sudo -E cargo test --test xsk_forward`");
+    // Written to the stderr handle directly: libtest captures eprintln!
+    // of passing tests, and a skip must be visible.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs root (ip netns, veth, XDP); run as root, e.g. `sudo -E cargo test --test xsk_forward`"
+    );
     false
 }
 

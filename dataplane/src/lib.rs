@@ -3,9 +3,12 @@
 //! - [`wire`]: zero-copy packet wrappers and incremental checksums.
 //! - [`nat`]: the per-frame pipeline (`process`): service lookup, Maglev,
 //!   connection tracking, DNAT/SNAT and reverse NAT.
+//! - [`xsk`]: AF_XDP: the XDP steering program, UMEM and rings, the polling
+//!   workers, the exception path and kernel next hops.
 
 pub mod nat;
 pub mod wire;
 
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod xsk;

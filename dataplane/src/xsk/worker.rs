@@ -1,0 +1,358 @@
+//! The polling worker: one thread, pinned to one core, owning one
+//! [`XskPorts`] (its sockets and UMEM) and one [`BatchHandler`].
+//!
+//! The loop, modelled on DPDK l3fwd's `lpm_main_loop`:
+//!
+//! 1. for each port: burst-receive up to [`BATCH`] frames;
+//! 2. hand them to the handler as one `&mut [Frame]`;
+//! 3. dispatch the verdicts: Forward and Reply descriptors are queued per
+//!    egress port and enqueued on that port's TX ring in one commit with at
+//!    most one kick; Pass frames go to the [`ExceptionPath`]; Drop and Pass
+//!    chunks return to the free stack;
+//! 4. reap completion rings, re-kick TX rings with unsent entries, top up the
+//!    fill rings;
+//! 5. on a poll that received nothing: count it, call `handler.idle()`, and
+//!    after `idle_spins` empty polls in a row sleep `idle_sleep` (zero: pure
+//!    busy polling).
+//!
+//! Nothing in the loop allocates, locks or logs. Counters are single-writer
+//! atomics (relaxed load + store), readable from any thread.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use xdpilone::xdp::XdpDesc;
+
+use super::umem::{XskPorts, BATCH};
+use super::{ExceptionPath, XskError};
+use crate::nat::{DropReason, Frame, PassReason, Verdict};
+
+/// What a worker runs on each batch. The NAT pipeline implements it; tests
+/// use small forwarders.
+pub trait BatchHandler: Send {
+    /// Decide a verdict for every frame (and rewrite frames in place).
+    /// `Verdict::Forward { port }` indexes the worker's ports, in the order
+    /// given to [`XskPorts::new`].
+    fn handle_batch(&mut self, frames: &mut [Frame<'_>]);
+    /// Called on a poll that received nothing (housekeeping, expiry, table
+    /// generation pick-up). Keep it short.
+    fn idle(&mut self) {}
+}
+
+impl<H: BatchHandler + ?Sized> BatchHandler for Box<H> {
+    fn handle_batch(&mut self, frames: &mut [Frame<'_>]) {
+        (**self).handle_batch(frames)
+    }
+    fn idle(&mut self) {
+        (**self).idle()
+    }
+}
+
+/// Per-worker counters, written by the worker only.
+#[derive(Debug)]
+#[repr(align(64))]
+pub struct WorkerStats {
+    /// Frames received.
+    pub rx: AtomicU64,
+    /// Frames enqueued for transmission (Forward + Reply).
+    pub tx: AtomicU64,
+    /// Frames dropped because the egress TX ring was full.
+    pub tx_ring_full: AtomicU64,
+    /// Frames dropped because the verdict named a port the worker lacks or
+    /// a reply length that does not fit the chunk.
+    pub bad_verdict: AtomicU64,
+    /// Frames passed to the kernel, by reason.
+    pub passes: [AtomicU64; PassReason::COUNT],
+    /// Of those, frames the exception path could not inject (dropped).
+    pub pass_failed: AtomicU64,
+    /// Frames dropped by the handler, by reason.
+    pub drops: [AtomicU64; DropReason::COUNT],
+    /// Polls (over all ports) that received nothing.
+    pub empty_polls: AtomicU64,
+    /// Bursts that received something.
+    pub busy_polls: AtomicU64,
+    /// Nanoseconds spent handling non-empty bursts (RX to TX commit): divide
+    /// by `rx` for ns per packet, multiply by the core's GHz for cycles.
+    pub busy_ns: AtomicU64,
+    /// Frames the kernel reported sent (completion ring).
+    pub completed: AtomicU64,
+}
+
+/// A plain copy of [`WorkerStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// See [`WorkerStats::rx`].
+    pub rx: u64,
+    /// See [`WorkerStats::tx`].
+    pub tx: u64,
+    /// See [`WorkerStats::tx_ring_full`].
+    pub tx_ring_full: u64,
+    /// See [`WorkerStats::bad_verdict`].
+    pub bad_verdict: u64,
+    /// Passes by reason, in [`PassReason::ALL`] order.
+    pub passes: [u64; PassReason::COUNT],
+    /// See [`WorkerStats::pass_failed`].
+    pub pass_failed: u64,
+    /// Drops by reason, in [`DropReason::ALL`] order.
+    pub drops: [u64; DropReason::COUNT],
+    /// See [`WorkerStats::empty_polls`].
+    pub empty_polls: u64,
+    /// See [`WorkerStats::busy_polls`].
+    pub busy_polls: u64,
+    /// See [`WorkerStats::busy_ns`].
+    pub busy_ns: u64,
+    /// See [`WorkerStats::completed`].
+    pub completed: u64,
+}
+
+impl StatsSnapshot {
+    /// Sum of passes.
+    pub fn passed(&self) -> u64 {
+        self.passes.iter().sum()
+    }
+    /// Sum of drops of every kind (handler, TX ring full, bad verdicts,
+    /// failed injections).
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().sum::<u64>() + self.tx_ring_full + self.bad_verdict + self.pass_failed
+    }
+    /// Passes for `r`.
+    pub fn pass(&self, r: PassReason) -> u64 {
+        self.passes[r as usize]
+    }
+    /// Drops for `r`.
+    pub fn drop_count(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+}
+
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    // Single writer: a relaxed load + store is enough and cheaper than an
+    // atomic read-modify-write; readers see a recent value, never a torn one.
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        let z = || AtomicU64::new(0);
+        Self {
+            rx: z(),
+            tx: z(),
+            tx_ring_full: z(),
+            bad_verdict: z(),
+            passes: std::array::from_fn(|_| z()),
+            pass_failed: z(),
+            drops: std::array::from_fn(|_| z()),
+            empty_polls: z(),
+            busy_polls: z(),
+            busy_ns: z(),
+            completed: z(),
+        }
+    }
+}
+
+impl WorkerStats {
+    /// Reads every counter (relaxed; not one atomic snapshot).
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            rx: r(&self.rx),
+            tx: r(&self.tx),
+            tx_ring_full: r(&self.tx_ring_full),
+            bad_verdict: r(&self.bad_verdict),
+            passes: std::array::from_fn(|i| r(&self.passes[i])),
+            pass_failed: r(&self.pass_failed),
+            drops: std::array::from_fn(|i| r(&self.drops[i])),
+            empty_polls: r(&self.empty_polls),
+            busy_polls: r(&self.busy_polls),
+            busy_ns: r(&self.busy_ns),
+            completed: r(&self.completed),
+        }
+    }
+}
+
+/// Scheduling knobs of a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Thread name.
+    pub name: String,
+    /// Core to pin to (`core_affinity` id); `None`: not pinned.
+    pub core: Option<usize>,
+    /// Empty polls in a row before sleeping.
+    pub idle_spins: u32,
+    /// Sleep after `idle_spins` empty polls; zero: never sleep (pure
+    /// DPDK-style busy polling).
+    pub idle_sleep: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self { name: "svcgate-xsk".into(), core: None, idle_spins: 4096, idle_sleep: Duration::from_micros(50) }
+    }
+}
+
+/// A worker: ports, handler, counters, stop flag.
+pub struct Worker<H> {
+    ports: XskPorts,
+    handler: H,
+    stats: Arc<WorkerStats>,
+    stop: Arc<AtomicBool>,
+    exception: Option<ExceptionPath>,
+    cfg: WorkerConfig,
+}
+
+impl<H> std::fmt::Debug for Worker<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("ports", &self.ports).field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+/// Per-egress-port TX staging of one burst.
+struct Staged {
+    descs: [XdpDesc; BATCH],
+    n: usize,
+}
+
+impl<H: BatchHandler + 'static> Worker<H> {
+    /// A worker over `ports`. It stops when `stop` becomes true.
+    pub fn new(
+        ports: XskPorts,
+        handler: H,
+        stop: Arc<AtomicBool>,
+        exception: Option<ExceptionPath>,
+        cfg: WorkerConfig,
+    ) -> Self {
+        Self { ports, handler, stats: Arc::new(WorkerStats::default()), stop, exception, cfg }
+    }
+
+    /// The counters (share with a stats reader before `spawn`).
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The ports (e.g. to register their sockets with [`super::Steering`]).
+    pub fn ports(&self) -> &XskPorts {
+        &self.ports
+    }
+
+    /// Runs the loop on a new thread; the thread returns the handler.
+    pub fn spawn(self) -> Result<JoinHandle<H>, XskError> {
+        let name = self.cfg.name.clone();
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || self.run())
+            .map_err(|source| XskError::Spawn { name, source })
+    }
+
+    /// Runs the loop on this thread until the stop flag is set; returns the
+    /// handler.
+    pub fn run(mut self) -> H {
+        if let Some(id) = self.cfg.core {
+            // Pinning is best effort (a core id past the machine's count
+            // leaves the thread unpinned).
+            let _ = core_affinity::set_for_current(core_affinity::CoreId { id });
+        }
+        let nports = self.ports.len();
+        let mut staged: Vec<Staged> = (0..nports).map(|_| Staged { descs: [XdpDesc::default(); BATCH], n: 0 }).collect();
+        let mut descs = [XdpDesc::default(); BATCH];
+        let mut verdicts = [Verdict::Drop(DropReason::Malformed); BATCH];
+        let mut lens = [0u32; BATCH];
+        let frame_size = u64::from(self.ports.frame_size());
+        let mut spins = 0u32;
+        let st = &*self.stats;
+
+        while !self.stop.load(Ordering::Relaxed) {
+            let mut got = 0usize;
+            for p in 0..nports {
+                let n = self.ports.rx_burst(p, &mut descs);
+                if n == 0 {
+                    continue;
+                }
+                let t0 = Instant::now();
+                got += n;
+                let handler = &mut self.handler;
+                self.ports.with_frames(p as u16, &descs[..n], |frames| {
+                    handler.handle_batch(frames);
+                    for (i, f) in frames.iter().enumerate() {
+                        verdicts[i] = if f.buf.is_empty() { Verdict::Drop(DropReason::Malformed) } else { f.verdict };
+                        lens[i] = u32::try_from(f.len.min(f.buf.len())).unwrap_or(0);
+                    }
+                });
+                for i in 0..n {
+                    let d = descs[i];
+                    let room = frame_size - (d.addr & (frame_size - 1));
+                    match verdicts[i] {
+                        Verdict::Forward { port } if usize::from(port) < nports && lens[i] > 0 => {
+                            let s = &mut staged[usize::from(port)];
+                            s.descs[s.n] = XdpDesc { addr: d.addr, len: lens[i], options: 0 };
+                            s.n += 1;
+                        }
+                        Verdict::Reply { len } if len > 0 && u64::from(len) <= room => {
+                            let s = &mut staged[p];
+                            s.descs[s.n] = XdpDesc { addr: d.addr, len: u32::from(len), options: 0 };
+                            s.n += 1;
+                        }
+                        Verdict::Forward { .. } | Verdict::Reply { .. } => {
+                            bump(&st.bad_verdict, 1);
+                            self.ports.recycle(d.addr);
+                        }
+                        Verdict::Pass(r) => {
+                            bump(&st.passes[r as usize], 1);
+                            let ok = match &self.exception {
+                                Some(x) => x.inject(self.ports.bytes(&d)).is_ok(),
+                                None => false,
+                            };
+                            if !ok {
+                                bump(&st.pass_failed, 1);
+                            }
+                            self.ports.recycle(d.addr);
+                        }
+                        Verdict::Drop(r) => {
+                            bump(&st.drops[r as usize], 1);
+                            self.ports.recycle(d.addr);
+                        }
+                    }
+                }
+                let mut sent = 0;
+                for (q, s) in staged.iter_mut().enumerate() {
+                    if s.n > 0 {
+                        let k = self.ports.transmit(q, &s.descs[..s.n]);
+                        sent += k;
+                        bump(&st.tx_ring_full, (s.n - k) as u64);
+                        s.n = 0;
+                    }
+                }
+                bump(&st.rx, n as u64);
+                bump(&st.tx, sent as u64);
+                bump(&st.busy_polls, 1);
+                bump(&st.busy_ns, t0.elapsed().as_nanos() as u64);
+            }
+            let done = self.ports.reap_and_refill();
+            if done > 0 {
+                bump(&st.completed, done as u64);
+            }
+            if got == 0 {
+                bump(&st.empty_polls, 1);
+                self.handler.idle();
+                spins = spins.saturating_add(1);
+                if spins >= self.cfg.idle_spins && !self.cfg.idle_sleep.is_zero() {
+                    std::thread::sleep(self.cfg.idle_sleep);
+                } else {
+                    std::hint::spin_loop();
+                }
+            } else {
+                spins = 0;
+            }
+        }
+        self.handler
+    }
+}
+
+/// Sets `stop` on SIGINT and SIGTERM (the flag the workers poll).
+pub fn stop_on_signals(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(stop))?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(stop))?;
+    Ok(())
+}

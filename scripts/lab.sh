@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# svcgate lab topology in network namespaces. Addresses: 198.18.0.0/15 only.
+#
+#   ${P}-client          ${P}-gw                         ${P}-sw (bridge)    ${P}-b1..b3
+#   c0 198.18.1.2/24 --- g0 198.18.1.1/24
+#                        g1 198.18.2.1/24 -------------- sg0 ]- br0 -[ sb1 --- eth0 198.18.2.11/24
+#                                                                  [ sb2 --- eth0 198.18.2.12/24
+#                                                                  [ sb3 --- eth0 198.18.2.13/24
+#
+# The client routes 198.19.0.0/16 (VIPs, LoadBalancer IPs) and the backends
+# route everything via the gateway. The gateway's kernel does not forward
+# (ip_forward=0): only svcgate moves service traffic. TX checksum offload is
+# off on every veth, because a frame that takes the AF_XDP path must carry a
+# complete checksum.
+#
+# usage: scripts/lab.sh up [QUEUES]   (QUEUES per veth, default 1)
+#        scripts/lab.sh down
+#        scripts/lab.sh status
+# env:   SG_LAB_PREFIX (default sglab) names the namespaces ${P}-client, ...
+set -euo pipefail
+
+P="${SG_LAB_PREFIX:-sglab}"
+NS=("$P-client" "$P-gw" "$P-sw" "$P-b1" "$P-b2" "$P-b3")
+
+down() {
+    for ns in "${NS[@]}"; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+}
+
+veth() { # ns_a a ns_b b queues
+    ip link add "$2" netns "$1" numtxqueues "$5" numrxqueues "$5" type veth \
+        peer name "$4" netns "$3" numtxqueues "$5" numrxqueues "$5"
+    for end in "$1 $2" "$3 $4"; do
+        set -- $end
+        ip netns exec "$1" ethtool -K "$2" tx off >/dev/null 2>&1 || true
+        ip -n "$1" link set "$2" up
+    done
+}
+
+up() {
+    local q="${1:-1}"
+    down
+    for ns in "${NS[@]}"; do
+        ip netns add "$ns"
+        ip -n "$ns" link set lo up
+    done
+    veth "$P-client" c0 "$P-gw" g0 "$q"
+    veth "$P-gw" g1 "$P-sw" sg0 "$q"
+    ip -n "$P-sw" link add br0 type bridge
+    ip -n "$P-sw" link set br0 up
+    ip -n "$P-sw" link set sg0 master br0
+    for i in 1 2 3; do
+        veth "$P-b$i" eth0 "$P-sw" "sb$i" "$q"
+        ip -n "$P-sw" link set "sb$i" master br0
+        ip -n "$P-b$i" addr add "198.18.2.1$i/24" dev eth0
+        ip -n "$P-b$i" route add default via 198.18.2.1
+    done
+    ip -n "$P-client" addr add 198.18.1.2/24 dev c0
+    ip -n "$P-client" route add 198.19.0.0/16 via 198.18.1.1
+    ip -n "$P-gw" addr add 198.18.1.1/24 dev g0
+    ip -n "$P-gw" addr add 198.18.2.1/24 dev g1
+    ip netns exec "$P-gw" sysctl -qw net.ipv4.ip_forward=0
+    echo "lab up: ${NS[*]} (queues=$q)"
+}
+
+status() {
+    for ns in "${NS[@]}"; do
+        if ip netns list | grep -qw "$ns"; then
+            echo "== $ns"
+            ip -n "$ns" -br addr show | grep -v '^lo'
+        else
+            echo "== $ns (absent)"
+        fi
+    done
+}
+
+case "${1:-}" in
+    up) up "${2:-1}" ;;
+    down) down; echo "lab down" ;;
+    status) status ;;
+    *) echo "usage: $0 up [QUEUES] | down | status" >&2; exit 2 ;;
+esac

@@ -3,9 +3,11 @@
 //! - [`wire`]: zero-copy packet wrappers and incremental checksums.
 //! - [`nat`]: the per-frame pipeline (`process`): service lookup, Maglev,
 //!   connection tracking, DNAT/SNAT and reverse NAT.
+//! - [`gateway`]: the assembled dataplane: AF_XDP workers running the NAT.
 //! - [`xsk`]: AF_XDP: the XDP steering program, UMEM and rings, the polling
 //!   workers, the exception path and kernel next hops.
 
+pub mod gateway;
 pub mod nat;
 pub mod wire;
 

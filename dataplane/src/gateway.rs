@@ -1,0 +1,361 @@
+//! The assembled dataplane: AF_XDP workers running the NAT pipeline.
+//!
+//! One worker per RX queue. A worker owns one AF_XDP socket per gateway
+//! interface, all at its queue id and all on one UMEM, so a frame received on
+//! the client interface is transmitted on the Pod interface without a copy
+//! (two-arm), or back out of the same interface (one-arm). The worker's port
+//! list is the interface list of [`GatewayConfig::interfaces`], in order, and
+//! the NAT's next-hop table uses the same port numbers.
+//!
+//! Threads:
+//! - workers (pinned): poll, `nat::Worker::process_batch`, transmit; at each
+//!   batch boundary they pick up new service tables and next hops (RCU
+//!   readers, one atomic load when nothing changed);
+//! - the caller's control thread: publishes service tables and calls
+//!   [`Gateway::maintain`] regularly, which follows table swaps in the XDP
+//!   steering maps, re-reads the kernel's neighbours and routes, and asks the
+//!   kernel to resolve neighbours the workers missed.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use parking_lot::Mutex;
+use svcgate_common::model::Ipv4Net;
+use svcgate_common::publish::{Publisher, Reader};
+use svcgate_common::table::ServiceTable;
+
+use crate::nat::{self, Counters, NatConfig, NextHops, PortInfo, ServiceCounter};
+use crate::xsk::{
+    self, BatchHandler, ExceptionPath, KernelNet, NeighState, PortConfig, StatsSnapshot, Steering, WorkerConfig,
+    WorkerStats, XdpMode, XskConfig, XskError, XskPorts,
+};
+
+/// How to run the dataplane.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Interfaces, in port order: `[clients, pods]` for two-arm, one for one-arm.
+    pub interfaces: Vec<String>,
+    /// RX queues used on every interface; one worker per queue.
+    pub queues: u32,
+    /// Cores to pin workers to (worker `q` on `cores[q % len]`); empty: not pinned.
+    pub cores: Vec<usize>,
+    /// XDP attach mode.
+    pub xdp_mode: XdpMode,
+    /// NAT settings (SNAT addresses, ports, conntrack size); `workers` is
+    /// overwritten with `queues`.
+    pub nat: NatConfig,
+    /// UMEM and ring sizes.
+    pub xsk: XskConfig,
+    /// Name of the TUN device frames passed to the kernel are written to.
+    pub exception_device: Option<String>,
+    /// Empty polls before a worker naps (0 with `idle_sleep` zero: busy poll).
+    pub idle_spins: u32,
+    /// How long an idle worker naps.
+    pub idle_sleep: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            queues: 1,
+            cores: Vec::new(),
+            xdp_mode: XdpMode::Auto,
+            nat: NatConfig::default(),
+            xsk: XskConfig::default(),
+            exception_device: Some("svcgate0".into()),
+            idle_spins: 4096,
+            idle_sleep: Duration::from_micros(50),
+        }
+    }
+}
+
+/// Why the dataplane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No interface was configured.
+    #[error("no gateway interface configured (dataplane.interfaces)")]
+    NoInterface,
+    /// The SNAT configuration is unusable.
+    #[error("SNAT configuration: {0}")]
+    Snat(#[from] nat::ReverseError),
+    /// An AF_XDP or XDP operation failed.
+    #[error(transparent)]
+    Xsk(#[from] XskError),
+    /// A gateway interface has no MAC address.
+    #[error("interface {name} has no MAC address (AF_XDP needs an Ethernet device)")]
+    NoMac {
+        /// The interface.
+        name: String,
+    },
+}
+
+/// NAT counters a worker exports, copied at most every 100 ms.
+#[derive(Debug, Clone, Default)]
+pub struct NatSnapshot {
+    /// The pipeline's counters.
+    pub counters: Counters,
+    /// Flows tracked.
+    pub flows: usize,
+    /// Per-Service-port packets and bytes, client to backend.
+    pub services: Vec<(svcgate_common::table::ServicePortId, ServiceCounter)>,
+}
+
+/// The NAT pipeline as an AF_XDP batch handler.
+struct NatHandler {
+    nat: nat::Worker,
+    tables: Reader<ServiceTable>,
+    hops: Reader<NextHops>,
+    clock: Instant,
+    unresolved: Arc<ArrayQueue<Ipv4Addr>>,
+    export: Arc<Mutex<NatSnapshot>>,
+    last_export: u32,
+}
+
+impl NatHandler {
+    fn now_ms(&self) -> u32 {
+        self.clock.elapsed().as_millis() as u32
+    }
+
+    /// Copies the counters out for metrics, at most every 100 ms; never
+    /// waits for the lock (a reader holding it just delays the copy).
+    fn export(&mut self, now: u32) {
+        if now.wrapping_sub(self.last_export) < 100 {
+            return;
+        }
+        if let Some(mut s) = self.export.try_lock() {
+            s.counters.clone_from(self.nat.counters());
+            s.flows = self.nat.flows();
+            s.services = self.nat.service_counters();
+            self.last_export = now;
+        }
+    }
+}
+
+impl BatchHandler for NatHandler {
+    fn handle_batch(&mut self, frames: &mut [nat::Frame<'_>]) {
+        self.tables.refresh();
+        self.hops.refresh();
+        let now = self.now_ms();
+        self.nat.process_batch(self.tables.get(), self.hops.get(), frames, now);
+        for ip in self.nat.take_unresolved() {
+            let _ = self.unresolved.push(ip); // full: the next miss asks again
+        }
+        self.export(now);
+    }
+
+    fn idle(&mut self) {
+        self.tables.refresh();
+        self.hops.refresh();
+        let now = self.now_ms();
+        self.nat.maintain(now, 64);
+        self.export(now);
+    }
+}
+
+/// The running dataplane.
+pub struct Gateway {
+    cfg: GatewayConfig,
+    steering: Vec<Steering>,
+    workers: Vec<JoinHandle<NatHandler>>,
+    stats: Vec<Arc<WorkerStats>>,
+    nat_stats: Vec<Arc<Mutex<NatSnapshot>>>,
+    stop: Arc<AtomicBool>,
+    hops: Publisher<NextHops>,
+    hops_gen: u32,
+    kernel: KernelNet,
+    unresolved: Arc<ArrayQueue<Ipv4Addr>>,
+    steered_gen: Option<u64>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("interfaces", &self.cfg.interfaces).field("workers", &self.workers.len()).finish()
+    }
+}
+
+/// Builds the NAT next-hop table from the kernel's view: our interfaces in
+/// port order, the routes through them, the usable neighbours on them.
+pub fn next_hops_from_kernel(k: &KernelNet, interfaces: &[String], generation: u32) -> NextHops {
+    let ifs: Vec<Option<&xsk::Interface>> = interfaces.iter().map(|n| k.interface(n)).collect();
+    let ports = ifs
+        .iter()
+        .zip(interfaces)
+        .map(|(i, name)| PortInfo {
+            name: name.clone(),
+            mac: i.map_or([0; 6], |i| i.mac),
+            addrs: i.map_or_else(Vec::new, |i| {
+                i.addrs.iter().filter_map(|&(a, len)| Ipv4Net::new(a, len).ok()).collect()
+            }),
+        })
+        .collect();
+    let mut h = NextHops::new(generation, ports);
+    let port_of = |ifindex: u32| ifs.iter().position(|i| i.is_some_and(|i| i.ifindex == ifindex)).map(|p| p as u16);
+    for r in &k.routes {
+        if let (Some(gw), Some(oif)) = (r.gateway, r.oif) {
+            if port_of(oif).is_some() {
+                if let Ok(net) = Ipv4Net::new(r.dst, r.prefix_len) {
+                    h.add_route(net, gw);
+                }
+            }
+        }
+    }
+    for n in &k.neighbours {
+        if let (Some(port), Some(mac), NeighState::Usable) = (port_of(n.ifindex), n.mac, n.state) {
+            h.add_neighbour(port, n.ip, mac);
+        }
+    }
+    h
+}
+
+impl Gateway {
+    /// Attaches the steering program to every interface, opens the sockets
+    /// and starts one pinned worker per queue, reading service tables from
+    /// `tables`.
+    pub fn start(mut cfg: GatewayConfig, tables: &Publisher<ServiceTable>) -> Result<Self, GatewayError> {
+        if cfg.interfaces.is_empty() {
+            return Err(GatewayError::NoInterface);
+        }
+        cfg.nat.workers = cfg.queues.max(1) as u16;
+        let shared = nat::Shared::new(cfg.nat.clone())?;
+        let kernel = KernelNet::read()?;
+        for name in &cfg.interfaces {
+            match kernel.interface(name) {
+                None => return Err(XskError::UnknownInterface { name: name.clone() }.into()),
+                Some(i) if i.mac == [0; 6] => return Err(GatewayError::NoMac { name: name.clone() }),
+                Some(_) => {}
+            }
+        }
+        let hops = Publisher::new(next_hops_from_kernel(&kernel, &cfg.interfaces, 1));
+        let mut steering = Vec::new();
+        for name in &cfg.interfaces {
+            let mut s = Steering::attach(name, cfg.xdp_mode)?;
+            let (lo, hi) = shared.reverse.port_range();
+            s.set_snat(&cfg.nat.snat_addrs, lo, hi)?;
+            steering.push(s);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let unresolved = Arc::new(ArrayQueue::new(256));
+        let mut workers = Vec::new();
+        let mut stats = Vec::new();
+        let mut nat_stats = Vec::new();
+        for q in 0..cfg.queues.max(1) {
+            let ports: Vec<PortConfig> = cfg.interfaces.iter().map(|n| PortConfig::new(n.clone(), q)).collect();
+            let xp = XskPorts::new(&cfg.xsk, &ports)?;
+            for (i, s) in steering.iter_mut().enumerate() {
+                let (_, queue, fd) = xp.socket(i);
+                s.register_socket(queue, fd)?;
+            }
+            let export = Arc::new(Mutex::new(NatSnapshot::default()));
+            let handler = NatHandler {
+                nat: nat::Worker::new(q as u16, Arc::clone(&shared)),
+                tables: tables.reader(),
+                hops: hops.reader(),
+                clock: Instant::now(),
+                unresolved: Arc::clone(&unresolved),
+                export: Arc::clone(&export),
+                last_export: 0,
+            };
+            let exception = match &cfg.exception_device {
+                Some(name) => Some(ExceptionPath::create(&format!("{name}q{q}"))?),
+                None => None,
+            };
+            let wcfg = WorkerConfig {
+                name: format!("svcgate-q{q}"),
+                core: (!cfg.cores.is_empty()).then(|| cfg.cores[q as usize % cfg.cores.len()]),
+                idle_spins: cfg.idle_spins,
+                idle_sleep: cfg.idle_sleep,
+            };
+            let w = xsk::Worker::new(xp, handler, Arc::clone(&stop), exception, wcfg);
+            stats.push(w.stats());
+            nat_stats.push(export);
+            workers.push(w.spawn()?);
+        }
+        let mut gw = Self {
+            cfg,
+            steering,
+            workers,
+            stats,
+            nat_stats,
+            stop,
+            hops,
+            hops_gen: 1,
+            kernel,
+            unresolved,
+            steered_gen: None,
+        };
+        gw.sync_steering(&tables.current())?;
+        Ok(gw)
+    }
+
+    /// Puts the frontends of `t` into every interface's steering map (once
+    /// per table generation).
+    pub fn sync_steering(&mut self, t: &ServiceTable) -> Result<(), XskError> {
+        if self.steered_gen == Some(t.generation()) {
+            return Ok(());
+        }
+        let fronts: Vec<(Ipv4Addr, u8, u16)> = t.frontends().map(|(k, _)| (k.addr, k.protocol.number(), k.port)).collect();
+        for s in &mut self.steering {
+            s.set_frontends(&fronts)?;
+        }
+        self.steered_gen = Some(t.generation());
+        Ok(())
+    }
+
+    /// Regular housekeeping from the control thread: follows table swaps in
+    /// the steering maps, asks the kernel to resolve the neighbours workers
+    /// missed, and republishes next hops when the kernel's view changed.
+    pub fn maintain(&mut self, t: &ServiceTable) -> Result<(), XskError> {
+        self.sync_steering(t)?;
+        let h = self.hops.current();
+        while let Some(ip) = self.unresolved.pop() {
+            // A failed request is retried when a worker misses again.
+            if let nat::Resolution::Unresolved { port, .. } = h.resolve(ip) {
+                let name = &self.cfg.interfaces[usize::from(port)];
+                if let Some(i) = self.kernel.interface(name) {
+                    let _ = xsk::resolve_neighbour(i.ifindex, ip);
+                }
+            }
+        }
+        let k = KernelNet::read()?;
+        if k != self.kernel {
+            self.kernel = k;
+            self.hops_gen = self.hops_gen.wrapping_add(1);
+            self.hops.publish(next_hops_from_kernel(&self.kernel, &self.cfg.interfaces, self.hops_gen));
+        }
+        Ok(())
+    }
+
+    /// The AF_XDP counters of every worker.
+    pub fn worker_stats(&self) -> Vec<StatsSnapshot> {
+        self.stats.iter().map(|s| s.snapshot()).collect()
+    }
+
+    /// The NAT counters of every worker (as of their last export).
+    pub fn nat_stats(&self) -> Vec<NatSnapshot> {
+        self.nat_stats.iter().map(|s| s.lock().clone()).collect()
+    }
+
+    /// The XDP mode in use on each interface.
+    pub fn xdp_modes(&self) -> Vec<(String, &'static str)> {
+        self.steering.iter().map(|s| (s.ifname().to_string(), s.mode())).collect()
+    }
+
+    /// The stop flag the workers watch (hand it to `stop_on_signals`).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
+    /// Stops the workers, waits for them and detaches the program.
+    pub fn shutdown(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for w in self.workers {
+            let _ = w.join();
+        }
+        drop(self.steering);
+    }
+}

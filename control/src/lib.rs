@@ -11,6 +11,9 @@ pub mod display;
 pub mod error;
 pub mod load;
 pub mod manifest;
+pub mod controller;
+pub mod metrics;
 pub mod resolve;
+pub mod watch;
 
 pub use error::LoadError;

@@ -7,11 +7,15 @@
 //! [`svcgate_common::table::ServiceTable`]s from it and publishes them to the
 //! workers through a [`svcgate_common::publish::Publisher`].
 
+pub mod admin;
+pub mod config;
+pub mod controller;
+pub mod daemon;
 pub mod display;
 pub mod error;
+pub mod kube_source;
 pub mod load;
 pub mod manifest;
-pub mod controller;
 pub mod metrics;
 pub mod resolve;
 pub mod watch;

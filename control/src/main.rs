@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use svcgate_common::model::Ipv4Net;
+use svcgate_control::config::Config;
+use svcgate_control::daemon::Daemon;
 use svcgate_control::display;
 use svcgate_control::load::load_paths;
 use svcgate_control::resolve::ResolveConfig;
@@ -50,7 +52,10 @@ enum Command {
 fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn validate(paths: &[PathBuf], service_cidr: Ipv4Net, node_ips: Vec<Ipv4Addr>) -> ExitCode {
@@ -83,6 +88,98 @@ fn validate(paths: &[PathBuf], service_cidr: Ipv4Net, node_ips: Vec<Ipv4Addr>) -
     }
 }
 
+fn run(path: &std::path::Path) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("svcgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("svcgate: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rt.block_on(async {
+        let daemon = match Daemon::start(&cfg).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("svcgate: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        tracing::warn!(
+            admin = %daemon.admin_addr(),
+            "no dataplane attached: running the controller and the admin endpoint only"
+        );
+        wait_for_shutdown().await;
+        tracing::info!("shutting down");
+        drop(daemon);
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+fn status(admin: SocketAddr) -> ExitCode {
+    let report = match svcgate_control::admin::fetch_status(admin) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("svcgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let c = &report.control;
+    print!("{}", display::services_table(&c.services));
+    println!();
+    print!("{}", display::endpoints_table(&c.endpoints));
+    println!();
+    // Per Service: packets and bytes summed over its ports.
+    let rows: Vec<Vec<String>> = c
+        .services
+        .iter()
+        .map(|s| {
+            let (p, b) = report
+                .stats
+                .ports
+                .iter()
+                .filter(|x| x.namespace == s.namespace && x.name == s.name)
+                .fold((0u64, 0u64), |(p, b), x| (p + x.packets, b + x.bytes));
+            vec![s.name.clone(), p.to_string(), b.to_string()]
+        })
+        .collect();
+    print!("{}", display::format_table(&["NAME", "PACKETS", "BYTES"], &rows));
+    println!();
+    let since = report.since_last_sync_secs.map_or_else(|| "never".to_string(), |s| format!("{s:.1}s ago"));
+    println!(
+        "generation {}, last sync {since}, {}, dataplane {}",
+        c.generation,
+        if report.ready { "ready" } else { "NOT ready" },
+        if report.dataplane_attached { "attached" } else { "not attached" }
+    );
+    for e in &c.errors {
+        println!("error: {e}");
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -92,12 +189,8 @@ fn main() -> ExitCode {
         }
         Command::Run { config } => {
             init_logs("info");
-            eprintln!("svcgate run: not built yet ({})", config.display());
-            ExitCode::from(2)
+            run(&config)
         }
-        Command::Status { admin } => {
-            eprintln!("svcgate status: not built yet ({admin})");
-            ExitCode::from(2)
-        }
+        Command::Status { admin } => status(admin),
     }
 }

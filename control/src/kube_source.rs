@@ -105,6 +105,8 @@ impl<K: Resource + Clone + PartialEq> KindStore<K> {
 }
 
 /// One watch event of a kind the source follows.
+// Events are moved once from the stream into the store, never kept in bulk.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum KubeEvent {
     /// A Service event.

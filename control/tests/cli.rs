@@ -29,7 +29,7 @@ fn validate_each_docs_example_alone_succeeds() {
         let out = svcgate(&["validate", p.to_str().unwrap(), "--service-cidr", "10.247.0.0/16"]);
         let (so, se) = (text(&out.stdout), text(&out.stderr));
         assert!(out.status.success(), "{file}: {se}");
-        assert!(so.contains(&needle), "{file}: {so}");
+        assert!(so.contains(needle), "{file}: {so}");
     }
 }
 

@@ -118,3 +118,13 @@ fn bad_config_names_the_file_and_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(se.contains("c.toml: service_cidr:"), "{se}");
 }
+
+#[test]
+fn deploy_configmap_holds_a_valid_config() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/configmap.yaml");
+    let v: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let toml = v["data"]["svcgate.toml"].as_str().unwrap();
+    let c = Config::parse(toml, Path::new("/etc/svcgate/svcgate.toml")).unwrap();
+    assert_eq!(c.source, svcgate_control::config::SourceConfig::Kube);
+    assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9901");
+}

@@ -161,13 +161,27 @@ impl Controller {
                             f.errors = parsed.errors;
                         }
                     } else {
-                        st.files.insert(path, FileState { objects: parsed.objects, errors: parsed.errors });
+                        st.files.insert(
+                            path,
+                            FileState {
+                                objects: parsed.objects,
+                                errors: parsed.errors,
+                            },
+                        );
                     }
                 }
             }
         }
-        let objects: Vec<Sourced> = st.files.values().flat_map(|f| f.objects.iter().cloned()).collect();
-        let file_errors: Vec<LoadError> = st.files.values().flat_map(|f| f.errors.iter().cloned()).collect();
+        let objects: Vec<Sourced> = st
+            .files
+            .values()
+            .flat_map(|f| f.objects.iter().cloned())
+            .collect();
+        let file_errors: Vec<LoadError> = st
+            .files
+            .values()
+            .flat_map(|f| f.errors.iter().cloned())
+            .collect();
         self.sync_locked(&mut st, &objects, file_errors)
     }
 
@@ -177,9 +191,19 @@ impl Controller {
         self.sync_locked(&mut st, objects, Vec::new())
     }
 
-    fn sync_locked(&self, st: &mut State, objects: &[Sourced], mut errors: Vec<LoadError>) -> SyncOutcome {
-        let Resolved { desired, applied, allocations, errors: rerrs, .. } =
-            resolve::resolve(objects, &self.cfg, &st.previous, &st.allocations);
+    fn sync_locked(
+        &self,
+        st: &mut State,
+        objects: &[Sourced],
+        mut errors: Vec<LoadError>,
+    ) -> SyncOutcome {
+        let Resolved {
+            desired,
+            applied,
+            allocations,
+            errors: rerrs,
+            ..
+        } = resolve::resolve(objects, &self.cfg, &st.previous, &st.allocations);
         errors.extend(rerrs);
         st.previous = applied;
         st.allocations = allocations;
@@ -205,11 +229,21 @@ impl Controller {
         match outcome {
             SyncOutcome::Full(g) => {
                 self.metrics.full_builds.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(generation = g, services = desired.services.len(), "published a full table build");
+                tracing::info!(
+                    generation = g,
+                    services = desired.services.len(),
+                    "published a full table build"
+                );
             }
             SyncOutcome::Incremental(g, n) => {
-                self.metrics.incremental_builds.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(generation = g, entries = n, "published an endpoints-only change");
+                self.metrics
+                    .incremental_builds
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    generation = g,
+                    entries = n,
+                    "published an endpoints-only change"
+                );
             }
             SyncOutcome::Unchanged => {
                 self.metrics.noop_syncs.fetch_add(1, Ordering::Relaxed);
@@ -228,7 +262,9 @@ impl Controller {
             frontends: table.frontend_count(),
             entries: table.entries().len(),
             backends: table.entries().iter().map(|e| e.backends.len()).sum(),
-            last_sync_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            last_sync_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         };
         st.desired = desired;
         outcome
@@ -256,7 +292,10 @@ fn same_shape(a: &DesiredState, b: &DesiredState) -> bool {
                 && x.affinity == y.affinity
                 && x.ports.len() == y.ports.len()
                 && x.ports.iter().zip(&y.ports).all(|(p, q)| {
-                    p.name == q.name && p.protocol == q.protocol && p.port == q.port && p.node_port == q.node_port
+                    p.name == q.name
+                        && p.protocol == q.protocol
+                        && p.port == q.port
+                        && p.node_port == q.node_port
                 })
         })
 }
@@ -279,7 +318,10 @@ fn changed_entries(old: &DesiredState, new: &DesiredState) -> Vec<(u32, ServiceE
                     protocol: np.protocol,
                     port: np.port,
                 };
-                out.push((idx, ServiceEntry::new(id, &np.backends, n.affinity, &n.source_ranges)));
+                out.push((
+                    idx,
+                    ServiceEntry::new(id, &np.backends, n.affinity, &n.source_ranges),
+                ));
             }
             idx += 1;
         }

@@ -61,13 +61,21 @@ struct KindStore<K> {
 
 impl<K> Default for KindStore<K> {
     fn default() -> Self {
-        Self { live: BTreeMap::new(), buffer: None, synced: false }
+        Self {
+            live: BTreeMap::new(),
+            buffer: None,
+            synced: false,
+        }
     }
 }
 
 fn key<K: Resource>(k: &K) -> String {
     let m = k.meta();
-    format!("{}/{}", m.namespace.as_deref().unwrap_or("default"), m.name.as_deref().unwrap_or(""))
+    format!(
+        "{}/{}",
+        m.namespace.as_deref().unwrap_or("default"),
+        m.name.as_deref().unwrap_or("")
+    )
 }
 
 impl<K: Resource + Clone + PartialEq> KindStore<K> {
@@ -88,7 +96,9 @@ impl<K: Resource + Clone + PartialEq> KindStore<K> {
                 false
             }
             Event::InitApply(k) => {
-                self.buffer.get_or_insert_with(BTreeMap::new).insert(key(&k), k);
+                self.buffer
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(key(&k), k);
                 false
             }
             Event::InitDone => {
@@ -138,9 +148,22 @@ impl KubeState {
 
     /// The objects, for [`crate::resolve::resolve`] / [`Controller::apply_objects`].
     pub fn objects(&self) -> Vec<Sourced> {
-        let svcs = self.services.live.values().map(|s| Object::Service(Box::new(s.clone())));
-        let slices = self.slices.live.values().map(|s| Object::EndpointSlice(Box::new(s.clone())));
-        svcs.chain(slices).map(|object| Sourced { origin: Origin::api(), object }).collect()
+        let svcs = self
+            .services
+            .live
+            .values()
+            .map(|s| Object::Service(Box::new(s.clone())));
+        let slices = self
+            .slices
+            .live
+            .values()
+            .map(|s| Object::EndpointSlice(Box::new(s.clone())));
+        svcs.chain(slices)
+            .map(|object| Sourced {
+                origin: Origin::api(),
+                object,
+            })
+            .collect()
     }
 }
 
@@ -158,7 +181,9 @@ impl Drop for KubeHandle {
 
 /// Builds a client from the kubeconfig or the in-cluster config.
 pub async fn client() -> Result<kube::Client, KubeSourceError> {
-    let config = kube::Config::infer().await.map_err(|source| KubeSourceError::Config { source })?;
+    let config = kube::Config::infer()
+        .await
+        .map_err(|source| KubeSourceError::Config { source })?;
     kube::Client::try_from(config).map_err(|source| KubeSourceError::Client { source })
 }
 
@@ -185,7 +210,9 @@ async fn run(controller: Arc<Controller>, client: kube::Client) {
     let handle = |ev: Result<KubeEvent, watcher::Error>, state: &mut KubeState| match ev {
         Ok(ev) => state.apply(ev),
         Err(e) => {
-            tracing::warn!("kube watch error: {e}; relisting with backoff, the last good tables keep serving");
+            tracing::warn!(
+                "kube watch error: {e}; relisting with backoff, the last good tables keep serving"
+            );
             false
         }
     };
@@ -195,7 +222,8 @@ async fn run(controller: Arc<Controller>, client: kube::Client) {
         }
         pending |= handle(ev, &mut state);
         // Take whatever else is already queued (a relist arrives as a burst).
-        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(5), events.next()).await {
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(5), events.next()).await
+        {
             pending |= handle(ev, &mut state);
         }
         let first_sync = state.synced() && !controller.is_ready();

@@ -110,15 +110,25 @@ fn collect_changes(
 }
 
 /// Loads `dir` into the controller, marks it ready, and watches it.
-pub fn watch_dir(controller: Arc<Controller>, dir: &Path, debounce: Duration) -> Result<WatchHandle, WatchError> {
+pub fn watch_dir(
+    controller: Arc<Controller>,
+    dir: &Path,
+    debounce: Duration,
+) -> Result<WatchHandle, WatchError> {
     let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
     let mut watcher = notify::recommended_watcher(move |ev| {
         let _ = tx.send(ev);
     })
-    .map_err(|source| WatchError::Watch { dir: dir.display().to_string(), source })?;
+    .map_err(|source| WatchError::Watch {
+        dir: dir.display().to_string(),
+        source,
+    })?;
     watcher
         .watch(dir, RecursiveMode::Recursive)
-        .map_err(|source| WatchError::Watch { dir: dir.display().to_string(), source })?;
+        .map_err(|source| WatchError::Watch {
+            dir: dir.display().to_string(),
+            source,
+        })?;
 
     // Initial full load (events already queue up, so nothing is missed).
     let t0 = Instant::now();
@@ -135,7 +145,10 @@ pub fn watch_dir(controller: Arc<Controller>, dir: &Path, debounce: Duration) ->
         .name("svcgate-watch".into())
         .spawn(move || watch_loop(&controller, &root, &rx, debounce, known))
         .map_err(|e| WatchError::Load(LoadError::read(dir, e)))?;
-    Ok(WatchHandle { watcher: Some(watcher), thread: Some(thread) })
+    Ok(WatchHandle {
+        watcher: Some(watcher),
+        thread: Some(thread),
+    })
 }
 
 fn watch_loop(
@@ -149,7 +162,9 @@ fn watch_loop(
         let t0 = Instant::now();
         let mut paths = BTreeSet::new();
         let mut rescan = false;
-        let take = |ev: notify::Result<notify::Event>, paths: &mut BTreeSet<PathBuf>, rescan: &mut bool| match ev {
+        let take = |ev: notify::Result<notify::Event>,
+                    paths: &mut BTreeSet<PathBuf>,
+                    rescan: &mut bool| match ev {
             Ok(ev) => {
                 if ev.need_rescan() || ev.paths.is_empty() {
                     *rescan = true;
@@ -177,7 +192,10 @@ fn watch_loop(
                 break;
             }
         }
-        let mut candidates: BTreeSet<PathBuf> = paths.into_iter().filter(|p| manifest::is_manifest_file(p)).collect();
+        let mut candidates: BTreeSet<PathBuf> = paths
+            .into_iter()
+            .filter(|p| manifest::is_manifest_file(p))
+            .collect();
         if rescan {
             match manifest::manifest_files(root) {
                 Ok(list) => candidates.extend(list),
@@ -194,6 +212,11 @@ fn watch_loop(
         if outcome != SyncOutcome::Unchanged {
             controller.observe_sync(t0);
         }
-        tracing::debug!(files, ?outcome, elapsed_us = t0.elapsed().as_micros() as u64, "manifests changed");
+        tracing::debug!(
+            files,
+            ?outcome,
+            elapsed_us = t0.elapsed().as_micros() as u64,
+            "manifests changed"
+        );
     }
 }

@@ -1,1 +1,23 @@
 //! svcgate control plane.
+//!
+//! Sources (Kubernetes manifests on disk, the Kubernetes API) produce typed
+//! k8s-openapi objects ([`manifest`], [`kube_source`]); [`resolve`] turns them
+//! into the plain [`svcgate_common::model::DesiredState`] the way the API
+//! server and the EndpointSlice controller would; the [`controller`] builds
+//! [`svcgate_common::table::ServiceTable`]s from it and publishes them to the
+//! workers through a [`svcgate_common::publish::Publisher`].
+
+pub mod admin;
+pub mod config;
+pub mod controller;
+pub mod daemon;
+pub mod display;
+pub mod error;
+pub mod kube_source;
+pub mod load;
+pub mod manifest;
+pub mod metrics;
+pub mod resolve;
+pub mod watch;
+
+pub use error::LoadError;

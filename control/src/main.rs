@@ -1,6 +1,220 @@
-//! The svcgate binary.
+//! The svcgate binary: `svcgate validate`, `svcgate run`, `svcgate status`.
 
-fn main() {
-    eprintln!("svcgate: the control plane is not built yet");
-    std::process::exit(2);
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use svcgate_common::model::Ipv4Net;
+use svcgate_control::config::Config;
+use svcgate_control::daemon::Daemon;
+use svcgate_control::display;
+use svcgate_control::load::load_paths;
+use svcgate_control::resolve::ResolveConfig;
+
+/// svcgate: Kubernetes Services on a userspace AF_XDP dataplane.
+#[derive(Debug, Parser)]
+#[command(name = "svcgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load manifests without starting anything and print the Services and
+    /// endpoints, or the errors (exit code 1 on errors, like `nginx -t`).
+    Validate {
+        /// Manifest files or directories (`.yaml`, `.yml`, `.json`; directories recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Where Services without a clusterIP get one (kubeadm's default range).
+        #[arg(long, default_value = "10.96.0.0/12")]
+        service_cidr: Ipv4Net,
+        /// A node IP NodePorts open on (repeatable).
+        #[arg(long = "node-ip")]
+        node_ips: Vec<Ipv4Addr>,
+    },
+    /// Run the daemon: the controller, the admin endpoint and (when attached) the dataplane.
+    Run {
+        /// The TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show the running daemon's Services, endpoints and counters.
+    Status {
+        /// The daemon's admin address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn validate(paths: &[PathBuf], service_cidr: Ipv4Net, node_ips: Vec<Ipv4Addr>) -> ExitCode {
+    let cfg = ResolveConfig::new(service_cidr, node_ips);
+    let report = load_paths(paths, &cfg);
+    let (_, warnings) = svcgate_common::table::ServiceTable::build(&report.resolved.desired, 1);
+    let (svcs, eps) = display::rows(&report.resolved.desired);
+    print!("{}", display::services_table(&svcs));
+    println!();
+    print!("{}", display::endpoints_table(&eps));
+    for s in &report.skipped {
+        eprintln!(
+            "skipped: {} {} {:?} at {}: a kind svcgate does not serve",
+            s.api_version, s.kind, s.name, s.origin
+        );
+    }
+    for n in &report.resolved.external_names {
+        eprintln!("note: Service {n} is of type ExternalName: DNS only, nothing to serve");
+    }
+    let errors = report.errors.len() + warnings.len();
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    for w in &warnings {
+        eprintln!("error: {w}");
+    }
+    if errors == 0 {
+        eprintln!(
+            "svcgate: the manifests are ok ({} Services)",
+            report.resolved.desired.services.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("svcgate: {errors} error(s); the objects named above would not be applied, the rest would");
+        ExitCode::FAILURE
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("svcgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("svcgate: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rt.block_on(async {
+        let daemon = match Daemon::start(&cfg).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("svcgate: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        tracing::warn!(
+            admin = %daemon.admin_addr(),
+            "no dataplane attached: running the controller and the admin endpoint only"
+        );
+        wait_for_shutdown().await;
+        tracing::info!("shutting down");
+        drop(daemon);
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+fn status(admin: SocketAddr) -> ExitCode {
+    let report = match svcgate_control::admin::fetch_status(admin) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("svcgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let c = &report.control;
+    print!("{}", display::services_table(&c.services));
+    println!();
+    print!("{}", display::endpoints_table(&c.endpoints));
+    println!();
+    // Per Service: packets and bytes summed over its ports.
+    let rows: Vec<Vec<String>> = c
+        .services
+        .iter()
+        .map(|s| {
+            let (p, b) = report
+                .stats
+                .ports
+                .iter()
+                .filter(|x| x.namespace == s.namespace && x.name == s.name)
+                .fold((0u64, 0u64), |(p, b), x| (p + x.packets, b + x.bytes));
+            vec![s.name.clone(), p.to_string(), b.to_string()]
+        })
+        .collect();
+    print!(
+        "{}",
+        display::format_table(&["NAME", "PACKETS", "BYTES"], &rows)
+    );
+    println!();
+    let since = report
+        .since_last_sync_secs
+        .map_or_else(|| "never".to_string(), |s| format!("{s:.1}s ago"));
+    println!(
+        "generation {}, last sync {since}, {}, dataplane {}",
+        c.generation,
+        if report.ready { "ready" } else { "NOT ready" },
+        if report.dataplane_attached {
+            "attached"
+        } else {
+            "not attached"
+        }
+    );
+    for e in &c.errors {
+        println!("error: {e}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate {
+            paths,
+            service_cidr,
+            node_ips,
+        } => {
+            init_logs("warn");
+            validate(&paths, service_cidr, node_ips)
+        }
+        Command::Run { config } => {
+            init_logs("info");
+            run(&config)
+        }
+        Command::Status { admin } => status(admin),
+    }
 }

@@ -1,0 +1,221 @@
+//! `kubectl get svc` / `kubectl get endpoints`-style tables.
+//!
+//! Rows are plain serialisable structs so the daemon's `/status` can carry them
+//! and `svcgate status` prints them with the same code as `svcgate validate`.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use svcgate_common::model::{DesiredState, ServiceSpec, ServiceType};
+
+/// One line of `kubectl get svc`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRow {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `ClusterIP`, `NodePort`, `LoadBalancer`.
+    #[serde(rename = "type")]
+    pub service_type: String,
+    /// The cluster IP, or `None` for a headless Service.
+    pub cluster_ip: String,
+    /// LoadBalancer and external IPs, `<pending>` or `<none>`.
+    pub external_ip: String,
+    /// e.g. `8080:30120/TCP,53/UDP`.
+    pub ports: String,
+}
+
+/// One line of `kubectl get endpoints`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointsRow {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// Ready `ip:port` endpoints, kubectl-style (three, then `+ N more...`).
+    pub endpoints: String,
+    /// Every ready `ip:port`.
+    pub ready: Vec<String>,
+    /// Endpoints known but not ready (not in kubectl's column).
+    pub not_ready: Vec<String>,
+}
+
+/// The `kubectl get svc` row of a Service.
+pub fn service_row(s: &ServiceSpec) -> ServiceRow {
+    let cluster_ip = s
+        .cluster_ip
+        .map_or_else(|| "None".to_string(), |ip| ip.to_string());
+    let mut ext: Vec<String> = Vec::new();
+    if s.service_type == ServiceType::LoadBalancer {
+        ext.extend(s.load_balancer_ips.iter().map(|ip| ip.to_string()));
+    }
+    ext.extend(s.external_ips.iter().map(|ip| ip.to_string()));
+    let external_ip = if !ext.is_empty() {
+        ext.join(",")
+    } else if s.service_type == ServiceType::LoadBalancer {
+        "<pending>".to_string()
+    } else {
+        "<none>".to_string()
+    };
+    let ports = if s.ports.is_empty() {
+        "<none>".to_string()
+    } else {
+        s.ports
+            .iter()
+            .map(|p| match p.node_port {
+                Some(np) => format!("{}:{}/{}", p.port, np, p.protocol),
+                None => format!("{}/{}", p.port, p.protocol),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    ServiceRow {
+        namespace: s.namespace.clone(),
+        name: s.name.clone(),
+        service_type: s.service_type.as_str().to_string(),
+        cluster_ip,
+        external_ip,
+        ports,
+    }
+}
+
+/// The `kubectl get endpoints` row of a Service.
+pub fn endpoints_row(s: &ServiceSpec) -> EndpointsRow {
+    let mut ready = Vec::new();
+    let mut not_ready = Vec::new();
+    for p in &s.ports {
+        for b in &p.backends {
+            let e = format!("{}:{}", b.addr, b.port);
+            let list = if b.conditions.ready {
+                &mut ready
+            } else {
+                &mut not_ready
+            };
+            if !list.contains(&e) {
+                list.push(e);
+            }
+        }
+    }
+    let endpoints = if ready.is_empty() {
+        "<none>".to_string()
+    } else if ready.len() > 3 {
+        format!("{} + {} more...", ready[..3].join(","), ready.len() - 3)
+    } else {
+        ready.join(",")
+    };
+    EndpointsRow {
+        namespace: s.namespace.clone(),
+        name: s.name.clone(),
+        endpoints,
+        ready,
+        not_ready,
+    }
+}
+
+/// Rows for every Service, sorted by namespace and name as kubectl sorts them.
+pub fn rows(desired: &DesiredState) -> (Vec<ServiceRow>, Vec<EndpointsRow>) {
+    let mut svcs: Vec<&ServiceSpec> = desired.services.iter().collect();
+    svcs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    (
+        svcs.iter().map(|s| service_row(s)).collect(),
+        svcs.iter().map(|s| endpoints_row(s)).collect(),
+    )
+}
+
+/// Left-aligned columns separated by three spaces, like kubectl's tabwriter.
+pub fn format_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}   ", w = widths[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn with_namespace(all_default: bool, ns: &str, mut cells: Vec<String>) -> Vec<String> {
+    if !all_default {
+        cells.insert(0, ns.to_string());
+    }
+    cells
+}
+
+/// The `kubectl get svc` table (with a NAMESPACE column when not all are in `default`).
+pub fn services_table(rows: &[ServiceRow]) -> String {
+    let all_default = rows.iter().all(|r| r.namespace == "default");
+    let mut header = vec!["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"];
+    if !all_default {
+        header.insert(0, "NAMESPACE");
+    }
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            with_namespace(
+                all_default,
+                &r.namespace,
+                vec![
+                    r.name.clone(),
+                    r.service_type.clone(),
+                    r.cluster_ip.clone(),
+                    r.external_ip.clone(),
+                    r.ports.clone(),
+                ],
+            )
+        })
+        .collect();
+    format_table(&header, &body)
+}
+
+/// The `kubectl get endpoints` table.
+pub fn endpoints_table(rows: &[EndpointsRow]) -> String {
+    let all_default = rows.iter().all(|r| r.namespace == "default");
+    let mut header = vec!["NAME", "ENDPOINTS"];
+    if !all_default {
+        header.insert(0, "NAMESPACE");
+    }
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            with_namespace(
+                all_default,
+                &r.namespace,
+                vec![r.name.clone(), r.endpoints.clone()],
+            )
+        })
+        .collect();
+    format_table(&header, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_pads_like_kubectl() {
+        let t = format_table(
+            &["NAME", "TYPE"],
+            &[vec!["nginx-headless".into(), "ClusterIP".into()]],
+        );
+        assert_eq!(t, "NAME             TYPE\nnginx-headless   ClusterIP\n");
+    }
+}

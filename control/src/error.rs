@@ -1,0 +1,133 @@
+//! Errors of the control plane's sources, worded like the API server's.
+//!
+//! Every variant names where the problem is (file and line, or the API) and the
+//! object and field, so a user can fix it without reading svcgate's code. They
+//! are all recoverable: the object (or document) in question is skipped, or
+//! keeps its last good state, and everything else applies.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::manifest::Origin;
+
+/// Something a manifest or API object got wrong.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    /// A file or directory could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// A document is not valid YAML.
+    #[error("{path}:{line}: not valid YAML: {message}; the document is not applied")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// 1-based line in the file (0 when unknown).
+        line: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A document is YAML but does not decode as its kind (a wrong type, a
+    /// missing required field).
+    #[error("{origin}: {kind} {name}: {message}; the object is not applied")]
+    Decode {
+        /// File and line of the offending field, when known.
+        origin: Origin,
+        /// `kind`.
+        kind: String,
+        /// `metadata.name`.
+        name: String,
+        /// The decoder's message, starting with the field path.
+        message: String,
+    },
+    /// A field has a value the API server (or svcgate) does not accept.
+    #[error("{origin}: {kind} \"{name}\" is invalid: {field}: {reason}")]
+    Invalid {
+        /// Where the object is.
+        origin: Origin,
+        /// `kind`.
+        kind: String,
+        /// `namespace/name`.
+        name: String,
+        /// The field path, e.g. `spec.ports[0].nodePort`.
+        field: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// A second Service with a namespace/name already taken.
+    #[error(
+        "{origin}: Service \"{name}\" already exists (defined first at {first}): metadata.name must be unique \
+         in its namespace; this one is not applied, the first keeps the name"
+    )]
+    DuplicateService {
+        /// Where the second one is.
+        origin: Origin,
+        /// `namespace/name`.
+        name: String,
+        /// Where the first one is.
+        first: Origin,
+    },
+    /// A nodePort another Service holds.
+    #[error(
+        "{origin}: Service \"{name}\" is invalid: {field}: Invalid value: {node_port}: provided port is already \
+         allocated (to Service \"{owner}\"); the Service is not applied"
+    )]
+    NodePortAllocated {
+        /// Where the object is.
+        origin: Origin,
+        /// `namespace/name`.
+        name: String,
+        /// e.g. `spec.ports[0].nodePort`.
+        field: String,
+        /// The port.
+        node_port: u16,
+        /// The Service that has it.
+        owner: String,
+    },
+    /// A clusterIP another Service holds.
+    #[error(
+        "{origin}: Service \"{name}\" is invalid: spec.clusterIP: Invalid value: \"{ip}\": provided IP is already \
+         allocated (to Service \"{owner}\"); the Service is not applied"
+    )]
+    ClusterIpAllocated {
+        /// Where the object is.
+        origin: Origin,
+        /// `namespace/name`.
+        name: String,
+        /// The address.
+        ip: Ipv4Addr,
+        /// The Service that has it.
+        owner: String,
+    },
+    /// An allocator ran out (cluster IPs or node ports).
+    #[error("{origin}: Service \"{name}\": {field}: cannot allocate: {what} is full; the Service is not applied")]
+    RangeFull {
+        /// Where the object is.
+        origin: Origin,
+        /// `namespace/name`.
+        name: String,
+        /// `spec.clusterIP` or `spec.ports[i].nodePort`.
+        field: String,
+        /// The range, e.g. `service CIDR 198.18.128.0/20`.
+        what: String,
+    },
+    /// Two Service ports claim one frontend (address, protocol, port).
+    #[error("{0}")]
+    Frontend(#[from] svcgate_common::table::BuildWarning),
+}
+
+impl LoadError {
+    /// A read error for `path`.
+    pub fn read(path: &Path, e: std::io::Error) -> Self {
+        Self::Read {
+            path: path.display().to_string(),
+            source: Arc::new(e),
+        }
+    }
+}

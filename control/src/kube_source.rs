@@ -1,0 +1,247 @@
+//! The Kubernetes API source (kube-rs).
+//!
+//! Two watchers (`kube::runtime::watcher`, list + watch with resourceVersion
+//! bookkeeping) follow Services and EndpointSlices cluster-wide. The runtime
+//! handles 410 Gone and disconnects by relisting; `default_backoff` spaces out
+//! retries after errors. Each kind keeps a store that is replaced whole at the
+//! end of every (re)list, the way kube-rs' reflector store swaps at `InitDone`:
+//! objects deleted while the watch was down disappear then, and a half-done
+//! relist never reaches the tables. Nothing is published before both kinds have
+//! finished their first list (`/readyz` stays 503 until then); after that,
+//! every batch of events goes through the same [`crate::resolve`] path as the
+//! manifests and the last good tables keep serving while the API is away.
+//!
+//! Pods are not watched: in a cluster, EndpointSlices already carry the
+//! endpoints the EndpointSlice controller derived from them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Resource;
+
+use crate::controller::Controller;
+use crate::manifest::{Object, Origin, Sourced};
+
+/// The kube source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeSourceError {
+    /// No kubeconfig and not in a cluster.
+    #[error(
+        "kube source: no Kubernetes client configuration: {source} (set KUBECONFIG or ~/.kube/config, run in a Pod \
+         with a ServiceAccount, or use `manifests = \"DIR\"` in the config instead of `kube = true`)"
+    )]
+    Config {
+        /// kube's error.
+        #[source]
+        source: kube::config::InferConfigError,
+    },
+    /// The configuration was found but a client cannot be built from it.
+    #[error("kube source: cannot build a Kubernetes client: {source}")]
+    Client {
+        /// kube's error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// One kind's objects: the live set and, during a relist, the buffer that
+/// will replace it.
+#[derive(Debug)]
+struct KindStore<K> {
+    live: BTreeMap<String, K>,
+    buffer: Option<BTreeMap<String, K>>,
+    synced: bool,
+}
+
+impl<K> Default for KindStore<K> {
+    fn default() -> Self {
+        Self {
+            live: BTreeMap::new(),
+            buffer: None,
+            synced: false,
+        }
+    }
+}
+
+fn key<K: Resource>(k: &K) -> String {
+    let m = k.meta();
+    format!(
+        "{}/{}",
+        m.namespace.as_deref().unwrap_or("default"),
+        m.name.as_deref().unwrap_or("")
+    )
+}
+
+impl<K: Resource + Clone + PartialEq> KindStore<K> {
+    /// Applies one event; true when the live set changed.
+    fn apply(&mut self, ev: Event<K>) -> bool {
+        match ev {
+            Event::Apply(k) => {
+                let key = key(&k);
+                if self.live.get(&key) == Some(&k) {
+                    return false;
+                }
+                self.live.insert(key, k);
+                true
+            }
+            Event::Delete(k) => self.live.remove(&key(&k)).is_some(),
+            Event::Init => {
+                self.buffer = Some(BTreeMap::new());
+                false
+            }
+            Event::InitApply(k) => {
+                self.buffer
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(key(&k), k);
+                false
+            }
+            Event::InitDone => {
+                let next = self.buffer.take().unwrap_or_default();
+                self.synced = true;
+                if next == self.live {
+                    return false;
+                }
+                self.live = next;
+                true
+            }
+        }
+    }
+}
+
+/// One watch event of a kind the source follows.
+// Events are moved once from the stream into the store, never kept in bulk.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum KubeEvent {
+    /// A Service event.
+    Service(Event<Service>),
+    /// An EndpointSlice event.
+    EndpointSlice(Event<EndpointSlice>),
+}
+
+/// The objects the API has given so far.
+#[derive(Debug, Default)]
+pub struct KubeState {
+    services: KindStore<Service>,
+    slices: KindStore<EndpointSlice>,
+}
+
+impl KubeState {
+    /// Applies an event; true when the object set changed.
+    pub fn apply(&mut self, ev: KubeEvent) -> bool {
+        match ev {
+            KubeEvent::Service(e) => self.services.apply(e),
+            KubeEvent::EndpointSlice(e) => self.slices.apply(e),
+        }
+    }
+
+    /// True once every kind has finished its first list.
+    pub fn synced(&self) -> bool {
+        self.services.synced && self.slices.synced
+    }
+
+    /// The objects, for [`crate::resolve::resolve`] / [`Controller::apply_objects`].
+    pub fn objects(&self) -> Vec<Sourced> {
+        let svcs = self
+            .services
+            .live
+            .values()
+            .map(|s| Object::Service(Box::new(s.clone())));
+        let slices = self
+            .slices
+            .live
+            .values()
+            .map(|s| Object::EndpointSlice(Box::new(s.clone())));
+        svcs.chain(slices)
+            .map(|object| Sourced {
+                origin: Origin::api(),
+                object,
+            })
+            .collect()
+    }
+}
+
+/// The running source; dropping it stops the watches.
+#[derive(Debug)]
+pub struct KubeHandle {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KubeHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Builds a client from the kubeconfig or the in-cluster config.
+pub async fn client() -> Result<kube::Client, KubeSourceError> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|source| KubeSourceError::Config { source })?;
+    kube::Client::try_from(config).map_err(|source| KubeSourceError::Client { source })
+}
+
+/// Connects and starts watching; must run inside a tokio runtime.
+pub async fn start(controller: Arc<Controller>) -> Result<KubeHandle, KubeSourceError> {
+    let client = client().await?;
+    tracing::info!("kube source: watching Services and EndpointSlices");
+    let task = tokio::spawn(run(controller, client));
+    Ok(KubeHandle { task })
+}
+
+async fn run(controller: Arc<Controller>, client: kube::Client) {
+    let cfg = watcher::Config::default();
+    let svcs = watcher::watcher(kube::Api::<Service>::all(client.clone()), cfg.clone())
+        .default_backoff()
+        .map(|r| r.map(KubeEvent::Service));
+    let slices = watcher::watcher(kube::Api::<EndpointSlice>::all(client), cfg)
+        .default_backoff()
+        .map(|r| r.map(KubeEvent::EndpointSlice));
+    let mut events = std::pin::pin!(futures::stream::select(svcs, slices));
+    let mut state = KubeState::default();
+    let mut pending = false;
+    let mut since = Instant::now();
+    let handle = |ev: Result<KubeEvent, watcher::Error>, state: &mut KubeState| match ev {
+        Ok(ev) => state.apply(ev),
+        Err(e) => {
+            tracing::warn!(
+                "kube watch error: {e}; relisting with backoff, the last good tables keep serving"
+            );
+            false
+        }
+    };
+    while let Some(ev) = events.next().await {
+        if !pending {
+            since = Instant::now();
+        }
+        pending |= handle(ev, &mut state);
+        // Take whatever else is already queued (a relist arrives as a burst).
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(5), events.next()).await
+        {
+            pending |= handle(ev, &mut state);
+        }
+        let first_sync = state.synced() && !controller.is_ready();
+        if state.synced() && (pending || first_sync) {
+            let objects = state.objects();
+            let c = Arc::clone(&controller);
+            // Resolution and table builds are CPU work: off the async workers.
+            let outcome = tokio::task::spawn_blocking(move || c.apply_objects(&objects)).await;
+            if let Err(e) = outcome {
+                tracing::error!("table build task failed: {e}");
+                continue;
+            }
+            controller.observe_sync(since);
+            if first_sync {
+                controller.set_ready();
+                tracing::info!("kube source: first full sync published; ready");
+            }
+            pending = false;
+        }
+    }
+}

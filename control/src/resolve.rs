@@ -1,0 +1,1095 @@
+//! Typed Kubernetes objects -> [`DesiredState`], as the API server and the
+//! EndpointSlice controller would see them.
+//!
+//! - Defaults as the API server applies them: namespace `default`, type
+//!   `ClusterIP`, protocol `TCP`, `targetPort` = `port`, sessionAffinity
+//!   timeout 10800 s.
+//! - Allocation: a Service without `clusterIP` gets one from the configured
+//!   service CIDR, and a NodePort/LoadBalancer port without `nodePort` one from
+//!   30000-32767. Both are deterministic (a hash of the Service's name probing
+//!   for a free slot) and sticky across reloads ([`Allocations`]). The network
+//!   and broadcast addresses and the first host (`.1`, which the API server
+//!   gives to the `kubernetes` Service) are never allocated.
+//! - Validation and conflicts the way the API server reports them: a second
+//!   Service with a taken namespace/name, a clusterIP or nodePort already
+//!   allocated, out-of-range ports, unknown enum values. The offending Service
+//!   is not applied (as `kubectl apply` would fail for it); when it had a last
+//!   good version (`previous`), that version keeps serving. The first Service
+//!   to claim a name or a port keeps it: one already serving, then file order.
+//! - Endpoints: for each Service, the EndpointSlices labelled
+//!   `kubernetes.io/service-name` with its name, else its Endpoints object,
+//!   else (with a selector) the Pods its selector matches, translated the way
+//!   the EndpointSlice controller does (Ready -> ready; deletionTimestamp ->
+//!   terminating, serving = Ready; named targetPorts resolved through the
+//!   container ports; Succeeded/Failed Pods and Pods without an IPv4 address
+//!   left out). Slice and Endpoints ports are matched by the Service port's
+//!   name (what the controller writes), or failing that by a named targetPort.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use svcgate_common::model::{
+    BackendSpec, DesiredState, EndpointConditions, Ipv4Net, Protocol, ServicePortSpec, ServiceSpec,
+    ServiceType, SessionAffinity,
+};
+
+use crate::error::LoadError;
+use crate::manifest::{Object, Origin, Sourced};
+
+/// The default NodePort range of the API server.
+pub const NODE_PORT_RANGE: RangeInclusive<u16> = 30000..=32767;
+/// Kubernetes' default ClientIP affinity timeout.
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+/// The label tying an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// What resolution needs besides the objects.
+#[derive(Debug, Clone)]
+pub struct ResolveConfig {
+    /// Where cluster IPs are allocated from.
+    pub service_cidr: Ipv4Net,
+    /// The node IPs NodePorts open on.
+    pub node_ips: Vec<Ipv4Addr>,
+    /// Valid node ports.
+    pub node_port_range: RangeInclusive<u16>,
+    /// Reject explicit clusterIPs outside `service_cidr`, as the API server
+    /// does. Off for the kube source: the API server already checked them
+    /// against the cluster's own range, which svcgate may not know.
+    pub check_cluster_ip_range: bool,
+}
+
+impl ResolveConfig {
+    /// A config for manifests with the given service CIDR.
+    pub fn new(service_cidr: Ipv4Net, node_ips: Vec<Ipv4Addr>) -> Self {
+        Self {
+            service_cidr,
+            node_ips,
+            node_port_range: NODE_PORT_RANGE,
+            check_cluster_ip_range: true,
+        }
+    }
+}
+
+/// Addresses and ports svcgate allocated, kept across reloads so a Service
+/// keeps its clusterIP and nodePorts while it exists (as in a cluster).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allocations {
+    cluster_ips: HashMap<String, Ipv4Addr>,
+    node_ports: HashMap<(String, Protocol, u16), u16>,
+}
+
+/// The result of one resolution.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    /// What to serve; Services in priority order.
+    pub desired: DesiredState,
+    /// Where each Service of `desired.services` came from (same index).
+    pub origins: Vec<Origin>,
+    /// The Service objects applied, by `namespace/name`: the next resolution's
+    /// `previous`.
+    pub applied: HashMap<String, Sourced>,
+    /// Allocations to pass to the next resolution.
+    pub allocations: Allocations,
+    /// Problems; each affected only the object it names.
+    pub errors: Vec<LoadError>,
+    /// `ExternalName` Services: accepted, nothing to serve.
+    pub external_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Number(u16),
+    Name(String),
+}
+
+#[derive(Debug, Clone)]
+struct DraftPort {
+    name: String,
+    protocol: Protocol,
+    port: u16,
+    target: Target,
+    node_port: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+struct Draft {
+    key: String,
+    namespace: String,
+    name: String,
+    origin: Origin,
+    source: Sourced,
+    service_type: ServiceType,
+    headless: bool,
+    cluster_ip: Option<Ipv4Addr>,
+    external_ips: Vec<Ipv4Addr>,
+    lb_ips: Vec<Ipv4Addr>,
+    source_ranges: Vec<Ipv4Net>,
+    affinity: SessionAffinity,
+    selector: BTreeMap<String, String>,
+    publish_not_ready: bool,
+    wants_node_ports: bool,
+    ports: Vec<DraftPort>,
+}
+
+enum Validated {
+    Draft(Box<Draft>),
+    ExternalName(String),
+}
+
+/// `namespace/name` of an object's metadata, with the default namespace.
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
+    let ns = meta
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    (ns, meta.name.clone().unwrap_or_default())
+}
+
+struct Checker<'a> {
+    origin: &'a Origin,
+    kind: &'static str,
+    name: String,
+    errors: Vec<LoadError>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.errors.push(LoadError::Invalid {
+            origin: self.origin.clone(),
+            kind: self.kind.into(),
+            name: self.name.clone(),
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+fn parse_protocol(c: &mut Checker<'_>, field: &str, p: Option<&str>) -> Option<Protocol> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Some(Protocol::Tcp),
+        "UDP" => Some(Protocol::Udp),
+        "SCTP" => {
+            c.err(
+                field,
+                "Unsupported value: \"SCTP\": svcgate serves TCP and UDP only",
+            );
+            None
+        }
+        other => {
+            c.err(
+                field,
+                format!("Unsupported value: {other:?}: supported values: \"TCP\", \"UDP\""),
+            );
+            None
+        }
+    }
+}
+
+fn port_in_range(c: &mut Checker<'_>, field: &str, v: i32) -> Option<u16> {
+    match u16::try_from(v) {
+        Ok(p) if p != 0 => Some(p),
+        _ => {
+            c.err(
+                field,
+                format!("Invalid value: {v}: must be between 1 and 65535, inclusive"),
+            );
+            None
+        }
+    }
+}
+
+/// IANA_SVC_NAME: at most 15 characters of [a-z0-9-], at least one letter, no
+/// leading, trailing or doubled hyphen.
+fn valid_port_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().any(|b| b.is_ascii_lowercase())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
+}
+
+fn parse_ip(c: &mut Checker<'_>, field: &str, s: &str) -> Option<Ipv4Addr> {
+    match s.parse::<Ipv4Addr>() {
+        Ok(ip) => Some(ip),
+        Err(_) if s.contains(':') => {
+            c.err(
+                field,
+                format!("Invalid value: {s:?}: IPv6 is not served by svcgate (IPv4 only)"),
+            );
+            None
+        }
+        Err(_) => {
+            c.err(
+                field,
+                format!("Invalid value: {s:?}: must be a valid IPv4 address"),
+            );
+            None
+        }
+    }
+}
+
+fn validate_service(
+    sourced: &Sourced,
+    svc: &Service,
+    cfg: &ResolveConfig,
+) -> Result<Validated, Vec<LoadError>> {
+    let (namespace, name) = key_of(&svc.metadata);
+    let key = format!("{namespace}/{name}");
+    let mut c = Checker {
+        origin: &sourced.origin,
+        kind: "Service",
+        name: key.clone(),
+        errors: Vec::new(),
+    };
+    if name.is_empty() {
+        c.err(
+            "metadata.name",
+            "Required value: name or generateName is required",
+        );
+        return Err(c.errors);
+    }
+    let spec = svc.spec.clone().unwrap_or_default();
+    let service_type = match spec.type_.as_deref().unwrap_or("ClusterIP") {
+        "ClusterIP" | "" => ServiceType::ClusterIp,
+        "NodePort" => ServiceType::NodePort,
+        "LoadBalancer" => ServiceType::LoadBalancer,
+        "ExternalName" => return Ok(Validated::ExternalName(key)),
+        other => {
+            c.err(
+                "spec.type",
+                format!(
+                    "Unsupported value: {other:?}: supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
+                ),
+            );
+            ServiceType::ClusterIp
+        }
+    };
+    let mut headless = false;
+    let mut cluster_ip = None;
+    match spec.cluster_ip.as_deref() {
+        None | Some("") => {}
+        Some("None") => headless = true,
+        Some(s) => {
+            if let Some(ip) = parse_ip(&mut c, "spec.clusterIP", s) {
+                if cfg.check_cluster_ip_range && !cfg.service_cidr.contains(&ip) {
+                    c.err(
+                        "spec.clusterIP",
+                        format!(
+                            "Invalid value: {s:?}: provided IP is not in the valid range. The range of valid IPs is {}",
+                            cfg.service_cidr
+                        ),
+                    );
+                }
+                cluster_ip = Some(ip);
+            }
+        }
+    }
+    if headless && service_type != ServiceType::ClusterIp {
+        c.err(
+            "spec.clusterIP",
+            format!(
+                "Invalid value: \"None\": may not be set to 'None' for {} services",
+                service_type.as_str()
+            ),
+        );
+    }
+    let wants_node_ports = match service_type {
+        ServiceType::NodePort => true,
+        ServiceType::LoadBalancer => spec.allocate_load_balancer_node_ports.unwrap_or(true),
+        ServiceType::ClusterIp => false,
+    };
+
+    let raw_ports = spec.ports.clone().unwrap_or_default();
+    if raw_ports.is_empty() && !headless {
+        c.err(
+            "spec.ports",
+            "Required value: a Service needs at least one port",
+        );
+    }
+    let mut ports = Vec::new();
+    let mut names = HashSet::new();
+    let mut seen = HashSet::new();
+    for (i, p) in raw_ports.iter().enumerate() {
+        let f = |s: &str| format!("spec.ports[{i}].{s}");
+        let pname = p.name.clone().unwrap_or_default();
+        if raw_ports.len() > 1 && pname.is_empty() {
+            c.err(
+                f("name"),
+                "Required value: every port of a multi-port Service needs a name",
+            );
+        } else if !pname.is_empty() && !valid_port_name(&pname) {
+            c.err(
+                f("name"),
+                format!("Invalid value: {pname:?}: must be at most 15 lowercase letters, digits and '-', with a letter"),
+            );
+        } else if !pname.is_empty() && !names.insert(pname.clone()) {
+            c.err(f("name"), format!("Duplicate value: {pname:?}"));
+        }
+        let protocol = parse_protocol(&mut c, &f("protocol"), p.protocol.as_deref());
+        let port = port_in_range(&mut c, &f("port"), p.port);
+        let target = match &p.target_port {
+            None | Some(IntOrString::Int(0)) => port.map(Target::Number),
+            Some(IntOrString::String(s)) if s.is_empty() => port.map(Target::Number),
+            Some(IntOrString::Int(n)) => {
+                port_in_range(&mut c, &f("targetPort"), *n).map(Target::Number)
+            }
+            Some(IntOrString::String(s)) => {
+                if valid_port_name(s) {
+                    Some(Target::Name(s.clone()))
+                } else {
+                    c.err(
+                        f("targetPort"),
+                        format!(
+                            "Invalid value: {s:?}: must be a number 1-65535 or a port name (at most 15 lowercase letters, digits and '-', with a letter)"
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        let node_port = match p.node_port {
+            None | Some(0) => None,
+            Some(n) if !wants_node_ports => {
+                c.err(
+                    f("nodePort"),
+                    format!(
+                        "Forbidden: may not be used when `type` is '{}'{}",
+                        service_type.as_str(),
+                        if service_type == ServiceType::LoadBalancer {
+                            " and allocateLoadBalancerNodePorts is false"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                let _ = n;
+                None
+            }
+            Some(n) => match u16::try_from(n) {
+                Ok(np) if cfg.node_port_range.contains(&np) => Some(np),
+                _ => {
+                    c.err(
+                        f("nodePort"),
+                        format!(
+                            "Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {}-{}",
+                            cfg.node_port_range.start(),
+                            cfg.node_port_range.end()
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        if let (Some(protocol), Some(port)) = (protocol, port) {
+            if !seen.insert((protocol, port)) {
+                c.err(
+                    format!("spec.ports[{i}]"),
+                    format!("Duplicate value: {port}/{protocol}"),
+                );
+            }
+            if let Some(target) = target {
+                ports.push(DraftPort {
+                    name: pname,
+                    protocol,
+                    port,
+                    target,
+                    node_port,
+                });
+            }
+        }
+    }
+    // Within one Service a nodePort may repeat only across protocols.
+    let mut np_seen = HashSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        if let Some(np) = p.node_port {
+            if !np_seen.insert((np, p.protocol)) {
+                c.err(
+                    format!("spec.ports[{i}].nodePort"),
+                    format!("Duplicate value: {np}"),
+                );
+            }
+        }
+    }
+
+    let mut external_ips = Vec::new();
+    for (i, s) in spec.external_ips.iter().flatten().enumerate() {
+        if let Some(ip) = parse_ip(&mut c, &format!("spec.externalIPs[{i}]"), s) {
+            external_ips.push(ip);
+        }
+    }
+    let mut lb_ips = Vec::new();
+    if service_type == ServiceType::LoadBalancer {
+        let ingress = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref());
+        for (i, ing) in ingress.into_iter().flatten().enumerate() {
+            if let Some(s) = ing.ip.as_deref() {
+                if let Some(ip) =
+                    parse_ip(&mut c, &format!("status.loadBalancer.ingress[{i}].ip"), s)
+                {
+                    lb_ips.push(ip);
+                }
+            }
+        }
+        if let Some(s) = spec.load_balancer_ip.as_deref().filter(|s| !s.is_empty()) {
+            if let Some(ip) = parse_ip(&mut c, "spec.loadBalancerIP", s) {
+                if !lb_ips.contains(&ip) {
+                    lb_ips.push(ip);
+                }
+            }
+        }
+    }
+    let mut source_ranges = Vec::new();
+    for (i, s) in spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .enumerate()
+    {
+        let s = s.trim();
+        if s.contains(':') {
+            continue; // IPv6 ranges never match an IPv4 client
+        }
+        match s
+            .parse::<Ipv4Net>()
+            .or_else(|_| s.parse::<Ipv4Addr>().map(Ipv4Net::from))
+        {
+            Ok(n) => source_ranges.push(n.trunc()),
+            Err(_) => c.err(
+                format!("spec.loadBalancerSourceRanges[{i}]"),
+                format!("Invalid value: {s:?}: must be a CIDR like 198.18.0.0/15"),
+            ),
+        }
+    }
+    let affinity = match spec.session_affinity.as_deref().unwrap_or("None") {
+        "None" | "" => SessionAffinity::None,
+        "ClientIP" => {
+            let t = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|a| a.client_ip.as_ref())
+                .and_then(|a| a.timeout_seconds)
+                .unwrap_or(DEFAULT_AFFINITY_TIMEOUT as i32);
+            if !(1..=86400).contains(&t) {
+                c.err(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    format!("Invalid value: {t}: must be greater than 0 and less than 86400"),
+                );
+            }
+            SessionAffinity::ClientIp {
+                timeout_secs: t.clamp(1, 86400) as u32,
+            }
+        }
+        other => {
+            c.err(
+                "spec.sessionAffinity",
+                format!("Unsupported value: {other:?}: supported values: \"ClientIP\", \"None\""),
+            );
+            SessionAffinity::None
+        }
+    };
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
+    Ok(Validated::Draft(Box::new(Draft {
+        key,
+        namespace,
+        name,
+        origin: sourced.origin.clone(),
+        source: sourced.clone(),
+        service_type,
+        headless,
+        cluster_ip,
+        external_ips,
+        lb_ips,
+        source_ranges,
+        affinity,
+        selector: spec.selector.clone().unwrap_or_default(),
+        publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
+        wants_node_ports,
+        ports,
+    })))
+}
+
+/// FNV-1a: stable across builds and machines, unlike the std hasher.
+fn stable_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    svcgate_common::hash::fmix64(h)
+}
+
+/// The allocatable host addresses of `cidr`: without the network address, the
+/// broadcast address and the first host (the `kubernetes` Service's).
+fn allocatable(cidr: Ipv4Net) -> (u32, u32) {
+    let net = u32::from(cidr.network());
+    let size = 1u64 << (32 - u32::from(cidr.prefix_len()));
+    if size < 8 {
+        return (net, 0);
+    }
+    // first = network + 2, count = size - 3 (network, .1, broadcast)
+    (net.wrapping_add(2), (size - 3) as u32)
+}
+
+fn allocate_ip(key: &str, cidr: Ipv4Net, used: &HashMap<Ipv4Addr, String>) -> Option<Ipv4Addr> {
+    let (first, count) = allocatable(cidr);
+    if count == 0 {
+        return None;
+    }
+    let start = (stable_hash(key) % u64::from(count)) as u32;
+    (0..count)
+        .map(|i| Ipv4Addr::from(first + (start + i) % count))
+        .find(|ip| !used.contains_key(ip))
+}
+
+fn allocate_node_port(
+    key: &str,
+    range: &RangeInclusive<u16>,
+    used: &HashMap<u16, String>,
+) -> Option<u16> {
+    let first = u32::from(*range.start());
+    let count = u32::from(*range.end()).checked_sub(first)? + 1;
+    let start = (stable_hash(key) % u64::from(count)) as u32;
+    (0..count)
+        .map(|i| (first + (start + i) % count) as u16)
+        .find(|p| !used.contains_key(p))
+}
+
+/// Endpoint sources, indexed.
+#[derive(Default)]
+struct EndpointIndex<'a> {
+    slices: HashMap<(String, String), Vec<&'a EndpointSlice>>,
+    endpoints: HashMap<(String, String), &'a Endpoints>,
+    pods: HashMap<String, Vec<&'a Pod>>,
+}
+
+/// Resolves objects (in priority order: file order) into the desired state.
+///
+/// `previous` is the last resolution's [`Resolved::applied`]: those Services
+/// win name and port clashes, and stand in for a new version that is invalid.
+/// `allocations` is the last resolution's [`Resolved::allocations`].
+pub fn resolve(
+    objects: &[Sourced],
+    cfg: &ResolveConfig,
+    previous: &HashMap<String, Sourced>,
+    allocations: &Allocations,
+) -> Resolved {
+    let mut out = Resolved::default();
+    let mut index = EndpointIndex::default();
+    let mut seen_objects: HashMap<(&'static str, String, String), Origin> = HashMap::new();
+    let mut services: Vec<(&Sourced, &Service)> = Vec::new();
+    for s in objects {
+        let (kind, meta) = match &s.object {
+            Object::Service(o) => (s.object.kind(), &o.metadata),
+            Object::Endpoints(o) => (s.object.kind(), &o.metadata),
+            Object::EndpointSlice(o) => (s.object.kind(), &o.metadata),
+            Object::Pod(o) => (s.object.kind(), &o.metadata),
+        };
+        let (ns, name) = key_of(meta);
+        if let Object::Service(svc) = &s.object {
+            services.push((s, svc));
+            continue;
+        }
+        if name.is_empty() {
+            out.errors.push(LoadError::Invalid {
+                origin: s.origin.clone(),
+                kind: kind.into(),
+                name: format!("{ns}/"),
+                field: "metadata.name".into(),
+                reason: "Required value: name or generateName is required".into(),
+            });
+            continue;
+        }
+        if let Some(first) = seen_objects.get(&(kind, ns.clone(), name.clone())) {
+            out.errors.push(LoadError::Invalid {
+                origin: s.origin.clone(),
+                kind: kind.into(),
+                name: format!("{ns}/{name}"),
+                field: "metadata.name".into(),
+                reason: format!(
+                    "Duplicate value: already defined at {first}; this one is not applied"
+                ),
+            });
+            continue;
+        }
+        seen_objects.insert((kind, ns.clone(), name.clone()), s.origin.clone());
+        match &s.object {
+            Object::EndpointSlice(es) => {
+                if let Some(svc) = es
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                {
+                    index.slices.entry((ns, svc.clone())).or_default().push(es);
+                }
+            }
+            Object::Endpoints(ep) => {
+                index.endpoints.insert((ns, name), ep);
+            }
+            Object::Pod(p) => index.pods.entry(ns).or_default().push(p),
+            Object::Service(_) => {}
+        }
+    }
+
+    // Services already applied keep their names and ports: they go first.
+    let was_applied = |s: &Sourced| -> bool {
+        let Object::Service(svc) = &s.object else {
+            return false;
+        };
+        let (ns, name) = key_of(&svc.metadata);
+        previous
+            .get(&format!("{ns}/{name}"))
+            .is_some_and(|p| p.origin.path == s.origin.path)
+    };
+    services.sort_by_key(|(s, _)| !was_applied(s));
+
+    // 1. Validate; first come keeps the name.
+    let mut drafts: Vec<Draft> = Vec::new();
+    let mut names: HashMap<String, Origin> = HashMap::new();
+    for (sourced, svc) in services {
+        let validated = match validate_service(sourced, svc, cfg) {
+            Ok(v) => Some(v),
+            Err(errs) => {
+                out.errors.extend(errs);
+                let (ns, name) = key_of(&svc.metadata);
+                let key = format!("{ns}/{name}");
+                // The last good version keeps serving, if it came from the same place.
+                match previous
+                    .get(&key)
+                    .filter(|p| p.origin.path == sourced.origin.path && p != &sourced)
+                {
+                    Some(prev) => match &prev.object {
+                        Object::Service(psvc) => match validate_service(prev, psvc, cfg) {
+                            Ok(v) => {
+                                tracing::warn!(service = %key, origin = %prev.origin,
+                                    "the new version is invalid; the last good version keeps serving");
+                                Some(v)
+                            }
+                            Err(_) => None,
+                        },
+                        _ => None,
+                    },
+                    None => None,
+                }
+            }
+        };
+        match validated {
+            None => {}
+            Some(Validated::ExternalName(key)) => {
+                tracing::info!(service = %key, "ExternalName Service: DNS only, nothing for svcgate to serve");
+                out.external_names.push(key);
+            }
+            Some(Validated::Draft(d)) => {
+                if let Some(first) = names.get(&d.key) {
+                    out.errors.push(LoadError::DuplicateService {
+                        origin: d.origin.clone(),
+                        name: d.key.clone(),
+                        first: first.clone(),
+                    });
+                    // Kept (with no key) only to report its port clashes too:
+                    // the next thing the user would hit.
+                    drafts.push(Draft {
+                        key: String::new(),
+                        ..*d
+                    });
+                } else {
+                    names.insert(d.key.clone(), d.origin.clone());
+                    drafts.push(*d);
+                }
+            }
+        }
+    }
+
+    // 2. Sticky allocations of Services still here are reserved up front.
+    let mut used_ips: HashMap<Ipv4Addr, String> = HashMap::new();
+    let mut used_ports: HashMap<u16, String> = HashMap::new();
+    for d in drafts.iter().filter(|d| !d.key.is_empty()) {
+        if d.cluster_ip.is_none() && !d.headless {
+            if let Some(ip) = allocations.cluster_ips.get(&d.key) {
+                used_ips.insert(*ip, d.key.clone());
+            }
+        }
+        for p in d
+            .ports
+            .iter()
+            .filter(|p| p.node_port.is_none() && d.wants_node_ports)
+        {
+            if let Some(np) = allocations
+                .node_ports
+                .get(&(d.key.clone(), p.protocol, p.port))
+            {
+                used_ports.insert(*np, d.key.clone());
+            }
+        }
+    }
+    // 3. Explicit clusterIPs and nodePorts, first come first served.
+    let mut accepted: Vec<Draft> = Vec::new();
+    for d in drafts {
+        let shown = if d.key.is_empty() {
+            format!("{}/{}", d.namespace, d.name)
+        } else {
+            d.key.clone()
+        };
+        let mut errs = Vec::new();
+        if let Some(ip) = d.cluster_ip {
+            if let Some(owner) = used_ips.get(&ip).filter(|o| **o != d.key) {
+                errs.push(LoadError::ClusterIpAllocated {
+                    origin: d.origin.clone(),
+                    name: shown.clone(),
+                    ip,
+                    owner: owner.clone(),
+                });
+            }
+        }
+        for (i, p) in d.ports.iter().enumerate() {
+            if let Some(np) = p.node_port {
+                if let Some(owner) = used_ports.get(&np).filter(|o| **o != d.key) {
+                    errs.push(LoadError::NodePortAllocated {
+                        origin: d.origin.clone(),
+                        name: shown.clone(),
+                        field: format!("spec.ports[{i}].nodePort"),
+                        node_port: np,
+                        owner: owner.clone(),
+                    });
+                }
+            }
+        }
+        if d.key.is_empty() {
+            out.errors.extend(errs); // a duplicate name: already rejected
+            continue;
+        }
+        if !errs.is_empty() {
+            out.errors.extend(errs);
+            continue;
+        }
+        if let Some(ip) = d.cluster_ip {
+            used_ips.insert(ip, d.key.clone());
+        }
+        for p in &d.ports {
+            if let Some(np) = p.node_port {
+                used_ports.insert(np, d.key.clone());
+            }
+        }
+        accepted.push(d);
+    }
+    // 4. Allocate what was left unset.
+    let mut final_drafts = Vec::new();
+    for mut d in accepted {
+        let mut ok = true;
+        if d.cluster_ip.is_none() && !d.headless {
+            let ip = allocations
+                .cluster_ips
+                .get(&d.key)
+                .copied()
+                .filter(|ip| used_ips.get(ip) == Some(&d.key))
+                .or_else(|| allocate_ip(&d.key, cfg.service_cidr, &used_ips));
+            match ip {
+                Some(ip) => {
+                    used_ips.insert(ip, d.key.clone());
+                    out.allocations.cluster_ips.insert(d.key.clone(), ip);
+                    d.cluster_ip = Some(ip);
+                }
+                None => {
+                    out.errors.push(LoadError::RangeFull {
+                        origin: d.origin.clone(),
+                        name: d.key.clone(),
+                        field: "spec.clusterIP".into(),
+                        what: format!("service CIDR {}", cfg.service_cidr),
+                    });
+                    ok = false;
+                }
+            }
+        }
+        if d.wants_node_ports {
+            for i in 0..d.ports.len() {
+                if d.ports[i].node_port.is_some() {
+                    continue;
+                }
+                let akey = (d.key.clone(), d.ports[i].protocol, d.ports[i].port);
+                let np = allocations
+                    .node_ports
+                    .get(&akey)
+                    .copied()
+                    .filter(|np| used_ports.get(np) == Some(&d.key))
+                    .or_else(|| {
+                        let hk = format!("{}/{}/{}", d.key, d.ports[i].port, d.ports[i].protocol);
+                        allocate_node_port(&hk, &cfg.node_port_range, &used_ports)
+                    });
+                match np {
+                    Some(np) => {
+                        used_ports.insert(np, d.key.clone());
+                        out.allocations.node_ports.insert(akey, np);
+                        d.ports[i].node_port = Some(np);
+                    }
+                    None => {
+                        out.errors.push(LoadError::RangeFull {
+                            origin: d.origin.clone(),
+                            name: d.key.clone(),
+                            field: format!("spec.ports[{i}].nodePort"),
+                            what: format!(
+                                "node port range {}-{}",
+                                cfg.node_port_range.start(),
+                                cfg.node_port_range.end()
+                            ),
+                        });
+                        ok = false;
+                    }
+                }
+            }
+        }
+        if ok {
+            final_drafts.push(d);
+        }
+    }
+
+    // 5. Endpoints.
+    out.desired.node_ips = cfg.node_ips.clone();
+    for d in final_drafts {
+        let ports = d
+            .ports
+            .iter()
+            .map(|p| ServicePortSpec {
+                name: p.name.clone(),
+                protocol: p.protocol,
+                port: p.port,
+                node_port: if d.wants_node_ports {
+                    p.node_port
+                } else {
+                    None
+                },
+                backends: backends_for(&d, p, &index),
+            })
+            .collect();
+        out.desired.services.push(ServiceSpec {
+            namespace: d.namespace.clone(),
+            name: d.name.clone(),
+            service_type: d.service_type,
+            cluster_ip: if d.headless { None } else { d.cluster_ip },
+            external_ips: d.external_ips.clone(),
+            load_balancer_ips: d.lb_ips.clone(),
+            source_ranges: d.source_ranges.clone(),
+            affinity: d.affinity,
+            ports,
+        });
+        out.origins.push(d.origin.clone());
+        out.applied.insert(d.key.clone(), d.source.clone());
+    }
+    out
+}
+
+/// Finds the endpoint port for a Service port among (name, port, protocol).
+fn match_port<'a>(
+    ports: impl Iterator<Item = (&'a str, Option<i32>, &'a str)> + Clone,
+    p: &DraftPort,
+) -> Option<u16> {
+    let proto = p.protocol.as_str();
+    let by = |want: &str| {
+        ports
+            .clone()
+            .find(|(n, _, pr)| *n == want && *pr == proto)
+            .and_then(|(_, port, _)| port)
+            .and_then(|x| u16::try_from(x).ok())
+            .filter(|x| *x != 0)
+    };
+    by(&p.name).or_else(|| match &p.target {
+        Target::Name(n) => by(n),
+        Target::Number(_) => None,
+    })
+}
+
+fn backends_for(d: &Draft, p: &DraftPort, index: &EndpointIndex<'_>) -> Vec<BackendSpec> {
+    let key = (d.namespace.clone(), d.name.clone());
+    let mut out = Vec::new();
+    if let Some(slices) = index.slices.get(&key) {
+        for es in slices.iter().filter(|es| es.address_type == "IPv4") {
+            let ports = es.ports.iter().flatten().map(|ep| {
+                (
+                    ep.name.as_deref().unwrap_or(""),
+                    ep.port,
+                    ep.protocol.as_deref().unwrap_or("TCP"),
+                )
+            });
+            let Some(port) = match_port(ports, p) else {
+                continue;
+            };
+            for e in &es.endpoints {
+                let Some(addr) = e.addresses.first().and_then(|a| a.parse::<Ipv4Addr>().ok())
+                else {
+                    continue;
+                };
+                let c = e.conditions.clone().unwrap_or_default();
+                // nil ready means "unknown": consumers treat it as ready.
+                let ready = c.ready.unwrap_or(true);
+                let conditions = EndpointConditions {
+                    ready: ready || d.publish_not_ready,
+                    serving: c.serving.unwrap_or(ready),
+                    terminating: c.terminating.unwrap_or(false),
+                };
+                out.push(BackendSpec {
+                    addr,
+                    port,
+                    conditions,
+                    weight: 1,
+                });
+            }
+        }
+        return out;
+    }
+    if let Some(ep) = index.endpoints.get(&key) {
+        for subset in ep.subsets.iter().flatten() {
+            let ports = subset.ports.iter().flatten().map(|ep| {
+                (
+                    ep.name.as_deref().unwrap_or(""),
+                    Some(ep.port),
+                    ep.protocol.as_deref().unwrap_or("TCP"),
+                )
+            });
+            let Some(port) = match_port(ports, p) else {
+                continue;
+            };
+            let lists = [
+                (subset.addresses.as_ref(), true),
+                (subset.not_ready_addresses.as_ref(), false),
+            ];
+            for (list, ready) in lists {
+                for a in list.into_iter().flatten() {
+                    let Ok(addr) = a.ip.parse::<Ipv4Addr>() else {
+                        continue;
+                    };
+                    let conditions = if ready || d.publish_not_ready {
+                        EndpointConditions::READY
+                    } else {
+                        EndpointConditions::NOT_READY
+                    };
+                    out.push(BackendSpec {
+                        addr,
+                        port,
+                        conditions,
+                        weight: 1,
+                    });
+                }
+            }
+        }
+        return out;
+    }
+    if d.selector.is_empty() {
+        return out; // no selector: endpoints are the user's to write
+    }
+    for pod in index.pods.get(&d.namespace).into_iter().flatten() {
+        let labels = pod.metadata.labels.as_ref();
+        if !d
+            .selector
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        {
+            continue;
+        }
+        if let Some(b) = pod_backend(pod, p, d.publish_not_ready) {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// One Pod as an endpoint of one Service port, the way the EndpointSlice
+/// controller sees it.
+fn pod_backend(pod: &Pod, p: &DraftPort, publish_not_ready: bool) -> Option<BackendSpec> {
+    let status = pod.status.as_ref()?;
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let addr = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|p| p.ip.as_str())
+        .chain(status.pod_ip.as_deref())
+        .find_map(|s| s.parse::<Ipv4Addr>().ok())?;
+    let port = match &p.target {
+        Target::Number(n) => *n,
+        Target::Name(name) => {
+            let spec = pod.spec.as_ref()?;
+            spec.containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|cp| {
+                    cp.name.as_deref() == Some(name.as_str())
+                        && cp.protocol.as_deref().unwrap_or("TCP") == p.protocol.as_str()
+                })
+                .and_then(|cp| u16::try_from(cp.container_port).ok())
+                .filter(|x| *x != 0)?
+        }
+    };
+    let pod_ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let terminating = pod.metadata.deletion_timestamp.is_some();
+    let conditions = EndpointConditions {
+        ready: (pod_ready || publish_not_ready) && !terminating,
+        serving: pod_ready || publish_not_ready,
+        terminating,
+    };
+    Some(BackendSpec {
+        addr,
+        port,
+        conditions,
+        weight: 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocation_skips_reserved_addresses() {
+        let cidr: Ipv4Net = "198.18.128.0/29".parse().unwrap();
+        let mut used = HashMap::new();
+        let mut got = Vec::new();
+        while let Some(ip) = allocate_ip("x", cidr, &used) {
+            used.insert(ip, "x".to_string());
+            got.push(ip);
+        }
+        got.sort();
+        let want: Vec<Ipv4Addr> = (2..=6).map(|i| Ipv4Addr::new(198, 18, 128, i)).collect();
+        assert_eq!(got, want);
+        assert_eq!(
+            allocate_ip("x", "198.18.0.0/30".parse().unwrap(), &HashMap::new()),
+            None
+        );
+    }
+
+    #[test]
+    fn allocation_is_deterministic() {
+        let cidr: Ipv4Net = "198.18.128.0/20".parse().unwrap();
+        let a = allocate_ip("default/nginx", cidr, &HashMap::new());
+        let b = allocate_ip("default/nginx", cidr, &HashMap::new());
+        assert_eq!(a, b);
+        assert!(cidr.contains(&a.unwrap()));
+    }
+
+    #[test]
+    fn port_names() {
+        assert!(valid_port_name("http"));
+        assert!(valid_port_name("service0"));
+        assert!(!valid_port_name("80"));
+        assert!(!valid_port_name("HTTP"));
+        assert!(!valid_port_name("a--b"));
+        assert!(!valid_port_name("this-name-is-too-long"));
+    }
+}

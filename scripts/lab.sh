@@ -2,13 +2,16 @@
 # svcgate lab topology in network namespaces. Addresses: 198.18.0.0/15 only.
 #
 #   ${P}-client          ${P}-gw                         ${P}-sw (bridge)    ${P}-b1..b3
-#   c0 198.18.1.2/24 --- g0 198.18.1.1/24
-#                        g1 198.18.2.1/24 -------------- sg0 ]- br0 -[ sb1 --- eth0 198.18.2.11/24
-#                                                                  [ sb2 --- eth0 198.18.2.12/24
-#                                                                  [ sb3 --- eth0 198.18.2.13/24
+#   c0 198.18.1.2/24 --- g0 198.18.1.1/24 (node IP)
+#                        g1 198.18.3.1/24 (SNAT) ------- sg0 ]- br0 -[ sb1 --- eth0 198.18.3.10/24
+#                                                                  [ sb2 --- eth0 198.18.3.11/24
+#                                                                  [ sb3 --- eth0 198.18.3.12/24
 #
-# The client routes 198.19.0.0/16 (VIPs, LoadBalancer IPs) and the backends
-# route everything via the gateway. The gateway's kernel does not forward
+# These are the addresses of the bundled example (examples/): the Pods
+# nginx-0..2, the service CIDR 198.18.128.0/20 and the LoadBalancer IP
+# 198.19.0.100. The client routes the service CIDR and 198.19.0.0/16 via the
+# gateway, as a router in front of gateway nodes would; the backends route
+# everything via the gateway. The gateway's kernel does not forward
 # (ip_forward=0): only svcgate moves service traffic. TX checksum offload is
 # off on every veth, because a frame that takes the AF_XDP path must carry a
 # complete checksum.
@@ -53,13 +56,14 @@ up() {
     for i in 1 2 3; do
         veth "$P-b$i" eth0 "$P-sw" "sb$i" "$q"
         ip -n "$P-sw" link set "sb$i" master br0
-        ip -n "$P-b$i" addr add "198.18.2.1$i/24" dev eth0
-        ip -n "$P-b$i" route add default via 198.18.2.1
+        ip -n "$P-b$i" addr add "198.18.3.$((9 + i))/24" dev eth0
+        ip -n "$P-b$i" route add default via 198.18.3.1
     done
     ip -n "$P-client" addr add 198.18.1.2/24 dev c0
+    ip -n "$P-client" route add 198.18.128.0/20 via 198.18.1.1
     ip -n "$P-client" route add 198.19.0.0/16 via 198.18.1.1
     ip -n "$P-gw" addr add 198.18.1.1/24 dev g0
-    ip -n "$P-gw" addr add 198.18.2.1/24 dev g1
+    ip -n "$P-gw" addr add 198.18.3.1/24 dev g1
     ip netns exec "$P-gw" sysctl -qw net.ipv4.ip_forward=0
     echo "lab up: ${NS[*]} (queues=$q)"
 }

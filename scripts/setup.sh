@@ -11,9 +11,10 @@
 #   ethtool          set veth channel counts in multi-queue tests
 #   netcat-openbsd   handy in the lab (the tests use their own Rust client/server)
 #   iputils-ping     ping to check the gateway stays reachable
+#   curl             the demo's HTTP client
 set -euo pipefail
 
-PKGS=(clang llvm libbpf-dev linux-libc-dev libelf-dev iproute2 ethtool netcat-openbsd iputils-ping)
+PKGS=(clang llvm libbpf-dev linux-libc-dev libelf-dev iproute2 ethtool netcat-openbsd iputils-ping curl)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

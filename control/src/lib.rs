@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod config;
 pub mod controller;
+pub mod dataplane;
 pub mod daemon;
 pub mod display;
 pub mod error;

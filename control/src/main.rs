@@ -123,12 +123,36 @@ fn run(path: &std::path::Path) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        tracing::warn!(
-            admin = %daemon.admin_addr(),
-            "no dataplane attached: running the controller and the admin endpoint only"
-        );
+        let dataplane = match svcgate_control::dataplane::DataplaneConfig::from_table(daemon.dataplane_config()) {
+            Ok(None) => {
+                tracing::warn!(
+                    admin = %daemon.admin_addr(),
+                    "no [dataplane] configured: running the controller and the admin endpoint only"
+                );
+                None
+            }
+            Ok(Some(dp)) => match svcgate_control::dataplane::start(&dp, daemon.tables()) {
+                Ok(running) => {
+                    daemon.attach_stats(running.stats());
+                    tracing::info!(interfaces = ?dp.interfaces, queues = dp.queues, "dataplane running");
+                    Some(running)
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("svcgate: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            Err(e) => {
+                eprintln!("svcgate: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        };
         wait_for_shutdown().await;
         tracing::info!("shutting down");
+        if let Some(dp) = dataplane {
+            dp.shutdown();
+        }
         drop(daemon);
         ExitCode::SUCCESS
     })

@@ -105,6 +105,27 @@ pub struct NatSnapshot {
     pub services: Vec<(svcgate_common::table::ServicePortId, ServiceCounter)>,
 }
 
+/// The counters of a running gateway, readable from any thread without
+/// disturbing the workers (relaxed atomics, and NAT snapshots the workers
+/// copy out at most every 100 ms).
+#[derive(Debug, Clone)]
+pub struct StatsHandle {
+    workers: Vec<Arc<WorkerStats>>,
+    nat: Vec<Arc<Mutex<NatSnapshot>>>,
+}
+
+impl StatsHandle {
+    /// The AF_XDP counters of every worker.
+    pub fn worker_stats(&self) -> Vec<StatsSnapshot> {
+        self.workers.iter().map(|s| s.snapshot()).collect()
+    }
+
+    /// The NAT counters of every worker.
+    pub fn nat_stats(&self) -> Vec<NatSnapshot> {
+        self.nat.iter().map(|s| s.lock().clone()).collect()
+    }
+}
+
 /// The NAT pipeline as an AF_XDP batch handler.
 struct NatHandler {
     nat: nat::Worker,
@@ -332,12 +353,17 @@ impl Gateway {
 
     /// The AF_XDP counters of every worker.
     pub fn worker_stats(&self) -> Vec<StatsSnapshot> {
-        self.stats.iter().map(|s| s.snapshot()).collect()
+        self.stats_handle().worker_stats()
     }
 
     /// The NAT counters of every worker (as of their last export).
     pub fn nat_stats(&self) -> Vec<NatSnapshot> {
-        self.nat_stats.iter().map(|s| s.lock().clone()).collect()
+        self.stats_handle().nat_stats()
+    }
+
+    /// A handle to the counters that another thread (the admin endpoint) can keep.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle { workers: self.stats.clone(), nat: self.nat_stats.clone() }
     }
 
     /// The XDP mode in use on each interface.

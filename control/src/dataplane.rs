@@ -1,0 +1,219 @@
+//! Starting the AF_XDP dataplane from the config's `[dataplane]` table.
+//!
+//! ```toml
+//! [dataplane]
+//! interfaces = ["gw-c", "gw-p"]   # port order: clients, then Pods (one for one-arm)
+//! queues = 1                      # RX queues per interface = workers
+//! cores = [1]                     # pin worker q to cores[q % len]; [] = no pinning
+//! xdp_mode = "auto"               # auto | native | generic
+//! snat_addrs = ["198.18.2.1"]     # masquerade addresses (replies come back to them)
+//! snat_ports = [32768, 60999]     # inclusive; keep clear of 30000-32767 if an SNAT address is a node IP
+//! conntrack_capacity = 1048576    # flows per worker
+//! busy_poll = false               # true: never nap when idle (DPDK style)
+//! ```
+//!
+//! An empty `[dataplane]` table runs the control plane alone.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use svcgate_common::publish::Publisher;
+use svcgate_common::table::ServiceTable;
+use svcgate_dataplane::gateway::{Gateway, GatewayConfig, GatewayError, StatsHandle};
+use svcgate_dataplane::nat::{DropReason, NatConfig, PassReason};
+use svcgate_dataplane::xsk::XdpMode;
+
+use crate::metrics::{PortStats, StatsSnapshot, StatsSource};
+
+/// The `[dataplane]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneConfig {
+    /// Gateway interfaces in port order.
+    pub interfaces: Vec<String>,
+    /// RX queues (workers).
+    #[serde(default = "one")]
+    pub queues: u32,
+    /// Cores to pin workers to.
+    #[serde(default)]
+    pub cores: Vec<usize>,
+    /// `auto`, `native` or `generic`.
+    #[serde(default = "auto")]
+    pub xdp_mode: String,
+    /// SNAT addresses.
+    pub snat_addrs: Vec<Ipv4Addr>,
+    /// SNAT port range, inclusive.
+    #[serde(default = "default_ports")]
+    pub snat_ports: [u16; 2],
+    /// Flows tracked per worker.
+    #[serde(default = "default_capacity")]
+    pub conntrack_capacity: usize,
+    /// Never nap when idle.
+    #[serde(default)]
+    pub busy_poll: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+fn auto() -> String {
+    "auto".into()
+}
+fn default_ports() -> [u16; 2] {
+    [32768, 60999]
+}
+fn default_capacity() -> usize {
+    1 << 20
+}
+
+/// Why the dataplane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The `[dataplane]` table is malformed.
+    #[error("config [dataplane]: {0}")]
+    Config(String),
+    /// The gateway failed to start.
+    #[error("dataplane: {0}")]
+    Gateway(#[from] GatewayError),
+}
+
+impl DataplaneConfig {
+    /// Parses `[dataplane]`; `Ok(None)` when the table is empty.
+    pub fn from_table(t: &toml::Table) -> Result<Option<Self>, DataplaneError> {
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let c: Self = t.clone().try_into().map_err(|e: toml::de::Error| DataplaneError::Config(e.message().to_string()))?;
+        if c.snat_addrs.is_empty() {
+            return Err(DataplaneError::Config("snat_addrs: at least one address is needed".into()));
+        }
+        Ok(Some(c))
+    }
+
+    fn gateway_config(&self) -> Result<GatewayConfig, DataplaneError> {
+        let xdp_mode = match self.xdp_mode.as_str() {
+            "auto" => XdpMode::Auto,
+            "native" => XdpMode::Native,
+            "generic" => XdpMode::Generic,
+            other => return Err(DataplaneError::Config(format!("xdp_mode: {other:?} is not auto, native or generic"))),
+        };
+        Ok(GatewayConfig {
+            interfaces: self.interfaces.clone(),
+            queues: self.queues,
+            cores: self.cores.clone(),
+            xdp_mode,
+            nat: NatConfig {
+                snat_addrs: self.snat_addrs.clone(),
+                snat_ports: (self.snat_ports[0], self.snat_ports[1]),
+                conntrack_capacity: self.conntrack_capacity,
+                ..NatConfig::default()
+            },
+            idle_sleep: if self.busy_poll { Duration::ZERO } else { Duration::from_micros(50) },
+            ..GatewayConfig::default()
+        })
+    }
+}
+
+/// The running dataplane and its housekeeping thread.
+#[derive(Debug)]
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    stats: StatsHandle,
+}
+
+impl Running {
+    /// The counters, for the admin endpoint.
+    pub fn stats(&self) -> Arc<dyn StatsSource> {
+        Arc::new(GatewayStats(self.stats.clone()))
+    }
+
+    /// Stops the workers and detaches XDP.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the gateway reading tables from `tables`; a thread follows table
+/// swaps in the steering maps and refreshes next hops every 100 ms.
+pub fn start(cfg: &DataplaneConfig, tables: Arc<Publisher<ServiceTable>>) -> Result<Running, DataplaneError> {
+    let gw = Gateway::start(cfg.gateway_config()?, &tables)?;
+    for (ifname, mode) in gw.xdp_modes() {
+        tracing::info!(%ifname, mode, "XDP steering attached");
+    }
+    let stats = gw.stats_handle();
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("svcgate-dp-maint".into())
+            .spawn(move || {
+                let mut gw = gw;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Err(e) = gw.maintain(&tables.current()) {
+                        tracing::warn!("dataplane housekeeping: {e}");
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                gw.shutdown();
+            })
+            .map_err(|e| DataplaneError::Config(format!("cannot start the housekeeping thread: {e}")))?
+    };
+    Ok(Running { stop, thread: Some(thread), stats })
+}
+
+struct GatewayStats(StatsHandle);
+
+impl StatsSource for GatewayStats {
+    fn snapshot(&self) -> StatsSnapshot {
+        let nat = self.0.nat_stats();
+        let workers = self.0.worker_stats();
+        let mut ports: std::collections::BTreeMap<(String, String, u16, String), (u64, u64)> = Default::default();
+        for n in &nat {
+            for (id, c) in &n.services {
+                let e = ports
+                    .entry((id.namespace.to_string(), id.name.to_string(), id.port, id.protocol.to_string()))
+                    .or_default();
+                e.0 += c.packets;
+                e.1 += c.bytes;
+            }
+        }
+        let mut drops: Vec<(String, u64)> = DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_string(), workers.iter().map(|w| w.drop_count(*r)).sum()))
+            .collect();
+        drops.extend(
+            PassReason::ALL
+                .iter()
+                .map(|r| (format!("pass_{}", r.as_str()), workers.iter().map(|w| w.pass(*r)).sum())),
+        );
+        StatsSnapshot {
+            ports: ports
+                .into_iter()
+                .map(|((namespace, name, port, protocol), (packets, bytes))| PortStats {
+                    namespace,
+                    name,
+                    port,
+                    protocol,
+                    packets,
+                    bytes,
+                })
+                .collect(),
+            drops,
+            conntrack_entries: nat.iter().map(|n| n.flows as u64).sum(),
+            worker_busy: workers
+                .iter()
+                .map(|w| {
+                    let all = w.busy_polls + w.empty_polls;
+                    if all == 0 { 0.0 } else { w.busy_polls as f64 / all as f64 }
+                })
+                .collect(),
+        }
+    }
+}

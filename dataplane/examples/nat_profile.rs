@@ -1,0 +1,123 @@
+//! A fixed workload for instruction-count profiling of the established-flow
+//! path (criterion times are noisy on shared machines; callgrind counts are
+//! not):
+//!
+//! ```sh
+//! cargo build --release -p svcgate-dataplane --features testing --example nat_profile
+//! valgrind --tool=callgrind target/release/examples/nat_profile 1000 2000
+//! ```
+//!
+//! Arguments: tracked flows (spread over 1000 Services x 10 endpoints) and
+//! batches of 64 frames to run after set-up. Prints instructions are left to
+//! callgrind; the program prints the verdict counts so the work is checked.
+
+use std::net::Ipv4Addr;
+
+use svcgate_common::model::{BackendSpec, DesiredState, EndpointConditions, Protocol, ServicePortSpec, ServiceSpec};
+use svcgate_common::table::ServiceTable;
+use svcgate_dataplane::nat::{Frame, NatConfig, NextHops, PortInfo, Shared, Worker};
+use svcgate_dataplane::testing::{tcp, Pkt, GW_CLIENT_MAC, GW_POD_MAC, ROUTER, ROUTER_MAC};
+
+const SERVICES: u32 = 1000;
+
+fn vip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + i)
+}
+
+fn frame(i: u32, flags: u8) -> Vec<u8> {
+    let client = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 64, 0)) + i % 16_000);
+    let sport = 1024 + (i / 16_000) as u16;
+    Pkt { src_mac: ROUTER_MAC, ..Pkt::new(client, vip(i % SERVICES), tcp(sport, 80, flags)) }.build()
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).map(|a| a.parse::<u32>().expect("a number"));
+    let flows = args.next().unwrap_or(1000);
+    let batches = args.next().unwrap_or(2000);
+    let services = (0..SERVICES)
+        .map(|s| ServiceSpec {
+            namespace: "p".into(),
+            name: format!("s{s}"),
+            service_type: Default::default(),
+            cluster_ip: Some(vip(s)),
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            source_ranges: vec![],
+            affinity: Default::default(),
+            ports: vec![ServicePortSpec {
+                name: String::new(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port: None,
+                backends: (0..10)
+                    .map(|e| BackendSpec {
+                        addr: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + s * 10 + e),
+                        port: 8080,
+                        conditions: EndpointConditions::READY,
+                        weight: 1,
+                    })
+                    .collect(),
+            }],
+        })
+        .collect();
+    let table = ServiceTable::build(&DesiredState { node_ips: vec![], services }, 1).0;
+    let mut hops = NextHops::new(
+        1,
+        vec![
+            PortInfo { name: "c".into(), mac: GW_CLIENT_MAC, addrs: vec!["198.18.1.1/24".parse().unwrap()] },
+            PortInfo { name: "p".into(), mac: GW_POD_MAC, addrs: vec!["198.18.2.1/24".parse().unwrap()] },
+        ],
+    );
+    hops.add_route("198.18.64.0/18".parse().unwrap(), ROUTER);
+    hops.add_route("198.19.0.0/16".parse().unwrap(), "198.18.2.254".parse().unwrap());
+    hops.add_neighbour(0, ROUTER, ROUTER_MAC);
+    hops.add_neighbour(1, "198.18.2.254".parse().unwrap(), [2, 0, 0, 0, 2, 254]);
+    let cfg = NatConfig {
+        snat_addrs: (0..flows / 28_000 + 1).map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 3, 0)) + i)).collect(),
+        conntrack_capacity: flows as usize,
+        ..NatConfig::default()
+    };
+    let mut w = Worker::new(0, Shared::new(cfg).unwrap());
+    let mut bufs: Vec<Vec<u8>> = (0..64).map(|_| vec![0u8; 2048]).collect();
+    let mut run = |w: &mut Worker, bufs: &mut Vec<Vec<u8>>, ids: &[u32], flags: u8| {
+        let mut frames: Vec<Frame<'_>> = bufs
+            .iter_mut()
+            .zip(ids)
+            .map(|(b, &i)| {
+                let f = frame(i, flags);
+                b[..f.len()].copy_from_slice(&f);
+                Frame::new(b.as_mut_slice(), f.len(), 0)
+            })
+            .collect();
+        w.process_batch(&table, &hops, &mut frames, 1);
+    };
+    for start in (0..flows).step_by(64) {
+        let ids: Vec<u32> = (start..(start + 64).min(flows)).collect();
+        run(&mut w, &mut bufs, &ids, 0x02);
+    }
+    let setup = w.counters().forwarded;
+    let mut x = 0x9e37_79b9u32;
+    let templates: Vec<Vec<u8>> = (0..flows).map(|i| frame(i, 0x10)).collect();
+    for _ in 0..batches {
+        let mut frames: Vec<Frame<'_>> = bufs
+            .iter_mut()
+            .map(|b| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let t = &templates[(x % flows) as usize];
+                b[..t.len()].copy_from_slice(t);
+                Frame::new(b.as_mut_slice(), t.len(), 0)
+            })
+            .collect();
+        process(&mut w, &table, &hops, &mut frames);
+    }
+    let c = w.counters();
+    println!("setup forwarded {setup}, measured forwarded {}, drops {:?}", c.forwarded - setup, c.drop);
+}
+
+/// The measured call, in its own function so callgrind reports it apart.
+#[inline(never)]
+fn process(w: &mut Worker, t: &ServiceTable, h: &NextHops, frames: &mut [Frame<'_>]) {
+    w.process_batch(t, h, frames, 2);
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# svcgate's main job on the bundled example, end to end:
+#   lab namespaces (client, gateway, three Pods running an HTTP server that
+#   answers with its name and a UDP echo), svcgate on the gateway serving
+#   examples/manifests over AF_XDP, then curl through the ClusterIP, the
+#   NodePort and the LoadBalancer IP, and a UDP echo through its ClusterIP.
+# Everything it creates is removed at the end, also on failure.
+# Needs root (namespaces, XDP). Addresses: 198.18.0.0/15 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "demo.sh: needs root (network namespaces, XDP, AF_XDP)" >&2
+    exit 1
+fi
+scripts/setup.sh
+cargo build --release --locked -p svcgate-control
+SVCGATE=$ROOT/target/release/svcgate
+
+export SG_LAB_PREFIX=sgdemo
+P=$SG_LAB_PREFIX
+LOG=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    scripts/lab.sh down >/dev/null
+    rm -rf "$LOG"
+}
+trap cleanup EXIT INT TERM
+
+in_ns() { local ns=$1; shift; ip netns exec "$P-$ns" "$@"; }
+
+echo "== 1. lab: client 198.18.1.2 -> gateway (g0 198.18.1.1 | g1 198.18.3.1) -> Pods 198.18.3.10-12"
+scripts/lab.sh up 1
+for i in 1 2 3; do
+    in_ns "b$i" python3 scripts/lab-backend.py "nginx-$((i - 1))" &
+    pids+=($!)
+done
+
+echo "== 2. the manifests, as svcgate loads them"
+"$SVCGATE" validate examples/manifests --service-cidr 198.18.128.0/20 --node-ip 198.18.1.1 || true
+
+echo "== 3. svcgate run on the gateway"
+in_ns gw env RUST_LOG=info "$SVCGATE" run --config examples/svcgate.toml >"$LOG/svcgate.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+    if in_ns gw curl -sf --max-time 1 http://127.0.0.1:9901/readyz >/dev/null 2>&1; then break; fi
+    sleep 0.1
+done
+if ! in_ns gw curl -sf --max-time 1 http://127.0.0.1:9901/readyz >/dev/null; then
+    echo "svcgate did not become ready:" >&2
+    cat "$LOG/svcgate.log" >&2
+    exit 1
+fi
+STATUS=$(in_ns gw "$SVCGATE" status)
+CIP=$(awk '$1 == "nginx" && $2 == "ClusterIP" { print $3 }' <<<"$STATUS")
+ECHO_IP=$(awk '$1 == "udp-echo" { print $3 }' <<<"$STATUS")
+
+fail=0
+through() { # label url
+    local seen=""
+    for _ in $(seq 30); do
+        local r
+        r=$(in_ns client curl -s --max-time 2 --connect-timeout 1 "$2" || true)
+        [ -n "$r" ] && seen="$seen $r"
+    done
+    local uniq
+    uniq=$(tr ' ' '\n' <<<"$seen" | grep -v '^$' | sort | uniq -c | tr '\n' ' ')
+    echo "   $1 $2 -> $uniq"
+    for b in nginx-0 nginx-1 nginx-2; do
+        grep -qw "$b" <<<"$seen" || { echo "   !! $b never answered" >&2; fail=1; }
+    done
+}
+echo "== 4. traffic from the client (30 connections each; answers counted by backend)"
+through "ClusterIP   " "http://$CIP:8080/"
+through "NodePort    " "http://198.18.1.1:30120/"
+through "LoadBalancer" "http://198.19.0.100:80/"
+UDP=$(in_ns client python3 -c "
+import socket,sys
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)
+s.connect(('$ECHO_IP',7)); s.send(b'hello'); print(s.recv(100).decode())" || true)
+echo "   UDP echo     $ECHO_IP:7 -> ${UDP:-no answer}"
+[ -n "$UDP" ] || fail=1
+
+echo "== 5. svcgate status"
+in_ns gw "$SVCGATE" status
+if [ "$fail" -ne 0 ]; then
+    echo "demo: FAILED (svcgate log below)" >&2
+    tail -50 "$LOG/svcgate.log" >&2
+    exit 1
+fi
+echo "demo: OK"

@@ -1,0 +1,705 @@
+//! End to end: real TCP and UDP through svcgate's `Gateway` (AF_XDP workers
+//! running the NAT pipeline) between veth network namespaces.
+//!
+//! Topology (two-arm, routed), every address in 198.18.0.0/15:
+//!
+//! ```text
+//! cli  c0 198.18.1.10/24, routes 198.18.128.0/17 and 198.19.0.0/16 via .1.1
+//!  |
+//! gw   g0 198.18.1.1/24 | g1 198.18.2.1/24   ip_forward=0, Gateway on [g0, g1],
+//!  |                                         SNAT 198.18.2.1
+//! br   p0 + q1..q3 on bridge br0
+//!  |
+//! b1..b3  e0 198.18.2.11-13/24  (TCP :80 "backend-N\n" then echo; UDP :5300 echo
+//!                                prefixed "backend-N ")
+//! ```
+//!
+//! Services: `e2e/web` (LoadBalancer): ClusterIP 198.18.128.10, TCP 8080 -> 80
+//! (NodePort 30120), UDP 8053 -> 5300 (NodePort 30121), LoadBalancer IP
+//! 198.19.0.100; node IP 198.18.1.1. `e2e/empty` (ClusterIP 198.18.128.20,
+//! TCP 8080, UDP 8053, no endpoints).
+//!
+//! Every role (gateway, backends, clients) runs in a child process of this
+//! test binary started inside its namespace with `ip netns exec` (the suite
+//! has no setns binding; see tests/netns/mod.rs). The gateway child runs
+//! `Gateway::start` with a `Publisher<ServiceTable>`, calls `maintain` every
+//! 50 ms and takes commands on stdin (`remove-b2`, `stats`; EOF: final
+//! counters, shutdown). Needs root (see `netns::require_root`).
+
+mod netns;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use netns::{field, require_root, ChildProc, Lab};
+use svcgate_common::model::{
+    BackendSpec, DesiredState, EndpointConditions, Protocol, ServicePortSpec, ServiceSpec, ServiceType,
+    SessionAffinity,
+};
+use svcgate_common::publish::Publisher;
+use svcgate_common::table::ServiceTable;
+use svcgate_dataplane::gateway::{Gateway, GatewayConfig};
+use svcgate_dataplane::nat::{DropReason, NatConfig, PassReason};
+use svcgate_dataplane::xsk::{XdpMode, XskConfig};
+
+const CLIENT_IP: &str = "198.18.1.10";
+const GW_CLIENT_IP: &str = "198.18.1.1";
+const GW_POD_IP: &str = "198.18.2.1";
+const BACKENDS: [&str; 3] = ["198.18.2.11", "198.18.2.12", "198.18.2.13"];
+const CLUSTER_IP: &str = "198.18.128.10";
+const EMPTY_IP: &str = "198.18.128.20";
+const LB_IP: &str = "198.19.0.100";
+const TCP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 8053;
+const TCP_NODE_PORT: u16 = 30120;
+const UDP_NODE_PORT: u16 = 30121;
+const BACKEND_TCP: u16 = 80;
+const BACKEND_UDP: u16 = 5300;
+/// A port on the gateway that is no frontend: its kernel must answer.
+const GW_KERNEL_PORT: u16 = 7070;
+
+#[test]
+#[ignore = "child process entry, run by the tests themselves"]
+fn child_entry() {
+    match std::env::var("SVCGATE_TEST_ROLE").as_deref() {
+        Ok("e2e-gateway") => gateway_child(),
+        Ok("e2e-backend") => backend_child(),
+        Ok("e2e-tcp-probe") => tcp_probe_child(),
+        Ok("e2e-udp-probe") => udp_probe_child(),
+        Ok("e2e-tcp-loop") => tcp_loop_child(),
+        Ok("e2e-tcp-hold") => tcp_hold_child(),
+        Ok("e2e-reject") => reject_child(),
+        _ => netns::child_main(),
+    }
+}
+
+// ---------------------------------------------------------------- children
+
+fn env(k: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| panic!("child needs {k}"))
+}
+
+fn say(line: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
+}
+
+fn unix_us() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros()
+}
+
+/// A flag set when our stdin closes (the parent asks us to finish, or died).
+fn stdin_closed_flag() -> Arc<AtomicBool> {
+    let f = Arc::new(AtomicBool::new(false));
+    let g = f.clone();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::stdin().lock().read_to_string(&mut s);
+        g.store(true, Ordering::SeqCst);
+    });
+    f
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// The desired state of the lab; `with_b2 = false` leaves backend-2 out.
+fn desired(with_b2: bool) -> DesiredState {
+    let backends = |port: u16| -> Vec<BackendSpec> {
+        BACKENDS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| with_b2 || *i != 1)
+            .map(|(_, a)| BackendSpec { addr: ip(a), port, conditions: EndpointConditions::READY, weight: 1 })
+            .collect()
+    };
+    let web = ServiceSpec {
+        namespace: "e2e".into(),
+        name: "web".into(),
+        service_type: ServiceType::LoadBalancer,
+        cluster_ip: Some(ip(CLUSTER_IP)),
+        external_ips: vec![],
+        load_balancer_ips: vec![ip(LB_IP)],
+        source_ranges: vec![],
+        affinity: SessionAffinity::None,
+        ports: vec![
+            ServicePortSpec {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: TCP_PORT,
+                node_port: Some(TCP_NODE_PORT),
+                backends: backends(BACKEND_TCP),
+            },
+            ServicePortSpec {
+                name: "echo".into(),
+                protocol: Protocol::Udp,
+                port: UDP_PORT,
+                node_port: Some(UDP_NODE_PORT),
+                backends: backends(BACKEND_UDP),
+            },
+        ],
+    };
+    let empty = ServiceSpec {
+        namespace: "e2e".into(),
+        name: "empty".into(),
+        service_type: ServiceType::ClusterIp,
+        cluster_ip: Some(ip(EMPTY_IP)),
+        external_ips: vec![],
+        load_balancer_ips: vec![],
+        source_ranges: vec![],
+        affinity: SessionAffinity::None,
+        ports: vec![
+            ServicePortSpec {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: TCP_PORT,
+                node_port: None,
+                backends: vec![],
+            },
+            ServicePortSpec {
+                name: "echo".into(),
+                protocol: Protocol::Udp,
+                port: UDP_PORT,
+                node_port: None,
+                backends: vec![],
+            },
+        ],
+    };
+    DesiredState { node_ips: vec![ip(GW_CLIENT_IP)], services: vec![web, empty] }
+}
+
+fn build(with_b2: bool, generation: u64) -> ServiceTable {
+    let (t, warnings) = ServiceTable::build(&desired(with_b2), generation);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    t
+}
+
+/// One `NAT w<i> key=value ...` line per worker plus `XSK w<i> ...`.
+fn stats_lines(gw: &Gateway) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, s) in gw.nat_stats().iter().enumerate() {
+        let c = &s.counters;
+        let mut l = format!(
+            "NAT w{i} rx={} forwarded={} replied={} reverse={} new_flows={} evicted={} flows={}",
+            c.rx, c.forwarded, c.replied, c.reverse_translated, c.new_flows, c.evicted, s.flows
+        );
+        for r in PassReason::ALL {
+            l += &format!(" pass_{}={}", r.as_str(), c.pass[*r as usize]);
+        }
+        for r in DropReason::ALL {
+            l += &format!(" drop_{}={}", r.as_str(), c.drop[*r as usize]);
+        }
+        out.push(l);
+    }
+    for (i, s) in gw.worker_stats().iter().enumerate() {
+        out.push(format!(
+            "XSK w{i} rx={} tx={} completed={} passed={} pass_failed={} dropped={} tx_ring_full={} bad_verdict={}",
+            s.rx,
+            s.tx,
+            s.completed,
+            s.passed(),
+            s.pass_failed,
+            s.dropped(),
+            s.tx_ring_full,
+            s.bad_verdict
+        ));
+    }
+    out
+}
+
+/// `SG_QUEUES`. Prints `READY ...`; commands on stdin: `remove-b2` (prints
+/// `PUBLISHED <unix_us>`), `stats`; EOF: final `NAT`/`XSK` lines, `BYE`.
+fn gateway_child() {
+    let queues: u32 = env("SG_QUEUES").parse().unwrap();
+    let tables = Publisher::new(build(true, 1));
+    let cfg = GatewayConfig {
+        interfaces: vec!["g0".into(), "g1".into()],
+        queues,
+        xdp_mode: XdpMode::Auto,
+        nat: NatConfig { snat_addrs: vec![ip(GW_POD_IP)], conntrack_capacity: 1 << 16, ..NatConfig::default() },
+        xsk: XskConfig { frames_per_port: 2048, ring_size: 1024, ..XskConfig::default() },
+        ..GatewayConfig::default()
+    };
+    let mut gw = Gateway::start(cfg, &tables).expect("Gateway::start");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in std::io::stdin().lock().lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    say(&format!("READY modes={:?}", gw.xdp_modes()));
+    // Bounded: the tests finish in well under this.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut maintain_errors = 0u32;
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(cmd) => match cmd.trim() {
+                "remove-b2" => {
+                    tables.publish(build(false, 2));
+                    let at = unix_us();
+                    if let Err(e) = gw.maintain(&tables.current()) {
+                        say(&format!("MAINTAIN-ERROR {e}"));
+                    }
+                    say(&format!("PUBLISHED {at}"));
+                }
+                "stats" => {
+                    for l in stats_lines(&gw) {
+                        say(&l);
+                    }
+                    say("END");
+                }
+                other => say(&format!("UNKNOWN {other}")),
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if let Err(e) = gw.maintain(&tables.current()) {
+            maintain_errors += 1;
+            if maintain_errors < 5 {
+                say(&format!("MAINTAIN-ERROR {e}"));
+            }
+        }
+    }
+    // Let idle workers export their last counters (every 100 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    for l in stats_lines(&gw) {
+        say(&l);
+    }
+    gw.shutdown();
+    say(&format!("BYE maintain_errors={maintain_errors}"));
+}
+
+/// `SG_NAME`, `SG_ADDR`: TCP :80 answers `<name>\n` then echoes lines; UDP
+/// :5300 answers `<name> <payload>`. Until stdin closes.
+fn backend_child() {
+    let name = env("SG_NAME");
+    let addr = env("SG_ADDR");
+    let stop = stdin_closed_flag();
+    let l = TcpListener::bind(format!("{addr}:{BACKEND_TCP}")).unwrap();
+    let n = name.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let n = n.clone();
+            std::thread::spawn(move || {
+                let mut c = c;
+                c.set_read_timeout(Some(Duration::from_secs(20))).ok();
+                if c.write_all(format!("{n}\n").as_bytes()).is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 2048];
+                while let Ok(k) = c.read(&mut buf) {
+                    if k == 0 || c.write_all(&buf[..k]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let u = UdpSocket::bind(format!("{addr}:{BACKEND_UDP}")).unwrap();
+    u.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    say("READY");
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::SeqCst) {
+        if let Ok((k, from)) = u.recv_from(&mut buf) {
+            let mut reply = format!("{name} ").into_bytes();
+            reply.extend_from_slice(&buf[..k]);
+            let _ = u.send_to(&reply, from);
+        }
+    }
+}
+
+/// Connects (bounded retries), reads the first line: the backend's name.
+fn tcp_name(dst: SocketAddr, timeout: Duration, tries: u32) -> Result<(TcpStream, String), String> {
+    let mut last = String::new();
+    for _ in 0..tries {
+        match TcpStream::connect_timeout(&dst, timeout) {
+            Ok(c) => {
+                // connect() succeeded: the SYN-ACK came from dst itself.
+                assert_eq!(c.peer_addr().unwrap(), dst);
+                c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                match r.read_line(&mut line) {
+                    Ok(n) if n > 0 && line.starts_with("backend-") => return Ok((c, line.trim().to_string())),
+                    Ok(_) => last = format!("bad greeting {line:?}"),
+                    Err(e) => last = format!("read: {e}"),
+                }
+            }
+            Err(e) => last = format!("connect: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// `SG_DST`, `SG_COUNT`: one new connection each; prints `GOT <name>` or
+/// `FAIL <why>`, then `DONE ok=<n> fail=<n>`.
+fn tcp_probe_child() {
+    let dst: SocketAddr = env("SG_DST").parse().unwrap();
+    let count: usize = env("SG_COUNT").parse().unwrap();
+    let (mut ok, mut fail) = (0, 0);
+    for _ in 0..count {
+        match tcp_name(dst, Duration::from_secs(2), 3) {
+            Ok((_, name)) => {
+                ok += 1;
+                say(&format!("GOT {name}"));
+            }
+            Err(e) => {
+                fail += 1;
+                say(&format!("FAIL {e}"));
+            }
+        }
+    }
+    say(&format!("DONE ok={ok} fail={fail}"));
+}
+
+/// `SG_DST`, `SG_COUNT`: one new socket (flow) each; the answer must come
+/// from `SG_DST` exactly. Prints `GOT <name>`, `FAIL <why>`, `DONE ...`.
+fn udp_probe_child() {
+    let dst: SocketAddr = env("SG_DST").parse().unwrap();
+    let count: usize = env("SG_COUNT").parse().unwrap();
+    let (mut ok, mut fail) = (0, 0);
+    for i in 0..count {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+        let msg = format!("probe-{i}");
+        let mut buf = [0u8; 2048];
+        let mut result = Err("no answer".to_string());
+        for _ in 0..3 {
+            s.send_to(msg.as_bytes(), dst).unwrap();
+            match s.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                    if from != dst {
+                        result = Err(format!("answer from {from}, dialled {dst}: {text:?}"));
+                        break;
+                    }
+                    match text.strip_suffix(&format!(" {msg}")) {
+                        Some(name) if name.starts_with("backend-") => {
+                            result = Ok(name.to_string());
+                            break;
+                        }
+                        _ => result = Err(format!("bad answer {text:?}")),
+                    }
+                }
+                Err(e) => result = Err(format!("recv: {e}")),
+            }
+        }
+        match result {
+            Ok(name) => {
+                ok += 1;
+                say(&format!("GOT {name}"));
+            }
+            Err(e) => {
+                fail += 1;
+                say(&format!("FAIL {e}"));
+            }
+        }
+    }
+    say(&format!("DONE ok={ok} fail={fail}"));
+}
+
+/// `SG_DST`: new connections back to back until stdin closes (at most
+/// 60 s); prints `LOOP <start_unix_us> <name>` or `LOOP <start> FAIL <why>`.
+fn tcp_loop_child() {
+    let dst: SocketAddr = env("SG_DST").parse().unwrap();
+    let stop = stdin_closed_flag();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    say("READY");
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        let t0 = unix_us();
+        match tcp_name(dst, Duration::from_secs(1), 1) {
+            Ok((_, name)) => say(&format!("LOOP {t0} {name}")),
+            Err(e) => say(&format!("LOOP {t0} FAIL {e}")),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    say("DONE");
+}
+
+/// `SG_DST`: opens connections until one reaches a backend other than
+/// backend-2 and keeps it (`HELD <name>`); each `ping` line on stdin sends a
+/// line over it and expects it echoed (`PONG ok` / `PONG fail <why>`).
+fn tcp_hold_child() {
+    let dst: SocketAddr = env("SG_DST").parse().unwrap();
+    let mut held = None;
+    for _ in 0..30 {
+        if let Ok((c, name)) = tcp_name(dst, Duration::from_secs(2), 2) {
+            if name != "backend-2" {
+                held = Some((c, name));
+                break;
+            }
+        }
+    }
+    let Some((c, name)) = held else {
+        say("HELD none");
+        return;
+    };
+    say(&format!("HELD {name}"));
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut w = c;
+    for (k, l) in std::io::stdin().lock().lines().enumerate() {
+        let Ok(l) = l else { break };
+        if l.trim() != "ping" {
+            continue;
+        }
+        let msg = format!("ping-{k}\n");
+        let res = w.write_all(msg.as_bytes()).map_err(|e| format!("write: {e}")).and_then(|()| {
+            let mut line = String::new();
+            match r.read_line(&mut line) {
+                Ok(_) if line == msg => Ok(()),
+                Ok(_) => Err(format!("echo {line:?}")),
+                Err(e) => Err(format!("read: {e}")),
+            }
+        });
+        match res {
+            Ok(()) => say("PONG ok"),
+            Err(e) => say(&format!("PONG fail {e}")),
+        }
+    }
+}
+
+/// `SG_TCP_DST`, `SG_UDP_DST`: three TCP connects that must be refused, and
+/// three connected UDP sockets whose recv must report ConnectionRefused
+/// (ICMP port unreachable). Prints `TCP <kind> <ms>` and `UDP <kind> <ms>`.
+fn reject_child() {
+    let tdst: SocketAddr = env("SG_TCP_DST").parse().unwrap();
+    let udst: SocketAddr = env("SG_UDP_DST").parse().unwrap();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let kind = match TcpStream::connect_timeout(&tdst, Duration::from_secs(3)) {
+            Ok(_) => "connected".to_string(),
+            Err(e) => format!("{:?}", e.kind()),
+        };
+        say(&format!("TCP {kind} {}", t.elapsed().as_millis()));
+    }
+    for _ in 0..3 {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect(udst).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let t = Instant::now();
+        s.send(b"anyone?").unwrap();
+        let mut buf = [0u8; 512];
+        let kind = match s.recv(&mut buf) {
+            Ok(n) => format!("answered:{n}"),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => "timeout".to_string(),
+            Err(e) => format!("{:?}", e.kind()),
+        };
+        say(&format!("UDP {kind} {}", t.elapsed().as_millis()));
+    }
+    say("DONE");
+}
+
+// ------------------------------------------------------------------- parent
+
+/// The lab: namespaces, links, backends running, the gateway started.
+struct GwLab {
+    lab: Lab,
+    cli: String,
+    gw: String,
+    gateway: ChildProc,
+    _backends: Vec<ChildProc>,
+}
+
+impl GwLab {
+    fn new(tag: &str, queues: u32) -> Self {
+        let mut lab = Lab::new(tag);
+        let cli = lab.netns("cli");
+        let gw = lab.netns("gw");
+        let br = lab.netns("br");
+        lab.veth(&cli, "c0", &gw, "g0", queues);
+        lab.veth(&gw, "g1", &br, "p0", queues);
+        lab.ip(&br, "link add br0 type bridge");
+        lab.ip(&br, "link set br0 up");
+        lab.ip(&br, "link set p0 master br0");
+        lab.ip(&cli, &format!("addr add {CLIENT_IP}/24 dev c0"));
+        // Only the service ranges are routed to the gateway: the client can
+        // send nowhere outside 198.18.0.0/15.
+        lab.ip(&cli, &format!("route add 198.18.128.0/17 via {GW_CLIENT_IP}"));
+        lab.ip(&cli, &format!("route add 198.19.0.0/16 via {GW_CLIENT_IP}"));
+        lab.ip(&gw, &format!("addr add {GW_CLIENT_IP}/24 dev g0"));
+        lab.ip(&gw, &format!("addr add {GW_POD_IP}/24 dev g1"));
+        lab.exec_ok(&gw, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        let mut backends = Vec::new();
+        let mut backend_ns = Vec::new();
+        for (i, addr) in BACKENDS.iter().enumerate() {
+            let ns = lab.netns(&format!("b{}", i + 1));
+            let q = format!("q{}", i + 1);
+            lab.veth(&ns, "e0", &br, &q, 1);
+            lab.ip(&br, &format!("link set {q} master br0"));
+            lab.ip(&ns, &format!("addr add {addr}/24 dev e0"));
+            backend_ns.push(ns);
+        }
+        for (i, ns) in backend_ns.iter().enumerate() {
+            let name = format!("backend-{}", i + 1);
+            let mut b = lab.spawn(ns, "e2e-backend", &[("SG_NAME", &name), ("SG_ADDR", BACKENDS[i])]);
+            b.expect_line("READY");
+            backends.push(b);
+        }
+        // Without svcgate nothing is forwarded (ip_forward=0).
+        let out = lab.exec(&cli, &["ping", "-c1", "-W1", CLUSTER_IP]);
+        assert!(!out.status.success(), "nothing may answer the VIP without svcgate");
+        // Warm the gateway's neighbour table (its kernel ARPs; the first
+        // packet to an unresolved next hop would otherwise be passed to the
+        // kernel and lost, costing a SYN retransmission).
+        for a in BACKENDS.iter().chain([&CLIENT_IP]) {
+            let out = lab.exec(&gw, &["ping", "-c1", "-W2", a]);
+            assert!(out.status.success(), "gw -> {a}: {}", String::from_utf8_lossy(&out.stdout));
+        }
+        let mut gateway = lab.spawn(&gw, "e2e-gateway", &[("SG_QUEUES", &queues.to_string())]);
+        let ready = gateway.expect_line("READY");
+        eprintln!("[{tag}] gateway {ready}");
+        GwLab { lab, cli, gw, gateway, _backends: backends }
+    }
+
+    /// Runs a probe child in the client namespace; returns its lines.
+    fn probe(&mut self, role: &str, dst: &str, count: usize) -> Vec<String> {
+        let cli = self.cli.clone();
+        let mut p = self.lab.spawn(&cli, role, &[("SG_DST", dst), ("SG_COUNT", &count.to_string())]);
+        p.expect_line("DONE");
+        assert!(self.lab.wait(&mut p, Duration::from_secs(30)), "{role} {dst} exited badly");
+        p.lines.clone()
+    }
+
+    /// Stops the gateway; returns its final `NAT`/`XSK` lines.
+    fn finish(&mut self) -> Vec<String> {
+        self.gateway.close_stdin();
+        let bye = self.gateway.expect_line("BYE");
+        assert!(bye.ends_with("maintain_errors=0"), "{:?}", self.gateway.lines);
+        let mut g = std::mem::take(&mut self.gateway.lines);
+        g.retain(|l| l.starts_with("NAT ") || l.starts_with("XSK ") || l.starts_with("MAINTAIN"));
+        assert!(self.lab.wait(&mut self.gateway, Duration::from_secs(10)), "gateway child failed");
+        g
+    }
+}
+
+/// Counts `GOT <name>` lines; panics on any failure.
+fn tally(what: &str, lines: &[String], counts: &mut BTreeMap<String, usize>) -> usize {
+    let done = lines.iter().find(|l| l.starts_with("DONE")).expect("DONE");
+    assert_eq!(field(done, "fail"), 0, "{what}: {lines:?}");
+    let mut n = 0;
+    for l in lines {
+        if let Some(name) = l.strip_prefix("GOT ") {
+            *counts.entry(name.to_string()).or_default() += 1;
+            n += 1;
+        }
+    }
+    n
+}
+
+fn sum(lines: &[String], prefix: &str, key: &str) -> u64 {
+    lines.iter().filter(|l| l.starts_with(prefix)).map(|l| field(l, key)).sum()
+}
+
+/// Test 1 (+4, +5): TCP and UDP through the ClusterIP, the NodePort and the
+/// LoadBalancer IP, answers from the address dialled, spread over the
+/// three backends; the gateway's kernel still answers non-service traffic;
+/// the counters add up with no unexpected drops.
+fn frontends(tag: &str, queues: u32) {
+    let started = Instant::now();
+    let mut l = GwLab::new(tag, queues);
+    const PER_FRONTEND: usize = 30;
+    let tcp_dsts = [
+        format!("{CLUSTER_IP}:{TCP_PORT}"),
+        format!("{GW_CLIENT_IP}:{TCP_NODE_PORT}"),
+        format!("{LB_IP}:{TCP_PORT}"),
+    ];
+    let udp_dsts = [
+        format!("{CLUSTER_IP}:{UDP_PORT}"),
+        format!("{GW_CLIENT_IP}:{UDP_NODE_PORT}"),
+        format!("{LB_IP}:{UDP_PORT}"),
+    ];
+    let mut tcp = BTreeMap::new();
+    let mut udp = BTreeMap::new();
+    let mut n_tcp = 0;
+    let mut n_udp = 0;
+    for d in &tcp_dsts {
+        let lines = l.probe("e2e-tcp-probe", d, PER_FRONTEND);
+        let mut per = BTreeMap::new();
+        n_tcp += tally(&format!("TCP {d}"), &lines, &mut per);
+        eprintln!("[{tag}] TCP {d}: {per:?}");
+        for (k, v) in per {
+            *tcp.entry(k).or_default() += v;
+        }
+    }
+    for d in &udp_dsts {
+        let lines = l.probe("e2e-udp-probe", d, PER_FRONTEND);
+        let mut per = BTreeMap::new();
+        n_udp += tally(&format!("UDP {d}"), &lines, &mut per);
+        eprintln!("[{tag}] UDP {d}: {per:?}");
+        for (k, v) in per {
+            *udp.entry(k).or_default() += v;
+        }
+    }
+    assert_eq!(n_tcp, 3 * PER_FRONTEND);
+    assert_eq!(n_udp, 3 * PER_FRONTEND);
+    // 90 flows over 3 backends by Maglev: ~30 each; fewer than 10 has
+    // probability ~1e-5 per backend.
+    for (what, counts) in [("TCP", &tcp), ("UDP", &udp)] {
+        for b in ["backend-1", "backend-2", "backend-3"] {
+            let n = counts.get(b).copied().unwrap_or(0);
+            assert!(n >= 10, "{what}: {b} got {n} of 90 new flows: {counts:?}");
+        }
+    }
+
+    // Test 4: the gateway's kernel still gets what is not service traffic:
+    // ICMP to its address, and TCP to a port that is no frontend.
+    let out = l.lab.exec(&l.cli, &["ping", "-c2", "-W1", GW_CLIENT_IP]);
+    assert!(out.status.success(), "ping to the gateway while svcgate runs");
+    let gw = l.gw.clone();
+    let mut echo = l.lab.spawn(&gw, "tcp-echo", &[("SG_BIND", &format!("{GW_CLIENT_IP}:{GW_KERNEL_PORT}"))]);
+    echo.expect_line("READY");
+    let cli = l.cli.clone();
+    let mut c = l.lab.spawn(&cli, "tcp-client", &[("SG_DST", &format!("{GW_CLIENT_IP}:{GW_KERNEL_PORT}")), ("SG_COUNT", "3")]);
+    let ok = c.expect_line("OK");
+    assert!(l.lab.wait(&mut c, Duration::from_secs(30)), "TCP to the gateway's own listener: {ok}");
+    assert!(l.lab.wait(&mut echo, Duration::from_secs(10)), "gateway's kernel echo server");
+
+    // Test 5: counters.
+    let stats = l.finish();
+    for s in &stats {
+        eprintln!("[{tag}] {s}");
+    }
+    assert!(!stats.iter().any(|s| s.starts_with("MAINTAIN")), "{stats:?}");
+    let new_flows = sum(&stats, "NAT ", "new_flows");
+    let forwarded = sum(&stats, "NAT ", "forwarded");
+    let reverse = sum(&stats, "NAT ", "reverse");
+    assert!(new_flows >= (n_tcp + n_udp) as u64, "new_flows={new_flows}");
+    assert!(forwarded > 0 && reverse > 0, "forwarded={forwarded} reverse={reverse}");
+    for r in DropReason::ALL {
+        let k = format!("drop_{}", r.as_str());
+        assert_eq!(sum(&stats, "NAT ", &k), 0, "unexpected {k}: {stats:?}");
+    }
+    assert_eq!(sum(&stats, "NAT ", "replied"), 0, "no rejects expected: {stats:?}");
+    assert_eq!(sum(&stats, "XSK ", "dropped"), 0, "{stats:?}");
+    assert_eq!(sum(&stats, "XSK ", "pass_failed"), 0, "{stats:?}");
+    if queues > 1 {
+        let busy = stats.iter().filter(|s| s.starts_with("NAT ") && field(s, "rx") > 0).count();
+        eprintln!("[{tag}] workers with traffic: {busy}/{queues}");
+    }
+    eprintln!("[{tag}] TCP {tcp:?} UDP {udp:?} in {:?}", started.elapsed());
+}
+
+#[test]
+fn gateway_e2e_frontends_one_queue() {
+    if !require_root("gateway_e2e_frontends_one_queue") {
+        return;
+    }
+    frontends("gwe1", 1);
+}
+
+#[test]
+fn gateway_e2e_frontends_two_queues() {
+    if !require_root("gateway_e2e_frontends_two_queues") {
+        return;
+    }
+    frontends("gwe2", 2);
+}

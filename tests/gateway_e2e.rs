@@ -703,3 +703,142 @@ fn gateway_e2e_frontends_two_queues() {
     }
     frontends("gwe2", 2);
 }
+
+/// Test 2: backend-2 leaves the Endpoints while connections keep being
+/// opened: from 1 s after the publish on, no new connection (TCP) or flow
+/// (UDP) reaches it, and a connection to another backend opened before the
+/// change keeps working.
+fn backend_removed(tag: &str, queues: u32) {
+    let started = Instant::now();
+    let mut l = GwLab::new(tag, queues);
+    let cli = l.cli.clone();
+    let dst = format!("{CLUSTER_IP}:{TCP_PORT}");
+    let mut hold = l.lab.spawn(&cli, "e2e-tcp-hold", &[("SG_DST", &dst)]);
+    let held = hold.expect_line("HELD");
+    assert_ne!(held, "HELD none", "no connection to backend-1/3");
+    hold.send("ping");
+    assert_eq!(hold.expect_line("PONG"), "PONG ok", "held connection before the change");
+
+    let mut lp = l.lab.spawn(&cli, "e2e-tcp-loop", &[("SG_DST", &dst)]);
+    lp.expect_line("READY");
+    std::thread::sleep(Duration::from_millis(1000));
+    l.gateway.send("remove-b2");
+    let published: u128 = l.gateway.expect_line("PUBLISHED").split_whitespace().nth(1).unwrap().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    lp.close_stdin();
+    lp.expect_line("DONE");
+    assert!(l.lab.wait(&mut lp, Duration::from_secs(10)));
+
+    // The connection opened before the change still carries data both ways.
+    hold.send("ping");
+    assert_eq!(hold.expect_line("PONG"), "PONG ok", "held {held} after backend-2 was removed");
+
+    let mut before = BTreeMap::<String, usize>::new();
+    let mut window = BTreeMap::<String, usize>::new();
+    let mut after = BTreeMap::<String, usize>::new();
+    for line in lp.lines.iter().filter(|s| s.starts_with("LOOP ")) {
+        let mut it = line.splitn(3, ' ').skip(1);
+        let t0: u128 = it.next().unwrap().parse().unwrap();
+        let what = it.next().unwrap();
+        let what = if what.starts_with("FAIL") { "FAIL" } else { what };
+        let bucket = if t0 < published {
+            &mut before
+        } else if t0 < published + 1_000_000 {
+            &mut window
+        } else {
+            &mut after
+        };
+        *bucket.entry(what.to_string()).or_default() += 1;
+    }
+    eprintln!("[{tag}] held {held}; new connections before {before:?}, first second after {window:?}, later {after:?}");
+    let fails: Vec<&String> = lp.lines.iter().filter(|s| s.contains("FAIL")).collect();
+    eprintln!("[{tag}] failures: {fails:?}");
+    assert!(before.get("backend-2").copied().unwrap_or(0) > 0, "backend-2 served before: {before:?}");
+    assert_eq!(after.get("backend-2"), None, "backend-2 got new connections 1 s after its removal: {after:?}");
+    assert_eq!(after.get("FAIL"), None, "new connections failed after the change: {fails:?}");
+    assert!(after.values().sum::<usize>() >= 10, "traffic kept running: {after:?}");
+
+    // UDP: new flows avoid backend-2 too.
+    let lines = l.probe("e2e-udp-probe", &format!("{CLUSTER_IP}:{UDP_PORT}"), 30);
+    let mut udp = BTreeMap::new();
+    tally("UDP after removal", &lines, &mut udp);
+    assert_eq!(udp.get("backend-2"), None, "{udp:?}");
+
+    hold.close_stdin();
+    assert!(l.lab.wait(&mut hold, Duration::from_secs(10)));
+    let stats = l.finish();
+    for s in &stats {
+        eprintln!("[{tag}] {s}");
+    }
+    for k in ["drop_malformed", "drop_no_route", "drop_ports_exhausted", "drop_reply_no_flow"] {
+        assert_eq!(sum(&stats, "NAT ", k), 0, "unexpected {k}: {stats:?}");
+    }
+    assert_eq!(sum(&stats, "XSK ", "pass_failed"), 0, "{stats:?}");
+    eprintln!("[{tag}] done in {:?}", started.elapsed());
+}
+
+#[test]
+fn gateway_e2e_backend_removed_one_queue() {
+    if !require_root("gateway_e2e_backend_removed_one_queue") {
+        return;
+    }
+    backend_removed("gwr1", 1);
+}
+
+#[test]
+fn gateway_e2e_backend_removed_two_queues() {
+    if !require_root("gateway_e2e_backend_removed_two_queues") {
+        return;
+    }
+    backend_removed("gwr2", 2);
+}
+
+/// Test 3: a Service with no endpoints rejects like kube-proxy: TCP RST
+/// (connect refused at once), UDP ICMP port unreachable (a connected
+/// socket's recv reports ConnectionRefused).
+fn no_endpoints(tag: &str, queues: u32) {
+    let started = Instant::now();
+    let mut l = GwLab::new(tag, queues);
+    let cli = l.cli.clone();
+    let mut r = l.lab.spawn(
+        &cli,
+        "e2e-reject",
+        &[("SG_TCP_DST", &format!("{EMPTY_IP}:{TCP_PORT}")), ("SG_UDP_DST", &format!("{EMPTY_IP}:{UDP_PORT}"))],
+    );
+    r.expect_line("DONE");
+    assert!(l.lab.wait(&mut r, Duration::from_secs(30)));
+    eprintln!("[{tag}] {:?}", r.lines);
+    for line in r.lines.iter().filter(|s| s.starts_with("TCP ") || s.starts_with("UDP ")) {
+        let v: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(v[1], "ConnectionRefused", "{line}");
+        let ms: u64 = v[2].parse().unwrap();
+        assert!(ms < 500, "refused quickly: {line}");
+    }
+    assert_eq!(r.lines.iter().filter(|s| s.starts_with("TCP ") || s.starts_with("UDP ")).count(), 6);
+    let stats = l.finish();
+    for s in &stats {
+        eprintln!("[{tag}] {s}");
+    }
+    assert!(sum(&stats, "NAT ", "replied") >= 6, "{stats:?}");
+    for r in DropReason::ALL {
+        let k = format!("drop_{}", r.as_str());
+        assert_eq!(sum(&stats, "NAT ", &k), 0, "unexpected {k}: {stats:?}");
+    }
+    eprintln!("[{tag}] done in {:?}", started.elapsed());
+}
+
+#[test]
+fn gateway_e2e_no_endpoints_rejected_one_queue() {
+    if !require_root("gateway_e2e_no_endpoints_rejected_one_queue") {
+        return;
+    }
+    no_endpoints("gwn1", 1);
+}
+
+#[test]
+fn gateway_e2e_no_endpoints_rejected_two_queues() {
+    if !require_root("gateway_e2e_no_endpoints_rejected_two_queues") {
+        return;
+    }
+    no_endpoints("gwn2", 2);
+}

@@ -367,6 +367,9 @@ fn udp_probe_child() {
     let dst: SocketAddr = env("SG_DST").parse().unwrap();
     let count: usize = env("SG_COUNT").parse().unwrap();
     let (mut ok, mut fail) = (0, 0);
+    // Kept open to the end, so every flow has its own source port (a port
+    // reused for the same destination would be the same conntrack flow).
+    let mut sockets = Vec::new();
     for i in 0..count {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
@@ -403,6 +406,7 @@ fn udp_probe_child() {
                 say(&format!("FAIL {e}"));
             }
         }
+        sockets.push(s);
     }
     say(&format!("DONE ok={ok} fail={fail}"));
 }
@@ -770,8 +774,22 @@ fn backend_removed(tag: &str, queues: u32) {
     for s in &stats {
         eprintln!("[{tag}] {s}");
     }
-    for k in ["drop_malformed", "drop_no_route", "drop_ports_exhausted", "drop_reply_no_flow"] {
-        assert_eq!(sum(&stats, "NAT ", k), 0, "unexpected {k}: {stats:?}");
+    // Expected after a removal, and only then: a flow to backend-2 still
+    // closing at the swap (the loop's client sent its last ACK late) is
+    // revalidated, the client gets a RST (backend_gone) and the flow is
+    // removed; backend-2, never told, retransmits its FIN to the SNAT port
+    // (reply_no_flow), and the client's late segments find no flow
+    // (tcp_no_flow). Everything else must stay zero.
+    for r in DropReason::ALL {
+        let k = format!("drop_{}", r.as_str());
+        let n = sum(&stats, "NAT ", &k);
+        match r {
+            DropReason::BackendGone | DropReason::ReplyNoFlow | DropReason::TcpNoFlow => {
+                eprintln!("[{tag}] {k}={n} (expected after the removal)");
+                assert!(n <= 50, "{k}={n}: more than a few stragglers: {stats:?}");
+            }
+            _ => assert_eq!(n, 0, "unexpected {k}: {stats:?}"),
+        }
     }
     assert_eq!(sum(&stats, "XSK ", "pass_failed"), 0, "{stats:?}");
     eprintln!("[{tag}] done in {:?}", started.elapsed());

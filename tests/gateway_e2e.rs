@@ -37,8 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use netns::{field, require_root, ChildProc, Lab};
 use svcgate_common::model::{
-    BackendSpec, DesiredState, EndpointConditions, Protocol, ServicePortSpec, ServiceSpec, ServiceType,
-    SessionAffinity,
+    BackendSpec, DesiredState, EndpointConditions, Protocol, ServicePortSpec, ServiceSpec, ServiceType, SessionAffinity,
 };
 use svcgate_common::publish::Publisher;
 use svcgate_common::table::ServiceTable;
@@ -515,6 +514,13 @@ struct GwLab {
 
 impl GwLab {
     fn new(tag: &str, queues: u32) -> Self {
+        Self::with_neighbours(tag, queues, true)
+    }
+
+    /// `warm`: have the gateway's kernel resolve the backends (and the
+    /// client) before svcgate starts; otherwise svcgate meets them
+    /// unresolved and must get the kernel to resolve them.
+    fn with_neighbours(tag: &str, queues: u32, warm: bool) -> Self {
         let mut lab = Lab::new(tag);
         let cli = lab.netns("cli");
         let gw = lab.netns("gw");
@@ -554,13 +560,11 @@ impl GwLab {
         // Warm the gateway's neighbour table (its kernel ARPs; the first
         // packet to an unresolved next hop would otherwise be passed to the
         // kernel and lost, costing a SYN retransmission).
-        for a in BACKENDS.iter().chain([&CLIENT_IP]) {
+        for a in BACKENDS.iter().chain([&CLIENT_IP]).filter(|_| warm) {
             let out = lab.exec(&gw, &["ping", "-c1", "-W2", a]);
             assert!(out.status.success(), "gw -> {a}: {}", String::from_utf8_lossy(&out.stdout));
         }
-        let mut gateway = lab.spawn(&gw, "e2e-gateway", &[("SG_QUEUES", &queues.to_string())]);
-        let ready = gateway.expect_line("READY");
-        eprintln!("[{tag}] gateway {ready}");
+        let gateway = start_gateway(&mut lab, &gw, tag, queues);
         GwLab { lab, cli, gw, gateway, _backends: backends }
     }
 
@@ -583,6 +587,13 @@ impl GwLab {
         assert!(self.lab.wait(&mut self.gateway, Duration::from_secs(10)), "gateway child failed");
         g
     }
+}
+
+fn start_gateway(lab: &mut Lab, gw: &str, tag: &str, queues: u32) -> ChildProc {
+    let mut gateway = lab.spawn(gw, "e2e-gateway", &[("SG_QUEUES", &queues.to_string())]);
+    let ready = gateway.expect_line("READY");
+    eprintln!("[{tag}] gateway {ready}");
+    gateway
 }
 
 /// Counts `GOT <name>` lines; panics on any failure.
@@ -611,16 +622,10 @@ fn frontends(tag: &str, queues: u32) {
     let started = Instant::now();
     let mut l = GwLab::new(tag, queues);
     const PER_FRONTEND: usize = 30;
-    let tcp_dsts = [
-        format!("{CLUSTER_IP}:{TCP_PORT}"),
-        format!("{GW_CLIENT_IP}:{TCP_NODE_PORT}"),
-        format!("{LB_IP}:{TCP_PORT}"),
-    ];
-    let udp_dsts = [
-        format!("{CLUSTER_IP}:{UDP_PORT}"),
-        format!("{GW_CLIENT_IP}:{UDP_NODE_PORT}"),
-        format!("{LB_IP}:{UDP_PORT}"),
-    ];
+    let tcp_dsts =
+        [format!("{CLUSTER_IP}:{TCP_PORT}"), format!("{GW_CLIENT_IP}:{TCP_NODE_PORT}"), format!("{LB_IP}:{TCP_PORT}")];
+    let udp_dsts =
+        [format!("{CLUSTER_IP}:{UDP_PORT}"), format!("{GW_CLIENT_IP}:{UDP_NODE_PORT}"), format!("{LB_IP}:{UDP_PORT}")];
     let mut tcp = BTreeMap::new();
     let mut udp = BTreeMap::new();
     let mut n_tcp = 0;
@@ -662,7 +667,8 @@ fn frontends(tag: &str, queues: u32) {
     let mut echo = l.lab.spawn(&gw, "tcp-echo", &[("SG_BIND", &format!("{GW_CLIENT_IP}:{GW_KERNEL_PORT}"))]);
     echo.expect_line("READY");
     let cli = l.cli.clone();
-    let mut c = l.lab.spawn(&cli, "tcp-client", &[("SG_DST", &format!("{GW_CLIENT_IP}:{GW_KERNEL_PORT}")), ("SG_COUNT", "3")]);
+    let mut c =
+        l.lab.spawn(&cli, "tcp-client", &[("SG_DST", &format!("{GW_CLIENT_IP}:{GW_KERNEL_PORT}")), ("SG_COUNT", "3")]);
     let ok = c.expect_line("OK");
     assert!(l.lab.wait(&mut c, Duration::from_secs(30)), "TCP to the gateway's own listener: {ok}");
     assert!(l.lab.wait(&mut echo, Duration::from_secs(10)), "gateway's kernel echo server");
@@ -859,4 +865,63 @@ fn gateway_e2e_no_endpoints_rejected_two_queues() {
         return;
     }
     no_endpoints("gwn2", 2);
+}
+
+/// Backends the gateway's kernel has never resolved: the first packet of a
+/// flow toward one is passed to the kernel (`unknown_next_hop`),
+/// `maintain` asks the kernel to resolve it, and the client's retransmission
+/// (or retry) gets through. Every connection and flow is answered.
+#[test]
+fn gateway_e2e_unresolved_backends() {
+    if !require_root("gateway_e2e_unresolved_backends") {
+        return;
+    }
+    let tag = "gwu1";
+    let started = Instant::now();
+    let mut l = GwLab::with_neighbours(tag, 1, false);
+    let mut tcp = BTreeMap::new();
+    let lines = l.probe("e2e-tcp-probe", &format!("{CLUSTER_IP}:{TCP_PORT}"), 15);
+    assert_eq!(tally("TCP cold", &lines, &mut tcp), 15);
+    let mut udp = BTreeMap::new();
+    let lines = l.probe("e2e-udp-probe", &format!("{CLUSTER_IP}:{UDP_PORT}"), 15);
+    assert_eq!(tally("UDP cold", &lines, &mut udp), 15);
+    let stats = l.finish();
+    for s in &stats {
+        eprintln!("[{tag}] {s}");
+    }
+    assert!(sum(&stats, "NAT ", "pass_unknown_next_hop") > 0, "unresolved path not taken: {stats:?}");
+    for r in DropReason::ALL {
+        let k = format!("drop_{}", r.as_str());
+        assert_eq!(sum(&stats, "NAT ", &k), 0, "unexpected {k}: {stats:?}");
+    }
+    assert_eq!(sum(&stats, "XSK ", "pass_failed"), 0, "{stats:?}");
+    eprintln!("[{tag}] TCP {tcp:?} UDP {udp:?} in {:?}", started.elapsed());
+}
+
+/// svcgate SIGKILLed: the XDP program goes with it, the gateway's kernel
+/// answers again at once; a new instance serves the Services again.
+#[test]
+fn gateway_e2e_sigkill_leaves_node_reachable() {
+    if !require_root("gateway_e2e_sigkill_leaves_node_reachable") {
+        return;
+    }
+    let tag = "gwk1";
+    let mut l = GwLab::new(tag, 1);
+    let dst = format!("{CLUSTER_IP}:{TCP_PORT}");
+    let mut c = BTreeMap::new();
+    assert_eq!(tally("TCP before", &l.probe("e2e-tcp-probe", &dst, 5), &mut c), 5);
+    l.lab.kill(&l.gateway); // no cleanup code runs
+    for dev in ["g0", "g1"] {
+        let link = l.lab.exec_ok(&l.gw, &["ip", "link", "show", "dev", dev]);
+        assert!(!link.contains("xdp"), "program outlived its process: {link}");
+    }
+    let out = l.lab.exec(&l.cli, &["ping", "-c2", "-W1", GW_CLIENT_IP]);
+    assert!(out.status.success(), "gateway unreachable after SIGKILL");
+    // The next start works and serves again.
+    let gw = l.gw.clone();
+    l.gateway = start_gateway(&mut l.lab, &gw, tag, 1);
+    let mut c = BTreeMap::new();
+    assert_eq!(tally("TCP after restart", &l.probe("e2e-tcp-probe", &dst, 10), &mut c), 10);
+    let stats = l.finish();
+    assert!(sum(&stats, "NAT ", "new_flows") >= 10, "{stats:?}");
 }

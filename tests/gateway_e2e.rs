@@ -72,6 +72,7 @@ fn child_entry() {
         Ok("e2e-tcp-loop") => tcp_loop_child(),
         Ok("e2e-tcp-hold") => tcp_hold_child(),
         Ok("e2e-reject") => reject_child(),
+        Ok("e2e-lifecycle") => lifecycle_child(),
         _ => netns::child_main(),
     }
 }
@@ -924,4 +925,78 @@ fn gateway_e2e_sigkill_leaves_node_reachable() {
     assert_eq!(tally("TCP after restart", &l.probe("e2e-tcp-probe", &dst, 10), &mut c), 10);
     let stats = l.finish();
     assert!(sum(&stats, "NAT ", "new_flows") >= 10, "{stats:?}");
+}
+
+/// Worker threads of this process (named `svcgate-q<n>` by the gateway).
+fn worker_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("svcgate-q")))
+        .count()
+}
+
+fn wait_no_workers() -> usize {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while worker_threads() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    worker_threads()
+}
+
+/// `Gateway::start` asked for more queues than the interfaces have must
+/// fail cleanly (no worker left running, no program left attached); a
+/// Gateway dropped without `shutdown` must stop its workers too. Prints
+/// `START-ERROR ...`, `AFTER-ERROR workers=<n>`, `AFTER-DROP workers=<n>`.
+fn lifecycle_child() {
+    let tables = Publisher::new(build(true, 1));
+    let cfg = |queues| GatewayConfig {
+        interfaces: vec!["g0".into(), "g1".into()],
+        queues,
+        nat: NatConfig { snat_addrs: vec![ip(GW_POD_IP)], conntrack_capacity: 1 << 12, ..NatConfig::default() },
+        xsk: XskConfig { frames_per_port: 512, ring_size: 256, ..XskConfig::default() },
+        ..GatewayConfig::default()
+    };
+    match Gateway::start(cfg(2), &tables) {
+        Ok(_) => say("START-ERROR none"),
+        Err(e) => say(&format!("START-ERROR {e}")),
+    }
+    say(&format!("AFTER-ERROR workers={}", wait_no_workers()));
+    let gw = Gateway::start(cfg(1), &tables).expect("start with 1 queue");
+    say(&format!("RUNNING workers={}", worker_threads()));
+    drop(gw);
+    say(&format!("AFTER-DROP workers={}", wait_no_workers()));
+}
+
+/// Start failures and drops clean up after themselves: interfaces with one
+/// queue, a Gateway asked for two.
+#[test]
+fn gateway_e2e_start_error_and_drop_clean_up() {
+    if !require_root("gateway_e2e_start_error_and_drop_clean_up") {
+        return;
+    }
+    let mut lab = Lab::new("gwl1");
+    let cli = lab.netns("cli");
+    let gw = lab.netns("gw");
+    let br = lab.netns("br");
+    lab.veth(&cli, "c0", &gw, "g0", 1);
+    lab.veth(&gw, "g1", &br, "p0", 1);
+    lab.ip(&gw, &format!("addr add {GW_CLIENT_IP}/24 dev g0"));
+    lab.ip(&gw, &format!("addr add {GW_POD_IP}/24 dev g1"));
+    let mut c = lab.spawn(&gw, "e2e-lifecycle", &[]);
+    let err = c.expect_line("START-ERROR");
+    eprintln!("{err}");
+    assert_ne!(err, "START-ERROR none", "two queues on one-queue interfaces must fail");
+    let after = c.expect_line("AFTER-ERROR");
+    let running = c.expect_line("RUNNING");
+    let dropped = c.expect_line("AFTER-DROP");
+    eprintln!("{after} / {running} / {dropped}");
+    assert!(lab.wait(&mut c, Duration::from_secs(10)));
+    assert_eq!(field(&after, "workers"), 0, "a failed start left workers running");
+    assert_eq!(field(&running, "workers"), 1);
+    assert_eq!(field(&dropped, "workers"), 0, "a dropped Gateway left workers running");
+    for dev in ["g0", "g1"] {
+        let link = lab.exec_ok(&gw, &["ip", "link", "show", "dev", dev]);
+        assert!(!link.contains("xdp"), "program left attached: {link}");
+    }
 }

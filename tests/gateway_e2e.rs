@@ -936,9 +936,26 @@ fn worker_threads() -> usize {
         .count()
 }
 
-fn wait_no_workers() -> usize {
+/// Threads of this process.
+fn tasks() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Threads beyond `base` once there are none (bounded wait: an exiting
+/// thread takes a moment to go).
+fn wait_extra_threads_gone(base: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(3);
-    while worker_threads() > 0 && Instant::now() < deadline {
+    while tasks() > base && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tasks().saturating_sub(base)
+}
+
+/// Worker threads once their count is `n` (bounded wait: a new thread
+/// names itself).
+fn wait_workers(n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while worker_threads() != n && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     worker_threads()
@@ -957,15 +974,18 @@ fn lifecycle_child() {
         xsk: XskConfig { frames_per_port: 512, ring_size: 256, ..XskConfig::default() },
         ..GatewayConfig::default()
     };
+    // Counted before: a worker thread that has not named itself yet would
+    // escape a count by name.
+    let base = tasks();
     match Gateway::start(cfg(2), &tables) {
         Ok(_) => say("START-ERROR none"),
         Err(e) => say(&format!("START-ERROR {e}")),
     }
-    say(&format!("AFTER-ERROR workers={}", wait_no_workers()));
+    say(&format!("AFTER-ERROR workers={}", wait_extra_threads_gone(base)));
     let gw = Gateway::start(cfg(1), &tables).expect("start with 1 queue");
-    say(&format!("RUNNING workers={}", worker_threads()));
+    say(&format!("RUNNING workers={}", wait_workers(1)));
     drop(gw);
-    say(&format!("AFTER-DROP workers={}", wait_no_workers()));
+    say(&format!("AFTER-DROP workers={}", wait_extra_threads_gone(base)));
 }
 
 /// Start failures and drops clean up after themselves: interfaces with one

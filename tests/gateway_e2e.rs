@@ -52,6 +52,8 @@ const BACKENDS: [&str; 3] = ["198.18.2.11", "198.18.2.12", "198.18.2.13"];
 const CLUSTER_IP: &str = "198.18.128.10";
 const EMPTY_IP: &str = "198.18.128.20";
 const LB_IP: &str = "198.19.0.100";
+/// A Service added and removed at run time.
+const EXTRA_IP: &str = "198.18.128.30";
 const TCP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 8053;
 const TCP_NODE_PORT: u16 = 30120;
@@ -174,6 +176,32 @@ fn desired(with_b2: bool) -> DesiredState {
     DesiredState { node_ips: vec![ip(GW_CLIENT_IP)], services: vec![web, empty] }
 }
 
+/// `e2e/extra`: ClusterIP 198.18.128.30, TCP 8080 -> backend-3:80 only.
+fn extra_service() -> ServiceSpec {
+    ServiceSpec {
+        namespace: "e2e".into(),
+        name: "extra".into(),
+        service_type: ServiceType::ClusterIp,
+        cluster_ip: Some(ip(EXTRA_IP)),
+        external_ips: vec![],
+        load_balancer_ips: vec![],
+        source_ranges: vec![],
+        affinity: SessionAffinity::None,
+        ports: vec![ServicePortSpec {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: TCP_PORT,
+            node_port: None,
+            backends: vec![BackendSpec {
+                addr: ip(BACKENDS[2]),
+                port: BACKEND_TCP,
+                conditions: EndpointConditions::READY,
+                weight: 1,
+            }],
+        }],
+    }
+}
+
 fn build(with_b2: bool, generation: u64) -> ServiceTable {
     let (t, warnings) = ServiceTable::build(&desired(with_b2), generation);
     assert!(warnings.is_empty(), "{warnings:?}");
@@ -250,6 +278,20 @@ fn gateway_child() {
                         say(&format!("MAINTAIN-ERROR {e}"));
                     }
                     say(&format!("PUBLISHED {at}"));
+                }
+                "add-extra" | "drop-extra" => {
+                    let mut d = desired(true);
+                    if cmd.trim() == "add-extra" {
+                        d.services.push(extra_service());
+                    }
+                    let generation = tables.current().generation() + 1;
+                    let (t, warnings) = ServiceTable::build(&d, generation);
+                    assert!(warnings.is_empty(), "{warnings:?}");
+                    tables.publish(t);
+                    if let Err(e) = gw.maintain(&tables.current()) {
+                        say(&format!("MAINTAIN-ERROR {e}"));
+                    }
+                    say(&format!("PUBLISHED {}", unix_us()));
                 }
                 "stats" => {
                     for l in stats_lines(&gw) {
@@ -346,8 +388,10 @@ fn tcp_probe_child() {
     let dst: SocketAddr = env("SG_DST").parse().unwrap();
     let count: usize = env("SG_COUNT").parse().unwrap();
     let (mut ok, mut fail) = (0, 0);
+    let tries: u32 = std::env::var("SG_TRIES").map_or(3, |v| v.parse().unwrap());
+    let timeout = Duration::from_millis(std::env::var("SG_TIMEOUT_MS").map_or(2000, |v| v.parse().unwrap()));
     for _ in 0..count {
-        match tcp_name(dst, Duration::from_secs(2), 3) {
+        match tcp_name(dst, timeout, tries) {
             Ok((_, name)) => {
                 ok += 1;
                 say(&format!("GOT {name}"));
@@ -575,6 +619,17 @@ impl GwLab {
         let mut p = self.lab.spawn(&cli, role, &[("SG_DST", dst), ("SG_COUNT", &count.to_string())]);
         p.expect_line("DONE");
         assert!(self.lab.wait(&mut p, Duration::from_secs(30)), "{role} {dst} exited badly");
+        p.lines.clone()
+    }
+
+    /// `n` TCP connections to `dst`, one try of `timeout_ms` each.
+    fn tcp_once(&mut self, dst: &str, n: usize, timeout_ms: u64) -> Vec<String> {
+        let cli = self.cli.clone();
+        let t = timeout_ms.to_string();
+        let env = [("SG_DST", dst), ("SG_COUNT", &n.to_string()), ("SG_TRIES", "1"), ("SG_TIMEOUT_MS", &t)];
+        let mut p = self.lab.spawn(&cli, "e2e-tcp-probe", &env);
+        p.expect_line("DONE");
+        assert!(self.lab.wait(&mut p, Duration::from_secs(30)));
         p.lines.clone()
     }
 
@@ -1058,4 +1113,35 @@ fn gateway_e2e_node_own_connections_to_pods() {
         "the gateway's own TCP connections to a Pod fail while svcgate runs: {:?}",
         p.lines
     );
+}
+
+/// A Service added at run time is served as soon as its table is published
+/// (the steering map follows in `maintain`); removed again, its VIP is no
+/// longer steered and nothing answers (the kernel does not forward).
+#[test]
+fn gateway_e2e_service_added_and_removed() {
+    if !require_root("gateway_e2e_service_added_and_removed") {
+        return;
+    }
+    let tag = "gws1";
+    let mut l = GwLab::new(tag, 1);
+    let dst = format!("{EXTRA_IP}:{TCP_PORT}");
+    let before = l.tcp_once(&dst, 1, 700);
+    assert!(before.iter().any(|s| s == "DONE ok=0 fail=1"), "served before it exists: {before:?}");
+    l.gateway.send("add-extra");
+    l.gateway.expect_line("PUBLISHED");
+    let added = l.tcp_once(&dst, 5, 2000);
+    assert_eq!(added.iter().filter(|s| *s == "GOT backend-3").count(), 5, "new Service not served: {added:?}");
+    l.gateway.send("drop-extra");
+    l.gateway.expect_line("PUBLISHED");
+    let dropped = l.tcp_once(&dst, 1, 700);
+    assert!(dropped.iter().any(|s| s == "DONE ok=0 fail=1"), "served after removal: {dropped:?}");
+    // The other Services were untouched by both swaps.
+    let mut c = BTreeMap::new();
+    assert_eq!(tally("web after", &l.probe("e2e-tcp-probe", &format!("{CLUSTER_IP}:{TCP_PORT}"), 6), &mut c), 6);
+    let stats = l.finish();
+    for s in &stats {
+        eprintln!("[{tag}] {s}");
+    }
+    assert_eq!(sum(&stats, "XSK ", "pass_failed"), 0, "{stats:?}");
 }

@@ -259,15 +259,26 @@ impl Gateway {
             s.set_snat(&cfg.nat.snat_addrs, lo, hi)?;
             steering.push(s);
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let unresolved = Arc::new(ArrayQueue::new(256));
-        let mut workers = Vec::new();
-        let mut stats = Vec::new();
-        let mut nat_stats = Vec::new();
+        // Built before the workers: if one of them fails to start, dropping
+        // `gw` stops and joins those already running (and detaches).
+        let mut gw = Self {
+            cfg,
+            steering,
+            workers: Vec::new(),
+            stats: Vec::new(),
+            nat_stats: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            hops,
+            hops_gen: 1,
+            kernel,
+            unresolved: Arc::new(ArrayQueue::new(256)),
+            steered_gen: None,
+        };
+        let cfg = gw.cfg.clone();
         for q in 0..cfg.queues.max(1) {
             let ports: Vec<PortConfig> = cfg.interfaces.iter().map(|n| PortConfig::new(n.clone(), q)).collect();
             let xp = XskPorts::new(&cfg.xsk, &ports)?;
-            for (i, s) in steering.iter_mut().enumerate() {
+            for (i, s) in gw.steering.iter_mut().enumerate() {
                 let (_, queue, fd) = xp.socket(i);
                 s.register_socket(queue, fd)?;
             }
@@ -275,9 +286,9 @@ impl Gateway {
             let handler = NatHandler {
                 nat: nat::Worker::new(q as u16, Arc::clone(&shared)),
                 tables: tables.reader(),
-                hops: hops.reader(),
+                hops: gw.hops.reader(),
                 clock: Instant::now(),
-                unresolved: Arc::clone(&unresolved),
+                unresolved: Arc::clone(&gw.unresolved),
                 export: Arc::clone(&export),
                 last_export: 0,
             };
@@ -291,24 +302,11 @@ impl Gateway {
                 idle_spins: cfg.idle_spins,
                 idle_sleep: cfg.idle_sleep,
             };
-            let w = xsk::Worker::new(xp, handler, Arc::clone(&stop), exception, wcfg);
-            stats.push(w.stats());
-            nat_stats.push(export);
-            workers.push(w.spawn()?);
+            let w = xsk::Worker::new(xp, handler, Arc::clone(&gw.stop), exception, wcfg);
+            gw.stats.push(w.stats());
+            gw.nat_stats.push(export);
+            gw.workers.push(w.spawn()?);
         }
-        let mut gw = Self {
-            cfg,
-            steering,
-            workers,
-            stats,
-            nat_stats,
-            stop,
-            hops,
-            hops_gen: 1,
-            kernel,
-            unresolved,
-            steered_gen: None,
-        };
         gw.sync_steering(&tables.current())?;
         Ok(gw)
     }
@@ -377,11 +375,24 @@ impl Gateway {
     }
 
     /// Stops the workers, waits for them and detaches the program.
-    pub fn shutdown(self) {
+    pub fn shutdown(mut self) {
+        self.stop_workers();
+        // Dropping `self` detaches the steering programs.
+    }
+
+    fn stop_workers(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        for w in self.workers {
+        for w in self.workers.drain(..) {
             let _ = w.join();
         }
-        drop(self.steering);
+    }
+}
+
+impl Drop for Gateway {
+    /// A Gateway dropped without [`Gateway::shutdown`] (a failed start, a
+    /// panicking caller) stops and joins its workers too; the steering
+    /// programs are detached after them, when the fields drop.
+    fn drop(&mut self) {
+        self.stop_workers();
     }
 }

@@ -35,7 +35,9 @@ in_ns() { local ns=$1; shift; ip netns exec "$P-$ns" "$@"; }
 echo "== 1. lab: client 198.18.1.2 -> gateway (g0 198.18.1.1 | g1 198.18.3.1) -> Pods 198.18.3.10-12"
 scripts/lab.sh up 1
 for i in 1 2 3; do
-    in_ns "b$i" python3 scripts/lab-backend.py "nginx-$((i - 1))" &
+    # Not through in_ns: `$!` must be the process itself (ip netns exec
+    # execs it), not a subshell, so that cleanup can stop it.
+    ip netns exec "$P-b$i" python3 scripts/lab-backend.py "nginx-$((i - 1))" &
     pids+=($!)
 done
 
@@ -43,7 +45,7 @@ echo "== 2. the manifests, as svcgate loads them"
 "$SVCGATE" validate examples/manifests --service-cidr 198.18.128.0/20 --node-ip 198.18.1.1 || true
 
 echo "== 3. svcgate run on the gateway"
-in_ns gw env RUST_LOG=info "$SVCGATE" run --config examples/svcgate.toml >"$LOG/svcgate.log" 2>&1 &
+ip netns exec "$P-gw" env RUST_LOG=info "$SVCGATE" run --config examples/svcgate.toml >"$LOG/svcgate.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
     if in_ns gw curl -sf --max-time 1 http://127.0.0.1:9901/readyz >/dev/null 2>&1; then break; fi
@@ -56,7 +58,7 @@ if ! in_ns gw curl -sf --max-time 1 http://127.0.0.1:9901/readyz >/dev/null; the
 fi
 STATUS=$(in_ns gw "$SVCGATE" status)
 CIP=$(awk '$1 == "nginx" && $2 == "ClusterIP" { print $3 }' <<<"$STATUS")
-ECHO_IP=$(awk '$1 == "udp-echo" { print $3 }' <<<"$STATUS")
+ECHO_IP=$(awk '$1 == "udp-echo" && $2 == "ClusterIP" { print $3 }' <<<"$STATUS")
 
 fail=0
 through() { # label url

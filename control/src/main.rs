@@ -50,8 +50,15 @@ enum Command {
 }
 
 fn init_logs(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // netlink-packet-route warns on every dump about attributes newer
+    // kernels added (IFLA_INET6_CONF sizes); they are harmless and would
+    // flood the log at each next-hop refresh. RUST_LOG can still raise it.
+    let quiet = "netlink_packet_route=error";
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if v.contains("netlink_packet_route") => tracing_subscriber::EnvFilter::new(v),
+        Ok(v) => tracing_subscriber::EnvFilter::new(format!("{v},{quiet}")),
+        Err(_) => tracing_subscriber::EnvFilter::new(format!("{default},{quiet}")),
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -115,6 +115,11 @@ pub fn watch_dir(
     dir: &Path,
     debounce: Duration,
 ) -> Result<WatchHandle, WatchError> {
+    // notify reports absolute paths; load through the same spelling, or a
+    // relative `dir` makes every file count twice (and clash with itself)
+    // at the first change.
+    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let dir = canonical.as_path();
     let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
     let mut watcher = notify::recommended_watcher(move |ev| {
         let _ = tx.send(ev);

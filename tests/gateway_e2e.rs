@@ -846,7 +846,7 @@ fn backend_removed(tag: &str, queues: u32) {
         let k = format!("drop_{}", r.as_str());
         let n = sum(&stats, "NAT ", &k);
         match r {
-            DropReason::BackendGone | DropReason::ReplyNoFlow | DropReason::TcpNoFlow => {
+            DropReason::BackendGone | DropReason::TcpNoFlow => {
                 eprintln!("[{tag}] {k}={n} (expected after the removal)");
                 assert!(n <= 50, "{k}={n}: more than a few stragglers: {stats:?}");
             }
@@ -1078,16 +1078,10 @@ fn gateway_e2e_start_error_and_drop_clean_up() {
 
 /// The gateway's own connections to Pods, from its SNAT address (a node IP
 /// here, as NatConfig's docs allow) with the kernel's ephemeral ports, while
-/// svcgate runs.
-///
-/// Known bug (in dataplane/src/nat/pipeline.rs, `Worker::reply`): frames to
-/// an SNAT address and a port of the SNAT range that match no tracked flow
-/// are dropped (`reply_no_flow`) instead of passed to the kernel. The
-/// default SNAT range 32768-60999 is Linux's default ephemeral range, so
-/// when the SNAT address is a node IP every answer to the node's own
-/// connections from it is dropped: here all SYN-ACKs, the connects time out.
+/// svcgate runs: frames to the SNAT range that match no tracked flow go to
+/// the kernel (`pass_snat_no_flow`), which owns those connections. (They were
+/// once dropped, and every such connect timed out.)
 #[test]
-#[ignore = "known bug: the NAT drops (reply_no_flow) answers to the node's own connections from its SNAT address"]
 fn gateway_e2e_node_own_connections_to_pods() {
     if !require_root("gateway_e2e_node_own_connections_to_pods") {
         return;

@@ -1017,10 +1017,10 @@ impl Worker {
         let rev = &shared.reverse;
         let k = p.key;
         let Some(fl) = rev.read(idx) else {
-            return Verdict::Drop(DropReason::ReplyNoFlow);
+            return Verdict::Pass(PassReason::SnatNoFlow);
         };
         if fl.backend != k.src || fl.backend_port != k.sport || fl.proto != k.proto {
-            return Verdict::Drop(DropReason::ReplyNoFlow);
+            return Verdict::Pass(PassReason::SnatNoFlow);
         }
         if p.ttl <= 1 {
             return self.time_exceeded(hops, f, p);

@@ -55,6 +55,11 @@ reasons! {
         Fragment => "fragment",
         /// Not addressed to a frontend or the SNAT range.
         NotService => "not_service",
+        /// Addressed to the SNAT range but matching no tracked flow (or not
+        /// from the flow's backend). An SNAT address may also be the node's
+        /// own address, whose connections use the same ports, so the kernel
+        /// decides (and answers strangers with a RST, as it would).
+        SnatNoFlow => "snat_no_flow",
         /// The next hop's MAC is not known yet; the kernel resolves it.
         UnknownNextHop => "unknown_next_hop",
     }
@@ -73,8 +78,6 @@ reasons! {
         TcpNoFlow => "tcp_no_flow",
         /// A tracked TCP flow's backend was removed; the client got a RST.
         BackendGone => "backend_gone",
-        /// A packet to the SNAT range that matches no tracked flow.
-        ReplyNoFlow => "reply_no_flow",
         /// No SNAT port is free in this worker's range.
         PortsExhausted => "ports_exhausted",
         /// No route to the backend or client.

@@ -15,4 +15,4 @@ fi
 export CARGO_TERM_COLOR=never
 # Debug builds with optimisation for the tests that push traffic.
 cargo build --workspace --all-targets --locked
-cargo test --workspace --locked -- --test-threads="${SVCGATE_TEST_THREADS:-2}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${SVCGATE_TEST_THREADS:-2}"

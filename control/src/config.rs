@@ -180,7 +180,7 @@ mod tests {
         let c = Config::load(&p).unwrap();
         assert!(matches!(&c.source, SourceConfig::Manifests(d) if d.ends_with("manifests")));
         assert_eq!(c.admin_listen.to_string(), DEFAULT_ADMIN);
-        assert_eq!(c.node_ips, vec![Ipv4Addr::new(198, 18, 0, 2)]);
+        assert_eq!(c.node_ips, vec![Ipv4Addr::new(198, 18, 1, 1)]);
     }
 
     #[test]

@@ -217,3 +217,45 @@ impl StatsSource for GatewayStats {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(s: &str) -> toml::Table {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn empty_table_means_no_dataplane() {
+        assert!(DataplaneConfig::from_table(&toml::Table::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn bundled_example_dataplane_parses_with_defaults() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/svcgate.toml");
+        let t: toml::Table = std::fs::read_to_string(p).unwrap().parse().unwrap();
+        let c = DataplaneConfig::from_table(t["dataplane"].as_table().unwrap()).unwrap().unwrap();
+        assert_eq!(c.interfaces, ["g0", "g1"]);
+        assert_eq!(c.snat_addrs, [Ipv4Addr::new(198, 18, 3, 1)]);
+        assert_eq!(c.snat_ports, [32768, 60999]);
+        let g = c.gateway_config().unwrap();
+        assert_eq!(g.nat.snat_ports, (32768, 60999));
+        assert_eq!(g.queues, 1);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = DataplaneConfig::from_table(&table("interfaces = [\"g0\"]\nsnat_addrs = []")).unwrap_err();
+        assert!(e.to_string().contains("snat_addrs"), "{e}");
+        let e = DataplaneConfig::from_table(&table("interfaces = [\"g0\"]\nsnat_addrs = [\"x\"]")).unwrap_err();
+        assert!(e.to_string().contains("config [dataplane]"), "{e}");
+        let e = DataplaneConfig::from_table(&table("interfaces = [\"g0\"]\nsnat_addrs = [\"198.18.3.1\"]\nqueue = 2"))
+            .unwrap_err();
+        assert!(e.to_string().contains("queue"), "unknown keys are refused: {e}");
+        let c = DataplaneConfig::from_table(&table("interfaces = [\"g0\"]\nsnat_addrs = [\"198.18.3.1\"]\nxdp_mode = \"fast\""))
+            .unwrap()
+            .unwrap();
+        assert!(c.gateway_config().unwrap_err().to_string().contains("xdp_mode"));
+    }
+}

@@ -72,7 +72,7 @@ fn validate_bundled_example_prints_kubectl_tables() {
         "--service-cidr",
         "198.18.128.0/20",
         "--node-ip",
-        "198.18.0.2",
+        "198.18.1.1",
     ]);
     let (so, se) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{se}");

@@ -79,7 +79,7 @@ fn main() {
     };
     let mut w = Worker::new(0, Shared::new(cfg).unwrap());
     let mut bufs: Vec<Vec<u8>> = (0..64).map(|_| vec![0u8; 2048]).collect();
-    let mut run = |w: &mut Worker, bufs: &mut Vec<Vec<u8>>, ids: &[u32], flags: u8| {
+    let run = |w: &mut Worker, bufs: &mut Vec<Vec<u8>>, ids: &[u32], flags: u8| {
         let mut frames: Vec<Frame<'_>> = bufs
             .iter_mut()
             .zip(ids)

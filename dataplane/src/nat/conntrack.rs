@@ -148,14 +148,14 @@ impl Inserted {
 /// The candidate buckets and signature of a hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
-    b1: usize,
-    b2: usize,
+    b1: u32,
+    b2: u32,
     sig: u16,
 }
 
 /// A fixed-capacity flow table.
 pub struct FlowTable {
-    sigs: Box<[[u16; BUCKET_SLOTS]]>,
+    sigs: Box<[SigBucket]>,
     entries: Box<[FlowEntry]>,
     buckets: u32,
     len: usize,
@@ -170,20 +170,35 @@ impl std::fmt::Debug for FlowTable {
     }
 }
 
-/// The lanes of a bucket equal to `sig`, as one bit per 16-bit lane (the
-/// lane's top bit) of a 128-bit word: eight compares without branches (SWAR).
+/// Eight 16-bit signatures of one bucket, four to a word, so that a bucket
+/// is matched with two word-wide compares (SWAR) and no branch per slot.
+type SigBucket = [u64; 2];
+
+const LANES: usize = 4;
+const LO: u64 = 0x0001_0001_0001_0001;
+const HI: u64 = LO << 15;
+
+/// One bit (the lane's top bit) for each 16-bit lane of `w` equal to `sig`.
+/// Exact: `(x | HI) - LO` never borrows across lanes, and a lane survives
+/// only if both its low 15 bits and its top bit are zero.
 #[inline(always)]
-fn match_sigs(sigs: &[u16; BUCKET_SLOTS], sig: u16) -> u128 {
-    const LO: u128 = 0x0001_0001_0001_0001_0001_0001_0001_0001;
-    const HI: u128 = LO << 15;
-    let mut word = 0u128;
-    for (i, &x) in sigs.iter().enumerate() {
-        word |= u128::from(x) << (16 * i);
-    }
-    let x = word ^ (LO * u128::from(sig));
-    // A lane is zero iff its bit survives: exact, because (x | HI) - LO
-    // never borrows across lanes and the top bit of each lane is masked out.
+fn lanes_equal(w: u64, sig: u16) -> u64 {
+    let x = w ^ (LO * u64::from(sig));
     !(((x | HI) - LO) | x) & HI
+}
+
+/// The slots of a bucket whose signature is `sig`, as a bit set (bit `s`).
+#[inline(always)]
+fn match_sigs(b: &SigBucket, sig: u16) -> u32 {
+    let gather = |m: u64| -> u32 { ((m >> 15) & 1 | (m >> 30) & 2 | (m >> 45) & 4 | (m >> 60) & 8) as u32 };
+    gather(lanes_equal(b[0], sig)) | gather(lanes_equal(b[1], sig)) << LANES
+}
+
+#[inline(always)]
+fn sig_set(b: &mut SigBucket, slot: usize, sig: u16) {
+    let shift = 16 * (slot % LANES);
+    let w = &mut b[slot / LANES];
+    *w = (*w & !(0xffff << shift)) | (u64::from(sig) << shift);
 }
 
 #[inline(always)]
@@ -198,7 +213,7 @@ impl FlowTable {
         let slots = capacity.max(BUCKET_SLOTS) + capacity / 8;
         let buckets = slots.div_ceil(BUCKET_SLOTS).min(u32::MAX as usize / 2) as u32;
         Self {
-            sigs: vec![[EMPTY_SIG; BUCKET_SLOTS]; buckets as usize].into_boxed_slice(),
+            sigs: vec![[0u64; 2]; buckets as usize].into_boxed_slice(),
             entries: vec![FlowEntry::default(); buckets as usize * BUCKET_SLOTS].into_boxed_slice(),
             buckets,
             len: 0,
@@ -228,15 +243,19 @@ impl FlowTable {
         let lo = h as u32;
         let hi = (h >> 32) as u32;
         let sig = (lo as u16) ^ (hi as u16);
-        Probe { b1: range(lo, self.buckets), b2: range(hi, self.buckets), sig: if sig == EMPTY_SIG { 1 } else { sig } }
+        Probe {
+            b1: range(lo, self.buckets) as u32,
+            b2: range(hi, self.buckets) as u32,
+            sig: if sig == EMPTY_SIG { 1 } else { sig },
+        }
     }
 
     /// Reads the signature buckets of a probe: an independent load the batch
     /// path issues for every frame before using any, so that the cache misses
     /// overlap. Returns a value to keep the load from being optimised out.
     #[inline(always)]
-    pub fn touch_buckets(&self, p: &Probe) -> u16 {
-        self.sigs[p.b1][0] ^ self.sigs[p.b2][0]
+    pub fn touch_buckets(&self, p: &Probe) -> u64 {
+        self.sigs[p.b1 as usize][0] ^ self.sigs[p.b2 as usize][0]
     }
 
     /// Reads an entry's first word, for the same reason as `touch_buckets`.
@@ -249,15 +268,17 @@ impl FlowTable {
     #[inline(always)]
     pub fn find(&self, key: &FlowKey, p: &Probe) -> Option<usize> {
         let (k0, k1) = key.words();
-        for b in [p.b1, p.b2] {
-            let mut m = match_sigs(&self.sigs[b], p.sig);
-            while m != 0 {
-                let s = (m.trailing_zeros() / 16) as usize;
-                m &= m - 1;
-                let slot = b * BUCKET_SLOTS + s;
-                if let Some(e) = self.entries.get(slot) {
-                    if e.k0 == k0 && e.k1 == k1 {
-                        return Some(slot);
+        for b in [p.b1 as usize, p.b2 as usize] {
+            let Some(bucket) = self.sigs.get(b) else { break };
+            for (w, &word) in bucket.iter().enumerate() {
+                let mut m = lanes_equal(word, p.sig);
+                while m != 0 {
+                    let slot = b * BUCKET_SLOTS + w * LANES + (m.trailing_zeros() / 16) as usize;
+                    m &= m - 1;
+                    if let Some(e) = self.entries.get(slot) {
+                        if e.k0 == k0 && e.k1 == k1 {
+                            return Some(slot);
+                        }
                     }
                 }
             }
@@ -269,10 +290,13 @@ impl FlowTable {
     /// less loaded bucket, then an entry for which `expired` is true, then the
     /// least recently seen entry (`last_seen` relative to `now`).
     pub fn insert(&mut self, key: &FlowKey, p: &Probe, now: u32, expired: impl Fn(&FlowEntry) -> bool) -> Inserted {
-        let free_in = |sigs: &[u16; BUCKET_SLOTS]| sigs.iter().position(|&s| s == EMPTY_SIG);
-        let load = |sigs: &[u16; BUCKET_SLOTS]| sigs.iter().filter(|&&s| s != EMPTY_SIG).count();
-        let (first, second) =
-            if load(&self.sigs[p.b2]) < load(&self.sigs[p.b1]) { (p.b2, p.b1) } else { (p.b1, p.b2) };
+        let free_in = |sigs: &SigBucket| {
+            let m = match_sigs(sigs, EMPTY_SIG);
+            (m != 0).then(|| m.trailing_zeros() as usize)
+        };
+        let load = |sigs: &SigBucket| BUCKET_SLOTS - match_sigs(sigs, EMPTY_SIG).count_ones() as usize;
+        let (b1, b2) = (p.b1 as usize, p.b2 as usize);
+        let (first, second) = if load(&self.sigs[b2]) < load(&self.sigs[b1]) { (b2, b1) } else { (b1, b2) };
         let mut chosen = None;
         for b in [first, second] {
             if let Some(s) = free_in(&self.sigs[b]) {
@@ -306,11 +330,11 @@ impl FlowTable {
             }
         }
         // Both buckets hold BUCKET_SLOTS entries, so a slot was always found.
-        let (slot, replaced) = chosen.unwrap_or((p.b1 * BUCKET_SLOTS, Some(false)));
+        let (slot, replaced) = chosen.unwrap_or((b1 * BUCKET_SLOTS, Some(false)));
         let old = self.entries[slot];
         let (k0, k1) = key.words();
         self.entries[slot] = FlowEntry { k0, k1, last_seen: now, ..FlowEntry::default() };
-        self.sigs[slot / BUCKET_SLOTS][slot % BUCKET_SLOTS] = p.sig;
+        sig_set(&mut self.sigs[slot / BUCKET_SLOTS], slot % BUCKET_SLOTS, p.sig);
         match replaced {
             None => {
                 self.len += 1;
@@ -327,14 +351,16 @@ impl FlowTable {
             let slot = b * BUCKET_SLOTS + s;
             let e = self.entries[slot];
             let p = self.probe(e.key().hash());
-            let alt = if p.b1 == b { p.b2 } else { p.b1 };
+            let alt = if p.b1 as usize == b { p.b2 as usize } else { p.b1 as usize };
             if alt == b {
                 continue;
             }
-            if let Some(free) = self.sigs[alt].iter().position(|&x| x == EMPTY_SIG) {
+            let free = match_sigs(&self.sigs[alt], EMPTY_SIG);
+            if free != 0 {
+                let free = free.trailing_zeros() as usize;
                 let to = alt * BUCKET_SLOTS + free;
                 self.entries[to] = e;
-                self.sigs[alt][free] = p.sig;
+                sig_set(&mut self.sigs[alt], free, p.sig);
                 self.moved.push((slot, to));
                 return Some(slot);
             }
@@ -368,7 +394,7 @@ impl FlowTable {
             return None;
         }
         let old = std::mem::take(e);
-        self.sigs[slot / BUCKET_SLOTS][slot % BUCKET_SLOTS] = EMPTY_SIG;
+        sig_set(&mut self.sigs[slot / BUCKET_SLOTS], slot % BUCKET_SLOTS, EMPTY_SIG);
         self.len -= 1;
         Some(old)
     }
@@ -419,11 +445,17 @@ mod tests {
             rng
         };
         for _ in 0..20_000 {
-            let sig = (next() % 5) as u16 * 0x7fff; // few values, so lanes collide often
-            let sigs: [u16; BUCKET_SLOTS] = std::array::from_fn(|_| (next() % 5) as u16 * 0x7fff);
-            let m = match_sigs(&sigs, sig);
+            // Few values, edge cases among them, so lanes collide often.
+            const VALUES: [u16; 5] = [0, 1, 0x7fff, 0x8000, 0xffff];
+            let sig = VALUES[(next() % 5) as usize];
+            let sigs: [u16; BUCKET_SLOTS] = std::array::from_fn(|_| VALUES[(next() % 5) as usize]);
+            let mut bucket: SigBucket = [0; 2];
             for (i, &x) in sigs.iter().enumerate() {
-                assert_eq!(m >> (16 * i + 15) & 1 == 1, x == sig, "{sigs:x?} {sig:x}");
+                sig_set(&mut bucket, i, x);
+            }
+            let m = match_sigs(&bucket, sig);
+            for (i, &x) in sigs.iter().enumerate() {
+                assert_eq!(m >> i & 1 == 1, x == sig, "{sigs:x?} {sig:x}");
             }
             assert_eq!(m.count_ones() as usize, sigs.iter().filter(|&&x| x == sig).count());
         }

@@ -34,6 +34,8 @@ fn main() {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<u32>().expect("a number"));
     let flows = args.next().unwrap_or(1000);
     let batches = args.next().unwrap_or(2000);
+    // A third argument 1 runs the baseline (parse + MAC swap) instead.
+    let baseline = args.next() == Some(1);
     let services = (0..SERVICES)
         .map(|s| ServiceSpec {
             namespace: "p".into(),
@@ -110,10 +112,34 @@ fn main() {
                 Frame::new(b.as_mut_slice(), t.len(), 0)
             })
             .collect();
-        process(&mut w, &table, &hops, &mut frames);
+        if baseline {
+            parse_and_swap(&mut frames);
+        } else {
+            process(&mut w, &table, &hops, &mut frames);
+        }
     }
     let c = w.counters();
     println!("setup forwarded {setup}, measured forwarded {}, drops {:?}", c.forwarded - setup, c.drop);
+}
+
+/// The baseline of benches/nat.rs: parse with the wire wrappers, swap MACs.
+#[inline(never)]
+fn parse_and_swap(frames: &mut [Frame<'_>]) {
+    use svcgate_dataplane::wire::{ethernet::EthernetFrame, ipv4::Ipv4Packet, tcp::TcpPacket};
+    for f in frames.iter_mut() {
+        let len = f.len;
+        let Ok(eth) = EthernetFrame::new_checked(&f.buf[..len]) else { continue };
+        let l3 = eth.header_len();
+        let Ok(ip) = Ipv4Packet::new_checked(&f.buf[l3..len]) else { continue };
+        let l4 = l3 + ip.header_len();
+        let end = l3 + usize::from(ip.total_len());
+        let Ok(t) = TcpPacket::new_checked(&f.buf[l4..end]) else { continue };
+        std::hint::black_box((ip.src_u32(), ip.dst_u32(), t.src_port(), t.dst_port()));
+        let mut eth = EthernetFrame::new_unchecked(&mut f.buf[..l3]);
+        let (s, d) = (eth.src_addr(), eth.dst_addr());
+        eth.set_src_addr(d);
+        eth.set_dst_addr(s);
+    }
 }
 
 /// The measured call, in its own function so callgrind reports it apart.

@@ -82,7 +82,8 @@ pub struct FlowEntry {
     pub hop: u16,
     /// Backend index in the service entry of generation `table_gen`.
     pub backend: u16,
-    /// IPv4 header checksum adjustment for the address rewrite.
+    /// IPv4 header checksum adjustment for the address rewrite and the TTL
+    /// decrement.
     pub ip_delta: Delta,
     /// L4 checksum adjustment (pseudo-header addresses and ports).
     pub l4_delta: Delta,
@@ -287,16 +288,19 @@ impl FlowTable {
     }
 
     /// Inserts `key` (which must not be present). Prefers a free slot in the
-    /// less loaded bucket, then an entry for which `expired` is true, then the
-    /// least recently seen entry (`last_seen` relative to `now`).
+    /// primary bucket, then in the secondary, then one made by moving a
+    /// resident to its other bucket, then an entry for which `expired` is
+    /// true, then the least recently seen entry (`last_seen` relative to `now`).
     pub fn insert(&mut self, key: &FlowKey, p: &Probe, now: u32, expired: impl Fn(&FlowEntry) -> bool) -> Inserted {
         let free_in = |sigs: &SigBucket| {
             let m = match_sigs(sigs, EMPTY_SIG);
             (m != 0).then(|| m.trailing_zeros() as usize)
         };
-        let load = |sigs: &SigBucket| BUCKET_SLOTS - match_sigs(sigs, EMPTY_SIG).count_ones() as usize;
-        let (b1, b2) = (p.b1 as usize, p.b2 as usize);
-        let (first, second) = if load(&self.sigs[b2]) < load(&self.sigs[b1]) { (b2, b1) } else { (b1, b2) };
+        // Primary bucket first while it has room (as DPDK's rte_hash does):
+        // most lookups then end in the first bucket they read; displacement
+        // below keeps the fill high when primaries run full.
+        let (first, second) = (p.b1 as usize, p.b2 as usize);
+        let b1 = first;
         let mut chosen = None;
         for b in [first, second] {
             if let Some(s) = free_in(&self.sigs[b]) {

@@ -316,9 +316,8 @@ fn rewrite(
     }
     {
         let mut ip = Ipv4Packet::new_unchecked(&mut buf[p.l3()..p.l4()]);
-        let old_ttl_word = u16::from_be_bytes([p.ttl, p.key.proto]);
-        let new_ttl_word = u16::from_be_bytes([p.ttl - 1, p.key.proto]);
-        let c = ip_delta.add16(old_ttl_word, new_ttl_word).apply(ip.checksum());
+        // `ip_delta` already holds the TTL decrement (see `deltas`).
+        let c = ip_delta.apply(ip.checksum());
         ip.set_ttl(p.ttl - 1);
         ip.set_src_u32(src);
         ip.set_dst_u32(dst);
@@ -340,12 +339,20 @@ fn rewrite(
     }
 }
 
-/// The checksum deltas of rewriting (src, dst, sport, dport) from `p`'s tuple.
+/// Decrementing the TTL lowers the IPv4 header word (TTL, protocol) by
+/// 0x0100 whatever its value (TTL >= 1, so no borrow), so its checksum
+/// adjustment is a constant (RFC 1141) that can be folded into each flow's
+/// precomputed delta.
+const TTL_DECREMENT: Delta = Delta::new().add16(0x0100, 0x0000);
+
+/// The checksum deltas of rewriting (src, dst, sport, dport) from `k`'s
+/// tuple: the IPv4 header's (TTL decrement included) and the L4 checksum's
+/// (pseudo-header addresses and ports).
 #[inline(always)]
 fn deltas(k: &FlowKey, src: u32, dst: u32, sport: u16, dport: u16) -> (Delta, Delta) {
-    let ip = Delta::new().add32(k.src, src).add32(k.dst, dst);
-    let l4 = ip.add16(k.sport, sport).add16(k.dport, dport);
-    (ip, l4)
+    let addrs = Delta::new().add32(k.src, src).add32(k.dst, dst);
+    let l4 = addrs.add16(k.sport, sport).add16(k.dport, dport);
+    (addrs.combine(TTL_DECREMENT), l4)
 }
 
 /// Turns a TCP segment into a RST answering it (RFC 9293 3.10.7.1), sent
@@ -1114,5 +1121,37 @@ impl Worker {
         );
         self.counters.reverse_translated += 1;
         Verdict::Forward { port: hop.port }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The per-flow IPv4 delta (addresses and the constant TTL
+        /// decrement) gives exactly the checksum a full recompute gives.
+        #[test]
+        fn ip_delta_with_ttl_equals_full_recompute(
+            hdr in proptest::collection::vec(any::<u8>(), 20),
+            ttl in 2u8..=255,
+            src in any::<u32>(),
+            dst in any::<u32>(),
+        ) {
+            let mut h = hdr.clone();
+            h[0] = 0x45;
+            h[8] = ttl;
+            let mut ip = Ipv4Packet::new_unchecked(&mut h[..]);
+            ip.fill_checksum();
+            let key = FlowKey { src: ip.src_u32(), dst: ip.dst_u32(), sport: 1, dport: 2, proto: ip.protocol() };
+            let (ip_delta, _) = deltas(&key, src, dst, 1, 2);
+            let incremental = ip_delta.apply(ip.checksum());
+            ip.set_src_u32(src);
+            ip.set_dst_u32(dst);
+            ip.set_ttl(ttl - 1);
+            ip.fill_checksum();
+            prop_assert_eq!(incremental, ip.checksum());
+        }
     }
 }

@@ -275,8 +275,9 @@ fn new_flow(c: &mut Criterion) {
         })
     });
     g.finish();
+    // Criterion runs this set-up even when a filter skips the bench.
     let c = w.counters();
-    assert!(c.new_flows > 0);
+    assert!(c.rx == 0 || c.new_flows > 0, "no new flow was created");
     eprintln!("new_flow: {} new flows, {} expired, {} evicted, drops {:?}", c.new_flows, c.expired, c.evicted, c.drop);
 }
 

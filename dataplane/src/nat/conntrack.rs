@@ -296,11 +296,17 @@ impl FlowTable {
             let m = match_sigs(sigs, EMPTY_SIG);
             (m != 0).then(|| m.trailing_zeros() as usize)
         };
-        // Primary bucket first while it has room (as DPDK's rte_hash does):
-        // most lookups then end in the first bucket they read; displacement
-        // below keeps the fill high when primaries run full.
-        let (first, second) = (p.b1 as usize, p.b2 as usize);
-        let b1 = first;
+        // Primary bucket first while it has room for more (as DPDK's
+        // rte_hash does), so most lookups end in the first bucket they read;
+        // once it is nearly full, the less loaded of the two, which keeps
+        // the table fillable to its capacity.
+        let (b1, b2) = (p.b1 as usize, p.b2 as usize);
+        let load = |sigs: &SigBucket| BUCKET_SLOTS - match_sigs(sigs, EMPTY_SIG).count_ones() as usize;
+        let (first, second) = if load(&self.sigs[b1]) < BUCKET_SLOTS - 2 || load(&self.sigs[b1]) <= load(&self.sigs[b2]) {
+            (b1, b2)
+        } else {
+            (b2, b1)
+        };
         let mut chosen = None;
         for b in [first, second] {
             if let Some(s) = free_in(&self.sigs[b]) {

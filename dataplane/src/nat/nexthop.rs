@@ -32,6 +32,19 @@ pub struct NextHop {
     pub src_mac: [u8; 6],
     /// Destination MAC (the neighbour's).
     pub dst_mac: [u8; 6],
+    /// Destination then source MAC, as the Ethernet header starts: written
+    /// with one copy on the fast path.
+    pub macs: [u8; 12],
+}
+
+impl NextHop {
+    /// A hop out of `port` from `src_mac` to `dst_mac`.
+    pub fn new(port: u16, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Self {
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&dst_mac);
+        macs[6..].copy_from_slice(&src_mac);
+        Self { port, src_mac, dst_mac, macs }
+    }
 }
 
 /// The outcome of resolving a destination.
@@ -84,7 +97,7 @@ impl NextHops {
     /// Adds (or replaces) the neighbour `ip` on `port` with its MAC.
     pub fn add_neighbour(&mut self, port: u16, ip: Ipv4Addr, mac: [u8; 6]) -> &mut Self {
         let src_mac = self.ports.get(usize::from(port)).map_or([0; 6], |p| p.mac);
-        let hop = NextHop { port, src_mac, dst_mac: mac };
+        let hop = NextHop::new(port, src_mac, mac);
         match self.neighbours.get(&(port, ip)) {
             Some(&i) => self.hops[usize::from(i)] = hop,
             None => {
@@ -172,7 +185,8 @@ mod tests {
     fn connected_neighbour_resolves_with_port_mac() {
         let t = table();
         let Resolution::Hop(i) = t.resolve("198.18.2.10".parse().unwrap()) else { panic!() };
-        assert_eq!(t.hop(i), Some(&NextHop { port: 1, src_mac: [2, 0, 0, 0, 0, 2], dst_mac: [2, 0, 0, 0, 2, 10] }));
+        assert_eq!(t.hop(i), Some(&NextHop::new(1, [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 2, 10])));
+        assert_eq!(t.hop(i).unwrap().macs, [2, 0, 0, 0, 2, 10, 2, 0, 0, 0, 0, 2]);
     }
 
     #[test]

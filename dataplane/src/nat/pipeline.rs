@@ -35,7 +35,7 @@ use svcgate_common::model::Protocol;
 use svcgate_common::table::{ActiveSet, FrontendKind, ServiceEntry, ServicePortId, ServiceTable};
 
 use super::conntrack::{FlowEntry, FlowKey, FlowTable, Inserted, Probe};
-use super::nexthop::{NextHops, Resolution};
+use super::nexthop::{NextHop, NextHops, Resolution};
 use super::reverse::{flags as rflags, RevFlow, ReverseError, ReverseTable};
 use super::verdict::{DropReason, Frame, PassReason, Verdict};
 use crate::wire::checksum::Delta;
@@ -294,7 +294,9 @@ fn parse(buf: &[u8], len: usize) -> Result<Parsed, Verdict> {
     })
 }
 
-/// Rewrites addresses, ports, TTL and MACs of a parsed frame in place.
+/// Rewrites addresses, ports, TTL and MACs of a parsed frame in place:
+/// three block writes (MAC pair, address pair, port pair), the TTL, and two
+/// checksum updates with precomputed deltas.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn rewrite(
@@ -306,35 +308,27 @@ fn rewrite(
     dport: u16,
     ip_delta: Delta,
     l4_delta: Delta,
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
+    hop: &NextHop,
 ) {
-    {
-        let mut eth = EthernetFrame::new_unchecked(&mut buf[..p.l3()]);
-        eth.set_dst_addr(dst_mac);
-        eth.set_src_addr(src_mac);
-    }
+    EthernetFrame::new_unchecked(&mut buf[..p.l3()]).set_addrs(&hop.macs);
     {
         let mut ip = Ipv4Packet::new_unchecked(&mut buf[p.l3()..p.l4()]);
         // `ip_delta` already holds the TTL decrement (see `deltas`).
         let c = ip_delta.apply(ip.checksum());
         ip.set_ttl(p.ttl - 1);
-        ip.set_src_u32(src);
-        ip.set_dst_u32(dst);
+        ip.set_addrs_u32(src, dst);
         ip.set_checksum(c);
     }
     let seg = &mut buf[p.l4()..p.end()];
     if p.key.proto == IPPROTO_TCP {
         let mut t = TcpPacket::new_unchecked(seg);
         let c = l4_delta.apply(t.checksum());
-        t.set_src_port(sport);
-        t.set_dst_port(dport);
+        t.set_ports(sport, dport);
         t.set_checksum(c);
     } else {
         let mut u = UdpPacket::new_unchecked(seg);
         let c = l4_delta.apply_udp(u.checksum());
-        u.set_src_port(sport);
-        u.set_dst_port(dport);
+        u.set_ports(sport, dport);
         u.set_checksum(c);
     }
 }
@@ -789,8 +783,7 @@ impl Worker {
             e.backend_port,
             e.ip_delta,
             e.l4_delta,
-            hop.src_mac,
-            hop.dst_mac,
+            hop,
         );
         let port = hop.port;
         if let Some(c) = self.svc.get_mut(e.entry as usize) {
@@ -1062,7 +1055,7 @@ impl Worker {
             now,
         );
         self.counters.new_flows += 1;
-        rewrite(f.buf, p, snat_addr, baddr, snat_port, backend.port, ip_delta, l4_delta, hop.src_mac, hop.dst_mac);
+        rewrite(f.buf, p, snat_addr, baddr, snat_port, backend.port, ip_delta, l4_delta, &hop);
         if let Some(c) = self.svc.get_mut(fe.entry as usize) {
             c.packets += 1;
             c.bytes += f.len as u64;
@@ -1116,8 +1109,7 @@ impl Worker {
             fl.client_port,
             ip_delta,
             l4_delta,
-            hop.src_mac,
-            hop.dst_mac,
+            &hop,
         );
         self.counters.reverse_translated += 1;
         Verdict::Forward { port: hop.port }

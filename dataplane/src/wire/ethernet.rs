@@ -158,6 +158,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
         self.buffer.as_mut()[field::SOURCE].copy_from_slice(&addr);
     }
 
+    /// Set destination and source MACs together from one 12-byte block
+    /// (destination first, as on the wire).
+    #[inline]
+    pub fn set_addrs(&mut self, dst_then_src: &[u8; 12]) {
+        self.buffer.as_mut()[field::DESTINATION.start..field::SOURCE.end].copy_from_slice(dst_then_src);
+    }
+
     /// Set the inner ethertype: after the tag if the frame is tagged.
     #[inline]
     pub fn set_ethertype(&mut self, ethertype: u16) {

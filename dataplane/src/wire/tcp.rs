@@ -185,6 +185,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         write_u16(self.buffer.as_mut(), field::SRC_PORT, value);
     }
 
+    /// Set source and destination ports together (adjacent on the wire:
+    /// one 4-byte store on the NAT fast path).
+    #[inline]
+    pub fn set_ports(&mut self, src: u16, dst: u16) {
+        let both = (u32::from(src) << 16) | u32::from(dst);
+        self.buffer.as_mut()[field::SRC_PORT.start..field::DST_PORT.end].copy_from_slice(&both.to_be_bytes());
+    }
+
     /// Set the destination port.
     #[inline]
     pub fn set_dst_port(&mut self, value: u16) {

@@ -63,7 +63,7 @@ impl FlowKey {
 
 /// One tracked flow: the forward key, the translation and its precomputed
 /// checksum adjustments, cached next hop and bookkeeping. Exactly one cache line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C, align(64))]
 pub struct FlowEntry {
     /// Key word 0 (src << 32 | dst); see [`FlowKey::words`].
@@ -99,6 +99,9 @@ pub struct FlowEntry {
     pub rev_slot: u32,
     /// TCP flags seen from the client (see `pipeline::tcp_state`).
     pub state: u8,
+    /// Explicit padding to 64 bytes (no hidden padding, so the table can be
+    /// viewed as plain bytes: see `Entries`).
+    pub pad: [u8; 3],
 }
 
 impl FlowEntry {
@@ -154,10 +157,51 @@ pub struct Probe {
     sig: u16,
 }
 
+/// The entry array: an anonymous mapping advised for transparent huge pages
+/// (at 1M flows the 64 MiB of entries would otherwise cost a TLB miss on
+/// nearly every lookup), viewed as `[FlowEntry]` through `bytemuck` (no
+/// `unsafe`: `FlowEntry` is plain data and the mapping is page-aligned and
+/// zeroed, which is every entry's free state). On the heap when mapping fails.
+enum Entries {
+    Mapped(memmap2::MmapMut),
+    Heap(Box<[FlowEntry]>),
+}
+
+impl Entries {
+    fn zeroed(n: usize) -> Self {
+        let bytes = n * std::mem::size_of::<FlowEntry>();
+        match memmap2::MmapOptions::new().len(bytes.max(1)).map_anon() {
+            Ok(m) if bytes > 0 => {
+                // Only a hint: without transparent huge pages it fails or does nothing.
+                #[cfg(target_os = "linux")]
+                let _ = m.advise(memmap2::Advice::HugePage);
+                Self::Mapped(m)
+            }
+            _ => Self::Heap(vec![FlowEntry::default(); n].into_boxed_slice()),
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self) -> &[FlowEntry] {
+        match self {
+            Self::Mapped(m) => bytemuck::cast_slice(&m[..]),
+            Self::Heap(b) => b,
+        }
+    }
+
+    #[inline(always)]
+    fn get_mut(&mut self) -> &mut [FlowEntry] {
+        match self {
+            Self::Mapped(m) => bytemuck::cast_slice_mut(&mut m[..]),
+            Self::Heap(b) => b,
+        }
+    }
+}
+
 /// A fixed-capacity flow table.
 pub struct FlowTable {
     sigs: Box<[SigBucket]>,
-    entries: Box<[FlowEntry]>,
+    entries: Entries,
     buckets: u32,
     len: usize,
     cursor: usize,
@@ -167,7 +211,7 @@ pub struct FlowTable {
 
 impl std::fmt::Debug for FlowTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlowTable").field("len", &self.len).field("slots", &self.entries.len()).finish()
+        f.debug_struct("FlowTable").field("len", &self.len).field("slots", &self.entries.get().len()).finish()
     }
 }
 
@@ -215,7 +259,7 @@ impl FlowTable {
         let buckets = slots.div_ceil(BUCKET_SLOTS).min(u32::MAX as usize / 2) as u32;
         Self {
             sigs: vec![[0u64; 2]; buckets as usize].into_boxed_slice(),
-            entries: vec![FlowEntry::default(); buckets as usize * BUCKET_SLOTS].into_boxed_slice(),
+            entries: Entries::zeroed(buckets as usize * BUCKET_SLOTS),
             buckets,
             len: 0,
             cursor: 0,
@@ -235,7 +279,7 @@ impl FlowTable {
 
     /// Number of slots.
     pub fn slots(&self) -> usize {
-        self.entries.len()
+        self.entries.get().len()
     }
 
     /// Candidate buckets and signature for a key hash.
@@ -262,7 +306,7 @@ impl FlowTable {
     /// Reads an entry's first word, for the same reason as `touch_buckets`.
     #[inline(always)]
     pub fn touch_entry(&self, slot: usize) -> u64 {
-        self.entries.get(slot).map_or(0, |e| e.k0)
+        self.entries.get().get(slot).map_or(0, |e| e.k0)
     }
 
     /// The slot holding `key`, if any.
@@ -276,7 +320,7 @@ impl FlowTable {
                 while m != 0 {
                     let slot = b * BUCKET_SLOTS + w * LANES + (m.trailing_zeros() / 16) as usize;
                     m &= m - 1;
-                    if let Some(e) = self.entries.get(slot) {
+                    if let Some(e) = self.entries.get().get(slot) {
                         if e.k0 == k0 && e.k1 == k1 {
                             return Some(slot);
                         }
@@ -324,7 +368,7 @@ impl FlowTable {
             'scan: for b in [first, second] {
                 for s in 0..BUCKET_SLOTS {
                     let slot = b * BUCKET_SLOTS + s;
-                    let e = &self.entries[slot];
+                    let e = &self.entries.get()[slot];
                     if expired(e) {
                         chosen = Some((slot, Some(true)));
                         break 'scan;
@@ -341,9 +385,9 @@ impl FlowTable {
         }
         // Both buckets hold BUCKET_SLOTS entries, so a slot was always found.
         let (slot, replaced) = chosen.unwrap_or((b1 * BUCKET_SLOTS, Some(false)));
-        let old = self.entries[slot];
+        let old = self.entries.get()[slot];
         let (k0, k1) = key.words();
-        self.entries[slot] = FlowEntry { k0, k1, last_seen: now, ..FlowEntry::default() };
+        self.entries.get_mut()[slot] = FlowEntry { k0, k1, last_seen: now, ..FlowEntry::default() };
         sig_set(&mut self.sigs[slot / BUCKET_SLOTS], slot % BUCKET_SLOTS, p.sig);
         match replaced {
             None => {
@@ -359,7 +403,7 @@ impl FlowTable {
     fn displace(&mut self, b: usize) -> Option<usize> {
         for s in 0..BUCKET_SLOTS {
             let slot = b * BUCKET_SLOTS + s;
-            let e = self.entries[slot];
+            let e = self.entries.get()[slot];
             let p = self.probe(e.key().hash());
             let alt = if p.b1 as usize == b { p.b2 as usize } else { p.b1 as usize };
             if alt == b {
@@ -369,7 +413,7 @@ impl FlowTable {
             if free != 0 {
                 let free = free.trailing_zeros() as usize;
                 let to = alt * BUCKET_SLOTS + free;
-                self.entries[to] = e;
+                self.entries.get_mut()[to] = e;
                 sig_set(&mut self.sigs[alt], free, p.sig);
                 self.moved.push((slot, to));
                 return Some(slot);
@@ -388,18 +432,18 @@ impl FlowTable {
     /// The entry in `slot`.
     #[inline(always)]
     pub fn entry(&self, slot: usize) -> Option<&FlowEntry> {
-        self.entries.get(slot)
+        self.entries.get().get(slot)
     }
 
     /// The entry in `slot`, mutably.
     #[inline(always)]
     pub fn entry_mut(&mut self, slot: usize) -> Option<&mut FlowEntry> {
-        self.entries.get_mut(slot)
+        self.entries.get_mut().get_mut(slot)
     }
 
     /// Frees `slot`, returning what it held.
     pub fn remove(&mut self, slot: usize) -> Option<FlowEntry> {
-        let e = self.entries.get_mut(slot)?;
+        let e = self.entries.get_mut().get_mut(slot)?;
         if !e.is_used() {
             return None;
         }
@@ -425,7 +469,7 @@ impl FlowTable {
             self.cursor = (self.cursor + 1) % self.buckets as usize;
             for s in 0..BUCKET_SLOTS {
                 let slot = b * BUCKET_SLOTS + s;
-                if self.entries[slot].is_used() && expired(&self.entries[slot]) {
+                if self.entries.get()[slot].is_used() && expired(&self.entries.get()[slot]) {
                     if let Some(old) = self.remove(slot) {
                         removed(slot, &old);
                         n += 1;

@@ -630,7 +630,7 @@ impl Worker {
         let rev = &shared.reverse;
         if let Some(ai) = rev.addr_index(p.key.dst) {
             if rev.owner_of(p.key.dport).is_some() {
-                return self.reply(hops, f, p, ReverseTable::index(ai, p.key.proto, p.key.dport), now);
+                return self.reply(hops, f, p, rev.index(ai, p.key.proto, p.key.dport), now);
             }
         }
         self.new_flow(t, hops, f, p, probe, now)
@@ -937,7 +937,7 @@ impl Worker {
             self.port_cursor = self.port_cursor.wrapping_add(1);
             let ai = (c % naddr) as usize;
             let port = *ports.start() + ((c / naddr) % span) as u16;
-            let idx = ReverseTable::index(ai, proto, port);
+            let idx = rev.index(ai, proto, port);
             if rev.in_use(idx) {
                 let Some(f) = rev.read(idx) else { continue };
                 let slot = f.owner_slot as usize;

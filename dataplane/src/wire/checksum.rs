@@ -96,7 +96,8 @@ pub fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u16) -
 ///
 /// The inner value is kept folded to 16 bits. It is `0` only for an empty
 /// delta; any added word pair makes it non-zero.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(transparent)]
 pub struct Delta(u32);
 
 impl Delta {

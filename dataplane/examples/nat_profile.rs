@@ -34,8 +34,11 @@ fn main() {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<u32>().expect("a number"));
     let flows = args.next().unwrap_or(1000);
     let batches = args.next().unwrap_or(2000);
-    // A third argument 1 runs the baseline (parse + MAC swap) instead.
-    let baseline = args.next() == Some(1);
+    // A third argument 1 runs the baseline (parse + MAC swap) instead; 2
+    // sends SYNs of new flows (flows time out after 1 s of the batch clock).
+    let mode = args.next().unwrap_or(0);
+    let baseline = mode == 1;
+    let new_flows = mode == 2;
     let services = (0..SERVICES)
         .map(|s| ServiceSpec {
             namespace: "p".into(),
@@ -79,6 +82,10 @@ fn main() {
         conntrack_capacity: flows as usize,
         ..NatConfig::default()
     };
+    let mut cfg = cfg;
+    if new_flows {
+        cfg.timeouts.tcp_syn_ms = 1_000;
+    }
     let mut w = Worker::new(0, Shared::new(cfg).unwrap());
     let mut bufs: Vec<Vec<u8>> = (0..64).map(|_| vec![0u8; 2048]).collect();
     let run = |w: &mut Worker, bufs: &mut Vec<Vec<u8>>, ids: &[u32], flags: u8| {
@@ -100,6 +107,28 @@ fn main() {
     let setup = w.counters().forwarded;
     let mut x = 0x9e37_79b9u32;
     let templates: Vec<Vec<u8>> = (0..flows).map(|i| frame(i, 0x10)).collect();
+    if new_flows {
+        let template = frame(0, 0x02);
+        let mut n = flows;
+        for b in 0..batches {
+            let mut frames: Vec<Frame<'_>> = bufs
+                .iter_mut()
+                .map(|buf| {
+                    n = n.wrapping_add(1);
+                    buf[..template.len()].copy_from_slice(&template);
+                    let client = u32::from(Ipv4Addr::new(198, 18, 64, 0)) + n % 16_000;
+                    buf[26..30].copy_from_slice(&client.to_be_bytes());
+                    buf[30..34].copy_from_slice(&vip(n.wrapping_mul(7919) % SERVICES).octets());
+                    buf[34..36].copy_from_slice(&(((n / 16_000) % 60_000) as u16 + 1024).to_be_bytes());
+                    Frame::new(buf.as_mut_slice(), template.len(), 0)
+                })
+                .collect();
+            process_at(&mut w, &table, &hops, &mut frames, 2 + b);
+        }
+        let c = w.counters();
+        println!("new flows {}, expired {}, evicted {}, drops {:?}", c.new_flows, c.expired, c.evicted, c.drop);
+        return;
+    }
     for _ in 0..batches {
         let mut frames: Vec<Frame<'_>> = bufs
             .iter_mut()
@@ -140,6 +169,12 @@ fn parse_and_swap(frames: &mut [Frame<'_>]) {
         eth.set_src_addr(d);
         eth.set_dst_addr(s);
     }
+}
+
+/// New-flow batches, at batch clock `now` (ms).
+#[inline(never)]
+fn process_at(w: &mut Worker, t: &ServiceTable, h: &NextHops, frames: &mut [Frame<'_>], now: u32) {
+    w.process_batch(t, h, frames, now);
 }
 
 /// The measured call, in its own function so callgrind reports it apart.

@@ -241,7 +241,11 @@ pub struct Worker {
     stats_table: ServiceTable,
     /// Counters folded from earlier generations.
     svc_totals: std::collections::HashMap<ServicePortId, ServiceCounter>,
-    port_cursor: u32,
+    /// Free SNAT slots (reverse-table indices) of this worker, TCP and UDP:
+    /// FIFO, so a port is reused as late as possible after its flow ended
+    /// (late packets of the old flow then meet no flow rather than a new
+    /// one). Sized at start to every owned slot: never reallocates.
+    free_ports: [std::collections::VecDeque<u32>; 2],
     affinity: Box<[AffinitySlot]>,
     unresolved: [Ipv4Addr; UNRESOLVED_RING],
     unresolved_len: usize,
@@ -430,6 +434,14 @@ fn write_ipv4(hdr: &mut [u8], total: u16, proto: u8, src: Ipv4Addr, dst: Ipv4Add
     ip.fill_checksum();
 }
 
+/// True when a flow has been idle in both directions for longer than its
+/// protocol and state allow.
+fn flow_expired(shared: &Shared, e: &FlowEntry, now: u32) -> bool {
+    let (rlast, rflags) = shared.reverse.reply_state(e.rev_slot);
+    let idle = now.wrapping_sub(e.last_seen).min(now.wrapping_sub(rlast));
+    idle > Worker::timeout_with(&shared.config.timeouts, e.k1 as u8, e.state, rflags)
+}
+
 fn active_backend(svc: &ServiceEntry, addr: u32, port: u16) -> bool {
     svc.find_backend(Ipv4Addr::from(addr), port).is_some_and(|i| {
         let c = svc.backends[usize::from(i)].conditions;
@@ -453,7 +465,7 @@ impl Worker {
             svc: Vec::new(),
             stats_table: ServiceTable::empty(),
             svc_totals: Default::default(),
-            port_cursor: 0,
+            free_ports: [IPPROTO_TCP, IPPROTO_UDP].map(|p| shared.reverse.owned_slots(id, p).collect()),
             affinity: vec![AffinitySlot::default(); aff].into_boxed_slice(),
             unresolved: [Ipv4Addr::UNSPECIFIED; UNRESOLVED_RING],
             unresolved_len: 0,
@@ -636,28 +648,24 @@ impl Worker {
         self.new_flow(t, hops, f, p, probe, now)
     }
 
-    fn timeout_of(&self, proto: u8, fwd_state: u8, rev_flags: u8) -> u32 {
-        Self::timeout_with(&self.shared.config.timeouts, proto, fwd_state, rev_flags)
-    }
-
-    fn expired(&self, e: &FlowEntry, now: u32) -> bool {
-        let (rlast, rflags) = self.shared.reverse.reply_state(e.rev_slot);
-        let idle = now.wrapping_sub(e.last_seen).min(now.wrapping_sub(rlast));
-        idle > self.timeout_of(e.k1 as u8, e.state, rflags)
-    }
-
     /// Removes a flow from both directions.
     fn forget(&mut self, slot: usize) {
         if let Some(old) = self.ct.remove(slot) {
-            self.shared.reverse.clear(old.rev_slot);
+            self.release(&old);
         }
+    }
+
+    /// Frees the reverse slot and SNAT port of a flow that left the table.
+    fn release(&mut self, old: &FlowEntry) {
+        self.shared.reverse.clear(old.rev_slot);
+        self.free_ports[usize::from(old.k1 as u8 == IPPROTO_UDP)].push_back(old.rev_slot);
     }
 
     /// Expires idle flows in the next `buckets` buckets; call on idle polls.
     /// Returns how many were removed.
     pub fn maintain(&mut self, now_ms: u32, buckets: usize) -> usize {
         let shared = Arc::clone(&self.shared);
-        let mut gone = [0u32; 64];
+        let mut gone = [FlowEntry::default(); 64];
         let mut total = 0;
         let mut left = buckets;
         while left > 0 {
@@ -666,20 +674,17 @@ impl Worker {
             let mut n = 0;
             let removed = self.ct.sweep(
                 step,
-                |e| {
-                    let (rlast, rfl) = shared.reverse.reply_state(e.rev_slot);
-                    let idle = now_ms.wrapping_sub(e.last_seen).min(now_ms.wrapping_sub(rlast));
-                    idle > Worker::timeout_with(&shared.config.timeouts, e.k1 as u8, e.state, rfl)
-                },
+                |e| flow_expired(&shared, e, now_ms),
                 |_, e| {
+                    // 8 buckets of 8 slots: never more than 64.
                     if n < gone.len() {
-                        gone[n] = e.rev_slot;
+                        gone[n] = *e;
                         n += 1;
                     }
                 },
             );
-            for &r in &gone[..n] {
-                shared.reverse.clear(r);
+            for e in &gone[..n] {
+                self.release(e);
             }
             total += removed;
         }
@@ -922,39 +927,17 @@ impl Worker {
         Some(b)
     }
 
-    /// Takes a free SNAT port from this worker's slice (reclaiming an expired
-    /// flow's port if needed). Returns the reverse-table index and the
-    /// chosen address and port.
+    /// Takes a free SNAT port from this worker's slice: the oldest freed
+    /// one. When none is free, expired flows are swept out first (up to 1024
+    /// buckets). Returns the reverse-table index and the address and port.
     fn alloc_port(&mut self, proto: u8, now: u32) -> Option<(u32, u32, u16)> {
-        const PROBES: u32 = 64;
-        let shared = Arc::clone(&self.shared);
-        let rev = &shared.reverse;
-        let ports = rev.ports_of(self.id);
-        let span = u32::from(*ports.end() - *ports.start()) + 1;
-        let naddr = rev.addrs().len() as u32;
-        for _ in 0..PROBES {
-            let c = self.port_cursor;
-            self.port_cursor = self.port_cursor.wrapping_add(1);
-            let ai = (c % naddr) as usize;
-            let port = *ports.start() + ((c / naddr) % span) as u16;
-            let idx = rev.index(ai, proto, port);
-            if rev.in_use(idx) {
-                let Some(f) = rev.read(idx) else { continue };
-                let slot = f.owner_slot as usize;
-                match self.ct.entry(slot) {
-                    Some(e) if e.rev_slot == idx && e.is_used() => {
-                        if !self.expired(e, now) {
-                            continue;
-                        }
-                        self.forget(slot);
-                        self.counters.expired += 1;
-                    }
-                    _ => rev.clear(idx), // orphan: should not happen, but never leak a port
-                }
-            }
-            return Some((idx, rev.addrs()[ai], port));
+        let q = usize::from(proto == IPPROTO_UDP);
+        if self.free_ports[q].is_empty() {
+            self.maintain(now, 1024);
         }
-        None
+        let idx = self.free_ports[q].pop_front()?;
+        let (addr, port) = self.shared.reverse.addr_port_of(idx);
+        Some((idx, addr, port))
     }
 
     fn new_flow(
@@ -1004,19 +987,14 @@ impl Worker {
             return Verdict::Drop(DropReason::PortsExhausted);
         };
         let shared = Arc::clone(&self.shared);
-        let expired = |e: &FlowEntry| {
-            let (rlast, rfl) = shared.reverse.reply_state(e.rev_slot);
-            let idle = now.wrapping_sub(e.last_seen).min(now.wrapping_sub(rlast));
-            idle > Worker::timeout_with(&shared.config.timeouts, e.k1 as u8, e.state, rfl)
-        };
-        let ins = self.ct.insert(&k, probe, now, expired);
+        let ins = self.ct.insert(&k, probe, now, |e| flow_expired(&shared, e, now));
         while let Some((_, to)) = self.ct.take_moved() {
             if let Some(e) = self.ct.entry(to) {
                 shared.reverse.set_owner_slot(e.rev_slot, to as u32);
             }
         }
         if let Inserted::Replaced { old, expired, .. } = ins {
-            shared.reverse.clear(old.rev_slot);
+            self.release(&old);
             if expired {
                 self.counters.expired += 1;
             } else {

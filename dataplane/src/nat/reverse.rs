@@ -170,6 +170,23 @@ impl ReverseTable {
         ((addr_idx * 2 + proto_index(proto)) * nports + usize::from(port.wrapping_sub(self.lo))) as u32
     }
 
+    /// Every slot index worker `w` owns for `proto`, addresses interleaved
+    /// (consecutive allocations spread over the SNAT addresses).
+    pub fn owned_slots(&self, w: u16, proto: u8) -> impl Iterator<Item = u32> + '_ {
+        let ports = self.ports_of(w);
+        let naddr = self.addrs.len();
+        ports.flat_map(move |port| (0..naddr).map(move |ai| self.index(ai, proto, port)))
+    }
+
+    /// The SNAT address (big-endian `u32`) and port of slot `idx`.
+    #[inline]
+    pub fn addr_port_of(&self, idx: u32) -> (u32, u16) {
+        let nports = u32::from(self.span) * u32::from(self.workers);
+        let port = self.lo.wrapping_add((idx % nports) as u16);
+        let ai = (idx / nports / 2) as usize;
+        (self.addrs.get(ai).copied().unwrap_or(0), port)
+    }
+
     /// Writes a flow into `idx`. Only the owner of the port may call this.
     pub fn publish(&self, idx: u32, f: &RevFlow, now: u32) {
         let Some(s) = self.slots.get(idx as usize) else { return };

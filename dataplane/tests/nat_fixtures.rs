@@ -18,6 +18,8 @@ use svcgate_dataplane::testing::*;
 use svcgate_dataplane::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
 
 const FIRST_PORT: u16 = 32768;
+/// Ports in the default SNAT range 32768-60999.
+const SNAT_PORTS: u16 = 60999 - 32768 + 1;
 
 fn port(name: &str, protocol: Protocol, port: u16, node_port: Option<u16>, backends: Vec<BackendSpec>) -> ServicePortSpec {
     ServicePortSpec { name: name.into(), protocol, port, node_port, backends }
@@ -557,7 +559,7 @@ fn table_swap_with_live_flows() {
 fn replies_arriving_at_another_worker() {
     let mut lab = Lab::new(2);
     // Worker 1 owns the upper half of the port range.
-    let w1_first = FIRST_PORT + (60999 - 32768 + 1) / 2;
+    let w1_first = FIRST_PORT + SNAT_PORTS / 2;
     let syn0 = Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN));
     let syn1 = Pkt::new(CLIENT, CLUSTER_IP, tcp(40001, 8080, SYN));
     lab.table_on(0, &[("flow opened on worker 0", 0, syn0.clone(), Expect::Forward(1, to_backend(&syn0, 0, 80, FIRST_PORT)))]);

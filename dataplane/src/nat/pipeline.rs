@@ -47,7 +47,8 @@ use crate::wire::udp::UdpPacket;
 use crate::wire::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 /// Flow tables up to this many slots (64 bytes each: 1 MiB) fit in a core's
-/// L2 cache here; for them the batch path skips the read-ahead passes.
+/// L2 cache here; for them the batch path looks frames up in one pass and
+/// skips the separate read-ahead of buckets.
 const CACHE_RESIDENT_SLOTS: usize = 16 * 1024;
 
 /// The most frames `process_batch` handles at once (larger slices are
@@ -555,25 +556,20 @@ impl Worker {
 
     fn process_chunk(&mut self, t: &ServiceTable, hops: &NextHops, frames: &mut [Frame<'_>], now: u32) {
         if self.ct.slots() <= CACHE_RESIDENT_SLOTS {
-            // The whole flow table fits in the core's caches: reading ahead
-            // buys nothing, so each frame goes through in one pass.
-            for f in frames.iter_mut() {
-                self.counters.rx += 1;
-                self.counters.rx_bytes += f.len as u64;
-                let v = match parse(f.buf, f.len) {
+            // The whole flow table fits in the core's caches: one pass parses
+            // and looks up every frame of the burst (the lookups of different
+            // frames overlap in the out-of-order core), a second decides.
+            for (f, pre) in frames.iter().zip(self.pre.iter_mut()) {
+                *pre = match parse(f.buf, f.len) {
                     Ok(p) => {
                         let probe = self.ct.probe(p.key.hash());
-                        let slot = self.ct.find(&p.key, &probe);
-                        self.decide(t, hops, f, &p, &probe, slot, now)
+                        let slot = self.ct.find(&p.key, &probe).map_or(NO_SLOT, |s| s as u32);
+                        Pre::Parsed(p, probe, slot)
                     }
-                    Err(v) => v,
+                    Err(v) => Pre::Done(v),
                 };
-                if let Verdict::Reply { len } = v {
-                    f.len = usize::from(len);
-                }
-                f.verdict = v;
-                self.counters.count(v);
             }
+            self.decide_all(t, hops, frames, now);
             return;
         }
         let n = frames.len();
@@ -599,7 +595,13 @@ impl Worker {
             }
         }
         std::hint::black_box(sink);
-        // Pass 3: decide and rewrite.
+        self.decide_all(t, hops, frames, now);
+    }
+
+    /// The last pass of a burst: decide and rewrite each frame from what
+    /// the earlier passes found.
+    #[inline(always)]
+    fn decide_all(&mut self, t: &ServiceTable, hops: &NextHops, frames: &mut [Frame<'_>], now: u32) {
         for (i, f) in frames.iter_mut().enumerate() {
             self.counters.rx += 1;
             self.counters.rx_bytes += f.len as u64;

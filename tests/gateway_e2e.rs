@@ -1296,3 +1296,123 @@ fn gateway_e2e_one_arm_two_queues() {
     one_arm_frontends("gwa2", 2);
 }
 
+// ------------------------------------------------------- `svcgate run` errors
+
+/// A config directory for `svcgate run` (world-readable, so `nobody` can
+/// read it too), removed on drop.
+struct RunConfig {
+    dir: std::path::PathBuf,
+}
+
+impl RunConfig {
+    /// `svcgate.toml` with an empty manifests directory, the admin endpoint
+    /// on the namespace's own loopback, and `[dataplane]` on `interfaces`.
+    fn new(tag: &str, interfaces: &[&str]) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("sgx-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("manifests")).unwrap();
+        let ifs: Vec<String> = interfaces.iter().map(|i| format!("{i:?}")).collect();
+        let toml = format!(
+            "manifests = \"manifests\"\nservice_cidr = \"198.18.128.0/20\"\nnode_ips = [\"{OA_GW_IP}\"]\n\
+             admin_listen = \"127.0.0.1:9901\"\n\n[dataplane]\ninterfaces = [{}]\nqueues = 1\n\
+             snat_addrs = [\"{OA_GW_IP}\"]\nconntrack_capacity = 4096\n",
+            ifs.join(", ")
+        );
+        std::fs::write(dir.join("svcgate.toml"), toml).unwrap();
+        for (p, mode) in [(dir.clone(), 0o755), (dir.join("manifests"), 0o755), (dir.join("svcgate.toml"), 0o644)] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        RunConfig { dir }
+    }
+
+    fn path(&self) -> String {
+        self.dir.join("svcgate.toml").to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for RunConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The `svcgate` binary, or `None` after a skip (see `netns::skip_unless`).
+fn svcgate_or_skip(test: &str) -> Option<String> {
+    let bin = netns::svcgate_binary();
+    let ok = netns::skip_unless(
+        test,
+        bin.is_some(),
+        "no target/<profile>/svcgate beside the test binary; build it first with `cargo build -p svcgate-control`",
+    );
+    ok.then(|| bin.unwrap().to_string_lossy().into_owned())
+}
+
+/// Checks a failed `svcgate run`: exited by itself, non-zero, within
+/// `limit`, without a panic, stderr naming all of `needles` (any of
+/// `one_of`, case-insensitively, when given).
+fn assert_run_failed(what: &str, r: &netns::Bounded, limit: Duration, needles: &[&str], one_of: &[&str]) {
+    eprintln!("[{what}] {:?} in {:?}\nstderr: {}", r.status, r.elapsed, r.stderr.trim());
+    let st = r.status.unwrap_or_else(|| panic!("{what}: still running after {limit:?}: {r:?}"));
+    assert!(!st.success(), "{what}: exited successfully: {r:?}");
+    assert!(st.code().is_some(), "{what}: killed by a signal, not a clean exit: {r:?}");
+    assert!(r.elapsed < limit, "{what}: took {:?}", r.elapsed);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(!all.contains("panicked"), "{what}: panicked: {r:?}");
+    for n in needles {
+        assert!(r.stderr.contains(n), "{what}: stderr does not name {n:?}: {}", r.stderr);
+    }
+    let low = r.stderr.to_lowercase();
+    assert!(one_of.is_empty() || one_of.iter().any(|n| low.contains(n)), "{what}: none of {one_of:?} in {}", r.stderr);
+}
+
+/// `svcgate run` whose `[dataplane]` names an interface that does not
+/// exist (in a namespace of its own): a quick non-zero exit naming it.
+#[test]
+fn svcgate_run_missing_interface() {
+    let test = "svcgate_run_missing_interface";
+    if !require_root(test) {
+        return;
+    }
+    let Some(bin) = svcgate_or_skip(test) else { return };
+    let mut lab = Lab::new("gwx1");
+    let ns = lab.netns("gw");
+    let cfg = RunConfig::new("gwx1", &["sgmissing0"]);
+    let r = lab.run_bounded(&ns, &[&bin, "run", "--config", &cfg.path()], Duration::from_secs(20));
+    assert_run_failed(test, &r, Duration::from_secs(5), &["sgmissing0"], &["no network interface"]);
+}
+
+/// `svcgate run` as `nobody` on an existing interface: a quick non-zero
+/// exit with a message that says privileges are missing, not a panic.
+#[test]
+fn svcgate_run_without_privileges() {
+    let test = "svcgate_run_without_privileges";
+    if !require_root(test) {
+        return;
+    }
+    let Some(bin) = svcgate_or_skip(test) else { return };
+    let prefix = netns::drop_privileges_prefix();
+    if !netns::skip_unless(test, prefix.is_some(), "neither setpriv nor su found to run svcgate as nobody") {
+        return;
+    }
+    let prefix = prefix.unwrap();
+    let mut lab = Lab::new("gwp1");
+    let ns = lab.netns("gw");
+    let peer = lab.netns("peer");
+    lab.veth(&ns, "g0", &peer, "p0", 1);
+    lab.ip(&ns, &format!("addr add {OA_GW_IP}/24 dev g0"));
+    let cfg = RunConfig::new("gwp1", &["g0"]);
+    let cmd = [bin.clone(), "run".into(), "--config".into(), cfg.path()];
+    let mut argv: Vec<String> = prefix.clone();
+    if prefix[0] == "su" {
+        argv.push(cmd.join(" "));
+    } else {
+        argv.extend(cmd);
+    }
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let r = lab.run_bounded(&ns, &argv, Duration::from_secs(20));
+    assert_run_failed(test, &r, Duration::from_secs(5), &[], &["root", "permission", "cap_"]);
+    // Nothing left attached by the failed start.
+    let link = lab.exec_ok(&ns, &["ip", "link", "show", "dev", "g0"]);
+    assert!(!link.contains("xdp"), "{link}");
+}

@@ -111,14 +111,29 @@ fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
+/// The backends' addresses: `SG_BACKENDS` (comma-separated) in a child of
+/// the one-arm lab, [`BACKENDS`] otherwise.
+fn backend_addrs() -> Vec<Ipv4Addr> {
+    match std::env::var("SG_BACKENDS") {
+        Ok(v) => v.split(',').map(ip).collect(),
+        Err(_) => BACKENDS.iter().map(|a| ip(a)).collect(),
+    }
+}
+
+/// The node IP NodePorts open on: `SG_NODE_IP`, else [`GW_CLIENT_IP`].
+fn node_ip() -> Ipv4Addr {
+    std::env::var("SG_NODE_IP").map_or_else(|_| ip(GW_CLIENT_IP), |v| ip(&v))
+}
+
 /// The desired state of the lab; `with_b2 = false` leaves backend-2 out.
 fn desired(with_b2: bool) -> DesiredState {
+    let addrs = backend_addrs();
     let backends = |port: u16| -> Vec<BackendSpec> {
-        BACKENDS
+        addrs
             .iter()
             .enumerate()
             .filter(|(i, _)| with_b2 || *i != 1)
-            .map(|(_, a)| BackendSpec { addr: ip(a), port, conditions: EndpointConditions::READY, weight: 1 })
+            .map(|(_, &addr)| BackendSpec { addr, port, conditions: EndpointConditions::READY, weight: 1 })
             .collect()
     };
     let web = ServiceSpec {
@@ -173,7 +188,7 @@ fn desired(with_b2: bool) -> DesiredState {
             },
         ],
     };
-    DesiredState { node_ips: vec![ip(GW_CLIENT_IP)], services: vec![web, empty] }
+    DesiredState { node_ips: vec![node_ip()], services: vec![web, empty] }
 }
 
 /// `e2e/extra`: ClusterIP 198.18.128.30, TCP 8080 -> backend-3:80 only.
@@ -241,16 +256,21 @@ fn stats_lines(gw: &Gateway) -> Vec<String> {
     out
 }
 
-/// `SG_QUEUES`. Prints `READY ...`; commands on stdin: `remove-b2` (prints
+/// `SG_QUEUES`; optional `SG_IFACES` (comma-separated, default `g0,g1`),
+/// `SG_SNAT` (default [`GW_POD_IP`]), `SG_NODE_IP`, `SG_BACKENDS`. Prints
+/// `READY ...`; commands on stdin: `remove-b2` (prints
 /// `PUBLISHED <unix_us>`), `stats`; EOF: final `NAT`/`XSK` lines, `BYE`.
 fn gateway_child() {
     let queues: u32 = env("SG_QUEUES").parse().unwrap();
+    let interfaces: Vec<String> =
+        std::env::var("SG_IFACES").unwrap_or_else(|_| "g0,g1".into()).split(',').map(String::from).collect();
+    let snat = std::env::var("SG_SNAT").map_or_else(|_| ip(GW_POD_IP), |v| ip(&v));
     let tables = Publisher::new(build(true, 1));
     let cfg = GatewayConfig {
-        interfaces: vec!["g0".into(), "g1".into()],
+        interfaces,
         queues,
         xdp_mode: XdpMode::Auto,
-        nat: NatConfig { snat_addrs: vec![ip(GW_POD_IP)], conntrack_capacity: 1 << 16, ..NatConfig::default() },
+        nat: NatConfig { snat_addrs: vec![snat], conntrack_capacity: 1 << 16, ..NatConfig::default() },
         xsk: XskConfig { frames_per_port: 2048, ring_size: 1024, ..XskConfig::default() },
         ..GatewayConfig::default()
     };
@@ -646,7 +666,15 @@ impl GwLab {
 }
 
 fn start_gateway(lab: &mut Lab, gw: &str, tag: &str, queues: u32) -> ChildProc {
-    let mut gateway = lab.spawn(gw, "e2e-gateway", &[("SG_QUEUES", &queues.to_string())]);
+    start_gateway_with(lab, gw, tag, queues, &[])
+}
+
+/// [`start_gateway`] with extra environment for the gateway child.
+fn start_gateway_with(lab: &mut Lab, gw: &str, tag: &str, queues: u32, extra: &[(&str, &str)]) -> ChildProc {
+    let q = queues.to_string();
+    let mut env = vec![("SG_QUEUES", q.as_str())];
+    env.extend_from_slice(extra);
+    let mut gateway = lab.spawn(gw, "e2e-gateway", &env);
     let ready = gateway.expect_line("READY");
     eprintln!("[{tag}] gateway {ready}");
     gateway
@@ -1138,4 +1166,253 @@ fn gateway_e2e_service_added_and_removed() {
         eprintln!("[{tag}] {s}");
     }
     assert_eq!(sum(&stats, "XSK ", "pass_failed"), 0, "{stats:?}");
+}
+
+// ------------------------------------------------------------------ one-arm
+
+/// One-arm lab addresses: client, gateway and Pods on one LAN.
+const OA_GW_IP: &str = "198.18.5.1";
+const OA_CLIENT_IP: &str = "198.18.5.2";
+const OA_BACKENDS: [&str; 3] = ["198.18.5.11", "198.18.5.12", "198.18.5.13"];
+
+impl GwLab {
+    /// One-arm (issue 5 item 3): the gateway's only interface `g0` faces the
+    /// clients and the Pods alike.
+    ///
+    /// ```text
+    /// sw   br0: s0 (cli), sg (gw), q1..q3 (b1..b3)
+    /// cli  c0 198.18.5.2/24, routes 198.18.128.0/17 and 198.19.0.0/16 via .5.1
+    /// gw   g0 198.18.5.1/24, ip_forward=0, Gateway on [g0], SNAT 198.18.5.1,
+    ///      node IP 198.18.5.1
+    /// b1..b3 e0 198.18.5.11-13/24
+    /// ```
+    fn one_arm(tag: &str, queues: u32) -> Self {
+        let mut lab = Lab::new(tag);
+        let sw = lab.netns("sw");
+        let cli = lab.netns("cli");
+        let gw = lab.netns("gw");
+        lab.ip(&sw, "link add br0 type bridge");
+        lab.ip(&sw, "link set br0 up");
+        lab.veth(&cli, "c0", &sw, "s0", 1);
+        lab.veth(&gw, "g0", &sw, "sg", queues);
+        for port in ["s0", "sg"] {
+            lab.ip(&sw, &format!("link set {port} master br0"));
+        }
+        lab.ip(&cli, &format!("addr add {OA_CLIENT_IP}/24 dev c0"));
+        lab.ip(&cli, &format!("route add 198.18.128.0/17 via {OA_GW_IP}"));
+        lab.ip(&cli, &format!("route add 198.19.0.0/16 via {OA_GW_IP}"));
+        lab.ip(&gw, &format!("addr add {OA_GW_IP}/24 dev g0"));
+        lab.exec_ok(&gw, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        let mut backend_ns = Vec::new();
+        for (i, addr) in OA_BACKENDS.iter().enumerate() {
+            let ns = lab.netns(&format!("b{}", i + 1));
+            let q = format!("q{}", i + 1);
+            lab.veth(&ns, "e0", &sw, &q, 1);
+            lab.ip(&sw, &format!("link set {q} master br0"));
+            lab.ip(&ns, &format!("addr add {addr}/24 dev e0"));
+            backend_ns.push(ns);
+        }
+        let mut backends = Vec::new();
+        for (i, ns) in backend_ns.iter().enumerate() {
+            let name = format!("backend-{}", i + 1);
+            let mut b = lab.spawn(ns, "e2e-backend", &[("SG_NAME", &name), ("SG_ADDR", OA_BACKENDS[i])]);
+            b.expect_line("READY");
+            backends.push(b);
+        }
+        let out = lab.exec(&cli, &["ping", "-c1", "-W1", CLUSTER_IP]);
+        assert!(!out.status.success(), "nothing may answer the VIP without svcgate");
+        for a in OA_BACKENDS.iter().chain([&OA_CLIENT_IP]) {
+            let out = lab.exec(&gw, &["ping", "-c1", "-W2", a]);
+            assert!(out.status.success(), "gw -> {a}: {}", String::from_utf8_lossy(&out.stdout));
+        }
+        let backends_env = OA_BACKENDS.join(",");
+        let env = [("SG_IFACES", "g0"), ("SG_SNAT", OA_GW_IP), ("SG_NODE_IP", OA_GW_IP), ("SG_BACKENDS", &backends_env)];
+        let gateway = start_gateway_with(&mut lab, &gw, tag, queues, &env);
+        GwLab { lab, cli, gw, gateway, _backends: backends }
+    }
+}
+
+/// One-arm: TCP and UDP through the ClusterIP, the NodePort (on the
+/// gateway's own address, which is also the SNAT address) and the
+/// LoadBalancer IP reach all three backends, answers come from the address
+/// dialled (the probes check it), and the gateway's kernel still answers
+/// its own address.
+fn one_arm_frontends(tag: &str, queues: u32) {
+    let started = Instant::now();
+    let mut l = GwLab::one_arm(tag, queues);
+    const PER_FRONTEND: usize = 30;
+    let mut all = BTreeMap::new();
+    for (role, port, node_port) in
+        [("e2e-tcp-probe", TCP_PORT, TCP_NODE_PORT), ("e2e-udp-probe", UDP_PORT, UDP_NODE_PORT)]
+    {
+        let mut per_proto = BTreeMap::new();
+        for d in [format!("{CLUSTER_IP}:{port}"), format!("{OA_GW_IP}:{node_port}"), format!("{LB_IP}:{port}")] {
+            let lines = l.probe(role, &d, PER_FRONTEND);
+            let mut per = BTreeMap::new();
+            assert_eq!(tally(&format!("{role} {d}"), &lines, &mut per), PER_FRONTEND);
+            eprintln!("[{tag}] {role} {d}: {per:?}");
+            for (k, v) in per {
+                *per_proto.entry(k).or_default() += v;
+            }
+        }
+        for b in ["backend-1", "backend-2", "backend-3"] {
+            let n = per_proto.get(b).copied().unwrap_or(0);
+            assert!(n >= 10, "{role}: {b} got {n} of 90 new flows: {per_proto:?}");
+        }
+        all.insert(role, per_proto);
+    }
+    let out = l.lab.exec(&l.cli, &["ping", "-c2", "-W1", OA_GW_IP]);
+    assert!(out.status.success(), "ping to the one-arm gateway while svcgate runs");
+    let stats = l.finish();
+    for s in &stats {
+        eprintln!("[{tag}] {s}");
+    }
+    assert!(!stats.iter().any(|s| s.starts_with("MAINTAIN")), "{stats:?}");
+    assert!(sum(&stats, "NAT ", "new_flows") >= 180, "{stats:?}");
+    assert!(sum(&stats, "NAT ", "reverse") > 0, "{stats:?}");
+    for r in DropReason::ALL {
+        let k = format!("drop_{}", r.as_str());
+        assert_eq!(sum(&stats, "NAT ", &k), 0, "unexpected {k}: {stats:?}");
+    }
+    assert_eq!(sum(&stats, "XSK ", "dropped"), 0, "{stats:?}");
+    assert_eq!(sum(&stats, "XSK ", "pass_failed"), 0, "{stats:?}");
+    assert_eq!(sum(&stats, "XSK ", "bad_verdict"), 0, "{stats:?}");
+    eprintln!("[{tag}] {all:?} in {:?}", started.elapsed());
+}
+
+#[test]
+fn gateway_e2e_one_arm_one_queue() {
+    if !require_root("gateway_e2e_one_arm_one_queue") {
+        return;
+    }
+    one_arm_frontends("gwa1", 1);
+}
+
+#[test]
+fn gateway_e2e_one_arm_two_queues() {
+    if !require_root("gateway_e2e_one_arm_two_queues") {
+        return;
+    }
+    one_arm_frontends("gwa2", 2);
+}
+
+// ------------------------------------------------------- `svcgate run` errors
+
+/// A config directory for `svcgate run` (world-readable, so `nobody` can
+/// read it too), removed on drop.
+struct RunConfig {
+    dir: std::path::PathBuf,
+}
+
+impl RunConfig {
+    /// `svcgate.toml` with an empty manifests directory, the admin endpoint
+    /// on the namespace's own loopback, and `[dataplane]` on `interfaces`.
+    fn new(tag: &str, interfaces: &[&str]) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("sgx-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("manifests")).unwrap();
+        let ifs: Vec<String> = interfaces.iter().map(|i| format!("{i:?}")).collect();
+        let toml = format!(
+            "manifests = \"manifests\"\nservice_cidr = \"198.18.128.0/20\"\nnode_ips = [\"{OA_GW_IP}\"]\n\
+             admin_listen = \"127.0.0.1:9901\"\n\n[dataplane]\ninterfaces = [{}]\nqueues = 1\n\
+             snat_addrs = [\"{OA_GW_IP}\"]\nconntrack_capacity = 4096\n",
+            ifs.join(", ")
+        );
+        std::fs::write(dir.join("svcgate.toml"), toml).unwrap();
+        for (p, mode) in [(dir.clone(), 0o755), (dir.join("manifests"), 0o755), (dir.join("svcgate.toml"), 0o644)] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        RunConfig { dir }
+    }
+
+    fn path(&self) -> String {
+        self.dir.join("svcgate.toml").to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for RunConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The `svcgate` binary, or `None` after a skip (see `netns::skip_unless`).
+fn svcgate_or_skip(test: &str) -> Option<String> {
+    let bin = netns::svcgate_binary();
+    let ok = netns::skip_unless(
+        test,
+        bin.is_some(),
+        "no target/<profile>/svcgate beside the test binary; build it first with `cargo build -p svcgate-control`",
+    );
+    ok.then(|| bin.unwrap().to_string_lossy().into_owned())
+}
+
+/// Checks a failed `svcgate run`: exited by itself, non-zero, within
+/// `limit`, without a panic, stderr naming all of `needles` (any of
+/// `one_of`, case-insensitively, when given).
+fn assert_run_failed(what: &str, r: &netns::Bounded, limit: Duration, needles: &[&str], one_of: &[&str]) {
+    eprintln!("[{what}] {:?} in {:?}\nstderr: {}", r.status, r.elapsed, r.stderr.trim());
+    let st = r.status.unwrap_or_else(|| panic!("{what}: still running after {limit:?}: {r:?}"));
+    assert!(!st.success(), "{what}: exited successfully: {r:?}");
+    assert!(st.code().is_some(), "{what}: killed by a signal, not a clean exit: {r:?}");
+    assert!(r.elapsed < limit, "{what}: took {:?}", r.elapsed);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(!all.contains("panicked"), "{what}: panicked: {r:?}");
+    for n in needles {
+        assert!(r.stderr.contains(n), "{what}: stderr does not name {n:?}: {}", r.stderr);
+    }
+    let low = r.stderr.to_lowercase();
+    assert!(one_of.is_empty() || one_of.iter().any(|n| low.contains(n)), "{what}: none of {one_of:?} in {}", r.stderr);
+}
+
+/// `svcgate run` whose `[dataplane]` names an interface that does not
+/// exist (in a namespace of its own): a quick non-zero exit naming it.
+#[test]
+fn svcgate_run_missing_interface() {
+    let test = "svcgate_run_missing_interface";
+    if !require_root(test) {
+        return;
+    }
+    let Some(bin) = svcgate_or_skip(test) else { return };
+    let mut lab = Lab::new("gwx1");
+    let ns = lab.netns("gw");
+    let cfg = RunConfig::new("gwx1", &["sgmissing0"]);
+    let r = lab.run_bounded(&ns, &[&bin, "run", "--config", &cfg.path()], Duration::from_secs(20));
+    assert_run_failed(test, &r, Duration::from_secs(5), &["sgmissing0"], &["no network interface"]);
+}
+
+/// `svcgate run` as `nobody` on an existing interface: a quick non-zero
+/// exit with a message that says privileges are missing, not a panic.
+#[test]
+fn svcgate_run_without_privileges() {
+    let test = "svcgate_run_without_privileges";
+    if !require_root(test) {
+        return;
+    }
+    let Some(bin) = svcgate_or_skip(test) else { return };
+    let prefix = netns::drop_privileges_prefix();
+    if !netns::skip_unless(test, prefix.is_some(), "neither setpriv nor su found to run svcgate as nobody") {
+        return;
+    }
+    let prefix = prefix.unwrap();
+    let mut lab = Lab::new("gwp1");
+    let ns = lab.netns("gw");
+    let peer = lab.netns("peer");
+    lab.veth(&ns, "g0", &peer, "p0", 1);
+    lab.ip(&ns, &format!("addr add {OA_GW_IP}/24 dev g0"));
+    let cfg = RunConfig::new("gwp1", &["g0"]);
+    let cmd = [bin.clone(), "run".into(), "--config".into(), cfg.path()];
+    let mut argv: Vec<String> = prefix.clone();
+    if prefix[0] == "su" {
+        argv.push(cmd.join(" "));
+    } else {
+        argv.extend(cmd);
+    }
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let r = lab.run_bounded(&ns, &argv, Duration::from_secs(20));
+    assert_run_failed(test, &r, Duration::from_secs(5), &[], &["root", "permission", "cap_"]);
+    // Nothing left attached by the failed start.
+    let link = lab.exec_ok(&ns, &["ip", "link", "show", "dev", "g0"]);
+    assert!(!link.contains("xdp"), "{link}");
 }

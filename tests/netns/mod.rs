@@ -43,6 +43,58 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// A prerequisite other than root is missing (`what`, and how to get it):
+/// with CI=true panics (CI must run every test), otherwise prints
+/// `SKIPPED <test>: ...` to stderr and returns false, like [`require_root`].
+pub fn skip_unless(test: &str, ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {what}, and CI=true forbids skipping");
+    }
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {what}");
+    false
+}
+
+/// The workspace's `svcgate` binary beside this test binary
+/// (`target/<profile>/svcgate`, from `cargo build -p svcgate-control`;
+/// `CARGO_BIN_EXE_svcgate` exists only in the control crate's own tests).
+pub fn svcgate_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/svcgate
+    let p = exe.parent()?.parent()?.join("svcgate");
+    p.is_file().then_some(p)
+}
+
+/// How to run a command as `nobody` (uid/gid 65534, no supplementary
+/// groups) from root: `setpriv`, else `su`; `None` when neither exists.
+/// The returned argv prefix is followed by the program and its arguments
+/// (for `su`, joined into one `-c` string, so keep them free of quotes).
+pub fn drop_privileges_prefix() -> Option<Vec<String>> {
+    let has = |p: &str| Command::new(p).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    if has("setpriv") {
+        return Some(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"].map(String::from).to_vec());
+    }
+    if has("su") {
+        return Some(["su", "nobody", "-s", "/bin/sh", "-c"].map(String::from).to_vec());
+    }
+    None
+}
+
+/// What a command run with [`Lab::run_bounded`] did.
+#[derive(Debug)]
+pub struct Bounded {
+    /// Exit status; `None`: still running at the deadline (then killed).
+    pub status: Option<std::process::ExitStatus>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Time from spawn to exit (or to the kill).
+    pub elapsed: Duration,
+}
+
 fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     assert!(
@@ -160,6 +212,44 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// `ip netns exec NS <argv>` with stdin closed, killed if still running
+    /// after `timeout`; never panics on the command's outcome.
+    pub fn run_bounded(&self, ns: &str, argv: &[&str], timeout: Duration) -> Bounded {
+        let t0 = Instant::now();
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ip netns exec");
+        let read = |r: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_string(&mut s);
+                }
+                s
+            })
+        };
+        let out = read(c.stdout.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>));
+        let err = read(c.stderr.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>));
+        let status = loop {
+            match c.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) if t0.elapsed() < timeout => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break None;
+                }
+            }
+        };
+        let elapsed = t0.elapsed();
+        Bounded { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default(), elapsed }
     }
 
     /// SIGKILLs the child (the process `ip netns exec` became: it execs).

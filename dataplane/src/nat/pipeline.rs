@@ -230,6 +230,8 @@ enum Pre {
 }
 
 const UNRESOLVED_RING: usize = 16;
+/// Entries of the per-worker next-hop cache (a power of two).
+const HOP_CACHE: usize = 16 * 1024;
 
 /// One worker's pipeline state. Create one per polling thread.
 pub struct Worker {
@@ -249,6 +251,9 @@ pub struct Worker {
     free_ports: [std::collections::VecDeque<u32>; 2],
     affinity: Box<[AffinitySlot]>,
     unresolved: [Ipv4Addr; UNRESOLVED_RING],
+    /// Direct-mapped cache of resolved next hops: (address, next-hop
+    /// generation, hop). Spares new flows the route and neighbour lookup.
+    hop_cache: Box<[(u32, u32, u16)]>,
     unresolved_len: usize,
     pre: [Pre; MAX_BATCH],
 }
@@ -470,6 +475,7 @@ impl Worker {
             affinity: vec![AffinitySlot::default(); aff].into_boxed_slice(),
             unresolved: [Ipv4Addr::UNSPECIFIED; UNRESOLVED_RING],
             unresolved_len: 0,
+            hop_cache: vec![(0, u32::MAX, 0); HOP_CACHE].into_boxed_slice(),
             pre: [Pre::Done(Verdict::Drop(DropReason::Malformed)); MAX_BATCH],
             shared,
         }
@@ -709,10 +715,19 @@ impl Worker {
         }
     }
 
-    /// Resolves the next hop toward `dst`, noting unresolved neighbours.
+    /// Resolves the next hop toward `dst` (through the worker's cache),
+    /// noting unresolved neighbours.
     fn hop_to(&mut self, hops: &NextHops, dst: u32) -> Result<u16, Verdict> {
+        let i = (client_hash(dst) as usize) & (HOP_CACHE - 1);
+        let (ip, gen, hop) = self.hop_cache[i];
+        if ip == dst && gen == hops.generation() {
+            return Ok(hop);
+        }
         match hops.resolve(Ipv4Addr::from(dst)) {
-            Resolution::Hop(h) => Ok(h),
+            Resolution::Hop(h) => {
+                self.hop_cache[i] = (dst, hops.generation(), h);
+                Ok(h)
+            }
             Resolution::Unresolved { via, .. } => {
                 self.note_unresolved(via);
                 Err(Verdict::Pass(PassReason::UnknownNextHop))

@@ -171,6 +171,7 @@ impl KubeState {
 #[derive(Debug)]
 pub struct KubeHandle {
     task: tokio::task::JoinHandle<()>,
+    status: Arc<KubeSourceStatus>,
 }
 
 impl Drop for KubeHandle {
@@ -187,35 +188,79 @@ pub async fn client() -> Result<kube::Client, KubeSourceError> {
     kube::Client::try_from(config).map_err(|source| KubeSourceError::Client { source })
 }
 
+/// What the source has met so far, for tests and status: watch/list errors
+/// (each retried with backoff while the last good tables keep serving).
+#[derive(Debug, Default)]
+pub struct KubeSourceStatus {
+    errors: std::sync::atomic::AtomicU64,
+    last_error: parking_lot::Mutex<Option<String>>,
+}
+
+impl KubeSourceStatus {
+    /// Watch or list errors seen since the start.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The last error, naming the kind (`Services` or `EndpointSlices`).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    fn record(&self, msg: String) {
+        self.errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.last_error.lock() = Some(msg);
+    }
+}
+
+impl KubeHandle {
+    /// Errors met so far.
+    pub fn status(&self) -> &KubeSourceStatus {
+        &self.status
+    }
+}
+
 /// Connects and starts watching; must run inside a tokio runtime.
 pub async fn start(controller: Arc<Controller>) -> Result<KubeHandle, KubeSourceError> {
     let client = client().await?;
-    tracing::info!("kube source: watching Services and EndpointSlices");
-    let task = tokio::spawn(run(controller, client));
-    Ok(KubeHandle { task })
+    Ok(start_with_client(controller, client))
 }
 
-async fn run(controller: Arc<Controller>, client: kube::Client) {
+/// Starts watching through a given client (a real one, or one over a mocked
+/// API service in tests); must run inside a tokio runtime.
+pub fn start_with_client(controller: Arc<Controller>, client: kube::Client) -> KubeHandle {
+    tracing::info!("kube source: watching Services and EndpointSlices");
+    let status = Arc::new(KubeSourceStatus::default());
+    let task = tokio::spawn(run(controller, client, Arc::clone(&status)));
+    KubeHandle { task, status }
+}
+
+async fn run(controller: Arc<Controller>, client: kube::Client, status: Arc<KubeSourceStatus>) {
     let cfg = watcher::Config::default();
     let svcs = watcher::watcher(kube::Api::<Service>::all(client.clone()), cfg.clone())
         .default_backoff()
-        .map(|r| r.map(KubeEvent::Service));
+        .map(|r| r.map(KubeEvent::Service).map_err(|e| ("Services", e)));
     let slices = watcher::watcher(kube::Api::<EndpointSlice>::all(client), cfg)
         .default_backoff()
-        .map(|r| r.map(KubeEvent::EndpointSlice));
+        .map(|r| {
+            r.map(KubeEvent::EndpointSlice)
+                .map_err(|e| ("EndpointSlices", e))
+        });
     let mut events = std::pin::pin!(futures::stream::select(svcs, slices));
     let mut state = KubeState::default();
     let mut pending = false;
     let mut since = Instant::now();
-    let handle = |ev: Result<KubeEvent, watcher::Error>, state: &mut KubeState| match ev {
-        Ok(ev) => state.apply(ev),
-        Err(e) => {
-            tracing::warn!(
-                "kube watch error: {e}; relisting with backoff, the last good tables keep serving"
-            );
-            false
-        }
-    };
+    let handle =
+        |ev: Result<KubeEvent, (&'static str, watcher::Error)>, state: &mut KubeState| match ev {
+            Ok(ev) => state.apply(ev),
+            Err((kind, e)) => {
+                let msg = format!("kube source: {kind} watch error: {e}");
+                tracing::warn!("{msg}; relisting with backoff, the last good tables keep serving");
+                status.record(msg);
+                false
+            }
+        };
     while let Some(ev) = events.next().await {
         if !pending {
             since = Instant::now();

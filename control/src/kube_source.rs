@@ -236,17 +236,55 @@ pub fn start_with_client(controller: Arc<Controller>, client: kube::Client) -> K
     KubeHandle { task, status }
 }
 
+/// True for an HTTP 410 Gone answering the watch request itself.
+fn watch_start_gone(ev: &Result<Event<impl Sized>, watcher::Error>) -> bool {
+    matches!(ev, Err(watcher::Error::WatchStartFailed(kube::Error::Api(s))) if s.code == 410)
+}
+
+/// A watcher with kube-runtime's default backoff that also relists when the
+/// watch request itself is answered with HTTP 410 Gone. kube-runtime relists
+/// on a 410 ERROR event inside a watch stream, but on an HTTP 410 to the watch
+/// request it retries the watch from the same, expired resourceVersion, for
+/// ever (kube-runtime 5.0); here the watcher is started anew instead (list
+/// first), after one backoff step.
+fn relisting<K>(
+    api: kube::Api<K>,
+    cfg: watcher::Config,
+) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let start = move || {
+        watcher::watcher(api.clone(), cfg.clone())
+            .default_backoff()
+            .boxed()
+    };
+    let first = start();
+    futures::stream::unfold((first, false), move |(mut w, restart)| {
+        let start = start.clone();
+        async move {
+            if restart {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                w = start();
+            }
+            let ev = w.next().await?;
+            let gone = watch_start_gone(&ev);
+            if gone {
+                tracing::warn!("kube source: HTTP 410 Gone on a watch request; relisting");
+            }
+            Some((ev, (w, gone)))
+        }
+    })
+}
+
 async fn run(controller: Arc<Controller>, client: kube::Client, status: Arc<KubeSourceStatus>) {
     let cfg = watcher::Config::default();
-    let svcs = watcher::watcher(kube::Api::<Service>::all(client.clone()), cfg.clone())
-        .default_backoff()
+    let svcs = relisting(kube::Api::<Service>::all(client.clone()), cfg.clone())
         .map(|r| r.map(KubeEvent::Service).map_err(|e| ("Services", e)));
-    let slices = watcher::watcher(kube::Api::<EndpointSlice>::all(client), cfg)
-        .default_backoff()
-        .map(|r| {
-            r.map(KubeEvent::EndpointSlice)
-                .map_err(|e| ("EndpointSlices", e))
-        });
+    let slices = relisting(kube::Api::<EndpointSlice>::all(client), cfg).map(|r| {
+        r.map(KubeEvent::EndpointSlice)
+            .map_err(|e| ("EndpointSlices", e))
+    });
     let mut events = std::pin::pin!(futures::stream::select(svcs, slices));
     let mut state = KubeState::default();
     let mut pending = false;

@@ -396,6 +396,16 @@ async fn published(
     }
 }
 
+/// Waits (bounded) until the source has marked the controller ready (just
+/// after publishing its first full sync).
+async fn ready(ctl: &Controller) {
+    let deadline = Instant::now() + WAIT;
+    while !ctl.is_ready() {
+        assert!(Instant::now() < deadline, "not ready within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Lets the source run for a moment (to prove that something does *not* happen).
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -426,6 +436,7 @@ async fn synced(
         Some("101")
     );
     let t = published(ctl, "the initial lists", |t| backends(t, NGINX).is_some()).await;
+    ready(ctl).await;
     (svc_watch.watch(), slice_watch.watch(), t)
 }
 
@@ -477,7 +488,7 @@ async fn initial_lists_publish_once_both_kinds_synced() {
         )],
     );
     let t = published(&ctl, "the initial lists", |t| backends(t, NGINX).is_some()).await;
-    assert!(ctl.is_ready());
+    ready(&ctl).await;
     assert_eq!(t.generation(), 1, "one publish for the first full sync");
     assert_eq!(
         backends(&t, NGINX),
@@ -683,7 +694,7 @@ async fn api_errors_retried_with_backoff_last_good_kept() {
         backends(t, NGINX) == Some(vec![ip("198.18.3.10")])
     })
     .await;
-    assert!(ctl.is_ready());
+    ready(&ctl).await;
     let g = t.generation();
 
     // Later: the watch is lost (410) and the relist fails twice.
@@ -722,4 +733,55 @@ async fn api_errors_retried_with_backoff_last_good_kept() {
     .await;
     assert_eq!(t.generation(), g + 1);
     assert_eq!(backends(&t, NGINX), Some(vec![ip("198.18.3.10")]));
+}
+
+/// 410 Gone as an HTTP status on the watch request itself (not as an ERROR
+/// event in a 200 stream): the error is recorded, the last good table keeps
+/// serving, and the source relists (kube-runtime alone would retry the watch
+/// from the same expired resourceVersion) and publishes the relisted state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_410_on_watch_start_relists() {
+    let ctl = controller();
+    let (h, mut api) = start(&ctl);
+    let (svcs, _slices, t) = synced(&ctl, &mut api).await;
+    let g = t.generation();
+    // The Services watch ends; its restart is answered with HTTP 410.
+    drop(svcs);
+    let rewatch = api.next(Kind::Services, Verb::Watch).await;
+    assert_eq!(query_param(&rewatch.uri, "resourceVersion"), Some("100"));
+    rewatch.error(410, "Expired", "too old resource version: 100 (9000)");
+    let relist = api.next(Kind::Services, Verb::List).await;
+    assert!(
+        api.none_waiting(Kind::Services, Verb::Watch),
+        "a watch from the expired resourceVersion again"
+    );
+    settle().await;
+    assert_eq!(
+        ctl.tables().current().generation(),
+        g,
+        "published before the relist completed"
+    );
+    assert!(ctl.is_ready());
+    assert!(
+        h.status()
+            .last_error()
+            .is_some_and(|e| e.contains("Services") && e.contains("too old resource version")),
+        "{:?}",
+        h.status().last_error()
+    );
+    relist.list(
+        "9001",
+        vec![
+            service("nginx", "10.247.1.2", "90"),
+            service("web", "10.247.1.3", "9000"),
+        ],
+    );
+    let t = published(&ctl, "the relisted state", |t| backends(t, WEB).is_some()).await;
+    assert_eq!(t.generation(), g + 1);
+    assert_eq!(
+        backends(&t, NGINX),
+        Some(vec![ip("198.18.3.10"), ip("198.18.3.11")])
+    );
+    let watch = api.next(Kind::Services, Verb::Watch).await;
+    assert_eq!(query_param(&watch.uri, "resourceVersion"), Some("9001"));
 }

@@ -171,6 +171,7 @@ impl KubeState {
 #[derive(Debug)]
 pub struct KubeHandle {
     task: tokio::task::JoinHandle<()>,
+    status: Arc<KubeSourceStatus>,
 }
 
 impl Drop for KubeHandle {
@@ -187,35 +188,117 @@ pub async fn client() -> Result<kube::Client, KubeSourceError> {
     kube::Client::try_from(config).map_err(|source| KubeSourceError::Client { source })
 }
 
+/// What the source has met so far, for tests and status: watch/list errors
+/// (each retried with backoff while the last good tables keep serving).
+#[derive(Debug, Default)]
+pub struct KubeSourceStatus {
+    errors: std::sync::atomic::AtomicU64,
+    last_error: parking_lot::Mutex<Option<String>>,
+}
+
+impl KubeSourceStatus {
+    /// Watch or list errors seen since the start.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The last error, naming the kind (`Services` or `EndpointSlices`).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    fn record(&self, msg: String) {
+        self.errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.last_error.lock() = Some(msg);
+    }
+}
+
+impl KubeHandle {
+    /// Errors met so far.
+    pub fn status(&self) -> &KubeSourceStatus {
+        &self.status
+    }
+}
+
 /// Connects and starts watching; must run inside a tokio runtime.
 pub async fn start(controller: Arc<Controller>) -> Result<KubeHandle, KubeSourceError> {
     let client = client().await?;
-    tracing::info!("kube source: watching Services and EndpointSlices");
-    let task = tokio::spawn(run(controller, client));
-    Ok(KubeHandle { task })
+    Ok(start_with_client(controller, client))
 }
 
-async fn run(controller: Arc<Controller>, client: kube::Client) {
+/// Starts watching through a given client (a real one, or one over a mocked
+/// API service in tests); must run inside a tokio runtime.
+pub fn start_with_client(controller: Arc<Controller>, client: kube::Client) -> KubeHandle {
+    tracing::info!("kube source: watching Services and EndpointSlices");
+    let status = Arc::new(KubeSourceStatus::default());
+    let task = tokio::spawn(run(controller, client, Arc::clone(&status)));
+    KubeHandle { task, status }
+}
+
+/// True for an HTTP 410 Gone answering the watch request itself.
+fn watch_start_gone(ev: &Result<Event<impl Sized>, watcher::Error>) -> bool {
+    matches!(ev, Err(watcher::Error::WatchStartFailed(kube::Error::Api(s))) if s.code == 410)
+}
+
+/// A watcher with kube-runtime's default backoff that also relists when the
+/// watch request itself is answered with HTTP 410 Gone. kube-runtime relists
+/// on a 410 ERROR event inside a watch stream, but on an HTTP 410 to the watch
+/// request it retries the watch from the same, expired resourceVersion, for
+/// ever (kube-runtime 5.0); here the watcher is started anew instead (list
+/// first), after one backoff step.
+fn relisting<K>(
+    api: kube::Api<K>,
+    cfg: watcher::Config,
+) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let start = move || {
+        watcher::watcher(api.clone(), cfg.clone())
+            .default_backoff()
+            .boxed()
+    };
+    let first = start();
+    futures::stream::unfold((first, false), move |(mut w, restart)| {
+        let start = start.clone();
+        async move {
+            if restart {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                w = start();
+            }
+            let ev = w.next().await?;
+            let gone = watch_start_gone(&ev);
+            if gone {
+                tracing::warn!("kube source: HTTP 410 Gone on a watch request; relisting");
+            }
+            Some((ev, (w, gone)))
+        }
+    })
+}
+
+async fn run(controller: Arc<Controller>, client: kube::Client, status: Arc<KubeSourceStatus>) {
     let cfg = watcher::Config::default();
-    let svcs = watcher::watcher(kube::Api::<Service>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .map(|r| r.map(KubeEvent::Service));
-    let slices = watcher::watcher(kube::Api::<EndpointSlice>::all(client), cfg)
-        .default_backoff()
-        .map(|r| r.map(KubeEvent::EndpointSlice));
+    let svcs = relisting(kube::Api::<Service>::all(client.clone()), cfg.clone())
+        .map(|r| r.map(KubeEvent::Service).map_err(|e| ("Services", e)));
+    let slices = relisting(kube::Api::<EndpointSlice>::all(client), cfg).map(|r| {
+        r.map(KubeEvent::EndpointSlice)
+            .map_err(|e| ("EndpointSlices", e))
+    });
     let mut events = std::pin::pin!(futures::stream::select(svcs, slices));
     let mut state = KubeState::default();
     let mut pending = false;
     let mut since = Instant::now();
-    let handle = |ev: Result<KubeEvent, watcher::Error>, state: &mut KubeState| match ev {
-        Ok(ev) => state.apply(ev),
-        Err(e) => {
-            tracing::warn!(
-                "kube watch error: {e}; relisting with backoff, the last good tables keep serving"
-            );
-            false
-        }
-    };
+    let handle =
+        |ev: Result<KubeEvent, (&'static str, watcher::Error)>, state: &mut KubeState| match ev {
+            Ok(ev) => state.apply(ev),
+            Err((kind, e)) => {
+                let msg = format!("kube source: {kind} watch error: {e}");
+                tracing::warn!("{msg}; relisting with backoff, the last good tables keep serving");
+                status.record(msg);
+                false
+            }
+        };
     while let Some(ev) = events.next().await {
         if !pending {
             since = Instant::now();

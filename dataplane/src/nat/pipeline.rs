@@ -594,9 +594,9 @@ impl Worker {
         // Pass 2: match signatures and read the candidate entries.
         for pre in self.pre[..n].iter_mut() {
             if let Pre::Parsed(p, probe, slot) = pre {
+                // `find` reads the entry's key, which brings its line in.
                 if let Some(s) = self.ct.find(&p.key, probe) {
                     *slot = s as u32;
-                    sink ^= self.ct.touch_entry(s);
                 }
             }
         }

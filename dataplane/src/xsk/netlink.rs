@@ -76,7 +76,7 @@ pub struct Route {
     pub oif: Option<u32>,
 }
 
-/// A snapshot of the kernel's view, for the integrator to turn into the
+/// A snapshot of the kernel's view, which `gateway::next_hops_from_kernel` turns into the
 /// NAT's next-hop table. Refresh by calling [`KernelNet::read`] again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelNet {

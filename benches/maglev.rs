@@ -16,7 +16,7 @@ fn backends(n: u32) -> Vec<MaglevBackend> {
 }
 
 fn build(c: &mut Criterion) {
-    let mut g = c.benchmark_group("build");
+    let mut g = c.benchmark_group("maglev_build");
     for (n, m) in
         [(100, MAX_TABLE_SIZE), (10, table_size_for(10)), (100, table_size_for(100)), (1000, table_size_for(1000))]
     {
@@ -30,7 +30,7 @@ fn build(c: &mut Criterion) {
 }
 
 fn pick(c: &mut Criterion) {
-    let mut g = c.benchmark_group("pick");
+    let mut g = c.benchmark_group("maglev_pick");
     // A batch of 64 flow hashes, as a worker sees per RX burst.
     let hashes: Vec<u32> =
         (0..64u32).map(|i| flow_hash(0xc612_0000 | i, 0xc612_6401, 40000 + i as u16, 80, 6)).collect();

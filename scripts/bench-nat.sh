@@ -27,7 +27,8 @@ def bench_dirs(group):
     out = {}
     for p in glob.glob(f"target/criterion/{group}/**/new/estimates.json", recursive=True):
         name = os.path.relpath(os.path.dirname(os.path.dirname(p)), f"target/criterion/{group}")
-        out[name] = est(p)
+        # criterion stores "established/1k" as "established_1k"
+        out[name.replace("_", "/")] = est(p)
     return out
 
 cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p' | head -1"], capture_output=True, text=True).stdout.strip()

@@ -646,14 +646,16 @@ impl Worker {
                 return v;
             }
         }
-        let shared = Arc::clone(&self.shared);
-        let rev = &shared.reverse;
-        if let Some(ai) = rev.addr_index(p.key.dst) {
-            if rev.owner_of(p.key.dport).is_some() {
-                return self.reply(hops, f, p, rev.index(ai, p.key.proto, p.key.dport), now);
-            }
+        let reply_slot = {
+            let rev = &self.shared.reverse;
+            rev.addr_index(p.key.dst)
+                .filter(|_| rev.owner_of(p.key.dport).is_some())
+                .map(|ai| rev.index(ai, p.key.proto, p.key.dport))
+        };
+        match reply_slot {
+            Some(idx) => self.reply(hops, f, p, idx, now),
+            None => self.new_flow(t, hops, f, p, probe, now),
         }
-        self.new_flow(t, hops, f, p, probe, now)
     }
 
     /// Removes a flow from both directions.
@@ -672,7 +674,6 @@ impl Worker {
     /// Expires idle flows in the next `buckets` buckets; call on idle polls.
     /// Returns how many were removed.
     pub fn maintain(&mut self, now_ms: u32, buckets: usize) -> usize {
-        let shared = Arc::clone(&self.shared);
         let mut gone = [FlowEntry::default(); 64];
         let mut total = 0;
         let mut left = buckets;
@@ -682,7 +683,7 @@ impl Worker {
             let mut n = 0;
             let removed = self.ct.sweep(
                 step,
-                |e| flow_expired(&shared, e, now_ms),
+                |e| flow_expired(&self.shared, e, now_ms),
                 |_, e| {
                     // 8 buckets of 8 slots: never more than 64.
                     if n < gone.len() {
@@ -1003,11 +1004,10 @@ impl Worker {
         let Some((rev_idx, snat_addr, snat_port)) = self.alloc_port(k.proto, now) else {
             return Verdict::Drop(DropReason::PortsExhausted);
         };
-        let shared = Arc::clone(&self.shared);
-        let ins = self.ct.insert(&k, probe, now, |e| flow_expired(&shared, e, now));
+        let ins = self.ct.insert(&k, probe, now, |e| flow_expired(&self.shared, e, now));
         while let Some((_, to)) = self.ct.take_moved() {
             if let Some(e) = self.ct.entry(to) {
-                shared.reverse.set_owner_slot(e.rev_slot, to as u32);
+                self.shared.reverse.set_owner_slot(e.rev_slot, to as u32);
             }
         }
         if let Inserted::Replaced { old, expired, .. } = ins {
@@ -1035,7 +1035,7 @@ impl Worker {
             e.rev_slot = rev_idx;
             e.state = p.tcp_flags & (tcpf::SYN | tcpf::FIN | tcpf::RST);
         }
-        shared.reverse.publish(
+        self.shared.reverse.publish(
             rev_idx,
             &RevFlow {
                 client: k.src,
@@ -1061,10 +1061,8 @@ impl Worker {
     /// A reply from a backend to an SNAT address and port: translate back to
     /// what the client dialled. Works on any worker (see `reverse`).
     fn reply(&mut self, hops: &NextHops, f: &mut Frame<'_>, p: &Parsed, idx: u32, now: u32) -> Verdict {
-        let shared = Arc::clone(&self.shared);
-        let rev = &shared.reverse;
         let k = p.key;
-        let Some(fl) = rev.read(idx) else {
+        let Some(fl) = self.shared.reverse.read(idx) else {
             return Verdict::Pass(PassReason::SnatNoFlow);
         };
         if fl.backend != k.src || fl.backend_port != k.sport || fl.proto != k.proto {
@@ -1073,11 +1071,11 @@ impl Worker {
         if p.ttl <= 1 {
             return self.time_exceeded(hops, f, p);
         }
-        let hop_idx = match rev.cached_hop(idx, hops.generation()) {
+        let hop_idx = match self.shared.reverse.cached_hop(idx, hops.generation()) {
             Some(h) => h,
             None => match self.hop_to(hops, fl.client) {
                 Ok(h) => {
-                    rev.cache_hop(idx, hops.generation(), h);
+                    self.shared.reverse.cache_hop(idx, hops.generation(), h);
                     h
                 }
                 Err(v) => return v,
@@ -1093,7 +1091,7 @@ impl Worker {
         if p.tcp_flags & tcpf::RST != 0 {
             fl_flags |= rflags::RST;
         }
-        rev.touch(idx, now, fl_flags);
+        self.shared.reverse.touch(idx, now, fl_flags);
         let (ip_delta, l4_delta) = deltas(&k, fl.frontend, fl.client, fl.frontend_port, fl.client_port);
         rewrite(
             f.buf,

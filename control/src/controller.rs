@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::{Deserialize, Serialize};
 use svcgate_common::model::DesiredState;
 use svcgate_common::publish::{Publisher, Reader};
@@ -31,9 +32,9 @@ use svcgate_common::table::{ServiceEntry, ServicePortId, ServiceTable};
 
 use crate::display::{self, EndpointsRow, ServiceRow};
 use crate::error::LoadError;
-use crate::manifest::{ParsedFile, Sourced};
+use crate::manifest::{Object, ParsedFile, Sourced};
 use crate::metrics::ControlMetrics;
-use crate::resolve::{self, Allocations, ResolveConfig, Resolved};
+use crate::resolve::{self, Allocations, EndpointPlan, ResolveConfig, Resolved};
 
 /// What the controller last did, for `/status`, `/metrics` and `svcgate status`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -68,6 +69,110 @@ struct State {
     previous: HashMap<String, Sourced>,
     allocations: Allocations,
     desired: DesiredState,
+    /// The object set of the API path ([`Controller::apply_objects`],
+    /// [`Controller::apply_changes`]).
+    objects: Vec<Sourced>,
+    /// Indices over `objects` and `desired` for [`Controller::apply_changes`].
+    index: ChangeIndex,
+}
+
+/// A kind, namespace and name: one object's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// `Service`, `Endpoints`, `EndpointSlice` or `Pod` ([`crate::manifest::Object::kind`]).
+    pub kind: &'static str,
+    /// `metadata.namespace` (`default` when unset).
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of an object.
+    pub fn of(s: &Sourced) -> Self {
+        let meta = match &s.object {
+            Object::Service(o) => &o.metadata,
+            Object::Endpoints(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+        };
+        Self {
+            kind: s.object.kind(),
+            namespace: meta
+                .namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".into()),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// The Service an EndpointSlice is labelled with, if any.
+fn slice_service(s: &Sourced) -> Option<&str> {
+    match &s.object {
+        Object::EndpointSlice(es) => es
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(resolve::SERVICE_NAME_LABEL))
+            .map(String::as_str),
+        _ => None,
+    }
+}
+
+/// What the fast path of [`Controller::apply_changes`] needs, rebuilt after
+/// every full resolution of the API path's object set.
+#[derive(Debug, Default)]
+struct ChangeIndex {
+    /// False when the fast path must not be used (no object set, or one with
+    /// duplicate or unnamed objects, whose resolution has ordering subtleties).
+    valid: bool,
+    /// Position of each object in `State::objects`.
+    pos: HashMap<ObjectKey, usize>,
+    /// (namespace, Service name) -> positions of its EndpointSlices, in order.
+    slices: HashMap<(String, String), Vec<usize>>,
+    /// (namespace, name) -> index in `desired.services`.
+    services: HashMap<(String, String), usize>,
+    /// Same index as `desired.services`.
+    plans: Vec<EndpointPlan>,
+    /// Same index as `desired.services`: the table index of its first port.
+    entry_base: Vec<u32>,
+}
+
+impl ChangeIndex {
+    fn build(objects: &[Sourced], desired: &DesiredState, plans: Vec<EndpointPlan>) -> Self {
+        let mut ix = Self {
+            valid: true,
+            plans,
+            ..Self::default()
+        };
+        for (i, s) in objects.iter().enumerate() {
+            let key = ObjectKey::of(s);
+            if key.name.is_empty() || ix.pos.contains_key(&key) {
+                ix.valid = false;
+                return ix;
+            }
+            if let Some(svc) = slice_service(s) {
+                ix.slices
+                    .entry((key.namespace.clone(), svc.to_string()))
+                    .or_default()
+                    .push(i);
+            }
+            ix.pos.insert(key, i);
+        }
+        let mut base = 0u32;
+        for (i, svc) in desired.services.iter().enumerate() {
+            ix.services
+                .insert((svc.namespace.clone(), svc.name.clone()), i);
+            ix.entry_base.push(base);
+            if svc.cluster_ip.is_some() {
+                base += svc.ports.len() as u32;
+            }
+        }
+        ix.valid = ix.plans.len() == desired.services.len();
+        ix
+    }
 }
 
 /// How a sync went.
@@ -182,13 +287,185 @@ impl Controller {
             .values()
             .flat_map(|f| f.errors.iter().cloned())
             .collect();
-        self.sync_locked(&mut st, &objects, file_errors)
+        let (outcome, _) = self.sync_locked(&mut st, &objects, file_errors);
+        st.index = ChangeIndex::default();
+        outcome
     }
 
     /// Replaces the whole object set (the kube source's path).
     pub fn apply_objects(&self, objects: &[Sourced]) -> SyncOutcome {
         let mut st = self.state.lock();
-        self.sync_locked(&mut st, objects, Vec::new())
+        let (outcome, plans) = self.sync_locked(&mut st, objects, Vec::new());
+        st.objects = objects.to_vec();
+        st.index = ChangeIndex::build(&st.objects, &st.desired, plans);
+        outcome
+    }
+
+    /// Applies changes to the object set of the API path (the one the last
+    /// [`Controller::apply_objects`] or `apply_changes` left, else empty):
+    /// `deletes` remove objects, then `upserts` replace the object with the
+    /// same [`ObjectKey`] in place or are added after the others. The result
+    /// is the same as [`Controller::apply_objects`] with the changed set.
+    ///
+    /// Fast path: when only existing EndpointSlices change (same name, same
+    /// Service label), only their Services' backends are derived again and
+    /// only their table entries rebuilt (the frontend map and every other
+    /// entry are shared); nothing else is re-resolved. Anything else resolves
+    /// the whole set again.
+    pub fn apply_changes(&self, upserts: Vec<Sourced>, deletes: Vec<ObjectKey>) -> SyncOutcome {
+        let mut st = self.state.lock();
+        if deletes.is_empty() && !upserts.is_empty() {
+            if let Some(outcome) = self.try_slices_only(&mut st, &upserts) {
+                return outcome;
+            }
+        }
+        let mut objects = std::mem::take(&mut st.objects);
+        if !deletes.is_empty() {
+            let gone: std::collections::HashSet<ObjectKey> = deletes.into_iter().collect();
+            objects.retain(|o| !gone.contains(&ObjectKey::of(o)));
+        }
+        let mut pos: HashMap<ObjectKey, usize> = HashMap::new();
+        for (i, o) in objects.iter().enumerate() {
+            pos.entry(ObjectKey::of(o)).or_insert(i);
+        }
+        for u in upserts {
+            let key = ObjectKey::of(&u);
+            match pos.get(&key) {
+                Some(&i) if !key.name.is_empty() => objects[i] = u,
+                _ => {
+                    pos.insert(key, objects.len());
+                    objects.push(u);
+                }
+            }
+        }
+        let (outcome, plans) = self.sync_locked(&mut st, &objects, Vec::new());
+        st.index = ChangeIndex::build(&objects, &st.desired, plans);
+        st.objects = objects;
+        outcome
+    }
+
+    /// The fast path of [`Controller::apply_changes`]; `None` when it does not
+    /// apply (then nothing was changed).
+    fn try_slices_only(&self, st: &mut State, upserts: &[Sourced]) -> Option<SyncOutcome> {
+        let current = self.tables.current();
+        if !st.index.valid || current.generation() == 0 {
+            return None;
+        }
+        // Every upsert replaces an existing EndpointSlice labelled for the same
+        // Service, which is being served.
+        let mut places = Vec::with_capacity(upserts.len());
+        for u in upserts {
+            let key = ObjectKey::of(u);
+            let &i = st.index.pos.get(&key)?;
+            let svc = slice_service(u)?;
+            if slice_service(&st.objects[i]) != Some(svc) {
+                return None;
+            }
+            let &si = st
+                .index
+                .services
+                .get(&(key.namespace.clone(), svc.to_string()))?;
+            places.push((i, si));
+        }
+        let mut touched: Vec<usize> = Vec::new();
+        for (u, &(i, si)) in upserts.iter().zip(&places) {
+            if st.objects[i] != *u {
+                st.objects[i] = u.clone();
+                if !touched.contains(&si) {
+                    touched.push(si);
+                }
+            }
+        }
+        let mut replaced: Vec<(u32, ServiceEntry)> = Vec::new();
+        let mut changed_services = Vec::new();
+        for &si in &touched {
+            let plan = &st.index.plans[si];
+            let key = (plan.namespace().to_string(), plan.name().to_string());
+            let slices: Vec<&EndpointSlice> = st
+                .index
+                .slices
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .filter_map(|&p| match &st.objects[p].object {
+                    Object::EndpointSlice(es) => Some(&**es),
+                    _ => None,
+                })
+                .collect();
+            let backends = resolve::backends_from_slices(plan, &slices);
+            let svc = &mut st.desired.services[si];
+            let mut any = false;
+            for (j, (port, new)) in svc.ports.iter_mut().zip(backends).enumerate() {
+                if port.backends == new {
+                    continue;
+                }
+                port.backends = new;
+                any = true;
+                if svc.cluster_ip.is_some() {
+                    let id = ServicePortId {
+                        namespace: Arc::from(svc.namespace.as_str()),
+                        name: Arc::from(svc.name.as_str()),
+                        port_name: Arc::from(port.name.as_str()),
+                        protocol: port.protocol,
+                        port: port.port,
+                    };
+                    replaced.push((
+                        st.index.entry_base[si] + j as u32,
+                        ServiceEntry::new(id, &port.backends, svc.affinity, &svc.source_ranges),
+                    ));
+                }
+            }
+            if any {
+                changed_services.push(si);
+            }
+        }
+        let outcome = if changed_services.is_empty() {
+            self.metrics.noop_syncs.fetch_add(1, Ordering::Relaxed);
+            SyncOutcome::Unchanged
+        } else {
+            let next_gen = current.generation() + 1;
+            let n = replaced.len();
+            let delta: isize = replaced
+                .iter()
+                .map(|(i, e)| {
+                    e.backends.len() as isize
+                        - current.entry(*i).map_or(0, |o| o.backends.len()) as isize
+                })
+                .sum();
+            let table = current.with_entries_replaced(next_gen, replaced);
+            self.tables.publish(table);
+            self.metrics
+                .incremental_builds
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                generation = next_gen,
+                entries = n,
+                "published an endpoints-only change"
+            );
+            let mut status = self.status.write();
+            status.generation = next_gen;
+            status.backends = (status.backends as isize + delta).max(0) as usize;
+            for &si in &changed_services {
+                let svc = &st.desired.services[si];
+                let one = DesiredState {
+                    node_ips: Vec::new(),
+                    services: vec![svc.clone()],
+                };
+                let (_, mut rows) = display::rows(&one);
+                let at = status.endpoints.binary_search_by(|r| {
+                    (r.namespace.as_str(), r.name.as_str())
+                        .cmp(&(svc.namespace.as_str(), svc.name.as_str()))
+                });
+                if let (Some(row), Ok(at)) = (rows.pop(), at) {
+                    status.endpoints[at] = row;
+                }
+            }
+            SyncOutcome::Incremental(next_gen, n)
+        };
+        self.status.write().last_sync_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Some(outcome)
     }
 
     fn sync_locked(
@@ -196,12 +473,13 @@ impl Controller {
         st: &mut State,
         objects: &[Sourced],
         mut errors: Vec<LoadError>,
-    ) -> SyncOutcome {
+    ) -> (SyncOutcome, Vec<EndpointPlan>) {
         let Resolved {
             desired,
             applied,
             allocations,
             errors: rerrs,
+            plans,
             ..
         } = resolve::resolve(objects, &self.cfg, &st.previous, &st.allocations);
         errors.extend(rerrs);
@@ -267,7 +545,7 @@ impl Controller {
                 .map_or(0, |d| d.as_millis() as u64),
         };
         st.desired = desired;
-        outcome
+        (outcome, plans)
     }
 
     /// Records one source-change-to-published latency.

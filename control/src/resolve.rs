@@ -98,6 +98,47 @@ pub struct Resolved {
     pub errors: Vec<LoadError>,
     /// `ExternalName` Services: accepted, nothing to serve.
     pub external_names: Vec<String>,
+    /// What re-deriving each Service's backends needs (same index as
+    /// `desired.services`), for [`backends_from_slices`].
+    pub plans: Vec<EndpointPlan>,
+}
+
+/// What deriving one Service's backends needs: its name, selector and ports.
+/// Lets an EndpointSlice change be applied to that Service alone
+/// ([`backends_from_slices`]) with the same result a full [`resolve`] gives.
+#[derive(Debug, Clone)]
+pub struct EndpointPlan {
+    namespace: String,
+    name: String,
+    selector: BTreeMap<String, String>,
+    publish_not_ready: bool,
+    ports: Vec<DraftPort>,
+}
+
+impl EndpointPlan {
+    /// `metadata.namespace` of the Service.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// `metadata.name` of the Service.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The backends of each port of a Service (in `spec.ports` order) that has
+/// these EndpointSlices (labelled with its name, in object order, at least
+/// one): what [`resolve`] derives for it from the same slices.
+pub fn backends_from_slices(plan: &EndpointPlan, slices: &[&EndpointSlice]) -> Vec<Vec<BackendSpec>> {
+    let mut index = EndpointIndex::default();
+    index
+        .slices
+        .insert((plan.namespace.clone(), plan.name.clone()), slices.to_vec());
+    plan.ports
+        .iter()
+        .map(|p| backends_for(plan, p, &index))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -858,6 +899,13 @@ pub fn resolve(
     // 5. Endpoints.
     out.desired.node_ips = cfg.node_ips.clone();
     for d in final_drafts {
+        let plan = EndpointPlan {
+            namespace: d.namespace.clone(),
+            name: d.name.clone(),
+            selector: d.selector.clone(),
+            publish_not_ready: d.publish_not_ready,
+            ports: d.ports.clone(),
+        };
         let ports = d
             .ports
             .iter()
@@ -870,7 +918,7 @@ pub fn resolve(
                 } else {
                     None
                 },
-                backends: backends_for(&d, p, &index),
+                backends: backends_for(&plan, p, &index),
             })
             .collect();
         out.desired.services.push(ServiceSpec {
@@ -885,7 +933,8 @@ pub fn resolve(
             ports,
         });
         out.origins.push(d.origin.clone());
-        out.applied.insert(d.key.clone(), d.source.clone());
+        out.applied.insert(d.key, d.source);
+        out.plans.push(plan);
     }
     out
 }
@@ -910,7 +959,7 @@ fn match_port<'a>(
     })
 }
 
-fn backends_for(d: &Draft, p: &DraftPort, index: &EndpointIndex<'_>) -> Vec<BackendSpec> {
+fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> Vec<BackendSpec> {
     let key = (d.namespace.clone(), d.name.clone());
     let mut out = Vec::new();
     if let Some(slices) = index.slices.get(&key) {

@@ -293,8 +293,11 @@ fn main() {
     let restarts = env("CTLBENCH_RESTARTS", if quick { 10 } else { 50 });
     println!("svcgate control bench (quick={quick})");
 
+    // CTLBENCH_ONLY=restart: only the rolling restart (for profiling).
+    let only_restart = std::env::var("CTLBENCH_ONLY").is_ok_and(|v| v == "restart");
     // 1. Full build + publish, 1k and 10k.
-    for (n, reps) in [(1_000usize, if quick { 5 } else { 20 }), (10_000, if quick { 3 } else { 7 })] {
+    for (n, reps) in if only_restart { vec![] } else { vec![(1_000usize, if quick { 5 } else { 20 }), (10_000, if quick { 3 } else { 7 })] } {
+        let reps: usize = reps;
         let cluster = Cluster::new(n);
         let mut times = Vec::new();
         for _ in 0..reps {
@@ -356,6 +359,7 @@ fn main() {
 
     // 2a. Through apply_objects (the whole object set, as the kube source calls it today).
     let mut v = Vec::new();
+    let (full_changes, changes) = if only_restart { (0, 0) } else { (full_changes, changes) };
     for _ in 0..full_changes {
         let i = (rnd() % n as u64) as usize;
         let k = (rnd() % EPS as u64) as usize;
@@ -366,9 +370,11 @@ fn main() {
         assert!(matches!(out, SyncOutcome::Incremental(_, 1)), "{out:?}");
         v.push(t1 - t0);
     }
+    if !v.is_empty() {
     let (p50, p99, _) = summary("one change at 10k via apply_objects (all objects re-resolved)", v);
     println!("RESULT change_all_p50 {:.3} us", us(p50));
     println!("RESULT change_all_p99 {:.3} us", us(p99));
+    }
 
     // 2b. Through apply_changes (only the changed objects).
     let mut v = Vec::new();

@@ -103,7 +103,7 @@ if [ "$SKIP10K" = 1 ] || [ "$NFT10K" = timeout ] || [[ "$NFT10K" == error* ]]; t
     t1=$(now)
     echo "   10k in 1k chunks: $(elapsed "$t0" "$t1") s (not comparable to one transaction)"
 fi
-N10K=$(nsx "$NFT" list chains ip kube-proxy 2>/dev/null | grep -c 'chain service-' || true)
+N10K=$(nsx "$NFT" list chains ip 2>/dev/null | grep -c "chain service-" || true)
 echo "   service chains loaded: $N10K"
 NFTCHG=$(timed_load "$WORK/kp-change.nft" 300)
 echo "nft -f, one Service's endpoint change at 10k: ${NFTCHG} s"

@@ -606,3 +606,145 @@ fn changed_entries(old: &DesiredState, new: &DesiredState) -> Vec<(u32, ServiceE
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec as KService};
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use crate::manifest::Origin;
+
+    fn svc(i: u8, ports: &[i32]) -> Sourced {
+        let s = Service {
+            metadata: ObjectMeta {
+                name: Some(format!("s{i}")),
+                ..Default::default()
+            },
+            spec: Some(KService {
+                cluster_ip: Some(format!("198.18.0.{}", 10 + i)),
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|&p| ServicePort {
+                            name: Some(format!("p{p}")),
+                            port: p,
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Sourced {
+            origin: Origin::api(),
+            object: Object::Service(Box::new(s)),
+        }
+    }
+
+    fn slice(i: u8, name: &str, ports: &[i32], ips: &[&str]) -> Sourced {
+        let es = EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(BTreeMap::from([(
+                    resolve::SERVICE_NAME_LABEL.to_string(),
+                    format!("s{i}"),
+                )])),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: ips
+                .iter()
+                .map(|ip| Endpoint {
+                    addresses: vec![ip.to_string()],
+                    ..Default::default()
+                })
+                .collect(),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|&p| EndpointPort {
+                        name: Some(format!("p{p}")),
+                        port: Some(p + 8000),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+        };
+        Sourced {
+            origin: Origin::api(),
+            object: Object::EndpointSlice(Box::new(es)),
+        }
+    }
+
+    fn cfg() -> ResolveConfig {
+        ResolveConfig::new("198.18.0.0/24".parse().unwrap(), vec!["198.18.1.1".parse().unwrap()])
+    }
+
+    /// `apply_changes` ends where `apply_objects` of the changed set does.
+    fn same_as_full(c: &Controller, objects: &[Sourced]) {
+        let full = Controller::new(cfg());
+        full.apply_objects(objects);
+        assert_eq!(c.desired(), full.desired());
+        let (a, b) = (c.status(), full.status());
+        assert_eq!(a.endpoints.len(), b.endpoints.len());
+        for (x, y) in a.endpoints.iter().zip(&b.endpoints) {
+            assert_eq!((&x.name, &x.ready, &x.not_ready), (&y.name, &y.ready, &y.not_ready));
+        }
+        assert_eq!((a.entries, a.backends, a.frontends), (b.entries, b.backends, b.frontends));
+        let (ta, tb) = (c.tables().current(), full.tables().current());
+        assert_eq!(ta.entries().len(), tb.entries().len());
+        for (x, y) in ta.entries().iter().zip(tb.entries()) {
+            assert_eq!(**x, **y);
+        }
+    }
+
+    #[test]
+    fn apply_changes_matches_a_full_resolution() {
+        let mut objects = vec![
+            svc(1, &[80]),
+            svc(2, &[80, 443]),
+            svc(3, &[53]),
+            slice(1, "s1-a", &[80], &["198.19.0.1", "198.19.0.2"]),
+            slice(2, "s2-a", &[80, 443], &["198.19.0.3"]),
+            slice(2, "s2-b", &[80, 443], &["198.19.0.4"]),
+            slice(3, "s3-a", &[53], &["198.19.0.5"]),
+        ];
+        let c = Controller::new(cfg());
+        assert_eq!(c.apply_objects(&objects), SyncOutcome::Full(1));
+        let gen0_entry0 = Arc::clone(&c.tables().current().entries()[0]);
+
+        // One slice of a two-slice, two-port Service: its two entries only.
+        let s = slice(2, "s2-b", &[80, 443], &["198.19.0.9", "198.19.0.4"]);
+        objects[5] = s.clone();
+        assert_eq!(c.apply_changes(vec![s.clone()], Vec::new()), SyncOutcome::Incremental(2, 2));
+        assert!(Arc::ptr_eq(&gen0_entry0, &c.tables().current().entries()[0]));
+        same_as_full(&c, &objects);
+        // The same again: nothing to do.
+        assert_eq!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Unchanged);
+        assert_eq!(c.tables().current().generation(), 2);
+
+        // A slice moving to another Service, a new Service, a deletion: the
+        // whole set is resolved again (the move changes only backends: s1's
+        // and s3's entries are replaced).
+        let moved = slice(3, "s1-a", &[53], &["198.19.0.7"]);
+        objects[3] = moved.clone();
+        assert_eq!(c.apply_changes(vec![moved], Vec::new()), SyncOutcome::Incremental(3, 2));
+        same_as_full(&c, &objects);
+        let added = svc(4, &[80]);
+        objects.push(added.clone());
+        assert!(matches!(c.apply_changes(vec![added], Vec::new()), SyncOutcome::Full(_)));
+        same_as_full(&c, &objects);
+        let gone = ObjectKey::of(&objects[6]);
+        objects.remove(6);
+        assert!(matches!(c.apply_changes(Vec::new(), vec![gone]), SyncOutcome::Incremental(_, 1)));
+        same_as_full(&c, &objects);
+
+        // After the full paths the fast path works again.
+        let s = slice(1, "s1-a", &[53], &["198.19.0.8"]);
+        objects[3] = s.clone();
+        assert!(matches!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Incremental(_, 1)));
+        same_as_full(&c, &objects);
+    }
+}

@@ -130,14 +130,80 @@ impl EndpointPlan {
 /// The backends of each port of a Service (in `spec.ports` order) that has
 /// these EndpointSlices (labelled with its name, in object order, at least
 /// one): what [`resolve`] derives for it from the same slices.
+///
+/// Each slice's ports and endpoints are read once (a name -> port map, the
+/// parsed addresses), so a Service with many ports costs O(ports x endpoints)
+/// rather than [`backends_for`]'s O(ports^2); the result is the same.
 pub fn backends_from_slices(plan: &EndpointPlan, slices: &[&EndpointSlice]) -> Vec<Vec<BackendSpec>> {
-    let mut index = EndpointIndex::default();
-    index
-        .slices
-        .insert((plan.namespace.clone(), plan.name.clone()), slices.to_vec());
+    struct Read<'a> {
+        ports: HashMap<(&'a str, &'a str), Option<i32>>,
+        endpoints: Vec<(Ipv4Addr, EndpointConditions)>,
+    }
+    let read: Vec<Read<'_>> = slices
+        .iter()
+        .filter(|es| es.address_type == "IPv4")
+        .map(|es| {
+            let mut ports = HashMap::new();
+            for ep in es.ports.iter().flatten() {
+                // The first port with a name and protocol wins, as in `match_port`.
+                ports
+                    .entry((
+                        ep.name.as_deref().unwrap_or(""),
+                        ep.protocol.as_deref().unwrap_or("TCP"),
+                    ))
+                    .or_insert(ep.port);
+            }
+            let endpoints = es
+                .endpoints
+                .iter()
+                .filter_map(|e| {
+                    let addr = e.addresses.first()?.parse::<Ipv4Addr>().ok()?;
+                    let c = e.conditions.clone().unwrap_or_default();
+                    // nil ready means "unknown": consumers treat it as ready.
+                    let ready = c.ready.unwrap_or(true);
+                    Some((
+                        addr,
+                        EndpointConditions {
+                            ready: ready || plan.publish_not_ready,
+                            serving: c.serving.unwrap_or(ready),
+                            terminating: c.terminating.unwrap_or(false),
+                        },
+                    ))
+                })
+                .collect();
+            Read { ports, endpoints }
+        })
+        .collect();
     plan.ports
         .iter()
-        .map(|p| backends_for(plan, p, &index))
+        .map(|p| {
+            let proto = p.protocol.as_str();
+            let mut out = Vec::new();
+            for r in &read {
+                let by = |want: &str| {
+                    r.ports
+                        .get(&(want, proto))
+                        .copied()
+                        .flatten()
+                        .and_then(|x| u16::try_from(x).ok())
+                        .filter(|x| *x != 0)
+                };
+                let port = by(&p.name).or_else(|| match &p.target {
+                    Target::Name(n) => by(n),
+                    Target::Number(_) => None,
+                });
+                let Some(port) = port else {
+                    continue;
+                };
+                out.extend(r.endpoints.iter().map(|&(addr, conditions)| BackendSpec {
+                    addr,
+                    port,
+                    conditions,
+                    weight: 1,
+                }));
+            }
+            out
+        })
         .collect()
 }
 

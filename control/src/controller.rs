@@ -74,6 +74,10 @@ struct State {
     objects: Vec<Sourced>,
     /// Indices over `objects` and `desired` for [`Controller::apply_changes`].
     index: ChangeIndex,
+    /// Services (indices into `desired.services`) whose `status.endpoints`
+    /// row is out of date after a fast-path change: brought up to date by
+    /// [`Controller::status`], off the path to publishing.
+    stale_rows: Vec<usize>,
 }
 
 /// A kind, namespace and name: one object's identity.
@@ -234,6 +238,28 @@ impl Controller {
 
     /// A copy of the status.
     pub fn status(&self) -> ControlStatus {
+        let mut st = self.state.lock();
+        if !st.stale_rows.is_empty() {
+            let mut status = self.status.write();
+            for si in std::mem::take(&mut st.stale_rows) {
+                let Some(svc) = st.desired.services.get(si) else {
+                    continue;
+                };
+                let one = DesiredState {
+                    node_ips: Vec::new(),
+                    services: vec![svc.clone()],
+                };
+                let (_, mut rows) = display::rows(&one);
+                let at = status.endpoints.binary_search_by(|r| {
+                    (r.namespace.as_str(), r.name.as_str())
+                        .cmp(&(svc.namespace.as_str(), svc.name.as_str()))
+                });
+                if let (Some(row), Ok(at)) = (rows.pop(), at) {
+                    status.endpoints[at] = row;
+                }
+            }
+        }
+        drop(st);
         self.status.read().clone()
     }
 
@@ -446,18 +472,8 @@ impl Controller {
             status.generation = next_gen;
             status.backends = (status.backends as isize + delta).max(0) as usize;
             for &si in &changed_services {
-                let svc = &st.desired.services[si];
-                let one = DesiredState {
-                    node_ips: Vec::new(),
-                    services: vec![svc.clone()],
-                };
-                let (_, mut rows) = display::rows(&one);
-                let at = status.endpoints.binary_search_by(|r| {
-                    (r.namespace.as_str(), r.name.as_str())
-                        .cmp(&(svc.namespace.as_str(), svc.name.as_str()))
-                });
-                if let (Some(row), Ok(at)) = (rows.pop(), at) {
-                    status.endpoints[at] = row;
+                if !st.stale_rows.contains(&si) {
+                    st.stale_rows.push(si);
                 }
             }
             SyncOutcome::Incremental(next_gen, n)
@@ -545,6 +561,7 @@ impl Controller {
                 .map_or(0, |d| d.as_millis() as u64),
         };
         st.desired = desired;
+        st.stale_rows.clear();
         (outcome, plans)
     }
 

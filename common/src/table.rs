@@ -277,14 +277,16 @@ impl ServiceTable {
         let mut frontends: HashMap<FrontendKey, Frontend, ahash::RandomState> = HashMap::default();
         let mut entries: Vec<Arc<ServiceEntry>> = Vec::new();
         let mut warnings = Vec::new();
+        // The entries (Maglev tables: most of the work) are built first, on
+        // every core when there are many; the frontends then in order.
+        let mut built = build_entries(desired).into_iter();
         for svc in &desired.services {
             let Some(cluster_ip) = svc.cluster_ip else {
                 continue; // headless: DNS only, nothing to program
             };
             for port in &svc.ports {
                 let idx = entries.len() as u32;
-                let id = port_id(svc, port);
-                let entry = Arc::new(ServiceEntry::new(id, &port.backends, svc.affinity, &svc.source_ranges));
+                let Some(entry) = built.next() else { unreachable!("one entry per port of each Service with a cluster IP") };
                 let mut add = |addr: Ipv4Addr, p: u16, kind: FrontendKind, warnings: &mut Vec<BuildWarning>| {
                     let key = FrontendKey { addr, protocol: port.protocol, port: p };
                     match frontends.get(&key) {
@@ -378,6 +380,42 @@ impl ServiceTable {
     pub fn entries(&self) -> &[Arc<ServiceEntry>] {
         &self.entries
     }
+}
+
+/// One entry per port of each Service with a cluster IP, in table order.
+/// Above a few thousand entries the work is split over the available cores
+/// (scoped threads, contiguous chunks, joined in order: the same result).
+fn build_entries(desired: &DesiredState) -> Vec<Arc<ServiceEntry>> {
+    let ports: Vec<(&ServiceSpec, &ServicePortSpec)> = desired
+        .services
+        .iter()
+        .filter(|s| s.cluster_ip.is_some())
+        .flat_map(|s| s.ports.iter().map(move |p| (s, p)))
+        .collect();
+    let one = |&(svc, port): &(&ServiceSpec, &ServicePortSpec)| {
+        Arc::new(ServiceEntry::new(port_id(svc, port), &port.backends, svc.affinity, &svc.source_ranges))
+    };
+    const PARALLEL_FROM: usize = 2048;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if ports.len() < PARALLEL_FROM || threads < 2 {
+        return ports.iter().map(one).collect();
+    }
+    let chunk = ports.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = ports
+            .chunks(chunk)
+            .skip(1)
+            .map(|c| scope.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        let mut out: Vec<Arc<ServiceEntry>> = ports[..chunk.min(ports.len())].iter().map(one).collect();
+        for h in handles {
+            match h.join() {
+                Ok(part) => out.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
 }
 
 fn port_id(svc: &ServiceSpec, port: &ServicePortSpec) -> ServicePortId {
@@ -749,6 +787,38 @@ mod tests {
         assert_eq!(old.entry(1).unwrap().backends.len(), 2);
         assert_eq!(new.entry(1).unwrap().backends.len(), 5);
         assert_eq!(new.frontend(ip(0x6401), Protocol::Tcp, 80).map(|f| f.entry), Some(1));
+    }
+
+    #[test]
+    fn large_tables_are_built_in_parallel_in_table_order() {
+        // Above PARALLEL_FROM entries; a headless Service and a two-port one
+        // in between, so chunk boundaries fall inside Services.
+        let services: Vec<ServiceSpec> = (0..3000u16)
+            .map(|i| {
+                let name = format!("s{i}");
+                let cip = if i == 1500 { None } else { Some(ip(0x1000 + i)) };
+                let mut ports = vec![port(Protocol::Tcp, 80, None, ready(1 + i % 7))];
+                if i % 3 == 0 {
+                    ports.push(port(Protocol::Udp, 53, None, ready(2)));
+                }
+                svc(&name, ServiceType::ClusterIp, cip, ports)
+            })
+            .collect();
+        let (t, warnings) = ServiceTable::build(&state(services.clone()), 1);
+        assert!(warnings.is_empty());
+        let mut idx = 0usize;
+        for s in services.iter().filter(|s| s.cluster_ip.is_some()) {
+            for p in &s.ports {
+                let e = &t.entries()[idx];
+                assert_eq!((&*e.id.name, e.id.port, e.id.protocol), (s.name.as_str(), p.port, p.protocol));
+                let alone = ServiceEntry::new(e.id.clone(), &p.backends, s.affinity, &s.source_ranges);
+                assert_eq!(**e, alone);
+                let f = t.frontend(s.cluster_ip.unwrap(), p.protocol, p.port).unwrap();
+                assert_eq!(f.entry as usize, idx);
+                idx += 1;
+            }
+        }
+        assert_eq!(idx, t.entries().len());
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::{Deserialize, Serialize};
 use svcgate_common::model::DesiredState;
 use svcgate_common::publish::{Publisher, Reader};
@@ -31,9 +32,9 @@ use svcgate_common::table::{ServiceEntry, ServicePortId, ServiceTable};
 
 use crate::display::{self, EndpointsRow, ServiceRow};
 use crate::error::LoadError;
-use crate::manifest::{ParsedFile, Sourced};
+use crate::manifest::{Object, ParsedFile, Sourced};
 use crate::metrics::ControlMetrics;
-use crate::resolve::{self, Allocations, ResolveConfig, Resolved};
+use crate::resolve::{self, Allocations, EndpointPlan, ResolveConfig, Resolved};
 
 /// What the controller last did, for `/status`, `/metrics` and `svcgate status`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -68,6 +69,114 @@ struct State {
     previous: HashMap<String, Sourced>,
     allocations: Allocations,
     desired: DesiredState,
+    /// The object set of the API path ([`Controller::apply_objects`],
+    /// [`Controller::apply_changes`]).
+    objects: Vec<Sourced>,
+    /// Indices over `objects` and `desired` for [`Controller::apply_changes`].
+    index: ChangeIndex,
+    /// Services (indices into `desired.services`) whose `status.endpoints`
+    /// row is out of date after a fast-path change: brought up to date by
+    /// [`Controller::status`], off the path to publishing.
+    stale_rows: Vec<usize>,
+}
+
+/// A kind, namespace and name: one object's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// `Service`, `Endpoints`, `EndpointSlice` or `Pod` ([`crate::manifest::Object::kind`]).
+    pub kind: &'static str,
+    /// `metadata.namespace` (`default` when unset).
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of an object.
+    pub fn of(s: &Sourced) -> Self {
+        let meta = match &s.object {
+            Object::Service(o) => &o.metadata,
+            Object::Endpoints(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+        };
+        Self {
+            kind: s.object.kind(),
+            namespace: meta
+                .namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".into()),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// The Service an EndpointSlice is labelled with, if any.
+fn slice_service(s: &Sourced) -> Option<&str> {
+    match &s.object {
+        Object::EndpointSlice(es) => es
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(resolve::SERVICE_NAME_LABEL))
+            .map(String::as_str),
+        _ => None,
+    }
+}
+
+/// What the fast path of [`Controller::apply_changes`] needs, rebuilt after
+/// every full resolution of the API path's object set.
+#[derive(Debug, Default)]
+struct ChangeIndex {
+    /// False when the fast path must not be used (no object set, or one with
+    /// duplicate or unnamed objects, whose resolution has ordering subtleties).
+    valid: bool,
+    /// Position of each object in `State::objects`.
+    pos: HashMap<ObjectKey, usize>,
+    /// (namespace, Service name) -> positions of its EndpointSlices, in order.
+    slices: HashMap<(String, String), Vec<usize>>,
+    /// (namespace, name) -> index in `desired.services`.
+    services: HashMap<(String, String), usize>,
+    /// Same index as `desired.services`.
+    plans: Vec<EndpointPlan>,
+    /// Same index as `desired.services`: the table index of its first port.
+    entry_base: Vec<u32>,
+}
+
+impl ChangeIndex {
+    fn build(objects: &[Sourced], desired: &DesiredState, plans: Vec<EndpointPlan>) -> Self {
+        let mut ix = Self {
+            valid: true,
+            plans,
+            ..Self::default()
+        };
+        for (i, s) in objects.iter().enumerate() {
+            let key = ObjectKey::of(s);
+            if key.name.is_empty() || ix.pos.contains_key(&key) {
+                ix.valid = false;
+                return ix;
+            }
+            if let Some(svc) = slice_service(s) {
+                ix.slices
+                    .entry((key.namespace.clone(), svc.to_string()))
+                    .or_default()
+                    .push(i);
+            }
+            ix.pos.insert(key, i);
+        }
+        let mut base = 0u32;
+        for (i, svc) in desired.services.iter().enumerate() {
+            ix.services
+                .insert((svc.namespace.clone(), svc.name.clone()), i);
+            ix.entry_base.push(base);
+            if svc.cluster_ip.is_some() {
+                base += svc.ports.len() as u32;
+            }
+        }
+        ix.valid = ix.plans.len() == desired.services.len();
+        ix
+    }
 }
 
 /// How a sync went.
@@ -129,6 +238,28 @@ impl Controller {
 
     /// A copy of the status.
     pub fn status(&self) -> ControlStatus {
+        let mut st = self.state.lock();
+        if !st.stale_rows.is_empty() {
+            let mut status = self.status.write();
+            for si in std::mem::take(&mut st.stale_rows) {
+                let Some(svc) = st.desired.services.get(si) else {
+                    continue;
+                };
+                let one = DesiredState {
+                    node_ips: Vec::new(),
+                    services: vec![svc.clone()],
+                };
+                let (_, mut rows) = display::rows(&one);
+                let at = status.endpoints.binary_search_by(|r| {
+                    (r.namespace.as_str(), r.name.as_str())
+                        .cmp(&(svc.namespace.as_str(), svc.name.as_str()))
+                });
+                if let (Some(row), Ok(at)) = (rows.pop(), at) {
+                    status.endpoints[at] = row;
+                }
+            }
+        }
+        drop(st);
         self.status.read().clone()
     }
 
@@ -182,13 +313,175 @@ impl Controller {
             .values()
             .flat_map(|f| f.errors.iter().cloned())
             .collect();
-        self.sync_locked(&mut st, &objects, file_errors)
+        let (outcome, _) = self.sync_locked(&mut st, &objects, file_errors);
+        st.index = ChangeIndex::default();
+        outcome
     }
 
     /// Replaces the whole object set (the kube source's path).
     pub fn apply_objects(&self, objects: &[Sourced]) -> SyncOutcome {
         let mut st = self.state.lock();
-        self.sync_locked(&mut st, objects, Vec::new())
+        let (outcome, plans) = self.sync_locked(&mut st, objects, Vec::new());
+        st.objects = objects.to_vec();
+        st.index = ChangeIndex::build(&st.objects, &st.desired, plans);
+        outcome
+    }
+
+    /// Applies changes to the object set of the API path (the one the last
+    /// [`Controller::apply_objects`] or `apply_changes` left, else empty):
+    /// `deletes` remove objects, then `upserts` replace the object with the
+    /// same [`ObjectKey`] in place or are added after the others. The result
+    /// is the same as [`Controller::apply_objects`] with the changed set.
+    ///
+    /// Fast path: when only existing EndpointSlices change (same name, same
+    /// Service label), only their Services' backends are derived again and
+    /// only their table entries rebuilt (the frontend map and every other
+    /// entry are shared); nothing else is re-resolved. Anything else resolves
+    /// the whole set again.
+    pub fn apply_changes(&self, upserts: Vec<Sourced>, deletes: Vec<ObjectKey>) -> SyncOutcome {
+        let mut st = self.state.lock();
+        if deletes.is_empty() && !upserts.is_empty() {
+            if let Some(outcome) = self.try_slices_only(&mut st, &upserts) {
+                return outcome;
+            }
+        }
+        let mut objects = std::mem::take(&mut st.objects);
+        if !deletes.is_empty() {
+            let gone: std::collections::HashSet<ObjectKey> = deletes.into_iter().collect();
+            objects.retain(|o| !gone.contains(&ObjectKey::of(o)));
+        }
+        let mut pos: HashMap<ObjectKey, usize> = HashMap::new();
+        for (i, o) in objects.iter().enumerate() {
+            pos.entry(ObjectKey::of(o)).or_insert(i);
+        }
+        for u in upserts {
+            let key = ObjectKey::of(&u);
+            match pos.get(&key) {
+                Some(&i) if !key.name.is_empty() => objects[i] = u,
+                _ => {
+                    pos.insert(key, objects.len());
+                    objects.push(u);
+                }
+            }
+        }
+        let (outcome, plans) = self.sync_locked(&mut st, &objects, Vec::new());
+        st.index = ChangeIndex::build(&objects, &st.desired, plans);
+        st.objects = objects;
+        outcome
+    }
+
+    /// The fast path of [`Controller::apply_changes`]; `None` when it does not
+    /// apply (then nothing was changed).
+    fn try_slices_only(&self, st: &mut State, upserts: &[Sourced]) -> Option<SyncOutcome> {
+        let current = self.tables.current();
+        if !st.index.valid || current.generation() == 0 {
+            return None;
+        }
+        // Every upsert replaces an existing EndpointSlice labelled for the same
+        // Service, which is being served.
+        let mut places = Vec::with_capacity(upserts.len());
+        for u in upserts {
+            let key = ObjectKey::of(u);
+            let &i = st.index.pos.get(&key)?;
+            let svc = slice_service(u)?;
+            if slice_service(&st.objects[i]) != Some(svc) {
+                return None;
+            }
+            let &si = st
+                .index
+                .services
+                .get(&(key.namespace.clone(), svc.to_string()))?;
+            places.push((i, si));
+        }
+        let mut touched: Vec<usize> = Vec::new();
+        for (u, &(i, si)) in upserts.iter().zip(&places) {
+            if st.objects[i] != *u {
+                st.objects[i] = u.clone();
+                if !touched.contains(&si) {
+                    touched.push(si);
+                }
+            }
+        }
+        let mut replaced: Vec<(u32, ServiceEntry)> = Vec::new();
+        let mut changed_services = Vec::new();
+        for &si in &touched {
+            let plan = &st.index.plans[si];
+            let key = (plan.namespace().to_string(), plan.name().to_string());
+            let slices: Vec<&EndpointSlice> = st
+                .index
+                .slices
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .filter_map(|&p| match &st.objects[p].object {
+                    Object::EndpointSlice(es) => Some(&**es),
+                    _ => None,
+                })
+                .collect();
+            let backends = resolve::backends_from_slices(plan, &slices);
+            let svc = &mut st.desired.services[si];
+            let mut any = false;
+            for (j, (port, new)) in svc.ports.iter_mut().zip(backends).enumerate() {
+                if port.backends == new {
+                    continue;
+                }
+                port.backends = new;
+                any = true;
+                if svc.cluster_ip.is_some() {
+                    let id = ServicePortId {
+                        namespace: Arc::from(svc.namespace.as_str()),
+                        name: Arc::from(svc.name.as_str()),
+                        port_name: Arc::from(port.name.as_str()),
+                        protocol: port.protocol,
+                        port: port.port,
+                    };
+                    replaced.push((
+                        st.index.entry_base[si] + j as u32,
+                        ServiceEntry::new(id, &port.backends, svc.affinity, &svc.source_ranges),
+                    ));
+                }
+            }
+            if any {
+                changed_services.push(si);
+            }
+        }
+        let outcome = if changed_services.is_empty() {
+            self.metrics.noop_syncs.fetch_add(1, Ordering::Relaxed);
+            SyncOutcome::Unchanged
+        } else {
+            let next_gen = current.generation() + 1;
+            let n = replaced.len();
+            let delta: isize = replaced
+                .iter()
+                .map(|(i, e)| {
+                    e.backends.len() as isize
+                        - current.entry(*i).map_or(0, |o| o.backends.len()) as isize
+                })
+                .sum();
+            let table = current.with_entries_replaced(next_gen, replaced);
+            self.tables.publish(table);
+            self.metrics
+                .incremental_builds
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                generation = next_gen,
+                entries = n,
+                "published an endpoints-only change"
+            );
+            let mut status = self.status.write();
+            status.generation = next_gen;
+            status.backends = (status.backends as isize + delta).max(0) as usize;
+            for &si in &changed_services {
+                if !st.stale_rows.contains(&si) {
+                    st.stale_rows.push(si);
+                }
+            }
+            SyncOutcome::Incremental(next_gen, n)
+        };
+        self.status.write().last_sync_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Some(outcome)
     }
 
     fn sync_locked(
@@ -196,12 +489,13 @@ impl Controller {
         st: &mut State,
         objects: &[Sourced],
         mut errors: Vec<LoadError>,
-    ) -> SyncOutcome {
+    ) -> (SyncOutcome, Vec<EndpointPlan>) {
         let Resolved {
             desired,
             applied,
             allocations,
             errors: rerrs,
+            plans,
             ..
         } = resolve::resolve(objects, &self.cfg, &st.previous, &st.allocations);
         errors.extend(rerrs);
@@ -267,7 +561,8 @@ impl Controller {
                 .map_or(0, |d| d.as_millis() as u64),
         };
         st.desired = desired;
-        outcome
+        st.stale_rows.clear();
+        (outcome, plans)
     }
 
     /// Records one source-change-to-published latency.
@@ -327,4 +622,146 @@ fn changed_entries(old: &DesiredState, new: &DesiredState) -> Vec<(u32, ServiceE
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec as KService};
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use crate::manifest::Origin;
+
+    fn svc(i: u8, ports: &[i32]) -> Sourced {
+        let s = Service {
+            metadata: ObjectMeta {
+                name: Some(format!("s{i}")),
+                ..Default::default()
+            },
+            spec: Some(KService {
+                cluster_ip: Some(format!("198.18.0.{}", 10 + i)),
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|&p| ServicePort {
+                            name: Some(format!("p{p}")),
+                            port: p,
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Sourced {
+            origin: Origin::api(),
+            object: Object::Service(Box::new(s)),
+        }
+    }
+
+    fn slice(i: u8, name: &str, ports: &[i32], ips: &[&str]) -> Sourced {
+        let es = EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(BTreeMap::from([(
+                    resolve::SERVICE_NAME_LABEL.to_string(),
+                    format!("s{i}"),
+                )])),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: ips
+                .iter()
+                .map(|ip| Endpoint {
+                    addresses: vec![ip.to_string()],
+                    ..Default::default()
+                })
+                .collect(),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|&p| EndpointPort {
+                        name: Some(format!("p{p}")),
+                        port: Some(p + 8000),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+        };
+        Sourced {
+            origin: Origin::api(),
+            object: Object::EndpointSlice(Box::new(es)),
+        }
+    }
+
+    fn cfg() -> ResolveConfig {
+        ResolveConfig::new("198.18.0.0/24".parse().unwrap(), vec!["198.18.1.1".parse().unwrap()])
+    }
+
+    /// `apply_changes` ends where `apply_objects` of the changed set does.
+    fn same_as_full(c: &Controller, objects: &[Sourced]) {
+        let full = Controller::new(cfg());
+        full.apply_objects(objects);
+        assert_eq!(c.desired(), full.desired());
+        let (a, b) = (c.status(), full.status());
+        assert_eq!(a.endpoints.len(), b.endpoints.len());
+        for (x, y) in a.endpoints.iter().zip(&b.endpoints) {
+            assert_eq!((&x.name, &x.ready, &x.not_ready), (&y.name, &y.ready, &y.not_ready));
+        }
+        assert_eq!((a.entries, a.backends, a.frontends), (b.entries, b.backends, b.frontends));
+        let (ta, tb) = (c.tables().current(), full.tables().current());
+        assert_eq!(ta.entries().len(), tb.entries().len());
+        for (x, y) in ta.entries().iter().zip(tb.entries()) {
+            assert_eq!(**x, **y);
+        }
+    }
+
+    #[test]
+    fn apply_changes_matches_a_full_resolution() {
+        let mut objects = vec![
+            svc(1, &[80]),
+            svc(2, &[80, 443]),
+            svc(3, &[53]),
+            slice(1, "s1-a", &[80], &["198.19.0.1", "198.19.0.2"]),
+            slice(2, "s2-a", &[80, 443], &["198.19.0.3"]),
+            slice(2, "s2-b", &[80, 443], &["198.19.0.4"]),
+            slice(3, "s3-a", &[53], &["198.19.0.5"]),
+        ];
+        let c = Controller::new(cfg());
+        assert_eq!(c.apply_objects(&objects), SyncOutcome::Full(1));
+        let gen0_entry0 = Arc::clone(&c.tables().current().entries()[0]);
+
+        // One slice of a two-slice, two-port Service: its two entries only.
+        let s = slice(2, "s2-b", &[80, 443], &["198.19.0.9", "198.19.0.4"]);
+        objects[5] = s.clone();
+        assert_eq!(c.apply_changes(vec![s.clone()], Vec::new()), SyncOutcome::Incremental(2, 2));
+        assert!(Arc::ptr_eq(&gen0_entry0, &c.tables().current().entries()[0]));
+        same_as_full(&c, &objects);
+        // The same again: nothing to do.
+        assert_eq!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Unchanged);
+        assert_eq!(c.tables().current().generation(), 2);
+
+        // A slice moving to another Service, a new Service, a deletion: the
+        // whole set is resolved again (the move changes only backends: s1's
+        // and s3's entries are replaced).
+        let moved = slice(3, "s1-a", &[53], &["198.19.0.7"]);
+        objects[3] = moved.clone();
+        assert_eq!(c.apply_changes(vec![moved], Vec::new()), SyncOutcome::Incremental(3, 2));
+        same_as_full(&c, &objects);
+        let added = svc(4, &[80]);
+        objects.push(added.clone());
+        assert!(matches!(c.apply_changes(vec![added], Vec::new()), SyncOutcome::Full(_)));
+        same_as_full(&c, &objects);
+        let gone = ObjectKey::of(&objects[6]);
+        objects.remove(6);
+        assert!(matches!(c.apply_changes(Vec::new(), vec![gone]), SyncOutcome::Incremental(_, 1)));
+        same_as_full(&c, &objects);
+
+        // After the full paths the fast path works again.
+        let s = slice(1, "s1-a", &[53], &["198.19.0.8"]);
+        objects[3] = s.clone();
+        assert!(matches!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Incremental(_, 1)));
+        same_as_full(&c, &objects);
+    }
 }

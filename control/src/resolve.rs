@@ -98,6 +98,113 @@ pub struct Resolved {
     pub errors: Vec<LoadError>,
     /// `ExternalName` Services: accepted, nothing to serve.
     pub external_names: Vec<String>,
+    /// What re-deriving each Service's backends needs (same index as
+    /// `desired.services`), for [`backends_from_slices`].
+    pub plans: Vec<EndpointPlan>,
+}
+
+/// What deriving one Service's backends needs: its name, selector and ports.
+/// Lets an EndpointSlice change be applied to that Service alone
+/// ([`backends_from_slices`]) with the same result a full [`resolve`] gives.
+#[derive(Debug, Clone)]
+pub struct EndpointPlan {
+    namespace: String,
+    name: String,
+    selector: BTreeMap<String, String>,
+    publish_not_ready: bool,
+    ports: Vec<DraftPort>,
+}
+
+impl EndpointPlan {
+    /// `metadata.namespace` of the Service.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// `metadata.name` of the Service.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The backends of each port of a Service (in `spec.ports` order) that has
+/// these EndpointSlices (labelled with its name, in object order, at least
+/// one): what [`resolve`] derives for it from the same slices.
+///
+/// Each slice's ports and endpoints are read once (a name -> port map, the
+/// parsed addresses), so a Service with many ports costs O(ports x endpoints)
+/// rather than [`backends_for`]'s O(ports^2); the result is the same.
+pub fn backends_from_slices(plan: &EndpointPlan, slices: &[&EndpointSlice]) -> Vec<Vec<BackendSpec>> {
+    struct Read<'a> {
+        ports: HashMap<(&'a str, &'a str), Option<i32>>,
+        endpoints: Vec<(Ipv4Addr, EndpointConditions)>,
+    }
+    let read: Vec<Read<'_>> = slices
+        .iter()
+        .filter(|es| es.address_type == "IPv4")
+        .map(|es| {
+            let mut ports = HashMap::new();
+            for ep in es.ports.iter().flatten() {
+                // The first port with a name and protocol wins, as in `match_port`.
+                ports
+                    .entry((
+                        ep.name.as_deref().unwrap_or(""),
+                        ep.protocol.as_deref().unwrap_or("TCP"),
+                    ))
+                    .or_insert(ep.port);
+            }
+            let endpoints = es
+                .endpoints
+                .iter()
+                .filter_map(|e| {
+                    let addr = e.addresses.first()?.parse::<Ipv4Addr>().ok()?;
+                    let c = e.conditions.clone().unwrap_or_default();
+                    // nil ready means "unknown": consumers treat it as ready.
+                    let ready = c.ready.unwrap_or(true);
+                    Some((
+                        addr,
+                        EndpointConditions {
+                            ready: ready || plan.publish_not_ready,
+                            serving: c.serving.unwrap_or(ready),
+                            terminating: c.terminating.unwrap_or(false),
+                        },
+                    ))
+                })
+                .collect();
+            Read { ports, endpoints }
+        })
+        .collect();
+    plan.ports
+        .iter()
+        .map(|p| {
+            let proto = p.protocol.as_str();
+            let mut out = Vec::new();
+            for r in &read {
+                let by = |want: &str| {
+                    r.ports
+                        .get(&(want, proto))
+                        .copied()
+                        .flatten()
+                        .and_then(|x| u16::try_from(x).ok())
+                        .filter(|x| *x != 0)
+                };
+                let port = by(&p.name).or_else(|| match &p.target {
+                    Target::Name(n) => by(n),
+                    Target::Number(_) => None,
+                });
+                let Some(port) = port else {
+                    continue;
+                };
+                out.extend(r.endpoints.iter().map(|&(addr, conditions)| BackendSpec {
+                    addr,
+                    port,
+                    conditions,
+                    weight: 1,
+                }));
+            }
+            out
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -858,6 +965,13 @@ pub fn resolve(
     // 5. Endpoints.
     out.desired.node_ips = cfg.node_ips.clone();
     for d in final_drafts {
+        let plan = EndpointPlan {
+            namespace: d.namespace.clone(),
+            name: d.name.clone(),
+            selector: d.selector.clone(),
+            publish_not_ready: d.publish_not_ready,
+            ports: d.ports.clone(),
+        };
         let ports = d
             .ports
             .iter()
@@ -870,7 +984,7 @@ pub fn resolve(
                 } else {
                     None
                 },
-                backends: backends_for(&d, p, &index),
+                backends: backends_for(&plan, p, &index),
             })
             .collect();
         out.desired.services.push(ServiceSpec {
@@ -885,7 +999,8 @@ pub fn resolve(
             ports,
         });
         out.origins.push(d.origin.clone());
-        out.applied.insert(d.key.clone(), d.source.clone());
+        out.applied.insert(d.key, d.source);
+        out.plans.push(plan);
     }
     out
 }
@@ -910,7 +1025,7 @@ fn match_port<'a>(
     })
 }
 
-fn backends_for(d: &Draft, p: &DraftPort, index: &EndpointIndex<'_>) -> Vec<BackendSpec> {
+fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> Vec<BackendSpec> {
     let key = (d.namespace.clone(), d.name.clone());
     let mut out = Vec::new();
     if let Some(slices) = index.slices.get(&key) {

@@ -117,7 +117,10 @@ impl Maglev {
 
         const FREE: u16 = u16::MAX;
         let mut slots = vec![FREE; m as usize];
-        let mut next = vec![0u64; n];
+        // Each backend's current position in its permutation
+        // (offset + j*skip) mod M, advanced by adding `skip` and subtracting
+        // M when it wraps: no multiply or divide per probe.
+        let mut pos = offset.clone();
         let mut filled = 0u32;
         let mut round = 0u64;
         'fill: loop {
@@ -127,8 +130,11 @@ impl Maglev {
                 let turns = ((round + 1) * weight[k]) / wmax - (round * weight[k]) / wmax;
                 for _ in 0..turns {
                     let slot = loop {
-                        let c = (offset[k] + next[k] * skip[k]) % m64;
-                        next[k] += 1;
+                        let c = pos[k];
+                        pos[k] += skip[k];
+                        if pos[k] >= m64 {
+                            pos[k] -= m64;
+                        }
                         if slots[c as usize] == FREE {
                             break c as usize;
                         }

@@ -14,7 +14,7 @@
 //! Pods are not watched: in a cluster, EndpointSlices already carry the
 //! endpoints the EndpointSlice controller derived from them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Resource;
 
-use crate::controller::Controller;
+use crate::controller::{Controller, ObjectKey};
 use crate::manifest::{Object, Origin, Sourced};
 
 /// The kube source could not start.
@@ -78,37 +78,52 @@ fn key<K: Resource>(k: &K) -> String {
     )
 }
 
+/// What one event changed in a kind's live set.
+enum Change<K> {
+    /// Nothing.
+    None,
+    /// This object was added or replaced.
+    Upsert(K),
+    /// This object was removed.
+    Delete(K),
+    /// A relist replaced the whole set.
+    Relisted,
+}
+
 impl<K: Resource + Clone + PartialEq> KindStore<K> {
-    /// Applies one event; true when the live set changed.
-    fn apply(&mut self, ev: Event<K>) -> bool {
+    /// Applies one event and says what changed.
+    fn apply(&mut self, ev: Event<K>) -> Change<K> {
         match ev {
             Event::Apply(k) => {
                 let key = key(&k);
                 if self.live.get(&key) == Some(&k) {
-                    return false;
+                    return Change::None;
                 }
-                self.live.insert(key, k);
-                true
+                self.live.insert(key, k.clone());
+                Change::Upsert(k)
             }
-            Event::Delete(k) => self.live.remove(&key(&k)).is_some(),
+            Event::Delete(k) => match self.live.remove(&key(&k)) {
+                Some(_) => Change::Delete(k),
+                None => Change::None,
+            },
             Event::Init => {
                 self.buffer = Some(BTreeMap::new());
-                false
+                Change::None
             }
             Event::InitApply(k) => {
                 self.buffer
                     .get_or_insert_with(BTreeMap::new)
                     .insert(key(&k), k);
-                false
+                Change::None
             }
             Event::InitDone => {
                 let next = self.buffer.take().unwrap_or_default();
                 self.synced = true;
                 if next == self.live {
-                    return false;
+                    return Change::None;
                 }
                 self.live = next;
-                true
+                Change::Relisted
             }
         }
     }
@@ -125,19 +140,91 @@ pub enum KubeEvent {
     EndpointSlice(Event<EndpointSlice>),
 }
 
-/// The objects the API has given so far.
+/// Work for the controller.
+#[derive(Debug)]
+pub enum Pending {
+    /// Resolve this whole object set ([`Controller::apply_objects`]).
+    All(Vec<Sourced>),
+    /// Apply these changes ([`Controller::apply_changes`]: only the affected
+    /// Services are derived again when only EndpointSlices changed).
+    Changes(Vec<Sourced>, Vec<ObjectKey>),
+}
+
+impl Pending {
+    /// Hands the work to the controller.
+    pub fn apply(self, controller: &Controller) -> crate::controller::SyncOutcome {
+        match self {
+            Self::All(objects) => controller.apply_objects(&objects),
+            Self::Changes(upserts, deletes) => controller.apply_changes(upserts, deletes),
+        }
+    }
+}
+
+/// The objects the API has given so far, and the changes not yet applied.
 #[derive(Debug, Default)]
 pub struct KubeState {
     services: KindStore<Service>,
     slices: KindStore<EndpointSlice>,
+    /// Objects added or replaced since the last apply, by key.
+    upserts: BTreeMap<ObjectKey, Sourced>,
+    /// Objects removed since the last apply.
+    deletes: BTreeSet<ObjectKey>,
+    /// A relist happened: the next apply must resolve everything.
+    relisted: bool,
+}
+
+fn sourced(object: Object) -> Sourced {
+    Sourced { origin: Origin::api(), object }
 }
 
 impl KubeState {
     /// Applies an event; true when the object set changed.
     pub fn apply(&mut self, ev: KubeEvent) -> bool {
-        match ev {
-            KubeEvent::Service(e) => self.services.apply(e),
-            KubeEvent::EndpointSlice(e) => self.slices.apply(e),
+        let change = match ev {
+            KubeEvent::Service(e) => match self.services.apply(e) {
+                Change::Upsert(k) => Change::Upsert(Object::Service(Box::new(k))),
+                Change::Delete(k) => Change::Delete(Object::Service(Box::new(k))),
+                Change::Relisted => Change::Relisted,
+                Change::None => Change::None,
+            },
+            KubeEvent::EndpointSlice(e) => match self.slices.apply(e) {
+                Change::Upsert(k) => Change::Upsert(Object::EndpointSlice(Box::new(k))),
+                Change::Delete(k) => Change::Delete(Object::EndpointSlice(Box::new(k))),
+                Change::Relisted => Change::Relisted,
+                Change::None => Change::None,
+            },
+        };
+        match change {
+            Change::None => false,
+            Change::Upsert(o) => {
+                let s = sourced(o);
+                let key = ObjectKey::of(&s);
+                self.deletes.remove(&key);
+                self.upserts.insert(key, s);
+                true
+            }
+            Change::Delete(o) => {
+                let key = ObjectKey::of(&sourced(o));
+                self.upserts.remove(&key);
+                self.deletes.insert(key);
+                true
+            }
+            Change::Relisted => {
+                self.relisted = true;
+                true
+            }
+        }
+    }
+
+    /// Takes the pending work: the whole object set after a relist (or when
+    /// `full`), else only the changed objects.
+    pub fn take_pending(&mut self, full: bool) -> Pending {
+        let upserts: Vec<Sourced> = std::mem::take(&mut self.upserts).into_values().collect();
+        let deletes: Vec<ObjectKey> = std::mem::take(&mut self.deletes).into_iter().collect();
+        if std::mem::take(&mut self.relisted) || full {
+            Pending::All(self.objects())
+        } else {
+            Pending::Changes(upserts, deletes)
         }
     }
 
@@ -311,12 +398,15 @@ async fn run(controller: Arc<Controller>, client: kube::Client, status: Arc<Kube
         }
         let first_sync = state.synced() && !controller.is_ready();
         if state.synced() && (pending || first_sync) {
-            let objects = state.objects();
-            let c = Arc::clone(&controller);
             // Resolution and table builds are CPU work: off the async workers.
-            let outcome = tokio::task::spawn_blocking(move || c.apply_objects(&objects)).await;
+            let c = Arc::clone(&controller);
+            let work = state.take_pending(first_sync);
+            let outcome = tokio::task::spawn_blocking(move || work.apply(&c)).await;
             if let Err(e) = outcome {
-                tracing::error!("table build task failed: {e}");
+                // The changes taken are lost with the task: resolve the whole
+                // set at the next sync so nothing stays stale.
+                tracing::error!("table build task failed: {e}; the next sync resolves everything");
+                state.relisted = true;
                 continue;
             }
             controller.observe_sync(since);
@@ -326,5 +416,71 @@ async fn run(controller: Arc<Controller>, client: kube::Client, status: Arc<Kube
             }
             pending = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn svc(name: &str) -> Service {
+        Service { metadata: ObjectMeta { name: Some(name.into()), namespace: Some("default".into()), ..Default::default() }, ..Default::default() }
+    }
+
+    fn slice(name: &str, rv: &str) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: vec![],
+            ports: None,
+        }
+    }
+
+    fn sync(st: &mut KubeState) {
+        for ev in [
+            KubeEvent::Service(Event::Init),
+            KubeEvent::Service(Event::InitApply(svc("a"))),
+            KubeEvent::Service(Event::InitDone),
+            KubeEvent::EndpointSlice(Event::Init),
+            KubeEvent::EndpointSlice(Event::InitApply(slice("a-1", "1"))),
+            KubeEvent::EndpointSlice(Event::InitDone),
+        ] {
+            st.apply(ev);
+        }
+    }
+
+    #[test]
+    fn after_the_first_sync_only_changes_are_handed_over() {
+        let mut st = KubeState::default();
+        sync(&mut st);
+        assert!(st.synced());
+        assert!(matches!(st.take_pending(true), Pending::All(o) if o.len() == 2));
+        // A modified slice: one upsert, nothing else.
+        assert!(st.apply(KubeEvent::EndpointSlice(Event::Apply(slice("a-1", "2")))));
+        match st.take_pending(false) {
+            Pending::Changes(u, d) => {
+                assert_eq!((u.len(), d.len()), (1, 0));
+                assert_eq!(ObjectKey::of(&u[0]).name, "a-1");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same object again changes nothing.
+        assert!(!st.apply(KubeEvent::EndpointSlice(Event::Apply(slice("a-1", "2")))));
+        // A deletion after an update of the same object is only a deletion.
+        st.apply(KubeEvent::Service(Event::Apply(svc("b"))));
+        st.apply(KubeEvent::Service(Event::Delete(svc("b"))));
+        match st.take_pending(false) {
+            Pending::Changes(u, d) => assert_eq!((u.len(), d.len()), (0, 1)),
+            other => panic!("{other:?}"),
+        }
+        // A relist that changed the set hands over everything.
+        sync(&mut st);
+        assert!(matches!(st.take_pending(false), Pending::All(o) if o.len() == 2));
     }
 }

@@ -26,11 +26,11 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::HashMap;
 use svcgate_common::model::Protocol;
 use svcgate_common::table::ServiceTable;
 use svcgate_control::controller::{Controller, SyncOutcome};
 use svcgate_control::manifest::{Object, Origin, Sourced};
-use std::collections::HashMap;
 use svcgate_control::resolve::{resolve, Allocations, ResolveConfig};
 
 const NS: &str = "bench";
@@ -49,11 +49,7 @@ fn pod_ip(n: u64) -> Ipv4Addr {
 
 fn service(i: usize, ports: usize) -> Sourced {
     let svc = Service {
-        metadata: ObjectMeta {
-            name: Some(format!("svc-{i}")),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some(format!("svc-{i}")), namespace: Some(NS.into()), ..Default::default() },
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             cluster_ip: Some(cluster_ip(i).to_string()),
@@ -88,7 +84,11 @@ fn slice(i: usize, ports: usize, ips: &[Ipv4Addr]) -> Sourced {
             .iter()
             .map(|ip| Endpoint {
                 addresses: vec![ip.to_string()],
-                conditions: Some(EndpointConditions { ready: Some(true), serving: Some(true), terminating: Some(false) }),
+                conditions: Some(EndpointConditions {
+                    ready: Some(true),
+                    serving: Some(true),
+                    terminating: Some(false),
+                }),
                 ..Default::default()
             })
             .collect(),
@@ -242,13 +242,7 @@ fn ms(d: Duration) -> f64 {
 fn summary(name: &str, mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
     v.sort();
     let (p50, p99, max) = (pct(&v, 0.5), pct(&v, 0.99), *v.last().unwrap_or(&Duration::ZERO));
-    println!(
-        "{name}: n={} p50={:.1} us p99={:.1} us max={:.1} us",
-        v.len(),
-        us(p50),
-        us(p99),
-        us(max)
-    );
+    println!("{name}: n={} p50={:.1} us p99={:.1} us max={:.1} us", v.len(), us(p50), us(p99), us(max));
     (p50, p99, max)
 }
 
@@ -296,7 +290,11 @@ fn main() {
     // CTLBENCH_ONLY=restart: only the rolling restart (for profiling).
     let only_restart = std::env::var("CTLBENCH_ONLY").is_ok_and(|v| v == "restart");
     // 1. Full build + publish, 1k and 10k.
-    for (n, reps) in if only_restart { vec![] } else { vec![(1_000usize, if quick { 5 } else { 20 }), (10_000, if quick { 3 } else { 7 })] } {
+    for (n, reps) in if only_restart {
+        vec![]
+    } else {
+        vec![(1_000usize, if quick { 5 } else { 20 }), (10_000, if quick { 3 } else { 7 })]
+    } {
         let reps: usize = reps;
         let cluster = Cluster::new(n);
         let mut times = Vec::new();
@@ -371,9 +369,9 @@ fn main() {
         v.push(t1 - t0);
     }
     if !v.is_empty() {
-    let (p50, p99, _) = summary("one change at 10k via apply_objects (all objects re-resolved)", v);
-    println!("RESULT change_all_p50 {:.3} us", us(p50));
-    println!("RESULT change_all_p99 {:.3} us", us(p99));
+        let (p50, p99, _) = summary("one change at 10k via apply_objects (all objects re-resolved)", v);
+        println!("RESULT change_all_p50 {:.3} us", us(p50));
+        println!("RESULT change_all_p99 {:.3} us", us(p99));
     }
 
     // 2b. Through apply_changes (only the changed objects).

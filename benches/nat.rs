@@ -157,11 +157,14 @@ fn baseline(c: &mut Criterion) {
     let mut g = c.benchmark_group("nat");
     g.throughput(Throughput::Elements(BATCH as u64));
     let frames: Vec<Vec<u8>> = (0..BATCH as u32).map(|i| flow_frame(i, ACK)).collect();
-    let mut bufs: Vec<Vec<u8>> = frames.iter().map(|f| {
-        let mut b = vec![0u8; 2048];
-        b[..f.len()].copy_from_slice(f);
-        b
-    }).collect();
+    let mut bufs: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|f| {
+            let mut b = vec![0u8; 2048];
+            b[..f.len()].copy_from_slice(f);
+            b
+        })
+        .collect();
     g.bench_function("baseline", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -298,11 +301,7 @@ fn reply(c: &mut Criterion) {
         let src = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
         let snat = Ipv4Addr::new(out[26], out[27], out[28], out[29]);
         let sp = u16::from_be_bytes([out[34], out[35]]);
-        let p = Pkt {
-            src_mac: [2, 0, 0, 0, 2, 254],
-            dst_mac: GW_POD_MAC,
-            ..Pkt::new(src, snat, tcp(8080, sp, ACK))
-        };
+        let p = Pkt { src_mac: [2, 0, 0, 0, 2, 254], dst_mac: GW_POD_MAC, ..Pkt::new(src, snat, tcp(8080, sp, ACK)) };
         replies.push(p.build());
         batch = Batch::new();
     }

@@ -1226,7 +1226,8 @@ impl GwLab {
             assert!(out.status.success(), "gw -> {a}: {}", String::from_utf8_lossy(&out.stdout));
         }
         let backends_env = OA_BACKENDS.join(",");
-        let env = [("SG_IFACES", "g0"), ("SG_SNAT", OA_GW_IP), ("SG_NODE_IP", OA_GW_IP), ("SG_BACKENDS", &backends_env)];
+        let env =
+            [("SG_IFACES", "g0"), ("SG_SNAT", OA_GW_IP), ("SG_NODE_IP", OA_GW_IP), ("SG_BACKENDS", &backends_env)];
         let gateway = start_gateway_with(&mut lab, &gw, tag, queues, &env);
         GwLab { lab, cli, gw, gateway, _backends: backends }
     }

@@ -50,7 +50,8 @@ fn xsk_steer_replaces_stale_program() {
     // pre-link instance or a tool leaves it: it outlives its loader.
     let path = std::env::temp_dir().join(format!("svcgate-steer-{}.o", std::process::id()));
     std::fs::write(&path, obj).unwrap();
-    let out = lab.exec(&a, &["ip", "link", "set", "dev", "x0", "xdpgeneric", "obj", path.to_str().unwrap(), "sec", "xdp"]);
+    let out =
+        lab.exec(&a, &["ip", "link", "set", "dev", "x0", "xdpgeneric", "obj", path.to_str().unwrap(), "sec", "xdp"]);
     let _ = std::fs::remove_file(&path);
     assert!(out.status.success(), "ip link set xdp: {}", String::from_utf8_lossy(&out.stderr));
     let link = lab.exec_ok(&a, &["ip", "link", "show", "dev", "x0"]);

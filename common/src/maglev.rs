@@ -74,10 +74,8 @@ fn is_prime(n: u32) -> bool {
 /// [`MIN_TABLE_SIZE`]..=[`MAX_TABLE_SIZE`]. Above 655 backends the 1% balance
 /// bound no longer holds (the table is capped at 65537 slots).
 pub fn table_size_for(n: usize) -> u32 {
-    let want = u32::try_from(n)
-        .unwrap_or(u32::MAX)
-        .saturating_mul(SLOTS_PER_BACKEND)
-        .clamp(MIN_TABLE_SIZE, MAX_TABLE_SIZE);
+    let want =
+        u32::try_from(n).unwrap_or(u32::MAX).saturating_mul(SLOTS_PER_BACKEND).clamp(MIN_TABLE_SIZE, MAX_TABLE_SIZE);
     (want..=MAX_TABLE_SIZE).find(|&m| is_prime(m)).unwrap_or(MAX_TABLE_SIZE)
 }
 
@@ -399,12 +397,12 @@ mod tests {
     /// below does not reach 1% and guards what Maglev measures there instead.
     #[test]
     fn removal_disruption_cilium_case() {
-        let list: Vec<MaglevBackend> = (0..3u8)
-            .map(|i| MaglevBackend { addr: Ipv4Addr::new(198, 18, 0, 10 + i), port: 80, weight: 1 })
-            .collect();
+        let list: Vec<MaglevBackend> =
+            (0..3u8).map(|i| MaglevBackend { addr: Ipv4Addr::new(198, 18, 0, 10 + i), port: 80, weight: 1 }).collect();
         for gone in 0..3 {
             let before = Maglev::build(&list, 1021);
-            let rest: Vec<MaglevBackend> = list.iter().enumerate().filter(|&(i, _)| i != gone).map(|(_, b)| *b).collect();
+            let rest: Vec<MaglevBackend> =
+                list.iter().enumerate().filter(|&(i, _)| i != gone).map(|(_, b)| *b).collect();
             let after = Maglev::build(&rest, 1021);
             let id = |t: &Maglev, l: &[MaglevBackend], s: usize| l[usize::from(t.slots()[s])];
             let mut changed = 0;

@@ -286,7 +286,9 @@ impl ServiceTable {
             };
             for port in &svc.ports {
                 let idx = entries.len() as u32;
-                let Some(entry) = built.next() else { unreachable!("one entry per port of each Service with a cluster IP") };
+                let Some(entry) = built.next() else {
+                    unreachable!("one entry per port of each Service with a cluster IP")
+                };
                 let mut add = |addr: Ipv4Addr, p: u16, kind: FrontendKind, warnings: &mut Vec<BuildWarning>| {
                     let key = FrontendKey { addr, protocol: port.protocol, port: p };
                     match frontends.get(&key) {
@@ -338,7 +340,11 @@ impl ServiceTable {
     /// Indices out of range are ignored. The frontends of a replaced entry stay
     /// as they were, so only backends and policy may change this way; a change
     /// of ports or addresses needs [`ServiceTable::build`].
-    pub fn with_entries_replaced(&self, generation: u64, replaced: impl IntoIterator<Item = (u32, ServiceEntry)>) -> Self {
+    pub fn with_entries_replaced(
+        &self,
+        generation: u64,
+        replaced: impl IntoIterator<Item = (u32, ServiceEntry)>,
+    ) -> Self {
         let mut entries: Vec<Arc<ServiceEntry>> = self.entries.to_vec();
         for (idx, entry) in replaced {
             if let Some(slot) = entries.get_mut(idx as usize) {
@@ -402,11 +408,8 @@ fn build_entries(desired: &DesiredState) -> Vec<Arc<ServiceEntry>> {
     }
     let chunk = ports.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = ports
-            .chunks(chunk)
-            .skip(1)
-            .map(|c| scope.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
-            .collect();
+        let handles: Vec<_> =
+            ports.chunks(chunk).skip(1).map(|c| scope.spawn(move || c.iter().map(one).collect::<Vec<_>>())).collect();
         let mut out: Vec<Arc<ServiceEntry>> = ports[..chunk.min(ports.len())].iter().map(one).collect();
         for h in handles {
             match h.join() {

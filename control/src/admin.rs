@@ -28,17 +28,13 @@ pub struct StatsSlot {
 
 impl std::fmt::Debug for StatsSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatsSlot")
-            .field("attached", &self.attached())
-            .finish()
+        f.debug_struct("StatsSlot").field("attached", &self.attached()).finish()
     }
 }
 
 impl Default for StatsSlot {
     fn default() -> Self {
-        Self {
-            source: RwLock::new((Arc::new(NoStats), false)),
-        }
+        Self { source: RwLock::new((Arc::new(NoStats), false)) }
     }
 }
 
@@ -78,11 +74,8 @@ pub struct StatusReport {
 /// The status now.
 pub fn status_report(ctl: &Controller, stats: &StatsSlot) -> StatusReport {
     let control = ctl.status();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let since = (control.last_sync_unix_ms > 0)
-        .then(|| now.saturating_sub(control.last_sync_unix_ms) as f64 / 1000.0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let since = (control.last_sync_unix_ms > 0).then(|| now.saturating_sub(control.last_sync_unix_ms) as f64 / 1000.0);
     StatusReport {
         ready: ctl.is_ready(),
         dataplane_attached: stats.attached(),
@@ -97,68 +90,27 @@ pub fn render_metrics(ctl: &Controller, stats: &StatsSlot) -> String {
     let st = ctl.status();
     let mut out = String::new();
     let gauges: [(&str, &str, u64); 7] = [
-        (
-            "svcgate_ready",
-            "1 once the first full sync is published.",
-            u64::from(ctl.is_ready()),
-        ),
-        (
-            "svcgate_table_generation",
-            "Generation of the published table.",
-            st.generation,
-        ),
-        (
-            "svcgate_services",
-            "Services being served (headless included).",
-            st.services.len() as u64,
-        ),
-        (
-            "svcgate_service_ports",
-            "Service ports (table entries).",
-            st.entries as u64,
-        ),
-        (
-            "svcgate_frontends",
-            "Frontends (address, protocol, port).",
-            st.frontends as u64,
-        ),
-        (
-            "svcgate_endpoints",
-            "Backends over all table entries.",
-            st.backends as u64,
-        ),
-        (
-            "svcgate_config_errors",
-            "Objects or documents currently rejected.",
-            st.errors.len() as u64,
-        ),
+        ("svcgate_ready", "1 once the first full sync is published.", u64::from(ctl.is_ready())),
+        ("svcgate_table_generation", "Generation of the published table.", st.generation),
+        ("svcgate_services", "Services being served (headless included).", st.services.len() as u64),
+        ("svcgate_service_ports", "Service ports (table entries).", st.entries as u64),
+        ("svcgate_frontends", "Frontends (address, protocol, port).", st.frontends as u64),
+        ("svcgate_endpoints", "Backends over all table entries.", st.backends as u64),
+        ("svcgate_config_errors", "Objects or documents currently rejected.", st.errors.len() as u64),
     ];
     for (name, help, v) in gauges {
         metrics::header(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name} {v}");
     }
     let m = &ctl.metrics;
-    metrics::header(
-        &mut out,
-        "svcgate_table_publishes_total",
-        "counter",
-        "Tables published, by kind of build.",
-    );
-    let _ = writeln!(
-        out,
-        "svcgate_table_publishes_total{{kind=\"full\"}} {}",
-        m.full_builds.load(Ordering::Relaxed)
-    );
+    metrics::header(&mut out, "svcgate_table_publishes_total", "counter", "Tables published, by kind of build.");
+    let _ = writeln!(out, "svcgate_table_publishes_total{{kind=\"full\"}} {}", m.full_builds.load(Ordering::Relaxed));
     let _ = writeln!(
         out,
         "svcgate_table_publishes_total{{kind=\"endpoints\"}} {}",
         m.incremental_builds.load(Ordering::Relaxed)
     );
-    m.sync_latency.render(
-        &mut out,
-        "svcgate_sync_latency_seconds",
-        "Source change to table published.",
-    );
+    m.sync_latency.render(&mut out, "svcgate_sync_latency_seconds", "Source change to table published.");
     metrics::render_stats(&mut out, &stats.snapshot());
     out
 }
@@ -172,9 +124,7 @@ pub struct AdminHandle {
 
 impl std::fmt::Debug for AdminHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminHandle")
-            .field("addr", &self.addr)
-            .finish()
+        f.debug_struct("AdminHandle").field("addr", &self.addr).finish()
     }
 }
 
@@ -205,15 +155,8 @@ pub struct AdminError {
 }
 
 /// Serves the admin endpoint on `addr` until the handle is dropped.
-pub fn serve(
-    addr: SocketAddr,
-    ctl: Arc<Controller>,
-    stats: Arc<StatsSlot>,
-) -> Result<AdminHandle, AdminError> {
-    let server = tiny_http::Server::http(addr).map_err(|e| AdminError {
-        addr,
-        message: e.to_string(),
-    })?;
+pub fn serve(addr: SocketAddr, ctl: Arc<Controller>, stats: Arc<StatsSlot>) -> Result<AdminHandle, AdminError> {
+    let server = tiny_http::Server::http(addr).map_err(|e| AdminError { addr, message: e.to_string() })?;
     let bound = server.server_addr().to_ip().unwrap_or(addr);
     let server = Arc::new(server);
     let s2 = Arc::clone(&server);
@@ -230,24 +173,12 @@ pub fn serve(
                 let _ = req.respond(resp);
             }
         })
-        .map_err(|e| AdminError {
-            addr,
-            message: e.to_string(),
-        })?;
+        .map_err(|e| AdminError { addr, message: e.to_string() })?;
     tracing::info!(addr = %bound, "admin endpoint listening (/healthz /readyz /metrics /status)");
-    Ok(AdminHandle {
-        server,
-        thread: Some(thread),
-        addr: bound,
-    })
+    Ok(AdminHandle { server, thread: Some(thread), addr: bound })
 }
 
-fn route(
-    method: &tiny_http::Method,
-    url: &str,
-    ctl: &Controller,
-    stats: &StatsSlot,
-) -> (u16, &'static str, String) {
+fn route(method: &tiny_http::Method, url: &str, ctl: &Controller, stats: &StatsSlot) -> (u16, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
     if *method != tiny_http::Method::Get {
         return (405, TEXT, "only GET\n".into());
@@ -255,25 +186,13 @@ fn route(
     match url.split('?').next().unwrap_or("") {
         "/healthz" => (200, TEXT, "ok\n".into()),
         "/readyz" if ctl.is_ready() => (200, TEXT, "ready\n".into()),
-        "/readyz" => (
-            503,
-            TEXT,
-            "not ready: waiting for the first full sync of the source\n".into(),
-        ),
-        "/metrics" => (
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            render_metrics(ctl, stats),
-        ),
+        "/readyz" => (503, TEXT, "not ready: waiting for the first full sync of the source\n".into()),
+        "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(ctl, stats)),
         "/status" => match serde_json::to_string_pretty(&status_report(ctl, stats)) {
             Ok(j) => (200, "application/json", j),
             Err(e) => (500, TEXT, format!("{e}\n")),
         },
-        _ => (
-            404,
-            TEXT,
-            "not found: try /healthz /readyz /metrics /status\n".into(),
-        ),
+        _ => (404, TEXT, "not found: try /healthz /readyz /metrics /status\n".into()),
     }
 }
 
@@ -303,20 +222,13 @@ pub enum FetchError {
 pub fn fetch(addr: SocketAddr, path: &str) -> Result<String, FetchError> {
     let connect = |source| FetchError::Connect { addr, source };
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(connect)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(connect)?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(connect)?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(connect)?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(connect)?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).map_err(connect)?;
     let text = String::from_utf8_lossy(&buf);
     let proto = |message: String| FetchError::Protocol { addr, message };
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| proto("no HTTP header".into()))?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| proto("no HTTP header".into()))?;
     let status = head.lines().next().unwrap_or("");
     if status.split_whitespace().nth(1) != Some("200") {
         return Err(proto(format!("{status}: {}", body.trim())));
@@ -327,8 +239,5 @@ pub fn fetch(addr: SocketAddr, path: &str) -> Result<String, FetchError> {
 /// Fetches and decodes `/status`.
 pub fn fetch_status(addr: SocketAddr) -> Result<StatusReport, FetchError> {
     let body = fetch(addr, "/status")?;
-    serde_json::from_str(&body).map_err(|e| FetchError::Protocol {
-        addr,
-        message: format!("bad /status JSON: {e}"),
-    })
+    serde_json::from_str(&body).map_err(|e| FetchError::Protocol { addr, message: format!("bad /status JSON: {e}") })
 }

@@ -93,80 +93,45 @@ impl Config {
     /// Reads and checks a config file; a relative `manifests` is taken
     /// relative to the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.display().to_string(),
-            source: Arc::new(e),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.display().to_string(), source: Arc::new(e) })?;
         Self::parse(&text, path)
     }
 
     /// Parses config text; `path` names it and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: p.clone(),
-            message: e.to_string(),
-        })?;
-        let invalid = |field: &str, reason: String| ConfigError::Invalid {
-            path: p.clone(),
-            field: field.into(),
-            reason,
-        };
+        let raw: Raw =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: p.clone(), message: e.to_string() })?;
+        let invalid =
+            |field: &str, reason: String| ConfigError::Invalid { path: p.clone(), field: field.into(), reason };
         let source = match (raw.manifests, raw.kube) {
             (Some(_), true) => {
-                return Err(invalid(
-                    "manifests",
-                    "set either `manifests` or `kube = true`, not both".into(),
-                ))
+                return Err(invalid("manifests", "set either `manifests` or `kube = true`, not both".into()))
             }
             (None, false) => {
-                return Err(invalid(
-                    "manifests",
-                    "missing: set `manifests = \"DIR\"` or `kube = true`".into(),
-                ))
+                return Err(invalid("manifests", "missing: set `manifests = \"DIR\"` or `kube = true`".into()))
             }
             (None, true) => SourceConfig::Kube,
             (Some(dir), false) => {
                 let base = path.parent().unwrap_or(Path::new("."));
-                SourceConfig::Manifests(if dir.is_relative() {
-                    base.join(dir)
-                } else {
-                    dir
-                })
+                SourceConfig::Manifests(if dir.is_relative() { base.join(dir) } else { dir })
             }
         };
         let service_cidr: Ipv4Net = raw.service_cidr.parse().map_err(|_| {
-            invalid(
-                "service_cidr",
-                format!(
-                    "{:?} is not an IPv4 CIDR like 198.18.128.0/20",
-                    raw.service_cidr
-                ),
-            )
+            invalid("service_cidr", format!("{:?} is not an IPv4 CIDR like 198.18.128.0/20", raw.service_cidr))
         })?;
         let mut node_ips = Vec::new();
         for (i, s) in raw.node_ips.iter().enumerate() {
-            node_ips.push(s.parse().map_err(|_| {
-                invalid(
-                    &format!("node_ips[{i}]"),
-                    format!("{s:?} is not an IPv4 address"),
-                )
-            })?);
+            node_ips.push(
+                s.parse().map_err(|_| invalid(&format!("node_ips[{i}]"), format!("{s:?} is not an IPv4 address")))?,
+            );
         }
         let admin = raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN);
-        let admin_listen = admin.parse().map_err(|_| {
-            invalid(
-                "admin_listen",
-                format!("{admin:?} is not an address:port like {DEFAULT_ADMIN}"),
-            )
-        })?;
-        Ok(Self {
-            source,
-            service_cidr: service_cidr.trunc(),
-            node_ips,
-            admin_listen,
-            dataplane: raw.dataplane,
-        })
+        let admin_listen = admin
+            .parse()
+            .map_err(|_| invalid("admin_listen", format!("{admin:?} is not an address:port like {DEFAULT_ADMIN}")))?;
+        Ok(Self { source, service_cidr: service_cidr.trunc(), node_ips, admin_listen, dataplane: raw.dataplane })
     }
 }
 
@@ -185,17 +150,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e =
-            Config::parse("kube = true\nservice_cidr = \"x\"\n", Path::new("c.toml")).unwrap_err();
+        let e = Config::parse("kube = true\nservice_cidr = \"x\"\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().starts_with("c.toml: service_cidr:"), "{e}");
-        let e = Config::parse(
-            "kube = true\nservice_cidr = \"198.18.0.0/16\"\nbogus = 1\n",
-            Path::new("c.toml"),
-        )
-        .unwrap_err();
+        let e = Config::parse("kube = true\nservice_cidr = \"198.18.0.0/16\"\nbogus = 1\n", Path::new("c.toml"))
+            .unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
-        let e =
-            Config::parse("service_cidr = \"198.18.0.0/16\"\n", Path::new("c.toml")).unwrap_err();
+        let e = Config::parse("service_cidr = \"198.18.0.0/16\"\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("manifests"), "{e}");
         let c = Config::parse(
             "kube = true\nservice_cidr = \"198.18.0.0/16\"\n[dataplane]\nqueues = 2\n",
@@ -203,9 +163,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.source, SourceConfig::Kube);
-        assert_eq!(
-            c.dataplane.get("queues").and_then(|v| v.as_integer()),
-            Some(2)
-        );
+        assert_eq!(c.dataplane.get("queues").and_then(|v| v.as_integer()), Some(2));
     }
 }

@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Mutex, RwLock};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use svcgate_common::model::DesiredState;
 use svcgate_common::publish::{Publisher, Reader};
@@ -102,11 +102,7 @@ impl ObjectKey {
         };
         Self {
             kind: s.object.kind(),
-            namespace: meta
-                .namespace
-                .clone()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| "default".into()),
+            namespace: meta.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into()),
             name: meta.name.clone().unwrap_or_default(),
         }
     }
@@ -115,12 +111,9 @@ impl ObjectKey {
 /// The Service an EndpointSlice is labelled with, if any.
 fn slice_service(s: &Sourced) -> Option<&str> {
     match &s.object {
-        Object::EndpointSlice(es) => es
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(resolve::SERVICE_NAME_LABEL))
-            .map(String::as_str),
+        Object::EndpointSlice(es) => {
+            es.metadata.labels.as_ref().and_then(|l| l.get(resolve::SERVICE_NAME_LABEL)).map(String::as_str)
+        }
         _ => None,
     }
 }
@@ -146,11 +139,7 @@ struct ChangeIndex {
 
 impl ChangeIndex {
     fn build(objects: &[Sourced], desired: &DesiredState, plans: Vec<EndpointPlan>) -> Self {
-        let mut ix = Self {
-            valid: true,
-            plans,
-            ..Self::default()
-        };
+        let mut ix = Self { valid: true, plans, ..Self::default() };
         for (i, s) in objects.iter().enumerate() {
             let key = ObjectKey::of(s);
             if key.name.is_empty() || ix.pos.contains_key(&key) {
@@ -158,17 +147,13 @@ impl ChangeIndex {
                 return ix;
             }
             if let Some(svc) = slice_service(s) {
-                ix.slices
-                    .entry((key.namespace.clone(), svc.to_string()))
-                    .or_default()
-                    .push(i);
+                ix.slices.entry((key.namespace.clone(), svc.to_string())).or_default().push(i);
             }
             ix.pos.insert(key, i);
         }
         let mut base = 0u32;
         for (i, svc) in desired.services.iter().enumerate() {
-            ix.services
-                .insert((svc.namespace.clone(), svc.name.clone()), i);
+            ix.services.insert((svc.namespace.clone(), svc.name.clone()), i);
             ix.entry_base.push(base);
             if svc.cluster_ip.is_some() {
                 base += svc.ports.len() as u32;
@@ -245,14 +230,10 @@ impl Controller {
                 let Some(svc) = st.desired.services.get(si) else {
                     continue;
                 };
-                let one = DesiredState {
-                    node_ips: Vec::new(),
-                    services: vec![svc.clone()],
-                };
+                let one = DesiredState { node_ips: Vec::new(), services: vec![svc.clone()] };
                 let (_, mut rows) = display::rows(&one);
                 let at = status.endpoints.binary_search_by(|r| {
-                    (r.namespace.as_str(), r.name.as_str())
-                        .cmp(&(svc.namespace.as_str(), svc.name.as_str()))
+                    (r.namespace.as_str(), r.name.as_str()).cmp(&(svc.namespace.as_str(), svc.name.as_str()))
                 });
                 if let (Some(row), Ok(at)) = (rows.pop(), at) {
                     status.endpoints[at] = row;
@@ -292,27 +273,13 @@ impl Controller {
                             f.errors = parsed.errors;
                         }
                     } else {
-                        st.files.insert(
-                            path,
-                            FileState {
-                                objects: parsed.objects,
-                                errors: parsed.errors,
-                            },
-                        );
+                        st.files.insert(path, FileState { objects: parsed.objects, errors: parsed.errors });
                     }
                 }
             }
         }
-        let objects: Vec<Sourced> = st
-            .files
-            .values()
-            .flat_map(|f| f.objects.iter().cloned())
-            .collect();
-        let file_errors: Vec<LoadError> = st
-            .files
-            .values()
-            .flat_map(|f| f.errors.iter().cloned())
-            .collect();
+        let objects: Vec<Sourced> = st.files.values().flat_map(|f| f.objects.iter().cloned()).collect();
+        let file_errors: Vec<LoadError> = st.files.values().flat_map(|f| f.errors.iter().cloned()).collect();
         let (outcome, _) = self.sync_locked(&mut st, &objects, file_errors);
         st.index = ChangeIndex::default();
         outcome
@@ -387,10 +354,7 @@ impl Controller {
             if slice_service(&st.objects[i]) != Some(svc) {
                 return None;
             }
-            let &si = st
-                .index
-                .services
-                .get(&(key.namespace.clone(), svc.to_string()))?;
+            let &si = st.index.services.get(&(key.namespace.clone(), svc.to_string()))?;
             places.push((i, si));
         }
         let mut touched: Vec<usize> = Vec::new();
@@ -453,21 +417,12 @@ impl Controller {
             let n = replaced.len();
             let delta: isize = replaced
                 .iter()
-                .map(|(i, e)| {
-                    e.backends.len() as isize
-                        - current.entry(*i).map_or(0, |o| o.backends.len()) as isize
-                })
+                .map(|(i, e)| e.backends.len() as isize - current.entry(*i).map_or(0, |o| o.backends.len()) as isize)
                 .sum();
             let table = current.with_entries_replaced(next_gen, replaced);
             self.tables.publish(table);
-            self.metrics
-                .incremental_builds
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                generation = next_gen,
-                entries = n,
-                "published an endpoints-only change"
-            );
+            self.metrics.incremental_builds.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(generation = next_gen, entries = n, "published an endpoints-only change");
             let mut status = self.status.write();
             status.generation = next_gen;
             status.backends = (status.backends as isize + delta).max(0) as usize;
@@ -478,9 +433,8 @@ impl Controller {
             }
             SyncOutcome::Incremental(next_gen, n)
         };
-        self.status.write().last_sync_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        self.status.write().last_sync_unix_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         Some(outcome)
     }
 
@@ -490,14 +444,8 @@ impl Controller {
         objects: &[Sourced],
         mut errors: Vec<LoadError>,
     ) -> (SyncOutcome, Vec<EndpointPlan>) {
-        let Resolved {
-            desired,
-            applied,
-            allocations,
-            errors: rerrs,
-            plans,
-            ..
-        } = resolve::resolve(objects, &self.cfg, &st.previous, &st.allocations);
+        let Resolved { desired, applied, allocations, errors: rerrs, plans, .. } =
+            resolve::resolve(objects, &self.cfg, &st.previous, &st.allocations);
         errors.extend(rerrs);
         st.previous = applied;
         st.allocations = allocations;
@@ -523,21 +471,11 @@ impl Controller {
         match outcome {
             SyncOutcome::Full(g) => {
                 self.metrics.full_builds.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    generation = g,
-                    services = desired.services.len(),
-                    "published a full table build"
-                );
+                tracing::info!(generation = g, services = desired.services.len(), "published a full table build");
             }
             SyncOutcome::Incremental(g, n) => {
-                self.metrics
-                    .incremental_builds
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    generation = g,
-                    entries = n,
-                    "published an endpoints-only change"
-                );
+                self.metrics.incremental_builds.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(generation = g, entries = n, "published an endpoints-only change");
             }
             SyncOutcome::Unchanged => {
                 self.metrics.noop_syncs.fetch_add(1, Ordering::Relaxed);
@@ -556,9 +494,7 @@ impl Controller {
             frontends: table.frontend_count(),
             entries: table.entries().len(),
             backends: table.entries().iter().map(|e| e.backends.len()).sum(),
-            last_sync_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            last_sync_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         };
         st.desired = desired;
         st.stale_rows.clear();
@@ -587,10 +523,7 @@ fn same_shape(a: &DesiredState, b: &DesiredState) -> bool {
                 && x.affinity == y.affinity
                 && x.ports.len() == y.ports.len()
                 && x.ports.iter().zip(&y.ports).all(|(p, q)| {
-                    p.name == q.name
-                        && p.protocol == q.protocol
-                        && p.port == q.port
-                        && p.node_port == q.node_port
+                    p.name == q.name && p.protocol == q.protocol && p.port == q.port && p.node_port == q.node_port
                 })
         })
 }
@@ -613,10 +546,7 @@ fn changed_entries(old: &DesiredState, new: &DesiredState) -> Vec<(u32, ServiceE
                     protocol: np.protocol,
                     port: np.port,
                 };
-                out.push((
-                    idx,
-                    ServiceEntry::new(id, &np.backends, n.affinity, &n.source_ranges),
-                ));
+                out.push((idx, ServiceEntry::new(id, &np.backends, n.affinity, &n.source_ranges)));
             }
             idx += 1;
         }
@@ -627,72 +557,49 @@ fn changed_entries(old: &DesiredState, new: &DesiredState) -> Vec<(u32, ServiceE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::Origin;
     use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec as KService};
     use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    use crate::manifest::Origin;
 
     fn svc(i: u8, ports: &[i32]) -> Sourced {
         let s = Service {
-            metadata: ObjectMeta {
-                name: Some(format!("s{i}")),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { name: Some(format!("s{i}")), ..Default::default() },
             spec: Some(KService {
                 cluster_ip: Some(format!("198.18.0.{}", 10 + i)),
                 ports: Some(
                     ports
                         .iter()
-                        .map(|&p| ServicePort {
-                            name: Some(format!("p{p}")),
-                            port: p,
-                            ..Default::default()
-                        })
+                        .map(|&p| ServicePort { name: Some(format!("p{p}")), port: p, ..Default::default() })
                         .collect(),
                 ),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        Sourced {
-            origin: Origin::api(),
-            object: Object::Service(Box::new(s)),
-        }
+        Sourced { origin: Origin::api(), object: Object::Service(Box::new(s)) }
     }
 
     fn slice(i: u8, name: &str, ports: &[i32], ips: &[&str]) -> Sourced {
         let es = EndpointSlice {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                labels: Some(BTreeMap::from([(
-                    resolve::SERVICE_NAME_LABEL.to_string(),
-                    format!("s{i}"),
-                )])),
+                labels: Some(BTreeMap::from([(resolve::SERVICE_NAME_LABEL.to_string(), format!("s{i}"))])),
                 ..Default::default()
             },
             address_type: "IPv4".into(),
             endpoints: ips
                 .iter()
-                .map(|ip| Endpoint {
-                    addresses: vec![ip.to_string()],
-                    ..Default::default()
-                })
+                .map(|ip| Endpoint { addresses: vec![ip.to_string()], ..Default::default() })
                 .collect(),
             ports: Some(
                 ports
                     .iter()
-                    .map(|&p| EndpointPort {
-                        name: Some(format!("p{p}")),
-                        port: Some(p + 8000),
-                        ..Default::default()
-                    })
+                    .map(|&p| EndpointPort { name: Some(format!("p{p}")), port: Some(p + 8000), ..Default::default() })
                     .collect(),
             ),
         };
-        Sourced {
-            origin: Origin::api(),
-            object: Object::EndpointSlice(Box::new(es)),
-        }
+        Sourced { origin: Origin::api(), object: Object::EndpointSlice(Box::new(es)) }
     }
 
     fn cfg() -> ResolveConfig {

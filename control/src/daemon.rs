@@ -58,33 +58,14 @@ impl Daemon {
         let controller = Arc::new(Controller::new(rcfg));
         let stats = Arc::new(StatsSlot::default());
         // Admin first: /readyz answers 503 while the first sync runs.
-        let admin = admin::serve(
-            cfg.admin_listen,
-            Arc::clone(&controller),
-            Arc::clone(&stats),
-        )?;
+        let admin = admin::serve(cfg.admin_listen, Arc::clone(&controller), Arc::clone(&stats))?;
         let (watch, kube) = match &cfg.source {
-            SourceConfig::Manifests(dir) => (
-                Some(watch::watch_dir(
-                    Arc::clone(&controller),
-                    dir,
-                    watch::DEFAULT_DEBOUNCE,
-                )?),
-                None,
-            ),
-            SourceConfig::Kube => (
-                None,
-                Some(crate::kube_source::start(Arc::clone(&controller)).await?),
-            ),
+            SourceConfig::Manifests(dir) => {
+                (Some(watch::watch_dir(Arc::clone(&controller), dir, watch::DEFAULT_DEBOUNCE)?), None)
+            }
+            SourceConfig::Kube => (None, Some(crate::kube_source::start(Arc::clone(&controller)).await?)),
         };
-        Ok(Self {
-            controller,
-            stats,
-            admin,
-            _watch: watch,
-            _kube: kube,
-            dataplane: cfg.dataplane.clone(),
-        })
+        Ok(Self { controller, stats, admin, _watch: watch, _kube: kube, dataplane: cfg.dataplane.clone() })
     }
 
     /// The table publisher workers subscribe to (`.reader()`).

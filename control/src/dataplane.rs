@@ -86,7 +86,8 @@ impl DataplaneConfig {
         if t.is_empty() {
             return Ok(None);
         }
-        let c: Self = t.clone().try_into().map_err(|e: toml::de::Error| DataplaneError::Config(e.message().to_string()))?;
+        let c: Self =
+            t.clone().try_into().map_err(|e: toml::de::Error| DataplaneError::Config(e.message().to_string()))?;
         if c.snat_addrs.is_empty() {
             return Err(DataplaneError::Config("snat_addrs: at least one address is needed".into()));
         }
@@ -189,9 +190,7 @@ impl StatsSource for GatewayStats {
             .map(|r| (r.as_str().to_string(), workers.iter().map(|w| w.drop_count(*r)).sum()))
             .collect();
         drops.extend(
-            PassReason::ALL
-                .iter()
-                .map(|r| (format!("pass_{}", r.as_str()), workers.iter().map(|w| w.pass(*r)).sum())),
+            PassReason::ALL.iter().map(|r| (format!("pass_{}", r.as_str()), workers.iter().map(|w| w.pass(*r)).sum())),
         );
         StatsSnapshot {
             ports: ports
@@ -211,7 +210,11 @@ impl StatsSource for GatewayStats {
                 .iter()
                 .map(|w| {
                     let all = w.busy_polls + w.empty_polls;
-                    if all == 0 { 0.0 } else { w.busy_polls as f64 / all as f64 }
+                    if all == 0 {
+                        0.0
+                    } else {
+                        w.busy_polls as f64 / all as f64
+                    }
                 })
                 .collect(),
         }
@@ -253,9 +256,11 @@ mod tests {
         let e = DataplaneConfig::from_table(&table("interfaces = [\"g0\"]\nsnat_addrs = [\"198.18.3.1\"]\nqueue = 2"))
             .unwrap_err();
         assert!(e.to_string().contains("queue"), "unknown keys are refused: {e}");
-        let c = DataplaneConfig::from_table(&table("interfaces = [\"g0\"]\nsnat_addrs = [\"198.18.3.1\"]\nxdp_mode = \"fast\""))
-            .unwrap()
-            .unwrap();
+        let c = DataplaneConfig::from_table(&table(
+            "interfaces = [\"g0\"]\nsnat_addrs = [\"198.18.3.1\"]\nxdp_mode = \"fast\"",
+        ))
+        .unwrap()
+        .unwrap();
         assert!(c.gateway_config().unwrap_err().to_string().contains("xdp_mode"));
     }
 }

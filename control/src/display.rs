@@ -43,9 +43,7 @@ pub struct EndpointsRow {
 
 /// The `kubectl get svc` row of a Service.
 pub fn service_row(s: &ServiceSpec) -> ServiceRow {
-    let cluster_ip = s
-        .cluster_ip
-        .map_or_else(|| "None".to_string(), |ip| ip.to_string());
+    let cluster_ip = s.cluster_ip.map_or_else(|| "None".to_string(), |ip| ip.to_string());
     let mut ext: Vec<String> = Vec::new();
     if s.service_type == ServiceType::LoadBalancer {
         ext.extend(s.load_balancer_ips.iter().map(|ip| ip.to_string()));
@@ -87,11 +85,7 @@ pub fn endpoints_row(s: &ServiceSpec) -> EndpointsRow {
     for p in &s.ports {
         for b in &p.backends {
             let e = format!("{}:{}", b.addr, b.port);
-            let list = if b.conditions.ready {
-                &mut ready
-            } else {
-                &mut not_ready
-            };
+            let list = if b.conditions.ready { &mut ready } else { &mut not_ready };
             if !list.contains(&e) {
                 list.push(e);
             }
@@ -104,23 +98,14 @@ pub fn endpoints_row(s: &ServiceSpec) -> EndpointsRow {
     } else {
         ready.join(",")
     };
-    EndpointsRow {
-        namespace: s.namespace.clone(),
-        name: s.name.clone(),
-        endpoints,
-        ready,
-        not_ready,
-    }
+    EndpointsRow { namespace: s.namespace.clone(), name: s.name.clone(), endpoints, ready, not_ready }
 }
 
 /// Rows for every Service, sorted by namespace and name as kubectl sorts them.
 pub fn rows(desired: &DesiredState) -> (Vec<ServiceRow>, Vec<EndpointsRow>) {
     let mut svcs: Vec<&ServiceSpec> = desired.services.iter().collect();
     svcs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    (
-        svcs.iter().map(|s| service_row(s)).collect(),
-        svcs.iter().map(|s| endpoints_row(s)).collect(),
-    )
+    (svcs.iter().map(|s| service_row(s)).collect(), svcs.iter().map(|s| endpoints_row(s)).collect())
 }
 
 /// Left-aligned columns separated by three spaces, like kubectl's tabwriter.
@@ -195,13 +180,7 @@ pub fn endpoints_table(rows: &[EndpointsRow]) -> String {
     }
     let body: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| {
-            with_namespace(
-                all_default,
-                &r.namespace,
-                vec![r.name.clone(), r.endpoints.clone()],
-            )
-        })
+        .map(|r| with_namespace(all_default, &r.namespace, vec![r.name.clone(), r.endpoints.clone()]))
         .collect();
     format_table(&header, &body)
 }
@@ -212,10 +191,7 @@ mod tests {
 
     #[test]
     fn table_pads_like_kubectl() {
-        let t = format_table(
-            &["NAME", "TYPE"],
-            &[vec!["nginx-headless".into(), "ClusterIP".into()]],
-        );
+        let t = format_table(&["NAME", "TYPE"], &[vec!["nginx-headless".into(), "ClusterIP".into()]]);
         assert_eq!(t, "NAME             TYPE\nnginx-headless   ClusterIP\n");
     }
 }

@@ -125,9 +125,6 @@ pub enum LoadError {
 impl LoadError {
     /// A read error for `path`.
     pub fn read(path: &Path, e: std::io::Error) -> Self {
-        Self::Read {
-            path: path.display().to_string(),
-            source: Arc::new(e),
-        }
+        Self::Read { path: path.display().to_string(), source: Arc::new(e) }
     }
 }

@@ -61,21 +61,13 @@ struct KindStore<K> {
 
 impl<K> Default for KindStore<K> {
     fn default() -> Self {
-        Self {
-            live: BTreeMap::new(),
-            buffer: None,
-            synced: false,
-        }
+        Self { live: BTreeMap::new(), buffer: None, synced: false }
     }
 }
 
 fn key<K: Resource>(k: &K) -> String {
     let m = k.meta();
-    format!(
-        "{}/{}",
-        m.namespace.as_deref().unwrap_or("default"),
-        m.name.as_deref().unwrap_or("")
-    )
+    format!("{}/{}", m.namespace.as_deref().unwrap_or("default"), m.name.as_deref().unwrap_or(""))
 }
 
 /// What one event changed in a kind's live set.
@@ -111,9 +103,7 @@ impl<K: Resource + Clone + PartialEq> KindStore<K> {
                 Change::None
             }
             Event::InitApply(k) => {
-                self.buffer
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(key(&k), k);
+                self.buffer.get_or_insert_with(BTreeMap::new).insert(key(&k), k);
                 Change::None
             }
             Event::InitDone => {
@@ -235,22 +225,9 @@ impl KubeState {
 
     /// The objects, for [`crate::resolve::resolve`] / [`Controller::apply_objects`].
     pub fn objects(&self) -> Vec<Sourced> {
-        let svcs = self
-            .services
-            .live
-            .values()
-            .map(|s| Object::Service(Box::new(s.clone())));
-        let slices = self
-            .slices
-            .live
-            .values()
-            .map(|s| Object::EndpointSlice(Box::new(s.clone())));
-        svcs.chain(slices)
-            .map(|object| Sourced {
-                origin: Origin::api(),
-                object,
-            })
-            .collect()
+        let svcs = self.services.live.values().map(|s| Object::Service(Box::new(s.clone())));
+        let slices = self.slices.live.values().map(|s| Object::EndpointSlice(Box::new(s.clone())));
+        svcs.chain(slices).map(|object| Sourced { origin: Origin::api(), object }).collect()
     }
 }
 
@@ -269,9 +246,7 @@ impl Drop for KubeHandle {
 
 /// Builds a client from the kubeconfig or the in-cluster config.
 pub async fn client() -> Result<kube::Client, KubeSourceError> {
-    let config = kube::Config::infer()
-        .await
-        .map_err(|source| KubeSourceError::Config { source })?;
+    let config = kube::Config::infer().await.map_err(|source| KubeSourceError::Config { source })?;
     kube::Client::try_from(config).map_err(|source| KubeSourceError::Client { source })
 }
 
@@ -295,8 +270,7 @@ impl KubeSourceStatus {
     }
 
     fn record(&self, msg: String) {
-        self.errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *self.last_error.lock() = Some(msg);
     }
 }
@@ -341,11 +315,7 @@ fn relisting<K>(
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let start = move || {
-        watcher::watcher(api.clone(), cfg.clone())
-            .default_backoff()
-            .boxed()
-    };
+    let start = move || watcher::watcher(api.clone(), cfg.clone()).default_backoff().boxed();
     let first = start();
     futures::stream::unfold((first, false), move |(mut w, restart)| {
         let start = start.clone();
@@ -368,32 +338,28 @@ async fn run(controller: Arc<Controller>, client: kube::Client, status: Arc<Kube
     let cfg = watcher::Config::default();
     let svcs = relisting(kube::Api::<Service>::all(client.clone()), cfg.clone())
         .map(|r| r.map(KubeEvent::Service).map_err(|e| ("Services", e)));
-    let slices = relisting(kube::Api::<EndpointSlice>::all(client), cfg).map(|r| {
-        r.map(KubeEvent::EndpointSlice)
-            .map_err(|e| ("EndpointSlices", e))
-    });
+    let slices = relisting(kube::Api::<EndpointSlice>::all(client), cfg)
+        .map(|r| r.map(KubeEvent::EndpointSlice).map_err(|e| ("EndpointSlices", e)));
     let mut events = std::pin::pin!(futures::stream::select(svcs, slices));
     let mut state = KubeState::default();
     let mut pending = false;
     let mut since = Instant::now();
-    let handle =
-        |ev: Result<KubeEvent, (&'static str, watcher::Error)>, state: &mut KubeState| match ev {
-            Ok(ev) => state.apply(ev),
-            Err((kind, e)) => {
-                let msg = format!("kube source: {kind} watch error: {e}");
-                tracing::warn!("{msg}; relisting with backoff, the last good tables keep serving");
-                status.record(msg);
-                false
-            }
-        };
+    let handle = |ev: Result<KubeEvent, (&'static str, watcher::Error)>, state: &mut KubeState| match ev {
+        Ok(ev) => state.apply(ev),
+        Err((kind, e)) => {
+            let msg = format!("kube source: {kind} watch error: {e}");
+            tracing::warn!("{msg}; relisting with backoff, the last good tables keep serving");
+            status.record(msg);
+            false
+        }
+    };
     while let Some(ev) = events.next().await {
         if !pending {
             since = Instant::now();
         }
         pending |= handle(ev, &mut state);
         // Take whatever else is already queued (a relist arrives as a burst).
-        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(5), events.next()).await
-        {
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(5), events.next()).await {
             pending |= handle(ev, &mut state);
         }
         let first_sync = state.synced() && !controller.is_ready();
@@ -425,7 +391,10 @@ mod pending_tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn svc(name: &str) -> Service {
-        Service { metadata: ObjectMeta { name: Some(name.into()), namespace: Some("default".into()), ..Default::default() }, ..Default::default() }
+        Service {
+            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("default".into()), ..Default::default() },
+            ..Default::default()
+        }
     }
 
     fn slice(name: &str, rv: &str) -> EndpointSlice {

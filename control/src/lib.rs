@@ -10,8 +10,8 @@
 pub mod admin;
 pub mod config;
 pub mod controller;
-pub mod dataplane;
 pub mod daemon;
+pub mod dataplane;
 pub mod display;
 pub mod error;
 pub mod kube_source;

@@ -48,11 +48,7 @@ pub fn load_paths(paths: &[PathBuf], cfg: &ResolveConfig) -> LoadReport {
     }
     let resolved = resolve::resolve(&objects, cfg, &HashMap::new(), &Allocations::default());
     errors.extend(resolved.errors.iter().cloned());
-    LoadReport {
-        resolved,
-        skipped,
-        errors,
-    }
+    LoadReport { resolved, skipped, errors }
 }
 
 /// Loads one directory (convenience for tests and examples).

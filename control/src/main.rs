@@ -75,10 +75,7 @@ fn validate(paths: &[PathBuf], service_cidr: Ipv4Net, node_ips: Vec<Ipv4Addr>) -
     println!();
     print!("{}", display::endpoints_table(&eps));
     for s in &report.skipped {
-        eprintln!(
-            "skipped: {} {} {:?} at {}: a kind svcgate does not serve",
-            s.api_version, s.kind, s.name, s.origin
-        );
+        eprintln!("skipped: {} {} {:?} at {}: a kind svcgate does not serve", s.api_version, s.kind, s.name, s.origin);
     }
     for n in &report.resolved.external_names {
         eprintln!("note: Service {n} is of type ExternalName: DNS only, nothing to serve");
@@ -91,10 +88,7 @@ fn validate(paths: &[PathBuf], service_cidr: Ipv4Net, node_ips: Vec<Ipv4Addr>) -
         eprintln!("error: {w}");
     }
     if errors == 0 {
-        eprintln!(
-            "svcgate: the manifests are ok ({} Services)",
-            report.resolved.desired.services.len()
-        );
+        eprintln!("svcgate: the manifests are ok ({} Services)", report.resolved.desired.services.len());
         ExitCode::SUCCESS
     } else {
         eprintln!("svcgate: {errors} error(s); the objects named above would not be applied, the rest would");
@@ -110,11 +104,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("svcgate: cannot start the async runtime: {e}");
@@ -207,23 +197,14 @@ fn status(admin: SocketAddr) -> ExitCode {
             vec![s.name.clone(), p.to_string(), b.to_string()]
         })
         .collect();
-    print!(
-        "{}",
-        display::format_table(&["NAME", "PACKETS", "BYTES"], &rows)
-    );
+    print!("{}", display::format_table(&["NAME", "PACKETS", "BYTES"], &rows));
     println!();
-    let since = report
-        .since_last_sync_secs
-        .map_or_else(|| "never".to_string(), |s| format!("{s:.1}s ago"));
+    let since = report.since_last_sync_secs.map_or_else(|| "never".to_string(), |s| format!("{s:.1}s ago"));
     println!(
         "generation {}, last sync {since}, {}, dataplane {}",
         c.generation,
         if report.ready { "ready" } else { "NOT ready" },
-        if report.dataplane_attached {
-            "attached"
-        } else {
-            "not attached"
-        }
+        if report.dataplane_attached { "attached" } else { "not attached" }
     );
     for e in &c.errors {
         println!("error: {e}");
@@ -234,11 +215,7 @@ fn status(admin: SocketAddr) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate {
-            paths,
-            service_cidr,
-            node_ips,
-        } => {
+        Command::Validate { paths, service_cidr, node_ips } => {
             init_logs("warn");
             validate(&paths, service_cidr, node_ips)
         }

@@ -36,18 +36,12 @@ pub struct Origin {
 impl Origin {
     /// An origin in a file.
     pub fn file(path: &Path, line: usize) -> Self {
-        Self {
-            path: Arc::from(path.display().to_string()),
-            line,
-        }
+        Self { path: Arc::from(path.display().to_string()), line }
     }
 
     /// The Kubernetes API server.
     pub fn api() -> Self {
-        Self {
-            path: Arc::from("kube-apiserver"),
-            line: 0,
-        }
+        Self { path: Arc::from("kube-apiserver"), line: 0 }
     }
 }
 
@@ -128,10 +122,7 @@ pub fn is_manifest_file(path: &Path) -> bool {
     if name.starts_with('.') {
         return false;
     }
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml" | "json")
-    )
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
 }
 
 /// The manifest files under `path` (a file, or a directory walked
@@ -148,10 +139,7 @@ pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
         for entry in rd {
             let entry = entry.map_err(|e| LoadError::read(&dir, e))?;
             let p = entry.path();
-            let hidden = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'));
+            let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
             if hidden {
                 continue;
             }
@@ -170,20 +158,14 @@ pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
 /// Reads and parses one file.
 pub fn load_file(path: &Path) -> ParsedFile {
     match std::fs::read(path) {
-        Err(e) => ParsedFile {
-            errors: vec![LoadError::read(path, e)],
-            ..ParsedFile::default()
-        },
+        Err(e) => ParsedFile { errors: vec![LoadError::read(path, e)], ..ParsedFile::default() },
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) => parse_str(path, &text),
             Err(e) => ParsedFile {
                 errors: vec![LoadError::Syntax {
                     path: path.display().to_string(),
                     line: 0,
-                    message: format!(
-                        "not UTF-8 text (invalid byte at offset {})",
-                        e.utf8_error().valid_up_to()
-                    ),
+                    message: format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
                 }],
                 ..ParsedFile::default()
             },
@@ -202,10 +184,7 @@ fn split_documents(text: &str) -> Vec<(&str, usize)> {
     let mut offset = 0usize;
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let is_sep = line.starts_with("---")
-            && line[3..]
-                .chars()
-                .next()
-                .is_none_or(|c| c == ' ' || c == '\t' || c == '\n' || c == '\r');
+            && line[3..].chars().next().is_none_or(|c| c == ' ' || c == '\t' || c == '\n' || c == '\r');
         if is_sep && offset > start {
             docs.push((&text[start..offset], start_line));
             start = offset;
@@ -223,9 +202,7 @@ fn split_documents(text: &str) -> Vec<(&str, usize)> {
 /// with the line translated to the file.
 fn relocate(err: &serde_norway::Error, first_line: usize) -> (String, usize) {
     let msg = err.to_string();
-    let line = err
-        .location()
-        .map_or(first_line, |l| first_line + l.line().saturating_sub(1));
+    let line = err.location().map_or(first_line, |l| first_line + l.line().saturating_sub(1));
     let msg = match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg,
@@ -246,11 +223,7 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
             Ok(v) => v,
             Err(e) => {
                 let (message, line) = relocate(&e, first_line);
-                out.errors.push(LoadError::Syntax {
-                    path: pstr.clone(),
-                    line,
-                    message,
-                });
+                out.errors.push(LoadError::Syntax { path: pstr.clone(), line, message });
                 continue;
             }
         };
@@ -273,24 +246,13 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
                 kind: "document".into(),
                 name: String::new(),
                 field: "(top level)".into(),
-                reason: "a Kubernetes object must be a mapping with apiVersion, kind and metadata"
-                    .into(),
+                reason: "a Kubernetes object must be a mapping with apiVersion, kind and metadata".into(),
             });
             continue;
         }
-        let name = value
-            .get("metadata")
-            .and_then(|m| str_field(m, "name"))
-            .unwrap_or("")
-            .to_string();
-        let (Some(api_version), Some(kind)) =
-            (str_field(&value, "apiVersion"), str_field(&value, "kind"))
-        else {
-            let field = if str_field(&value, "apiVersion").is_none() {
-                "apiVersion"
-            } else {
-                "kind"
-            };
+        let name = value.get("metadata").and_then(|m| str_field(m, "name")).unwrap_or("").to_string();
+        let (Some(api_version), Some(kind)) = (str_field(&value, "apiVersion"), str_field(&value, "kind")) else {
+            let field = if str_field(&value, "apiVersion").is_none() { "apiVersion" } else { "kind" };
             out.errors.push(LoadError::Invalid {
                 origin,
                 kind: str_field(&value, "kind").unwrap_or("object").into(),
@@ -310,23 +272,14 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
             (_, "Service" | "Endpoints" | "Pod" | "EndpointSlice") => Err((
                 format!(
                     "apiVersion {api_version:?} is not one svcgate reads for {kind} (use {})",
-                    if kind == "EndpointSlice" {
-                        "discovery.k8s.io/v1"
-                    } else {
-                        "v1"
-                    }
+                    if kind == "EndpointSlice" { "discovery.k8s.io/v1" } else { "v1" }
                 ),
                 content_line,
             )),
             _ => {
                 tracing::info!(file = %pstr, line = content_line, api_version, kind, name = %name,
                     "skipping a kind svcgate does not serve");
-                out.skipped.push(Skipped {
-                    origin,
-                    api_version: api_version.into(),
-                    kind: kind.into(),
-                    name,
-                });
+                out.skipped.push(Skipped { origin, api_version: api_version.into(), kind: kind.into(), name });
                 continue;
             }
         };
@@ -343,10 +296,7 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
     out
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
-    doc: &str,
-    first_line: usize,
-) -> Result<T, (String, usize)> {
+fn decode<T: serde::de::DeserializeOwned>(doc: &str, first_line: usize) -> Result<T, (String, usize)> {
     serde_norway::from_str(doc).map_err(|e| relocate(&e, first_line))
 }
 
@@ -376,7 +326,8 @@ mod tests {
 
     #[test]
     fn syntax_error_names_file_and_line_and_other_documents_load() {
-        let t = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: Service\nmetadata: [\n";
+        let t =
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: Service\nmetadata: [\n";
         let p = parse_str(Path::new("bad.yaml"), t);
         assert_eq!(p.objects.len(), 1);
         assert_eq!(p.errors.len(), 1);

@@ -30,14 +30,7 @@ pub struct PortStats {
 
 impl PortStats {
     /// Counters for a Service port.
-    pub fn new(
-        namespace: &str,
-        name: &str,
-        port: u16,
-        protocol: Protocol,
-        packets: u64,
-        bytes: u64,
-    ) -> Self {
+    pub fn new(namespace: &str, name: &str, port: u16, protocol: Protocol, packets: u64, bytes: u64) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -81,9 +74,8 @@ impl StatsSource for NoStats {
 }
 
 /// Upper bounds of the sync latency histogram, in seconds.
-pub const LATENCY_BUCKETS: [f64; 15] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+pub const LATENCY_BUCKETS: [f64; 15] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 /// A lock-free Prometheus histogram.
 #[derive(Debug, Default)]
@@ -101,10 +93,7 @@ impl Histogram {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(
-            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.sum_nanos.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Observations so far.
@@ -142,9 +131,7 @@ pub struct ControlMetrics {
 
 /// Escapes a Prometheus label value.
 pub fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Writes one `# HELP`/`# TYPE` header.
@@ -154,12 +141,7 @@ pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// Writes the dataplane's counters.
 pub fn render_stats(out: &mut String, s: &StatsSnapshot) {
-    header(
-        out,
-        "svcgate_service_packets_total",
-        "counter",
-        "Packets forwarded per Service port.",
-    );
+    header(out, "svcgate_service_packets_total", "counter", "Packets forwarded per Service port.");
     for p in &s.ports {
         let _ = writeln!(
             out,
@@ -171,12 +153,7 @@ pub fn render_stats(out: &mut String, s: &StatsSnapshot) {
             p.packets
         );
     }
-    header(
-        out,
-        "svcgate_service_bytes_total",
-        "counter",
-        "Bytes forwarded per Service port.",
-    );
+    header(out, "svcgate_service_bytes_total", "counter", "Bytes forwarded per Service port.");
     for p in &s.ports {
         let _ = writeln!(
             out,
@@ -188,32 +165,13 @@ pub fn render_stats(out: &mut String, s: &StatsSnapshot) {
             p.bytes
         );
     }
-    header(
-        out,
-        "svcgate_drops_total",
-        "counter",
-        "Packets dropped, by reason.",
-    );
+    header(out, "svcgate_drops_total", "counter", "Packets dropped, by reason.");
     for (reason, n) in &s.drops {
-        let _ = writeln!(
-            out,
-            "svcgate_drops_total{{reason=\"{}\"}} {n}",
-            label(reason)
-        );
+        let _ = writeln!(out, "svcgate_drops_total{{reason=\"{}\"}} {n}", label(reason));
     }
-    header(
-        out,
-        "svcgate_conntrack_entries",
-        "gauge",
-        "Connection-tracking entries in use.",
-    );
+    header(out, "svcgate_conntrack_entries", "gauge", "Connection-tracking entries in use.");
     let _ = writeln!(out, "svcgate_conntrack_entries {}", s.conntrack_entries);
-    header(
-        out,
-        "svcgate_worker_busy_ratio",
-        "gauge",
-        "Share of polls that found work, per worker.",
-    );
+    header(out, "svcgate_worker_busy_ratio", "gauge", "Share of polls that found work, per worker.");
     for (i, r) in s.worker_busy.iter().enumerate() {
         let _ = writeln!(out, "svcgate_worker_busy_ratio{{worker=\"{i}\"}} {r}");
     }

@@ -33,8 +33,8 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use svcgate_common::model::{
-    BackendSpec, DesiredState, EndpointConditions, Ipv4Net, Protocol, ServicePortSpec, ServiceSpec,
-    ServiceType, SessionAffinity,
+    BackendSpec, DesiredState, EndpointConditions, Ipv4Net, Protocol, ServicePortSpec, ServiceSpec, ServiceType,
+    SessionAffinity,
 };
 
 use crate::error::LoadError;
@@ -65,12 +65,7 @@ pub struct ResolveConfig {
 impl ResolveConfig {
     /// A config for manifests with the given service CIDR.
     pub fn new(service_cidr: Ipv4Net, node_ips: Vec<Ipv4Addr>) -> Self {
-        Self {
-            service_cidr,
-            node_ips,
-            node_port_range: NODE_PORT_RANGE,
-            check_cluster_ip_range: true,
-        }
+        Self { service_cidr, node_ips, node_port_range: NODE_PORT_RANGE, check_cluster_ip_range: true }
     }
 }
 
@@ -147,10 +142,7 @@ pub fn backends_from_slices(plan: &EndpointPlan, slices: &[&EndpointSlice]) -> V
             for ep in es.ports.iter().flatten() {
                 // The first port with a name and protocol wins, as in `match_port`.
                 ports
-                    .entry((
-                        ep.name.as_deref().unwrap_or(""),
-                        ep.protocol.as_deref().unwrap_or("TCP"),
-                    ))
+                    .entry((ep.name.as_deref().unwrap_or(""), ep.protocol.as_deref().unwrap_or("TCP")))
                     .or_insert(ep.port);
             }
             let endpoints = es
@@ -249,11 +241,7 @@ enum Validated {
 
 /// `namespace/name` of an object's metadata, with the default namespace.
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
-    let ns = meta
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "default".to_string());
+    let ns = meta.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".to_string());
     (ns, meta.name.clone().unwrap_or_default())
 }
 
@@ -281,17 +269,11 @@ fn parse_protocol(c: &mut Checker<'_>, field: &str, p: Option<&str>) -> Option<P
         "TCP" => Some(Protocol::Tcp),
         "UDP" => Some(Protocol::Udp),
         "SCTP" => {
-            c.err(
-                field,
-                "Unsupported value: \"SCTP\": svcgate serves TCP and UDP only",
-            );
+            c.err(field, "Unsupported value: \"SCTP\": svcgate serves TCP and UDP only");
             None
         }
         other => {
-            c.err(
-                field,
-                format!("Unsupported value: {other:?}: supported values: \"TCP\", \"UDP\""),
-            );
+            c.err(field, format!("Unsupported value: {other:?}: supported values: \"TCP\", \"UDP\""));
             None
         }
     }
@@ -301,10 +283,7 @@ fn port_in_range(c: &mut Checker<'_>, field: &str, v: i32) -> Option<u16> {
     match u16::try_from(v) {
         Ok(p) if p != 0 => Some(p),
         _ => {
-            c.err(
-                field,
-                format!("Invalid value: {v}: must be between 1 and 65535, inclusive"),
-            );
+            c.err(field, format!("Invalid value: {v}: must be between 1 and 65535, inclusive"));
             None
         }
     }
@@ -315,8 +294,7 @@ fn port_in_range(c: &mut Checker<'_>, field: &str, v: i32) -> Option<u16> {
 fn valid_port_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && s.bytes().any(|b| b.is_ascii_lowercase())
         && !s.starts_with('-')
         && !s.ends_with('-')
@@ -327,40 +305,22 @@ fn parse_ip(c: &mut Checker<'_>, field: &str, s: &str) -> Option<Ipv4Addr> {
     match s.parse::<Ipv4Addr>() {
         Ok(ip) => Some(ip),
         Err(_) if s.contains(':') => {
-            c.err(
-                field,
-                format!("Invalid value: {s:?}: IPv6 is not served by svcgate (IPv4 only)"),
-            );
+            c.err(field, format!("Invalid value: {s:?}: IPv6 is not served by svcgate (IPv4 only)"));
             None
         }
         Err(_) => {
-            c.err(
-                field,
-                format!("Invalid value: {s:?}: must be a valid IPv4 address"),
-            );
+            c.err(field, format!("Invalid value: {s:?}: must be a valid IPv4 address"));
             None
         }
     }
 }
 
-fn validate_service(
-    sourced: &Sourced,
-    svc: &Service,
-    cfg: &ResolveConfig,
-) -> Result<Validated, Vec<LoadError>> {
+fn validate_service(sourced: &Sourced, svc: &Service, cfg: &ResolveConfig) -> Result<Validated, Vec<LoadError>> {
     let (namespace, name) = key_of(&svc.metadata);
     let key = format!("{namespace}/{name}");
-    let mut c = Checker {
-        origin: &sourced.origin,
-        kind: "Service",
-        name: key.clone(),
-        errors: Vec::new(),
-    };
+    let mut c = Checker { origin: &sourced.origin, kind: "Service", name: key.clone(), errors: Vec::new() };
     if name.is_empty() {
-        c.err(
-            "metadata.name",
-            "Required value: name or generateName is required",
-        );
+        c.err("metadata.name", "Required value: name or generateName is required");
         return Err(c.errors);
     }
     let spec = svc.spec.clone().unwrap_or_default();
@@ -402,10 +362,7 @@ fn validate_service(
     if headless && service_type != ServiceType::ClusterIp {
         c.err(
             "spec.clusterIP",
-            format!(
-                "Invalid value: \"None\": may not be set to 'None' for {} services",
-                service_type.as_str()
-            ),
+            format!("Invalid value: \"None\": may not be set to 'None' for {} services", service_type.as_str()),
         );
     }
     let wants_node_ports = match service_type {
@@ -416,10 +373,7 @@ fn validate_service(
 
     let raw_ports = spec.ports.clone().unwrap_or_default();
     if raw_ports.is_empty() && !headless {
-        c.err(
-            "spec.ports",
-            "Required value: a Service needs at least one port",
-        );
+        c.err("spec.ports", "Required value: a Service needs at least one port");
     }
     let mut ports = Vec::new();
     let mut names = HashSet::new();
@@ -428,14 +382,13 @@ fn validate_service(
         let f = |s: &str| format!("spec.ports[{i}].{s}");
         let pname = p.name.clone().unwrap_or_default();
         if raw_ports.len() > 1 && pname.is_empty() {
-            c.err(
-                f("name"),
-                "Required value: every port of a multi-port Service needs a name",
-            );
+            c.err(f("name"), "Required value: every port of a multi-port Service needs a name");
         } else if !pname.is_empty() && !valid_port_name(&pname) {
             c.err(
                 f("name"),
-                format!("Invalid value: {pname:?}: must be at most 15 lowercase letters, digits and '-', with a letter"),
+                format!(
+                    "Invalid value: {pname:?}: must be at most 15 lowercase letters, digits and '-', with a letter"
+                ),
             );
         } else if !pname.is_empty() && !names.insert(pname.clone()) {
             c.err(f("name"), format!("Duplicate value: {pname:?}"));
@@ -445,9 +398,7 @@ fn validate_service(
         let target = match &p.target_port {
             None | Some(IntOrString::Int(0)) => port.map(Target::Number),
             Some(IntOrString::String(s)) if s.is_empty() => port.map(Target::Number),
-            Some(IntOrString::Int(n)) => {
-                port_in_range(&mut c, &f("targetPort"), *n).map(Target::Number)
-            }
+            Some(IntOrString::Int(n)) => port_in_range(&mut c, &f("targetPort"), *n).map(Target::Number),
             Some(IntOrString::String(s)) => {
                 if valid_port_name(s) {
                     Some(Target::Name(s.clone()))
@@ -497,19 +448,10 @@ fn validate_service(
         };
         if let (Some(protocol), Some(port)) = (protocol, port) {
             if !seen.insert((protocol, port)) {
-                c.err(
-                    format!("spec.ports[{i}]"),
-                    format!("Duplicate value: {port}/{protocol}"),
-                );
+                c.err(format!("spec.ports[{i}]"), format!("Duplicate value: {port}/{protocol}"));
             }
             if let Some(target) = target {
-                ports.push(DraftPort {
-                    name: pname,
-                    protocol,
-                    port,
-                    target,
-                    node_port,
-                });
+                ports.push(DraftPort { name: pname, protocol, port, target, node_port });
             }
         }
     }
@@ -518,10 +460,7 @@ fn validate_service(
     for (i, p) in ports.iter().enumerate() {
         if let Some(np) = p.node_port {
             if !np_seen.insert((np, p.protocol)) {
-                c.err(
-                    format!("spec.ports[{i}].nodePort"),
-                    format!("Duplicate value: {np}"),
-                );
+                c.err(format!("spec.ports[{i}].nodePort"), format!("Duplicate value: {np}"));
             }
         }
     }
@@ -534,16 +473,10 @@ fn validate_service(
     }
     let mut lb_ips = Vec::new();
     if service_type == ServiceType::LoadBalancer {
-        let ingress = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|l| l.ingress.as_ref());
+        let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
         for (i, ing) in ingress.into_iter().flatten().enumerate() {
             if let Some(s) = ing.ip.as_deref() {
-                if let Some(ip) =
-                    parse_ip(&mut c, &format!("status.loadBalancer.ingress[{i}].ip"), s)
-                {
+                if let Some(ip) = parse_ip(&mut c, &format!("status.loadBalancer.ingress[{i}].ip"), s) {
                     lb_ips.push(ip);
                 }
             }
@@ -557,20 +490,12 @@ fn validate_service(
         }
     }
     let mut source_ranges = Vec::new();
-    for (i, s) in spec
-        .load_balancer_source_ranges
-        .iter()
-        .flatten()
-        .enumerate()
-    {
+    for (i, s) in spec.load_balancer_source_ranges.iter().flatten().enumerate() {
         let s = s.trim();
         if s.contains(':') {
             continue; // IPv6 ranges never match an IPv4 client
         }
-        match s
-            .parse::<Ipv4Net>()
-            .or_else(|_| s.parse::<Ipv4Addr>().map(Ipv4Net::from))
-        {
+        match s.parse::<Ipv4Net>().or_else(|_| s.parse::<Ipv4Addr>().map(Ipv4Net::from)) {
             Ok(n) => source_ranges.push(n.trunc()),
             Err(_) => c.err(
                 format!("spec.loadBalancerSourceRanges[{i}]"),
@@ -593,9 +518,7 @@ fn validate_service(
                     format!("Invalid value: {t}: must be greater than 0 and less than 86400"),
                 );
             }
-            SessionAffinity::ClientIp {
-                timeout_secs: t.clamp(1, 86400) as u32,
-            }
+            SessionAffinity::ClientIp { timeout_secs: t.clamp(1, 86400) as u32 }
         }
         other => {
             c.err(
@@ -656,22 +579,14 @@ fn allocate_ip(key: &str, cidr: Ipv4Net, used: &HashMap<Ipv4Addr, String>) -> Op
         return None;
     }
     let start = (stable_hash(key) % u64::from(count)) as u32;
-    (0..count)
-        .map(|i| Ipv4Addr::from(first + (start + i) % count))
-        .find(|ip| !used.contains_key(ip))
+    (0..count).map(|i| Ipv4Addr::from(first + (start + i) % count)).find(|ip| !used.contains_key(ip))
 }
 
-fn allocate_node_port(
-    key: &str,
-    range: &RangeInclusive<u16>,
-    used: &HashMap<u16, String>,
-) -> Option<u16> {
+fn allocate_node_port(key: &str, range: &RangeInclusive<u16>, used: &HashMap<u16, String>) -> Option<u16> {
     let first = u32::from(*range.start());
     let count = u32::from(*range.end()).checked_sub(first)? + 1;
     let start = (stable_hash(key) % u64::from(count)) as u32;
-    (0..count)
-        .map(|i| (first + (start + i) % count) as u16)
-        .find(|p| !used.contains_key(p))
+    (0..count).map(|i| (first + (start + i) % count) as u16).find(|p| !used.contains_key(p))
 }
 
 /// Endpoint sources, indexed.
@@ -725,21 +640,14 @@ pub fn resolve(
                 kind: kind.into(),
                 name: format!("{ns}/{name}"),
                 field: "metadata.name".into(),
-                reason: format!(
-                    "Duplicate value: already defined at {first}; this one is not applied"
-                ),
+                reason: format!("Duplicate value: already defined at {first}; this one is not applied"),
             });
             continue;
         }
         seen_objects.insert((kind, ns.clone(), name.clone()), s.origin.clone());
         match &s.object {
             Object::EndpointSlice(es) => {
-                if let Some(svc) = es
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                {
+                if let Some(svc) = es.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
                     index.slices.entry((ns, svc.clone())).or_default().push(es);
                 }
             }
@@ -757,9 +665,7 @@ pub fn resolve(
             return false;
         };
         let (ns, name) = key_of(&svc.metadata);
-        previous
-            .get(&format!("{ns}/{name}"))
-            .is_some_and(|p| p.origin.path == s.origin.path)
+        previous.get(&format!("{ns}/{name}")).is_some_and(|p| p.origin.path == s.origin.path)
     };
     services.sort_by_key(|(s, _)| !was_applied(s));
 
@@ -774,10 +680,7 @@ pub fn resolve(
                 let (ns, name) = key_of(&svc.metadata);
                 let key = format!("{ns}/{name}");
                 // The last good version keeps serving, if it came from the same place.
-                match previous
-                    .get(&key)
-                    .filter(|p| p.origin.path == sourced.origin.path && p != &sourced)
-                {
+                match previous.get(&key).filter(|p| p.origin.path == sourced.origin.path && p != &sourced) {
                     Some(prev) => match &prev.object {
                         Object::Service(psvc) => match validate_service(prev, psvc, cfg) {
                             Ok(v) => {
@@ -808,10 +711,7 @@ pub fn resolve(
                     });
                     // Kept (with no key) only to report its port clashes too:
                     // the next thing the user would hit.
-                    drafts.push(Draft {
-                        key: String::new(),
-                        ..*d
-                    });
+                    drafts.push(Draft { key: String::new(), ..*d });
                 } else {
                     names.insert(d.key.clone(), d.origin.clone());
                     drafts.push(*d);
@@ -829,15 +729,8 @@ pub fn resolve(
                 used_ips.insert(*ip, d.key.clone());
             }
         }
-        for p in d
-            .ports
-            .iter()
-            .filter(|p| p.node_port.is_none() && d.wants_node_ports)
-        {
-            if let Some(np) = allocations
-                .node_ports
-                .get(&(d.key.clone(), p.protocol, p.port))
-            {
+        for p in d.ports.iter().filter(|p| p.node_port.is_none() && d.wants_node_ports) {
+            if let Some(np) = allocations.node_ports.get(&(d.key.clone(), p.protocol, p.port)) {
                 used_ports.insert(*np, d.key.clone());
             }
         }
@@ -845,11 +738,7 @@ pub fn resolve(
     // 3. Explicit clusterIPs and nodePorts, first come first served.
     let mut accepted: Vec<Draft> = Vec::new();
     for d in drafts {
-        let shown = if d.key.is_empty() {
-            format!("{}/{}", d.namespace, d.name)
-        } else {
-            d.key.clone()
-        };
+        let shown = if d.key.is_empty() { format!("{}/{}", d.namespace, d.name) } else { d.key.clone() };
         let mut errs = Vec::new();
         if let Some(ip) = d.cluster_ip {
             if let Some(owner) = used_ips.get(&ip).filter(|o| **o != d.key) {
@@ -926,15 +815,13 @@ pub fn resolve(
                     continue;
                 }
                 let akey = (d.key.clone(), d.ports[i].protocol, d.ports[i].port);
-                let np = allocations
-                    .node_ports
-                    .get(&akey)
-                    .copied()
-                    .filter(|np| used_ports.get(np) == Some(&d.key))
-                    .or_else(|| {
-                        let hk = format!("{}/{}/{}", d.key, d.ports[i].port, d.ports[i].protocol);
-                        allocate_node_port(&hk, &cfg.node_port_range, &used_ports)
-                    });
+                let np =
+                    allocations.node_ports.get(&akey).copied().filter(|np| used_ports.get(np) == Some(&d.key)).or_else(
+                        || {
+                            let hk = format!("{}/{}/{}", d.key, d.ports[i].port, d.ports[i].protocol);
+                            allocate_node_port(&hk, &cfg.node_port_range, &used_ports)
+                        },
+                    );
                 match np {
                     Some(np) => {
                         used_ports.insert(np, d.key.clone());
@@ -979,11 +866,7 @@ pub fn resolve(
                 name: p.name.clone(),
                 protocol: p.protocol,
                 port: p.port,
-                node_port: if d.wants_node_ports {
-                    p.node_port
-                } else {
-                    None
-                },
+                node_port: if d.wants_node_ports { p.node_port } else { None },
                 backends: backends_for(&plan, p, &index),
             })
             .collect();
@@ -1006,10 +889,7 @@ pub fn resolve(
 }
 
 /// Finds the endpoint port for a Service port among (name, port, protocol).
-fn match_port<'a>(
-    ports: impl Iterator<Item = (&'a str, Option<i32>, &'a str)> + Clone,
-    p: &DraftPort,
-) -> Option<u16> {
+fn match_port<'a>(ports: impl Iterator<Item = (&'a str, Option<i32>, &'a str)> + Clone, p: &DraftPort) -> Option<u16> {
     let proto = p.protocol.as_str();
     let by = |want: &str| {
         ports
@@ -1030,19 +910,16 @@ fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> V
     let mut out = Vec::new();
     if let Some(slices) = index.slices.get(&key) {
         for es in slices.iter().filter(|es| es.address_type == "IPv4") {
-            let ports = es.ports.iter().flatten().map(|ep| {
-                (
-                    ep.name.as_deref().unwrap_or(""),
-                    ep.port,
-                    ep.protocol.as_deref().unwrap_or("TCP"),
-                )
-            });
+            let ports = es
+                .ports
+                .iter()
+                .flatten()
+                .map(|ep| (ep.name.as_deref().unwrap_or(""), ep.port, ep.protocol.as_deref().unwrap_or("TCP")));
             let Some(port) = match_port(ports, p) else {
                 continue;
             };
             for e in &es.endpoints {
-                let Some(addr) = e.addresses.first().and_then(|a| a.parse::<Ipv4Addr>().ok())
-                else {
+                let Some(addr) = e.addresses.first().and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
                     continue;
                 };
                 let c = e.conditions.clone().unwrap_or_default();
@@ -1053,32 +930,21 @@ fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> V
                     serving: c.serving.unwrap_or(ready),
                     terminating: c.terminating.unwrap_or(false),
                 };
-                out.push(BackendSpec {
-                    addr,
-                    port,
-                    conditions,
-                    weight: 1,
-                });
+                out.push(BackendSpec { addr, port, conditions, weight: 1 });
             }
         }
         return out;
     }
     if let Some(ep) = index.endpoints.get(&key) {
         for subset in ep.subsets.iter().flatten() {
-            let ports = subset.ports.iter().flatten().map(|ep| {
-                (
-                    ep.name.as_deref().unwrap_or(""),
-                    Some(ep.port),
-                    ep.protocol.as_deref().unwrap_or("TCP"),
-                )
-            });
+            let ports =
+                subset.ports.iter().flatten().map(|ep| {
+                    (ep.name.as_deref().unwrap_or(""), Some(ep.port), ep.protocol.as_deref().unwrap_or("TCP"))
+                });
             let Some(port) = match_port(ports, p) else {
                 continue;
             };
-            let lists = [
-                (subset.addresses.as_ref(), true),
-                (subset.not_ready_addresses.as_ref(), false),
-            ];
+            let lists = [(subset.addresses.as_ref(), true), (subset.not_ready_addresses.as_ref(), false)];
             for (list, ready) in lists {
                 for a in list.into_iter().flatten() {
                     let Ok(addr) = a.ip.parse::<Ipv4Addr>() else {
@@ -1089,12 +955,7 @@ fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> V
                     } else {
                         EndpointConditions::NOT_READY
                     };
-                    out.push(BackendSpec {
-                        addr,
-                        port,
-                        conditions,
-                        weight: 1,
-                    });
+                    out.push(BackendSpec { addr, port, conditions, weight: 1 });
                 }
             }
         }
@@ -1105,11 +966,7 @@ fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> V
     }
     for pod in index.pods.get(&d.namespace).into_iter().flatten() {
         let labels = pod.metadata.labels.as_ref();
-        if !d
-            .selector
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-        {
+        if !d.selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
             continue;
         }
         if let Some(b) = pod_backend(pod, p, d.publish_not_ready) {
@@ -1148,23 +1005,14 @@ fn pod_backend(pod: &Pod, p: &DraftPort, publish_not_ready: bool) -> Option<Back
                 .filter(|x| *x != 0)?
         }
     };
-    let pod_ready = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let pod_ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
     let terminating = pod.metadata.deletion_timestamp.is_some();
     let conditions = EndpointConditions {
         ready: (pod_ready || publish_not_ready) && !terminating,
         serving: pod_ready || publish_not_ready,
         terminating,
     };
-    Some(BackendSpec {
-        addr,
-        port,
-        conditions,
-        weight: 1,
-    })
+    Some(BackendSpec { addr, port, conditions, weight: 1 })
 }
 
 #[cfg(test)]
@@ -1183,10 +1031,7 @@ mod tests {
         got.sort();
         let want: Vec<Ipv4Addr> = (2..=6).map(|i| Ipv4Addr::new(198, 18, 128, i)).collect();
         assert_eq!(got, want);
-        assert_eq!(
-            allocate_ip("x", "198.18.0.0/30".parse().unwrap(), &HashMap::new()),
-            None
-        );
+        assert_eq!(allocate_ip("x", "198.18.0.0/30".parse().unwrap(), &HashMap::new()), None);
     }
 
     #[test]

@@ -110,11 +110,7 @@ fn collect_changes(
 }
 
 /// Loads `dir` into the controller, marks it ready, and watches it.
-pub fn watch_dir(
-    controller: Arc<Controller>,
-    dir: &Path,
-    debounce: Duration,
-) -> Result<WatchHandle, WatchError> {
+pub fn watch_dir(controller: Arc<Controller>, dir: &Path, debounce: Duration) -> Result<WatchHandle, WatchError> {
     // notify reports absolute paths; load through the same spelling, or a
     // relative `dir` makes every file count twice (and clash with itself)
     // at the first change.
@@ -124,16 +120,10 @@ pub fn watch_dir(
     let mut watcher = notify::recommended_watcher(move |ev| {
         let _ = tx.send(ev);
     })
-    .map_err(|source| WatchError::Watch {
-        dir: dir.display().to_string(),
-        source,
-    })?;
+    .map_err(|source| WatchError::Watch { dir: dir.display().to_string(), source })?;
     watcher
         .watch(dir, RecursiveMode::Recursive)
-        .map_err(|source| WatchError::Watch {
-            dir: dir.display().to_string(),
-            source,
-        })?;
+        .map_err(|source| WatchError::Watch { dir: dir.display().to_string(), source })?;
 
     // Initial full load (events already queue up, so nothing is missed).
     let t0 = Instant::now();
@@ -150,10 +140,7 @@ pub fn watch_dir(
         .name("svcgate-watch".into())
         .spawn(move || watch_loop(&controller, &root, &rx, debounce, known))
         .map_err(|e| WatchError::Load(LoadError::read(dir, e)))?;
-    Ok(WatchHandle {
-        watcher: Some(watcher),
-        thread: Some(thread),
-    })
+    Ok(WatchHandle { watcher: Some(watcher), thread: Some(thread) })
 }
 
 fn watch_loop(
@@ -167,9 +154,7 @@ fn watch_loop(
         let t0 = Instant::now();
         let mut paths = BTreeSet::new();
         let mut rescan = false;
-        let take = |ev: notify::Result<notify::Event>,
-                    paths: &mut BTreeSet<PathBuf>,
-                    rescan: &mut bool| match ev {
+        let take = |ev: notify::Result<notify::Event>, paths: &mut BTreeSet<PathBuf>, rescan: &mut bool| match ev {
             Ok(ev) => {
                 if ev.need_rescan() || ev.paths.is_empty() {
                     *rescan = true;
@@ -197,10 +182,7 @@ fn watch_loop(
                 break;
             }
         }
-        let mut candidates: BTreeSet<PathBuf> = paths
-            .into_iter()
-            .filter(|p| manifest::is_manifest_file(p))
-            .collect();
+        let mut candidates: BTreeSet<PathBuf> = paths.into_iter().filter(|p| manifest::is_manifest_file(p)).collect();
         if rescan {
             match manifest::manifest_files(root) {
                 Ok(list) => candidates.extend(list),
@@ -217,11 +199,6 @@ fn watch_loop(
         if outcome != SyncOutcome::Unchanged {
             controller.observe_sync(t0);
         }
-        tracing::debug!(
-            files,
-            ?outcome,
-            elapsed_us = t0.elapsed().as_micros() as u64,
-            "manifests changed"
-        );
+        tracing::debug!(files, ?outcome, elapsed_us = t0.elapsed().as_micros() as u64, "manifests changed");
     }
 }

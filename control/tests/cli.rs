@@ -4,17 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn svcgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_svcgate"))
-        .args(args)
-        .output()
-        .expect("run svcgate")
+    Command::new(env!("CARGO_BIN_EXE_svcgate")).args(args).output().expect("run svcgate")
 }
 
 fn path(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(rel)
-        .display()
-        .to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel).display().to_string()
 }
 
 fn text(b: &[u8]) -> String {
@@ -32,12 +26,7 @@ fn validate_each_docs_example_alone_succeeds() {
     ];
     for (file, needle) in want {
         let p: PathBuf = Path::new(&path("tests/fixtures/docs")).join(file);
-        let out = svcgate(&[
-            "validate",
-            p.to_str().unwrap(),
-            "--service-cidr",
-            "10.247.0.0/16",
-        ]);
+        let out = svcgate(&["validate", p.to_str().unwrap(), "--service-cidr", "10.247.0.0/16"]);
         let (so, se) = (text(&out.stdout), text(&out.stderr));
         assert!(out.status.success(), "{file}: {se}");
         assert!(so.contains(needle), "{file}: {so}");
@@ -46,18 +35,10 @@ fn validate_each_docs_example_alone_succeeds() {
 
 #[test]
 fn validate_docs_together_reports_the_clash_and_fails() {
-    let out = svcgate(&[
-        "validate",
-        &path("tests/fixtures/docs"),
-        "--service-cidr",
-        "10.247.0.0/16",
-    ]);
+    let out = svcgate(&["validate", &path("tests/fixtures/docs"), "--service-cidr", "10.247.0.0/16"]);
     let (so, se) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{se}");
-    assert!(
-        se.contains("nginx-svc.yaml:1: Service \"default/nginx\" already exists"),
-        "{se}"
-    );
+    assert!(se.contains("nginx-svc.yaml:1: Service \"default/nginx\" already exists"), "{se}");
     assert!(se.contains("nodeport.yaml:1: Service \"default/nodeport-service\" is invalid: spec.ports[0].nodePort: Invalid value: 30120: provided port is already allocated"), "{se}");
     assert!(se.contains("skipped: apps/v1 Deployment \"nginx\""), "{se}");
     // The rest is still shown.
@@ -77,10 +58,7 @@ fn validate_bundled_example_prints_kubectl_tables() {
     let (so, se) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{se}");
     let lines: Vec<&str> = so.lines().collect();
-    assert!(
-        lines[0].starts_with("NAME") && lines[0].ends_with("PORT(S)"),
-        "{so}"
-    );
+    assert!(lines[0].starts_with("NAME") && lines[0].ends_with("PORT(S)"), "{so}");
     assert!(so.contains("8080:30120/TCP"));
     assert!(so.contains("198.19.0.100   80:30121/TCP"));
     assert!(so.contains("None"));

@@ -17,14 +17,7 @@ struct FakeStats;
 impl StatsSource for FakeStats {
     fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
-            ports: vec![PortStats::new(
-                "default",
-                "nginx",
-                8080,
-                Protocol::Tcp,
-                42,
-                4200,
-            )],
+            ports: vec![PortStats::new("default", "nginx", 8080, Protocol::Tcp, 42, 4200)],
             drops: vec![("no_backend".into(), 3)],
             conntrack_entries: 7,
             worker_busy: vec![0.25],
@@ -34,18 +27,13 @@ impl StatsSource for FakeStats {
 
 fn config() -> Config {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let text = std::fs::read_to_string(examples.join("svcgate.toml"))
-        .unwrap()
-        .replace("127.0.0.1:9901", "127.0.0.1:0");
+    let text = std::fs::read_to_string(examples.join("svcgate.toml")).unwrap().replace("127.0.0.1:9901", "127.0.0.1:0");
     Config::parse(&text, &examples.join("svcgate.toml")).unwrap()
 }
 
 #[test]
 fn admin_endpoint_serves_health_metrics_and_status() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let daemon = rt.block_on(Daemon::start(&config())).unwrap();
     assert!(daemon.wait_ready(Duration::from_secs(10)));
     let addr = daemon.admin_addr();
@@ -79,27 +67,14 @@ fn admin_endpoint_serves_health_metrics_and_status() {
     assert_eq!(st.stats.ports[0].bytes, 4200);
 
     // `svcgate status` prints the docs' Services with endpoints and counters.
-    let out = Command::new(env!("CARGO_BIN_EXE_svcgate"))
-        .args(["status", "--admin", &addr.to_string()])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_svcgate")).args(["status", "--admin", &addr.to_string()]).output().unwrap();
     let so = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(so.contains("nodeport-service   NodePort"), "{so}");
     assert!(so.contains("8080:30120/TCP"), "{so}");
-    assert!(
-        so.contains("198.18.3.10:80,198.18.3.11:80,198.18.3.12:80"),
-        "{so}"
-    );
-    assert!(
-        so.lines()
-            .any(|l| l.starts_with("nginx ") && l.contains(" 42 ") && l.ends_with("4200")),
-        "{so}"
-    );
+    assert!(so.contains("198.18.3.10:80,198.18.3.11:80,198.18.3.12:80"), "{so}");
+    assert!(so.lines().any(|l| l.starts_with("nginx ") && l.contains(" 42 ") && l.ends_with("4200")), "{so}");
     assert!(so.contains("generation 1, last sync"), "{so}");
     assert!(so.contains("dataplane attached"), "{so}");
     drop(daemon);
@@ -107,24 +82,16 @@ fn admin_endpoint_serves_health_metrics_and_status() {
 
 #[test]
 fn status_without_a_daemon_fails_clearly() {
-    let out = Command::new(env!("CARGO_BIN_EXE_svcgate"))
-        .args(["status", "--admin", "127.0.0.1:1"])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_svcgate")).args(["status", "--admin", "127.0.0.1:1"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("cannot reach the svcgate admin endpoint at 127.0.0.1:1"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the svcgate admin endpoint at 127.0.0.1:1"));
 }
 
 #[test]
 fn kube_source_without_kubeconfig_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        "kube = true\nservice_cidr = \"198.18.128.0/20\"\nadmin_listen = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, "kube = true\nservice_cidr = \"198.18.128.0/20\"\nadmin_listen = \"127.0.0.1:0\"\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_svcgate"))
         .args(["run", "--config", cfg.to_str().unwrap()])
         .env("KUBECONFIG", dir.path().join("missing-kubeconfig"))
@@ -135,10 +102,7 @@ fn kube_source_without_kubeconfig_fails_clearly() {
         .unwrap();
     let se = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{se}");
-    assert!(
-        se.contains("kube source: no Kubernetes client configuration"),
-        "{se}"
-    );
+    assert!(se.contains("kube source: no Kubernetes client configuration"), "{se}");
     assert!(se.contains("KUBECONFIG"), "{se}");
 }
 
@@ -147,10 +111,8 @@ fn bad_config_names_the_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "manifests = \".\"\nservice_cidr = \"nope\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_svcgate"))
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_svcgate")).args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
     let se = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(se.contains("c.toml: service_cidr:"), "{se}");
@@ -159,8 +121,7 @@ fn bad_config_names_the_file_and_key() {
 #[test]
 fn deploy_configmap_holds_a_valid_config() {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/configmap.yaml");
-    let v: serde_norway::Value =
-        serde_norway::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let v: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     let toml = v["data"]["svcgate.toml"].as_str().unwrap();
     let c = Config::parse(toml, Path::new("/etc/svcgate/svcgate.toml")).unwrap();
     assert_eq!(c.source, svcgate_control::config::SourceConfig::Kube);

@@ -21,10 +21,8 @@ fn svc(name: &str, ip: &str) -> Service {
 }
 
 fn slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
-    let eps: Vec<_> = ips
-        .iter()
-        .map(|ip| serde_json::json!({"addresses": [ip], "conditions": {"ready": true}}))
-        .collect();
+    let eps: Vec<_> =
+        ips.iter().map(|ip| serde_json::json!({"addresses": [ip], "conditions": {"ready": true}})).collect();
     serde_json::from_value(serde_json::json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": svc}},
@@ -38,12 +36,7 @@ fn slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
 fn backends(ctl: &Controller, vip: Ipv4Addr) -> Vec<Ipv4Addr> {
     let t = ctl.tables().current();
     let f = t.frontend(vip, Protocol::Tcp, 8080).expect("frontend");
-    t.entry(f.entry)
-        .unwrap()
-        .backends
-        .iter()
-        .map(|b| b.addr)
-        .collect()
+    t.entry(f.entry).unwrap().backends.iter().map(|b| b.addr).collect()
 }
 
 #[test]
@@ -58,32 +51,16 @@ fn watcher_events_feed_the_same_path_as_manifests() {
 
     // Initial list of both kinds; not synced until both InitDone.
     st.apply(KubeEvent::Service(Event::Init));
-    st.apply(KubeEvent::Service(Event::InitApply(svc(
-        "nginx",
-        "10.247.1.2",
-    ))));
-    assert!(!st.apply(KubeEvent::Service(Event::InitApply(svc(
-        "gone-later",
-        "10.247.1.3"
-    )))));
+    st.apply(KubeEvent::Service(Event::InitApply(svc("nginx", "10.247.1.2"))));
+    assert!(!st.apply(KubeEvent::Service(Event::InitApply(svc("gone-later", "10.247.1.3")))));
     assert!(st.apply(KubeEvent::Service(Event::InitDone)));
     assert!(!st.synced());
     st.apply(KubeEvent::EndpointSlice(Event::Init));
-    st.apply(KubeEvent::EndpointSlice(Event::InitApply(slice(
-        "nginx-a",
-        "nginx",
-        &["198.18.3.10", "198.18.3.11"],
-    ))));
+    st.apply(KubeEvent::EndpointSlice(Event::InitApply(slice("nginx-a", "nginx", &["198.18.3.10", "198.18.3.11"]))));
     st.apply(KubeEvent::EndpointSlice(Event::InitDone));
     assert!(st.synced());
-    assert!(matches!(
-        ctl.apply_objects(&st.objects()),
-        SyncOutcome::Full(1)
-    ));
-    assert_eq!(
-        backends(&ctl, vip),
-        [Ipv4Addr::new(198, 18, 3, 10), Ipv4Addr::new(198, 18, 3, 11)]
-    );
+    assert!(matches!(ctl.apply_objects(&st.objects()), SyncOutcome::Full(1)));
+    assert_eq!(backends(&ctl, vip), [Ipv4Addr::new(198, 18, 3, 10), Ipv4Addr::new(198, 18, 3, 11)]);
 
     // Modified: a Pod replaced -> endpoints-only publish.
     assert!(st.apply(KubeEvent::EndpointSlice(Event::Apply(slice(
@@ -91,14 +68,8 @@ fn watcher_events_feed_the_same_path_as_manifests() {
         "nginx",
         &["198.18.3.10", "198.18.3.13"]
     )))));
-    assert!(matches!(
-        ctl.apply_objects(&st.objects()),
-        SyncOutcome::Incremental(2, 1)
-    ));
-    assert_eq!(
-        backends(&ctl, vip),
-        [Ipv4Addr::new(198, 18, 3, 10), Ipv4Addr::new(198, 18, 3, 13)]
-    );
+    assert!(matches!(ctl.apply_objects(&st.objects()), SyncOutcome::Incremental(2, 1)));
+    assert_eq!(backends(&ctl, vip), [Ipv4Addr::new(198, 18, 3, 10), Ipv4Addr::new(198, 18, 3, 13)]);
     // The same object again (a resync) changes nothing.
     assert!(!st.apply(KubeEvent::EndpointSlice(Event::Apply(slice(
         "nginx-a",
@@ -107,11 +78,7 @@ fn watcher_events_feed_the_same_path_as_manifests() {
     )))));
 
     // Deleted.
-    assert!(st.apply(KubeEvent::EndpointSlice(Event::Delete(slice(
-        "nginx-a",
-        "nginx",
-        &[]
-    )))));
+    assert!(st.apply(KubeEvent::EndpointSlice(Event::Delete(slice("nginx-a", "nginx", &[])))));
     ctl.apply_objects(&st.objects());
     assert!(backends(&ctl, vip).is_empty());
 
@@ -119,24 +86,12 @@ fn watcher_events_feed_the_same_path_as_manifests() {
     // changes; at InitDone the store is replaced whole, so a Service deleted
     // while the watch was down disappears.
     st.apply(KubeEvent::Service(Event::Init));
-    assert!(!st.apply(KubeEvent::Service(Event::InitApply(svc(
-        "nginx",
-        "10.247.1.2"
-    )))));
-    assert_eq!(
-        st.objects().len(),
-        2,
-        "the old set keeps serving during the relist"
-    );
+    assert!(!st.apply(KubeEvent::Service(Event::InitApply(svc("nginx", "10.247.1.2")))));
+    assert_eq!(st.objects().len(), 2, "the old set keeps serving during the relist");
     assert!(st.apply(KubeEvent::Service(Event::InitDone)));
     assert_eq!(st.objects().len(), 1);
-    assert!(matches!(
-        ctl.apply_objects(&st.objects()),
-        SyncOutcome::Full(_)
-    ));
+    assert!(matches!(ctl.apply_objects(&st.objects()), SyncOutcome::Full(_)));
     let t = ctl.tables().current();
-    assert!(t
-        .frontend(Ipv4Addr::new(10, 247, 1, 3), Protocol::Tcp, 8080)
-        .is_none());
+    assert!(t.frontend(Ipv4Addr::new(10, 247, 1, 3), Protocol::Tcp, 8080).is_none());
     assert!(t.frontend(vip, Protocol::Tcp, 8080).is_some());
 }

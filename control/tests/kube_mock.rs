@@ -145,8 +145,7 @@ struct Call {
 /// A body sent whole.
 fn whole(bytes: Vec<u8>) -> RespBody {
     let (tx, rx) = mpsc::unbounded();
-    tx.unbounded_send(Ok(Frame::data(Bytes::from(bytes))))
-        .expect("open");
+    tx.unbounded_send(Ok(Frame::data(Bytes::from(bytes)))).expect("open");
     StreamBody::new(rx)
 }
 
@@ -158,11 +157,7 @@ fn status_body(code: u16, reason: &str, message: &str) -> Value {
 impl Call {
     /// Answers a list: 200, `<Kind>List` with `metadata.resourceVersion`.
     fn list(self, rv: &str, items: Vec<Value>) {
-        assert!(
-            !self.uri.contains("continue="),
-            "no paging expected: {}",
-            self.uri
-        );
+        assert!(!self.uri.contains("continue="), "no paging expected: {}", self.uri);
         let (api_version, kind) = self.kind.list_kind();
         let body = json!({"apiVersion": api_version, "kind": kind,
                           "metadata": {"resourceVersion": rv}, "items": items});
@@ -195,10 +190,7 @@ impl Call {
             .body(StreamBody::new(rx))
             .expect("response");
         self.respond.send_response(resp);
-        WatchStream {
-            kind: self.kind,
-            tx,
-        }
+        WatchStream { kind: self.kind, tx }
     }
 }
 
@@ -227,21 +219,11 @@ impl WatchStream {
     /// A BOOKMARK: an object of the kind carrying only a resourceVersion.
     fn bookmark(&self, rv: &str) {
         let (api_version, kind) = self.kind.object_kind();
-        self.event(
-            "BOOKMARK",
-            json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": rv}}),
-        );
+        self.event("BOOKMARK", json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": rv}}));
     }
     /// The API server's answer to a watch from a compacted resourceVersion.
     fn gone(&self, rv: &str) {
-        self.event(
-            "ERROR",
-            status_body(
-                410,
-                "Expired",
-                &format!("too old resource version: {rv} (9000)"),
-            ),
-        );
+        self.event("ERROR", status_body(410, "Expired", &format!("too old resource version: {rv} (9000)")));
     }
 }
 
@@ -286,10 +268,7 @@ impl FakeApi {
         tokio::time::timeout(WAIT, rx.next())
             .await
             .unwrap_or_else(|_| {
-                panic!(
-                    "no {verb:?} request for {kind:?} within {WAIT:?}; requests so far: {:#?}",
-                    self.log.lock()
-                )
+                panic!("no {verb:?} request for {kind:?} within {WAIT:?}; requests so far: {:#?}", self.log.lock())
             })
             .expect("fake API server running")
     }
@@ -317,15 +296,9 @@ async fn serve(
             other => panic!("unexpected path {other} ({uri})"),
         };
         let query = req.uri().query().unwrap_or("");
-        let verb = if query.split('&').any(|kv| kv == "watch=true") {
-            Verb::Watch
-        } else {
-            Verb::List
-        };
+        let verb = if query.split('&').any(|kv| kv == "watch=true") { Verb::Watch } else { Verb::List };
         let q = queues.lock();
-        q[&(kind, verb)]
-            .unbounded_send(Call { kind, uri, respond })
-            .expect("test alive");
+        q[&(kind, verb)].unbounded_send(Call { kind, uri, respond }).expect("test alive");
     }
 }
 
@@ -364,22 +337,11 @@ fn ip(s: &str) -> Ipv4Addr {
 /// The backends of `vip:8080/TCP`, or None without that frontend.
 fn backends(t: &ServiceTable, vip: Ipv4Addr) -> Option<Vec<Ipv4Addr>> {
     let f = t.frontend(vip, Protocol::Tcp, 8080)?;
-    Some(
-        t.entry(f.entry)
-            .expect("entry")
-            .backends
-            .iter()
-            .map(|b| b.addr)
-            .collect(),
-    )
+    Some(t.entry(f.entry).expect("entry").backends.iter().map(|b| b.addr).collect())
 }
 
 /// Waits (bounded) until the published table satisfies `ok`.
-async fn published(
-    ctl: &Controller,
-    what: &str,
-    ok: impl Fn(&ServiceTable) -> bool,
-) -> Arc<ServiceTable> {
+async fn published(ctl: &Controller, what: &str, ok: impl Fn(&ServiceTable) -> bool) -> Arc<ServiceTable> {
     let deadline = Instant::now() + WAIT;
     loop {
         let t = ctl.tables().current();
@@ -412,29 +374,16 @@ async fn settle() {
 }
 
 /// Initial lists of both kinds answered, both watches open.
-async fn synced(
-    ctl: &Arc<Controller>,
-    api: &mut FakeApi,
-) -> (WatchStream, WatchStream, Arc<ServiceTable>) {
-    api.next(Kind::Services, Verb::List)
-        .await
-        .list("100", vec![service("nginx", "10.247.1.2", "90")]);
+async fn synced(ctl: &Arc<Controller>, api: &mut FakeApi) -> (WatchStream, WatchStream, Arc<ServiceTable>) {
+    api.next(Kind::Services, Verb::List).await.list("100", vec![service("nginx", "10.247.1.2", "90")]);
     api.next(Kind::Slices, Verb::List).await.list(
         "101",
-        vec![slice(
-            "nginx-abcde",
-            "nginx",
-            "95",
-            &[("nginx-1", "198.18.3.10"), ("nginx-2", "198.18.3.11")],
-        )],
+        vec![slice("nginx-abcde", "nginx", "95", &[("nginx-1", "198.18.3.10"), ("nginx-2", "198.18.3.11")])],
     );
     let svc_watch = api.next(Kind::Services, Verb::Watch).await;
     assert_eq!(query_param(&svc_watch.uri, "resourceVersion"), Some("100"));
     let slice_watch = api.next(Kind::Slices, Verb::Watch).await;
-    assert_eq!(
-        query_param(&slice_watch.uri, "resourceVersion"),
-        Some("101")
-    );
+    assert_eq!(query_param(&slice_watch.uri, "resourceVersion"), Some("101"));
     let t = published(ctl, "the initial lists", |t| backends(t, NGINX).is_some()).await;
     ready(ctl).await;
     (svc_watch.watch(), slice_watch.watch(), t)
@@ -453,47 +402,25 @@ async fn initial_lists_publish_once_both_kinds_synced() {
     let (_h, mut api) = start(&ctl);
 
     let list = api.next(Kind::Services, Verb::List).await;
-    assert!(
-        query_param(&list.uri, "watch").is_none(),
-        "a list: {}",
-        list.uri
-    );
+    assert!(query_param(&list.uri, "watch").is_none(), "a list: {}", list.uri);
     list.list("100", vec![service("nginx", "10.247.1.2", "90")]);
     // The Services watch starting proves that list was taken in whole.
     let svc_watch = api.next(Kind::Services, Verb::Watch).await;
     assert_eq!(query_param(&svc_watch.uri, "resourceVersion"), Some("100"));
-    assert_eq!(
-        query_param(&svc_watch.uri, "allowWatchBookmarks"),
-        Some("true")
-    );
+    assert_eq!(query_param(&svc_watch.uri, "allowWatchBookmarks"), Some("true"));
     let _svc_watch = svc_watch.watch();
     settle().await;
-    assert!(
-        !ctl.is_ready(),
-        "ready with Services listed but no EndpointSlices"
-    );
-    assert_eq!(
-        ctl.tables().current().generation(),
-        0,
-        "published before both lists"
-    );
+    assert!(!ctl.is_ready(), "ready with Services listed but no EndpointSlices");
+    assert_eq!(ctl.tables().current().generation(), 0, "published before both lists");
 
     api.next(Kind::Slices, Verb::List).await.list(
         "101",
-        vec![slice(
-            "nginx-abcde",
-            "nginx",
-            "95",
-            &[("nginx-1", "198.18.3.10"), ("nginx-2", "198.18.3.11")],
-        )],
+        vec![slice("nginx-abcde", "nginx", "95", &[("nginx-1", "198.18.3.10"), ("nginx-2", "198.18.3.11")])],
     );
     let t = published(&ctl, "the initial lists", |t| backends(t, NGINX).is_some()).await;
     ready(&ctl).await;
     assert_eq!(t.generation(), 1, "one publish for the first full sync");
-    assert_eq!(
-        backends(&t, NGINX),
-        Some(vec![ip("198.18.3.10"), ip("198.18.3.11")])
-    );
+    assert_eq!(backends(&t, NGINX), Some(vec![ip("198.18.3.10"), ip("198.18.3.11")]));
     assert_eq!(t.frontend_count(), 1);
     let st = ctl.status();
     assert_eq!(st.services.len(), 1);
@@ -512,16 +439,10 @@ async fn watch_events_modified_added_deleted_bookmark() {
     let g0 = t0.generation();
 
     // MODIFIED: nginx-2 (198.18.3.11) replaced by nginx-3 (198.18.3.13).
-    slices.modified(slice(
-        "nginx-abcde",
-        "nginx",
-        "110",
-        &[("nginx-1", "198.18.3.10"), ("nginx-3", "198.18.3.13")],
-    ));
-    let t = published(&ctl, "the replaced Pod", |t| {
-        backends(t, NGINX) == Some(vec![ip("198.18.3.10"), ip("198.18.3.13")])
-    })
-    .await;
+    slices.modified(slice("nginx-abcde", "nginx", "110", &[("nginx-1", "198.18.3.10"), ("nginx-3", "198.18.3.13")]));
+    let t =
+        published(&ctl, "the replaced Pod", |t| backends(t, NGINX) == Some(vec![ip("198.18.3.10"), ip("198.18.3.13")]))
+            .await;
     assert_eq!(t.generation(), g0 + 1);
 
     // ADDED: a second Service, then its slice.
@@ -529,17 +450,11 @@ async fn watch_events_modified_added_deleted_bookmark() {
     let t = published(&ctl, "the added Service", |t| backends(t, WEB).is_some()).await;
     assert_eq!(backends(&t, WEB), Some(vec![]), "no endpoints yet");
     slices.added(slice("web-xyz", "web", "112", &[("web-1", "198.18.4.10")]));
-    published(&ctl, "the added slice", |t| {
-        backends(t, WEB) == Some(vec![ip("198.18.4.10")])
-    })
-    .await;
+    published(&ctl, "the added slice", |t| backends(t, WEB) == Some(vec![ip("198.18.4.10")])).await;
 
     // DELETED: nginx goes, web stays.
     svcs.deleted(service("nginx", "10.247.1.2", "113"));
-    let t = published(&ctl, "the deleted Service", |t| {
-        backends(t, NGINX).is_none()
-    })
-    .await;
+    let t = published(&ctl, "the deleted Service", |t| backends(t, NGINX).is_none()).await;
     assert_eq!(backends(&t, WEB), Some(vec![ip("198.18.4.10")]));
     let g = t.generation();
 
@@ -547,11 +462,7 @@ async fn watch_events_modified_added_deleted_bookmark() {
     svcs.bookmark("150");
     slices.bookmark("151");
     settle().await;
-    assert_eq!(
-        ctl.tables().current().generation(),
-        g,
-        "a bookmark published a table"
-    );
+    assert_eq!(ctl.tables().current().generation(), g, "a bookmark published a table");
     assert_eq!(h.status().errors(), 0, "{:?}", h.status().last_error());
 
     // The watch ends (the API server's timeout): the watcher resumes from
@@ -559,10 +470,7 @@ async fn watch_events_modified_added_deleted_bookmark() {
     drop(svcs);
     let rewatch = api.next(Kind::Services, Verb::Watch).await;
     assert_eq!(query_param(&rewatch.uri, "resourceVersion"), Some("150"));
-    assert!(
-        api.none_waiting(Kind::Services, Verb::List),
-        "no relist after a clean end"
-    );
+    assert!(api.none_waiting(Kind::Services, Verb::List), "no relist after a clean end");
     let _svcs = rewatch.watch();
     settle().await;
     assert_eq!(ctl.tables().current().generation(), g);
@@ -585,28 +493,15 @@ async fn gone_410_relists_and_keeps_serving_meanwhile() {
 
     slices.gone("101");
     let relist = api.next(Kind::Slices, Verb::List).await;
-    assert!(
-        query_param(&relist.uri, "watch").is_none(),
-        "a list: {}",
-        relist.uri
-    );
+    assert!(query_param(&relist.uri, "watch").is_none(), "a list: {}", relist.uri);
     // Between the 410 and the relist's answer: the old table keeps serving.
     settle().await;
     let mid = ctl.tables().current();
-    assert_eq!(
-        mid.generation(),
-        g,
-        "published something before the relist completed"
-    );
-    assert_eq!(
-        backends(&mid, NGINX),
-        Some(vec![ip("198.18.3.10"), ip("198.18.3.11")])
-    );
+    assert_eq!(mid.generation(), g, "published something before the relist completed");
+    assert_eq!(backends(&mid, NGINX), Some(vec![ip("198.18.3.10"), ip("198.18.3.11")]));
     assert!(ctl.is_ready());
     assert!(
-        h.status()
-            .last_error()
-            .is_some_and(|e| e.contains("EndpointSlices") && e.contains("too old resource version")),
+        h.status().last_error().is_some_and(|e| e.contains("EndpointSlices") && e.contains("too old resource version")),
         "{:?}",
         h.status().last_error()
     );
@@ -619,15 +514,8 @@ async fn gone_410_relists_and_keeps_serving_meanwhile() {
             slice("web-xyz", "web", "260", &[("web-1", "198.18.4.10")]),
         ],
     );
-    let t = published(&ctl, "the relisted state", |t| {
-        backends(t, NGINX) == Some(vec![ip("198.18.3.14")])
-    })
-    .await;
-    assert_eq!(
-        t.generation(),
-        g + 1,
-        "exactly one publish for the whole relist"
-    );
+    let t = published(&ctl, "the relisted state", |t| backends(t, NGINX) == Some(vec![ip("198.18.3.14")])).await;
+    assert_eq!(t.generation(), g + 1, "exactly one publish for the whole relist");
     assert_eq!(backends(&t, WEB), Some(vec![ip("198.18.4.10")]));
     let rewatch = api.next(Kind::Slices, Verb::Watch).await;
     assert_eq!(query_param(&rewatch.uri, "resourceVersion"), Some("300"));
@@ -636,13 +524,8 @@ async fn gone_410_relists_and_keeps_serving_meanwhile() {
     // A 410 on the Services watch too: a Service deleted while the watch
     // was down disappears at the relist's end.
     svcs.gone("120");
-    api.next(Kind::Services, Verb::List)
-        .await
-        .list("400", vec![service("web", "10.247.1.3", "120")]);
-    let t = published(&ctl, "nginx gone after the relist", |t| {
-        backends(t, NGINX).is_none()
-    })
-    .await;
+    api.next(Kind::Services, Verb::List).await.list("400", vec![service("web", "10.247.1.3", "120")]);
+    let t = published(&ctl, "nginx gone after the relist", |t| backends(t, NGINX).is_none()).await;
     assert_eq!(t.generation(), g + 2);
     assert_eq!(backends(&t, WEB), Some(vec![ip("198.18.4.10")]));
     assert_eq!(h.status().errors(), 2);
@@ -656,15 +539,9 @@ async fn api_errors_retried_with_backoff_last_good_kept() {
     let ctl = controller();
     let (h, mut api) = start(&ctl);
 
-    api.next(Kind::Slices, Verb::List).await.list(
-        "101",
-        vec![slice(
-            "nginx-abcde",
-            "nginx",
-            "95",
-            &[("nginx-1", "198.18.3.10")],
-        )],
-    );
+    api.next(Kind::Slices, Verb::List)
+        .await
+        .list("101", vec![slice("nginx-abcde", "nginx", "95", &[("nginx-1", "198.18.3.10")])]);
     let _slices = api.next(Kind::Slices, Verb::Watch).await.watch();
     api.next(Kind::Services, Verb::List).await.error(
         500,
@@ -675,25 +552,16 @@ async fn api_errors_retried_with_backoff_last_good_kept() {
     let retry = api.next(Kind::Services, Verb::List).await;
     let waited = failed_at.elapsed();
     // kube-runtime's default backoff: 800 ms, doubling, with jitter.
-    assert!(
-        waited >= Duration::from_millis(700),
-        "retried after {waited:?}, no backoff"
-    );
+    assert!(waited >= Duration::from_millis(700), "retried after {waited:?}, no backoff");
     assert!(!ctl.is_ready());
     assert_eq!(ctl.tables().current().generation(), 0);
     assert_eq!(h.status().errors(), 1);
     let err = h.status().last_error().expect("an error recorded");
-    assert!(
-        err.contains("Services") && err.contains("etcdserver: request timed out"),
-        "{err}"
-    );
+    assert!(err.contains("Services") && err.contains("etcdserver: request timed out"), "{err}");
 
     retry.list("100", vec![service("nginx", "10.247.1.2", "90")]);
     let svcs = api.next(Kind::Services, Verb::Watch).await.watch();
-    let t = published(&ctl, "after the retried list", |t| {
-        backends(t, NGINX) == Some(vec![ip("198.18.3.10")])
-    })
-    .await;
+    let t = published(&ctl, "after the retried list", |t| backends(t, NGINX) == Some(vec![ip("198.18.3.10")])).await;
     ready(&ctl).await;
     let g = t.generation();
 
@@ -715,22 +583,12 @@ async fn api_errors_retried_with_backoff_last_good_kept() {
     assert_eq!(backends(&mid, NGINX), Some(vec![ip("198.18.3.10")]));
     assert!(ctl.is_ready(), "not ready any more while the API fails");
     assert_eq!(h.status().errors(), 4, "{:?}", h.status().last_error());
-    assert!(h
-        .status()
-        .last_error()
-        .is_some_and(|e| e.contains("unable to handle the request")));
+    assert!(h.status().last_error().is_some_and(|e| e.contains("unable to handle the request")));
 
-    api.next(Kind::Services, Verb::List).await.list(
-        "500",
-        vec![
-            service("nginx", "10.247.1.2", "90"),
-            service("web", "10.247.1.3", "450"),
-        ],
-    );
-    let t = published(&ctl, "after the API came back", |t| {
-        backends(t, WEB).is_some()
-    })
-    .await;
+    api.next(Kind::Services, Verb::List)
+        .await
+        .list("500", vec![service("nginx", "10.247.1.2", "90"), service("web", "10.247.1.3", "450")]);
+    let t = published(&ctl, "after the API came back", |t| backends(t, WEB).is_some()).await;
     assert_eq!(t.generation(), g + 1);
     assert_eq!(backends(&t, NGINX), Some(vec![ip("198.18.3.10")]));
 }
@@ -751,37 +609,19 @@ async fn http_410_on_watch_start_relists() {
     assert_eq!(query_param(&rewatch.uri, "resourceVersion"), Some("100"));
     rewatch.error(410, "Expired", "too old resource version: 100 (9000)");
     let relist = api.next(Kind::Services, Verb::List).await;
-    assert!(
-        api.none_waiting(Kind::Services, Verb::Watch),
-        "a watch from the expired resourceVersion again"
-    );
+    assert!(api.none_waiting(Kind::Services, Verb::Watch), "a watch from the expired resourceVersion again");
     settle().await;
-    assert_eq!(
-        ctl.tables().current().generation(),
-        g,
-        "published before the relist completed"
-    );
+    assert_eq!(ctl.tables().current().generation(), g, "published before the relist completed");
     assert!(ctl.is_ready());
     assert!(
-        h.status()
-            .last_error()
-            .is_some_and(|e| e.contains("Services") && e.contains("too old resource version")),
+        h.status().last_error().is_some_and(|e| e.contains("Services") && e.contains("too old resource version")),
         "{:?}",
         h.status().last_error()
     );
-    relist.list(
-        "9001",
-        vec![
-            service("nginx", "10.247.1.2", "90"),
-            service("web", "10.247.1.3", "9000"),
-        ],
-    );
+    relist.list("9001", vec![service("nginx", "10.247.1.2", "90"), service("web", "10.247.1.3", "9000")]);
     let t = published(&ctl, "the relisted state", |t| backends(t, WEB).is_some()).await;
     assert_eq!(t.generation(), g + 1);
-    assert_eq!(
-        backends(&t, NGINX),
-        Some(vec![ip("198.18.3.10"), ip("198.18.3.11")])
-    );
+    assert_eq!(backends(&t, NGINX), Some(vec![ip("198.18.3.10"), ip("198.18.3.11")]));
     let watch = api.next(Kind::Services, Verb::Watch).await;
     assert_eq!(query_param(&watch.uri, "resourceVersion"), Some("9001"));
 }

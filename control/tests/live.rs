@@ -16,10 +16,7 @@ use svcgate_control::resolve::ResolveConfig;
 use svcgate_control::watch::watch_dir;
 
 fn lab_cfg() -> ResolveConfig {
-    ResolveConfig::new(
-        "198.18.128.0/20".parse().unwrap(),
-        vec![Ipv4Addr::new(198, 18, 0, 2)],
-    )
+    ResolveConfig::new("198.18.128.0/20".parse().unwrap(), vec![Ipv4Addr::new(198, 18, 0, 2)])
 }
 
 fn copy_examples() -> tempfile::TempDir {
@@ -41,29 +38,17 @@ fn pod(name: &str, ip: &str) -> String {
 /// The backends' addresses of the entry serving `vip:port/proto`.
 fn backends(t: &ServiceTable, vip: Ipv4Addr, proto: Protocol, port: u16) -> Vec<Ipv4Addr> {
     let f = t.frontend(vip, proto, port).expect("frontend");
-    t.entry(f.entry)
-        .unwrap()
-        .backends
-        .iter()
-        .map(|b| b.addr)
-        .collect()
+    t.entry(f.entry).unwrap().backends.iter().map(|b| b.addr).collect()
 }
 
-fn wait_for(
-    reader: &mut Reader<ServiceTable>,
-    what: &str,
-    mut ok: impl FnMut(&ServiceTable) -> bool,
-) {
+fn wait_for(reader: &mut Reader<ServiceTable>, what: &str, mut ok: impl FnMut(&ServiceTable) -> bool) {
     let t0 = Instant::now();
     loop {
         reader.refresh();
         if ok(reader.get()) {
             return;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -83,50 +68,22 @@ fn deleting_a_pod_and_adding_another_moves_the_endpoints() {
     reader.refresh();
     let gen0 = reader.get().generation();
     assert!(gen0 >= 1);
-    let vip = ctl
-        .desired()
-        .services
-        .iter()
-        .find(|s| s.name == "nginx")
-        .unwrap()
-        .cluster_ip
-        .unwrap();
-    assert_eq!(
-        backends(reader.get(), vip, Protocol::Tcp, 8080),
-        ips(&[10, 11, 12])
-    );
+    let vip = ctl.desired().services.iter().find(|s| s.name == "nginx").unwrap().cluster_ip.unwrap();
+    assert_eq!(backends(reader.get(), vip, Protocol::Tcp, 8080), ips(&[10, 11, 12]));
     let lb_entry_before = {
         let t = reader.get();
-        let f = t
-            .frontend(Ipv4Addr::new(198, 19, 0, 100), Protocol::Tcp, 80)
-            .unwrap();
+        let f = t.frontend(Ipv4Addr::new(198, 19, 0, 100), Protocol::Tcp, 80).unwrap();
         Arc::clone(&t.entries()[f.entry as usize])
     };
 
     // kubectl delete po nginx-1; the Deployment makes a new one with another IP.
     std::fs::remove_file(dir.path().join("pod-nginx-1.yaml")).unwrap();
-    std::fs::write(
-        dir.path().join("pod-nginx-3.yaml"),
-        pod("nginx-3", "198.18.3.13"),
-    )
-    .unwrap();
-    wait_for(&mut reader, "the new Pod", |t| {
-        backends(t, vip, Protocol::Tcp, 8080) == ips(&[10, 12, 13])
-    });
+    std::fs::write(dir.path().join("pod-nginx-3.yaml"), pod("nginx-3", "198.18.3.13")).unwrap();
+    wait_for(&mut reader, "the new Pod", |t| backends(t, vip, Protocol::Tcp, 8080) == ips(&[10, 12, 13]));
     let t = reader.get();
     assert!(t.generation() > gen0);
-    assert!(
-        t.frontend(vip, Protocol::Udp, 7).is_none(),
-        "udp-echo has its own VIP"
-    );
-    let echo_vip = ctl
-        .desired()
-        .services
-        .iter()
-        .find(|s| s.name == "udp-echo")
-        .unwrap()
-        .cluster_ip
-        .unwrap();
+    assert!(t.frontend(vip, Protocol::Udp, 7).is_none(), "udp-echo has its own VIP");
+    let echo_vip = ctl.desired().services.iter().find(|s| s.name == "udp-echo").unwrap().cluster_ip.unwrap();
     assert_eq!(backends(t, echo_vip, Protocol::Udp, 7), ips(&[10, 12, 13]));
     // Endpoint-only changes went the incremental way.
     assert!(ctl.metrics.incremental_builds.load(Ordering::Relaxed) >= 1);
@@ -148,11 +105,7 @@ fn a_broken_file_keeps_its_last_good_objects() {
     let mut reader = ctl.reader();
     reader.refresh();
     let gen0 = reader.get().generation();
-    std::fs::write(
-        dir.path().join("nginx-svc.yaml"),
-        "apiVersion: v1\nkind: Service\nmetadata: [\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("nginx-svc.yaml"), "apiVersion: v1\nkind: Service\nmetadata: [\n").unwrap();
     // A valid new Service alongside, so we know the broken one was processed.
     std::fs::write(
         dir.path().join("zz.yaml"),
@@ -163,20 +116,9 @@ fn a_broken_file_keeps_its_last_good_objects() {
         t.generation() > gen0 && t.entries().iter().any(|e| &*e.id.name == "extra")
     });
     let t = reader.get();
-    assert!(
-        t.entries()
-            .iter()
-            .any(|e| &*e.id.name == "nginx" && e.id.port == 8080),
-        "nginx still served"
-    );
+    assert!(t.entries().iter().any(|e| &*e.id.name == "nginx" && e.id.port == 8080), "nginx still served");
     let st = ctl.status();
-    assert!(
-        st.errors
-            .iter()
-            .any(|e| e.contains("nginx-svc.yaml:") && e.contains("not valid YAML")),
-        "{:?}",
-        st.errors
-    );
+    assert!(st.errors.iter().any(|e| e.contains("nginx-svc.yaml:") && e.contains("not valid YAML")), "{:?}", st.errors);
 
     // An invalid new version of a Service keeps the last good one serving.
     std::fs::write(
@@ -186,33 +128,18 @@ fn a_broken_file_keeps_its_last_good_objects() {
     .unwrap();
     let t0 = Instant::now();
     loop {
-        if ctl
-            .status()
-            .errors
-            .iter()
-            .any(|e| e.contains("spec.ports[0].nodePort") && e.contains("nodeport.yaml"))
-        {
+        if ctl.status().errors.iter().any(|e| e.contains("spec.ports[0].nodePort") && e.contains("nodeport.yaml")) {
             break;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            ctl.status().errors
-        );
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", ctl.status().errors);
         std::thread::sleep(Duration::from_millis(5));
     }
     reader.refresh();
-    assert!(reader
-        .get()
-        .frontend(Ipv4Addr::new(198, 18, 0, 2), Protocol::Tcp, 30120)
-        .is_some());
+    assert!(reader.get().frontend(Ipv4Addr::new(198, 18, 0, 2), Protocol::Tcp, 30120).is_some());
     watch.stop();
 }
 
-fn parsed(
-    name: &str,
-    text: &str,
-) -> BTreeMap<PathBuf, Option<svcgate_control::manifest::ParsedFile>> {
+fn parsed(name: &str, text: &str) -> BTreeMap<PathBuf, Option<svcgate_control::manifest::ParsedFile>> {
     let p = PathBuf::from(name);
     let f = parse_str(&p, text);
     BTreeMap::from([(p, Some(f))])
@@ -222,45 +149,21 @@ fn parsed(
 fn endpoint_changes_share_untouched_entries_and_frontends() {
     let ctl = Controller::new(lab_cfg());
     let svcs = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {selector: {app: a}, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {selector: {app: b}, ports: [{port: 80}]}\n";
-    assert!(matches!(
-        ctl.apply_files(parsed("svc.yaml", svcs)),
-        SyncOutcome::Full(1)
-    ));
+    assert!(matches!(ctl.apply_files(parsed("svc.yaml", svcs)), SyncOutcome::Full(1)));
     let pods = |ip: &str| {
         format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p, labels: {{app: a}}}}\nstatus: {{podIP: {ip}, conditions: [{{type: Ready, status: \"True\"}}]}}\n")
     };
-    assert!(matches!(
-        ctl.apply_files(parsed("pod.yaml", &pods("198.18.7.1"))),
-        SyncOutcome::Incremental(2, 1)
-    ));
+    assert!(matches!(ctl.apply_files(parsed("pod.yaml", &pods("198.18.7.1"))), SyncOutcome::Incremental(2, 1)));
     let t2 = ctl.tables().current();
-    assert!(matches!(
-        ctl.apply_files(parsed("pod.yaml", &pods("198.18.7.2"))),
-        SyncOutcome::Incremental(3, 1)
-    ));
+    assert!(matches!(ctl.apply_files(parsed("pod.yaml", &pods("198.18.7.2"))), SyncOutcome::Incremental(3, 1)));
     let t3 = ctl.tables().current();
-    assert_eq!(
-        ctl.apply_files(parsed("pod.yaml", &pods("198.18.7.2"))),
-        SyncOutcome::Unchanged
-    );
-    assert!(
-        !Arc::ptr_eq(&t2.entries()[0], &t3.entries()[0]),
-        "a's entry rebuilt"
-    );
-    assert!(
-        Arc::ptr_eq(&t2.entries()[1], &t3.entries()[1]),
-        "b's entry shared"
-    );
-    assert_eq!(
-        t3.entries()[0].backends[0].addr,
-        Ipv4Addr::new(198, 18, 7, 2)
-    );
+    assert_eq!(ctl.apply_files(parsed("pod.yaml", &pods("198.18.7.2"))), SyncOutcome::Unchanged);
+    assert!(!Arc::ptr_eq(&t2.entries()[0], &t3.entries()[0]), "a's entry rebuilt");
+    assert!(Arc::ptr_eq(&t2.entries()[1], &t3.entries()[1]), "b's entry shared");
+    assert_eq!(t3.entries()[0].backends[0].addr, Ipv4Addr::new(198, 18, 7, 2));
     // A Service change is a full build.
     let svcs2 = svcs.replace("port: 80}]}\n---", "port: 81}]}\n---");
-    assert!(matches!(
-        ctl.apply_files(parsed("svc.yaml", &svcs2)),
-        SyncOutcome::Full(4)
-    ));
+    assert!(matches!(ctl.apply_files(parsed("svc.yaml", &svcs2)), SyncOutcome::Full(4)));
 }
 
 #[test]
@@ -288,11 +191,7 @@ fn readers_see_whole_generations_during_swaps() {
             reader.refresh();
             let t = reader.get();
             let n = t.entries()[0].backends.len();
-            assert!(
-                t.entries().iter().all(|e| e.backends.len() == n),
-                "mixed generation {}",
-                t.generation()
-            );
+            assert!(t.entries().iter().all(|e| e.backends.len() == n), "mixed generation {}", t.generation());
             seen = seen.max(t.generation());
         }
         drop(c2);

@@ -12,9 +12,7 @@ use svcgate_control::manifest::parse_str;
 use svcgate_control::resolve::ResolveConfig;
 
 fn docs(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/docs")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/docs").join(name)
 }
 
 fn examples() -> PathBuf {
@@ -28,10 +26,7 @@ fn docs_cfg() -> ResolveConfig {
 }
 
 fn lab_cfg() -> ResolveConfig {
-    ResolveConfig::new(
-        "198.18.128.0/20".parse().unwrap(),
-        vec![Ipv4Addr::new(198, 18, 0, 2)],
-    )
+    ResolveConfig::new("198.18.128.0/20".parse().unwrap(), vec![Ipv4Addr::new(198, 18, 0, 2)])
 }
 
 fn load(paths: &[PathBuf], cfg: &ResolveConfig) -> LoadReport {
@@ -39,12 +34,7 @@ fn load(paths: &[PathBuf], cfg: &ResolveConfig) -> LoadReport {
 }
 
 fn svc<'a>(r: &'a LoadReport, name: &str) -> &'a ServiceSpec {
-    r.resolved
-        .desired
-        .services
-        .iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no Service {name}"))
+    r.resolved.desired.services.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no Service {name}"))
 }
 
 #[test]
@@ -68,11 +58,7 @@ fn docs_clusterip_alone() {
     assert_eq!(s.service_type, ServiceType::ClusterIp);
     let ip = s.cluster_ip.expect("allocated");
     assert!(docs_cfg().service_cidr.contains(&ip));
-    assert_ne!(
-        ip,
-        Ipv4Addr::new(10, 247, 0, 1),
-        "first address is the kubernetes Service's"
-    );
+    assert_ne!(ip, Ipv4Addr::new(10, 247, 0, 1), "first address is the kubernetes Service's");
     assert_eq!(s.ports.len(), 1);
     assert_eq!(s.ports[0].name, "service0");
     assert_eq!(s.ports[0].port, 8080);
@@ -91,11 +77,7 @@ fn docs_nodeport_alone() {
     assert_eq!(s.service_type, ServiceType::NodePort);
     assert_eq!(s.ports[0].port, 8080);
     assert_eq!(s.ports[0].node_port, Some(30120));
-    assert_eq!(
-        s.ports[0].protocol,
-        Protocol::Tcp,
-        "protocol defaults to TCP"
-    );
+    assert_eq!(s.ports[0].protocol, Protocol::Tcp, "protocol defaults to TCP");
     assert_eq!(s.ports[0].name, "");
 }
 
@@ -140,11 +122,7 @@ fn docs_together_report_the_clashes_and_apply_the_rest() {
     let msgs: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
     // File order decides who came first: loadbalancer.yaml < nginx-svc.yaml < nodeport.yaml.
     let dup = r.errors.iter().find_map(|e| match e {
-        LoadError::DuplicateService {
-            origin,
-            name,
-            first,
-        } => Some((origin, name, first)),
+        LoadError::DuplicateService { origin, name, first } => Some((origin, name, first)),
         _ => None,
     });
     let (origin, name, first) = dup.unwrap_or_else(|| panic!("{msgs:#?}"));
@@ -152,13 +130,9 @@ fn docs_together_report_the_clashes_and_apply_the_rest() {
     assert!(origin.path.ends_with("nginx-svc.yaml"), "{origin}");
     assert!(first.path.ends_with("loadbalancer.yaml"), "{first}");
     let np = r.errors.iter().find_map(|e| match e {
-        LoadError::NodePortAllocated {
-            origin,
-            name,
-            field,
-            node_port,
-            owner,
-        } => Some((origin, name, field, *node_port, owner)),
+        LoadError::NodePortAllocated { origin, name, field, node_port, owner } => {
+            Some((origin, name, field, *node_port, owner))
+        }
         _ => None,
     });
     let (origin, name, field, port, owner) = np.unwrap_or_else(|| panic!("{msgs:#?}"));
@@ -169,13 +143,7 @@ fn docs_together_report_the_clashes_and_apply_the_rest() {
     assert_eq!(owner, "default/nginx");
     assert_eq!(r.errors.len(), 2, "{msgs:#?}");
     // The rest applies.
-    let mut names: Vec<&str> = r
-        .resolved
-        .desired
-        .services
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect();
+    let mut names: Vec<&str> = r.resolved.desired.services.iter().map(|s| s.name.as_str()).collect();
     names.sort();
     assert_eq!(names, ["nginx", "nginx-headless"]);
     assert_eq!(svc(&r, "nginx").service_type, ServiceType::LoadBalancer);
@@ -194,12 +162,7 @@ fn bundled_example_serves_every_type_with_pod_endpoints() {
     let lab: ipnet::Ipv4Net = "198.18.0.0/15".parse().unwrap();
     let pods: Vec<Ipv4Addr> = (10..=12).map(|i| Ipv4Addr::new(198, 18, 3, i)).collect();
     for s in &r.resolved.desired.services {
-        for ip in s
-            .cluster_ip
-            .iter()
-            .chain(&s.load_balancer_ips)
-            .chain(&s.external_ips)
-        {
+        for ip in s.cluster_ip.iter().chain(&s.load_balancer_ips).chain(&s.external_ips) {
             assert!(lab.contains(ip), "{} has {ip}", s.name);
         }
         for p in &s.ports {
@@ -217,21 +180,14 @@ fn bundled_example_serves_every_type_with_pod_endpoints() {
     assert_eq!(lb.load_balancer_ips, vec![Ipv4Addr::new(198, 19, 0, 100)]);
     let udp = svc(&r, "udp-echo");
     assert_eq!(udp.ports[0].protocol, Protocol::Udp);
-    assert_eq!(
-        udp.ports[0].backends[0].port, 7,
-        "named targetPort resolved via the Pod's UDP port"
-    );
+    assert_eq!(udp.ports[0].backends[0].port, 7, "named targetPort resolved via the Pod's UDP port");
     assert_eq!(svc(&r, "nginx-headless").cluster_ip, None);
     let (table, warnings) = svcgate_common::table::ServiceTable::build(&r.resolved.desired, 1);
     assert!(warnings.is_empty(), "{warnings:?}");
     let vip = nginx.cluster_ip.unwrap();
     assert!(table.frontend(vip, Protocol::Tcp, 8080).is_some());
-    assert!(table
-        .frontend(Ipv4Addr::new(198, 18, 0, 2), Protocol::Tcp, 30120)
-        .is_some());
-    assert!(table
-        .frontend(Ipv4Addr::new(198, 19, 0, 100), Protocol::Tcp, 80)
-        .is_some());
+    assert!(table.frontend(Ipv4Addr::new(198, 18, 0, 2), Protocol::Tcp, 30120).is_some());
+    assert!(table.frontend(Ipv4Addr::new(198, 19, 0, 100), Protocol::Tcp, 80).is_some());
 }
 
 fn one(text: &str) -> LoadReport {
@@ -244,31 +200,13 @@ fn one(text: &str) -> LoadReport {
 fn bad_values_name_file_object_and_field() {
     let cases = [
         ("  ports:\n  - port: 70000\n", "spec.ports[0].port"),
-        (
-            "  type: NodePort\n  ports:\n  - port: 80\n    nodePort: 80\n",
-            "spec.ports[0].nodePort",
-        ),
-        (
-            "  ports:\n  - port: 80\n    protocol: TCPP\n",
-            "spec.ports[0].protocol",
-        ),
+        ("  type: NodePort\n  ports:\n  - port: 80\n    nodePort: 80\n", "spec.ports[0].nodePort"),
+        ("  ports:\n  - port: 80\n    protocol: TCPP\n", "spec.ports[0].protocol"),
         ("  type: Cluster\n  ports:\n  - port: 80\n", "spec.type"),
-        (
-            "  ports:\n  - port: 80\n    nodePort: 30001\n",
-            "spec.ports[0].nodePort",
-        ),
-        (
-            "  clusterIP: 10.0.0.1\n  ports:\n  - port: 80\n",
-            "spec.clusterIP",
-        ),
-        (
-            "  ports:\n  - port: 80\n    name: a\n  - port: 81\n",
-            "spec.ports[1].name",
-        ),
-        (
-            "  ports:\n  - port: 80\n    targetPort: \"80\"\n",
-            "spec.ports[0].targetPort",
-        ),
+        ("  ports:\n  - port: 80\n    nodePort: 30001\n", "spec.ports[0].nodePort"),
+        ("  clusterIP: 10.0.0.1\n  ports:\n  - port: 80\n", "spec.clusterIP"),
+        ("  ports:\n  - port: 80\n    name: a\n  - port: 81\n", "spec.ports[1].name"),
+        ("  ports:\n  - port: 80\n    targetPort: \"80\"\n", "spec.ports[0].targetPort"),
     ];
     for (spec, field) in cases {
         let text = format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n{spec}");
@@ -276,10 +214,7 @@ fn bad_values_name_file_object_and_field() {
         assert!(r.resolved.desired.services.is_empty(), "{spec}");
         assert_eq!(r.errors.len(), 1, "{spec}: {:?}", r.errors);
         let m = r.errors[0].to_string();
-        assert!(
-            m.contains("x.yaml:1") && m.contains("default/bad") && m.contains(field),
-            "{m}"
-        );
+        assert!(m.contains("x.yaml:1") && m.contains("default/bad") && m.contains(field), "{m}");
     }
 }
 
@@ -287,11 +222,7 @@ fn bad_values_name_file_object_and_field() {
 fn broken_file_does_not_stop_the_others() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(examples().join("nginx-svc.yaml"), dir.path().join("a.yaml")).unwrap();
-    std::fs::write(
-        dir.path().join("b.yaml"),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: [\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("b.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: [\n").unwrap();
     let r = load(&[dir.path().to_path_buf()], &lab_cfg());
     assert_eq!(r.resolved.desired.services.len(), 1);
     assert_eq!(r.errors.len(), 1);
@@ -349,29 +280,14 @@ subsets:
     let http = &web.ports[0];
     assert_eq!(http.backends.len(), 3);
     assert!(http.backends.iter().all(|b| b.port == 8080));
-    let b2 = http
-        .backends
-        .iter()
-        .find(|b| b.addr == Ipv4Addr::new(198, 18, 4, 2))
-        .unwrap();
+    let b2 = http.backends.iter().find(|b| b.addr == Ipv4Addr::new(198, 18, 4, 2)).unwrap();
     assert!(!b2.conditions.ready && b2.conditions.serving && b2.conditions.terminating);
-    let b3 = http
-        .backends
-        .iter()
-        .find(|b| b.addr == Ipv4Addr::new(198, 18, 4, 3))
-        .unwrap();
+    let b3 = http.backends.iter().find(|b| b.addr == Ipv4Addr::new(198, 18, 4, 3)).unwrap();
     assert!(b3.conditions.ready, "nil ready counts as ready");
     assert!(web.ports[1].backends.iter().all(|b| b.port == 5353));
     let manual = svc(&r, "manual");
     assert_eq!(manual.ports[0].backends.len(), 2);
-    assert_eq!(
-        manual.ports[0]
-            .backends
-            .iter()
-            .filter(|b| b.conditions.ready)
-            .count(),
-        1
-    );
+    assert_eq!(manual.ports[0].backends.iter().filter(|b| b.conditions.ready).count(), 1);
 }
 
 #[test]
@@ -419,12 +335,7 @@ status: {podIP: 198.18.6.5, conditions: [{type: Ready, status: "True"}]}
     let b = &svc(&r, "s").ports[0].backends;
     assert_eq!(b.len(), 3, "{b:?}");
     assert!(b.iter().all(|b| b.port == 8080));
-    let by = |last: u8| {
-        b.iter()
-            .find(|x| x.addr == Ipv4Addr::new(198, 18, 6, last))
-            .unwrap()
-            .conditions
-    };
+    let by = |last: u8| b.iter().find(|x| x.addr == Ipv4Addr::new(198, 18, 6, last)).unwrap().conditions;
     assert!(by(1).ready);
     assert!(!by(2).ready && by(2).serving && by(2).terminating);
     assert!(!by(3).ready && !by(3).serving && !by(3).terminating);

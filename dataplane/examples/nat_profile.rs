@@ -78,7 +78,9 @@ fn main() {
     hops.add_neighbour(0, ROUTER, ROUTER_MAC);
     hops.add_neighbour(1, "198.18.2.254".parse().unwrap(), [2, 0, 0, 0, 2, 254]);
     let cfg = NatConfig {
-        snat_addrs: (0..flows / 28_000 + 1).map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 3, 0)) + i)).collect(),
+        snat_addrs: (0..flows / 28_000 + 1)
+            .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 3, 0)) + i))
+            .collect(),
         conntrack_capacity: flows as usize,
         ..NatConfig::default()
     };

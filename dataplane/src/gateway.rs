@@ -195,7 +195,10 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("interfaces", &self.cfg.interfaces).field("workers", &self.workers.len()).finish()
+        f.debug_struct("Gateway")
+            .field("interfaces", &self.cfg.interfaces)
+            .field("workers", &self.workers.len())
+            .finish()
     }
 }
 
@@ -209,9 +212,8 @@ pub fn next_hops_from_kernel(k: &KernelNet, interfaces: &[String], generation: u
         .map(|(i, name)| PortInfo {
             name: name.clone(),
             mac: i.map_or([0; 6], |i| i.mac),
-            addrs: i.map_or_else(Vec::new, |i| {
-                i.addrs.iter().filter_map(|&(a, len)| Ipv4Net::new(a, len).ok()).collect()
-            }),
+            addrs: i
+                .map_or_else(Vec::new, |i| i.addrs.iter().filter_map(|&(a, len)| Ipv4Net::new(a, len).ok()).collect()),
         })
         .collect();
     let mut h = NextHops::new(generation, ports);
@@ -317,7 +319,8 @@ impl Gateway {
         if self.steered_gen == Some(t.generation()) {
             return Ok(());
         }
-        let fronts: Vec<(Ipv4Addr, u8, u16)> = t.frontends().map(|(k, _)| (k.addr, k.protocol.number(), k.port)).collect();
+        let fronts: Vec<(Ipv4Addr, u8, u16)> =
+            t.frontends().map(|(k, _)| (k.addr, k.protocol.number(), k.port)).collect();
         for s in &mut self.steering {
             s.set_frontends(&fronts)?;
         }

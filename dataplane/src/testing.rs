@@ -170,7 +170,8 @@ impl Pkt {
         let mut ip = Ipv4Header::new(0, self.ttl, IpNumber::TCP, self.src.octets(), self.dst.octets()).unwrap();
         ip.identification = self.ident;
         ip.dont_fragment = true;
-        let b = PacketBuilder::ethernet2(self.src_mac, self.dst_mac).ip(etherparse::IpHeaders::Ipv4(ip, Default::default()));
+        let b = PacketBuilder::ethernet2(self.src_mac, self.dst_mac)
+            .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()));
         let mut out = Vec::new();
         match self.l4 {
             L4::Tcp { sport, dport, seq, ack, flags } => {
@@ -202,7 +203,15 @@ impl Pkt {
     /// The same packet with other addresses, ports and MACs, TTL one lower:
     /// what a forwarded packet should look like.
     #[allow(clippy::too_many_arguments)]
-    pub fn translated(&self, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Self {
+    pub fn translated(
+        &self,
+        src: Ipv4Addr,
+        sport: u16,
+        dst: Ipv4Addr,
+        dport: u16,
+        src_mac: [u8; 6],
+        dst_mac: [u8; 6],
+    ) -> Self {
         let l4 = match self.l4 {
             L4::Tcp { seq, ack, flags, .. } => L4::Tcp { sport, dport, seq, ack, flags },
             L4::Udp { .. } => L4::Udp { sport, dport },

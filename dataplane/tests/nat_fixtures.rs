@@ -21,7 +21,13 @@ const FIRST_PORT: u16 = 32768;
 /// Ports in the default SNAT range 32768-60999.
 const SNAT_PORTS: u16 = 60999 - 32768 + 1;
 
-fn port(name: &str, protocol: Protocol, port: u16, node_port: Option<u16>, backends: Vec<BackendSpec>) -> ServicePortSpec {
+fn port(
+    name: &str,
+    protocol: Protocol,
+    port: u16,
+    node_port: Option<u16>,
+    backends: Vec<BackendSpec>,
+) -> ServicePortSpec {
     ServicePortSpec { name: name.into(), protocol, port, node_port, backends }
 }
 
@@ -60,7 +66,11 @@ fn desired(drain: Vec<BackendSpec>, spread: Vec<BackendSpec>) -> DesiredState {
         node_ips: vec![NODE_IP],
         services: vec![
             web,
-            svc("dns", Some(Ipv4Addr::new(198, 18, 128, 11)), vec![port("dns", Protocol::Udp, 53, None, vec![ready(1, 5353)])]),
+            svc(
+                "dns",
+                Some(Ipv4Addr::new(198, 18, 128, 11)),
+                vec![port("dns", Protocol::Udp, 53, None, vec![ready(1, 5353)])],
+            ),
             svc(
                 "empty",
                 Some(Ipv4Addr::new(198, 18, 128, 12)),
@@ -181,12 +191,25 @@ fn every_frontend_kind_tcp_forward_and_reply() {
         let reply = from_backend(0, 80, sp, synack);
         let ack = Pkt::new(CLIENT, front, tcp(cport, fport, ACK | PSH));
         let fin = Pkt::new(CLIENT, front, tcp(cport, fport, FIN | ACK));
-        lab.table_on(0, &[
-            ("SYN to the frontend is DNATed to the backend and SNATed", 0, syn.clone(), Expect::Forward(1, to_backend(&syn, 0, 80, sp))),
-            ("SYN-ACK from the backend comes back from the frontend", 1, reply.clone(), Expect::Forward(0, to_client(&reply, front, fport, cport))),
-            ("established data follows the flow", 0, ack.clone(), Expect::Forward(1, to_backend(&ack, 0, 80, sp))),
-            ("FIN follows the flow", 0, fin.clone(), Expect::Forward(1, to_backend(&fin, 0, 80, sp))),
-        ]);
+        lab.table_on(
+            0,
+            &[
+                (
+                    "SYN to the frontend is DNATed to the backend and SNATed",
+                    0,
+                    syn.clone(),
+                    Expect::Forward(1, to_backend(&syn, 0, 80, sp)),
+                ),
+                (
+                    "SYN-ACK from the backend comes back from the frontend",
+                    1,
+                    reply.clone(),
+                    Expect::Forward(0, to_client(&reply, front, fport, cport)),
+                ),
+                ("established data follows the flow", 0, ack.clone(), Expect::Forward(1, to_backend(&ack, 0, 80, sp))),
+                ("FIN follows the flow", 0, fin.clone(), Expect::Forward(1, to_backend(&fin, 0, 80, sp))),
+            ],
+        );
     }
     let c = lab.workers[0].counters();
     assert_eq!(c.new_flows, 4);
@@ -200,11 +223,29 @@ fn udp_forward_and_reply() {
     let dns = Ipv4Addr::new(198, 18, 128, 11);
     let q = Pkt::new(CLIENT, dns, udp(5000, 53));
     let r = from_backend(1, 5353, FIRST_PORT, udp);
-    lab.table_on(0, &[
-        ("UDP query DNATed to the backend's target port", 0, q.clone(), Expect::Forward(1, to_backend(&q, 1, 5353, FIRST_PORT))),
-        ("UDP answer from the frontend address and port", 1, r.clone(), Expect::Forward(0, to_client(&r, dns, 53, 5000))),
-        ("second datagram of the flow, same SNAT port", 0, q.clone(), Expect::Forward(1, to_backend(&q, 1, 5353, FIRST_PORT))),
-    ]);
+    lab.table_on(
+        0,
+        &[
+            (
+                "UDP query DNATed to the backend's target port",
+                0,
+                q.clone(),
+                Expect::Forward(1, to_backend(&q, 1, 5353, FIRST_PORT)),
+            ),
+            (
+                "UDP answer from the frontend address and port",
+                1,
+                r.clone(),
+                Expect::Forward(0, to_client(&r, dns, 53, 5000)),
+            ),
+            (
+                "second datagram of the flow, same SNAT port",
+                0,
+                q.clone(),
+                Expect::Forward(1, to_backend(&q, 1, 5353, FIRST_PORT)),
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -225,15 +266,18 @@ fn load_balancer_source_ranges() {
     let mut lab = Lab::new(1);
     let far = Pkt { src_mac: ROUTER_MAC, ..Pkt::new(FAR_CLIENT, LB_IP, tcp(40000, 8080, SYN)) };
     let far_cluster = Pkt { src_mac: ROUTER_MAC, ..Pkt::new(FAR_CLIENT, CLUSTER_IP, tcp(40001, 8080, SYN)) };
-    lab.table_on(0, &[
-        ("LB IP from outside loadBalancerSourceRanges is dropped", 0, far, Expect::Drop(DropReason::SourceRange)),
-        (
-            "source ranges apply to the LB IP only, not the ClusterIP",
-            0,
-            far_cluster.clone(),
-            Expect::Forward(1, to_backend(&far_cluster, 0, 80, FIRST_PORT)),
-        ),
-    ]);
+    lab.table_on(
+        0,
+        &[
+            ("LB IP from outside loadBalancerSourceRanges is dropped", 0, far, Expect::Drop(DropReason::SourceRange)),
+            (
+                "source ranges apply to the LB IP only, not the ClusterIP",
+                0,
+                far_cluster.clone(),
+                Expect::Forward(1, to_backend(&far_cluster, 0, 80, FIRST_PORT)),
+            ),
+        ],
+    );
     // The reply to the routed client goes to the router's MAC.
     let reply = from_backend(0, 80, FIRST_PORT, synack);
     let (v, out) = lab.run(0, 1, &reply.build());
@@ -316,15 +360,18 @@ fn no_endpoints_rejects_like_kube_proxy() {
     let empty = Ipv4Addr::new(198, 18, 128, 12);
     let syn = Pkt::new(CLIENT, empty, tcp(40000, 80, SYN));
     let dgram = Pkt::new(CLIENT, empty, udp(5000, 81));
-    lab.table_on(0, &[
-        ("TCP SYN to a Service without endpoints gets a RST", 0, syn.clone(), Expect::ReplyBytes(rst_for(&syn))),
-        (
-            "UDP to a Service without endpoints gets ICMP port unreachable from the VIP",
-            0,
-            dgram.clone(),
-            Expect::ReplyBytes(icmp_error_for(&dgram, empty, 3, 3)),
-        ),
-    ]);
+    lab.table_on(
+        0,
+        &[
+            ("TCP SYN to a Service without endpoints gets a RST", 0, syn.clone(), Expect::ReplyBytes(rst_for(&syn))),
+            (
+                "UDP to a Service without endpoints gets ICMP port unreachable from the VIP",
+                0,
+                dgram.clone(),
+                Expect::ReplyBytes(icmp_error_for(&dgram, empty, 3, 3)),
+            ),
+        ],
+    );
     assert_eq!(lab.workers[0].counters().replied, 2);
     assert_eq!(lab.workers[0].flows(), 0);
 }
@@ -333,12 +380,15 @@ fn no_endpoints_rejects_like_kube_proxy() {
 fn ttl_expiry_answers_time_exceeded() {
     let mut lab = Lab::new(1);
     let p = Pkt { ttl: 1, ..Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN)) };
-    lab.table_on(0, &[(
-        "TTL 1 gets ICMP time exceeded from the ingress port's address",
+    lab.table_on(
         0,
-        p.clone(),
-        Expect::ReplyBytes(icmp_error_for(&p, NODE_IP, 11, 0)),
-    )]);
+        &[(
+            "TTL 1 gets ICMP time exceeded from the ingress port's address",
+            0,
+            p.clone(),
+            Expect::ReplyBytes(icmp_error_for(&p, NODE_IP, 11, 0)),
+        )],
+    );
     assert_eq!(lab.workers[0].flows(), 0, "no flow for an expired packet");
 }
 
@@ -363,19 +413,47 @@ fn non_service_and_unwanted_traffic() {
     frag[14 + 6] = 0x20; // MF set, DF cleared
     assert_eq!(lab.run(0, 0, &frag).0, Verdict::Pass(PassReason::Fragment));
 
-    lab.table_on(0, &[
-        ("to the node on a non-service port", 0, Pkt::new(CLIENT, NODE_IP, tcp(40000, 22, SYN)), Expect::Pass(PassReason::NotService)),
-        ("to a ClusterIP on a port it does not serve", 0, Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 80, SYN)), Expect::Pass(PassReason::NotService)),
-        ("headless Services have no frontend", 0, Pkt::new(CLIENT, Ipv4Addr::new(198, 18, 128, 99), tcp(1, 80, SYN)), Expect::Pass(PassReason::NotService)),
-        ("TCP without SYN and without a flow", 0, Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, ACK)), Expect::Drop(DropReason::TcpNoFlow)),
-        ("to an SNAT port with no flow: maybe the node's own, the kernel decides", 1, from_backend(0, 80, FIRST_PORT + 7, synack), Expect::Pass(PassReason::SnatNoFlow)),
-        (
-            "backend MAC unknown: the kernel resolves it",
-            0,
-            Pkt::new(CLIENT, Ipv4Addr::new(198, 18, 128, 16), tcp(40000, 80, SYN)),
-            Expect::Pass(PassReason::UnknownNextHop),
-        ),
-    ]);
+    lab.table_on(
+        0,
+        &[
+            (
+                "to the node on a non-service port",
+                0,
+                Pkt::new(CLIENT, NODE_IP, tcp(40000, 22, SYN)),
+                Expect::Pass(PassReason::NotService),
+            ),
+            (
+                "to a ClusterIP on a port it does not serve",
+                0,
+                Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 80, SYN)),
+                Expect::Pass(PassReason::NotService),
+            ),
+            (
+                "headless Services have no frontend",
+                0,
+                Pkt::new(CLIENT, Ipv4Addr::new(198, 18, 128, 99), tcp(1, 80, SYN)),
+                Expect::Pass(PassReason::NotService),
+            ),
+            (
+                "TCP without SYN and without a flow",
+                0,
+                Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, ACK)),
+                Expect::Drop(DropReason::TcpNoFlow),
+            ),
+            (
+                "to an SNAT port with no flow: maybe the node's own, the kernel decides",
+                1,
+                from_backend(0, 80, FIRST_PORT + 7, synack),
+                Expect::Pass(PassReason::SnatNoFlow),
+            ),
+            (
+                "backend MAC unknown: the kernel resolves it",
+                0,
+                Pkt::new(CLIENT, Ipv4Addr::new(198, 18, 128, 16), tcp(40000, 80, SYN)),
+                Expect::Pass(PassReason::UnknownNextHop),
+            ),
+        ],
+    );
     assert_eq!(lab.workers[0].take_unresolved().collect::<Vec<_>>(), vec![UNRESOLVED_POD]);
     assert_eq!(lab.workers[0].flows(), 0);
 }
@@ -394,12 +472,15 @@ fn reply_from_wrong_backend_is_not_translated() {
 fn vlan_tag_and_ip_options_are_carried() {
     let mut lab = Lab::new(1);
     let syn = Pkt { vlan: Some(100), ..Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN)) };
-    lab.table_on(0, &[(
-        "an 802.1Q-tagged frame keeps its tag",
+    lab.table_on(
         0,
-        syn.clone(),
-        Expect::Forward(1, to_backend(&syn, 0, 80, FIRST_PORT)),
-    )]);
+        &[(
+            "an 802.1Q-tagged frame keeps its tag",
+            0,
+            syn.clone(),
+            Expect::Forward(1, to_backend(&syn, 0, 80, FIRST_PORT)),
+        )],
+    );
 
     // IPv4 with a 4-byte option (NOP NOP NOP EOL): forwarded, counted.
     let plain = Pkt::new(CLIENT, CLUSTER_IP, tcp(40001, 8080, SYN));
@@ -487,21 +568,27 @@ fn terminating_endpoints_fallback() {
     // Only terminating 17 left: new flows fall back to it.
     lab.table = table(&desired(vec![terminating(17, 80)], (2..12).map(|i| ready(i, 80)).collect()), 2);
     let syn = Pkt::new(CLIENT, drain, tcp(50000, 80, SYN));
-    lab.table_on(0, &[(
-        "only terminating endpoints left: they serve new flows",
+    lab.table_on(
         0,
-        syn.clone(),
-        Expect::Forward(1, to_backend(&syn, 17, 80, FIRST_PORT + 100)),
-    )]);
+        &[(
+            "only terminating endpoints left: they serve new flows",
+            0,
+            syn.clone(),
+            Expect::Forward(1, to_backend(&syn, 17, 80, FIRST_PORT + 100)),
+        )],
+    );
     // Ready 16 back beside terminating 17: the flow to 17 continues, new ones go to 16.
     lab.table = table(&default_desired(), 3);
     let data = Pkt::new(CLIENT, drain, tcp(50000, 80, ACK));
-    lab.table_on(0, &[(
-        "an existing flow to a terminating endpoint continues",
+    lab.table_on(
         0,
-        data.clone(),
-        Expect::Forward(1, to_backend(&data, 17, 80, FIRST_PORT + 100)),
-    )]);
+        &[(
+            "an existing flow to a terminating endpoint continues",
+            0,
+            data.clone(),
+            Expect::Forward(1, to_backend(&data, 17, 80, FIRST_PORT + 100)),
+        )],
+    );
     let out = lab.run(0, 0, &Pkt::new(CLIENT, drain, tcp(50001, 80, SYN)).build()).1;
     assert_eq!(backend_of(&out), 16);
 }
@@ -548,11 +635,20 @@ fn table_swap_with_live_flows() {
     let q = Pkt::new(CLIENT, drain, udp(7000, 80));
     // UDP ports are a pool of their own: the first UDP flow had the first.
     let sp = FIRST_PORT;
-    lab.table_on(0, &[("UDP flow re-picked after its backend left", 0, q.clone(), Expect::Forward(1, to_backend(&q, 18, 80, sp)))]);
+    lab.table_on(
+        0,
+        &[("UDP flow re-picked after its backend left", 0, q.clone(), Expect::Forward(1, to_backend(&q, 18, 80, sp)))],
+    );
     let r = from_backend(18, 80, sp, udp);
-    lab.table_on(0, &[("and its replies translate back", 1, r.clone(), Expect::Forward(0, to_client(&r, drain, 80, 7000)))]);
+    lab.table_on(
+        0,
+        &[("and its replies translate back", 1, r.clone(), Expect::Forward(0, to_client(&r, drain, 80, 7000)))],
+    );
     let stale = from_backend(16, 80, sp, udp);
-    lab.table_on(0, &[("the old backend's late reply is not translated", 1, stale, Expect::Pass(PassReason::SnatNoFlow))]);
+    lab.table_on(
+        0,
+        &[("the old backend's late reply is not translated", 1, stale, Expect::Pass(PassReason::SnatNoFlow))],
+    );
 }
 
 #[test]
@@ -562,12 +658,34 @@ fn replies_arriving_at_another_worker() {
     let w1_first = FIRST_PORT + SNAT_PORTS / 2;
     let syn0 = Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN));
     let syn1 = Pkt::new(CLIENT, CLUSTER_IP, tcp(40001, 8080, SYN));
-    lab.table_on(0, &[("flow opened on worker 0", 0, syn0.clone(), Expect::Forward(1, to_backend(&syn0, 0, 80, FIRST_PORT)))]);
-    lab.table_on(1, &[("flow opened on worker 1", 0, syn1.clone(), Expect::Forward(1, to_backend(&syn1, 0, 80, w1_first)))]);
+    lab.table_on(
+        0,
+        &[("flow opened on worker 0", 0, syn0.clone(), Expect::Forward(1, to_backend(&syn0, 0, 80, FIRST_PORT)))],
+    );
+    lab.table_on(
+        1,
+        &[("flow opened on worker 1", 0, syn1.clone(), Expect::Forward(1, to_backend(&syn1, 0, 80, w1_first)))],
+    );
     let r0 = from_backend(0, 80, FIRST_PORT, synack);
     let r1 = from_backend(0, 80, w1_first, synack);
-    lab.table_on(1, &[("worker 0's reply, landed on worker 1", 1, r0.clone(), Expect::Forward(0, to_client(&r0, CLUSTER_IP, 8080, 40000)))]);
-    lab.table_on(0, &[("worker 1's reply, landed on worker 0", 1, r1.clone(), Expect::Forward(0, to_client(&r1, CLUSTER_IP, 8080, 40001)))]);
+    lab.table_on(
+        1,
+        &[(
+            "worker 0's reply, landed on worker 1",
+            1,
+            r0.clone(),
+            Expect::Forward(0, to_client(&r0, CLUSTER_IP, 8080, 40000)),
+        )],
+    );
+    lab.table_on(
+        0,
+        &[(
+            "worker 1's reply, landed on worker 0",
+            1,
+            r1.clone(),
+            Expect::Forward(0, to_client(&r1, CLUSTER_IP, 8080, 40001)),
+        )],
+    );
     assert_eq!(lab.workers[0].flows() + lab.workers[1].flows(), 2);
 }
 

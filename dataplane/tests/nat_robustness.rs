@@ -12,8 +12,20 @@ use svcgate_dataplane::wire::tcp::flags::{ACK, SYN};
 
 fn lab() -> (Worker, ServiceTable, svcgate_dataplane::nat::NextHops) {
     let ports = vec![
-        ServicePortSpec { name: "t".into(), protocol: Protocol::Tcp, port: 80, node_port: Some(30080), backends: vec![ready(0, 8080)] },
-        ServicePortSpec { name: "u".into(), protocol: Protocol::Udp, port: 53, node_port: None, backends: vec![ready(1, 53)] },
+        ServicePortSpec {
+            name: "t".into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: Some(30080),
+            backends: vec![ready(0, 8080)],
+        },
+        ServicePortSpec {
+            name: "u".into(),
+            protocol: Protocol::Udp,
+            port: 53,
+            node_port: None,
+            backends: vec![ready(1, 53)],
+        },
         ServicePortSpec { name: "e".into(), protocol: Protocol::Udp, port: 99, node_port: None, backends: vec![] },
     ];
     let desired = DesiredState {
@@ -36,7 +48,8 @@ fn lab() -> (Worker, ServiceTable, svcgate_dataplane::nat::NextHops) {
 
 fn samples() -> Vec<Vec<u8>> {
     let syn = Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 80, SYN));
-    let reply = Pkt { src_mac: backend_mac(0), dst_mac: GW_POD_MAC, ..Pkt::new(backend(0), SNAT, tcp(8080, 32768, SYN | ACK)) };
+    let reply =
+        Pkt { src_mac: backend_mac(0), dst_mac: GW_POD_MAC, ..Pkt::new(backend(0), SNAT, tcp(8080, 32768, SYN | ACK)) };
     vec![
         syn.build(),
         Pkt { vlan: Some(7), ..syn.clone() }.build(),

@@ -160,8 +160,26 @@ impl Lab {
     pub fn veth(&self, ns_a: &str, a: &str, ns_b: &str, b: &str, queues: u32) {
         let q = queues.to_string();
         run_ok(Command::new("ip").args([
-            "link", "add", a, "netns", ns_a, "numtxqueues", &q, "numrxqueues", &q, "type", "veth", "peer", "name", b,
-            "netns", ns_b, "numtxqueues", &q, "numrxqueues", &q,
+            "link",
+            "add",
+            a,
+            "netns",
+            ns_a,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b,
+            "netns",
+            ns_b,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
         ]));
         for (ns, dev) in [(ns_a, a), (ns_b, b)] {
             self.exec_ok(ns, &["ethtool", "-K", dev, "tx", "off"]);

@@ -342,7 +342,8 @@ impl FlowTable {
         // the table fillable to its capacity.
         let (b1, b2) = (p.b1 as usize, p.b2 as usize);
         let load = |sigs: &SigBucket| BUCKET_SLOTS - match_sigs(sigs, EMPTY_SIG).count_ones() as usize;
-        let (first, second) = if load(&self.sigs[b1]) < BUCKET_SLOTS - 2 || load(&self.sigs[b1]) <= load(&self.sigs[b2]) {
+        let (first, second) = if load(&self.sigs[b1]) < BUCKET_SLOTS - 2 || load(&self.sigs[b1]) <= load(&self.sigs[b2])
+        {
             (b1, b2)
         } else {
             (b2, b1)

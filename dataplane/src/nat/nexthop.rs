@@ -171,8 +171,16 @@ mod tests {
         let mut t = NextHops::new(
             1,
             vec![
-                PortInfo { name: "client".into(), mac: [2, 0, 0, 0, 0, 1], addrs: vec!["198.18.1.1/24".parse().unwrap()] },
-                PortInfo { name: "pods".into(), mac: [2, 0, 0, 0, 0, 2], addrs: vec!["198.18.2.1/24".parse().unwrap()] },
+                PortInfo {
+                    name: "client".into(),
+                    mac: [2, 0, 0, 0, 0, 1],
+                    addrs: vec!["198.18.1.1/24".parse().unwrap()],
+                },
+                PortInfo {
+                    name: "pods".into(),
+                    mac: [2, 0, 0, 0, 0, 2],
+                    addrs: vec!["198.18.2.1/24".parse().unwrap()],
+                },
             ],
         );
         t.add_route("198.18.64.0/18".parse().unwrap(), "198.18.2.254".parse().unwrap());

@@ -755,7 +755,13 @@ impl Worker {
         let len = if p.key.proto == IPPROTO_TCP {
             build_rst(f.buf, p)
         } else {
-            build_icmp_error(f.buf, p, icmp::kind::DEST_UNREACHABLE, icmp::code::PORT_UNREACHABLE, Ipv4Addr::from(p.key.dst))
+            build_icmp_error(
+                f.buf,
+                p,
+                icmp::kind::DEST_UNREACHABLE,
+                icmp::code::PORT_UNREACHABLE,
+                Ipv4Addr::from(p.key.dst),
+            )
         };
         match len {
             Some(len) => Verdict::Reply { len: len as u16 },
@@ -797,17 +803,7 @@ impl Worker {
         e.state |= p.tcp_flags & (tcpf::FIN | tcpf::RST | tcpf::SYN);
         let e = &*e;
         let hop = hops.hop(e.hop)?;
-        rewrite(
-            f.buf,
-            p,
-            e.snat_addr,
-            e.backend_addr,
-            e.snat_port,
-            e.backend_port,
-            e.ip_delta,
-            e.l4_delta,
-            hop,
-        );
+        rewrite(f.buf, p, e.snat_addr, e.backend_addr, e.snat_port, e.backend_port, e.ip_delta, e.l4_delta, hop);
         let port = hop.port;
         if let Some(c) = self.svc.get_mut(e.entry as usize) {
             c.packets += 1;
@@ -1093,17 +1089,7 @@ impl Worker {
         }
         self.shared.reverse.touch(idx, now, fl_flags);
         let (ip_delta, l4_delta) = deltas(&k, fl.frontend, fl.client, fl.frontend_port, fl.client_port);
-        rewrite(
-            f.buf,
-            p,
-            fl.frontend,
-            fl.client,
-            fl.frontend_port,
-            fl.client_port,
-            ip_delta,
-            l4_delta,
-            &hop,
-        );
+        rewrite(f.buf, p, fl.frontend, fl.client, fl.frontend_port, fl.client_port, ip_delta, l4_delta, &hop);
         self.counters.reverse_translated += 1;
         Verdict::Forward { port: hop.port }
     }

@@ -230,11 +230,7 @@ mod test {
         // Turn the request into a reply the way a responder would.
         let mut buf = REQUEST;
         let mut p = ArpPacket::new_checked(&mut buf[..]).unwrap();
-        let (sha, spa, tpa) = (
-            p.sender_hw_addr(),
-            p.sender_proto_addr(),
-            p.target_proto_addr(),
-        );
+        let (sha, spa, tpa) = (p.sender_hw_addr(), p.sender_proto_addr(), p.target_proto_addr());
         p.set_operation(operation::REPLY);
         p.set_target_hw_addr(sha);
         p.set_target_proto_addr(spa);
@@ -254,11 +250,7 @@ mod test {
         for (i, v) in [(1, 6u8), (2, 0x86), (4, 8), (5, 16)] {
             let mut b = REQUEST;
             b[i] = v;
-            assert_eq!(
-                ArpPacket::new_checked(&b[..]),
-                Err(Error::Malformed),
-                "byte {i}"
-            );
+            assert_eq!(ArpPacket::new_checked(&b[..]), Err(Error::Malformed), "byte {i}");
         }
         let mut padded = [0u8; 46];
         padded[..28].copy_from_slice(&REQUEST);

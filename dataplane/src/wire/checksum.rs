@@ -119,8 +119,7 @@ impl Delta {
     #[inline]
     #[must_use]
     pub const fn add32(self, old: u32, new: u32) -> Self {
-        self.add16((old >> 16) as u16, (new >> 16) as u16)
-            .add16(old as u16, new as u16)
+        self.add16((old >> 16) as u16, (new >> 16) as u16).add16(old as u16, new as u16)
     }
 
     /// Both adjustments at once.
@@ -203,21 +202,13 @@ mod test {
         let data = vec![0xffu8; 1 << 17];
         assert_eq!(fold(sum(&data)), 0xffff);
         let data = vec![0x01u8; (1 << 17) + 1];
-        let reference: u64 = data
-            .chunks(2)
-            .map(|c| u64::from(c[0]) << 8 | u64::from(*c.get(1).unwrap_or(&0)))
-            .sum();
+        let reference: u64 = data.chunks(2).map(|c| u64::from(c[0]) << 8 | u64::from(*c.get(1).unwrap_or(&0))).sum();
         assert_eq!(u64::from(fold(sum(&data))), (reference - 1) % 0xffff + 1);
     }
 
     #[test]
     fn pseudo_header() {
-        let s = pseudo_header_sum(
-            Ipv4Addr::new(192, 168, 0, 1),
-            Ipv4Addr::new(10, 0, 0, 2),
-            17,
-            0x20,
-        );
+        let s = pseudo_header_sum(Ipv4Addr::new(192, 168, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 17, 0x20);
         assert_eq!(s, 0xc0a8 + 0x0001 + 0x0a00 + 0x0002 + 17 + 0x20);
     }
 
@@ -232,15 +223,10 @@ mod test {
         assert_eq!(update16(0xdd2f, 0x5555, 0x3285), 0x0000);
         // Equation 2 would give 0xffff here; equation 3 gives 0x0000.
         assert_eq!(update16(0x0000, 0x3285, 0x5555), 0xdd2f);
-        let d = Delta::new()
-            .add16(1, 2)
-            .combine(Delta::new().add32(3, 0x0004_0005));
+        let d = Delta::new().add16(1, 2).combine(Delta::new().add32(3, 0x0004_0005));
         let e = Delta::new().add16(1, 2).add32(3, 0x0004_0005);
         assert_eq!(d.apply(0x4321), e.apply(0x4321));
-        assert_eq!(
-            update32(0x4321, 3, 0x0004_0005),
-            Delta::new().add32(3, 0x0004_0005).apply(0x4321)
-        );
+        assert_eq!(update32(0x4321, 3, 0x0004_0005), Delta::new().add32(3, 0x0004_0005).apply(0x4321));
         // const-evaluable
         const D: Delta = Delta::new().add32(0x0a00_0001, 0x0a00_0002);
         assert_eq!(D.apply(0x1000), update32(0x1000, 0x0a00_0001, 0x0a00_0002));
@@ -262,12 +248,8 @@ mod test {
 
     /// A random IPv4 header (options included) with a correct checksum.
     fn arb_ipv4_header() -> impl Strategy<Value = Vec<u8>> {
-        (
-            0usize..=10,
-            any::<[u8; 20]>(),
-            proptest::collection::vec(any::<u8>(), 40),
-        )
-            .prop_map(|(opt_words, fixed, opts)| {
+        (0usize..=10, any::<[u8; 20]>(), proptest::collection::vec(any::<u8>(), 40)).prop_map(
+            |(opt_words, fixed, opts)| {
                 let hlen = 20 + 4 * opt_words;
                 let mut buf = fixed.to_vec();
                 buf.extend_from_slice(&opts[..4 * opt_words]);
@@ -276,7 +258,8 @@ mod test {
                 p.set_total_len(hlen as u16);
                 p.fill_checksum();
                 buf
-            })
+            },
+        )
     }
 
     /// A random TCP or UDP segment with a correct checksum, and its addresses.
@@ -288,13 +271,7 @@ mod test {
     }
 
     fn arb_tcp() -> impl Strategy<Value = Seg> {
-        (
-            any::<u32>(),
-            any::<u32>(),
-            any::<[u8; 20]>(),
-            0usize..=10,
-            proptest::collection::vec(any::<u8>(), 0..200),
-        )
+        (any::<u32>(), any::<u32>(), any::<[u8; 20]>(), 0usize..=10, proptest::collection::vec(any::<u8>(), 0..200))
             .prop_map(|(s, d, fixed, opt_words, rest)| {
                 let hlen = 20 + 4 * opt_words;
                 let mut bytes = fixed.to_vec();
@@ -311,13 +288,8 @@ mod test {
     }
 
     fn arb_udp() -> impl Strategy<Value = Seg> {
-        (
-            any::<u32>(),
-            any::<u32>(),
-            any::<[u8; 8]>(),
-            proptest::collection::vec(any::<u8>(), 0..200),
-        )
-            .prop_map(|(s, d, fixed, rest)| {
+        (any::<u32>(), any::<u32>(), any::<[u8; 8]>(), proptest::collection::vec(any::<u8>(), 0..200)).prop_map(
+            |(s, d, fixed, rest)| {
                 let mut bytes = fixed.to_vec();
                 bytes.extend_from_slice(&rest);
                 let (src, dst) = (Ipv4Addr::from(s), Ipv4Addr::from(d));
@@ -326,7 +298,8 @@ mod test {
                 p.set_len(len);
                 p.fill_checksum(src, dst);
                 Seg { src, dst, bytes }
-            })
+            },
+        )
     }
 
     /// The TCP checksum a full recompute gives.

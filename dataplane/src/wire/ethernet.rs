@@ -168,11 +168,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     /// Set the inner ethertype: after the tag if the frame is tagged.
     #[inline]
     pub fn set_ethertype(&mut self, ethertype: u16) {
-        let f: Field = if self.is_vlan_tagged() {
-            field::VLAN_ETHERTYPE
-        } else {
-            field::ETHERTYPE
-        };
+        let f: Field = if self.is_vlan_tagged() { field::VLAN_ETHERTYPE } else { field::ETHERTYPE };
         write_u16(self.buffer.as_mut(), f, ethertype);
     }
 
@@ -269,17 +265,11 @@ mod test {
     #[test]
     fn truncated() {
         for n in 0..HEADER_LEN {
-            assert_eq!(
-                EthernetFrame::new_checked(&FRAME[..n]),
-                Err(Error::Truncated)
-            );
+            assert_eq!(EthernetFrame::new_checked(&FRAME[..n]), Err(Error::Truncated));
         }
         assert!(EthernetFrame::new_checked(&FRAME[..14]).is_ok());
         for n in 0..VLAN_HEADER_LEN {
-            assert_eq!(
-                EthernetFrame::new_checked(&VLAN_FRAME[..n]),
-                Err(Error::Truncated)
-            );
+            assert_eq!(EthernetFrame::new_checked(&VLAN_FRAME[..n]), Err(Error::Truncated));
         }
         let f = EthernetFrame::new_checked(&VLAN_FRAME[..18]).unwrap();
         assert!(f.payload().is_empty());
@@ -295,10 +285,7 @@ mod test {
             let dst = [2, 0, 0, 0, 0, 2];
             let b = PacketBuilder::ethernet2(src, dst);
             match vlan {
-                None => b
-                    .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-                    .udp(1, 2)
-                    .write(&mut out, &payload),
+                None => b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(1, 2).write(&mut out, &payload),
                 Some(v) => b
                     .single_vlan(VlanId::try_new(v).unwrap())
                     .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)

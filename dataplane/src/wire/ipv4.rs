@@ -6,9 +6,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{
-    checksum, clamped, clamped_mut, read_u16, read_u32, write_u16, write_u32, Error, Result,
-};
+use super::{checksum, clamped, clamped_mut, read_u16, read_u32, write_u16, write_u32, Error, Result};
 
 /// Length of an IPv4 header without options.
 pub const HEADER_LEN: usize = 20;
@@ -453,10 +451,7 @@ mod test {
             assert_eq!(Ipv4Packet::new_checked(&PACKET[..n]), Err(Error::Truncated));
         }
         // total_len 24 but only 23 bytes
-        assert_eq!(
-            Ipv4Packet::new_checked(&PACKET[..23]),
-            Err(Error::Truncated)
-        );
+        assert_eq!(Ipv4Packet::new_checked(&PACKET[..23]), Err(Error::Truncated));
         let with = |i: usize, v: u8| {
             let mut b = PACKET;
             b[i] = v;
@@ -477,10 +472,7 @@ mod test {
         use etherparse::{PacketBuilder, SlicedPacket};
         let payload: Vec<u8> = (0..37).collect();
         let mut out = Vec::new();
-        PacketBuilder::ipv4([192, 0, 2, 1], [198, 51, 100, 7], 17)
-            .udp(5353, 53)
-            .write(&mut out, &payload)
-            .unwrap();
+        PacketBuilder::ipv4([192, 0, 2, 1], [198, 51, 100, 7], 17).udp(5353, 53).write(&mut out, &payload).unwrap();
         let theirs = SlicedPacket::from_ip(&out).unwrap();
         let h = match theirs.net.unwrap() {
             etherparse::NetSlice::Ipv4(s) => s.header().to_header(),
@@ -509,31 +501,11 @@ mod test {
 
     fn check_no_panic(data: &mut [u8]) {
         if let Ok(p) = Ipv4Packet::new_checked(&data[..]) {
-            let _ = (
-                p.version(),
-                p.header_len(),
-                p.dscp_ecn(),
-                p.total_len(),
-                p.ident(),
-            );
-            let _ = (
-                p.dont_frag(),
-                p.more_frags(),
-                p.frag_offset(),
-                p.is_fragment(),
-            );
-            let _ = (
-                p.ttl(),
-                p.protocol(),
-                p.checksum(),
-                p.src_addr(),
-                p.dst_addr(),
-            );
+            let _ = (p.version(), p.header_len(), p.dscp_ecn(), p.total_len(), p.ident());
+            let _ = (p.dont_frag(), p.more_frags(), p.frag_offset(), p.is_fragment());
+            let _ = (p.ttl(), p.protocol(), p.checksum(), p.src_addr(), p.dst_addr());
             let _ = (p.has_options(), p.verify_checksum());
-            assert_eq!(
-                p.payload().len(),
-                usize::from(p.total_len()) - p.header_len()
-            );
+            assert_eq!(p.payload().len(), usize::from(p.total_len()) - p.header_len());
         }
         if let Ok(mut p) = Ipv4Packet::new_checked(&mut data[..]) {
             p.set_ttl(1);

@@ -6,9 +6,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{
-    checksum, clamped, read_u16, read_u32, write_u16, write_u32, Error, Result, IPPROTO_TCP,
-};
+use super::{checksum, clamped, read_u16, read_u32, write_u16, write_u32, Error, Result, IPPROTO_TCP};
 
 /// Length of a TCP header without options.
 pub const HEADER_LEN: usize = 20;
@@ -151,11 +149,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     /// The option bytes (`20..header_len`), clamped to the buffer.
     #[inline]
     pub fn options(&self) -> &[u8] {
-        clamped(
-            self.buffer.as_ref(),
-            field::OPTIONS.start,
-            self.header_len(),
-        )
+        clamped(self.buffer.as_ref(), field::OPTIONS.start, self.header_len())
     }
 
     /// The payload (`header_len..`), clamped to the buffer.
@@ -170,10 +164,8 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     #[inline]
     pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
         let data = self.buffer.as_ref();
-        let s = checksum::add(
-            checksum::pseudo_header_sum(src, dst, IPPROTO_TCP, data.len() as u16),
-            checksum::sum(data),
-        );
+        let s =
+            checksum::add(checksum::pseudo_header_sum(src, dst, IPPROTO_TCP, data.len() as u16), checksum::sum(data));
         !checksum::fold(s) == 0
     }
 }
@@ -250,10 +242,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         self.set_checksum(0);
         let data = self.buffer.as_ref();
-        let s = checksum::add(
-            checksum::pseudo_header_sum(src, dst, IPPROTO_TCP, data.len() as u16),
-            checksum::sum(data),
-        );
+        let s =
+            checksum::add(checksum::pseudo_header_sum(src, dst, IPPROTO_TCP, data.len() as u16), checksum::sum(data));
         self.set_checksum(!checksum::fold(s));
     }
 

@@ -101,10 +101,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     fn compute_sum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> u32 {
         let len = self.len();
         let data = clamped(self.buffer.as_ref(), 0, usize::from(len));
-        checksum::add(
-            checksum::pseudo_header_sum(src, dst, IPPROTO_UDP, len),
-            checksum::sum(data),
-        )
+        checksum::add(checksum::pseudo_header_sum(src, dst, IPPROTO_UDP, len), checksum::sum(data))
     }
 
     /// Whether the checksum is correct for `src` and `dst`. A zero checksum
@@ -238,20 +235,14 @@ mod test {
     #[test]
     fn check_len_errors() {
         for n in 0..12 {
-            assert_eq!(
-                UdpPacket::new_checked(&DATAGRAM[..n]),
-                Err(Error::Truncated)
-            );
+            assert_eq!(UdpPacket::new_checked(&DATAGRAM[..n]), Err(Error::Truncated));
         }
         assert!(UdpPacket::new_checked(&DATAGRAM[..12]).is_ok());
         let mut b = DATAGRAM;
         b[5] = 7;
         assert_eq!(UdpPacket::new_checked(&b[..]), Err(Error::Malformed));
         b[5] = 8;
-        assert_eq!(
-            UdpPacket::new_checked(&b[..]).unwrap().payload(),
-            &[] as &[u8]
-        );
+        assert_eq!(UdpPacket::new_checked(&b[..]).unwrap().payload(), &[] as &[u8]);
         b[5] = 15;
         assert_eq!(UdpPacket::new_checked(&b[..]), Err(Error::Truncated));
     }

@@ -33,6 +33,8 @@ pub use netlink::{
     ifindex, resolve_neighbour, xdp_attachment, xdp_detach_legacy, Interface, KernelNet, NeighState, Neighbour, Route,
     XdpAttachment,
 };
-pub use steer::{steer_object, SteerStats, Steering, XdpMode, MAX_FRONTENDS, MAX_QUEUES, MAX_SNAT_ADDRS, PROTO_TCP, PROTO_UDP};
+pub use steer::{
+    steer_object, SteerStats, Steering, XdpMode, MAX_FRONTENDS, MAX_QUEUES, MAX_SNAT_ADDRS, PROTO_TCP, PROTO_UDP,
+};
 pub use umem::{PortConfig, XskConfig, XskPorts, BATCH};
 pub use worker::{stop_on_signals, BatchHandler, StatsSnapshot, Worker, WorkerConfig, WorkerStats};

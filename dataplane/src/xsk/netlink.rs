@@ -9,8 +9,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE,
-    NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage, LinkXdp, XdpAttached};
@@ -166,8 +165,12 @@ impl KernelNet {
                 if r.header.kind != RouteType::Unicast {
                     continue;
                 }
-                let mut route =
-                    Route { dst: Ipv4Addr::UNSPECIFIED, prefix_len: r.header.destination_prefix_length, gateway: None, oif: None };
+                let mut route = Route {
+                    dst: Ipv4Addr::UNSPECIFIED,
+                    prefix_len: r.header.destination_prefix_length,
+                    gateway: None,
+                    oif: None,
+                };
                 let mut table = u32::from(r.header.table);
                 for a in r.attributes {
                     match a {
@@ -310,7 +313,12 @@ impl Netlink {
     }
 
     /// Sends and collects replies until DONE / ACK / a single non-multipart reply.
-    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16, op: &'static str) -> Result<Vec<RouteNetlinkMessage>, XskError> {
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        op: &'static str,
+    ) -> Result<Vec<RouteNetlinkMessage>, XskError> {
         let seq = self.send(msg, flags, op)?;
         let mut out = Vec::new();
         loop {
@@ -328,7 +336,9 @@ impl Netlink {
                         NetlinkPayload::Error(e) => {
                             return match e.code {
                                 None => Ok(out),
-                                Some(c) => Err(XskError::Netlink { op, source: io::Error::from_raw_os_error(-c.get()) }),
+                                Some(c) => {
+                                    Err(XskError::Netlink { op, source: io::Error::from_raw_os_error(-c.get()) })
+                                }
                             };
                         }
                         NetlinkPayload::InnerMessage(i) => {

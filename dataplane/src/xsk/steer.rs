@@ -100,7 +100,10 @@ impl std::fmt::Debug for Steering {
     }
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(bpf: &mut Ebpf, name: &'static str) -> Result<T, XskError> {
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    bpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T, XskError> {
     let m = bpf.take_map(name).ok_or(XskError::Missing { what: "map", name })?;
     T::try_from(m).map_err(|source| XskError::Map { map: name, source })
 }

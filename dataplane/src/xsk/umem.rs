@@ -249,7 +249,8 @@ impl XskPorts {
         // SAFETY: `area` is a fresh page-aligned mapping of `area.len` bytes,
         // owned by the XskPorts built below, whose field order drops the Umem
         // (and every socket) before the Area; it is never handed out otherwise.
-        let umem = unsafe { Umem::new(ucfg, area.as_slice_ptr()) }.map_err(|e| sock_err("umem registration", first, e))?;
+        let umem =
+            unsafe { Umem::new(ucfg, area.as_slice_ptr()) }.map_err(|e| sock_err("umem registration", first, e))?;
 
         let mut bind_flags = SocketConfig::XDP_BIND_NEED_WAKEUP;
         if cfg.force_copy {
@@ -263,7 +264,8 @@ impl XskPorts {
 
         let mut bound = Vec::with_capacity(ports.len());
         for (i, p) in ports.iter().enumerate() {
-            let name = CString::new(p.ifname.as_str()).map_err(|_| XskError::UnknownInterface { name: p.ifname.clone() })?;
+            let name =
+                CString::new(p.ifname.as_str()).map_err(|_| XskError::UnknownInterface { name: p.ifname.clone() })?;
             let mut info = IfInfo::invalid();
             info.from_name(&name).map_err(|_| XskError::UnknownInterface { name: p.ifname.clone() })?;
             info.set_queue(p.queue);

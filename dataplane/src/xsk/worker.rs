@@ -255,7 +255,8 @@ impl<H: BatchHandler + 'static> Worker<H> {
             let _ = core_affinity::set_for_current(core_affinity::CoreId { id });
         }
         let nports = self.ports.len();
-        let mut staged: Vec<Staged> = (0..nports).map(|_| Staged { descs: [XdpDesc::default(); BATCH], n: 0 }).collect();
+        let mut staged: Vec<Staged> =
+            (0..nports).map(|_| Staged { descs: [XdpDesc::default(); BATCH], n: 0 }).collect();
         let mut descs = [XdpDesc::default(); BATCH];
         let mut verdicts = [Verdict::Drop(DropReason::Malformed); BATCH];
         let mut lens = [0u32; BATCH];

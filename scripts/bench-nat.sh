@@ -16,7 +16,7 @@ cargo bench --locked --bench nat "${args[@]}" >&2
 cargo bench --locked --bench maglev "${args[@]}" >&2 || true
 
 python3 - <<'PY'
-import json, os, platform, subprocess, glob
+import json, os, platform, re, subprocess, glob
 
 def est(path):
     with open(path) as f:
@@ -28,7 +28,7 @@ def bench_dirs(group):
     for p in glob.glob(f"target/criterion/{group}/**/new/estimates.json", recursive=True):
         name = os.path.relpath(os.path.dirname(os.path.dirname(p)), f"target/criterion/{group}")
         # criterion stores "established/1k" as "established_1k"
-        out[name.replace("_", "/")] = est(p)
+        out[re.sub(r"^(established|reply)_", r"\1/", name)] = est(p)
     return out
 
 cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p' | head -1"], capture_output=True, text=True).stdout.strip()
@@ -39,7 +39,7 @@ nat = bench_dirs("nat")
 base = nat.get("baseline")
 print("| bench (batches of 64 frames) | ns per packet | 95% CI | ratio to baseline |")
 print("|---|---|---|---|")
-order = ["baseline", "established/1k", "established/1M", "new_flow", "reply/1k"]
+order = ["baseline", "established/1k", "established/1M", "reply/1k", "new_flow"]
 for name in order + sorted(set(nat) - set(order)):
     if name not in nat:
         continue

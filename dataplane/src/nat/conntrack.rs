@@ -295,14 +295,33 @@ impl FlowTable {
         }
     }
 
-    /// Reads the signature buckets of a probe: an independent load the batch
-    /// path issues for every frame before using any, so that the cache misses
-    /// overlap. Returns a value to keep the load from being optimised out.
+    /// Prefetches the primary signature bucket of a probe (insertion fills
+    /// it first, so nearly every lookup ends there).
     #[inline(always)]
-    pub fn touch_buckets(&self, p: &Probe) -> u64 {
-        // The primary bucket only: insertion fills it first, so that is
-        // where nearly every lookup ends.
-        self.sigs.get(p.b1 as usize).map_or(0, |b| b[0])
+    pub fn prefetch_bucket(&self, p: &Probe) {
+        if let Some(b) = self.sigs.get(p.b1 as usize) {
+            crate::xsk::prefetch(b);
+        }
+    }
+
+    /// Prefetches the entry of the first slot whose signature matches, if
+    /// any (the key is compared later, by [`FlowTable::find`], once the line
+    /// is in).
+    #[inline(always)]
+    pub fn prefetch_candidate(&self, p: &Probe) {
+        for b in [p.b1 as usize, p.b2 as usize] {
+            let Some(bucket) = self.sigs.get(b) else { return };
+            for (w, &word) in bucket.iter().enumerate() {
+                let m = lanes_equal(word, p.sig);
+                if m != 0 {
+                    let slot = b * BUCKET_SLOTS + w * LANES + (m.trailing_zeros() / 16) as usize;
+                    if let Some(e) = self.entries.get().get(slot) {
+                        crate::xsk::prefetch(e);
+                    }
+                    return;
+                }
+            }
+        }
     }
 
     /// The slot holding `key`, if any.

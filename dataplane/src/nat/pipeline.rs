@@ -219,14 +219,11 @@ impl Parsed {
     }
 }
 
-/// No conntrack slot found (yet).
-const NO_SLOT: u32 = u32::MAX;
-
 #[derive(Debug, Clone, Copy)]
 enum Pre {
     Done(Verdict),
-    /// Parsed, its buckets, and the slot found in pass 2 (or `NO_SLOT`).
-    Parsed(Parsed, Probe, u32),
+    /// Parsed, with its buckets.
+    Parsed(Parsed, Probe),
 }
 
 const UNRESOLVED_RING: usize = 16;
@@ -580,28 +577,24 @@ impl Worker {
             return;
         }
         let n = frames.len();
-        // Pass 1: parse and read the candidate buckets of every frame.
-        let mut sink = 0u64;
+        // Pass 1: parse, hash, prefetch each frame's bucket.
         for (f, pre) in frames.iter().zip(self.pre.iter_mut()) {
             *pre = match parse(f.buf, f.len) {
                 Ok(p) => {
                     let probe = self.ct.probe(p.key.hash());
-                    sink ^= self.ct.touch_buckets(&probe);
-                    Pre::Parsed(p, probe, NO_SLOT)
+                    self.ct.prefetch_bucket(&probe);
+                    Pre::Parsed(p, probe)
                 }
                 Err(v) => Pre::Done(v),
             };
         }
-        // Pass 2: match signatures and read the candidate entries.
-        for pre in self.pre[..n].iter_mut() {
-            if let Pre::Parsed(p, probe, slot) = pre {
-                // `find` reads the entry's key, which brings its line in.
-                if let Some(s) = self.ct.find(&p.key, probe) {
-                    *slot = s as u32;
-                }
+        // Pass 2: match signatures, prefetch the candidate entries.
+        for pre in &self.pre[..n] {
+            if let Pre::Parsed(_, probe) = pre {
+                self.ct.prefetch_candidate(probe);
             }
         }
-        std::hint::black_box(sink);
+        // Pass 3: look up (the lines are in by now), decide and rewrite.
         self.decide_all(t, hops, frames, now);
     }
 
@@ -612,8 +605,8 @@ impl Worker {
         for (i, f) in frames.iter_mut().enumerate() {
             let v = match self.pre[i] {
                 Pre::Done(v) => v,
-                Pre::Parsed(p, probe, slot) => {
-                    let slot = (slot != NO_SLOT).then_some(slot as usize);
+                Pre::Parsed(p, probe) => {
+                    let slot = self.ct.find(&p.key, &probe);
                     self.decide(t, hops, f, &p, &probe, slot, now)
                 }
             };

@@ -477,3 +477,20 @@ impl XskPorts {
         }
     }
 }
+
+/// Hints the CPU to bring the cache line at `p` into the caches ahead of use,
+/// as DPDK's `rte_prefetch0`. The NAT's read-ahead passes issue it for the
+/// flow-table buckets and entries of a whole burst, so that their cache
+/// misses overlap. Stable Rust has no safe prefetch, and this module is where
+/// svcgate keeps its `unsafe`. Any address is allowed, even a dangling one.
+#[inline(always)]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` is only a hint: it never faults, whatever the
+    // address, reads nothing into registers and writes no memory or flags.
+    unsafe {
+        core::arch::asm!("prefetcht0 [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}

@@ -304,23 +304,32 @@ impl FlowTable {
         }
     }
 
-    /// Prefetches the entry of the first slot whose signature matches, if
-    /// any (the key is compared later, by [`FlowTable::find`], once the line
-    /// is in).
+    /// The first slot whose signature matches, with its entry prefetched;
+    /// the key is compared later ([`FlowTable::check`]), once the line is in.
     #[inline(always)]
-    pub fn prefetch_candidate(&self, p: &Probe) {
+    pub fn prefetch_candidate(&self, p: &Probe) -> Option<usize> {
         for b in [p.b1 as usize, p.b2 as usize] {
-            let Some(bucket) = self.sigs.get(b) else { return };
+            let bucket = self.sigs.get(b)?;
             for (w, &word) in bucket.iter().enumerate() {
                 let m = lanes_equal(word, p.sig);
                 if m != 0 {
                     let slot = b * BUCKET_SLOTS + w * LANES + (m.trailing_zeros() / 16) as usize;
-                    if let Some(e) = self.entries.get().get(slot) {
-                        crate::xsk::prefetch(e);
-                    }
-                    return;
+                    crate::xsk::prefetch(self.entries.get().get(slot)?);
+                    return Some(slot);
                 }
             }
+        }
+        None
+    }
+
+    /// The slot holding `key`: `candidate` if it does (the common case after
+    /// [`FlowTable::prefetch_candidate`]), else a full [`FlowTable::find`].
+    #[inline(always)]
+    pub fn check(&self, key: &FlowKey, p: &Probe, candidate: Option<usize>) -> Option<usize> {
+        let (k0, k1) = key.words();
+        match candidate.and_then(|s| self.entries.get().get(s).map(|e| (s, e))) {
+            Some((s, e)) if e.k0 == k0 && e.k1 == k1 => Some(s),
+            _ => self.find(key, p),
         }
     }
 

@@ -219,11 +219,15 @@ impl Parsed {
     }
 }
 
+/// No candidate slot.
+const NO_SLOT: u32 = u32::MAX;
+
 #[derive(Debug, Clone, Copy)]
 enum Pre {
     Done(Verdict),
-    /// Parsed, with its buckets.
-    Parsed(Parsed, Probe),
+    /// Parsed, with its buckets and the candidate slot of pass 2 (`NO_SLOT`:
+    /// none).
+    Parsed(Parsed, Probe, u32),
 }
 
 const UNRESOLVED_RING: usize = 16;
@@ -583,15 +587,15 @@ impl Worker {
                 Ok(p) => {
                     let probe = self.ct.probe(p.key.hash());
                     self.ct.prefetch_bucket(&probe);
-                    Pre::Parsed(p, probe)
+                    Pre::Parsed(p, probe, NO_SLOT)
                 }
                 Err(v) => Pre::Done(v),
             };
         }
         // Pass 2: match signatures, prefetch the candidate entries.
-        for pre in &self.pre[..n] {
-            if let Pre::Parsed(_, probe) = pre {
-                self.ct.prefetch_candidate(probe);
+        for pre in self.pre[..n].iter_mut() {
+            if let Pre::Parsed(_, probe, candidate) = pre {
+                *candidate = self.ct.prefetch_candidate(probe).map_or(NO_SLOT, |s| s as u32);
             }
         }
         // Pass 3: look up (the lines are in by now), decide and rewrite.
@@ -605,8 +609,9 @@ impl Worker {
         for (i, f) in frames.iter_mut().enumerate() {
             let v = match self.pre[i] {
                 Pre::Done(v) => v,
-                Pre::Parsed(p, probe) => {
-                    let slot = self.ct.find(&p.key, &probe);
+                Pre::Parsed(p, probe, candidate) => {
+                    let candidate = (candidate != NO_SLOT).then_some(candidate as usize);
+                    let slot = self.ct.check(&p.key, &probe, candidate);
                     self.decide(t, hops, f, &p, &probe, slot, now)
                 }
             };

@@ -126,6 +126,14 @@ pub(crate) fn write_u32(data: &mut [u8], field: Field, value: u32) {
     data[field].copy_from_slice(&value.to_be_bytes());
 }
 
+/// Writes two adjacent big-endian u16 fields (e.g. a source and destination
+/// port) starting at `at` with one 4-byte store.
+#[inline]
+pub(crate) fn write_u16_pair(data: &mut [u8], at: usize, first: u16, second: u16) {
+    let both = (u32::from(first) << 16) | u32::from(second);
+    data[at..at + 4].copy_from_slice(&both.to_be_bytes());
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

@@ -6,7 +6,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{checksum, clamped, read_u16, read_u32, write_u16, write_u32, Error, Result, IPPROTO_TCP};
+use super::{checksum, clamped, read_u16, read_u32, write_u16, write_u16_pair, write_u32, Error, Result, IPPROTO_TCP};
 
 /// Length of a TCP header without options.
 pub const HEADER_LEN: usize = 20;
@@ -181,8 +181,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     /// one 4-byte store on the NAT fast path).
     #[inline]
     pub fn set_ports(&mut self, src: u16, dst: u16) {
-        let both = (u32::from(src) << 16) | u32::from(dst);
-        self.buffer.as_mut()[field::SRC_PORT.start..field::DST_PORT.end].copy_from_slice(&both.to_be_bytes());
+        write_u16_pair(self.buffer.as_mut(), field::SRC_PORT.start, src, dst);
     }
 
     /// Set the destination port.

@@ -7,7 +7,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{checksum, clamped, clamped_mut, read_u16, write_u16, Error, Result, IPPROTO_UDP};
+use super::{checksum, clamped, clamped_mut, read_u16, write_u16, write_u16_pair, Error, Result, IPPROTO_UDP};
 
 /// Length of a UDP header.
 pub const HEADER_LEN: usize = 8;
@@ -123,8 +123,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     /// one 4-byte store on the NAT fast path).
     #[inline]
     pub fn set_ports(&mut self, src: u16, dst: u16) {
-        let both = (u32::from(src) << 16) | u32::from(dst);
-        self.buffer.as_mut()[field::SRC_PORT.start..field::DST_PORT.end].copy_from_slice(&both.to_be_bytes());
+        write_u16_pair(self.buffer.as_mut(), field::SRC_PORT.start, src, dst);
     }
 
     /// Set the destination port.

@@ -195,7 +195,7 @@ impl ReaderThread {
                     }
                 }
                 local += 64;
-                if local % 65536 == 0 {
+                if local & 0xffff == 0 {
                     rd.store(local, Ordering::Relaxed);
                 }
             }
@@ -266,7 +266,7 @@ fn table_bytes(t: &ServiceTable) -> (usize, usize, usize, usize, usize) {
     let fcap = t.frontend_count().next_power_of_two().max(4) * 8 / 7 + 1;
     let buckets = (t.frontend_count() * 8 / 7).next_power_of_two().max(fcap.next_power_of_two() / 2);
     let frontends = buckets * (size_of::<(FrontendKey, Frontend)>() + 1) + 16;
-    let entries_arr = t.entries().len() * size_of::<Arc<ServiceEntry>>() + 16;
+    let entries_arr = std::mem::size_of_val(t.entries()) + 16;
     let mut entries = 0;
     let mut maglev = 0;
     let mut backends = 0;

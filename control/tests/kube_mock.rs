@@ -229,6 +229,9 @@ impl WatchStream {
 
 /// Routes each request to a queue per (kind, list/watch) so the tests can
 /// answer the two watchers independently of how their requests interleave.
+/// Where requests wait for the test to answer them, by kind and verb.
+type Queues = Arc<Mutex<HashMap<(Kind, Verb), mpsc::UnboundedSender<Call>>>>;
+
 struct FakeApi {
     rx: HashMap<(Kind, Verb), mpsc::UnboundedReceiver<Call>>,
     /// Every request's URI, in order of arrival.
@@ -280,11 +283,7 @@ impl FakeApi {
     }
 }
 
-async fn serve(
-    mut handle: Handle,
-    queues: Arc<Mutex<HashMap<(Kind, Verb), mpsc::UnboundedSender<Call>>>>,
-    log: Arc<Mutex<Vec<String>>>,
-) {
+async fn serve(mut handle: Handle, queues: Queues, log: Arc<Mutex<Vec<String>>>) {
     while let Some((req, respond)) = handle.next_request().await {
         assert_eq!(req.method(), http::Method::GET, "the watchers only read");
         let uri = req.uri().to_string();

@@ -372,11 +372,6 @@ impl Gateway {
         self.steering.iter().map(|s| (s.ifname().to_string(), s.mode())).collect()
     }
 
-    /// The stop flag the workers watch (hand it to `stop_on_signals`).
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.stop)
-    }
-
     /// Stops the workers, waits for them and detaches the program.
     pub fn shutdown(mut self) {
         self.stop_workers();

@@ -205,8 +205,9 @@ pub struct FlowTable {
     buckets: u32,
     len: usize,
     cursor: usize,
-    /// Displacements not yet reported (at most one per insert).
-    moved: Vec<(usize, usize)>,
+    /// The displacement of the last insert, not yet reported (an insert
+    /// moves at most one entry).
+    moved: Option<(usize, usize)>,
 }
 
 impl std::fmt::Debug for FlowTable {
@@ -263,7 +264,7 @@ impl FlowTable {
             buckets,
             len: 0,
             cursor: 0,
-            moved: Vec::with_capacity(4),
+            moved: None,
         }
     }
 
@@ -440,18 +441,18 @@ impl FlowTable {
                 let to = alt * BUCKET_SLOTS + free;
                 self.entries.get_mut()[to] = e;
                 sig_set(&mut self.sigs[alt], free, p.sig);
-                self.moved.push((slot, to));
+                self.moved = Some((slot, to));
                 return Some(slot);
             }
         }
         None
     }
 
-    /// Entries moved by displacement since the last call, as (from, to)
+    /// The entry the last insert moved by displacement, as (from, to)
     /// slots: the owner must update whatever refers to a flow by its slot
     /// (the reverse table does).
     pub fn take_moved(&mut self) -> Option<(usize, usize)> {
-        self.moved.pop()
+        self.moved.take()
     }
 
     /// The entry in `slot`.

@@ -446,7 +446,23 @@ fn write_ipv4(hdr: &mut [u8], total: u16, proto: u8, src: Ipv4Addr, dst: Ipv4Add
 fn flow_expired(shared: &Shared, e: &FlowEntry, now: u32) -> bool {
     let (rlast, rflags) = shared.reverse.reply_state(e.rev_slot);
     let idle = now.wrapping_sub(e.last_seen).min(now.wrapping_sub(rlast));
-    idle > Worker::timeout_with(&shared.config.timeouts, e.k1 as u8, e.state, rflags)
+    idle > timeout_of(&shared.config.timeouts, e.k1 as u8, e.state, rflags)
+}
+
+/// The idle timeout of a flow in this protocol and state.
+fn timeout_of(to: &Timeouts, proto: u8, fwd_state: u8, rev_flags: u8) -> u32 {
+    if proto == IPPROTO_UDP {
+        return if rev_flags & rflags::REPLIED != 0 { to.udp_replied_ms } else { to.udp_ms };
+    }
+    if (fwd_state & tcpf::RST) | (rev_flags & rflags::RST) != 0 {
+        to.tcp_rst_ms
+    } else if (fwd_state & tcpf::FIN) | (rev_flags & rflags::FIN) != 0 {
+        to.tcp_closing_ms
+    } else if rev_flags & rflags::REPLIED == 0 {
+        to.tcp_syn_ms
+    } else {
+        to.tcp_established_ms
+    }
 }
 
 fn active_backend(svc: &ServiceEntry, addr: u32, port: u16) -> bool {
@@ -704,21 +720,6 @@ impl Worker {
         }
         self.counters.expired += total as u64;
         total
-    }
-
-    fn timeout_with(to: &Timeouts, proto: u8, fwd_state: u8, rev_flags: u8) -> u32 {
-        if proto == IPPROTO_UDP {
-            return if rev_flags & rflags::REPLIED != 0 { to.udp_replied_ms } else { to.udp_ms };
-        }
-        if (fwd_state & tcpf::RST) | (rev_flags & rflags::RST) != 0 {
-            to.tcp_rst_ms
-        } else if (fwd_state & tcpf::FIN) | (rev_flags & rflags::FIN) != 0 {
-            to.tcp_closing_ms
-        } else if rev_flags & rflags::REPLIED == 0 {
-            to.tcp_syn_ms
-        } else {
-            to.tcp_established_ms
-        }
     }
 
     /// Resolves the next hop toward `dst` (through the worker's cache),
@@ -1006,7 +1007,7 @@ impl Worker {
             return Verdict::Drop(DropReason::PortsExhausted);
         };
         let ins = self.ct.insert(&k, probe, now, |e| flow_expired(&self.shared, e, now));
-        while let Some((_, to)) = self.ct.take_moved() {
+        if let Some((_, to)) = self.ct.take_moved() {
             if let Some(e) = self.ct.entry(to) {
                 self.shared.reverse.set_owner_slot(e.rev_slot, to as u32);
             }

@@ -264,13 +264,6 @@ impl ReverseTable {
         None
     }
 
-    /// True when the slot holds a flow (owner's view; no retry needed since
-    /// the owner is the only writer).
-    #[inline]
-    pub fn in_use(&self, idx: u32) -> bool {
-        self.slots.get(idx as usize).is_some_and(|s| (s.w2.load(Ordering::Relaxed) >> 32) as u8 != 0)
-    }
-
     /// Records a reply at `now` with TCP-ish `flags`; any worker may call this.
     #[inline(always)]
     pub fn touch(&self, idx: u32, now: u32, new_flags: u8) {
@@ -356,7 +349,6 @@ mod tests {
         assert_eq!(t.reply_state(idx), (50, flags::REPLIED));
         t.clear(idx);
         assert_eq!(t.read(idx), None);
-        assert!(!t.in_use(idx));
     }
 
     #[test]

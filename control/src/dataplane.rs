@@ -26,7 +26,7 @@ use svcgate_dataplane::gateway::{Gateway, GatewayConfig, GatewayError, StatsHand
 use svcgate_dataplane::nat::{DropReason, NatConfig, PassReason};
 use svcgate_dataplane::xsk::XdpMode;
 
-use crate::metrics::{PortStats, StatsSnapshot, StatsSource};
+use crate::metrics::{PortStats, StatsSnapshot, StatsSource, WorkerRow};
 
 /// The `[dataplane]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -206,17 +206,17 @@ impl StatsSource for GatewayStats {
                 .collect(),
             drops,
             conntrack_entries: nat.iter().map(|n| n.flows as u64).sum(),
-            worker_busy: workers
+            workers: workers
                 .iter()
-                .map(|w| {
-                    let all = w.busy_polls + w.empty_polls;
-                    if all == 0 {
-                        0.0
-                    } else {
-                        w.busy_polls as f64 / all as f64
-                    }
+                .map(|w| WorkerRow {
+                    rx: w.rx,
+                    tx: w.tx,
+                    dropped: w.dropped(),
+                    busy_ratio: w.busy_ratio(),
+                    cycles_per_packet: w.cycles_per_packet(),
                 })
                 .collect(),
+            tsc_mhz: svcgate_dataplane::xsk::tsc_hz() / 1_000_000,
         }
     }
 }

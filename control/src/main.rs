@@ -199,6 +199,29 @@ fn status(admin: SocketAddr) -> ExitCode {
         .collect();
     print!("{}", display::format_table(&["NAME", "PACKETS", "BYTES"], &rows));
     println!();
+    if !report.stats.workers.is_empty() {
+        // Per worker: the forwarding core's cost, as testpmd's
+        // --record-core-cycles prints it ("CPU cycles/packet").
+        let rows: Vec<Vec<String>> = report
+            .stats
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                vec![
+                    i.to_string(),
+                    w.rx.to_string(),
+                    w.tx.to_string(),
+                    w.dropped.to_string(),
+                    format!("{:.0}%", w.busy_ratio * 100.0),
+                    format!("{:.0}", w.cycles_per_packet),
+                ]
+            })
+            .collect();
+        print!("{}", display::format_table(&["WORKER", "RX", "TX", "DROPPED", "BUSY", "CYCLES/PKT"], &rows));
+        println!("(TSC at {} MHz)", report.stats.tsc_mhz);
+        println!();
+    }
     let since = report.since_last_sync_secs.map_or_else(|| "never".to_string(), |s| format!("{s:.1}s ago"));
     println!(
         "generation {}, last sync {since}, {}, dataplane {}",

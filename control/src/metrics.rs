@@ -51,8 +51,28 @@ pub struct StatsSnapshot {
     pub drops: Vec<(String, u64)>,
     /// Connection-tracking entries in use, summed over workers.
     pub conntrack_entries: u64,
-    /// Busy ratio (0..=1) of each worker: polls that found work / all polls.
-    pub worker_busy: Vec<f64>,
+    /// One row per polling worker.
+    pub workers: Vec<WorkerRow>,
+    /// The TSC frequency the cycle figures count in, MHz (0: no dataplane).
+    pub tsc_mhz: u64,
+}
+
+/// A polling worker's counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRow {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames transmitted.
+    pub tx: u64,
+    /// Frames dropped (every reason) and passes that failed.
+    pub dropped: u64,
+    /// Share (0..=1) of the worker's time spent in poll rounds that found
+    /// work (TSC cycles, not poll counts, so a short empty poll weighs
+    /// what it costs).
+    pub busy_ratio: f64,
+    /// TSC cycles of busy rounds per received frame: the forwarding core's
+    /// cost per packet, as testpmd's `--record-core-cycles` reports it.
+    pub cycles_per_packet: f64,
 }
 
 /// Where the dataplane's counters come from. Implemented by the dataplane;
@@ -171,9 +191,17 @@ pub fn render_stats(out: &mut String, s: &StatsSnapshot) {
     }
     header(out, "svcgate_conntrack_entries", "gauge", "Connection-tracking entries in use.");
     let _ = writeln!(out, "svcgate_conntrack_entries {}", s.conntrack_entries);
-    header(out, "svcgate_worker_busy_ratio", "gauge", "Share of polls that found work, per worker.");
-    for (i, r) in s.worker_busy.iter().enumerate() {
-        let _ = writeln!(out, "svcgate_worker_busy_ratio{{worker=\"{i}\"}} {r}");
+    header(out, "svcgate_worker_busy_ratio", "gauge", "Share of the worker's time in polls that found work.");
+    for (i, w) in s.workers.iter().enumerate() {
+        let _ = writeln!(out, "svcgate_worker_busy_ratio{{worker=\"{i}\"}} {}", w.busy_ratio);
+    }
+    header(out, "svcgate_worker_cycles_per_packet", "gauge", "TSC cycles of busy polls per received packet.");
+    for (i, w) in s.workers.iter().enumerate() {
+        let _ = writeln!(out, "svcgate_worker_cycles_per_packet{{worker=\"{i}\"}} {}", w.cycles_per_packet);
+    }
+    header(out, "svcgate_worker_rx_packets_total", "counter", "Packets received, per worker.");
+    for (i, w) in s.workers.iter().enumerate() {
+        let _ = writeln!(out, "svcgate_worker_rx_packets_total{{worker=\"{i}\"}} {}", w.rx);
     }
 }
 

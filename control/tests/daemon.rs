@@ -10,7 +10,7 @@ use svcgate_common::model::Protocol;
 use svcgate_control::admin::{fetch, fetch_status};
 use svcgate_control::config::Config;
 use svcgate_control::daemon::Daemon;
-use svcgate_control::metrics::{PortStats, StatsSnapshot, StatsSource};
+use svcgate_control::metrics::{PortStats, StatsSnapshot, StatsSource, WorkerRow};
 
 struct FakeStats;
 
@@ -20,7 +20,8 @@ impl StatsSource for FakeStats {
             ports: vec![PortStats::new("default", "nginx", 8080, Protocol::Tcp, 42, 4200)],
             drops: vec![("no_backend".into(), 3)],
             conntrack_entries: 7,
-            worker_busy: vec![0.25],
+            workers: vec![WorkerRow { rx: 1000, tx: 990, dropped: 10, busy_ratio: 0.25, cycles_per_packet: 812.5 }],
+            tsc_mhz: 2596,
         }
     }
 }
@@ -58,6 +59,7 @@ fn admin_endpoint_serves_health_metrics_and_status() {
         "svcgate_drops_total{reason=\"no_backend\"} 3",
         "svcgate_conntrack_entries 7",
         "svcgate_worker_busy_ratio{worker=\"0\"} 0.25",
+        "svcgate_worker_cycles_per_packet{worker=\"0\"} 812.5",
     ] {
         assert!(m.contains(needle), "{needle} not in\n{m}");
     }
@@ -77,6 +79,10 @@ fn admin_endpoint_serves_health_metrics_and_status() {
     assert!(so.lines().any(|l| l.starts_with("nginx ") && l.contains(" 42 ") && l.ends_with("4200")), "{so}");
     assert!(so.contains("generation 1, last sync"), "{so}");
     assert!(so.contains("dataplane attached"), "{so}");
+    assert!(
+        so.lines().any(|l| l.starts_with("0 ") && l.contains(" 1000 ") && l.contains(" 25% ") && l.ends_with(" 812")),
+        "worker row with cycles per packet: {so}"
+    );
     drop(daemon);
 }
 

@@ -306,7 +306,7 @@ fn forwarder() {
     for (i, s) in stats.iter().enumerate() {
         let s = s.snapshot();
         println!(
-            "STATS w{i} rx={} tx={} completed={} passed={} pass_failed={} dropped={} empty={} busy_ns={} steered={} not_steered={}",
+            "STATS w{i} rx={} tx={} completed={} passed={} pass_failed={} dropped={} empty={} busy_cycles={} steered={} not_steered={}",
             s.rx,
             s.tx,
             s.completed,
@@ -314,7 +314,7 @@ fn forwarder() {
             s.pass_failed,
             s.dropped(),
             s.empty_polls,
-            s.busy_ns,
+            s.busy_cycles,
             steer.redirected,
             steer.not_steered
         );

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use xdpilone::xdp::XdpDesc;
 
-use super::umem::{XskPorts, BATCH};
+use super::umem::{tsc, XskPorts, BATCH};
 use super::{ExceptionPath, XskError};
 use crate::nat::{DropReason, Frame, PassReason, Verdict};
 
@@ -73,9 +73,14 @@ pub struct WorkerStats {
     pub empty_polls: AtomicU64,
     /// Bursts that received something.
     pub busy_polls: AtomicU64,
-    /// Nanoseconds spent handling non-empty bursts (RX to TX commit): divide
-    /// by `rx` for ns per packet, multiply by the core's GHz for cycles.
-    pub busy_ns: AtomicU64,
+    /// TSC cycles of the poll rounds that received something, from the first
+    /// RX burst through TX commit, kicks and ring refills, as testpmd's
+    /// `--record-core-cycles` counts them: divide by `rx` for cycles per
+    /// packet ([`StatsSnapshot::cycles_per_packet`]).
+    pub busy_cycles: AtomicU64,
+    /// TSC cycles of every poll round, busy or not (idle sleeps included):
+    /// the denominator of the busy ratio.
+    pub loop_cycles: AtomicU64,
     /// Frames the kernel reported sent (completion ring).
     pub completed: AtomicU64,
 }
@@ -101,8 +106,10 @@ pub struct StatsSnapshot {
     pub empty_polls: u64,
     /// See [`WorkerStats::busy_polls`].
     pub busy_polls: u64,
-    /// See [`WorkerStats::busy_ns`].
-    pub busy_ns: u64,
+    /// See [`WorkerStats::busy_cycles`].
+    pub busy_cycles: u64,
+    /// See [`WorkerStats::loop_cycles`].
+    pub loop_cycles: u64,
     /// See [`WorkerStats::completed`].
     pub completed: u64,
 }
@@ -116,6 +123,24 @@ impl StatsSnapshot {
     /// failed injections).
     pub fn dropped(&self) -> u64 {
         self.drops.iter().sum::<u64>() + self.tx_ring_full + self.bad_verdict + self.pass_failed
+    }
+    /// Busy TSC cycles per received frame (0 before the first frame): the
+    /// forwarding core's cost per packet, comparable with testpmd's "CPU
+    /// cycles/packet".
+    pub fn cycles_per_packet(&self) -> f64 {
+        if self.rx == 0 {
+            0.0
+        } else {
+            self.busy_cycles as f64 / self.rx as f64
+        }
+    }
+    /// Share (0..=1) of the loop's time spent in rounds that found work.
+    pub fn busy_ratio(&self) -> f64 {
+        if self.loop_cycles == 0 {
+            0.0
+        } else {
+            (self.busy_cycles as f64 / self.loop_cycles as f64).min(1.0)
+        }
     }
     /// Passes for `r`.
     pub fn pass(&self, r: PassReason) -> u64 {
@@ -147,7 +172,8 @@ impl Default for WorkerStats {
             drops: std::array::from_fn(|_| z()),
             empty_polls: z(),
             busy_polls: z(),
-            busy_ns: z(),
+            busy_cycles: z(),
+            loop_cycles: z(),
             completed: z(),
         }
     }
@@ -167,7 +193,8 @@ impl WorkerStats {
             drops: std::array::from_fn(|i| r(&self.drops[i])),
             empty_polls: r(&self.empty_polls),
             busy_polls: r(&self.busy_polls),
-            busy_ns: r(&self.busy_ns),
+            busy_cycles: r(&self.busy_cycles),
+            loop_cycles: r(&self.loop_cycles),
             completed: r(&self.completed),
         }
     }
@@ -263,6 +290,8 @@ impl<H: BatchHandler + 'static> Worker<H> {
         let frame_size = u64::from(self.ports.frame_size());
         let mut spins = 0u32;
         let st = &*self.stats;
+        // One TSC read per round: a round's end is the next round's start.
+        let mut round_start = tsc();
 
         while !self.stop.load(Ordering::Relaxed) {
             let mut got = 0usize;
@@ -271,7 +300,6 @@ impl<H: BatchHandler + 'static> Worker<H> {
                 if n == 0 {
                     continue;
                 }
-                let t0 = Instant::now();
                 got += n;
                 let handler = &mut self.handler;
                 self.ports.with_frames(p as u16, &descs[..n], |frames| {
@@ -328,11 +356,17 @@ impl<H: BatchHandler + 'static> Worker<H> {
                 bump(&st.rx, n as u64);
                 bump(&st.tx, sent as u64);
                 bump(&st.busy_polls, 1);
-                bump(&st.busy_ns, t0.elapsed().as_nanos() as u64);
             }
             let done = self.ports.reap_and_refill();
             if done > 0 {
                 bump(&st.completed, done as u64);
+            }
+            let now = tsc();
+            let round = now.wrapping_sub(round_start);
+            round_start = now;
+            bump(&st.loop_cycles, round);
+            if got > 0 {
+                bump(&st.busy_cycles, round);
             }
             if got == 0 {
                 bump(&st.empty_polls, 1);
@@ -351,9 +385,45 @@ impl<H: BatchHandler + 'static> Worker<H> {
     }
 }
 
+/// The TSC's frequency in Hz, measured once against the monotonic clock over
+/// 20 ms (to turn [`WorkerStats::busy_cycles`] into time; the TSC of these
+/// CPUs is constant and non-stop, so it ticks at this rate in every P-state).
+pub fn tsc_hz() -> u64 {
+    static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        let (t0, c0) = (Instant::now(), tsc());
+        std::thread::sleep(Duration::from_millis(20));
+        let (ns, c) = (t0.elapsed().as_nanos().max(1), tsc().wrapping_sub(c0));
+        (u128::from(c) * 1_000_000_000 / ns) as u64
+    })
+}
+
 /// Sets `stop` on SIGINT and SIGTERM (the flag the workers poll).
 pub fn stop_on_signals(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(stop))?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(stop))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycles_per_packet_and_busy_ratio_come_from_tsc_counters() {
+        let s = StatsSnapshot { rx: 4, busy_cycles: 1000, loop_cycles: 4000, ..Default::default() };
+        assert_eq!(s.cycles_per_packet(), 250.0);
+        assert_eq!(s.busy_ratio(), 0.25);
+        let idle = StatsSnapshot::default();
+        assert_eq!((idle.cycles_per_packet(), idle.busy_ratio()), (0.0, 0.0));
+    }
+
+    #[test]
+    fn tsc_ticks_at_the_calibrated_rate() {
+        let hz = tsc_hz();
+        // Any CPU this runs on counts between 100 MHz and 10 GHz.
+        assert!((100_000_000..10_000_000_000).contains(&hz), "{hz}");
+        let (a, b) = (tsc(), tsc());
+        assert!(b >= a);
+    }
 }

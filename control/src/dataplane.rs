@@ -214,6 +214,7 @@ impl StatsSource for GatewayStats {
                     dropped: w.dropped(),
                     busy_ratio: w.busy_ratio(),
                     cycles_per_packet: w.cycles_per_packet(),
+                    busy_cycles: w.busy_cycles,
                 })
                 .collect(),
             tsc_mhz: svcgate_dataplane::xsk::tsc_hz() / 1_000_000,

@@ -73,6 +73,9 @@ pub struct WorkerRow {
     /// TSC cycles of busy rounds per received frame: the forwarding core's
     /// cost per packet, as testpmd's `--record-core-cycles` reports it.
     pub cycles_per_packet: f64,
+    /// TSC cycles of busy rounds since start (for rates over a window:
+    /// difference of two scrapes over difference of `rx`).
+    pub busy_cycles: u64,
 }
 
 /// Where the dataplane's counters come from. Implemented by the dataplane;
@@ -198,6 +201,10 @@ pub fn render_stats(out: &mut String, s: &StatsSnapshot) {
     header(out, "svcgate_worker_cycles_per_packet", "gauge", "TSC cycles of busy polls per received packet.");
     for (i, w) in s.workers.iter().enumerate() {
         let _ = writeln!(out, "svcgate_worker_cycles_per_packet{{worker=\"{i}\"}} {}", w.cycles_per_packet);
+    }
+    header(out, "svcgate_worker_busy_cycles_total", "counter", "TSC cycles of polls that found work, per worker.");
+    for (i, w) in s.workers.iter().enumerate() {
+        let _ = writeln!(out, "svcgate_worker_busy_cycles_total{{worker=\"{i}\"}} {}", w.busy_cycles);
     }
     header(out, "svcgate_worker_rx_packets_total", "counter", "Packets received, per worker.");
     for (i, w) in s.workers.iter().enumerate() {

@@ -20,7 +20,14 @@ impl StatsSource for FakeStats {
             ports: vec![PortStats::new("default", "nginx", 8080, Protocol::Tcp, 42, 4200)],
             drops: vec![("no_backend".into(), 3)],
             conntrack_entries: 7,
-            workers: vec![WorkerRow { rx: 1000, tx: 990, dropped: 10, busy_ratio: 0.25, cycles_per_packet: 812.5 }],
+            workers: vec![WorkerRow {
+                rx: 1000,
+                tx: 990,
+                dropped: 10,
+                busy_ratio: 0.25,
+                cycles_per_packet: 812.5,
+                busy_cycles: 812_500,
+            }],
             tsc_mhz: 2596,
         }
     }
@@ -60,6 +67,8 @@ fn admin_endpoint_serves_health_metrics_and_status() {
         "svcgate_conntrack_entries 7",
         "svcgate_worker_busy_ratio{worker=\"0\"} 0.25",
         "svcgate_worker_cycles_per_packet{worker=\"0\"} 812.5",
+        "svcgate_worker_busy_cycles_total{worker=\"0\"} 812500",
+        "svcgate_worker_rx_packets_total{worker=\"0\"} 1000",
     ] {
         assert!(m.contains(needle), "{needle} not in\n{m}");
     }

@@ -1,0 +1,429 @@
+#!/usr/bin/env bash
+# Side-by-side forwarding benchmark: svcgate against the dataplanes a user
+# would otherwise pick, with the same generator, one after another in one run.
+#
+#   generator ns (CPU 0)          gateway ns (CPU 1)              sink ns
+#   svcgate-pktgen tx  sgb-g0 ==veth== sgb-w0 [dataplane] sgb-w1 ==veth== sgb-s0  (counted, dropped)
+#
+# Dataplanes (--peers, default all, in this order):
+#   svcgate   svcgate run: full NAT (DNAT to one of 4 Pods by Maglev, SNAT), AF_XDP
+#   testpmd   DPDK testpmd over its AF_XDP PMD, plain MAC forwarding (no NAT)
+#   nft       the kernel with kube-proxy nftables-mode rules: DNAT + masquerade, conntrack
+#   kernel    plain kernel routing of the VIP to one Pod
+# For each flow count (--flows, default 1 1000 65536 1000000) and 64-byte
+# frames: offered pps, forwarded pps, loss, latency p50/p99, cycles per packet
+# (svcgate's own TSC counters; testpmd's --record-core-cycles), CPU split of
+# both cores. Then the zero-loss rate (RFC 2544 binary search) of svcgate and
+# testpmd at 65536 flows, a PNG plot and the results in docs/BENCHMARKS.md.
+#
+# The lab is made fair (docs/BENCHMARKS.md, "The lab"): the gateway-side veth
+# runs its receive path in NAPI mode (GRO on, or XDP attached), threaded,
+# with the NAPI kthread pinned to the gateway's core, so the receive work
+# (XDP, the copy into the UMEM, the kernel stack for the kernel peers) is
+# charged to the gateway's core, not the generator's. The sink's receive
+# runs inside the gateway's transmit, for every dataplane alike.
+#
+# Addresses: 198.18.0.0/15 only, inside the namespaces. Everything created is
+# removed on exit, also on failure.
+#
+# Usage: sudo scripts/bench.sh [--secs N] [--flows "1 65536"] [--peers "svcgate testpmd"]
+#                              [--quick] [--no-zero-loss] [--no-docs] [--out DIR]
+# The last line printed (at 65536 flows):
+#   ratio_testpmd=<x> ratio_nft=<y> cycles_ratio_testpmd=<z>
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SECS=5
+FLOWS="1 1000 65536 1000000"
+PEERS="svcgate testpmd nft kernel"
+ZERO_LOSS=1
+DOCS=1
+OUT=""
+GEN_CPU=0
+GW_CPU=1
+KEY_FLOWS=65536
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --secs) SECS=$2; shift 2 ;;
+    --flows) FLOWS=$2; shift 2 ;;
+    --peers) PEERS=$2; shift 2 ;;
+    --quick) SECS=2; FLOWS="1 65536"; ZERO_LOSS=0; DOCS=0; shift ;;
+    --no-zero-loss) ZERO_LOSS=0; shift ;;
+    --no-docs) DOCS=0; shift ;;
+    --out) OUT=$2; shift 2 ;;
+    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "bench.sh: needs root (network namespaces, XDP)" >&2; exit 1; }
+[ "$(nproc)" -ge 2 ] || { echo "bench.sh: needs 2 CPUs (generator and gateway on their own cores)" >&2; exit 1; }
+
+# --- set-up: packages and binaries -------------------------------------------
+"$ROOT/scripts/setup.sh"
+pkgs="nftables conntrack netsniff-ng fonts-dejavu-core"
+case " $PEERS " in *" testpmd "*) pkgs="$pkgs dpdk-dev librte-net-af-xdp23" ;; esac
+missing=""
+for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+    echo "== installing:$missing"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
+fi
+BIN=$ROOT/target/release
+if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then # BENCH_NO_BUILD=1: reuse target/release (development)
+    echo "== building (release)"
+    (cd "$ROOT" && cargo build --release --locked -q -p svcgate-control -p svcgate-dataplane -p svcgate-suite --bins)
+fi
+PKTGEN=${PKTGEN:-$BIN/svcgate-pktgen}
+
+TMP=$(mktemp -d /tmp/sgb.XXXXXX)
+[ -n "$OUT" ] || OUT=$TMP
+mkdir -p "$OUT"
+NS_GEN=sgb-gen NS_GW=sgb-gw NS_SINK=sgb-sink
+SVCGATE_PID="" TESTPMD_PID="" TESTPMD_FEED=""
+cleanup() {
+    set +e
+    [ -n "$SVCGATE_PID" ] && kill "$SVCGATE_PID" 2>/dev/null && wait "$SVCGATE_PID" 2>/dev/null
+    [ -n "$TESTPMD_FEED" ] && exec 7>&- 2>/dev/null
+    [ -n "$TESTPMD_PID" ] && kill "$TESTPMD_PID" 2>/dev/null && wait "$TESTPMD_PID" 2>/dev/null
+    pkill -f "svcgate run --config $TMP/" 2>/dev/null
+    pkill -f "iface=sgb-w0" 2>/dev/null
+    for n in $NS_GEN $NS_GW $NS_SINK; do ip netns del "$n" 2>/dev/null; done
+    [ "$OUT" = "$TMP" ] || rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+in_ns() { local n=$1; shift; ip netns exec "$n" "$@"; }
+# (Background jobs call `ip netns exec` directly: it execs the command, so $!
+# is the command's pid and kill reaches it, not a subshell's.)
+
+# --- the lab -------------------------------------------------------------------
+VIP=198.19.0.10 VPORT=8080 TPORT=80
+PODS="198.18.2.2 198.18.2.3 198.18.2.4 198.18.2.5"
+lab_up() {
+    for n in $NS_GEN $NS_GW $NS_SINK; do ip netns del "$n" 2>/dev/null || true; ip netns add "$n"; ip -n "$n" link set lo up; done
+    ip link add sgb-g0 netns $NS_GEN type veth peer name sgb-w0 netns $NS_GW
+    ip link add sgb-w1 netns $NS_GW type veth peer name sgb-s0 netns $NS_SINK
+    ip -n $NS_GEN addr add 198.18.1.2/24 dev sgb-g0
+    ip -n $NS_GW addr add 198.18.1.1/24 dev sgb-w0
+    ip -n $NS_GW addr add 198.18.2.1/24 dev sgb-w1
+    for a in $PODS; do ip -n $NS_SINK addr add "$a/24" dev sgb-s0; done
+    for l in "$NS_GEN sgb-g0" "$NS_GW sgb-w0" "$NS_GW sgb-w1" "$NS_SINK sgb-s0"; do
+        set -- $l; ip -n "$1" link set "$2" up
+    done
+    ip -n $NS_GEN route add default via 198.18.1.1
+    ip -n $NS_SINK route add default via 198.18.2.1
+    in_ns $NS_GW sysctl -qw net.ipv4.ip_forward=1
+    GW_MAC=$(in_ns $NS_GW cat /sys/class/net/sgb-w0/address)
+    SINK_MAC=$(in_ns $NS_SINK cat /sys/class/net/sgb-s0/address)
+    # Every dataplane finds the Pods' MAC resolved from the start.
+    for a in $PODS; do ip -n $NS_GW neigh replace "$a" lladdr "$SINK_MAC" dev sgb-w1 nud permanent; done
+    # The sink counts (interface counters, and the pktgen receiver's packet
+    # socket, which sees frames before the ingress hooks) and then drops
+    # everything at the netdev ingress hook, the same cheap way whatever the
+    # frame's addresses (NATed to a Pod, or routed to the VIP).
+    in_ns $NS_SINK nft -f - <<N
+table netdev sink {
+  chain in { type filter hook ingress device sgb-s0 priority 0; policy drop; }
+}
+N
+    # Fair lab: the gateway's receiving veth in NAPI mode (GRO on; XDP
+    # attached does the same), threaded, its kthread pinned to the gateway's
+    # core by pin_napi. The sink's veth stays in the default mode: its
+    # receive runs inside the gateway's transmit (as testpmd's cycle figure
+    # counts it). A threaded sink would need a core of its own: beside the
+    # generator it starves, veth's transmit queue stops and every dataplane
+    # stalls.
+    for l in "$NS_GW sgb-w0" "$NS_SINK sgb-s0"; do
+        [ "${BENCH_FAIR:-1}" = 1 ] || break # BENCH_FAIR=0: veth defaults (development)
+        set -- $l
+        in_ns "$1" ethtool -K "$2" gro on >/dev/null
+        in_ns "$1" sh -c "echo 1 > /sys/class/net/$2/threaded"
+    done
+}
+
+# Pins the NAPI kthreads (re-created whenever an XDP program is attached or
+# detached) to their cores; prints which CPU each ran on last.
+pin_napi() {
+    local pid
+    for pid in $(pgrep "^napi/sgb-[ws]0" || true); do
+        taskset -pc $GW_CPU "$pid" >/dev/null
+        # Real-time priority: the kernel half of the receive path preempts
+        # the busy-polling userspace half as soon as frames arrive, instead
+        # of waiting out its time slice (EEVDF) while veth's 256-frame ring
+        # overflows. The same for every dataplane.
+        chrt -f -p 10 "$pid"
+    done
+}
+
+# --- counters --------------------------------------------------------------------
+ctr() { in_ns "$1" cat "/sys/class/net/$2/statistics/$3"; }
+# /proc/stat: per CPU "user nice system idle iowait irq softirq steal".
+cpu_sample() { awk '/^cpu[0-9]/ { printf "%s %d %d %d %d %d %d %d %d\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }' /proc/stat; }
+cpu_split() { # before after cpuN -> "usr% sys% sirq% idle%"
+    join <(echo "$1") <(echo "$2") | awk -v c="$3" '$1 == c {
+        u = ($10 + $11) - ($2 + $3); s = $12 - $4; i = ($13 + $14) - ($5 + $6); q = ($15 + $16) - ($7 + $8); st = $17 - $9;
+        t = u + s + i + q + st; if (t == 0) t = 1;
+        printf "usr %d%% sys %d%% sirq %d%% idle %d%%", 100 * u / t, 100 * s / t, 100 * q / t, 100 * i / t }'
+}
+# Sum of a Prometheus counter over its labels, from svcgate's admin endpoint.
+svc_metric() { in_ns $NS_GW curl -sf --max-time 2 http://127.0.0.1:9911/metrics | awk -v m="$1" 'index($0, m "{") == 1 || $1 == m { s += $NF } END { printf "%d\n", s }'; }
+
+TSV=$OUT/results.tsv
+printf "dataplane\tflows\toffered_pps\tforwarded_pps\tloss_pct\tlat_p50_us\tlat_p99_us\tcycles_per_pkt\n" >"$TSV"
+LOG=$OUT/bench.log
+: >"$LOG"
+say() { echo "$*" | tee -a "$LOG"; }
+
+# Runs the generator for a warm-up (long enough to touch every flow about 3
+# times at 1 Mpps) plus SECS, counts over the last SECS.
+# measure NAME FLOWS [RATE] -> sets OFFERED FORWARDED LOSS P50 P99 CYC and appends a row unless RATE given.
+measure() {
+    local name=$1 flows=$2 rate=${3:-0} warm=$((1 + $2 / 300000))
+    local total=$((warm + SECS))
+    ip netns exec $NS_SINK "$PKTGEN" rx --dev sgb-s0 --duration $((total + 1)) >"$TMP/rx.out" 2>"$TMP/rx.err" &
+    local rx=$!
+    sleep 0.3
+    ip netns exec $NS_GEN taskset -c $GEN_CPU "$PKTGEN" tx --dev sgb-g0 --dst-mac "$GW_MAC" --dst-ip $VIP --dst-port $VPORT \
+        --src-ip 198.18.1.2-198.18.1.254 --src-port 1024-65535 --flows "$flows" --size 64 --rate "$rate" \
+        --duration $total >"$TMP/tx.out" 2>"$TMP/tx.err" &
+    local tx=$!
+    sleep "$warm"
+    pin_napi
+    local g0 s0 c0 b0 r0 g1 s1 c1 b1 r1
+    g0=$(ctr $NS_GEN sgb-g0 tx_packets); s0=$(ctr $NS_SINK sgb-s0 rx_packets); c0=$(cpu_sample)
+    if [ "$name" = svcgate ]; then b0=$(svc_metric svcgate_worker_busy_cycles_total); r0=$(svc_metric svcgate_worker_rx_packets_total); fi
+    sleep "$SECS"
+    g1=$(ctr $NS_GEN sgb-g0 tx_packets); s1=$(ctr $NS_SINK sgb-s0 rx_packets); c1=$(cpu_sample)
+    if [ "$name" = svcgate ]; then b1=$(svc_metric svcgate_worker_busy_cycles_total); r1=$(svc_metric svcgate_worker_rx_packets_total); fi
+    wait $tx || { say "generator failed: $(cat "$TMP/tx.err")"; }
+    kill -INT $rx 2>/dev/null; wait $rx 2>/dev/null || true
+    OFFERED=$(((g1 - g0) / SECS)); FORWARDED=$(((s1 - s0) / SECS))
+    LOSS=$(awk -v o=$((g1 - g0)) -v f=$((s1 - s0)) 'BEGIN { l = o > 0 ? 100 * (o - f) / o : 0; if (l < 0) l = 0; printf "%.3f", l }')
+    P50=$(grep -o 'lat_p50_us=[0-9.]*' "$TMP/rx.out" | tail -1 | cut -d= -f2); P50=${P50:--}
+    P99=$(grep -o 'lat_p99_us=[0-9.]*' "$TMP/rx.out" | tail -1 | cut -d= -f2); P99=${P99:--}
+    CYC=-
+    if [ "$name" = svcgate ] && [ $((r1 - r0)) -gt 0 ]; then CYC=$(((b1 - b0) / (r1 - r0))); fi
+    GEN_SPLIT=$(cpu_split "$c0" "$c1" cpu$GEN_CPU); GW_SPLIT=$(cpu_split "$c0" "$c1" cpu$GW_CPU)
+}
+
+row() { # name flows
+    local bound=""
+    if awk -v l="$LOSS" 'BEGIN { exit !(l < 1) }'; then bound=" (generator-bound: <1% loss)"; fi
+    say "$(printf "%-10s flows %-8s offered %9d pps  forwarded %9d pps  loss %7s%%  p50 %8s us  p99 %8s us  cycles/pkt %6s%s" \
+        "$1" "$2" "$OFFERED" "$FORWARDED" "$LOSS" "$P50" "$P99" "$CYC" "$bound")"
+    say "           cpu$GEN_CPU (generator): $GEN_SPLIT   cpu$GW_CPU (gateway): $GW_SPLIT"
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$1" "$2" "$OFFERED" "$FORWARDED" "$LOSS" "$P50" "$P99" "$CYC" >>"$TSV"
+}
+
+# Zero-loss rate: binary search on the offered rate, 2-second trials.
+zero_loss() { # name -> ZL
+    local name=$1 lo=0 hi=$2 mid i saved=$SECS
+    SECS=2
+    for i in 1 2 3 4 5 6 7; do
+        mid=$(((lo + hi) / 2))
+        measure "$name" $KEY_FLOWS $mid
+        if [ "$FORWARDED" -gt 0 ] && awk -v l="$LOSS" 'BEGIN { exit !(l == 0) }'; then lo=$mid; else hi=$mid; fi
+        say "  zero-loss search $name: offered $mid pps -> loss $LOSS%"
+    done
+    SECS=$saved
+    ZL=$lo
+}
+
+# --- the dataplanes ----------------------------------------------------------------
+svcgate_start() {
+    mkdir -p "$TMP/manifests"
+    cat >"$TMP/manifests/bench.yaml" <<Y
+apiVersion: v1
+kind: Service
+metadata: {name: bench, namespace: default}
+spec:
+  clusterIP: $VIP
+  ports: [{name: udp, port: $VPORT, targetPort: $TPORT, protocol: UDP}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: bench, namespace: default}
+subsets:
+- addresses: [$(for a in $PODS; do printf '{ip: %s}, ' "$a"; done | sed 's/, $//')]
+  ports: [{name: udp, port: $TPORT, protocol: UDP}]
+Y
+    # 32 SNAT addresses x 64512 ports: room for the 1M-flow run.
+    local snat
+    snat=$(for i in $(seq 100 131); do printf '"198.18.2.%d", ' "$i"; done | sed 's/, $//')
+    cat >"$TMP/svcgate.toml" <<T
+manifests = "$TMP/manifests"
+service_cidr = "198.19.0.0/24"
+node_ips = ["198.18.1.1"]
+admin_listen = "127.0.0.1:9911"
+[dataplane]
+interfaces = ["sgb-w0", "sgb-w1"]
+queues = 1
+cores = [$GW_CPU]
+snat_addrs = [$snat]
+snat_ports = [1024, 65535]
+conntrack_capacity = 4194304
+busy_poll = true
+T
+    ip netns exec $NS_GW "$BIN/svcgate" run --config "$TMP/svcgate.toml" >"$OUT/svcgate.log" 2>&1 &
+    SVCGATE_PID=$!
+    local i
+    for i in $(seq 1 100); do
+        in_ns $NS_GW curl -sf --max-time 1 http://127.0.0.1:9911/readyz >/dev/null 2>&1 && break
+        kill -0 $SVCGATE_PID 2>/dev/null || { cat "$OUT/svcgate.log"; echo "bench.sh: svcgate exited" >&2; exit 1; }
+        sleep 0.1
+    done
+    sleep 0.5
+    pin_napi
+}
+svcgate_stop() {
+    in_ns $NS_GW "$BIN/svcgate" status --admin 127.0.0.1:9911 >"$OUT/svcgate-status.txt" 2>&1 || true
+    kill -INT $SVCGATE_PID; wait $SVCGATE_PID 2>/dev/null || true; SVCGATE_PID=""
+}
+
+testpmd_start() {
+    mkfifo "$TMP/testpmd.in"
+    # testpmd reads commands from stdin; a fifo kept open on fd 7 drives it.
+    # -l: main lcore on the generator's core (it only reads stdin), the
+    # forwarding lcore on the gateway's.
+    ip netns exec $NS_GW dpdk-testpmd --no-huge -m 1024 --no-pci -l $GEN_CPU,$GW_CPU --main-lcore $GEN_CPU \
+        --vdev net_af_xdp0,iface=sgb-w0,start_queue=0,queue_count=1 \
+        --vdev net_af_xdp1,iface=sgb-w1,start_queue=0,queue_count=1 \
+        -- -i --forward-mode=mac --eth-peer=1,"$SINK_MAC" --nb-cores=1 --record-core-cycles \
+        <"$TMP/testpmd.in" >"$OUT/testpmd.log" 2>&1 &
+    TESTPMD_PID=$!
+    exec 7>"$TMP/testpmd.in"
+    TESTPMD_FEED=1
+    local i
+    for i in $(seq 1 100); do grep -q "testpmd>" "$OUT/testpmd.log" 2>/dev/null && break; sleep 0.1; done
+    grep -q "testpmd>" "$OUT/testpmd.log" || { tail -20 "$OUT/testpmd.log"; echo "bench.sh: testpmd did not start" >&2; exit 1; }
+    pin_napi
+}
+testpmd_cmd() { echo "$1" >&7; sleep 0.5; }
+testpmd_stop() {
+    testpmd_cmd quit
+    exec 7>&-; TESTPMD_FEED=""
+    wait $TESTPMD_PID 2>/dev/null || true; TESTPMD_PID=""
+    rm -f "$TMP/testpmd.in"
+}
+# The last "CPU cycles/packet=" testpmd printed (at "stop").
+testpmd_cycles() { grep -o 'CPU cycles/packet=[0-9.]*' "$OUT/testpmd.log" | tail -1 | cut -d= -f2 | cut -d. -f1; }
+
+nft_rules() {
+    # kube-proxy's nftables proxier shape (pkg/proxy/nftables): service-ips
+    # verdict map, a Service chain marking for masquerade and picking an
+    # endpoint with numgen, one chain per endpoint doing dnat.
+    local i=0 vm="" a
+    {
+        echo "table ip kube-proxy {"
+        echo "  map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; elements = { $VIP . udp . $VPORT : goto service-bench } }"
+        echo "  chain mark-for-masquerade { mark set mark or 0x4000 }"
+        echo "  chain masquerading { type nat hook postrouting priority srcnat; mark and 0x4000 == 0 return; mark set mark xor 0x4000; masquerade fully-random }"
+        echo "  chain services { ip daddr . meta l4proto . th dport vmap @service-ips }"
+        echo "  chain nat-prerouting { type nat hook prerouting priority dstnat; jump services }"
+        for a in $PODS; do
+            echo "  chain endpoint-$i { ip saddr $a jump mark-for-masquerade; meta l4proto udp dnat to $a:$TPORT }"
+            vm="$vm${vm:+, }$i : goto endpoint-$i"; i=$((i + 1))
+        done
+        echo "  chain service-bench { ip daddr $VIP udp dport $VPORT ip saddr != 198.18.2.0/24 jump mark-for-masquerade; numgen random mod $i vmap { $vm } }"
+        echo "}"
+    } >"$TMP/kp.nft"
+}
+
+# --- run ---------------------------------------------------------------------------------
+lab_up
+{
+    echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) vCPUs, Linux $(uname -r)"
+    echo "Date: $(date -u +%Y-%m-%dT%H:%MZ), commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "Frames: 64 bytes (60 + FCS), UDP to $VIP:$VPORT; ${SECS}s per measurement after a warm-up; generator on CPU $GEN_CPU, gateway on CPU $GW_CPU"
+} | tee -a "$LOG"
+
+# The generators alone, same veth, same core (issue 6: pktgen >= trafgen).
+say "== generators (no dataplane: the gateway drops frames to the unrouted VIP)"
+cat >"$TMP/trafgen.cfg" <<T
+{ eth(da=$GW_MAC), ipv4(saddr=198.18.1.2, daddr=$VIP, ttl=64), udp(sport=drnd(), dport=$VPORT), fill(0x41, 18) }
+T
+pin_napi
+a=$(ctr $NS_GEN sgb-g0 tx_packets)
+in_ns $NS_GEN timeout -s INT $((SECS + 1)) taskset -c $GEN_CPU trafgen --dev sgb-g0 --conf "$TMP/trafgen.cfg" --cpus 1 -q >"$TMP/trafgen.out" 2>&1 || true
+b=$(ctr $NS_GEN sgb-g0 tx_packets)
+TRAFGEN_PPS=$(((b - a) / (SECS + 1)))
+a=$(ctr $NS_GEN sgb-g0 tx_packets)
+in_ns $NS_GEN taskset -c $GEN_CPU "$PKTGEN" tx --dev sgb-g0 --dst-mac "$GW_MAC" --dst-ip $VIP --dst-port $VPORT \
+    --src-ip 198.18.1.2-198.18.1.254 --src-port 1024-65535 --flows $KEY_FLOWS --size 64 --duration $((SECS + 1)) >"$TMP/tx.out" 2>&1
+b=$(ctr $NS_GEN sgb-g0 tx_packets)
+PKTGEN_PPS=$(((b - a) / (SECS + 1)))
+say "trafgen        offered $TRAFGEN_PPS pps"
+say "svcgate-pktgen offered $PKTGEN_PPS pps ($(awk -v a=$PKTGEN_PPS -v b=$TRAFGEN_PPS 'BEGIN { printf "%.2f", b ? a / b : 0 }')x trafgen)"
+
+declare -A FWD CYCLES LOSSES
+for peer in $PEERS; do
+    say "== $peer"
+    case $peer in
+    svcgate) svcgate_start ;;
+    testpmd) testpmd_start ;;
+    nft)
+        nft_rules
+        in_ns $NS_GW nft -f "$TMP/kp.nft"
+        in_ns $NS_GW sysctl -qw net.netfilter.nf_conntrack_udp_timeout=30 2>/dev/null || true
+        ;;
+    kernel) ip -n $NS_GW route replace $VIP/32 via 198.18.2.2 dev sgb-w1 ;;
+    *) echo "bench.sh: unknown peer $peer" >&2; exit 2 ;;
+    esac
+    for f in $FLOWS; do
+        case $peer in
+        testpmd) testpmd_cmd start ;;
+        nft) in_ns $NS_GW conntrack -F >/dev/null 2>&1 || true ;;
+        esac
+        measure "$peer" "$f"
+        if [ "$peer" = testpmd ]; then testpmd_cmd stop; CYC=$(testpmd_cycles); CYC=${CYC:--}; fi
+        row "$peer" "$f"
+        FWD[$peer/$f]=$FORWARDED; CYCLES[$peer/$f]=$CYC; LOSSES[$peer/$f]=$LOSS
+    done
+    if [ $ZERO_LOSS = 1 ] && { [ "$peer" = svcgate ] || [ "$peer" = testpmd ]; }; then
+        [ "$peer" = testpmd ] && testpmd_cmd start
+        zero_loss "$peer" $((${FWD[$peer/$KEY_FLOWS]:-1000000} * 12 / 10))
+        [ "$peer" = testpmd ] && testpmd_cmd stop
+        say "$peer zero-loss rate at $KEY_FLOWS flows: $ZL pps"
+        printf "%s\tzero_loss\t%s\t%s\t0\t-\t-\t-\n" "$peer" "$ZL" "$ZL" >>"$OUT/zero_loss.tsv"
+    fi
+    case $peer in
+    svcgate) svcgate_stop ;;
+    testpmd) testpmd_stop ;;
+    nft) in_ns $NS_GW nft delete table ip kube-proxy ;;
+    kernel) ip -n $NS_GW route del $VIP/32 ;;
+    esac
+done
+
+# --- summary -------------------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+RT=$(ratio "${FWD[svcgate/$KEY_FLOWS]:-}" "${FWD[testpmd/$KEY_FLOWS]:-}")
+RN=$(ratio "${FWD[svcgate/$KEY_FLOWS]:-}" "${FWD[nft/$KEY_FLOWS]:-}")
+RC=$(ratio "${CYCLES[svcgate/$KEY_FLOWS]:-}" "${CYCLES[testpmd/$KEY_FLOWS]:-}")
+for peer in svcgate testpmd nft; do
+    if [ -n "${LOSSES[$peer/$KEY_FLOWS]:-}" ] && awk -v l="${LOSSES[$peer/$KEY_FLOWS]}" 'BEGIN { exit !(l < 1) }'; then
+        say "note: $peer lost <1% at $KEY_FLOWS flows: the generator, not $peer, was the bottleneck; its ratio is not a capacity"
+    fi
+done
+say "ratio_testpmd=$RT ratio_nft=$RN cycles_ratio_testpmd=$RC"
+if "$BIN/svcgate-bench-plot" "$TSV" "$OUT/bench.png" --title "svcgate vs peers, 64-byte UDP, veth" \
+    --subtitle "$(head -1 "$LOG")" >/dev/null 2>>"$LOG"; then
+    say "plot: $OUT/bench.png"
+fi
+if [ $DOCS = 1 ]; then
+    cp "$OUT/bench.png" "$ROOT/docs/bench.png" 2>/dev/null || true
+    python3 - "$ROOT/docs/BENCHMARKS.md" "$LOG" <<'P'
+import sys
+doc, log = sys.argv[1], open(sys.argv[2]).read().rstrip("\n")
+begin, end = "<!-- bench.sh begin -->", "<!-- bench.sh end -->"
+text = open(doc).read()
+block = f"{begin}\nAs `scripts/bench.sh` printed it:\n\n```\n{log}\n```\n\n![forwarded pps and cycles per packet](bench.png)\n{end}"
+if begin in text:
+    head, rest = text.split(begin, 1)
+    text = head + block + rest.split(end, 1)[1]
+else:
+    text = text.rstrip("\n") + "\n\n## Side by side (`scripts/bench.sh`)\n\n" + block + "\n"
+open(doc, "w").write(text)
+P
+    say "results written to docs/BENCHMARKS.md"
+fi
+echo "ratio_testpmd=$RT ratio_nft=$RN cycles_ratio_testpmd=$RC"

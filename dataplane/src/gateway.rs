@@ -135,7 +135,18 @@ struct NatHandler {
     unresolved: Arc<ArrayQueue<Ipv4Addr>>,
     export: Arc<Mutex<NatSnapshot>>,
     last_export: u32,
+    /// Flow-table buckets to sweep for expired flows per millisecond, so
+    /// that the whole table is swept every [`SWEEP_PERIOD_MS`] whatever the
+    /// poll rate: sweeping a fixed amount per empty poll had a busy-polling
+    /// worker stream through the whole table (256 MiB at 4M flows) over and
+    /// over, evicting the hot flows from the caches.
+    sweep_per_ms: usize,
+    last_sweep: u32,
 }
+
+/// One full expiry sweep of the flow table takes this long (the shortest
+/// timeout is several seconds, so a flow outlives its timeout by at most this).
+const SWEEP_PERIOD_MS: usize = 2000;
 
 impl NatHandler {
     fn now_ms(&self) -> u32 {
@@ -173,7 +184,11 @@ impl BatchHandler for NatHandler {
         self.tables.refresh();
         self.hops.refresh();
         let now = self.now_ms();
-        self.nat.maintain(now, 64);
+        let elapsed = now.wrapping_sub(self.last_sweep).min(50) as usize;
+        if elapsed > 0 {
+            self.last_sweep = now;
+            self.nat.maintain(now, self.sweep_per_ms * elapsed);
+        }
         self.export(now);
     }
 }
@@ -293,6 +308,9 @@ impl Gateway {
                 unresolved: Arc::clone(&gw.unresolved),
                 export: Arc::clone(&export),
                 last_export: 0,
+                // Buckets of 8 slots, 12.5% headroom (conntrack::FlowTable).
+                sweep_per_ms: (cfg.nat.conntrack_capacity * 9 / 64).div_ceil(SWEEP_PERIOD_MS).max(1),
+                last_sweep: 0,
             };
             let exception = match &cfg.exception_device {
                 Some(name) => Some(ExceptionPath::create(&format!("{name}q{q}"))?),

@@ -267,11 +267,14 @@ T
     ip netns exec $NS_GW "$BIN/svcgate" run --config "$TMP/svcgate.toml" >"$OUT/svcgate.log" 2>&1 &
     SVCGATE_PID=$!
     local i
-    for i in $(seq 1 100); do
-        in_ns $NS_GW curl -sf --max-time 1 http://127.0.0.1:9911/readyz >/dev/null 2>&1 && break
+    # Ready (tables published) comes before the dataplane is up (the flow
+    # table is allocated and faulted in first): wait for the latter.
+    for i in $(seq 1 300); do
+        grep -q "dataplane running" "$OUT/svcgate.log" 2>/dev/null && break
         kill -0 $SVCGATE_PID 2>/dev/null || { cat "$OUT/svcgate.log"; echo "bench.sh: svcgate exited" >&2; exit 1; }
         sleep 0.1
     done
+    grep -q "dataplane running" "$OUT/svcgate.log" || { tail "$OUT/svcgate.log"; echo "bench.sh: svcgate's dataplane did not start" >&2; exit 1; }
     sleep 0.5
     pin_napi
 }

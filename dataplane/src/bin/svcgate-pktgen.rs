@@ -189,7 +189,7 @@ fn run_tx(a: TxArgs) -> Result<(), String> {
     }
     let stop = stop_flag()?;
     let results = tx::run(&cfg, builder, stop);
-    let (mut pkts, mut bytes, mut wrong, mut secs) = (0u64, 0u64, 0u64, 0f64);
+    let (mut pkts, mut stamped, mut bytes, mut wrong, mut secs) = (0u64, 0u64, 0u64, 0u64, 0f64);
     let mut err = None;
     for (t, r) in results.into_iter().enumerate() {
         match r {
@@ -198,6 +198,7 @@ fn run_tx(a: TxArgs) -> Result<(), String> {
                     eprintln!("thread {t}: packets={} seconds={:.3}", s.packets, s.elapsed.as_secs_f64());
                 }
                 pkts += s.packets;
+                stamped += s.stamped;
                 bytes += s.bytes;
                 wrong += s.wrong_format;
                 secs = secs.max(s.elapsed.as_secs_f64());
@@ -207,7 +208,7 @@ fn run_tx(a: TxArgs) -> Result<(), String> {
     }
     let pps = if secs > 0.0 { pkts as f64 / secs } else { 0.0 };
     let mbps = if secs > 0.0 { bytes as f64 * 8.0 / secs / 1e6 } else { 0.0 };
-    println!("tx_packets={pkts} tx_pps={pps:.0} seconds={secs:.3} tx_mbps={mbps:.1} wrong_format={wrong}");
+    println!("tx_packets={pkts} tx_pps={pps:.0} seconds={secs:.3} tx_mbps={mbps:.1} tx_stamped={stamped} wrong_format={wrong}");
     err.map_or(Ok(()), Err)
 }
 

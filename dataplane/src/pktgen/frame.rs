@@ -12,7 +12,9 @@
 //! Payload: the 18-byte [`Stamp`] then zeros. At 64 bytes a UDP frame's
 //! payload is exactly the stamp (60 - 14 - 20 - 8 = 18). A TCP SYN needs a
 //! frame of at least 76 bytes to carry it; smaller SYNs are plain 60-byte SYNs
-//! (IP length 40, Ethernet padding) without a stamp, which `rx` cannot count.
+//! (IP length 40, Ethernet padding) without a stamp, which `rx` cannot count;
+//! sequence numbers count stamped frames only, so `rx`'s loss accounting
+//! holds for the stamped ones (e.g. the 594- and 1518-byte SYNs of an IMIX).
 //!
 //! Per frame: copy the header template (42 or 54 bytes), write the flow's
 //! addresses and ports, the lengths and the stamp, and finish both checksums
@@ -190,6 +192,12 @@ impl FrameBuilder {
         FrameBuilder { proto, hdr, hdr_len, ip_base, l4_base, flows }
     }
 
+    /// Whether a frame of wire size `size` carries the stamp (UDP: always;
+    /// TCP SYN: from 76 bytes).
+    pub fn stamps(&self, size: usize) -> bool {
+        size - FCS - self.hdr_len >= STAMP_LEN
+    }
+
     /// Number of flows.
     pub fn flows(&self) -> usize {
         self.flows.len()
@@ -357,6 +365,10 @@ mod tests {
         assert_eq!((c[&64], c[&594], c[&1518]), (700, 400, 100));
         assert_eq!(Sizes::Imix.max(), 1518);
         assert_eq!(Sizes::Fixed(64).nth(5), 64);
+        let f = flows();
+        let udp = FrameBuilder::new(Proto::Udp, [0; 6], [0; 6], &f);
+        let syn = FrameBuilder::new(Proto::TcpSyn, [0; 6], [0; 6], &f);
+        assert!(udp.stamps(64) && !syn.stamps(75) && syn.stamps(76));
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct TxConfig {
 pub struct TxThreadStats {
     /// Frames handed to the kernel.
     pub packets: u64,
+    /// Those of them carrying the stamp (all but TCP SYNs under 76 bytes).
+    pub stamped: u64,
     /// Bytes of those frames (with FCS).
     pub bytes: u64,
     /// Frames the kernel rejected as malformed.
@@ -80,7 +82,7 @@ fn thread_main(
     }
     let mut picker = FlowPicker::new(builder.flows(), thread as u64);
     let burst = cfg.burst.clamp(1, ring.len());
-    let (mut sent, mut bytes) = (0u64, 0u64);
+    let (mut sent, mut bytes, mut seq, mut stamped) = (0u64, 0u64, 0u32, 0u64);
     let start = Instant::now();
     while sent < limit && !stop.load(Ordering::Relaxed) {
         let elapsed = start.elapsed();
@@ -107,13 +109,16 @@ fn thread_main(
         let ts_ns = now_ns();
         let mut n = 0u64;
         while n < want {
-            let seq = sent + n;
-            let size = cfg.sizes.nth(seq);
+            let size = cfg.sizes.nth(sent + n);
             let flow = picker.next_index();
-            let stamp = Stamp { generator: cfg.generator, thread: thread as u8, seq: seq as u32, ts_ns };
+            let stamp = Stamp { generator: cfg.generator, thread: thread as u8, seq, ts_ns };
             if !ring.try_push(|buf| builder.write(buf, flow, size, &stamp)) {
                 break;
             }
+            // Sequence numbers count stamped frames only (see frame.rs).
+            let st = builder.stamps(size);
+            seq = seq.wrapping_add(u32::from(st));
+            stamped += u64::from(st);
             bytes += size as u64;
             n += 1;
         }
@@ -130,7 +135,7 @@ fn thread_main(
         ring.kick()?;
         std::thread::sleep(Duration::from_micros(200));
     }
-    Ok(TxThreadStats { packets: sent, bytes, wrong_format: ring.wrong_format, elapsed: start.elapsed() })
+    Ok(TxThreadStats { packets: sent, stamped, bytes, wrong_format: ring.wrong_format, elapsed: start.elapsed() })
 }
 
 /// Runs `cfg.threads` senders of `builder`'s frames until the count, the

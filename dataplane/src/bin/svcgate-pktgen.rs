@@ -66,6 +66,10 @@ struct TxArgs {
     /// Number of flows (RFC 4814-style pseudo-random 4-tuples from the ranges).
     #[arg(long, default_value_t = 1)]
     flows: usize,
+    /// Split the flows between the threads (each thread sends only its
+    /// share; with --flows = --threads one flow per thread).
+    #[arg(long)]
+    split_flows: bool,
     /// Seed of the flow set (same seed, same flows).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -153,8 +157,8 @@ fn run_tx(a: TxArgs) -> Result<(), String> {
         Some(m) => m,
         None => dev_mac(&a.dev)?,
     };
-    if a.flows == 0 {
-        return Err("--flows must be at least 1".into());
+    if a.flows == 0 || (a.split_flows && a.flows < usize::from(a.threads)) {
+        return Err("--flows must be at least 1, and with --split-flows at least --threads".into());
     }
     let space = FlowSpace { src: a.src_ip, dst: a.dst_ip, sport: a.src_port, dport: a.dst_port };
     if space.size() < a.flows as u128 {
@@ -180,6 +184,7 @@ fn run_tx(a: TxArgs) -> Result<(), String> {
         ring_frames: a.ring_frames.max(1),
         sndbuf: a.sndbuf,
         linear: !a.zerocopy,
+        split_flows: a.split_flows,
     };
     if a.verbose {
         eprintln!(

@@ -33,6 +33,9 @@ pub struct TxConfig {
     pub ring_frames: usize,
     /// `SO_SNDBUFFORCE` bytes per socket (0: default buffer).
     pub sndbuf: usize,
+    /// Thread i sends only flows `[i*n/threads, (i+1)*n/threads)` instead of
+    /// all of them (with n = threads: one flow per thread).
+    pub split_flows: bool,
     /// Frames copied into the skb's linear area (see [`TxRingConfig::linear`]).
     pub linear: bool,
 }
@@ -80,7 +83,16 @@ fn thread_main(
     if cfg.rate > 0 && rate == 0 {
         return Ok(TxThreadStats::default());
     }
-    let mut picker = FlowPicker::new(builder.flows(), thread as u64);
+    let (lo, hi) = if cfg.split_flows {
+        let n = builder.flows();
+        (thread * n / cfg.threads, (thread + 1) * n / cfg.threads)
+    } else {
+        (0, builder.flows())
+    };
+    if hi <= lo {
+        return Err(std::io::Error::other(format!("thread {thread} has no flows (fewer flows than threads)")));
+    }
+    let mut picker = FlowPicker::new(hi - lo, thread as u64);
     let burst = cfg.burst.clamp(1, ring.len());
     let (mut sent, mut bytes, mut seq, mut stamped) = (0u64, 0u64, 0u32, 0u64);
     let start = Instant::now();
@@ -110,7 +122,7 @@ fn thread_main(
         let mut n = 0u64;
         while n < want {
             let size = cfg.sizes.nth(sent + n);
-            let flow = picker.next_index();
+            let flow = lo + picker.next_index();
             let stamp = Stamp { generator: cfg.generator, thread: thread as u8, seq, ts_ns };
             if !ring.try_push(|buf| builder.write(buf, flow, size, &stamp)) {
                 break;

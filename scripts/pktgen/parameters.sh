@@ -73,7 +73,7 @@ shift $((OPTIND - 1))
 : "${DST_PORT:=9}"
 : "${THREADS:=1}"
 : "${F_THREAD:=0}"
-: "${COUNT:=0}"
+: "${COUNT:=${DEFAULT_COUNT:-0}}"   # a sample may set DEFAULT_COUNT before sourcing
 : "${BURST:=64}"
 : "${DELAY:=0}"
 : "${FLOWS:=1}"

@@ -4,11 +4,13 @@
 //! - [`nat`]: the per-frame pipeline (`process`): service lookup, Maglev,
 //!   connection tracking, DNAT/SNAT and reverse NAT.
 //! - [`gateway`]: the assembled dataplane: AF_XDP workers running the NAT.
+//! - [`pktgen`]: the packet generator and receiver behind `svcgate-pktgen`.
 //! - [`xsk`]: AF_XDP: the XDP steering program, UMEM and rings, the polling
 //!   workers, the exception path and kernel next hops.
 
 pub mod gateway;
 pub mod nat;
+pub mod pktgen;
 pub mod wire;
 
 #[cfg(feature = "testing")]

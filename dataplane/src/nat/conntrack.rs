@@ -57,6 +57,12 @@ impl FlowKey {
         // One murmur3 finaliser over both words: the second is spread by a
         // multiply first so that ports and addresses both reach every bit.
         let (a, b) = self.words();
+        Self::hash_words(a, b)
+    }
+
+    /// [`FlowKey::hash`] of a key given as its [`FlowKey::words`].
+    #[inline(always)]
+    pub const fn hash_words(a: u64, b: u64) -> u64 {
         fmix64(a ^ (b ^ KEY_SEED).wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 }
@@ -168,10 +174,16 @@ enum Entries {
 }
 
 impl Entries {
+    /// Tables smaller than a huge page gain nothing from the mapping and
+    /// stay on the heap, where viewing them costs no alignment check.
     fn zeroed(n: usize) -> Self {
+        const HUGE_PAGE: usize = 2 << 20;
         let bytes = n * std::mem::size_of::<FlowEntry>();
-        match memmap2::MmapOptions::new().len(bytes.max(1)).map_anon() {
-            Ok(m) if bytes > 0 => {
+        if bytes < HUGE_PAGE {
+            return Self::Heap(vec![FlowEntry::default(); n].into_boxed_slice());
+        }
+        match memmap2::MmapOptions::new().len(bytes).map_anon() {
+            Ok(m) => {
                 // Only a hint: without transparent huge pages it fails or does nothing.
                 #[cfg(target_os = "linux")]
                 let _ = m.advise(memmap2::Advice::HugePage);
@@ -338,18 +350,35 @@ impl FlowTable {
     #[inline(always)]
     pub fn find(&self, key: &FlowKey, p: &Probe) -> Option<usize> {
         let (k0, k1) = key.words();
+        self.find_words(k0, k1, p)
+    }
+
+    /// The slot holding the key whose [`FlowKey::words`] are `(k0, k1)`.
+    ///
+    /// Per bucket: both signature words matched at once (the second's lane
+    /// bits shifted down by one, so that the 8 slots' match bits are
+    /// distinct bits of one word), then, for each match (nearly always just
+    /// the one), the key compared as two words in an entry taken from the
+    /// bucket's fixed-size array of entries (no bounds check per slot).
+    #[inline(always)]
+    pub fn find_words(&self, k0: u64, k1: u64, p: &Probe) -> Option<usize> {
+        let entries = self.entries.get();
         for b in [p.b1 as usize, p.b2 as usize] {
-            let Some(bucket) = self.sigs.get(b) else { break };
-            for (w, &word) in bucket.iter().enumerate() {
-                let mut m = lanes_equal(word, p.sig);
-                while m != 0 {
-                    let slot = b * BUCKET_SLOTS + w * LANES + (m.trailing_zeros() / 16) as usize;
-                    m &= m - 1;
-                    if let Some(e) = self.entries.get().get(slot) {
-                        if e.k0 == k0 && e.k1 == k1 {
-                            return Some(slot);
-                        }
-                    }
+            let (Some(sigs), Some(ents)) = (self.sigs.get(b), entries.get(b * BUCKET_SLOTS..(b + 1) * BUCKET_SLOTS))
+            else {
+                break;
+            };
+            let Ok(ents) = <&[FlowEntry; BUCKET_SLOTS]>::try_from(ents) else { break };
+            // Word 0's matches on bits 15, 31, 47, 63 (slots 0-3), word 1's
+            // on bits 14, 30, 46, 62 (slots 4-7).
+            let mut m = lanes_equal(sigs[0], p.sig) | lanes_equal(sigs[1], p.sig) >> 1;
+            while m != 0 {
+                let bit = m.trailing_zeros();
+                m &= m - 1;
+                let s = (bit / 16) as usize | ((!bit & 1) as usize) << 2;
+                let e = &ents[s % BUCKET_SLOTS];
+                if e.k0 == k0 && e.k1 == k1 {
+                    return Some(b * BUCKET_SLOTS + s);
                 }
             }
         }

@@ -1,0 +1,256 @@
+//! The fast path for the common frame: an untagged IPv4 frame without
+//! options, not a fragment, TCP or UDP, that belongs to a flow this worker
+//! tracks and needs nothing but its translation.
+//!
+//! Why a separate path: with a cache-resident flow table the established
+//! path is bound by instructions, not memory. The general path reads every
+//! field through the `wire` wrappers (each access bounds-checked against a
+//! slice whose length the compiler does not know), branches on VLAN tags and
+//! options, and counts each frame in several counters. The common frame has
+//! every field at a fixed offset, so here:
+//!
+//! - [`parse_common`] views the first [`COMMON_LEN`] bytes as a fixed-size
+//!   array (one length check, no per-field bounds checks), checks the same
+//!   things `parse` checks and reads the 5-tuple with two wide loads. It
+//!   returns the very `Parsed` that `parse` would, or `None` for anything
+//!   else (VLAN tag, options, fragment, other protocols, short or
+//!   inconsistent lengths), which `parse` then handles as before.
+//! - [`forward_established`] applies the flow's precomputed translation
+//!   (address and port rewrite, checksum deltas with the TTL decrement folded
+//!   in, the cached next hop's MACs) with fixed-offset stores, refreshes the
+//!   flow's timestamp and counts the Service's packet. It declines, having
+//!   changed nothing, whenever the general path has more to do: TCP SYN, FIN
+//!   or RST (connection state), TTL 1 (ICMP time exceeded), a table or
+//!   next-hop generation other than the flow's (revalidation), a hop index
+//!   out of range, or a frame shorter than [`COMMON_LEN`].
+//! - The worker-wide counters (frames, bytes, forwarded) of the frames taken
+//!   here are added once per batch ([`Tally`]).
+//!
+//! So every frame gets exactly the verdict, output bytes and counters the
+//! general path gives it; the tests at the end of this file and
+//! `tests/fast_path.rs` check that frame by frame.
+
+use super::{FlowTable, Parsed, ServiceCounter};
+use crate::nat::conntrack::FlowKey;
+use crate::nat::nexthop::NextHops;
+use crate::nat::verdict::Frame;
+use crate::wire::ethernet::ETHERTYPE_IPV4;
+use crate::wire::tcp::flags as tcpf;
+use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
+
+/// Bytes the fast path reads and writes at fixed offsets: Ethernet (14),
+/// IPv4 without options (20) and a TCP header without options (20). Shorter
+/// frames (UDP with under 12 bytes of payload and no Ethernet padding) take
+/// the general path.
+pub(super) const COMMON_LEN: usize = 54;
+
+/// Offsets in the common frame.
+mod off {
+    pub const ETHERTYPE: usize = 12;
+    pub const VER_IHL: usize = 14;
+    pub const TOTAL_LEN: usize = 16;
+    pub const FLG_OFF: usize = 20;
+    pub const TTL: usize = 22;
+    pub const PROTO: usize = 23;
+    pub const IP_CSUM: usize = 24;
+    pub const ADDRS: usize = 26;
+    pub const PORTS: usize = 34;
+    pub const UDP_LEN: usize = 38;
+    pub const UDP_CSUM: usize = 40;
+    pub const TCP_DOFF: usize = 46;
+    pub const TCP_FLAGS: usize = 47;
+    pub const TCP_CSUM: usize = 50;
+}
+
+/// The IPv4 header starts here in an untagged frame.
+const L3: usize = 14;
+/// The L4 header starts here when the IPv4 header has no options.
+const L4: usize = 34;
+
+#[inline(always)]
+fn be16(h: &[u8; COMMON_LEN], at: usize) -> u16 {
+    u16::from_be_bytes([h[at], h[at + 1]])
+}
+
+#[inline(always)]
+fn put16(h: &mut [u8; COMMON_LEN], at: usize, v: u16) {
+    let [a, b] = v.to_be_bytes();
+    h[at] = a;
+    h[at + 1] = b;
+}
+
+/// The common frame's fields the fast path needs: the key as
+/// [`FlowKey::words`], the end of the IPv4 packet, TTL and TCP flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Common {
+    /// Source and destination address.
+    pub k0: u64,
+    /// Ports and protocol.
+    pub k1: u64,
+    /// Ethernet header plus the IPv4 total length.
+    pub end: u16,
+    /// TTL.
+    pub ttl: u8,
+    /// TCP flags (0 for UDP).
+    pub tcp_flags: u8,
+}
+
+impl Common {
+    /// The IP protocol.
+    #[inline(always)]
+    pub fn proto(&self) -> u8 {
+        self.k1 as u8
+    }
+
+    /// What `parse` returns for this frame.
+    #[inline(always)]
+    pub fn parsed(&self) -> Parsed {
+        Parsed {
+            l3: L3 as u16,
+            l4: L4 as u16,
+            end: self.end,
+            ttl: self.ttl,
+            tcp_flags: self.tcp_flags,
+            key: FlowKey {
+                src: (self.k0 >> 32) as u32,
+                dst: self.k0 as u32,
+                sport: (self.k1 >> 32) as u16,
+                dport: (self.k1 >> 16) as u16,
+                proto: self.k1 as u8,
+            },
+        }
+    }
+
+    /// The fast path's view of a frame `parse` parsed, when it is a common
+    /// frame (untagged, no IPv4 options).
+    #[inline(always)]
+    pub fn of(p: &Parsed) -> Option<Self> {
+        let (k0, k1) = p.key.words();
+        (p.l4() == L4).then_some(Self { k0, k1, end: p.end, ttl: p.ttl, tcp_flags: p.tcp_flags })
+    }
+}
+
+/// Classifies and reads the common frame (see the module doc). `Some` only
+/// when `parse` would return `Ok` with exactly [`Common::parsed`].
+#[inline(always)]
+pub(super) fn parse_common(buf: &[u8], len: usize) -> Option<Common> {
+    // `parse` keeps offsets in u16; a longer frame is its business.
+    if len > usize::from(u16::MAX) {
+        return None;
+    }
+    let h: &[u8; COMMON_LEN] = buf.get(..len)?.get(..COMMON_LEN)?.try_into().ok()?;
+    // Untagged IPv4, version 4 and IHL 5 (no options).
+    if be16(h, off::ETHERTYPE) != ETHERTYPE_IPV4 || h[off::VER_IHL] != 0x45 {
+        return None;
+    }
+    let total = be16(h, off::TOTAL_LEN);
+    // The total length fits in the frame (len >= COMMON_LEN: no underflow).
+    if usize::from(total) > len - L3 {
+        return None;
+    }
+    // Not a fragment: MF clear and offset 0 (DF may be set).
+    if be16(h, off::FLG_OFF) & 0x3fff != 0 {
+        return None;
+    }
+    let proto = h[off::PROTO];
+    let tcp_flags = if proto == IPPROTO_TCP {
+        // The segment holds a TCP header, whose data offset is at least 5
+        // words and within the segment.
+        let doff = u16::from(h[off::TCP_DOFF] >> 4) * 4;
+        if total < 40 || doff < 20 || doff > total - 20 {
+            return None;
+        }
+        h[off::TCP_FLAGS]
+    } else if proto == IPPROTO_UDP {
+        // The segment holds a UDP header whose length is at least 8 and
+        // within the segment.
+        let ulen = be16(h, off::UDP_LEN);
+        if total < 28 || ulen < 8 || ulen > total - 20 {
+            return None;
+        }
+        0
+    } else {
+        return None;
+    };
+    // Source and destination in one load, both ports in another: the key's
+    // words as the flow table stores them.
+    let addrs = u64::from_be_bytes([
+        h[off::ADDRS],
+        h[off::ADDRS + 1],
+        h[off::ADDRS + 2],
+        h[off::ADDRS + 3],
+        h[off::ADDRS + 4],
+        h[off::ADDRS + 5],
+        h[off::ADDRS + 6],
+        h[off::ADDRS + 7],
+    ]);
+    let ports = u32::from_be_bytes([h[off::PORTS], h[off::PORTS + 1], h[off::PORTS + 2], h[off::PORTS + 3]]);
+    Some(Common {
+        k0: addrs,
+        k1: u64::from(ports) << 16 | u64::from(proto),
+        end: L3 as u16 + total,
+        ttl: h[off::TTL],
+        tcp_flags,
+    })
+}
+
+/// Frames forwarded by the fast path in one batch, counted into the
+/// worker's counters once at the end of the batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Tally {
+    /// Frames.
+    pub frames: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Forwards a packet of the established flow in `slot` (whose key the caller
+/// matched against `c`'s): the translation cached in the flow entry,
+/// written at fixed offsets. Returns the egress port, or `None`, having
+/// changed nothing, when the general path must take the frame (see the
+/// module doc). `gens` are the service-table and next-hop generations.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn forward_established(
+    ct: &mut FlowTable,
+    svc: &mut [ServiceCounter],
+    hops: &NextHops,
+    gens: (u32, u32),
+    f: &mut Frame<'_>,
+    c: &Common,
+    slot: usize,
+    now: u32,
+) -> Option<u16> {
+    // SYN, FIN and RST change the connection's state (UDP has no flags);
+    // TTL 1 gets an ICMP error.
+    if c.ttl <= 1 || c.tcp_flags & (tcpf::SYN | tcpf::FIN | tcpf::RST) != 0 {
+        return None;
+    }
+    let h: &mut [u8; COMMON_LEN] = f.buf.get_mut(..COMMON_LEN)?.try_into().ok()?;
+    let e = ct.entry_mut(slot)?;
+    if e.table_gen != gens.0 || e.hop_gen != gens.1 {
+        return None;
+    }
+    let hop = hops.hop(e.hop)?;
+    // Committed: from here on the frame is forwarded.
+    e.last_seen = now;
+    h[..12].copy_from_slice(&hop.macs);
+    // `ip_delta` holds the TTL decrement (see `pipeline::deltas`).
+    let ip_csum = e.ip_delta.apply(be16(h, off::IP_CSUM));
+    h[off::TTL] = c.ttl - 1;
+    put16(h, off::IP_CSUM, ip_csum);
+    let addrs = (u64::from(e.snat_addr) << 32 | u64::from(e.backend_addr)).to_be_bytes();
+    h[off::ADDRS..off::ADDRS + 8].copy_from_slice(&addrs);
+    let ports = (u32::from(e.snat_port) << 16 | u32::from(e.backend_port)).to_be_bytes();
+    h[off::PORTS..off::PORTS + 4].copy_from_slice(&ports);
+    if c.proto() == IPPROTO_TCP {
+        put16(h, off::TCP_CSUM, e.l4_delta.apply(be16(h, off::TCP_CSUM)));
+    } else {
+        put16(h, off::UDP_CSUM, e.l4_delta.apply_udp(be16(h, off::UDP_CSUM)));
+    }
+    if let Some(c) = svc.get_mut(e.entry as usize) {
+        c.packets += 1;
+        c.bytes += f.len as u64;
+    }
+    Some(hop.port)
+}

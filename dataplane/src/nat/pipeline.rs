@@ -597,27 +597,32 @@ impl Worker {
             // in one pass.
             let gens = (t.generation() as u32, hops.generation());
             let mut tally = fast::Tally::default();
-            for f in frames.iter_mut() {
-                let v = match fast::parse_common(f.buf, f.len) {
-                    Some(c) => {
-                        let probe = self.ct.probe(FlowKey::hash_words(c.k0, c.k1));
-                        let slot = self.ct.find_words(c.k0, c.k1, &probe);
-                        if let Some(port) = self.fast_forward(hops, gens, f, &c, slot, now, &mut tally) {
-                            f.verdict = Verdict::Forward { port };
-                            continue;
-                        }
-                        self.decide(t, hops, f, &c.parsed(), &probe, slot, now)
+            let mut i = 0;
+            while i < frames.len() {
+                // The fast path takes frames until one needs the general path.
+                let rev = &self.shared.reverse;
+                let stop =
+                    fast::run(&mut self.ct.fast(), &mut self.svc, rev, hops, gens, &mut frames[i..], now, &mut tally);
+                let (at, v) = match stop {
+                    fast::Stop::Done => break,
+                    fast::Stop::Uncommon { at } => {
+                        let f = &mut frames[i + at];
+                        let v = match parse_general(f.buf, f.len) {
+                            Ok(p) => {
+                                let probe = self.ct.probe(p.key.hash());
+                                let slot = self.ct.find(&p.key, &probe);
+                                self.decide(t, hops, f, &p, &probe, slot, now)
+                            }
+                            Err(v) => v,
+                        };
+                        (at, v)
                     }
-                    None => match parse_general(f.buf, f.len) {
-                        Ok(p) => {
-                            let probe = self.ct.probe(p.key.hash());
-                            let slot = self.ct.find(&p.key, &probe);
-                            self.decide(t, hops, f, &p, &probe, slot, now)
-                        }
-                        Err(v) => v,
-                    },
+                    fast::Stop::Decide { at, c, probe, slot } => {
+                        (at, self.decide(t, hops, &mut frames[i + at], &c.parsed(), &probe, slot, now))
+                    }
                 };
-                self.finish(f, v);
+                self.finish(&mut frames[i + at], v);
+                i += at + 1;
             }
             self.add_tally(&tally);
             return;
@@ -685,7 +690,7 @@ impl Worker {
         now: u32,
         tally: &mut fast::Tally,
     ) -> Option<u16> {
-        let port = fast::forward_established(&mut self.ct, &mut self.svc, hops, gens, f, c, slot?, now)?;
+        let port = fast::forward_established(&mut self.ct.fast(), &mut self.svc, hops, gens, f, c, slot?, now)?;
         tally.frames += 1;
         tally.bytes += f.len as u64;
         Some(port)
@@ -698,6 +703,7 @@ impl Worker {
         self.counters.rx += tally.frames;
         self.counters.rx_bytes += tally.bytes;
         self.counters.forwarded += tally.frames;
+        self.counters.reverse_translated += tally.replies;
     }
 
     /// Records a frame's verdict (and a reply's new length) and counts it.

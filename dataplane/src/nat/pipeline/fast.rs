@@ -30,10 +30,12 @@
 //! general path gives it; the tests at the end of this file and
 //! `tests/fast_path.rs` check that frame by frame.
 
-use super::{FlowTable, Parsed, ServiceCounter};
-use crate::nat::conntrack::FlowKey;
-use crate::nat::nexthop::NextHops;
-use crate::nat::verdict::Frame;
+use super::{deltas, Parsed, ServiceCounter};
+use crate::nat::conntrack::{FastTable, FlowKey, Probe};
+use crate::nat::nexthop::{NextHop, NextHops};
+use crate::nat::reverse::{flags as rflags, ReverseTable};
+use crate::nat::verdict::{Frame, Verdict};
+use crate::wire::checksum::Delta;
 use crate::wire::ethernet::ETHERTYPE_IPV4;
 use crate::wire::tcp::flags as tcpf;
 use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
@@ -174,17 +176,10 @@ pub(super) fn parse_common(buf: &[u8], len: usize) -> Option<Common> {
     };
     // Source and destination in one load, both ports in another: the key's
     // words as the flow table stores them.
-    let addrs = u64::from_be_bytes([
-        h[off::ADDRS],
-        h[off::ADDRS + 1],
-        h[off::ADDRS + 2],
-        h[off::ADDRS + 3],
-        h[off::ADDRS + 4],
-        h[off::ADDRS + 5],
-        h[off::ADDRS + 6],
-        h[off::ADDRS + 7],
-    ]);
-    let ports = u32::from_be_bytes([h[off::PORTS], h[off::PORTS + 1], h[off::PORTS + 2], h[off::PORTS + 3]]);
+    let Ok(addrs) = <[u8; 8]>::try_from(&h[off::ADDRS..off::ADDRS + 8]) else { return None };
+    let addrs = u64::from_be_bytes(addrs);
+    let Ok(ports) = <[u8; 4]>::try_from(&h[off::PORTS..off::PORTS + 4]) else { return None };
+    let ports = u32::from_be_bytes(ports);
     Some(Common {
         k0: addrs,
         k1: u64::from(ports) << 16 | u64::from(proto),
@@ -202,6 +197,8 @@ pub(super) struct Tally {
     pub frames: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// How many of them were replies translated back to clients.
+    pub replies: u64,
 }
 
 /// Forwards a packet of the established flow in `slot` (whose key the caller
@@ -212,7 +209,7 @@ pub(super) struct Tally {
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn forward_established(
-    ct: &mut FlowTable,
+    ct: &mut FastTable<'_>,
     svc: &mut [ServiceCounter],
     hops: &NextHops,
     gens: (u32, u32),
@@ -234,23 +231,141 @@ pub(super) fn forward_established(
     let hop = hops.hop(e.hop)?;
     // Committed: from here on the frame is forwarded.
     e.last_seen = now;
-    h[..12].copy_from_slice(&hop.macs);
-    // `ip_delta` holds the TTL decrement (see `pipeline::deltas`).
-    let ip_csum = e.ip_delta.apply(be16(h, off::IP_CSUM));
-    h[off::TTL] = c.ttl - 1;
-    put16(h, off::IP_CSUM, ip_csum);
-    let addrs = (u64::from(e.snat_addr) << 32 | u64::from(e.backend_addr)).to_be_bytes();
-    h[off::ADDRS..off::ADDRS + 8].copy_from_slice(&addrs);
-    let ports = (u32::from(e.snat_port) << 16 | u32::from(e.backend_port)).to_be_bytes();
-    h[off::PORTS..off::PORTS + 4].copy_from_slice(&ports);
-    if c.proto() == IPPROTO_TCP {
-        put16(h, off::TCP_CSUM, e.l4_delta.apply(be16(h, off::TCP_CSUM)));
-    } else {
-        put16(h, off::UDP_CSUM, e.l4_delta.apply_udp(be16(h, off::UDP_CSUM)));
-    }
+    let addrs = u64::from(e.snat_addr) << 32 | u64::from(e.backend_addr);
+    let ports = u32::from(e.snat_port) << 16 | u32::from(e.backend_port);
+    rewrite(h, c, addrs, ports, e.ip_delta, e.l4_delta, hop);
     if let Some(c) = svc.get_mut(e.entry as usize) {
         c.packets += 1;
         c.bytes += f.len as u64;
     }
     Some(hop.port)
+}
+
+/// The translation written at fixed offsets, as `pipeline::rewrite` writes
+/// it: MACs, TTL - 1, addresses (`src << 32 | dst`), ports
+/// (`sport << 16 | dport`) and both checksums patched with the deltas
+/// (`ip_delta` includes the TTL decrement).
+#[inline(always)]
+fn rewrite(
+    h: &mut [u8; COMMON_LEN],
+    c: &Common,
+    addrs: u64,
+    ports: u32,
+    ip_delta: Delta,
+    l4_delta: Delta,
+    hop: &NextHop,
+) {
+    h[..12].copy_from_slice(&hop.macs);
+    let ip_csum = ip_delta.apply(be16(h, off::IP_CSUM));
+    h[off::TTL] = c.ttl - 1;
+    put16(h, off::IP_CSUM, ip_csum);
+    h[off::ADDRS..off::ADDRS + 8].copy_from_slice(&addrs.to_be_bytes());
+    h[off::PORTS..off::PORTS + 4].copy_from_slice(&ports.to_be_bytes());
+    if c.proto() == IPPROTO_TCP {
+        put16(h, off::TCP_CSUM, l4_delta.apply(be16(h, off::TCP_CSUM)));
+    } else {
+        put16(h, off::UDP_CSUM, l4_delta.apply_udp(be16(h, off::UDP_CSUM)));
+    }
+}
+
+/// Translates a backend's reply (a common frame that matched no forward
+/// flow) back to the client, as `Worker::reply` does, when its SNAT slot
+/// holds a flow from that backend and the hop toward the client is cached
+/// for this next-hop generation. Returns the egress port, or `None`, having
+/// changed nothing, for the general path (not to an SNAT address and port,
+/// no such flow, TTL 1, hop not cached).
+#[inline(always)]
+pub(super) fn reply(rev: &ReverseTable, hops: &NextHops, f: &mut Frame<'_>, c: &Common, now: u32) -> Option<u16> {
+    let p = c.parsed();
+    let k = &p.key;
+    rev.owner_of(k.dport)?;
+    let idx = rev.index(rev.addr_index(k.dst)?, k.proto, k.dport);
+    let fl = rev.read(idx)?;
+    if fl.backend != k.src || fl.backend_port != k.sport || fl.proto != k.proto || c.ttl <= 1 {
+        return None;
+    }
+    let hop = hops.hop(rev.cached_hop(idx, hops.generation())?)?;
+    let h: &mut [u8; COMMON_LEN] = f.buf.get_mut(..COMMON_LEN)?.try_into().ok()?;
+    // Committed.
+    let mut fl_flags = rflags::REPLIED;
+    if c.tcp_flags & tcpf::FIN != 0 {
+        fl_flags |= rflags::FIN;
+    }
+    if c.tcp_flags & tcpf::RST != 0 {
+        fl_flags |= rflags::RST;
+    }
+    rev.touch(idx, now, fl_flags);
+    let (ip_delta, l4_delta) = deltas(k, fl.frontend, fl.client, fl.frontend_port, fl.client_port);
+    let addrs = u64::from(fl.frontend) << 32 | u64::from(fl.client);
+    let ports = u32::from(fl.frontend_port) << 16 | u32::from(fl.client_port);
+    rewrite(h, c, addrs, ports, ip_delta, l4_delta, hop);
+    Some(hop.port)
+}
+
+/// Where [`run`] stopped.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Stop {
+    /// Every frame was forwarded.
+    Done,
+    /// Frame `at` is not a common frame: the general path parses it.
+    Uncommon {
+        /// Its index.
+        at: usize,
+    },
+    /// Frame `at` is a common frame the fast path did not forward (no flow,
+    /// or more to do than a translation): the general path decides it from
+    /// this parse and lookup.
+    Decide {
+        /// Its index.
+        at: usize,
+        /// The frame's fields.
+        c: Common,
+        /// Its probe.
+        probe: Probe,
+        /// The slot of its flow, if tracked.
+        slot: Option<usize>,
+    },
+}
+
+/// Forwards frames from the start of `frames` while they are common frames
+/// of established flows, or replies to them, needing only their
+/// translation; stops at the first other one, untouched, for the general
+/// path. The table stays borrowed for
+/// the whole run. Not inlined: on its own it keeps its state in registers
+/// (inlined into the batch loop, beside the general path, it spilled about
+/// 25 values per frame to the stack).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+pub(super) fn run(
+    ct: &mut FastTable<'_>,
+    svc: &mut [ServiceCounter],
+    rev: &ReverseTable,
+    hops: &NextHops,
+    gens: (u32, u32),
+    frames: &mut [Frame<'_>],
+    now: u32,
+    tally: &mut Tally,
+) -> Stop {
+    for (at, f) in frames.iter_mut().enumerate() {
+        let Some(c) = parse_common(f.buf, f.len) else {
+            return Stop::Uncommon { at };
+        };
+        let probe = ct.probe(FlowKey::hash_words(c.k0, c.k1));
+        let slot = ct.find(c.k0, c.k1, &probe);
+        let port = match slot {
+            Some(s) => forward_established(ct, svc, hops, gens, f, &c, s, now),
+            None => {
+                let port = reply(rev, hops, f, &c, now);
+                tally.replies += u64::from(port.is_some());
+                port
+            }
+        };
+        let Some(port) = port else {
+            return Stop::Decide { at, c, probe, slot };
+        };
+        f.verdict = Verdict::Forward { port };
+        tally.frames += 1;
+        tally.bytes += f.len as u64;
+    }
+    Stop::Done
 }

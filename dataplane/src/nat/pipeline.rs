@@ -259,6 +259,9 @@ pub struct Worker {
     hop_cache: Box<[(u32, u32, u16)]>,
     unresolved_len: usize,
     pre: [Pre; MAX_BATCH],
+    /// Whether the fast path (see `fast`) takes the frames it can (always,
+    /// except in tests comparing it with the general path).
+    fast_path: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -506,8 +509,16 @@ impl Worker {
             unresolved_len: 0,
             hop_cache: vec![(0, u32::MAX, 0); HOP_CACHE].into_boxed_slice(),
             pre: [Pre::Done(Verdict::Drop(DropReason::Malformed)); MAX_BATCH],
+            fast_path: true,
             shared,
         }
+    }
+
+    /// Turns the fast path off (or on again), so that tests can compare its
+    /// output with the general path's, frame by frame.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_path = on;
     }
 
     /// This worker's id.
@@ -590,6 +601,9 @@ impl Worker {
     }
 
     fn process_chunk(&mut self, t: &ServiceTable, hops: &NextHops, frames: &mut [Frame<'_>], now: u32) {
+        if !self.fast_path {
+            return self.process_chunk_general(t, hops, frames, now);
+        }
         if self.ct.slots() <= CACHE_RESIDENT_SLOTS {
             // The whole flow table fits in the core's caches: reading ahead
             // buys nothing (measured: 7.9x the baseline in one pass against
@@ -647,6 +661,23 @@ impl Worker {
         }
         // Pass 3: look up (the lines are in by now), decide and rewrite.
         self.decide_all(t, hops, frames, now);
+    }
+
+    /// A burst without the fast path: each frame parsed through the `wire`
+    /// wrappers, looked up and decided by the general path, in one pass.
+    #[cold]
+    fn process_chunk_general(&mut self, t: &ServiceTable, hops: &NextHops, frames: &mut [Frame<'_>], now: u32) {
+        for f in frames.iter_mut() {
+            let v = match parse_general(f.buf, f.len) {
+                Ok(p) => {
+                    let probe = self.ct.probe(p.key.hash());
+                    let slot = self.ct.find(&p.key, &probe);
+                    self.decide(t, hops, f, &p, &probe, slot, now)
+                }
+                Err(v) => v,
+            };
+            self.finish(f, v);
+        }
     }
 
     /// The last pass of a burst: decide and rewrite each frame from what

@@ -369,3 +369,98 @@ pub(super) fn run(
     }
     Stop::Done
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse_general;
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An untagged IPv4 frame (IHL 5) with a TCP (20-byte header) or UDP
+    /// header and `payload` bytes, lengths consistent; checksums are not
+    /// needed by the parsers.
+    fn frame(proto: u8, payload: usize) -> Vec<u8> {
+        let l4 = if proto == IPPROTO_UDP { 8 } else { 20 };
+        let total = 20 + l4 + payload;
+        let mut f = vec![0u8; 14 + total];
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&(total as u16).to_be_bytes());
+        f[20] = 0x40; // DF
+        f[22] = 64;
+        f[23] = proto;
+        f[26..34].copy_from_slice(&[198, 18, 1, 10, 198, 18, 128, 10]);
+        f[34..38].copy_from_slice(&[0xc0, 0x01, 0, 80]);
+        if proto == IPPROTO_UDP {
+            f[38..40].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+        } else {
+            f[46] = 0x50;
+            f[47] = tcpf::ACK;
+        }
+        f
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        /// Whatever the bytes, `parse_common` either declines or returns
+        /// exactly what the general parser returns; and it takes the
+        /// well-formed common frames.
+        #[test]
+        fn parse_common_agrees_with_parse(
+            udp in any::<bool>(),
+            payload in 0usize..40,
+            edits in proptest::collection::vec((12usize..60, any::<u8>()), 0..4),
+            cut in 0usize..8,
+            extra in 0usize..4,
+        ) {
+            let proto = if udp { IPPROTO_UDP } else { IPPROTO_TCP };
+            let mut f = frame(proto, payload);
+            let clean = edits.is_empty() && cut == 0;
+            for &(at, v) in &edits {
+                if let Some(b) = f.get_mut(at) {
+                    // Mostly nudge the interesting fields by one, sometimes anything.
+                    *b = if v & 1 == 0 { b.wrapping_add(v >> 7).wrapping_sub((v >> 6) & 1) } else { v };
+                }
+            }
+            let len = f.len().saturating_sub(cut);
+            // A buffer longer than the frame (as a UMEM chunk is).
+            f.resize(f.len() + extra, 0xee);
+            let general = parse_general(&f, len);
+            match parse_common(&f, len) {
+                Some(c) => prop_assert_eq!(Ok(c.parsed()), general),
+                None => prop_assert!(
+                    !clean || len < COMMON_LEN,
+                    "a clean common frame of {} bytes declined", len
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn parse_common_declines_the_unusual() {
+        let base = frame(IPPROTO_TCP, 10);
+        let len = base.len();
+        assert!(parse_common(&base, len).is_some());
+        type Edit = fn(&mut Vec<u8>);
+        let cases: [(&str, Edit); 7] = [
+            ("VLAN tag", |f| f[12..14].copy_from_slice(&[0x81, 0x00])),
+            ("IP options", |f| f[14] = 0x46),
+            ("more fragments", |f| f[20] |= 0x20),
+            ("fragment offset", |f| f[21] = 1),
+            ("ICMP", |f| f[23] = 1),
+            ("TCP data offset 4", |f| f[46] = 0x40),
+            ("total length beyond the frame", |f| f[17] = f[17].wrapping_add(1)),
+        ];
+        for (what, edit) in cases {
+            let mut f = base.clone();
+            edit(&mut f);
+            assert!(parse_common(&f, len).is_none(), "{what}");
+        }
+        assert!(parse_common(&base, len - 1).is_none(), "truncated");
+        let short_udp = frame(IPPROTO_UDP, 4);
+        assert!(short_udp.len() < COMMON_LEN);
+        assert!(parse_common(&short_udp, short_udp.len()).is_none());
+        assert!(parse_general(&short_udp, short_udp.len()).is_ok(), "the general path takes it");
+    }
+}

@@ -243,8 +243,8 @@ impl FastTable<'_> {
     /// The slot holding the key whose [`FlowKey::words`] are `(k0, k1)`:
     /// the same answer as [`FlowTable::find_words`], with fewer branches.
     ///
-    /// Both candidate buckets' signatures are matched (four word-wide
-    /// compares) into one mask, without a branch on which bucket holds the
+    /// Both candidate buckets' signatures are matched (two vector compares)
+    /// into one mask, without a branch on which bucket holds the
     /// flow (about one in six flows is in its second bucket, which a branch
     /// would mispredict). The first match's entry is taken from the bucket
     /// chosen without a branch, and its key compared as two words; only a
@@ -255,14 +255,13 @@ impl FastTable<'_> {
         let (Some(s1), Some(s2)) = (self.sigs.get(b1), self.sigs.get(b2)) else {
             return None;
         };
-        // Slot j + 4w of bucket B matches on bit 16j + (1 - w) + 2B.
-        let mut m = (lanes_equal(s1[0], p.sig) | lanes_equal(s1[1], p.sig) >> 1) >> 14
-            | (lanes_equal(s2[0], p.sig) | lanes_equal(s2[1], p.sig) >> 1) >> 12;
+        // Slot s of the first bucket matches on bit s, of the second on bit 8 + s.
+        let mut m = match_lanes2(s1, s2, p.sig);
         while m != 0 {
-            let bit = m.trailing_zeros();
+            let bit = m.trailing_zeros() as usize;
             m &= m - 1;
-            let b = if bit & 2 == 0 { b1 } else { b2 };
-            let slot = b * BUCKET_SLOTS + ((bit / 16) as usize | ((!bit & 1) as usize) << 2);
+            let b = if bit < BUCKET_SLOTS { b1 } else { b2 };
+            let slot = b * BUCKET_SLOTS + bit % BUCKET_SLOTS;
             if let Some(e) = self.entries.get(slot) {
                 if e.k0 == k0 && e.k1 == k1 {
                     return Some(slot);
@@ -277,6 +276,14 @@ impl FastTable<'_> {
     pub fn entry_mut(&mut self, slot: usize) -> Option<&mut FlowEntry> {
         self.entries.get_mut(slot)
     }
+}
+
+/// The slots of two buckets whose signature is `sig`: bit `s` for slot `s`
+/// of `a`, bit 8 + `s` for slot `s` of `b` (see `xsk::match_sigs2`: two
+/// vector compares on x86_64).
+#[inline(always)]
+fn match_lanes2(a: &SigBucket, b: &SigBucket, sig: u16) -> u32 {
+    crate::xsk::match_sigs2(a, b, sig)
 }
 
 #[inline(always)]
@@ -639,6 +646,12 @@ mod tests {
                 sig_set(&mut bucket, i, x);
             }
             let m = match_sigs(&bucket, sig);
+            // The vector match of two buckets agrees (the second reversed).
+            let mut other: SigBucket = [0; 2];
+            for (i, &x) in sigs.iter().rev().enumerate() {
+                sig_set(&mut other, i, x);
+            }
+            assert_eq!(match_lanes2(&bucket, &other, sig), m | match_sigs(&other, sig) << BUCKET_SLOTS);
             for (i, &x) in sigs.iter().enumerate() {
                 assert_eq!(m >> i & 1 == 1, x == sig, "{sigs:x?} {sig:x}");
             }

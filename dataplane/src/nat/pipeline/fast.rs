@@ -11,8 +11,8 @@
 //!
 //! - [`parse_common`] views the first [`COMMON_LEN`] bytes as a fixed-size
 //!   array (one length check, no per-field bounds checks), checks the same
-//!   things `parse` checks and reads the 5-tuple with two wide loads. It
-//!   returns the very `Parsed` that `parse` would, or `None` for anything
+//!   things `parse` checks and reads the 5-tuple with two wide loads. What it
+//!   returns stands for the very `Parsed` that `parse` would, or `None` for anything
 //!   else (VLAN tag, options, fragment, other protocols, short or
 //!   inconsistent lengths), which `parse` then handles as before.
 //! - [`forward_established`] applies the flow's precomputed translation
@@ -23,8 +23,15 @@
 //!   or RST (connection state), TTL 1 (ICMP time exceeded), a table or
 //!   next-hop generation other than the flow's (revalidation), a hop index
 //!   out of range, or a frame shorter than [`COMMON_LEN`].
-//! - The worker-wide counters (frames, bytes, forwarded) of the frames taken
-//!   here are added once per batch ([`Tally`]).
+//! - [`reply`] does the same for a backend's reply to a tracked flow (SNAT
+//!   slot read and checked, hop toward the client cached), declining
+//!   whatever `Worker::reply` would do more than translate.
+//! - [`run`] takes frames through these while it can, over the flow table
+//!   borrowed once ([`FastTable`]: branch-free lookup of both candidate
+//!   buckets), and stops at the first frame the general path must see, with
+//!   the parse and lookup it did, so nothing is done twice.
+//! - The worker-wide counters (frames, bytes, forwarded, replies translated)
+//!   of the frames taken here are added once per batch ([`Tally`]).
 //!
 //! So every frame gets exactly the verdict, output bytes and counters the
 //! general path gives it; the tests at the end of this file and

@@ -35,10 +35,12 @@ fn main() {
     let flows = args.next().unwrap_or(1000);
     let batches = args.next().unwrap_or(2000);
     // A third argument 1 runs the baseline (parse + MAC swap) instead; 2
-    // sends SYNs of new flows (flows time out after 1 s of the batch clock).
+    // sends SYNs of new flows (flows time out after 1 s of the batch clock);
+    // 3 sends the backends' replies to the tracked flows (as `reply/1k`).
     let mode = args.next().unwrap_or(0);
     let baseline = mode == 1;
     let new_flows = mode == 2;
+    let replies = mode == 3;
     let services = (0..SERVICES)
         .map(|s| ServiceSpec {
             namespace: "p".into(),
@@ -102,13 +104,28 @@ fn main() {
             .collect();
         w.process_batch(&table, &hops, &mut frames, 1);
     };
+    // Reply templates, from each translated SYN: backend -> SNAT address and port.
+    let mut reply_templates = Vec::new();
     for start in (0..flows).step_by(64) {
         let ids: Vec<u32> = (start..(start + 64).min(flows)).collect();
         run(&mut w, &mut bufs, &ids, 0x02);
+        if replies {
+            for out in &bufs[..ids.len()] {
+                let from = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+                let snat = Ipv4Addr::new(out[26], out[27], out[28], out[29]);
+                let (bport, sport) = (u16::from_be_bytes([out[36], out[37]]), u16::from_be_bytes([out[34], out[35]]));
+                let p = Pkt {
+                    src_mac: [2, 0, 0, 0, 2, 254],
+                    dst_mac: GW_POD_MAC,
+                    ..Pkt::new(from, snat, tcp(bport, sport, 0x10))
+                };
+                reply_templates.push(p.build());
+            }
+        }
     }
     let setup = w.counters().forwarded;
     let mut x = 0x9e37_79b9u32;
-    let templates: Vec<Vec<u8>> = (0..flows).map(|i| frame(i, 0x10)).collect();
+    let templates: Vec<Vec<u8>> = if replies { reply_templates } else { (0..flows).map(|i| frame(i, 0x10)).collect() };
     if new_flows {
         let template = frame(0, 0x02);
         let mut n = flows;
@@ -150,7 +167,12 @@ fn main() {
         }
     }
     let c = w.counters();
-    println!("setup forwarded {setup}, measured forwarded {}, drops {:?}", c.forwarded - setup, c.drop);
+    println!(
+        "setup forwarded {setup}, measured forwarded {} (replies translated {}), drops {:?}",
+        c.forwarded - setup,
+        c.reverse_translated,
+        c.drop
+    );
 }
 
 /// The baseline of benches/nat.rs: parse with the wire wrappers, swap MACs.

@@ -18,12 +18,12 @@
 //! Only the owning worker touches its table: no atomics, no locks.
 
 use crate::wire::checksum::Delta;
-use svcgate_common::hash::fmix64;
 
 /// Slots per bucket.
 pub const BUCKET_SLOTS: usize = 8;
 const EMPTY_SIG: u16 = 0;
-const KEY_SEED: u64 = 0x636f_6e6e_7472_6b31;
+const KEY_SEED_A: u64 = 0x636f_6e6e_ffff_ffff;
+const KEY_SEED_B: u64 = 0x7472_6b31_9e37_795b;
 
 /// A flow's 5-tuple as read from the wire (addresses as big-endian `u32`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -57,7 +57,21 @@ impl FlowKey {
         // One murmur3 finaliser over both words: the second is spread by a
         // multiply first so that ports and addresses both reach every bit.
         let (a, b) = self.words();
-        fmix64(a ^ (b ^ KEY_SEED).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        Self::hash_words(a, b)
+    }
+
+    /// [`FlowKey::hash`] of a key given as its [`FlowKey::words`].
+    ///
+    /// One 64x64->128-bit multiply of the two seeded words, folded (the
+    /// `mum` of wyhash): every bit of either word reaches both halves of
+    /// the product, in a third of the instructions of a murmur finaliser.
+    /// The seeds keep either factor from being zero for a usable key: the
+    /// second word's low byte is the protocol (6 or 17, never `KEY_SEED_B`'s
+    /// 0x5b), and the first is zero only for destination 255.255.255.255.
+    #[inline(always)]
+    pub const fn hash_words(a: u64, b: u64) -> u64 {
+        let m = (a ^ KEY_SEED_A) as u128 * (b ^ KEY_SEED_B) as u128;
+        (m as u64) ^ ((m >> 64) as u64)
     }
 }
 
@@ -168,10 +182,16 @@ enum Entries {
 }
 
 impl Entries {
+    /// Tables smaller than a huge page gain nothing from the mapping and
+    /// stay on the heap, where viewing them costs no alignment check.
     fn zeroed(n: usize) -> Self {
+        const HUGE_PAGE: usize = 2 << 20;
         let bytes = n * std::mem::size_of::<FlowEntry>();
-        match memmap2::MmapOptions::new().len(bytes.max(1)).map_anon() {
-            Ok(mut m) if bytes > 0 => {
+        if bytes < HUGE_PAGE {
+            return Self::Heap(vec![FlowEntry::default(); n].into_boxed_slice());
+        }
+        match memmap2::MmapOptions::new().len(bytes).map_anon() {
+            Ok(mut m) => {
                 // Only a hint: without transparent huge pages it fails or does nothing.
                 #[cfg(target_os = "linux")]
                 let _ = m.advise(memmap2::Advice::HugePage);
@@ -206,6 +226,82 @@ impl Entries {
             Self::Heap(b) => b,
         }
     }
+}
+
+/// A [`FlowTable`] borrowed for a run of lookups and entry updates (the
+/// fast path holds one across a burst, so the table's storage is resolved
+/// once, not per frame).
+pub struct FastTable<'a> {
+    sigs: &'a [SigBucket],
+    entries: &'a mut [FlowEntry],
+    buckets: u32,
+}
+
+impl std::fmt::Debug for FastTable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastTable").field("slots", &self.entries.len()).finish()
+    }
+}
+
+impl FastTable<'_> {
+    /// Candidate buckets and signature of a key hash, as [`FlowTable::probe`].
+    #[inline(always)]
+    pub fn probe(&self, h: u64) -> Probe {
+        probe(h, self.buckets)
+    }
+
+    /// The slot holding the key whose [`FlowKey::words`] are `(k0, k1)`:
+    /// the same answer as [`FlowTable::find_words`], with fewer branches.
+    ///
+    /// Both candidate buckets' signatures are matched (two vector compares)
+    /// into one mask, without a branch on which bucket holds the
+    /// flow (about one in six flows is in its second bucket, which a branch
+    /// would mispredict). The first match's entry is taken from the bucket
+    /// chosen without a branch, and its key compared as two words; only a
+    /// signature collision (two in 65536 per candidate slot) loops.
+    #[inline(always)]
+    pub fn find(&self, k0: u64, k1: u64, p: &Probe) -> Option<usize> {
+        let (b1, b2) = (p.b1 as usize, p.b2 as usize);
+        let (Some(s1), Some(s2)) = (self.sigs.get(b1), self.sigs.get(b2)) else {
+            return None;
+        };
+        // Slot s of the first bucket matches on bit s, of the second on bit 8 + s.
+        let mut m = match_lanes2(s1, s2, p.sig);
+        while m != 0 {
+            let bit = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let b = if bit < BUCKET_SLOTS { b1 } else { b2 };
+            let slot = b * BUCKET_SLOTS + bit % BUCKET_SLOTS;
+            if let Some(e) = self.entries.get(slot) {
+                if e.k0 == k0 && e.k1 == k1 {
+                    return Some(slot);
+                }
+            }
+        }
+        None
+    }
+
+    /// The entry in `slot`, mutably.
+    #[inline(always)]
+    pub fn entry_mut(&mut self, slot: usize) -> Option<&mut FlowEntry> {
+        self.entries.get_mut(slot)
+    }
+}
+
+/// The slots of two buckets whose signature is `sig`: bit `s` for slot `s`
+/// of `a`, bit 8 + `s` for slot `s` of `b` (see `xsk::match_sigs2`: two
+/// vector compares on x86_64).
+#[inline(always)]
+fn match_lanes2(a: &SigBucket, b: &SigBucket, sig: u16) -> u32 {
+    crate::xsk::match_sigs2(a, b, sig)
+}
+
+#[inline(always)]
+fn probe(h: u64, buckets: u32) -> Probe {
+    let lo = h as u32;
+    let hi = (h >> 32) as u32;
+    let sig = (lo as u16) ^ (hi as u16);
+    Probe { b1: range(lo, buckets) as u32, b2: range(hi, buckets) as u32, sig: if sig == EMPTY_SIG { 1 } else { sig } }
 }
 
 /// A fixed-capacity flow table.
@@ -302,14 +398,13 @@ impl FlowTable {
     /// Candidate buckets and signature for a key hash.
     #[inline(always)]
     pub fn probe(&self, h: u64) -> Probe {
-        let lo = h as u32;
-        let hi = (h >> 32) as u32;
-        let sig = (lo as u16) ^ (hi as u16);
-        Probe {
-            b1: range(lo, self.buckets) as u32,
-            b2: range(hi, self.buckets) as u32,
-            sig: if sig == EMPTY_SIG { 1 } else { sig },
-        }
+        probe(h, self.buckets)
+    }
+
+    /// The table borrowed for a run of fast-path lookups.
+    #[inline(always)]
+    pub fn fast(&mut self) -> FastTable<'_> {
+        FastTable { sigs: &self.sigs, entries: self.entries.get_mut(), buckets: self.buckets }
     }
 
     /// Prefetches the primary signature bucket of a probe (insertion fills
@@ -354,18 +449,35 @@ impl FlowTable {
     #[inline(always)]
     pub fn find(&self, key: &FlowKey, p: &Probe) -> Option<usize> {
         let (k0, k1) = key.words();
+        self.find_words(k0, k1, p)
+    }
+
+    /// The slot holding the key whose [`FlowKey::words`] are `(k0, k1)`.
+    ///
+    /// Per bucket: both signature words matched at once (the second's lane
+    /// bits shifted down by one, so that the 8 slots' match bits are
+    /// distinct bits of one word), then, for each match (nearly always just
+    /// the one), the key compared as two words in an entry taken from the
+    /// bucket's fixed-size array of entries (no bounds check per slot).
+    #[inline(always)]
+    pub fn find_words(&self, k0: u64, k1: u64, p: &Probe) -> Option<usize> {
+        let entries = self.entries.get();
         for b in [p.b1 as usize, p.b2 as usize] {
-            let Some(bucket) = self.sigs.get(b) else { break };
-            for (w, &word) in bucket.iter().enumerate() {
-                let mut m = lanes_equal(word, p.sig);
-                while m != 0 {
-                    let slot = b * BUCKET_SLOTS + w * LANES + (m.trailing_zeros() / 16) as usize;
-                    m &= m - 1;
-                    if let Some(e) = self.entries.get().get(slot) {
-                        if e.k0 == k0 && e.k1 == k1 {
-                            return Some(slot);
-                        }
-                    }
+            let (Some(sigs), Some(ents)) = (self.sigs.get(b), entries.get(b * BUCKET_SLOTS..(b + 1) * BUCKET_SLOTS))
+            else {
+                break;
+            };
+            let Ok(ents) = <&[FlowEntry; BUCKET_SLOTS]>::try_from(ents) else { break };
+            // Word 0's matches on bits 15, 31, 47, 63 (slots 0-3), word 1's
+            // on bits 14, 30, 46, 62 (slots 4-7).
+            let mut m = lanes_equal(sigs[0], p.sig) | lanes_equal(sigs[1], p.sig) >> 1;
+            while m != 0 {
+                let bit = m.trailing_zeros();
+                m &= m - 1;
+                let s = (bit / 16) as usize | ((!bit & 1) as usize) << 2;
+                let e = &ents[s % BUCKET_SLOTS];
+                if e.k0 == k0 && e.k1 == k1 {
+                    return Some(b * BUCKET_SLOTS + s);
                 }
             }
         }
@@ -550,6 +662,12 @@ mod tests {
                 sig_set(&mut bucket, i, x);
             }
             let m = match_sigs(&bucket, sig);
+            // The vector match of two buckets agrees (the second reversed).
+            let mut other: SigBucket = [0; 2];
+            for (i, &x) in sigs.iter().rev().enumerate() {
+                sig_set(&mut other, i, x);
+            }
+            assert_eq!(match_lanes2(&bucket, &other, sig), m | match_sigs(&other, sig) << BUCKET_SLOTS);
             for (i, &x) in sigs.iter().enumerate() {
                 assert_eq!(m >> i & 1 == 1, x == sig, "{sigs:x?} {sig:x}");
             }

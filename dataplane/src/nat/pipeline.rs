@@ -22,6 +22,11 @@
 //!    from this worker's slice, both directions entered, then as in 3.
 //!    Anything else goes to the kernel.
 //!
+//! The common case of 1 and 3 (an untagged IPv4 frame without options of a
+//! tracked flow, or a reply to one, that needs only its translation) takes
+//! a fast path (`fast`) with the same results at half the instructions;
+//! every other frame takes the general path described here.
+//!
 //! Nothing here allocates, locks or logs per packet; all tables are sized when
 //! the worker is created. The batch path reads every frame's hash buckets,
 //! then every candidate entry, before processing any frame, so that at 1M
@@ -45,6 +50,8 @@ use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::tcp::{flags as tcpf, TcpPacket};
 use crate::wire::udp::UdpPacket;
 use crate::wire::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
+mod fast;
 
 /// Flow tables up to this many slots (64 bytes each: 1 MiB) fit in a core's
 /// L2 cache here; for them the batch path takes each frame through in one
@@ -194,7 +201,7 @@ struct AffinitySlot {
 
 /// A parsed frame: offsets and the 5-tuple. Kept small (u16 offsets): the
 /// batch path writes and rereads one per frame.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Parsed {
     l3: u16,
     l4: u16,
@@ -257,6 +264,9 @@ pub struct Worker {
     hop_cache: Box<[(u32, u32, u16)]>,
     unresolved_len: usize,
     pre: [Pre; MAX_BATCH],
+    /// Whether the fast path (see `fast`) takes the frames it can (always,
+    /// except in tests comparing it with the general path).
+    fast_path: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -265,8 +275,18 @@ impl std::fmt::Debug for Worker {
     }
 }
 
+/// Parses a frame: the common frame through the fast path's fixed offsets
+/// (see `fast`), anything else through the `wire` wrappers.
 #[inline(always)]
 fn parse(buf: &[u8], len: usize) -> Result<Parsed, Verdict> {
+    match fast::parse_common(buf, len) {
+        Some(c) => Ok(c.parsed()),
+        None => parse_general(buf, len),
+    }
+}
+
+#[inline(never)]
+fn parse_general(buf: &[u8], len: usize) -> Result<Parsed, Verdict> {
     let frame = buf.get(..len).ok_or(Verdict::Drop(DropReason::Malformed))?;
     let eth = EthernetFrame::new_checked(frame).map_err(|_| Verdict::Drop(DropReason::Malformed))?;
     if eth.ethertype() != ETHERTYPE_IPV4 {
@@ -494,8 +514,16 @@ impl Worker {
             unresolved_len: 0,
             hop_cache: vec![(0, u32::MAX, 0); HOP_CACHE].into_boxed_slice(),
             pre: [Pre::Done(Verdict::Drop(DropReason::Malformed)); MAX_BATCH],
+            fast_path: true,
             shared,
         }
+    }
+
+    /// Turns the fast path off (or on again), so that tests can compare its
+    /// output with the general path's, frame by frame.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_path = on;
     }
 
     /// This worker's id.
@@ -578,22 +606,44 @@ impl Worker {
     }
 
     fn process_chunk(&mut self, t: &ServiceTable, hops: &NextHops, frames: &mut [Frame<'_>], now: u32) {
+        if !self.fast_path {
+            return self.process_chunk_general(t, hops, frames, now);
+        }
         if self.ct.slots() <= CACHE_RESIDENT_SLOTS {
             // The whole flow table fits in the core's caches: reading ahead
             // buys nothing (measured: 7.9x the baseline in one pass against
             // 9.0x with a separate lookup pass), so each frame goes through
             // in one pass.
-            for f in frames.iter_mut() {
-                let v = match parse(f.buf, f.len) {
-                    Ok(p) => {
-                        let probe = self.ct.probe(p.key.hash());
-                        let slot = self.ct.find(&p.key, &probe);
-                        self.decide(t, hops, f, &p, &probe, slot, now)
+            let gens = (t.generation() as u32, hops.generation());
+            let mut tally = fast::Tally::default();
+            let mut i = 0;
+            while i < frames.len() {
+                // The fast path takes frames until one needs the general path.
+                let rev = &self.shared.reverse;
+                let stop =
+                    fast::run(&mut self.ct.fast(), &mut self.svc, rev, hops, gens, &mut frames[i..], now, &mut tally);
+                let (at, v) = match stop {
+                    fast::Stop::Done => break,
+                    fast::Stop::Uncommon { at } => {
+                        let f = &mut frames[i + at];
+                        let v = match parse_general(f.buf, f.len) {
+                            Ok(p) => {
+                                let probe = self.ct.probe(p.key.hash());
+                                let slot = self.ct.find(&p.key, &probe);
+                                self.decide(t, hops, f, &p, &probe, slot, now)
+                            }
+                            Err(v) => v,
+                        };
+                        (at, v)
                     }
-                    Err(v) => v,
+                    fast::Stop::Decide { at, c, probe, slot } => {
+                        (at, self.decide(t, hops, &mut frames[i + at], &c.parsed(), &probe, slot, now))
+                    }
                 };
-                self.finish(f, v);
+                self.finish(&mut frames[i + at], v);
+                i += at + 1;
             }
+            self.add_tally(&tally);
             return;
         }
         let n = frames.len();
@@ -618,21 +668,78 @@ impl Worker {
         self.decide_all(t, hops, frames, now);
     }
 
+    /// A burst without the fast path: each frame parsed through the `wire`
+    /// wrappers, looked up and decided by the general path, in one pass.
+    #[cold]
+    fn process_chunk_general(&mut self, t: &ServiceTable, hops: &NextHops, frames: &mut [Frame<'_>], now: u32) {
+        for f in frames.iter_mut() {
+            let v = match parse_general(f.buf, f.len) {
+                Ok(p) => {
+                    let probe = self.ct.probe(p.key.hash());
+                    let slot = self.ct.find(&p.key, &probe);
+                    self.decide(t, hops, f, &p, &probe, slot, now)
+                }
+                Err(v) => v,
+            };
+            self.finish(f, v);
+        }
+    }
+
     /// The last pass of a burst: decide and rewrite each frame from what
     /// the earlier passes found.
     #[inline(always)]
     fn decide_all(&mut self, t: &ServiceTable, hops: &NextHops, frames: &mut [Frame<'_>], now: u32) {
+        let gens = (t.generation() as u32, hops.generation());
+        let mut tally = fast::Tally::default();
         for (i, f) in frames.iter_mut().enumerate() {
             let v = match self.pre[i] {
                 Pre::Done(v) => v,
                 Pre::Parsed(p, probe, candidate) => {
                     let candidate = (candidate != NO_SLOT).then_some(candidate as usize);
                     let slot = self.ct.check(&p.key, &probe, candidate);
+                    if let Some(c) = fast::Common::of(&p) {
+                        if let Some(port) = self.fast_forward(hops, gens, f, &c, slot, now, &mut tally) {
+                            f.verdict = Verdict::Forward { port };
+                            continue;
+                        }
+                    }
                     self.decide(t, hops, f, &p, &probe, slot, now)
                 }
             };
             self.finish(f, v);
         }
+        self.add_tally(&tally);
+    }
+
+    /// The established-flow fast path (see `fast`): `Some(port)` when it
+    /// forwarded the frame, counted in `tally`; `None` when nothing was done
+    /// and the frame goes to `decide`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn fast_forward(
+        &mut self,
+        hops: &NextHops,
+        gens: (u32, u32),
+        f: &mut Frame<'_>,
+        c: &fast::Common,
+        slot: Option<usize>,
+        now: u32,
+        tally: &mut fast::Tally,
+    ) -> Option<u16> {
+        let port = fast::forward_established(&mut self.ct.fast(), &mut self.svc, hops, gens, f, c, slot?, now)?;
+        tally.frames += 1;
+        tally.bytes += f.len as u64;
+        Some(port)
+    }
+
+    /// Counts the frames the fast path forwarded in a batch, as `finish`
+    /// would have one by one.
+    #[inline(always)]
+    fn add_tally(&mut self, tally: &fast::Tally) {
+        self.counters.rx += tally.frames;
+        self.counters.rx_bytes += tally.bytes;
+        self.counters.forwarded += tally.frames;
+        self.counters.reverse_translated += tally.replies;
     }
 
     /// Records a frame's verdict (and a reply's new length) and counts it.

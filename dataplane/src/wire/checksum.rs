@@ -134,7 +134,12 @@ impl Delta {
     #[inline(always)]
     #[must_use]
     pub const fn apply(self, csum: u16) -> u16 {
-        !fold((!csum) as u32 + self.0)
+        // The delta is kept folded (every constructor folds), so the sum is
+        // at most 0x1fffe and one end-around-carry step folds it: the
+        // result is `fold`'s, in three instructions fewer per checksum.
+        debug_assert!(self.0 <= 0xffff);
+        let s = (!csum) as u32 + self.0;
+        !((s & 0xffff) + (s >> 16)) as u16
     }
 
     /// Apply to a UDP checksum field. `0` (no checksum) stays `0`, and a

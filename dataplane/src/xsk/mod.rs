@@ -36,5 +36,5 @@ pub use netlink::{
 pub use steer::{
     steer_object, SteerStats, Steering, XdpMode, MAX_FRONTENDS, MAX_QUEUES, MAX_SNAT_ADDRS, PROTO_TCP, PROTO_UDP,
 };
-pub use umem::{prefetch, tsc, PortConfig, XskConfig, XskPorts, BATCH};
+pub use umem::{match_sigs2, prefetch, tsc, PortConfig, XskConfig, XskPorts, BATCH};
 pub use worker::{stop_on_signals, tsc_hz, BatchHandler, StatsSnapshot, Worker, WorkerConfig, WorkerStats};

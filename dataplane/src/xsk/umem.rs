@@ -517,3 +517,39 @@ pub fn tsc() -> u64 {
         START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
     }
 }
+
+/// The 16-bit lanes (lane `j` of word `w` is bits `16j..16j+16` of `a[w]`,
+/// slot `4w + j`) of two flow-table signature buckets equal to `sig`: bit
+/// `s` for slot `s` of `a`, bit `8 + s` for slot `s` of `b`.
+///
+/// On x86_64, two SSE2 compares and mask extractions (`pcmpeqw`,
+/// `pmovmskb`, about a dozen instructions for both buckets against some 40
+/// for the word-wide SWAR match). SSE2 is part of the x86_64 baseline, but
+/// the intrinsics are `unsafe` functions before Rust 1.87 (the workspace's
+/// rust-version is older), so they live here with svcgate's other `unsafe`.
+#[inline(always)]
+pub fn match_sigs2(a: &[u64; 2], b: &[u64; 2], sig: u16) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_cmpeq_epi16, _mm_movemask_epi8, _mm_packs_epi16, _mm_set1_epi16, _mm_set_epi64x};
+        // One block for the seven intrinsic calls: each has the same (and
+        // only) precondition, stated once below.
+        #[allow(unused_unsafe, clippy::multiple_unsafe_ops_per_block)]
+        // SAFETY: these intrinsics only compute on values in registers (no
+        // memory access) and need SSE2, which every x86_64 CPU has.
+        let mask = unsafe {
+            let s = _mm_set1_epi16(sig as i16);
+            let ea = _mm_cmpeq_epi16(_mm_set_epi64x(a[1] as i64, a[0] as i64), s);
+            let eb = _mm_cmpeq_epi16(_mm_set_epi64x(b[1] as i64, b[0] as i64), s);
+            // Each lane's 0 / -1 saturates to one byte: 8 bytes per bucket.
+            _mm_movemask_epi8(_mm_packs_epi16(ea, eb))
+        };
+        mask as u32
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let lanes =
+            |w: &[u64; 2]| (0..8).fold(0u32, |m, s| m | u32::from((w[s / 4] >> (16 * (s % 4))) as u16 == sig) << s);
+        lanes(a) | lanes(b) << 8
+    }
+}

@@ -133,9 +133,12 @@ N
     # counts it). A threaded sink would need a core of its own: beside the
     # generator it starves, veth's transmit queue stops and every dataplane
     # stalls.
-    for l in "$NS_GW sgb-w0" "$NS_SINK sgb-s0"; do
+    # veth hands a frame to its peer's NAPI only if the peer runs XDP or
+    # the frame qualifies for GRO, which needs TSO off on the sending side.
+    for l in "$NS_GW sgb-w0 $NS_GEN sgb-g0" "$NS_SINK sgb-s0 $NS_GW sgb-w1"; do
         [ "${BENCH_FAIR:-1}" = 1 ] || break # BENCH_FAIR=0: veth defaults (development)
         set -- $l
+        in_ns "$3" ethtool -K "$4" tso off >/dev/null
         in_ns "$1" ethtool -K "$2" gro on >/dev/null
         in_ns "$1" sh -c "echo 1 > /sys/class/net/$2/threaded"
     done

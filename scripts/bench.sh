@@ -148,14 +148,15 @@ N
 # detached) to their cores; prints which CPU each ran on last.
 pin_napi() {
     local pid
-    for pid in $(pgrep "^napi/sgb-[ws]0" || true); do
+    for pid in $(pgrep "^napi/sgb-w0" || true); do
         taskset -pc $GW_CPU "$pid" >/dev/null
-        # Real-time priority: the kernel half of the receive path preempts
-        # the busy-polling userspace half as soon as frames arrive, instead
-        # of waiting out its time slice (EEVDF) while veth's 256-frame ring
-        # overflows. The same for every dataplane.
-        chrt -f -p 10 "$pid"
+        if [ "${BENCH_RT:-0}" = 1 ]; then chrt -f -p 10 "$pid"; fi
     done
+    for pid in $(pgrep "^napi/sgb-s0" || true); do
+        taskset -pc "${SINK_CPU:-$GW_CPU}" "$pid" >/dev/null
+        if [ "${BENCH_RT:-0}" = 1 ]; then chrt -f -p 10 "$pid"; fi
+    done
+    return 0
 }
 
 # --- counters --------------------------------------------------------------------
@@ -291,7 +292,8 @@ testpmd_start() {
     # testpmd reads commands from stdin; a fifo kept open on fd 7 drives it.
     # -l: main lcore on the generator's core (it only reads stdin), the
     # forwarding lcore on the gateway's.
-    ip netns exec $NS_GW dpdk-testpmd --no-huge -m 1024 --no-pci -l $GEN_CPU,$GW_CPU --main-lcore $GEN_CPU \
+    # stdbuf: line-buffered, so the figures printed at "stop" reach the log then.
+    ip netns exec $NS_GW stdbuf -oL dpdk-testpmd --no-huge -m 1024 --no-pci -l $GEN_CPU,$GW_CPU --main-lcore $GEN_CPU \
         --vdev net_af_xdp0,iface=sgb-w0,start_queue=0,queue_count=1 \
         --vdev net_af_xdp1,iface=sgb-w1,start_queue=0,queue_count=1 \
         -- -i --forward-mode=mac --eth-peer=1,"$SINK_MAC" --nb-cores=1 --record-core-cycles \
@@ -311,27 +313,47 @@ testpmd_stop() {
     wait $TESTPMD_PID 2>/dev/null || true; TESTPMD_PID=""
     rm -f "$TMP/testpmd.in"
 }
-# The last "CPU cycles/packet=" testpmd printed (at "stop").
-testpmd_cycles() { grep -o 'CPU cycles/packet=[0-9.]*' "$OUT/testpmd.log" | tail -1 | cut -d= -f2 | cut -d. -f1; }
+# Stops forwarding and prints the "CPU cycles/packet=" figure testpmd
+# prints at "stop" (for the forwarding since "start"), or "-".
+testpmd_stop_cycles() {
+    local before i
+    before=$(grep -c 'CPU cycles/packet=' "$OUT/testpmd.log" || true)
+    echo stop >&7
+    for i in $(seq 1 50); do
+        [ "$(grep -c 'CPU cycles/packet=' "$OUT/testpmd.log" || true)" -gt "$before" ] && break
+        sleep 0.1
+    done
+    { grep -o 'CPU cycles/packet=[0-9.]*' "$OUT/testpmd.log" || echo =-; } | tail -1 | cut -d= -f2 | cut -d. -f1
+}
 
 nft_rules() {
     # kube-proxy's nftables proxier shape (pkg/proxy/nftables): service-ips
     # verdict map, a Service chain marking for masquerade and picking an
     # endpoint with numgen, one chain per endpoint doing dnat.
-    local i=0 vm="" a
+    local i=0 vm="" a t="ip kube-proxy"
     {
-        echo "table ip kube-proxy {"
-        echo "  map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; elements = { $VIP . udp . $VPORT : goto service-bench } }"
-        echo "  chain mark-for-masquerade { mark set mark or 0x4000 }"
-        echo "  chain masquerading { type nat hook postrouting priority srcnat; mark and 0x4000 == 0 return; mark set mark xor 0x4000; masquerade fully-random }"
-        echo "  chain services { ip daddr . meta l4proto . th dport vmap @service-ips }"
-        echo "  chain nat-prerouting { type nat hook prerouting priority dstnat; jump services }"
+        echo "add table $t"
+        echo "add chain $t mark-for-masquerade"
+        echo "add rule $t mark-for-masquerade mark set mark or 0x4000"
+        echo "add chain $t masquerading { type nat hook postrouting priority srcnat ; }"
+        echo "add rule $t masquerading mark and 0x4000 == 0 return"
+        echo "add rule $t masquerading mark set mark xor 0x4000"
+        echo "add rule $t masquerading masquerade fully-random"
+        echo "add map $t service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }"
+        echo "add chain $t services"
+        echo "add rule $t services ip daddr . meta l4proto . th dport vmap @service-ips"
+        echo "add chain $t nat-prerouting { type nat hook prerouting priority dstnat ; }"
+        echo "add rule $t nat-prerouting jump services"
         for a in $PODS; do
-            echo "  chain endpoint-$i { ip saddr $a jump mark-for-masquerade; meta l4proto udp dnat to $a:$TPORT }"
+            echo "add chain $t endpoint-$i"
+            echo "add rule $t endpoint-$i ip saddr $a jump mark-for-masquerade"
+            echo "add rule $t endpoint-$i meta l4proto udp dnat to $a:$TPORT"
             vm="$vm${vm:+, }$i : goto endpoint-$i"; i=$((i + 1))
         done
-        echo "  chain service-bench { ip daddr $VIP udp dport $VPORT ip saddr != 198.18.2.0/24 jump mark-for-masquerade; numgen random mod $i vmap { $vm } }"
-        echo "}"
+        echo "add chain $t service-bench"
+        echo "add rule $t service-bench ip daddr $VIP udp dport $VPORT ip saddr != 198.18.2.0/24 jump mark-for-masquerade"
+        echo "add rule $t service-bench numgen random mod $i vmap { $vm }"
+        echo "add element $t service-ips { $VIP . udp . $VPORT : goto service-bench }"
     } >"$TMP/kp.nft"
 }
 
@@ -381,7 +403,7 @@ for peer in $PEERS; do
         nft) in_ns $NS_GW conntrack -F >/dev/null 2>&1 || true ;;
         esac
         measure "$peer" "$f"
-        if [ "$peer" = testpmd ]; then testpmd_cmd stop; CYC=$(testpmd_cycles); CYC=${CYC:--}; fi
+        if [ "$peer" = testpmd ]; then CYC=$(testpmd_stop_cycles); CYC=${CYC:--}; fi
         row "$peer" "$f"
         FWD[$peer/$f]=$FORWARDED; CYCLES[$peer/$f]=$CYC; LOSSES[$peer/$f]=$LOSS
     done

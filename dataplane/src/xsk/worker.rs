@@ -11,9 +11,10 @@
 //!    chunks return to the free stack;
 //! 4. reap completion rings, re-kick TX rings with unsent entries, top up the
 //!    fill rings;
-//! 5. on a poll that received nothing: count it, call `handler.idle()`, and
-//!    after `idle_spins` empty polls in a row sleep `idle_sleep` (zero: pure
-//!    busy polling).
+//! 5. on a poll that received nothing: count it, call `handler.idle()`,
+//!    yield the core every few empty polls (so a kernel thread sharing it,
+//!    such as the NAPI thread feeding our RX ring, runs at once), and after
+//!    `idle_spins` empty polls in a row sleep `idle_sleep` (zero: never).
 //!
 //! Nothing in the loop allocates, locks or logs. Counters are single-writer
 //! atomics (relaxed load + store), readable from any thread.
@@ -220,6 +221,9 @@ impl Default for WorkerConfig {
     }
 }
 
+/// Empty polls in a row between two `sched_yield`s of an idle worker.
+const YIELD_EVERY: u32 = 8;
+
 /// A worker: ports, handler, counters, stop flag.
 pub struct Worker<H> {
     ports: XskPorts,
@@ -374,6 +378,14 @@ impl<H: BatchHandler + 'static> Worker<H> {
                 spins = spins.saturating_add(1);
                 if spins >= self.cfg.idle_spins && !self.cfg.idle_sleep.is_zero() {
                     std::thread::sleep(self.cfg.idle_sleep);
+                } else if spins % YIELD_EVERY == 0 {
+                    // Let a runnable thread on this core have it (a no-op
+                    // syscall when there is none). On veth, and on any NIC
+                    // without AF_XDP zero-copy, the kernel half of the
+                    // receive path (XDP, the copy into the UMEM) runs in a
+                    // NAPI thread that may share this core: every cycle spent
+                    // spinning on an empty ring is one it cannot use.
+                    std::thread::yield_now();
                 } else {
                     std::hint::spin_loop();
                 }

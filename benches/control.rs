@@ -270,11 +270,15 @@ fn table_bytes(t: &ServiceTable) -> (usize, usize, usize, usize, usize) {
     let mut entries = 0;
     let mut maglev = 0;
     let mut backends = 0;
+    // Ports of a Service with the same endpoints share one Maglev table.
+    let mut seen = std::collections::HashSet::new();
     for e in t.entries() {
         entries += 16 + size_of::<ServiceEntry>() + e.source_ranges.len() * 8;
         entries += 3 * 16 + e.id.namespace.len() + e.id.name.len() + e.id.port_name.len();
         backends += e.backends.len() * size_of::<Backend>();
-        maglev += e.maglev.len() * size_of::<u16>();
+        if seen.insert(e.maglev.slots().as_ptr()) {
+            maglev += e.maglev.len() * size_of::<u16>() + 16;
+        }
     }
     (frontends, entries_arr, entries, maglev, backends)
 }

@@ -28,7 +28,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use svcgate_common::model::DesiredState;
 use svcgate_common::publish::{Publisher, Reader};
-use svcgate_common::table::{ServiceEntry, ServicePortId, ServiceTable};
+use svcgate_common::table::{service_entries, ServiceEntry, ServiceTable};
 
 use crate::display::{self, EndpointsRow, ServiceRow};
 use crate::error::LoadError;
@@ -307,11 +307,14 @@ impl Controller {
     /// the whole set again.
     pub fn apply_changes(&self, upserts: Vec<Sourced>, deletes: Vec<ObjectKey>) -> SyncOutcome {
         let mut st = self.state.lock();
-        if deletes.is_empty() && !upserts.is_empty() {
-            if let Some(outcome) = self.try_slices_only(&mut st, &upserts) {
-                return outcome;
+        let upserts = if deletes.is_empty() && !upserts.is_empty() {
+            match self.try_slices_only(&mut st, upserts) {
+                Ok(outcome) => return outcome,
+                Err(upserts) => upserts,
             }
-        }
+        } else {
+            upserts
+        };
         let mut objects = std::mem::take(&mut st.objects);
         if !deletes.is_empty() {
             let gone: std::collections::HashSet<ObjectKey> = deletes.into_iter().collect();
@@ -337,30 +340,32 @@ impl Controller {
         outcome
     }
 
-    /// The fast path of [`Controller::apply_changes`]; `None` when it does not
-    /// apply (then nothing was changed).
-    fn try_slices_only(&self, st: &mut State, upserts: &[Sourced]) -> Option<SyncOutcome> {
+    /// The fast path of [`Controller::apply_changes`]; gives the upserts back
+    /// when it does not apply (then nothing was changed).
+    fn try_slices_only(&self, st: &mut State, upserts: Vec<Sourced>) -> Result<SyncOutcome, Vec<Sourced>> {
         let current = self.tables.current();
         if !st.index.valid || current.generation() == 0 {
-            return None;
+            return Err(upserts);
         }
         // Every upsert replaces an existing EndpointSlice labelled for the same
         // Service, which is being served.
-        let mut places = Vec::with_capacity(upserts.len());
-        for u in upserts {
+        let place = |u: &Sourced| {
             let key = ObjectKey::of(u);
             let &i = st.index.pos.get(&key)?;
             let svc = slice_service(u)?;
             if slice_service(&st.objects[i]) != Some(svc) {
                 return None;
             }
-            let &si = st.index.services.get(&(key.namespace.clone(), svc.to_string()))?;
-            places.push((i, si));
-        }
+            let &si = st.index.services.get(&(key.namespace, svc.to_string()))?;
+            Some((i, si))
+        };
+        let Some(places) = upserts.iter().map(place).collect::<Option<Vec<_>>>() else {
+            return Err(upserts);
+        };
         let mut touched: Vec<usize> = Vec::new();
-        for (u, &(i, si)) in upserts.iter().zip(&places) {
-            if st.objects[i] != *u {
-                st.objects[i] = u.clone();
+        for (u, (i, si)) in upserts.into_iter().zip(places) {
+            if st.objects[i] != u {
+                st.objects[i] = u;
                 if !touched.contains(&si) {
                     touched.push(si);
                 }
@@ -384,29 +389,22 @@ impl Controller {
                 .collect();
             let backends = resolve::backends_from_slices(plan, &slices);
             let svc = &mut st.desired.services[si];
-            let mut any = false;
+            let mut changed_ports = Vec::new();
             for (j, (port, new)) in svc.ports.iter_mut().zip(backends).enumerate() {
-                if port.backends == new {
-                    continue;
-                }
-                port.backends = new;
-                any = true;
-                if svc.cluster_ip.is_some() {
-                    let id = ServicePortId {
-                        namespace: Arc::from(svc.namespace.as_str()),
-                        name: Arc::from(svc.name.as_str()),
-                        port_name: Arc::from(port.name.as_str()),
-                        protocol: port.protocol,
-                        port: port.port,
-                    };
-                    replaced.push((
-                        st.index.entry_base[si] + j as u32,
-                        ServiceEntry::new(id, &port.backends, svc.affinity, &svc.source_ranges),
-                    ));
+                if port.backends != new {
+                    port.backends = new;
+                    changed_ports.push(j);
                 }
             }
-            if any {
-                changed_services.push(si);
+            if changed_ports.is_empty() {
+                continue;
+            }
+            changed_services.push(si);
+            if svc.cluster_ip.is_some() {
+                // One Maglev build for the ports with the same endpoints.
+                let base = st.index.entry_base[si];
+                let built = service_entries(svc, changed_ports.iter().map(|&j| (j, &svc.ports[j])));
+                replaced.extend(built.into_iter().map(|(j, e)| (base + j as u32, e)));
             }
         }
         let outcome = if changed_services.is_empty() {
@@ -435,7 +433,7 @@ impl Controller {
         };
         self.status.write().last_sync_unix_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Some(outcome)
+        Ok(outcome)
     }
 
     fn sync_locked(
@@ -537,19 +535,10 @@ fn changed_entries(old: &DesiredState, new: &DesiredState) -> Vec<(u32, ServiceE
         if n.cluster_ip.is_none() {
             continue;
         }
-        for (op, np) in o.ports.iter().zip(&n.ports) {
-            if op.backends != np.backends {
-                let id = ServicePortId {
-                    namespace: Arc::from(n.namespace.as_str()),
-                    name: Arc::from(n.name.as_str()),
-                    port_name: Arc::from(np.name.as_str()),
-                    protocol: np.protocol,
-                    port: np.port,
-                };
-                out.push((idx, ServiceEntry::new(id, &np.backends, n.affinity, &n.source_ranges)));
-            }
-            idx += 1;
-        }
+        let changed = o.ports.iter().zip(&n.ports).enumerate().filter(|(_, (op, np))| op.backends != np.backends);
+        let built = service_entries(n, changed.map(|(j, (_, np))| (j, np)));
+        out.extend(built.into_iter().map(|(j, e)| (idx + j as u32, e)));
+        idx += n.ports.len() as u32;
     }
     out
 }
@@ -644,6 +633,16 @@ mod tests {
         objects[5] = s.clone();
         assert_eq!(c.apply_changes(vec![s.clone()], Vec::new()), SyncOutcome::Incremental(2, 2));
         assert!(Arc::ptr_eq(&gen0_entry0, &c.tables().current().entries()[0]));
+        // s2's two ports (same Pods, a targetPort each): one Maglev table, and
+        // each flow picks the same Pod on both.
+        let t = c.tables().current();
+        let (p80, p443) = (&t.entries()[1], &t.entries()[2]);
+        assert_eq!((p80.id.port, p443.id.port), (80, 443));
+        assert!(p80.maglev.shares_slots_with(&p443.maglev));
+        for h in [0, 1 << 20, 3 << 29, u32::MAX] {
+            let pod = |e: &ServiceEntry| e.maglev.pick(h).map(|i| e.backends[usize::from(i)].addr);
+            assert_eq!(pod(p80), pod(p443));
+        }
         same_as_full(&c, &objects);
         // The same again: nothing to do.
         assert_eq!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Unchanged);

@@ -131,14 +131,15 @@ impl EndpointPlan {
 /// rather than [`backends_for`]'s O(ports^2); the result is the same.
 pub fn backends_from_slices(plan: &EndpointPlan, slices: &[&EndpointSlice]) -> Vec<Vec<BackendSpec>> {
     struct Read<'a> {
-        ports: HashMap<(&'a str, &'a str), Option<i32>>,
+        ports: HashMap<(&'a str, &'a str), Option<i32>, ahash::RandomState>,
         endpoints: Vec<(Ipv4Addr, EndpointConditions)>,
     }
     let read: Vec<Read<'_>> = slices
         .iter()
         .filter(|es| es.address_type == "IPv4")
         .map(|es| {
-            let mut ports = HashMap::new();
+            let mut ports =
+                HashMap::with_capacity_and_hasher(es.ports.as_ref().map_or(0, Vec::len), Default::default());
             for ep in es.ports.iter().flatten() {
                 // The first port with a name and protocol wins, as in `match_port`.
                 ports

@@ -55,6 +55,28 @@ pub struct ControlStatus {
     pub backends: usize,
     /// Unix time of the last sync, in milliseconds (0: never).
     pub last_sync_unix_ms: u64,
+    /// What the source met while fetching objects (the kube source's watch
+    /// and list errors).
+    #[serde(default)]
+    pub source: SourceStatus,
+}
+
+/// Errors a source met while fetching objects (the kube source's watch and
+/// list errors, HTTP 410 Gone included), each retried with backoff while the
+/// last good tables keep serving. Not the objects' own errors
+/// ([`ControlStatus::errors`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// Errors since the start.
+    pub errors_total: u64,
+    /// The last one, naming the kind (`Services` or `EndpointSlices`).
+    pub last_error: Option<String>,
+    /// Unix time of the last one, in milliseconds (0: none).
+    pub last_error_unix_ms: u64,
+    /// The kinds (`Services`, `EndpointSlices`) whose last watch or list
+    /// ended in an error and that have received nothing since: the source
+    /// retries them with backoff, and the tables served may be stale.
+    pub retrying: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -183,6 +205,8 @@ pub struct Controller {
     state: Mutex<State>,
     status: RwLock<ControlStatus>,
     ready: AtomicBool,
+    source: Mutex<SourceStatus>,
+    source_retrying: AtomicBool,
     /// Sync counters and latency.
     pub metrics: ControlMetrics,
 }
@@ -196,6 +220,8 @@ impl Controller {
             state: Mutex::new(State::default()),
             status: RwLock::new(ControlStatus::default()),
             ready: AtomicBool::new(false),
+            source: Mutex::new(SourceStatus::default()),
+            source_retrying: AtomicBool::new(false),
             metrics: ControlMetrics::default(),
         }
     }
@@ -221,6 +247,35 @@ impl Controller {
         self.ready.store(true, Ordering::Release);
     }
 
+    /// Records an error the source met watching or listing `kind` (it
+    /// retries with backoff).
+    pub fn record_source_error(&self, kind: &str, message: String) {
+        let mut s = self.source.lock();
+        s.errors_total += 1;
+        s.last_error = Some(message);
+        s.last_error_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        if !s.retrying.iter().any(|k| k == kind) {
+            s.retrying.push(kind.to_string());
+            s.retrying.sort();
+        }
+        self.source_retrying.store(true, Ordering::Release);
+    }
+
+    /// Records that the source received an event for `kind` (cheap when no
+    /// kind is being retried: one atomic load).
+    pub fn record_source_ok(&self, kind: &str) {
+        if self.source_retrying.load(Ordering::Acquire) {
+            let mut s = self.source.lock();
+            s.retrying.retain(|k| k != kind);
+            self.source_retrying.store(!s.retrying.is_empty(), Ordering::Release);
+        }
+    }
+
+    /// The source's errors.
+    pub fn source_status(&self) -> SourceStatus {
+        self.source.lock().clone()
+    }
+
     /// A copy of the status.
     pub fn status(&self) -> ControlStatus {
         let mut st = self.state.lock();
@@ -241,7 +296,9 @@ impl Controller {
             }
         }
         drop(st);
-        self.status.read().clone()
+        let mut out = self.status.read().clone();
+        out.source = self.source_status();
+        out
     }
 
     /// The desired state being served.
@@ -493,6 +550,7 @@ impl Controller {
             entries: table.entries().len(),
             backends: table.entries().iter().map(|e| e.backends.len()).sum(),
             last_sync_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            source: SourceStatus::default(), // filled in by `status`
         };
         st.desired = desired;
         st.stale_rows.clear();

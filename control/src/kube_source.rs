@@ -345,10 +345,21 @@ async fn run(controller: Arc<Controller>, client: kube::Client, status: Arc<Kube
     let mut pending = false;
     let mut since = Instant::now();
     let handle = |ev: Result<KubeEvent, (&'static str, watcher::Error)>, state: &mut KubeState| match ev {
-        Ok(ev) => state.apply(ev),
+        Ok(ev) => {
+            // An answer from the API server; `Init` is not one (the watcher
+            // emits it before it sends the list request).
+            match &ev {
+                KubeEvent::Service(Event::Init) | KubeEvent::EndpointSlice(Event::Init) => {}
+                KubeEvent::Service(_) => controller.record_source_ok("Services"),
+                KubeEvent::EndpointSlice(_) => controller.record_source_ok("EndpointSlices"),
+            }
+            state.apply(ev)
+        }
         Err((kind, e)) => {
             let msg = format!("kube source: {kind} watch error: {e}");
             tracing::warn!("{msg}; relisting with backoff, the last good tables keep serving");
+            // Also into the controller's status (`svcgate status`, /status).
+            controller.record_source_error(kind, msg.clone());
             status.record(msg);
             false
         }

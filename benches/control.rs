@@ -68,7 +68,7 @@ fn service(i: usize, ports: usize) -> Sourced {
         }),
         ..Default::default()
     };
-    Sourced { origin: Origin::api(), object: Object::Service(Box::new(svc)) }
+    Sourced { origin: Origin::api(), object: Object::Service(Arc::new(svc)) }
 }
 
 fn slice(i: usize, ports: usize, ips: &[Ipv4Addr]) -> Sourced {
@@ -103,7 +103,7 @@ fn slice(i: usize, ports: usize, ips: &[Ipv4Addr]) -> Sourced {
                 .collect(),
         ),
     };
-    Sourced { origin: Origin::api(), object: Object::EndpointSlice(Box::new(es)) }
+    Sourced { origin: Origin::api(), object: Object::EndpointSlice(Arc::new(es)) }
 }
 
 fn cfg() -> ResolveConfig {

@@ -332,7 +332,7 @@ fn main() {
         let t0 = Instant::now();
         let copy = cluster.objects.clone();
         let t1 = Instant::now();
-        let res = resolve(&copy, &cfg(), &HashMap::new(), &Allocations::default());
+        let res = resolve(&copy, &cfg(), &Default::default(), &Allocations::default());
         let t2 = Instant::now();
         let (t, _) = ServiceTable::build(&res.desired, 1);
         let t3 = Instant::now();

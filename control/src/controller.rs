@@ -88,7 +88,7 @@ struct FileState {
 #[derive(Debug, Default)]
 struct State {
     files: BTreeMap<PathBuf, FileState>,
-    previous: HashMap<String, Sourced>,
+    previous: resolve::FastMap<String, Sourced>,
     allocations: Allocations,
     desired: DesiredState,
     /// The object set of the API path ([`Controller::apply_objects`],
@@ -152,11 +152,11 @@ struct ChangeIndex {
     /// duplicate or unnamed objects, whose resolution has ordering subtleties).
     valid: bool,
     /// Position of each object in `State::objects`.
-    pos: HashMap<ObjectKey, usize>,
+    pos: resolve::FastMap<ObjectKey, usize>,
     /// (namespace, Service name) -> positions of its EndpointSlices, in order.
-    slices: HashMap<(String, String), Vec<usize>>,
+    slices: resolve::FastMap<(String, String), Vec<usize>>,
     /// (namespace, name) -> index in `desired.services`.
-    services: HashMap<(String, String), usize>,
+    services: resolve::FastMap<(String, String), usize>,
     /// Same index as `desired.services`.
     plans: Vec<EndpointPlan>,
     /// Same index as `desired.services`: the table index of its first port.
@@ -166,6 +166,8 @@ struct ChangeIndex {
 impl ChangeIndex {
     fn build(objects: &[Sourced], desired: &DesiredState, plans: Vec<EndpointPlan>) -> Self {
         let mut ix = Self { valid: true, plans, ..Self::default() };
+        ix.pos.reserve(objects.len());
+        ix.services.reserve(desired.services.len());
         for (i, s) in objects.iter().enumerate() {
             let key = ObjectKey::of(s);
             if key.name.is_empty() || ix.pos.contains_key(&key) {

@@ -26,7 +26,6 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::HashMap;
 use svcgate_common::model::Protocol;
 use svcgate_common::table::ServiceTable;
 use svcgate_control::controller::{Controller, SyncOutcome};

@@ -148,28 +148,31 @@ impl Maglev {
         let wmax = weight.iter().copied().max().unwrap_or(1);
 
         // Collected straight into its final allocation (a TrustedLen iterator).
-        let mut table: Arc<[u16]> = std::iter::repeat(FREE).take(m as usize).collect();
+        let mut table: Arc<[u16]> = (0..m).map(|_| FREE).collect();
         let Some(slots) = Arc::get_mut(&mut table) else { unreachable!("a new Arc is unique") };
-        let mut claim = |k: usize, slots: &mut [u16]| {
-            let (p, s) = (&mut pos[k], skip[k]);
+        /// Claims `b`'s next preferred free slot: `b` is (position, skip,
+        /// backend index), positions and skips < M <= 65537.
+        #[inline(always)]
+        fn claim(b: &mut (u32, u32, u16), m: u32, slots: &mut [u16]) {
             loop {
-                let c = *p;
-                *p += s;
-                if *p >= m64 {
-                    *p -= m64;
+                let c = b.0;
+                b.0 += b.1;
+                if b.0 >= m {
+                    b.0 -= m;
                 }
                 if let Some(slot @ &mut FREE) = slots.get_mut(c as usize) {
-                    *slot = order[k];
+                    *slot = b.2;
                     return;
                 }
             }
-        };
+        }
+        let mut walk: Vec<(u32, u32, u16)> = (0..n).map(|k| (pos[k] as u32, skip[k] as u32, order[k])).collect();
         let mut filled = 0u32;
         if weight.iter().all(|&w| w == wmax) {
             // Equal weights (the usual case): one turn each per round.
             'equal: loop {
-                for k in 0..n {
-                    claim(k, slots);
+                for b in &mut walk {
+                    claim(b, m, slots);
                     filled += 1;
                     if filled == m {
                         break 'equal;
@@ -184,7 +187,7 @@ impl Maglev {
                     // its cumulative share floor(round*w/wmax) steps up.
                     let turns = ((round + 1) * weight[k]) / wmax - (round * weight[k]) / wmax;
                     for _ in 0..turns {
-                        claim(k, slots);
+                        claim(&mut walk[k], m, slots);
                         filled += 1;
                         if filled == m {
                             break 'fill;

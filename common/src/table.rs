@@ -447,7 +447,8 @@ pub fn service_entries<'a>(
     svc: &ServiceSpec,
     ports: impl IntoIterator<Item = (usize, &'a ServicePortSpec)>,
 ) -> Vec<(usize, ServiceEntry)> {
-    let mut out: Vec<(usize, ServiceEntry)> = Vec::new();
+    let ports = ports.into_iter();
+    let mut out: Vec<(usize, ServiceEntry)> = Vec::with_capacity(ports.size_hint().0);
     for (j, port) in ports {
         let like = out.last().map(|(_, e)| e);
         let id = ServicePortId::of(svc, port, like.map(|e| &e.id));

@@ -26,7 +26,6 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::HashMap;
 use svcgate_common::model::Protocol;
 use svcgate_common::table::ServiceTable;
 use svcgate_control::controller::{Controller, SyncOutcome};
@@ -68,7 +67,7 @@ fn service(i: usize, ports: usize) -> Sourced {
         }),
         ..Default::default()
     };
-    Sourced { origin: Origin::api(), object: Object::Service(Box::new(svc)) }
+    Sourced { origin: Origin::api(), object: Object::Service(Arc::new(svc)) }
 }
 
 fn slice(i: usize, ports: usize, ips: &[Ipv4Addr]) -> Sourced {
@@ -103,7 +102,7 @@ fn slice(i: usize, ports: usize, ips: &[Ipv4Addr]) -> Sourced {
                 .collect(),
         ),
     };
-    Sourced { origin: Origin::api(), object: Object::EndpointSlice(Box::new(es)) }
+    Sourced { origin: Origin::api(), object: Object::EndpointSlice(Arc::new(es)) }
 }
 
 fn cfg() -> ResolveConfig {
@@ -270,11 +269,15 @@ fn table_bytes(t: &ServiceTable) -> (usize, usize, usize, usize, usize) {
     let mut entries = 0;
     let mut maglev = 0;
     let mut backends = 0;
+    // Ports of a Service with the same endpoints share one Maglev table.
+    let mut seen = std::collections::HashSet::new();
     for e in t.entries() {
         entries += 16 + size_of::<ServiceEntry>() + e.source_ranges.len() * 8;
         entries += 3 * 16 + e.id.namespace.len() + e.id.name.len() + e.id.port_name.len();
         backends += e.backends.len() * size_of::<Backend>();
-        maglev += e.maglev.len() * size_of::<u16>();
+        if seen.insert(e.maglev.slots().as_ptr()) {
+            maglev += e.maglev.len() * size_of::<u16>() + 16;
+        }
     }
     (frontends, entries_arr, entries, maglev, backends)
 }
@@ -328,7 +331,7 @@ fn main() {
         let t0 = Instant::now();
         let copy = cluster.objects.clone();
         let t1 = Instant::now();
-        let res = resolve(&copy, &cfg(), &HashMap::new(), &Allocations::default());
+        let res = resolve(&copy, &cfg(), &Default::default(), &Allocations::default());
         let t2 = Instant::now();
         let (t, _) = ServiceTable::build(&res.desired, 1);
         let t3 = Instant::now();

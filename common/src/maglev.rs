@@ -1,17 +1,26 @@
 //! Maglev consistent hashing (Eisenbud et al., NSDI'16, section 3.4).
 //!
 //! Each backend derives a permutation of the `M` table slots from two hashes of
-//! its *identity* (address and port, never its position in a list), so that the
-//! table is the same on every gateway and after every rebuild, and a backend
-//! change moves few flows. Backends then take turns claiming their next
-//! preferred free slot until the table is full: each ends up with `floor(M/N)`
-//! or `ceil(M/N)` slots (scaled by weight when weights differ).
+//! its *identity* (never its position in a list), so that the table is the same
+//! on every gateway and after every rebuild, and a backend change moves few
+//! flows. Backends then take turns claiming their next preferred free slot
+//! until the table is full: each ends up with `floor(M/N)` or `ceil(M/N)` slots
+//! (scaled by weight when weights differ).
 //!
-//! The turn order is the backends sorted by identity, so the table does not
-//! depend on the order in which the control plane lists endpoints. Slot values
-//! are indices into the slice passed to [`Maglev::build`].
+//! The identity hashed is the backend's *address* alone when no other backend
+//! in the set has that address (the normal case: one Pod IP, one endpoint),
+//! and address and port only for backends that share an address. So the ports
+//! of one Service, whose endpoints are the same Pods at a different
+//! targetPort each, get the same table: the control plane builds it once and
+//! shares it (a 400-port Service costs one Maglev build per endpoint change,
+//! not 400), and a flow to any port of the Service picks the same Pod.
+//!
+//! The turn order is the backends sorted by (address, port), so the table does
+//! not depend on the order in which the control plane lists endpoints. Slot
+//! values are indices into the slice passed to [`Maglev::build`].
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use crate::hash::fmix64;
 
@@ -24,6 +33,8 @@ pub const SLOTS_PER_BACKEND: u32 = 100;
 
 const SEED_OFFSET: u64 = 0x6d61_676c_6576_0001;
 const SEED_SKIP: u64 = 0x6d61_676c_6576_0002;
+/// An unclaimed slot while building.
+const FREE: u16 = u16::MAX;
 
 /// A backend's identity and weight, as Maglev sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,16 +47,33 @@ pub struct MaglevBackend {
     pub weight: u32,
 }
 
+/// Marks an address-only hash input, so it never equals an address:port one.
+const ADDRESS_ONLY: u64 = 1 << 48;
+
 impl MaglevBackend {
+    /// Address and port: the sort key of the turn order and what duplicates are.
     fn identity(&self) -> u64 {
         (u64::from(u32::from(self.addr)) << 16) | u64::from(self.port)
+    }
+
+    /// What the permutation is derived from: the address alone when it is
+    /// unique in the set, else address and port.
+    fn hash_input(&self, address_unique: bool) -> u64 {
+        if address_unique {
+            ADDRESS_ONLY | u64::from(u32::from(self.addr))
+        } else {
+            self.identity()
+        }
     }
 }
 
 /// A built Maglev lookup table: slot -> backend index.
+///
+/// The slots are reference-counted: a clone shares them (the ports of one
+/// Service with the same endpoints share one table).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Maglev {
-    slots: Box<[u16]>,
+    slots: Arc<[u16]>,
 }
 
 impl std::fmt::Debug for Maglev {
@@ -82,7 +110,7 @@ pub fn table_size_for(n: usize) -> u32 {
 impl Maglev {
     /// A table with no backends: every lookup misses.
     pub fn empty() -> Self {
-        Self { slots: Box::new([]) }
+        Self { slots: Arc::new([]) }
     }
 
     /// Builds the table of size `size` (use [`table_size_for`]; must be prime
@@ -101,52 +129,75 @@ impl Maglev {
         order.dedup_by_key(|i| backends[usize::from(*i)].identity());
 
         let n = order.len();
-        let mut offset = Vec::with_capacity(n);
+        let addr_of = |k: usize| backends[usize::from(order[k])].addr;
         let mut skip = Vec::with_capacity(n);
         let mut weight = Vec::with_capacity(n);
-        for &i in &order {
-            let b = &backends[usize::from(i)];
-            let id = b.identity();
-            offset.push(fmix64(id ^ SEED_OFFSET) % m64);
+        // Each backend's current position in its permutation
+        // (offset + j*skip) mod M, advanced by adding `skip` and subtracting
+        // M when it wraps: no multiply or divide per probe.
+        let mut pos = Vec::with_capacity(n);
+        for k in 0..n {
+            let b = &backends[usize::from(order[k])];
+            // `order` is sorted by address first: a shared address has a neighbour.
+            let unique = (k == 0 || addr_of(k - 1) != b.addr) && (k + 1 == n || addr_of(k + 1) != b.addr);
+            let id = b.hash_input(unique);
+            pos.push(fmix64(id ^ SEED_OFFSET) % m64);
             skip.push(fmix64(id ^ SEED_SKIP) % (m64 - 1) + 1);
             weight.push(u64::from(b.weight.max(1)));
         }
         let wmax = weight.iter().copied().max().unwrap_or(1);
 
-        const FREE: u16 = u16::MAX;
-        let mut slots = vec![FREE; m as usize];
-        // Each backend's current position in its permutation
-        // (offset + j*skip) mod M, advanced by adding `skip` and subtracting
-        // M when it wraps: no multiply or divide per probe.
-        let mut pos = offset.clone();
+        // Collected straight into its final allocation (a TrustedLen iterator).
+        let mut table: Arc<[u16]> = (0..m).map(|_| FREE).collect();
+        let Some(slots) = Arc::get_mut(&mut table) else { unreachable!("a new Arc is unique") };
+        /// Claims `b`'s next preferred free slot: `b` is (position, skip,
+        /// backend index), positions and skips < M <= 65537.
+        #[inline(always)]
+        fn claim(b: &mut (u32, u32, u16), m: u32, slots: &mut [u16]) {
+            loop {
+                let c = b.0;
+                b.0 += b.1;
+                if b.0 >= m {
+                    b.0 -= m;
+                }
+                if let Some(slot @ &mut FREE) = slots.get_mut(c as usize) {
+                    *slot = b.2;
+                    return;
+                }
+            }
+        }
+        let mut walk: Vec<(u32, u32, u16)> = (0..n).map(|k| (pos[k] as u32, skip[k] as u32, order[k])).collect();
         let mut filled = 0u32;
-        let mut round = 0u64;
-        'fill: loop {
-            for k in 0..n {
-                // Weighted turns: backend k claims a slot in this round when
-                // its cumulative share floor(round*w/wmax) steps up.
-                let turns = ((round + 1) * weight[k]) / wmax - (round * weight[k]) / wmax;
-                for _ in 0..turns {
-                    let slot = loop {
-                        let c = pos[k];
-                        pos[k] += skip[k];
-                        if pos[k] >= m64 {
-                            pos[k] -= m64;
-                        }
-                        if slots[c as usize] == FREE {
-                            break c as usize;
-                        }
-                    };
-                    slots[slot] = order[k];
+        if weight.iter().all(|&w| w == wmax) {
+            // Equal weights (the usual case): one turn each per round.
+            'equal: loop {
+                for b in &mut walk {
+                    claim(b, m, slots);
                     filled += 1;
                     if filled == m {
-                        break 'fill;
+                        break 'equal;
                     }
                 }
             }
-            round += 1;
+        } else {
+            let mut round = 0u64;
+            'fill: loop {
+                for k in 0..n {
+                    // Weighted turns: backend k claims a slot in this round when
+                    // its cumulative share floor(round*w/wmax) steps up.
+                    let turns = ((round + 1) * weight[k]) / wmax - (round * weight[k]) / wmax;
+                    for _ in 0..turns {
+                        claim(&mut walk[k], m, slots);
+                        filled += 1;
+                        if filled == m {
+                            break 'fill;
+                        }
+                    }
+                }
+                round += 1;
+            }
         }
-        Self { slots: slots.into_boxed_slice() }
+        Self { slots: table }
     }
 
     /// The backend index for a flow hash, or `None` for an empty table.
@@ -165,6 +216,11 @@ impl Maglev {
     /// indices into a subset back to indices into the full backend list.
     pub fn remap(&self, f: impl Fn(u16) -> u16) -> Self {
         Self { slots: self.slots.iter().map(|&s| f(s)).collect() }
+    }
+
+    /// True when both share the same slots (one allocation).
+    pub fn shares_slots_with(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.slots, &other.slots)
     }
 
     /// Table size (0 when empty).
@@ -532,8 +588,10 @@ mod tests {
     /// this (ECMP across gateways relies on it), so a change here is a
     /// flow-reshuffling upgrade. The values were computed by this code and
     /// cross-checked against an independent Python re-implementation of the
-    /// same algorithm (fmix64 offset/skip, identity-sorted weighted turns),
-    /// which gave the same slots and the same 84/84/83 split.
+    /// same algorithm (fmix64 offset/skip of the tagged address, as each
+    /// address is unique here; (address, port)-sorted turns), which gave the
+    /// same slots and the same 84/84/83 split. Regenerated when the hash input
+    /// became the address alone (so a Service's ports share one table).
     #[test]
     fn golden_table() {
         let list = [
@@ -545,8 +603,8 @@ mod tests {
         assert_eq!(t.len(), 251);
         #[rustfmt::skip]
         let golden: [u16; 32] = [
-            0, 1, 0, 0, 1, 2, 2, 1, 2, 0, 1, 0, 0, 1, 0, 2,
-            1, 2, 0, 1, 1, 1, 2, 0, 1, 2, 2, 0, 2, 1, 1, 2,
+            2, 2, 2, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 2,
+            2, 2, 0, 2, 2, 2, 0, 2, 0, 0, 2, 0, 0, 0, 2, 2,
         ];
         assert_eq!(&t.slots()[..32], &golden);
         assert_eq!(counts(&t, 3), [84, 84, 83]);
@@ -557,5 +615,30 @@ mod tests {
         assert_eq!(t.pick(0), Some(golden[0]));
         assert_eq!(t.pick(u32::MAX), t.slots().last().copied());
         assert_eq!(t.pick(1 << 27), Some(t.slots()[(251u64 << 27 >> 32) as usize]));
+    }
+
+    proptest! {
+        /// With one backend per address, the ports do not change the table:
+        /// the ports of a Service (same Pods, a targetPort each) share it.
+        #[test]
+        fn unique_addresses_ignore_ports(list in backends(1..=100), ports in prop::collection::vec(1u16..=u16::MAX, 100)) {
+            let mut seen = BTreeSet::new();
+            let list: Vec<_> = list.into_iter().filter(|b| seen.insert(b.addr)).collect();
+            let other: Vec<_> = list.iter().zip(ports).map(|(b, p)| MaglevBackend { port: p, ..*b }).collect();
+            let m = table_size_for(list.len());
+            prop_assert_eq!(Maglev::build(&list, m), Maglev::build(&other, m));
+        }
+    }
+
+    /// Backends sharing an address are told apart by port (both get slots);
+    /// the backends with an address of their own keep their address-only
+    /// permutations.
+    #[test]
+    fn shared_address_is_told_apart_by_port() {
+        let list = [backend(1, 80, 1), backend(1, 81, 1), backend(2, 80, 1), backend(3, 80, 1)];
+        let t = Maglev::build(&list, 401);
+        assert!(counts(&t, 4).iter().all(|&c| (100..=101).contains(&c)), "{:?}", counts(&t, 4));
+        let moved = [backend(1, 80, 1), backend(1, 81, 1), backend(2, 9000, 1), backend(3, 9001, 1)];
+        assert_eq!(Maglev::build(&moved, 401), t);
     }
 }

@@ -105,6 +105,18 @@ pub struct ServicePortId {
 }
 
 impl ServicePortId {
+    /// The identity of `port` of `svc`; shares the namespace and name strings
+    /// of `sibling` (another port of the same Service) when given.
+    pub fn of(svc: &ServiceSpec, port: &ServicePortSpec, sibling: Option<&ServicePortId>) -> Self {
+        let (namespace, name) = match sibling {
+            Some(s) if *s.namespace == *svc.namespace && *s.name == *svc.name => {
+                (Arc::clone(&s.namespace), Arc::clone(&s.name))
+            }
+            _ => (Arc::from(svc.namespace.as_str()), Arc::from(svc.name.as_str())),
+        };
+        Self { namespace, name, port_name: Arc::from(port.name.as_str()), protocol: port.protocol, port: port.port }
+    }
+
     /// FNV-1a over the identity, finished with fmix64: the same on every run.
     pub fn stable_hash(&self) -> u32 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -144,6 +156,8 @@ pub struct ServiceEntry {
     /// Which backends take new flows.
     pub active: ActiveSet,
     /// Maglev table over the active backends; slot values index `backends`.
+    /// Ports of one Service with the same endpoints share it (see
+    /// [`ServiceEntry::new_like`]).
     pub maglev: Maglev,
     /// ClientIP affinity timeout in seconds, when set.
     pub affinity_timeout_secs: Option<u32>,
@@ -159,6 +173,22 @@ impl ServiceEntry {
         backends: &[BackendSpec],
         affinity: SessionAffinity,
         source_ranges: &[Ipv4Net],
+    ) -> Self {
+        Self::new_like(id, backends, affinity, source_ranges, None)
+    }
+
+    /// [`ServiceEntry::new`], sharing `like`'s Maglev table (no build) when it
+    /// is the table this entry would get: the same addresses, each once, in
+    /// the same order with the same conditions and weights (the ports may
+    /// differ: Maglev hashes a unique address alone). That is the case for
+    /// the ports of a Service whose endpoints list each Pod once per port,
+    /// so a change to a many-port Service builds one table.
+    pub fn new_like(
+        id: ServicePortId,
+        backends: &[BackendSpec],
+        affinity: SessionAffinity,
+        source_ranges: &[Ipv4Net],
+        like: Option<&ServiceEntry>,
     ) -> Self {
         let mut list: Vec<Backend> = backends
             .iter()
@@ -176,6 +206,36 @@ impl ServiceEntry {
         } else {
             ActiveSet::Empty
         };
+        let affinity_timeout_secs = match affinity {
+            SessionAffinity::None => None,
+            SessionAffinity::ClientIp { timeout_secs } => Some(timeout_secs),
+        };
+        let shared = like.filter(|o| {
+            o.backends.len() == list.len()
+                && o.backends
+                    .iter()
+                    .zip(&list)
+                    .all(|(x, y)| x.addr == y.addr && x.conditions == y.conditions && x.weight == y.weight)
+                && list.windows(2).all(|w| w[0].addr != w[1].addr)
+        });
+        let maglev = match shared {
+            Some(o) => o.maglev.clone(),
+            None => Self::build_maglev(&list, active),
+        };
+        Self {
+            id_hash: id.stable_hash(),
+            id,
+            backends: list.into_boxed_slice(),
+            active,
+            maglev,
+            affinity_timeout_secs,
+            source_ranges: source_ranges.to_vec().into_boxed_slice(),
+        }
+    }
+
+    fn build_maglev(list: &[Backend], active: ActiveSet) -> Maglev {
+        let ready = |b: &Backend| b.conditions.ready;
+        let fallback = |b: &Backend| b.conditions.serving && b.conditions.terminating;
         // Maglev over the active subset; map its indices back to `list`.
         let chosen: Vec<u16> = (0..list.len().min(usize::from(u16::MAX)))
             .filter(|&i| match active {
@@ -193,19 +253,10 @@ impl ServiceEntry {
             })
             .collect();
         let sub = Maglev::build(&mb, table_size_for(mb.len()));
-        let maglev = sub.remap(|i| chosen[usize::from(i)]);
-        let affinity_timeout_secs = match affinity {
-            SessionAffinity::None => None,
-            SessionAffinity::ClientIp { timeout_secs } => Some(timeout_secs),
-        };
-        Self {
-            id_hash: id.stable_hash(),
-            id,
-            backends: list.into_boxed_slice(),
-            active,
-            maglev,
-            affinity_timeout_secs,
-            source_ranges: source_ranges.to_vec().into_boxed_slice(),
+        if chosen.len() == list.len() {
+            sub // every backend is active: the indices are the same
+        } else {
+            sub.remap(|i| chosen[usize::from(i)])
         }
     }
 
@@ -388,29 +439,60 @@ impl ServiceTable {
     }
 }
 
+/// The entries of some ports of one Service (`(index, port)` pairs, in
+/// order), each sharing the previous one's Maglev table and identity strings
+/// where it can ([`ServiceEntry::new_like`]): one Maglev build for all the
+/// ports of a Service with the same endpoints.
+pub fn service_entries<'a>(
+    svc: &ServiceSpec,
+    ports: impl IntoIterator<Item = (usize, &'a ServicePortSpec)>,
+) -> Vec<(usize, ServiceEntry)> {
+    let ports = ports.into_iter();
+    let mut out: Vec<(usize, ServiceEntry)> = Vec::with_capacity(ports.size_hint().0);
+    for (j, port) in ports {
+        let like = out.last().map(|(_, e)| e);
+        let id = ServicePortId::of(svc, port, like.map(|e| &e.id));
+        let entry = ServiceEntry::new_like(id, &port.backends, svc.affinity, &svc.source_ranges, like);
+        out.push((j, entry));
+    }
+    out
+}
+
 /// One entry per port of each Service with a cluster IP, in table order.
 /// Above a few thousand entries the work is split over the available cores
-/// (scoped threads, contiguous chunks, joined in order: the same result).
+/// (scoped threads, contiguous runs of whole Services, joined in order: the
+/// same result).
 fn build_entries(desired: &DesiredState) -> Vec<Arc<ServiceEntry>> {
-    let ports: Vec<(&ServiceSpec, &ServicePortSpec)> = desired
-        .services
-        .iter()
-        .filter(|s| s.cluster_ip.is_some())
-        .flat_map(|s| s.ports.iter().map(move |p| (s, p)))
-        .collect();
-    let one = |&(svc, port): &(&ServiceSpec, &ServicePortSpec)| {
-        Arc::new(ServiceEntry::new(port_id(svc, port), &port.backends, svc.affinity, &svc.source_ranges))
+    let services: Vec<&ServiceSpec> = desired.services.iter().filter(|s| s.cluster_ip.is_some()).collect();
+    let total: usize = services.iter().map(|s| s.ports.len()).sum();
+    let run = |part: &[&ServiceSpec]| {
+        let mut out = Vec::with_capacity(part.iter().map(|s| s.ports.len()).sum());
+        for svc in part {
+            out.extend(service_entries(svc, svc.ports.iter().enumerate()).into_iter().map(|(_, e)| Arc::new(e)));
+        }
+        out
     };
     const PARALLEL_FROM: usize = 2048;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-    if ports.len() < PARALLEL_FROM || threads < 2 {
-        return ports.iter().map(one).collect();
+    if total < PARALLEL_FROM || threads < 2 {
+        return run(&services);
     }
-    let chunk = ports.len().div_ceil(threads);
+    // Cut at Service boundaries into runs of about total/threads ports.
+    let per = total.div_ceil(threads);
+    let mut cuts = vec![0usize];
+    let mut acc = 0;
+    for (i, s) in services.iter().enumerate() {
+        acc += s.ports.len();
+        if acc >= per * cuts.len() && i + 1 < services.len() {
+            cuts.push(i + 1);
+        }
+    }
+    cuts.push(services.len());
+    let parts: Vec<&[&ServiceSpec]> = cuts.windows(2).map(|w| &services[w[0]..w[1]]).collect();
     std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            ports.chunks(chunk).skip(1).map(|c| scope.spawn(move || c.iter().map(one).collect::<Vec<_>>())).collect();
-        let mut out: Vec<Arc<ServiceEntry>> = ports[..chunk.min(ports.len())].iter().map(one).collect();
+        let handles: Vec<_> = parts[1..].iter().map(|&p| scope.spawn(move || run(p))).collect();
+        let mut out = run(parts[0]);
+        out.reserve(total - out.len());
         for h in handles {
             match h.join() {
                 Ok(part) => out.extend(part),
@@ -419,16 +501,6 @@ fn build_entries(desired: &DesiredState) -> Vec<Arc<ServiceEntry>> {
         }
         out
     })
-}
-
-fn port_id(svc: &ServiceSpec, port: &ServicePortSpec) -> ServicePortId {
-    ServicePortId {
-        namespace: Arc::from(svc.namespace.as_str()),
-        name: Arc::from(svc.name.as_str()),
-        port_name: Arc::from(port.name.as_str()),
-        protocol: port.protocol,
-        port: port.port,
-    }
 }
 
 fn entries_name(entries: &[Arc<ServiceEntry>], idx: u32) -> String {
@@ -822,6 +894,44 @@ mod tests {
             }
         }
         assert_eq!(idx, t.entries().len());
+    }
+
+    #[test]
+    fn ports_of_a_service_share_one_maglev_table_and_pick_the_same_pod() {
+        // Three Pods (one not ready) at a targetPort per Service port, plus a
+        // port whose endpoints differ and one where a Pod is listed twice.
+        let pods = [(1, RD), (2, NR), (3, RD)];
+        let at = |tp: u16| pods.iter().map(|&(a, c)| be(a, tp, c)).collect::<Vec<_>>();
+        let mut ports: Vec<ServicePortSpec> =
+            (0..6).map(|j| port(Protocol::Tcp, 1000 + j, None, at(8000 + j))).collect();
+        ports.push(port(Protocol::Tcp, 2000, None, vec![be(1, 80, RD), be(3, 80, RD), be(4, 80, RD)]));
+        ports.push(port(Protocol::Udp, 2001, None, vec![be(1, 80, RD), be(1, 81, RD), be(3, 80, RD)]));
+        let s = svc("many", ServiceType::ClusterIp, Some(ip(0x6401)), ports);
+        let (t, _) = ServiceTable::build(&state(vec![s.clone()]), 1);
+        let e = t.entries();
+        for j in 1..6 {
+            assert!(e[j].maglev.shares_slots_with(&e[0].maglev), "port {j}");
+            assert!(Arc::ptr_eq(&e[j].id.name, &e[0].id.name));
+            // Same table as built alone, so sharing changes nothing.
+            let alone = ServiceEntry::new(e[j].id.clone(), &s.ports[j].backends, s.affinity, &s.source_ranges);
+            assert_eq!(*e[j], alone);
+        }
+        assert!(!e[6].maglev.shares_slots_with(&e[0].maglev));
+        assert!(!e[7].maglev.shares_slots_with(&e[6].maglev));
+        // Every flow hash picks the same Pod on every port.
+        for h in (0..u32::MAX - 9999).step_by(9_999_991) {
+            let pod = |x: &ServiceEntry| x.maglev.pick(h).map(|i| x.backends[usize::from(i)].addr);
+            assert!(pod(&e[0]).is_some());
+            assert!((1..6).all(|j| pod(&e[j]) == pod(&e[0])));
+        }
+        // An endpoint change to one Service port rebuilt alone gives the same table.
+        let mut changed = s.clone();
+        for p in &mut changed.ports[..6] {
+            p.backends[1].conditions = RD;
+        }
+        let built = service_entries(&changed, changed.ports.iter().enumerate().take(6));
+        assert!(built.iter().all(|(_, x)| x.maglev.shares_slots_with(&built[0].1.maglev)));
+        assert_eq!(picked(&built[3].1), vec![ip(1), ip(2), ip(3)]);
     }
 
     #[test]

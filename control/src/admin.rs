@@ -89,7 +89,7 @@ pub fn status_report(ctl: &Controller, stats: &StatsSlot) -> StatusReport {
 pub fn render_metrics(ctl: &Controller, stats: &StatsSlot) -> String {
     let st = ctl.status();
     let mut out = String::new();
-    let gauges: [(&str, &str, u64); 7] = [
+    let gauges: [(&str, &str, u64); 8] = [
         ("svcgate_ready", "1 once the first full sync is published.", u64::from(ctl.is_ready())),
         ("svcgate_table_generation", "Generation of the published table.", st.generation),
         ("svcgate_services", "Services being served (headless included).", st.services.len() as u64),
@@ -97,11 +97,18 @@ pub fn render_metrics(ctl: &Controller, stats: &StatsSlot) -> String {
         ("svcgate_frontends", "Frontends (address, protocol, port).", st.frontends as u64),
         ("svcgate_endpoints", "Backends over all table entries.", st.backends as u64),
         ("svcgate_config_errors", "Objects or documents currently rejected.", st.errors.len() as u64),
+        (
+            "svcgate_source_retrying",
+            "1 while the source retries with backoff after a watch/list error.",
+            u64::from(!st.source.retrying.is_empty()),
+        ),
     ];
     for (name, help, v) in gauges {
         metrics::header(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name} {v}");
     }
+    metrics::header(&mut out, "svcgate_source_errors_total", "counter", "Watch/list errors the source met.");
+    let _ = writeln!(out, "svcgate_source_errors_total {}", st.source.errors_total);
     let m = &ctl.metrics;
     metrics::header(&mut out, "svcgate_table_publishes_total", "counter", "Tables published, by kind of build.");
     let _ = writeln!(out, "svcgate_table_publishes_total{{kind=\"full\"}} {}", m.full_builds.load(Ordering::Relaxed));

@@ -28,7 +28,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use svcgate_common::model::DesiredState;
 use svcgate_common::publish::{Publisher, Reader};
-use svcgate_common::table::{ServiceEntry, ServicePortId, ServiceTable};
+use svcgate_common::table::{service_entries, ServiceEntry, ServiceTable};
 
 use crate::display::{self, EndpointsRow, ServiceRow};
 use crate::error::LoadError;
@@ -55,6 +55,28 @@ pub struct ControlStatus {
     pub backends: usize,
     /// Unix time of the last sync, in milliseconds (0: never).
     pub last_sync_unix_ms: u64,
+    /// What the source met while fetching objects (the kube source's watch
+    /// and list errors).
+    #[serde(default)]
+    pub source: SourceStatus,
+}
+
+/// Errors a source met while fetching objects (the kube source's watch and
+/// list errors, HTTP 410 Gone included), each retried with backoff while the
+/// last good tables keep serving. Not the objects' own errors
+/// ([`ControlStatus::errors`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// Errors since the start.
+    pub errors_total: u64,
+    /// The last one, naming the kind (`Services` or `EndpointSlices`).
+    pub last_error: Option<String>,
+    /// Unix time of the last one, in milliseconds (0: none).
+    pub last_error_unix_ms: u64,
+    /// The kinds (`Services`, `EndpointSlices`) whose last watch or list
+    /// ended in an error and that have received nothing since: the source
+    /// retries them with backoff, and the tables served may be stale.
+    pub retrying: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -66,7 +88,7 @@ struct FileState {
 #[derive(Debug, Default)]
 struct State {
     files: BTreeMap<PathBuf, FileState>,
-    previous: HashMap<String, Sourced>,
+    previous: resolve::FastMap<String, Sourced>,
     allocations: Allocations,
     desired: DesiredState,
     /// The object set of the API path ([`Controller::apply_objects`],
@@ -78,6 +100,10 @@ struct State {
     /// row is out of date after a fast-path change: brought up to date by
     /// [`Controller::status`], off the path to publishing.
     stale_rows: Vec<usize>,
+    /// Every `status.services` / `status.endpoints` row is out of date (after
+    /// a full sync): rebuilt by [`Controller::status`], off the path to
+    /// publishing (kubectl-style rows for 10k Services cost ~30 ms).
+    rows_stale: bool,
 }
 
 /// A kind, namespace and name: one object's identity.
@@ -126,11 +152,11 @@ struct ChangeIndex {
     /// duplicate or unnamed objects, whose resolution has ordering subtleties).
     valid: bool,
     /// Position of each object in `State::objects`.
-    pos: HashMap<ObjectKey, usize>,
+    pos: resolve::FastMap<ObjectKey, usize>,
     /// (namespace, Service name) -> positions of its EndpointSlices, in order.
-    slices: HashMap<(String, String), Vec<usize>>,
+    slices: resolve::FastMap<(String, String), Vec<usize>>,
     /// (namespace, name) -> index in `desired.services`.
-    services: HashMap<(String, String), usize>,
+    services: resolve::FastMap<(String, String), usize>,
     /// Same index as `desired.services`.
     plans: Vec<EndpointPlan>,
     /// Same index as `desired.services`: the table index of its first port.
@@ -140,6 +166,8 @@ struct ChangeIndex {
 impl ChangeIndex {
     fn build(objects: &[Sourced], desired: &DesiredState, plans: Vec<EndpointPlan>) -> Self {
         let mut ix = Self { valid: true, plans, ..Self::default() };
+        ix.pos.reserve(objects.len());
+        ix.services.reserve(desired.services.len());
         for (i, s) in objects.iter().enumerate() {
             let key = ObjectKey::of(s);
             if key.name.is_empty() || ix.pos.contains_key(&key) {
@@ -183,6 +211,8 @@ pub struct Controller {
     state: Mutex<State>,
     status: RwLock<ControlStatus>,
     ready: AtomicBool,
+    source: Mutex<SourceStatus>,
+    source_retrying: AtomicBool,
     /// Sync counters and latency.
     pub metrics: ControlMetrics,
 }
@@ -196,6 +226,8 @@ impl Controller {
             state: Mutex::new(State::default()),
             status: RwLock::new(ControlStatus::default()),
             ready: AtomicBool::new(false),
+            source: Mutex::new(SourceStatus::default()),
+            source_retrying: AtomicBool::new(false),
             metrics: ControlMetrics::default(),
         }
     }
@@ -221,9 +253,46 @@ impl Controller {
         self.ready.store(true, Ordering::Release);
     }
 
+    /// Records an error the source met watching or listing `kind` (it
+    /// retries with backoff).
+    pub fn record_source_error(&self, kind: &str, message: String) {
+        let mut s = self.source.lock();
+        s.errors_total += 1;
+        s.last_error = Some(message);
+        s.last_error_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        if !s.retrying.iter().any(|k| k == kind) {
+            s.retrying.push(kind.to_string());
+            s.retrying.sort();
+        }
+        self.source_retrying.store(true, Ordering::Release);
+    }
+
+    /// Records that the source received an event for `kind` (cheap when no
+    /// kind is being retried: one atomic load).
+    pub fn record_source_ok(&self, kind: &str) {
+        if self.source_retrying.load(Ordering::Acquire) {
+            let mut s = self.source.lock();
+            s.retrying.retain(|k| k != kind);
+            self.source_retrying.store(!s.retrying.is_empty(), Ordering::Release);
+        }
+    }
+
+    /// The source's errors.
+    pub fn source_status(&self) -> SourceStatus {
+        self.source.lock().clone()
+    }
+
     /// A copy of the status.
     pub fn status(&self) -> ControlStatus {
         let mut st = self.state.lock();
+        if st.rows_stale {
+            let (services, endpoints) = display::rows(&st.desired);
+            let mut status = self.status.write();
+            status.services = services;
+            status.endpoints = endpoints;
+            st.rows_stale = false;
+            st.stale_rows.clear();
+        }
         if !st.stale_rows.is_empty() {
             let mut status = self.status.write();
             for si in std::mem::take(&mut st.stale_rows) {
@@ -241,7 +310,9 @@ impl Controller {
             }
         }
         drop(st);
-        self.status.read().clone()
+        let mut out = self.status.read().clone();
+        out.source = self.source_status();
+        out
     }
 
     /// The desired state being served.
@@ -307,11 +378,14 @@ impl Controller {
     /// the whole set again.
     pub fn apply_changes(&self, upserts: Vec<Sourced>, deletes: Vec<ObjectKey>) -> SyncOutcome {
         let mut st = self.state.lock();
-        if deletes.is_empty() && !upserts.is_empty() {
-            if let Some(outcome) = self.try_slices_only(&mut st, &upserts) {
-                return outcome;
+        let upserts = if deletes.is_empty() && !upserts.is_empty() {
+            match self.try_slices_only(&mut st, upserts) {
+                Ok(outcome) => return outcome,
+                Err(upserts) => upserts,
             }
-        }
+        } else {
+            upserts
+        };
         let mut objects = std::mem::take(&mut st.objects);
         if !deletes.is_empty() {
             let gone: std::collections::HashSet<ObjectKey> = deletes.into_iter().collect();
@@ -337,30 +411,32 @@ impl Controller {
         outcome
     }
 
-    /// The fast path of [`Controller::apply_changes`]; `None` when it does not
-    /// apply (then nothing was changed).
-    fn try_slices_only(&self, st: &mut State, upserts: &[Sourced]) -> Option<SyncOutcome> {
+    /// The fast path of [`Controller::apply_changes`]; gives the upserts back
+    /// when it does not apply (then nothing was changed).
+    fn try_slices_only(&self, st: &mut State, upserts: Vec<Sourced>) -> Result<SyncOutcome, Vec<Sourced>> {
         let current = self.tables.current();
         if !st.index.valid || current.generation() == 0 {
-            return None;
+            return Err(upserts);
         }
         // Every upsert replaces an existing EndpointSlice labelled for the same
         // Service, which is being served.
-        let mut places = Vec::with_capacity(upserts.len());
-        for u in upserts {
+        let place = |u: &Sourced| {
             let key = ObjectKey::of(u);
             let &i = st.index.pos.get(&key)?;
             let svc = slice_service(u)?;
             if slice_service(&st.objects[i]) != Some(svc) {
                 return None;
             }
-            let &si = st.index.services.get(&(key.namespace.clone(), svc.to_string()))?;
-            places.push((i, si));
-        }
+            let &si = st.index.services.get(&(key.namespace, svc.to_string()))?;
+            Some((i, si))
+        };
+        let Some(places) = upserts.iter().map(place).collect::<Option<Vec<_>>>() else {
+            return Err(upserts);
+        };
         let mut touched: Vec<usize> = Vec::new();
-        for (u, &(i, si)) in upserts.iter().zip(&places) {
-            if st.objects[i] != *u {
-                st.objects[i] = u.clone();
+        for (u, (i, si)) in upserts.into_iter().zip(places) {
+            if st.objects[i] != u {
+                st.objects[i] = u;
                 if !touched.contains(&si) {
                     touched.push(si);
                 }
@@ -384,29 +460,22 @@ impl Controller {
                 .collect();
             let backends = resolve::backends_from_slices(plan, &slices);
             let svc = &mut st.desired.services[si];
-            let mut any = false;
+            let mut changed_ports = Vec::new();
             for (j, (port, new)) in svc.ports.iter_mut().zip(backends).enumerate() {
-                if port.backends == new {
-                    continue;
-                }
-                port.backends = new;
-                any = true;
-                if svc.cluster_ip.is_some() {
-                    let id = ServicePortId {
-                        namespace: Arc::from(svc.namespace.as_str()),
-                        name: Arc::from(svc.name.as_str()),
-                        port_name: Arc::from(port.name.as_str()),
-                        protocol: port.protocol,
-                        port: port.port,
-                    };
-                    replaced.push((
-                        st.index.entry_base[si] + j as u32,
-                        ServiceEntry::new(id, &port.backends, svc.affinity, &svc.source_ranges),
-                    ));
+                if port.backends != new {
+                    port.backends = new;
+                    changed_ports.push(j);
                 }
             }
-            if any {
-                changed_services.push(si);
+            if changed_ports.is_empty() {
+                continue;
+            }
+            changed_services.push(si);
+            if svc.cluster_ip.is_some() {
+                // One Maglev build for the ports with the same endpoints.
+                let base = st.index.entry_base[si];
+                let built = service_entries(svc, changed_ports.iter().map(|&j| (j, &svc.ports[j])));
+                replaced.extend(built.into_iter().map(|(j, e)| (base + j as u32, e)));
             }
         }
         let outcome = if changed_services.is_empty() {
@@ -435,7 +504,7 @@ impl Controller {
         };
         self.status.write().last_sync_unix_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Some(outcome)
+        Ok(outcome)
     }
 
     fn sync_locked(
@@ -485,19 +554,20 @@ impl Controller {
             tracing::warn!("{e}");
         }
         let table = self.tables.current();
-        let (services, endpoints) = display::rows(&desired);
         *self.status.write() = ControlStatus {
             generation: table.generation(),
-            services,
-            endpoints,
+            services: Vec::new(), // rows_stale: made by `status`
+            endpoints: Vec::new(),
             errors: errors.iter().map(ToString::to_string).collect(),
             frontends: table.frontend_count(),
             entries: table.entries().len(),
             backends: table.entries().iter().map(|e| e.backends.len()).sum(),
             last_sync_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            source: SourceStatus::default(), // filled in by `status`
         };
         st.desired = desired;
         st.stale_rows.clear();
+        st.rows_stale = true;
         (outcome, plans)
     }
 
@@ -537,19 +607,10 @@ fn changed_entries(old: &DesiredState, new: &DesiredState) -> Vec<(u32, ServiceE
         if n.cluster_ip.is_none() {
             continue;
         }
-        for (op, np) in o.ports.iter().zip(&n.ports) {
-            if op.backends != np.backends {
-                let id = ServicePortId {
-                    namespace: Arc::from(n.namespace.as_str()),
-                    name: Arc::from(n.name.as_str()),
-                    port_name: Arc::from(np.name.as_str()),
-                    protocol: np.protocol,
-                    port: np.port,
-                };
-                out.push((idx, ServiceEntry::new(id, &np.backends, n.affinity, &n.source_ranges)));
-            }
-            idx += 1;
-        }
+        let changed = o.ports.iter().zip(&n.ports).enumerate().filter(|(_, (op, np))| op.backends != np.backends);
+        let built = service_entries(n, changed.map(|(j, (_, np))| (j, np)));
+        out.extend(built.into_iter().map(|(j, e)| (idx + j as u32, e)));
+        idx += n.ports.len() as u32;
     }
     out
 }
@@ -577,7 +638,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        Sourced { origin: Origin::api(), object: Object::Service(Box::new(s)) }
+        Sourced { origin: Origin::api(), object: Object::Service(Arc::new(s)) }
     }
 
     fn slice(i: u8, name: &str, ports: &[i32], ips: &[&str]) -> Sourced {
@@ -599,7 +660,7 @@ mod tests {
                     .collect(),
             ),
         };
-        Sourced { origin: Origin::api(), object: Object::EndpointSlice(Box::new(es)) }
+        Sourced { origin: Origin::api(), object: Object::EndpointSlice(Arc::new(es)) }
     }
 
     fn cfg() -> ResolveConfig {
@@ -644,6 +705,16 @@ mod tests {
         objects[5] = s.clone();
         assert_eq!(c.apply_changes(vec![s.clone()], Vec::new()), SyncOutcome::Incremental(2, 2));
         assert!(Arc::ptr_eq(&gen0_entry0, &c.tables().current().entries()[0]));
+        // s2's two ports (same Pods, a targetPort each): one Maglev table, and
+        // each flow picks the same Pod on both.
+        let t = c.tables().current();
+        let (p80, p443) = (&t.entries()[1], &t.entries()[2]);
+        assert_eq!((p80.id.port, p443.id.port), (80, 443));
+        assert!(p80.maglev.shares_slots_with(&p443.maglev));
+        for h in [0, 1 << 20, 3 << 29, u32::MAX] {
+            let pod = |e: &ServiceEntry| e.maglev.pick(h).map(|i| e.backends[usize::from(i)].addr);
+            assert_eq!(pod(p80), pod(p443));
+        }
         same_as_full(&c, &objects);
         // The same again: nothing to do.
         assert_eq!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Unchanged);

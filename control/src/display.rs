@@ -185,9 +185,45 @@ pub fn endpoints_table(rows: &[EndpointsRow]) -> String {
     format_table(&header, &body)
 }
 
+/// The lines `svcgate status` prints about the source's own errors (watch and
+/// list errors, retried with backoff); none when it met none.
+pub fn source_lines(s: &crate::controller::SourceStatus, now_unix_ms: u64) -> Vec<String> {
+    let Some(last) = &s.last_error else {
+        return Vec::new();
+    };
+    let ago = now_unix_ms.saturating_sub(s.last_error_unix_ms) as f64 / 1000.0;
+    let state = if s.retrying.is_empty() {
+        "recovered".to_string()
+    } else {
+        format!("retrying {} with backoff; the last good tables keep serving", s.retrying.join(" and "))
+    };
+    vec![format!("source: {} watch/list error(s), {state}; last {ago:.1}s ago: {last}", s.errors_total)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::SourceStatus;
+
+    #[test]
+    fn source_errors_are_shown_with_their_state() {
+        assert!(source_lines(&SourceStatus::default(), 5_000).is_empty());
+        let mut s = SourceStatus {
+            errors_total: 3,
+            last_error: Some("kube source: Services watch error: 410 Gone".into()),
+            last_error_unix_ms: 1_000,
+            retrying: vec!["Services".into()],
+        };
+        assert_eq!(
+            source_lines(&s, 3_500),
+            vec![
+                "source: 3 watch/list error(s), retrying Services with backoff; the last good tables keep serving; \
+                 last 2.5s ago: kube source: Services watch error: 410 Gone"
+            ]
+        );
+        s.retrying.clear();
+        assert!(source_lines(&s, 3_500)[0].starts_with("source: 3 watch/list error(s), recovered; last 2.5s ago"));
+    }
 
     #[test]
     fn table_pads_like_kubectl() {

@@ -54,8 +54,9 @@ pub enum KubeSourceError {
 /// will replace it.
 #[derive(Debug)]
 struct KindStore<K> {
-    live: BTreeMap<String, K>,
-    buffer: Option<BTreeMap<String, K>>,
+    // Shared with the objects handed to the controller (no deep copies).
+    live: BTreeMap<String, Arc<K>>,
+    buffer: Option<BTreeMap<String, Arc<K>>>,
     synced: bool,
 }
 
@@ -75,7 +76,7 @@ enum Change<K> {
     /// Nothing.
     None,
     /// This object was added or replaced.
-    Upsert(K),
+    Upsert(Arc<K>),
     /// This object was removed.
     Delete(K),
     /// A relist replaced the whole set.
@@ -88,10 +89,11 @@ impl<K: Resource + Clone + PartialEq> KindStore<K> {
         match ev {
             Event::Apply(k) => {
                 let key = key(&k);
-                if self.live.get(&key) == Some(&k) {
+                if self.live.get(&key).is_some_and(|old| **old == k) {
                     return Change::None;
                 }
-                self.live.insert(key, k.clone());
+                let k = Arc::new(k);
+                self.live.insert(key, Arc::clone(&k));
                 Change::Upsert(k)
             }
             Event::Delete(k) => match self.live.remove(&key(&k)) {
@@ -103,7 +105,7 @@ impl<K: Resource + Clone + PartialEq> KindStore<K> {
                 Change::None
             }
             Event::InitApply(k) => {
-                self.buffer.get_or_insert_with(BTreeMap::new).insert(key(&k), k);
+                self.buffer.get_or_insert_with(BTreeMap::new).insert(key(&k), Arc::new(k));
                 Change::None
             }
             Event::InitDone => {
@@ -170,36 +172,42 @@ fn sourced(object: Object) -> Sourced {
 impl KubeState {
     /// Applies an event; true when the object set changed.
     pub fn apply(&mut self, ev: KubeEvent) -> bool {
+        enum Changed {
+            None,
+            Upsert(Object),
+            Delete(Object),
+            Relisted,
+        }
         let change = match ev {
             KubeEvent::Service(e) => match self.services.apply(e) {
-                Change::Upsert(k) => Change::Upsert(Object::Service(Box::new(k))),
-                Change::Delete(k) => Change::Delete(Object::Service(Box::new(k))),
-                Change::Relisted => Change::Relisted,
-                Change::None => Change::None,
+                Change::Upsert(k) => Changed::Upsert(Object::Service(k)),
+                Change::Delete(k) => Changed::Delete(Object::Service(Arc::new(k))),
+                Change::Relisted => Changed::Relisted,
+                Change::None => Changed::None,
             },
             KubeEvent::EndpointSlice(e) => match self.slices.apply(e) {
-                Change::Upsert(k) => Change::Upsert(Object::EndpointSlice(Box::new(k))),
-                Change::Delete(k) => Change::Delete(Object::EndpointSlice(Box::new(k))),
-                Change::Relisted => Change::Relisted,
-                Change::None => Change::None,
+                Change::Upsert(k) => Changed::Upsert(Object::EndpointSlice(k)),
+                Change::Delete(k) => Changed::Delete(Object::EndpointSlice(Arc::new(k))),
+                Change::Relisted => Changed::Relisted,
+                Change::None => Changed::None,
             },
         };
         match change {
-            Change::None => false,
-            Change::Upsert(o) => {
+            Changed::None => false,
+            Changed::Upsert(o) => {
                 let s = sourced(o);
                 let key = ObjectKey::of(&s);
                 self.deletes.remove(&key);
                 self.upserts.insert(key, s);
                 true
             }
-            Change::Delete(o) => {
+            Changed::Delete(o) => {
                 let key = ObjectKey::of(&sourced(o));
                 self.upserts.remove(&key);
                 self.deletes.insert(key);
                 true
             }
-            Change::Relisted => {
+            Changed::Relisted => {
                 self.relisted = true;
                 true
             }
@@ -225,8 +233,8 @@ impl KubeState {
 
     /// The objects, for [`crate::resolve::resolve`] / [`Controller::apply_objects`].
     pub fn objects(&self) -> Vec<Sourced> {
-        let svcs = self.services.live.values().map(|s| Object::Service(Box::new(s.clone())));
-        let slices = self.slices.live.values().map(|s| Object::EndpointSlice(Box::new(s.clone())));
+        let svcs = self.services.live.values().map(|s| Object::Service(Arc::clone(s)));
+        let slices = self.slices.live.values().map(|s| Object::EndpointSlice(Arc::clone(s)));
         svcs.chain(slices).map(|object| Sourced { origin: Origin::api(), object }).collect()
     }
 }
@@ -345,10 +353,21 @@ async fn run(controller: Arc<Controller>, client: kube::Client, status: Arc<Kube
     let mut pending = false;
     let mut since = Instant::now();
     let handle = |ev: Result<KubeEvent, (&'static str, watcher::Error)>, state: &mut KubeState| match ev {
-        Ok(ev) => state.apply(ev),
+        Ok(ev) => {
+            // An answer from the API server; `Init` is not one (the watcher
+            // emits it before it sends the list request).
+            match &ev {
+                KubeEvent::Service(Event::Init) | KubeEvent::EndpointSlice(Event::Init) => {}
+                KubeEvent::Service(_) => controller.record_source_ok("Services"),
+                KubeEvent::EndpointSlice(_) => controller.record_source_ok("EndpointSlices"),
+            }
+            state.apply(ev)
+        }
         Err((kind, e)) => {
             let msg = format!("kube source: {kind} watch error: {e}");
             tracing::warn!("{msg}; relisting with backoff, the last good tables keep serving");
+            // Also into the controller's status (`svcgate status`, /status).
+            controller.record_source_error(kind, msg.clone());
             status.record(msg);
             false
         }

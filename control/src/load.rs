@@ -1,6 +1,6 @@
 //! Loading a manifests directory in one go: files -> objects -> desired state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::LoadError;
@@ -46,7 +46,7 @@ pub fn load_paths(paths: &[PathBuf], cfg: &ResolveConfig) -> LoadReport {
         skipped.extend(f.skipped.iter().cloned());
         errors.extend(f.errors.iter().cloned());
     }
-    let resolved = resolve::resolve(&objects, cfg, &HashMap::new(), &Allocations::default());
+    let resolved = resolve::resolve(&objects, cfg, &Default::default(), &Allocations::default());
     errors.extend(resolved.errors.iter().cloned());
     LoadReport { resolved, skipped, errors }
 }

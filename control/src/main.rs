@@ -229,6 +229,10 @@ fn status(admin: SocketAddr) -> ExitCode {
         if report.ready { "ready" } else { "NOT ready" },
         if report.dataplane_attached { "attached" } else { "not attached" }
     );
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    for line in display::source_lines(&c.source, now) {
+        println!("{line}");
+    }
     for e in &c.errors {
         println!("error: {e}");
     }

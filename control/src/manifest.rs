@@ -59,13 +59,13 @@ impl fmt::Display for Origin {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
     /// `v1/Service`.
-    Service(Box<Service>),
+    Service(Arc<Service>),
     /// `v1/Endpoints`.
-    Endpoints(Box<Endpoints>),
+    Endpoints(Arc<Endpoints>),
     /// `discovery.k8s.io/v1/EndpointSlice`.
-    EndpointSlice(Box<EndpointSlice>),
+    EndpointSlice(Arc<EndpointSlice>),
     /// `v1/Pod`.
-    Pod(Box<Pod>),
+    Pod(Arc<Pod>),
 }
 
 impl Object {
@@ -263,12 +263,12 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
             continue;
         };
         let decoded = match (api_version, kind) {
-            ("v1", "Service") => decode(doc, first_line).map(|o| Object::Service(Box::new(o))),
-            ("v1", "Endpoints") => decode(doc, first_line).map(|o| Object::Endpoints(Box::new(o))),
+            ("v1", "Service") => decode(doc, first_line).map(|o| Object::Service(Arc::new(o))),
+            ("v1", "Endpoints") => decode(doc, first_line).map(|o| Object::Endpoints(Arc::new(o))),
             ("discovery.k8s.io/v1", "EndpointSlice") => {
-                decode(doc, first_line).map(|o| Object::EndpointSlice(Box::new(o)))
+                decode(doc, first_line).map(|o| Object::EndpointSlice(Arc::new(o)))
             }
-            ("v1", "Pod") => decode(doc, first_line).map(|o| Object::Pod(Box::new(o))),
+            ("v1", "Pod") => decode(doc, first_line).map(|o| Object::Pod(Arc::new(o))),
             (_, "Service" | "Endpoints" | "Pod" | "EndpointSlice") => Err((
                 format!(
                     "apiVersion {api_version:?} is not one svcgate reads for {kind} (use {})",

@@ -26,6 +26,11 @@
 //!   name (what the controller writes), or failing that by a named targetPort.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// A hash map with ahash (resolution hashes every object's name several
+/// times; SipHash was a tenth of a full resolution's instructions).
+pub type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
+type FastSet<K> = HashSet<K, ahash::RandomState>;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
@@ -73,8 +78,8 @@ impl ResolveConfig {
 /// keeps its clusterIP and nodePorts while it exists (as in a cluster).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allocations {
-    cluster_ips: HashMap<String, Ipv4Addr>,
-    node_ports: HashMap<(String, Protocol, u16), u16>,
+    cluster_ips: FastMap<String, Ipv4Addr>,
+    node_ports: FastMap<(String, Protocol, u16), u16>,
 }
 
 /// The result of one resolution.
@@ -86,7 +91,7 @@ pub struct Resolved {
     pub origins: Vec<Origin>,
     /// The Service objects applied, by `namespace/name`: the next resolution's
     /// `previous`.
-    pub applied: HashMap<String, Sourced>,
+    pub applied: FastMap<String, Sourced>,
     /// Allocations to pass to the next resolution.
     pub allocations: Allocations,
     /// Problems; each affected only the object it names.
@@ -131,14 +136,15 @@ impl EndpointPlan {
 /// rather than [`backends_for`]'s O(ports^2); the result is the same.
 pub fn backends_from_slices(plan: &EndpointPlan, slices: &[&EndpointSlice]) -> Vec<Vec<BackendSpec>> {
     struct Read<'a> {
-        ports: HashMap<(&'a str, &'a str), Option<i32>>,
+        ports: FastMap<(&'a str, &'a str), Option<i32>>,
         endpoints: Vec<(Ipv4Addr, EndpointConditions)>,
     }
     let read: Vec<Read<'_>> = slices
         .iter()
         .filter(|es| es.address_type == "IPv4")
         .map(|es| {
-            let mut ports = HashMap::new();
+            let mut ports =
+                FastMap::with_capacity_and_hasher(es.ports.as_ref().map_or(0, Vec::len), Default::default());
             for ep in es.ports.iter().flatten() {
                 // The first port with a name and protocol wins, as in `match_port`.
                 ports
@@ -376,8 +382,8 @@ fn validate_service(sourced: &Sourced, svc: &Service, cfg: &ResolveConfig) -> Re
         c.err("spec.ports", "Required value: a Service needs at least one port");
     }
     let mut ports = Vec::new();
-    let mut names = HashSet::new();
-    let mut seen = HashSet::new();
+    let mut names = FastSet::default();
+    let mut seen = FastSet::default();
     for (i, p) in raw_ports.iter().enumerate() {
         let f = |s: &str| format!("spec.ports[{i}].{s}");
         let pname = p.name.clone().unwrap_or_default();
@@ -456,7 +462,7 @@ fn validate_service(sourced: &Sourced, svc: &Service, cfg: &ResolveConfig) -> Re
         }
     }
     // Within one Service a nodePort may repeat only across protocols.
-    let mut np_seen = HashSet::new();
+    let mut np_seen = FastSet::default();
     for (i, p) in ports.iter().enumerate() {
         if let Some(np) = p.node_port {
             if !np_seen.insert((np, p.protocol)) {
@@ -573,7 +579,7 @@ fn allocatable(cidr: Ipv4Net) -> (u32, u32) {
     (net.wrapping_add(2), (size - 3) as u32)
 }
 
-fn allocate_ip(key: &str, cidr: Ipv4Net, used: &HashMap<Ipv4Addr, String>) -> Option<Ipv4Addr> {
+fn allocate_ip(key: &str, cidr: Ipv4Net, used: &FastMap<Ipv4Addr, String>) -> Option<Ipv4Addr> {
     let (first, count) = allocatable(cidr);
     if count == 0 {
         return None;
@@ -582,7 +588,7 @@ fn allocate_ip(key: &str, cidr: Ipv4Net, used: &HashMap<Ipv4Addr, String>) -> Op
     (0..count).map(|i| Ipv4Addr::from(first + (start + i) % count)).find(|ip| !used.contains_key(ip))
 }
 
-fn allocate_node_port(key: &str, range: &RangeInclusive<u16>, used: &HashMap<u16, String>) -> Option<u16> {
+fn allocate_node_port(key: &str, range: &RangeInclusive<u16>, used: &FastMap<u16, String>) -> Option<u16> {
     let first = u32::from(*range.start());
     let count = u32::from(*range.end()).checked_sub(first)? + 1;
     let start = (stable_hash(key) % u64::from(count)) as u32;
@@ -592,9 +598,9 @@ fn allocate_node_port(key: &str, range: &RangeInclusive<u16>, used: &HashMap<u16
 /// Endpoint sources, indexed.
 #[derive(Default)]
 struct EndpointIndex<'a> {
-    slices: HashMap<(String, String), Vec<&'a EndpointSlice>>,
-    endpoints: HashMap<(String, String), &'a Endpoints>,
-    pods: HashMap<String, Vec<&'a Pod>>,
+    slices: FastMap<(String, String), Vec<&'a EndpointSlice>>,
+    endpoints: FastMap<(String, String), &'a Endpoints>,
+    pods: FastMap<String, Vec<&'a Pod>>,
 }
 
 /// Resolves objects (in priority order: file order) into the desired state.
@@ -605,12 +611,13 @@ struct EndpointIndex<'a> {
 pub fn resolve(
     objects: &[Sourced],
     cfg: &ResolveConfig,
-    previous: &HashMap<String, Sourced>,
+    previous: &FastMap<String, Sourced>,
     allocations: &Allocations,
 ) -> Resolved {
     let mut out = Resolved::default();
     let mut index = EndpointIndex::default();
-    let mut seen_objects: HashMap<(&'static str, String, String), Origin> = HashMap::new();
+    let mut seen_objects: FastMap<(&'static str, String, String), Origin> = FastMap::default();
+    seen_objects.reserve(objects.len());
     let mut services: Vec<(&Sourced, &Service)> = Vec::new();
     for s in objects {
         let (kind, meta) = match &s.object {
@@ -671,7 +678,7 @@ pub fn resolve(
 
     // 1. Validate; first come keeps the name.
     let mut drafts: Vec<Draft> = Vec::new();
-    let mut names: HashMap<String, Origin> = HashMap::new();
+    let mut names: FastMap<String, Origin> = FastMap::default();
     for (sourced, svc) in services {
         let validated = match validate_service(sourced, svc, cfg) {
             Ok(v) => Some(v),
@@ -721,8 +728,8 @@ pub fn resolve(
     }
 
     // 2. Sticky allocations of Services still here are reserved up front.
-    let mut used_ips: HashMap<Ipv4Addr, String> = HashMap::new();
-    let mut used_ports: HashMap<u16, String> = HashMap::new();
+    let mut used_ips: FastMap<Ipv4Addr, String> = FastMap::default();
+    let mut used_ports: FastMap<u16, String> = FastMap::default();
     for d in drafts.iter().filter(|d| !d.key.is_empty()) {
         if d.cluster_ip.is_none() && !d.headless {
             if let Some(ip) = allocations.cluster_ips.get(&d.key) {
@@ -1022,7 +1029,7 @@ mod tests {
     #[test]
     fn allocation_skips_reserved_addresses() {
         let cidr: Ipv4Net = "198.18.128.0/29".parse().unwrap();
-        let mut used = HashMap::new();
+        let mut used = FastMap::default();
         let mut got = Vec::new();
         while let Some(ip) = allocate_ip("x", cidr, &used) {
             used.insert(ip, "x".to_string());
@@ -1031,14 +1038,14 @@ mod tests {
         got.sort();
         let want: Vec<Ipv4Addr> = (2..=6).map(|i| Ipv4Addr::new(198, 18, 128, i)).collect();
         assert_eq!(got, want);
-        assert_eq!(allocate_ip("x", "198.18.0.0/30".parse().unwrap(), &HashMap::new()), None);
+        assert_eq!(allocate_ip("x", "198.18.0.0/30".parse().unwrap(), &FastMap::default()), None);
     }
 
     #[test]
     fn allocation_is_deterministic() {
         let cidr: Ipv4Net = "198.18.128.0/20".parse().unwrap();
-        let a = allocate_ip("default/nginx", cidr, &HashMap::new());
-        let b = allocate_ip("default/nginx", cidr, &HashMap::new());
+        let a = allocate_ip("default/nginx", cidr, &FastMap::default());
+        let b = allocate_ip("default/nginx", cidr, &FastMap::default());
         assert_eq!(a, b);
         assert!(cidr.contains(&a.unwrap()));
     }

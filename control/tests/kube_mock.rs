@@ -557,12 +557,25 @@ async fn api_errors_retried_with_backoff_last_good_kept() {
     assert_eq!(h.status().errors(), 1);
     let err = h.status().last_error().expect("an error recorded");
     assert!(err.contains("Services") && err.contains("etcdserver: request timed out"), "{err}");
+    // The same in the controller's status, which /status and `svcgate status` show.
+    let report = svcgate_control::admin::status_report(&ctl, &svcgate_control::admin::StatsSlot::default());
+    let src = &report.control.source;
+    assert_eq!((src.errors_total, &src.retrying[..]), (1, &["Services".to_string()][..]), "{src:?}");
+    assert_eq!(src.last_error.as_deref(), Some(err.as_str()));
+    assert!(src.last_error_unix_ms > 0);
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(json.contains("etcdserver: request timed out"), "{json}");
+    let metrics = svcgate_control::admin::render_metrics(&ctl, &svcgate_control::admin::StatsSlot::default());
+    assert!(metrics.contains("svcgate_source_errors_total 1\n"), "{metrics}");
+    assert!(metrics.contains("svcgate_source_retrying 1\n"), "{metrics}");
 
     retry.list("100", vec![service("nginx", "10.247.1.2", "90")]);
     let svcs = api.next(Kind::Services, Verb::Watch).await.watch();
     let t = published(&ctl, "after the retried list", |t| backends(t, NGINX) == Some(vec![ip("198.18.3.10")])).await;
     ready(&ctl).await;
     let g = t.generation();
+    let src = ctl.status().source;
+    assert_eq!((src.errors_total, src.retrying.len()), (1, 0), "recovered after the retried list: {src:?}");
 
     // Later: the watch is lost (410) and the relist fails twice.
     svcs.gone("100");
@@ -583,6 +596,9 @@ async fn api_errors_retried_with_backoff_last_good_kept() {
     assert!(ctl.is_ready(), "not ready any more while the API fails");
     assert_eq!(h.status().errors(), 4, "{:?}", h.status().last_error());
     assert!(h.status().last_error().is_some_and(|e| e.contains("unable to handle the request")));
+    let src = ctl.status().source;
+    assert_eq!((src.errors_total, &src.retrying[..]), (4, &["Services".to_string()][..]), "{src:?}");
+    assert!(src.last_error.is_some_and(|e| e.contains("unable to handle the request")));
 
     api.next(Kind::Services, Verb::List)
         .await

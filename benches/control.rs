@@ -424,6 +424,12 @@ fn main() {
             vp.push(tp - t0);
         }
     }
+    // Where the slowest steps fell (step index, microseconds): a cold first
+    // step or scattered preemptions look different.
+    let mut worst: Vec<(usize, f64)> = vp.iter().map(|d| us(*d)).enumerate().collect();
+    worst.sort_by(|a, b| b.1.total_cmp(&a.1));
+    worst.truncate(5);
+    println!("400-port restart, slowest steps (index, us): {worst:.1?}");
     let (p50, _, max) = summary("400-port Service, rolling restart step, to published (swap done)", vp);
     println!("RESULT restart400_pub_p50 {:.3} us", us(p50));
     println!("RESULT restart400_pub_max {:.3} us", us(max));

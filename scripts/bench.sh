@@ -172,7 +172,7 @@ cpu_split() { # before after cpuN -> "usr% sys% sirq% idle%"
         printf "usr %d%% sys %d%% sirq %d%% idle %d%%", 100 * u / t, 100 * s / t, 100 * q / t, 100 * i / t }'
 }
 # Sum of a Prometheus counter over its labels, from svcgate's admin endpoint.
-svc_metric() { in_ns $NS_GW curl -sf --max-time 2 http://127.0.0.1:9911/metrics | awk -v m="$1" 'index($0, m "{") == 1 || $1 == m { s += $NF } END { printf "%d\n", s }'; }
+svc_metric() { in_ns $NS_GW curl -sf --max-time 2 http://127.0.0.1:9911/metrics | awk -v m="$1" 'index($0, m "{") == 1 || $1 == m { s += $NF } END { printf "%.0f\n", s }'; }
 
 TSV=$OUT/results.tsv
 printf "dataplane\tflows\toffered_pps\tforwarded_pps\tloss_pct\tlat_p50_us\tlat_p99_us\tcycles_per_pkt\n" >"$TSV"

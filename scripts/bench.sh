@@ -221,17 +221,30 @@ row() { # name flows
     printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$1" "$2" "$OFFERED" "$FORWARDED" "$LOSS" "$P50" "$P99" "$CYC" >>"$TSV"
 }
 
-# Zero-loss rate: binary search on the offered rate, 2-second trials.
-zero_loss() { # name -> ZL
-    local name=$1 lo=0 hi=$2 mid i saved=$SECS
-    SECS=2
-    for i in 1 2 3 4 5 6 7; do
+# Zero-loss rate (RFC 2544 style): binary search on the offered rate. A
+# trial sends a fixed number of frames (2 s worth) after a 1 s warm-up at
+# the same rate, waits for the chain to drain, and compares the frames the
+# generator sent with the frames the sink received (interface counters):
+# no frame may be missing.
+zero_loss() { # name hi -> ZL
+    local name=$1 lo=0 hi=$2 mid i g0 s0 g1 s1 lost
+    for i in 1 2 3 4 5 6 7 8; do
         mid=$(((lo + hi) / 2))
-        measure "$name" $KEY_FLOWS $mid
-        if [ "$FORWARDED" -gt 0 ] && awk -v l="$LOSS" 'BEGIN { exit !(l == 0) }'; then lo=$mid; else hi=$mid; fi
-        say "  zero-loss search $name: offered $mid pps -> loss $LOSS%"
+        [ "$mid" -gt 0 ] || break
+        in_ns $NS_GEN taskset -c $GEN_CPU "$PKTGEN" tx --dev sgb-g0 --dst-mac "$GW_MAC" --dst-ip $VIP --dst-port $VPORT \
+            --src-ip 198.18.1.2-198.18.1.254 --src-port 1024-65535 --flows $KEY_FLOWS --size 64 --rate "$mid" \
+            --duration 1 >/dev/null 2>&1 || true
+        sleep 0.3
+        g0=$(ctr $NS_GEN sgb-g0 tx_packets); s0=$(ctr $NS_SINK sgb-s0 rx_packets)
+        in_ns $NS_GEN taskset -c $GEN_CPU "$PKTGEN" tx --dev sgb-g0 --dst-mac "$GW_MAC" --dst-ip $VIP --dst-port $VPORT \
+            --src-ip 198.18.1.2-198.18.1.254 --src-port 1024-65535 --flows $KEY_FLOWS --size 64 --rate "$mid" \
+            --count $((mid * 2)) >/dev/null 2>&1 || true
+        sleep 0.5
+        g1=$(ctr $NS_GEN sgb-g0 tx_packets); s1=$(ctr $NS_SINK sgb-s0 rx_packets)
+        lost=$(((g1 - g0) - (s1 - s0)))
+        if [ $((g1 - g0)) -gt 0 ] && [ "$lost" -le 0 ]; then lo=$mid; else hi=$mid; fi
+        say "  zero-loss search $name: $mid pps, sent $((g1 - g0)), received $((s1 - s0)), lost $lost"
     done
-    SECS=$saved
     ZL=$lo
 }
 

@@ -380,23 +380,42 @@ lab_up
     echo "Frames: 64 bytes (60 + FCS), UDP to $VIP:$VPORT; ${SECS}s per measurement after a warm-up; generator on CPU $GEN_CPU, gateway on CPU $GW_CPU"
 } | tee -a "$LOG"
 
-# The generators alone, same veth, same core (issue 6: pktgen >= trafgen).
+# The generators alone, same veth, same core (issue 6: pktgen >= trafgen),
+# in the lab as built (gateway's veth threaded) and with veth's defaults
+# (where trafgen's TX ring does not stall).
 say "== generators (no dataplane: the gateway drops frames to the unrouted VIP)"
 cat >"$TMP/trafgen.cfg" <<T
 { eth(da=$GW_MAC), ipv4(saddr=198.18.1.2, daddr=$VIP, ttl=64), udp(sport=drnd(), dport=$VPORT), fill(0x41, 18) }
 T
-pin_napi
-a=$(ctr $NS_GEN sgb-g0 tx_packets)
-in_ns $NS_GEN timeout -s INT $((SECS + 1)) taskset -c $GEN_CPU trafgen --dev sgb-g0 --conf "$TMP/trafgen.cfg" --cpus 1 -q >"$TMP/trafgen.out" 2>&1 || true
-b=$(ctr $NS_GEN sgb-g0 tx_packets)
-TRAFGEN_PPS=$(((b - a) / (SECS + 1)))
-a=$(ctr $NS_GEN sgb-g0 tx_packets)
-in_ns $NS_GEN taskset -c $GEN_CPU "$PKTGEN" tx --dev sgb-g0 --dst-mac "$GW_MAC" --dst-ip $VIP --dst-port $VPORT \
-    --src-ip 198.18.1.2-198.18.1.254 --src-port 1024-65535 --flows $KEY_FLOWS --size 64 --duration $((SECS + 1)) >"$TMP/tx.out" 2>&1
-b=$(ctr $NS_GEN sgb-g0 tx_packets)
-PKTGEN_PPS=$(((b - a) / (SECS + 1)))
-say "trafgen        offered $TRAFGEN_PPS pps"
-say "svcgate-pktgen offered $PKTGEN_PPS pps ($(awk -v a=$PKTGEN_PPS -v b=$TRAFGEN_PPS 'BEGIN { printf "%.2f", b ? a / b : 0 }')x trafgen)"
+gen_rate() { # trafgen|pktgen -> pps
+    local a b
+    a=$(ctr $NS_GEN sgb-g0 tx_packets)
+    if [ "$1" = trafgen ]; then
+        in_ns $NS_GEN timeout -s INT $((SECS + 1)) taskset -c $GEN_CPU trafgen --dev sgb-g0 --conf "$TMP/trafgen.cfg" --cpus 1 -q >"$TMP/trafgen.out" 2>&1 || true
+    else
+        in_ns $NS_GEN taskset -c $GEN_CPU "$PKTGEN" tx --dev sgb-g0 --dst-mac "$GW_MAC" --dst-ip $VIP --dst-port $VPORT \
+            --src-ip 198.18.1.2-198.18.1.254 --src-port 1024-65535 --flows $KEY_FLOWS --size 64 --duration $((SECS + 1)) >"$TMP/tx.out" 2>&1
+    fi
+    b=$(ctr $NS_GEN sgb-g0 tx_packets)
+    echo $(((b - a) / (SECS + 1)))
+}
+gen_pair() { # label
+    local t p
+    pin_napi
+    t=$(gen_rate trafgen); p=$(gen_rate pktgen)
+    say "$(printf "%-26s trafgen %9d pps   svcgate-pktgen %9d pps (%sx trafgen)" "$1" "$t" "$p" \
+        "$(awk -v a="$p" -v b="$t" 'BEGIN { printf "%.2f", b ? a / b : 0 }')")"
+}
+gen_pair "lab as built (threaded):"
+in_ns $NS_GW sh -c "echo 0 > /sys/class/net/sgb-w0/threaded"
+in_ns $NS_GW ethtool -K sgb-w0 gro off >/dev/null
+in_ns $NS_GEN ethtool -K sgb-g0 tso on >/dev/null
+gen_pair "veth defaults:"
+if [ "${BENCH_FAIR:-1}" = 1 ]; then
+    in_ns $NS_GEN ethtool -K sgb-g0 tso off >/dev/null
+    in_ns $NS_GW ethtool -K sgb-w0 gro on >/dev/null
+    in_ns $NS_GW sh -c "echo 1 > /sys/class/net/sgb-w0/threaded"
+fi
 
 declare -A FWD CYCLES LOSSES
 for peer in $PEERS; do

@@ -162,6 +162,9 @@ pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// A per-worker Prometheus series: name, type, help, value of one worker.
+type WorkerSeries = (&'static str, &'static str, &'static str, fn(&WorkerRow) -> String);
+
 /// Writes the dataplane's counters.
 pub fn render_stats(out: &mut String, s: &StatsSnapshot) {
     header(out, "svcgate_service_packets_total", "counter", "Packets forwarded per Service port.");
@@ -194,21 +197,23 @@ pub fn render_stats(out: &mut String, s: &StatsSnapshot) {
     }
     header(out, "svcgate_conntrack_entries", "gauge", "Connection-tracking entries in use.");
     let _ = writeln!(out, "svcgate_conntrack_entries {}", s.conntrack_entries);
-    header(out, "svcgate_worker_busy_ratio", "gauge", "Share of the worker's time in polls that found work.");
-    for (i, w) in s.workers.iter().enumerate() {
-        let _ = writeln!(out, "svcgate_worker_busy_ratio{{worker=\"{i}\"}} {}", w.busy_ratio);
-    }
-    header(out, "svcgate_worker_cycles_per_packet", "gauge", "TSC cycles of busy polls per received packet.");
-    for (i, w) in s.workers.iter().enumerate() {
-        let _ = writeln!(out, "svcgate_worker_cycles_per_packet{{worker=\"{i}\"}} {}", w.cycles_per_packet);
-    }
-    header(out, "svcgate_worker_busy_cycles_total", "counter", "TSC cycles of polls that found work, per worker.");
-    for (i, w) in s.workers.iter().enumerate() {
-        let _ = writeln!(out, "svcgate_worker_busy_cycles_total{{worker=\"{i}\"}} {}", w.busy_cycles);
-    }
-    header(out, "svcgate_worker_rx_packets_total", "counter", "Packets received, per worker.");
-    for (i, w) in s.workers.iter().enumerate() {
-        let _ = writeln!(out, "svcgate_worker_rx_packets_total{{worker=\"{i}\"}} {}", w.rx);
+    let per_worker: [WorkerSeries; 4] = [
+        ("svcgate_worker_busy_ratio", "gauge", "Share of the worker's time in polls that found work.", |w| {
+            w.busy_ratio.to_string()
+        }),
+        ("svcgate_worker_cycles_per_packet", "gauge", "TSC cycles of busy polls per received packet.", |w| {
+            w.cycles_per_packet.to_string()
+        }),
+        ("svcgate_worker_busy_cycles_total", "counter", "TSC cycles of polls that found work, per worker.", |w| {
+            w.busy_cycles.to_string()
+        }),
+        ("svcgate_worker_rx_packets_total", "counter", "Packets received, per worker.", |w| w.rx.to_string()),
+    ];
+    for (name, kind, help, value) in per_worker {
+        header(out, name, kind, help);
+        for (i, w) in s.workers.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", value(w));
+        }
     }
 }
 

@@ -624,18 +624,7 @@ impl Worker {
                     fast::run(&mut self.ct.fast(), &mut self.svc, rev, hops, gens, &mut frames[i..], now, &mut tally);
                 let (at, v) = match stop {
                     fast::Stop::Done => break,
-                    fast::Stop::Uncommon { at } => {
-                        let f = &mut frames[i + at];
-                        let v = match parse_general(f.buf, f.len) {
-                            Ok(p) => {
-                                let probe = self.ct.probe(p.key.hash());
-                                let slot = self.ct.find(&p.key, &probe);
-                                self.decide(t, hops, f, &p, &probe, slot, now)
-                            }
-                            Err(v) => v,
-                        };
-                        (at, v)
-                    }
+                    fast::Stop::Uncommon { at } => (at, self.decide_general(t, hops, &mut frames[i + at], now)),
                     fast::Stop::Decide { at, c, probe, slot } => {
                         (at, self.decide(t, hops, &mut frames[i + at], &c.parsed(), &probe, slot, now))
                     }
@@ -673,15 +662,22 @@ impl Worker {
     #[cold]
     fn process_chunk_general(&mut self, t: &ServiceTable, hops: &NextHops, frames: &mut [Frame<'_>], now: u32) {
         for f in frames.iter_mut() {
-            let v = match parse_general(f.buf, f.len) {
-                Ok(p) => {
-                    let probe = self.ct.probe(p.key.hash());
-                    let slot = self.ct.find(&p.key, &probe);
-                    self.decide(t, hops, f, &p, &probe, slot, now)
-                }
-                Err(v) => v,
-            };
+            let v = self.decide_general(t, hops, f, now);
             self.finish(f, v);
+        }
+    }
+
+    /// One frame through the general path: parsed by the `wire` wrappers,
+    /// looked up, decided (not yet finished).
+    #[inline]
+    fn decide_general(&mut self, t: &ServiceTable, hops: &NextHops, f: &mut Frame<'_>, now: u32) -> Verdict {
+        match parse_general(f.buf, f.len) {
+            Ok(p) => {
+                let probe = self.ct.probe(p.key.hash());
+                let slot = self.ct.find(&p.key, &probe);
+                self.decide(t, hops, f, &p, &probe, slot, now)
+            }
+            Err(v) => v,
         }
     }
 

@@ -221,7 +221,8 @@ impl Default for WorkerConfig {
     }
 }
 
-/// Empty polls in a row between two `sched_yield`s of an idle worker.
+/// Empty polls in a row between two `sched_yield`s of an idle worker (a
+/// power of two).
 const YIELD_EVERY: u32 = 8;
 
 /// A worker: ports, handler, counters, stop flag.
@@ -378,7 +379,7 @@ impl<H: BatchHandler + 'static> Worker<H> {
                 spins = spins.saturating_add(1);
                 if spins >= self.cfg.idle_spins && !self.cfg.idle_sleep.is_zero() {
                     std::thread::sleep(self.cfg.idle_sleep);
-                } else if spins % YIELD_EVERY == 0 {
+                } else if spins & (YIELD_EVERY - 1) == 0 {
                     // Let a runnable thread on this core have it (a no-op
                     // syscall when there is none). On veth, and on any NIC
                     // without AF_XDP zero-copy, the kernel half of the

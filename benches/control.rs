@@ -16,6 +16,11 @@
 //! 50), `CTLBENCH_QUICK=1` (fewer repetitions).
 //! Output lines starting with `RESULT ` are machine-readable (key value unit).
 
+// The svcgate binary's allocator (control/src/main.rs), so the bench
+// measures what the daemon does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,5 +1,10 @@
 //! The svcgate binary: `svcgate validate`, `svcgate run`, `svcgate status`.
 
+/// mimalloc, not glibc malloc: see control/Cargo.toml (a first change after a
+/// full build faulting in fresh heap pages took milliseconds).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;

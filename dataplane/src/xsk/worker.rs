@@ -295,10 +295,14 @@ impl<H: BatchHandler + 'static> Worker<H> {
         let frame_size = u64::from(self.ports.frame_size());
         let mut spins = 0u32;
         let st = &*self.stats;
-        // One TSC read per round: a round's end is the next round's start.
-        let mut round_start = tsc();
+        // The end of the previous round: the loop's cycles run from end to
+        // end (idle work, yields and naps included); a busy round's cycles
+        // run from its own start (so they never include the idle work of
+        // the round before, which would charge a yield's wait to packets).
+        let mut last_end = tsc();
 
         while !self.stop.load(Ordering::Relaxed) {
+            let round_start = tsc();
             let mut got = 0usize;
             for p in 0..nports {
                 let n = self.ports.rx_burst(p, &mut descs);
@@ -367,11 +371,10 @@ impl<H: BatchHandler + 'static> Worker<H> {
                 bump(&st.completed, done as u64);
             }
             let now = tsc();
-            let round = now.wrapping_sub(round_start);
-            round_start = now;
-            bump(&st.loop_cycles, round);
+            bump(&st.loop_cycles, now.wrapping_sub(last_end));
+            last_end = now;
             if got > 0 {
-                bump(&st.busy_cycles, round);
+                bump(&st.busy_cycles, now.wrapping_sub(round_start));
             }
             if got == 0 {
                 bump(&st.empty_polls, 1);

@@ -171,8 +171,22 @@ cpu_split() { # before after cpuN -> "usr% sys% sirq% idle%"
         t = u + s + i + q + st; if (t == 0) t = 1;
         printf "usr %d%% sys %d%% sirq %d%% idle %d%%", 100 * u / t, 100 * s / t, 100 * q / t, 100 * i / t }'
 }
-# Sum of a Prometheus counter over its labels, from svcgate's admin endpoint.
-svc_metric() { in_ns $NS_GW curl -sf --max-time 2 http://127.0.0.1:9911/metrics | awk -v m="$1" 'index($0, m "{") == 1 || $1 == m { s += $NF } END { printf "%.0f\n", s }'; }
+# svcgate's busy cycles and received packets, summed over workers, from one
+# scrape of its admin endpoint: "<busy_cycles> <rx>".
+svc_counters() {
+    in_ns $NS_GW curl -sf --max-time 2 http://127.0.0.1:9911/metrics | awk '
+        index($0, "svcgate_worker_busy_cycles_total{") == 1 { b += $NF }
+        index($0, "svcgate_worker_rx_packets_total{") == 1 { r += $NF }
+        END { printf "%.0f %.0f\n", b, r }'
+}
+# The generator toward the VIP, from the generator's core: gen_tx FLOWS ARGS...
+# (ARGS: --rate, --duration or --count, ...).
+gen_tx() {
+    local flows=$1
+    shift
+    in_ns $NS_GEN taskset -c $GEN_CPU "$PKTGEN" tx --dev sgb-g0 --dst-mac "$GW_MAC" --dst-ip $VIP --dst-port $VPORT \
+        --src-ip 198.18.1.2-198.18.1.254 --src-port 1024-65535 --flows "$flows" --size 64 "$@"
+}
 
 TSV=$OUT/results.tsv
 printf "dataplane\tflows\toffered_pps\tforwarded_pps\tloss_pct\tlat_p50_us\tlat_p99_us\tcycles_per_pkt\n" >"$TSV"
@@ -189,18 +203,16 @@ measure() {
     ip netns exec $NS_SINK "$PKTGEN" rx --dev sgb-s0 --duration $((total + 1)) >"$TMP/rx.out" 2>"$TMP/rx.err" &
     local rx=$!
     sleep 0.3
-    ip netns exec $NS_GEN taskset -c $GEN_CPU "$PKTGEN" tx --dev sgb-g0 --dst-mac "$GW_MAC" --dst-ip $VIP --dst-port $VPORT \
-        --src-ip 198.18.1.2-198.18.1.254 --src-port 1024-65535 --flows "$flows" --size 64 --rate "$rate" \
-        --duration $total >"$TMP/tx.out" 2>"$TMP/tx.err" &
+    gen_tx "$flows" --rate "$rate" --duration $total >"$TMP/tx.out" 2>"$TMP/tx.err" &
     local tx=$!
     sleep "$warm"
     pin_napi
     local g0 s0 c0 b0 r0 g1 s1 c1 b1 r1
     g0=$(ctr $NS_GEN sgb-g0 tx_packets); s0=$(ctr $NS_SINK sgb-s0 rx_packets); c0=$(cpu_sample)
-    if [ "$name" = svcgate ]; then b0=$(svc_metric svcgate_worker_busy_cycles_total); r0=$(svc_metric svcgate_worker_rx_packets_total); fi
+    if [ "$name" = svcgate ]; then read -r b0 r0 < <(svc_counters); fi
     sleep "$SECS"
     g1=$(ctr $NS_GEN sgb-g0 tx_packets); s1=$(ctr $NS_SINK sgb-s0 rx_packets); c1=$(cpu_sample)
-    if [ "$name" = svcgate ]; then b1=$(svc_metric svcgate_worker_busy_cycles_total); r1=$(svc_metric svcgate_worker_rx_packets_total); fi
+    if [ "$name" = svcgate ]; then read -r b1 r1 < <(svc_counters); fi
     wait $tx || { say "generator failed: $(cat "$TMP/tx.err")"; }
     kill -INT $rx 2>/dev/null; wait $rx 2>/dev/null || true
     OFFERED=$(((g1 - g0) / SECS)); FORWARDED=$(((s1 - s0) / SECS))
@@ -231,14 +243,10 @@ zero_loss() { # name hi -> ZL
     for i in 1 2 3 4 5 6 7 8; do
         mid=$(((lo + hi) / 2))
         [ "$mid" -gt 0 ] || break
-        in_ns $NS_GEN taskset -c $GEN_CPU "$PKTGEN" tx --dev sgb-g0 --dst-mac "$GW_MAC" --dst-ip $VIP --dst-port $VPORT \
-            --src-ip 198.18.1.2-198.18.1.254 --src-port 1024-65535 --flows $KEY_FLOWS --size 64 --rate "$mid" \
-            --duration 1 >/dev/null 2>&1 || true
+        gen_tx $KEY_FLOWS --rate "$mid" --duration 1 >/dev/null 2>&1 || true
         sleep 0.3
         g0=$(ctr $NS_GEN sgb-g0 tx_packets); s0=$(ctr $NS_SINK sgb-s0 rx_packets)
-        in_ns $NS_GEN taskset -c $GEN_CPU "$PKTGEN" tx --dev sgb-g0 --dst-mac "$GW_MAC" --dst-ip $VIP --dst-port $VPORT \
-            --src-ip 198.18.1.2-198.18.1.254 --src-port 1024-65535 --flows $KEY_FLOWS --size 64 --rate "$mid" \
-            --count $((mid * 2)) >/dev/null 2>&1 || true
+        gen_tx $KEY_FLOWS --rate "$mid" --count $((mid * 2)) >/dev/null 2>&1 || true
         sleep 0.5
         g1=$(ctr $NS_GEN sgb-g0 tx_packets); s1=$(ctr $NS_SINK sgb-s0 rx_packets)
         lost=$(((g1 - g0) - (s1 - s0)))
@@ -338,7 +346,7 @@ testpmd_stop_cycles() {
         [ "$(grep -c 'CPU cycles/packet=' "$OUT/testpmd.log" || true)" -gt "$before" ] && break
         sleep 0.1
     done
-    { grep -o 'CPU cycles/packet=[0-9.]*' "$OUT/testpmd.log" || echo =-; } | tail -1 | cut -d= -f2 | cut -d. -f1
+    { grep -o 'CPU cycles/packet=[0-9.]*' "$OUT/testpmd.log" || echo '=-'; } | tail -1 | cut -d= -f2 | cut -d. -f1
 }
 
 nft_rules() {
@@ -393,8 +401,7 @@ gen_rate() { # trafgen|pktgen -> pps
     if [ "$1" = trafgen ]; then
         in_ns $NS_GEN timeout -s INT $((SECS + 1)) taskset -c $GEN_CPU trafgen --dev sgb-g0 --conf "$TMP/trafgen.cfg" --cpus 1 -q >"$TMP/trafgen.out" 2>&1 || true
     else
-        in_ns $NS_GEN taskset -c $GEN_CPU "$PKTGEN" tx --dev sgb-g0 --dst-mac "$GW_MAC" --dst-ip $VIP --dst-port $VPORT \
-            --src-ip 198.18.1.2-198.18.1.254 --src-port 1024-65535 --flows $KEY_FLOWS --size 64 --duration $((SECS + 1)) >"$TMP/tx.out" 2>&1
+        gen_tx $KEY_FLOWS --duration $((SECS + 1)) >"$TMP/tx.out" 2>&1
     fi
     b=$(ctr $NS_GEN sgb-g0 tx_packets)
     echo $(((b - a) / (SECS + 1)))

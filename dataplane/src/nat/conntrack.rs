@@ -171,6 +171,18 @@ pub struct Probe {
     sig: u16,
 }
 
+/// Faults every page of a zeroed region in now, at start-up, with a write
+/// of zero (a read would map the shared zero page and defer the cost to a
+/// copy-on-write fault): otherwise the first flows to land on each page pay
+/// the fault on the packet path while the RX ring overflows.
+fn fault_in<T: bytemuck::Zeroable + Copy>(region: &mut [T]) {
+    let per_page = (4096 / std::mem::size_of::<T>()).max(1);
+    for page in region.chunks_mut(per_page) {
+        // black_box: the compiler must not drop a store of what is already there.
+        page[0] = std::hint::black_box(T::zeroed());
+    }
+}
+
 /// The entry array: an anonymous mapping advised for transparent huge pages
 /// (at 1M flows the 64 MiB of entries would otherwise cost a TLB miss on
 /// nearly every lookup), viewed as `[FlowEntry]` through `bytemuck` (no
@@ -195,16 +207,9 @@ impl Entries {
                 // Only a hint: without transparent huge pages it fails or does nothing.
                 #[cfg(target_os = "linux")]
                 let _ = m.advise(memmap2::Advice::HugePage);
-                // Fault every page in now, at start-up, with a write (a read
-                // would map the shared zero page and defer the cost to a
-                // copy-on-write fault): otherwise the first flows to land on
-                // each page pay a fault on the packet path, each one zeroing
-                // 2 MiB (and maybe compacting memory) while the RX ring
-                // overflows. 256 MiB at 4M entries costs ~0.1 s here.
-                // (black_box: the compiler must not drop the zero stores.)
-                for page in m.chunks_mut(4096) {
-                    page[0] = std::hint::black_box(0);
-                }
+                // 256 MiB at 4M entries costs ~0.1 s here; without it each
+                // first flow on a huge page zeroes 2 MiB on the packet path.
+                fault_in(&mut m[..]);
                 Self::Mapped(m)
             }
             _ => Self::Heap(vec![FlowEntry::default(); n].into_boxed_slice()),
@@ -365,11 +370,8 @@ impl FlowTable {
         let slots = capacity.max(BUCKET_SLOTS) + capacity / 8;
         let buckets = slots.div_ceil(BUCKET_SLOTS).min(u32::MAX as usize / 2) as u32;
         let mut sigs = vec![[0u64; 2]; buckets as usize].into_boxed_slice();
-        // Fault the signature pages in now too (a large zeroed allocation
-        // is mapped lazily), so no insert faults on the packet path.
-        for page in sigs.chunks_mut(4096 / std::mem::size_of::<SigBucket>()) {
-            page[0] = std::hint::black_box([0; 2]);
-        }
+        // A large zeroed allocation is mapped lazily too.
+        fault_in(&mut sigs[..]);
         Self {
             sigs,
             entries: Entries::zeroed(buckets as usize * BUCKET_SLOTS),

@@ -300,16 +300,17 @@ impl Gateway {
                 s.register_socket(queue, fd)?;
             }
             let export = Arc::new(Mutex::new(NatSnapshot::default()));
+            let nat = nat::Worker::new(q as u16, Arc::clone(&shared));
+            let sweep_per_ms = nat.flow_buckets().div_ceil(SWEEP_PERIOD_MS).max(1);
             let handler = NatHandler {
-                nat: nat::Worker::new(q as u16, Arc::clone(&shared)),
+                nat,
                 tables: tables.reader(),
                 hops: gw.hops.reader(),
                 clock: Instant::now(),
                 unresolved: Arc::clone(&gw.unresolved),
                 export: Arc::clone(&export),
                 last_export: 0,
-                // Buckets of 8 slots, 12.5% headroom (conntrack::FlowTable).
-                sweep_per_ms: (cfg.nat.conntrack_capacity * 9 / 64).div_ceil(SWEEP_PERIOD_MS).max(1),
+                sweep_per_ms,
                 last_sweep: 0,
             };
             let exception = match &cfg.exception_device {

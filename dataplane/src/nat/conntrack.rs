@@ -397,6 +397,11 @@ impl FlowTable {
         self.entries.get().len()
     }
 
+    /// Number of buckets (what [`Self::sweep`] walks).
+    pub fn buckets(&self) -> usize {
+        self.buckets as usize
+    }
+
     /// Candidate buckets and signature for a key hash.
     #[inline(always)]
     pub fn probe(&self, h: u64) -> Probe {

@@ -541,6 +541,11 @@ impl Worker {
         self.ct.len()
     }
 
+    /// Buckets of the flow table, the unit of [`Self::maintain`]'s sweep.
+    pub fn flow_buckets(&self) -> usize {
+        self.ct.buckets()
+    }
+
     /// The shared state.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared

@@ -10,6 +10,10 @@
 //! snat_ports = [32768, 60999]     # inclusive; keep clear of 30000-32767 if an SNAT address is a node IP
 //! conntrack_capacity = 1048576    # flows per worker
 //! busy_poll = false               # true: never nap when idle (DPDK style)
+//! ring_size = 2048                # entries per AF_XDP ring (a power of two)
+//! idle_spins = 4096               # empty polls in a row before an idle worker naps
+//! idle_sleep_us = 50              # how long it naps (without busy_poll)
+//! worker_rt_priority = 0          # 1..=99: SCHED_FIFO workers, the NAPI thread runs in their naps (copy mode)
 //! ```
 //!
 //! An empty `[dataplane]` table runs the control plane alone.
@@ -24,7 +28,7 @@ use svcgate_common::publish::Publisher;
 use svcgate_common::table::ServiceTable;
 use svcgate_dataplane::gateway::{Gateway, GatewayConfig, GatewayError, StatsHandle};
 use svcgate_dataplane::nat::{DropReason, NatConfig, PassReason};
-use svcgate_dataplane::xsk::XdpMode;
+use svcgate_dataplane::xsk::{XdpMode, XskConfig};
 
 use crate::metrics::{PortStats, StatsSnapshot, StatsSource, WorkerRow};
 
@@ -54,6 +58,18 @@ pub struct DataplaneConfig {
     /// Never nap when idle.
     #[serde(default)]
     pub busy_poll: bool,
+    /// Empty polls in a row before an idle worker naps (without busy_poll).
+    #[serde(default = "default_idle_spins")]
+    pub idle_spins: u32,
+    /// How long an idle worker naps, in microseconds (without busy_poll).
+    #[serde(default = "default_idle_sleep_us")]
+    pub idle_sleep_us: u64,
+    /// SCHED_FIFO priority of the workers (1..=99; 0: normal scheduling).
+    #[serde(default)]
+    pub worker_rt_priority: u8,
+    /// Entries per AF_XDP ring (RX, TX, fill, completion; a power of two).
+    #[serde(default = "default_ring_size")]
+    pub ring_size: u32,
 }
 
 fn one() -> u32 {
@@ -64,6 +80,15 @@ fn auto() -> String {
 }
 fn default_ports() -> [u16; 2] {
     [32768, 60999]
+}
+fn default_idle_sleep_us() -> u64 {
+    GatewayConfig::default().idle_sleep.as_micros() as u64
+}
+fn default_idle_spins() -> u32 {
+    GatewayConfig::default().idle_spins
+}
+fn default_ring_size() -> u32 {
+    XskConfig::default().ring_size
 }
 fn default_capacity() -> usize {
     1 << 20
@@ -88,6 +113,19 @@ impl DataplaneConfig {
         }
         let c: Self =
             t.clone().try_into().map_err(|e: toml::de::Error| DataplaneError::Config(e.message().to_string()))?;
+        if c.worker_rt_priority > 99 {
+            return Err(DataplaneError::Config(format!(
+                "worker_rt_priority: {} is not in 0..=99",
+                c.worker_rt_priority
+            )));
+        }
+        if c.worker_rt_priority > 0 && (c.busy_poll || c.idle_sleep_us == 0) {
+            return Err(DataplaneError::Config(
+                "worker_rt_priority needs busy_poll = false and idle_sleep_us > 0: a real-time worker that never \
+                 naps starves the kernel threads on its core"
+                    .into(),
+            ));
+        }
         if c.snat_addrs.is_empty() {
             return Err(DataplaneError::Config("snat_addrs: at least one address is needed".into()));
         }
@@ -112,7 +150,12 @@ impl DataplaneConfig {
                 conntrack_capacity: self.conntrack_capacity,
                 ..NatConfig::default()
             },
-            idle_sleep: if self.busy_poll { Duration::ZERO } else { Duration::from_micros(50) },
+            idle_sleep: if self.busy_poll { Duration::ZERO } else { Duration::from_micros(self.idle_sleep_us) },
+            // Two UMEM frames per ring entry and port: a full fill ring, and
+            // as many again in flight on the RX and TX rings.
+            worker_rt_priority: self.worker_rt_priority,
+            idle_spins: self.idle_spins,
+            xsk: XskConfig { ring_size: self.ring_size, frames_per_port: 2 * self.ring_size, ..XskConfig::default() },
             ..GatewayConfig::default()
         })
     }
@@ -246,6 +289,28 @@ mod tests {
         let g = c.gateway_config().unwrap();
         assert_eq!(g.nat.snat_ports, (32768, 60999));
         assert_eq!(g.queues, 1);
+        assert_eq!((g.worker_rt_priority, g.idle_spins, g.idle_sleep), (0, 4096, Duration::from_micros(50)));
+        assert_eq!((g.xsk.ring_size, g.xsk.frames_per_port), (2048, 4096));
+    }
+
+    #[test]
+    fn scheduling_and_ring_knobs_reach_the_gateway() {
+        let base = "interfaces = [\"g0\"]\nsnat_addrs = [\"198.18.3.1\"]\n";
+        let c = DataplaneConfig::from_table(&table(&format!(
+            "{base}busy_poll = false\nworker_rt_priority = 10\nidle_spins = 8\nidle_sleep_us = 500\nring_size = 8192"
+        )))
+        .unwrap()
+        .unwrap();
+        let g = c.gateway_config().unwrap();
+        assert_eq!((g.worker_rt_priority, g.idle_spins, g.idle_sleep), (10, 8, Duration::from_micros(500)));
+        assert_eq!((g.xsk.ring_size, g.xsk.frames_per_port), (8192, 16384));
+        // A real-time worker that never naps would starve the NAPI thread.
+        for bad in ["busy_poll = true\nworker_rt_priority = 10", "idle_sleep_us = 0\nworker_rt_priority = 10"] {
+            let e = DataplaneConfig::from_table(&table(&format!("{base}{bad}"))).unwrap_err();
+            assert!(e.to_string().contains("worker_rt_priority needs busy_poll = false"), "{e}");
+        }
+        let e = DataplaneConfig::from_table(&table(&format!("{base}worker_rt_priority = 100"))).unwrap_err();
+        assert!(e.to_string().contains("0..=99"), "{e}");
     }
 
     #[test]

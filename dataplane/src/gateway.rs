@@ -56,6 +56,9 @@ pub struct GatewayConfig {
     pub idle_spins: u32,
     /// How long an idle worker naps.
     pub idle_sleep: Duration,
+    /// SCHED_FIFO priority of the workers (see [`WorkerConfig::rt_priority`]);
+    /// 0: normal scheduling.
+    pub worker_rt_priority: u8,
 }
 
 impl Default for GatewayConfig {
@@ -70,6 +73,7 @@ impl Default for GatewayConfig {
             exception_device: Some("svcgate0".into()),
             idle_spins: 4096,
             idle_sleep: Duration::from_micros(50),
+            worker_rt_priority: 0,
         }
     }
 }
@@ -322,6 +326,7 @@ impl Gateway {
                 core: (!cfg.cores.is_empty()).then(|| cfg.cores[q as usize % cfg.cores.len()]),
                 idle_spins: cfg.idle_spins,
                 idle_sleep: cfg.idle_sleep,
+                rt_priority: cfg.worker_rt_priority,
             };
             let w = xsk::Worker::new(xp, handler, Arc::clone(&gw.stop), exception, wcfg);
             gw.stats.push(w.stats());

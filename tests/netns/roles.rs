@@ -286,6 +286,7 @@ fn forwarder() {
             core: Some(q as usize),
             idle_spins: 64,
             idle_sleep: Duration::from_micros(200),
+            rt_priority: 0,
         };
         let handler: Box<dyn BatchHandler> =
             if mode == "l2fwd" { Box::new(MacForwarder { macs }) } else { Box::new(Mixed) };

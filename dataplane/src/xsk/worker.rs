@@ -213,11 +213,27 @@ pub struct WorkerConfig {
     /// Sleep after `idle_spins` empty polls; zero: never sleep (pure
     /// DPDK-style busy polling).
     pub idle_sleep: Duration,
+    /// Real-time (SCHED_FIFO) priority of the worker thread, 1..=99; 0:
+    /// normal scheduling. Where the kernel half of the receive path runs in
+    /// a NAPI thread on the worker's core (AF_XDP copy mode: veth, drivers
+    /// without zero-copy), that thread then runs only while the worker naps
+    /// (`idle_sleep`, which must not be zero): the worker drains its rings
+    /// without being preempted, and under overload the kernel stops at the
+    /// device's queue, before it copies a frame into the UMEM, instead of
+    /// copying frames only to drop them on a full RX ring (receive livelock,
+    /// Mogul and Ramakrishnan 1997). Needs CAP_SYS_NICE.
+    pub rt_priority: u8,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self { name: "svcgate-xsk".into(), core: None, idle_spins: 4096, idle_sleep: Duration::from_micros(50) }
+        Self {
+            name: "svcgate-xsk".into(),
+            core: None,
+            idle_spins: 4096,
+            idle_sleep: Duration::from_micros(50),
+            rt_priority: 0,
+        }
     }
 }
 
@@ -270,22 +286,46 @@ impl<H: BatchHandler + 'static> Worker<H> {
     }
 
     /// Runs the loop on a new thread; the thread returns the handler.
+    /// Fails if the thread cannot be created or made real-time.
     pub fn spawn(self) -> Result<JoinHandle<H>, XskError> {
         let name = self.cfg.name.clone();
-        std::thread::Builder::new()
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let handle = std::thread::Builder::new()
             .name(name.clone())
-            .spawn(move || self.run())
-            .map_err(|source| XskError::Spawn { name, source })
+            .spawn(move || {
+                let ready = enter_thread(&self.cfg);
+                let ok = ready.is_ok();
+                let _ = ready_tx.send(ready);
+                if ok {
+                    self.run_loop()
+                } else {
+                    self.handler
+                }
+            })
+            .map_err(|source| XskError::Spawn { name: name.clone(), source })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(handle),
+            Ok(Err(source)) => {
+                let _ = handle.join();
+                Err(XskError::Spawn { name, source })
+            }
+            // The thread ended before reporting: a panic, which join reports.
+            Err(_) => {
+                let _ = handle.join();
+                Err(XskError::Spawn { name, source: std::io::Error::other("worker thread exited at start") })
+            }
+        }
     }
 
     /// Runs the loop on this thread until the stop flag is set; returns the
-    /// handler.
-    pub fn run(mut self) -> H {
-        if let Some(id) = self.cfg.core {
-            // Pinning is best effort (a core id past the machine's count
-            // leaves the thread unpinned).
-            let _ = core_affinity::set_for_current(core_affinity::CoreId { id });
-        }
+    /// handler. Pinning and the real-time priority are applied first, best
+    /// effort.
+    pub fn run(self) -> H {
+        let _ = enter_thread(&self.cfg);
+        self.run_loop()
+    }
+
+    fn run_loop(mut self) -> H {
         let nports = self.ports.len();
         let mut staged: Vec<Staged> =
             (0..nports).map(|_| Staged { descs: [XdpDesc::default(); BATCH], n: 0 }).collect();
@@ -401,6 +441,34 @@ impl<H: BatchHandler + 'static> Worker<H> {
     }
 }
 
+/// Pins the calling thread (best effort: a core id past the machine's
+/// count leaves it unpinned) and makes it real-time if asked to.
+fn enter_thread(cfg: &WorkerConfig) -> std::io::Result<()> {
+    if let Some(id) = cfg.core {
+        let _ = core_affinity::set_for_current(core_affinity::CoreId { id });
+    }
+    if cfg.rt_priority > 0 {
+        if cfg.idle_sleep.is_zero() {
+            // A real-time thread that never sleeps would starve every
+            // other thread on its core, the NAPI thread feeding it too.
+            return Err(std::io::Error::other("a real-time worker needs a non-zero idle_sleep"));
+        }
+        use thread_priority::{
+            set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy, ThreadPriority,
+            ThreadPriorityValue, ThreadSchedulePolicy,
+        };
+        let prio = ThreadPriorityValue::try_from(cfg.rt_priority)
+            .map_err(|e| std::io::Error::other(format!("rt_priority {}: {e}", cfg.rt_priority)))?;
+        set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Crossplatform(prio),
+            ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+        )
+        .map_err(|e| std::io::Error::other(format!("SCHED_FIFO priority {}: {e:?}", cfg.rt_priority)))?;
+    }
+    Ok(())
+}
+
 /// The TSC's frequency in Hz, measured once against the monotonic clock over
 /// 20 ms (to turn [`WorkerStats::busy_cycles`] into time; the TSC of these
 /// CPUs is constant and non-stop, so it ticks at this rate in every P-state).
@@ -432,6 +500,46 @@ mod tests {
         assert_eq!(s.busy_ratio(), 0.25);
         let idle = StatsSnapshot::default();
         assert_eq!((idle.cycles_per_packet(), idle.busy_ratio()), (0.0, 0.0));
+    }
+
+    #[test]
+    fn a_real_time_worker_must_nap() {
+        let cfg = WorkerConfig { rt_priority: 10, idle_sleep: Duration::ZERO, ..Default::default() };
+        let e = std::thread::spawn(move || enter_thread(&cfg)).join().unwrap().unwrap_err();
+        assert!(e.to_string().contains("idle_sleep"), "{e}");
+        let normal = WorkerConfig { idle_sleep: Duration::ZERO, ..Default::default() };
+        std::thread::spawn(move || enter_thread(&normal)).join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn rt_priority_makes_the_thread_sched_fifo() {
+        let cfg = WorkerConfig { rt_priority: 3, ..Default::default() };
+        let got = std::thread::spawn(move || {
+            enter_thread(&cfg).map(|()| std::fs::read_to_string("/proc/thread-self/sched").unwrap_or_default())
+        })
+        .join()
+        .unwrap();
+        match got {
+            // /proc/<tid>/sched: "policy : 1" is SCHED_FIFO, "prio : 96" is 99 - 3.
+            Ok(sched) => {
+                let field = |k: &str| {
+                    sched
+                        .lines()
+                        .find(|l| l.starts_with(k))
+                        .and_then(|l| l.split(':').nth(1))
+                        .map(|v| v.trim().to_string())
+                };
+                assert_eq!(field("policy").as_deref(), Some("1"), "{sched}");
+                assert_eq!(field("prio").as_deref(), Some("96"), "{sched}");
+            }
+            // Without CAP_SYS_NICE the kernel refuses, and says so.
+            Err(e) => {
+                let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+                let euid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2));
+                assert_ne!(euid, Some("0"), "root could not set SCHED_FIFO: {e}");
+                assert!(e.to_string().contains("SCHED_FIFO"), "{e}");
+            }
+        }
     }
 
     #[test]

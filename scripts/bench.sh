@@ -329,6 +329,7 @@ T
 }
 svcgate_stop() {
     in_ns $NS_GW "$BIN/svcgate" status --admin 127.0.0.1:9911 >"$OUT/svcgate-status.txt" 2>&1 || true
+    in_ns $NS_GW curl -sf --max-time 2 http://127.0.0.1:9911/metrics >"$OUT/svcgate-metrics.txt" 2>&1 || true
     kill -INT $SVCGATE_PID; wait $SVCGATE_PID 2>/dev/null || true; SVCGATE_PID=""
 }
 

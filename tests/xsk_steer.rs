@@ -7,7 +7,7 @@ mod netns;
 use std::process::Command;
 use std::time::Duration;
 
-use netns::{require_root, Lab};
+use netns::{field, require_root, Lab};
 
 #[test]
 #[ignore = "child process entry, run by the tests themselves"]
@@ -36,6 +36,18 @@ fn xsk_steer_attach_detach_and_maps() {
     assert!(lab.wait(&mut c, Duration::from_secs(10)), "steer-check child failed");
     let link = lab.exec_ok(&a, &["ip", "link", "show", "dev", "x0"]);
     assert!(!link.contains("xdp"), "program left attached: {link}");
+}
+
+#[test]
+fn xsk_transmit_rereads_a_stale_tx_ring() {
+    if !require_root("xsk_transmit_rereads_a_stale_tx_ring") {
+        return;
+    }
+    let (mut lab, a, _b) = lab_with_veth("txr");
+    let mut c = lab.spawn(&a, "tx-refresh", &[("SG_IFACE", "x0")]);
+    let ok = c.expect_line("OK");
+    assert!(lab.wait(&mut c, Duration::from_secs(10)), "tx-refresh child failed: {ok}");
+    assert_eq!((field(&ok, "first"), field(&ok, "second")), (40, 64), "{ok}");
 }
 
 #[test]

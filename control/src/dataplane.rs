@@ -232,6 +232,14 @@ impl StatsSource for GatewayStats {
             .iter()
             .map(|r| (r.as_str().to_string(), workers.iter().map(|w| w.drop_count(*r)).sum()))
             .collect();
+        // The worker's own drops, beside the handler's: a full TX ring, a
+        // verdict naming a port the worker lacks, a pass the exception path
+        // could not inject.
+        drops.extend([
+            ("tx_ring_full".to_string(), workers.iter().map(|w| w.tx_ring_full).sum()),
+            ("bad_verdict".to_string(), workers.iter().map(|w| w.bad_verdict).sum()),
+            ("pass_failed".to_string(), workers.iter().map(|w| w.pass_failed).sum()),
+        ]);
         drops.extend(
             PassReason::ALL.iter().map(|r| (format!("pass_{}", r.as_str()), workers.iter().map(|w| w.pass(*r)).sum())),
         );

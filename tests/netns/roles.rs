@@ -8,6 +8,8 @@
 //! - `forwarder`: svcgate's AF_XDP layer with a test handler; see [`forwarder`].
 //! - `steer-check`: attach/detach and map updates, see [`steer_check`].
 //! - `nexthops`: netlink reading and neighbour resolution.
+//! - `tx-refresh`: TX ring reservations after the kernel drained the ring,
+//!   see [`tx_refresh`].
 
 use std::io::{BufRead, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -41,6 +43,7 @@ pub fn child_main() {
         "forwarder" => forwarder(),
         "steer-check" => steer_check(),
         "nexthops" => nexthops(),
+        "tx-refresh" => tx_refresh(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -352,6 +355,33 @@ fn steer_check() {
     let e = s.set_snat(&many, 1, 2).unwrap_err();
     println!("expected error: {e}");
     println!("OK");
+}
+
+/// On `SG_IFACE` queue 0, with 64-entry rings: 40 frames go on the TX ring,
+/// the kernel sends them all, then a burst of 64 must go in whole (the
+/// ring is empty again). The library caches the kernel's consumer index; a
+/// transmit that took its stale view (24 free) for the ring's state dropped
+/// 40 frames of the second burst. Prints `OK first=<n> second=<n>`. The
+/// frames are 60 bytes of whatever the chunks hold, dropped by the peer.
+fn tx_refresh() {
+    let ifname = env("SG_IFACE");
+    let cfg = XskConfig { frames_per_port: 256, ring_size: 64, ..XskConfig::default() };
+    let mut ports = XskPorts::new(&cfg, &[PortConfig::new(ifname.as_str(), 0)]).unwrap();
+    let burst = |ports: &mut XskPorts, n: usize| -> Vec<xsk::XdpDesc> {
+        (0..n).map(|_| xsk::XdpDesc { addr: ports.alloc().expect("a free chunk"), len: 60, options: 0 }).collect()
+    };
+    let descs = burst(&mut ports, 40);
+    let first = ports.transmit(0, &descs);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut done = 0;
+    while done < first && Instant::now() < deadline {
+        done += ports.reap_and_refill();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(done, first, "the kernel sent the first burst");
+    let descs = burst(&mut ports, 64);
+    let second = ports.transmit(0, &descs);
+    println!("OK first={first} second={second}");
 }
 
 /// Reads the kernel's view; resolves `SG_PEER` on `SG_IFACE`; prints `OK`.

@@ -38,3 +38,5 @@ pub use steer::{
 };
 pub use umem::{match_sigs2, prefetch, tsc, PortConfig, XskConfig, XskPorts, BATCH};
 pub use worker::{stop_on_signals, tsc_hz, BatchHandler, StatsSnapshot, Worker, WorkerConfig, WorkerStats};
+/// The ring descriptor [`XskPorts::transmit`] takes (xdpilone's).
+pub use xdpilone::xdp::XdpDesc;

@@ -18,12 +18,13 @@
 #
 # The lab is made fair (docs/BENCHMARKS.md, "The lab"): on veth the
 # receiving side's kernel work runs by default in the sender's context. Here
-# both receiving veths (the gateway's ingress and the sink) run in NAPI mode
-# (GRO on with TSO off on their peers, or XDP attached), threaded, with the
-# NAPI kthreads pinned to the gateway's core: XDP, the copy into the UMEM,
-# the kernel stack for the kernel peers, and the delivery to the sink are
-# charged to the gateway's core, for every dataplane alike; the generator's
-# core only generates. The per-core CPU split printed under each row shows it.
+# the gateway's receiving veth runs in NAPI mode (GRO on with TSO off on its
+# peer, or XDP attached), threaded, with the NAPI kthread pinned to the
+# gateway's core: XDP, the copy into the UMEM and the kernel stack for the
+# kernel peers are charged to the gateway's core, for every dataplane alike.
+# The sink (the Pods' hosts, other machines in a cluster) receives on the
+# generator's core (RPS): the gateway's core pays only the hand-off. The
+# per-core CPU split printed under each row shows where the work went.
 #
 # Addresses: 198.18.0.0/15 only, inside the namespaces. Everything created is
 # removed on exit, also on failure.
@@ -53,7 +54,7 @@ while [ $# -gt 0 ]; do
     --no-zero-loss) ZERO_LOSS=0; shift ;;
     --no-docs) DOCS=0; shift ;;
     --out) OUT=$2; shift 2 ;;
-    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,35p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done

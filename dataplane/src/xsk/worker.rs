@@ -340,6 +340,13 @@ impl<H: BatchHandler + 'static> Worker<H> {
         // run from its own start (so they never include the idle work of
         // the round before, which would charge a yield's wait to packets).
         let mut last_end = tsc();
+        // A real-time worker naps at least every 10 ms. On veth its rings
+        // always run dry (the NAPI thread cannot run while it does), but on
+        // a NIC whose receive runs in softirq, input at line rate could keep
+        // it busy for good and the core from every other thread on it
+        // (kworkers, RCU).
+        let rt_guard = (self.cfg.rt_priority > 0).then(|| tsc_hz() / 100);
+        let mut last_nap = last_end;
 
         while !self.stop.load(Ordering::Relaxed) {
             let round_start = tsc();
@@ -422,6 +429,7 @@ impl<H: BatchHandler + 'static> Worker<H> {
                 spins = spins.saturating_add(1);
                 if spins >= self.cfg.idle_spins && !self.cfg.idle_sleep.is_zero() {
                     std::thread::sleep(self.cfg.idle_sleep);
+                    last_nap = tsc();
                 } else if spins & (YIELD_EVERY - 1) == 0 {
                     // Let a runnable thread on this core have it (a no-op
                     // syscall when there is none). On veth, and on any NIC
@@ -435,6 +443,10 @@ impl<H: BatchHandler + 'static> Worker<H> {
                 }
             } else {
                 spins = 0;
+                if rt_guard.is_some_and(|g| now.wrapping_sub(last_nap) > g) {
+                    std::thread::sleep(self.cfg.idle_sleep);
+                    last_nap = tsc();
+                }
             }
         }
         self.handler

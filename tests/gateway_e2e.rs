@@ -257,7 +257,8 @@ fn stats_lines(gw: &Gateway) -> Vec<String> {
 }
 
 /// `SG_QUEUES`; optional `SG_IFACES` (comma-separated, default `g0,g1`),
-/// `SG_SNAT` (default [`GW_POD_IP`]), `SG_NODE_IP`, `SG_BACKENDS`. Prints
+/// `SG_SNAT` (default [`GW_POD_IP`]), `SG_NODE_IP`, `SG_BACKENDS`,
+/// `SG_RT_PRIORITY` (SCHED_FIFO workers napping 500 us after 8 empty polls). Prints
 /// `READY ...`; commands on stdin: `remove-b2` (prints
 /// `PUBLISHED <unix_us>`), `stats`; EOF: final `NAT`/`XSK` lines, `BYE`.
 fn gateway_child() {
@@ -273,6 +274,15 @@ fn gateway_child() {
         nat: NatConfig { snat_addrs: vec![snat], conntrack_capacity: 1 << 16, ..NatConfig::default() },
         xsk: XskConfig { frames_per_port: 2048, ring_size: 1024, ..XskConfig::default() },
         ..GatewayConfig::default()
+    };
+    let cfg = match std::env::var("SG_RT_PRIORITY") {
+        Ok(p) => GatewayConfig {
+            worker_rt_priority: p.parse().unwrap(),
+            idle_spins: 8,
+            idle_sleep: Duration::from_micros(500),
+            ..cfg
+        },
+        Err(_) => cfg,
     };
     let mut gw = Gateway::start(cfg, &tables).expect("Gateway::start");
     let (tx, rx) = mpsc::channel::<String>();
@@ -586,6 +596,11 @@ impl GwLab {
     /// client) before svcgate starts; otherwise svcgate meets them
     /// unresolved and must get the kernel to resolve them.
     fn with_neighbours(tag: &str, queues: u32, warm: bool) -> Self {
+        Self::with_gateway_env(tag, queues, warm, &[])
+    }
+
+    /// [`GwLab::with_neighbours`] with extra environment for the gateway child.
+    fn with_gateway_env(tag: &str, queues: u32, warm: bool, gateway_env: &[(&str, &str)]) -> Self {
         let mut lab = Lab::new(tag);
         let cli = lab.netns("cli");
         let gw = lab.netns("gw");
@@ -629,7 +644,7 @@ impl GwLab {
             let out = lab.exec(&gw, &["ping", "-c1", "-W2", a]);
             assert!(out.status.success(), "gw -> {a}: {}", String::from_utf8_lossy(&out.stdout));
         }
-        let gateway = start_gateway(&mut lab, &gw, tag, queues);
+        let gateway = start_gateway_with(&mut lab, &gw, tag, queues, gateway_env);
         GwLab { lab, cli, gw, gateway, _backends: backends }
     }
 
@@ -703,8 +718,13 @@ fn sum(lines: &[String], prefix: &str, key: &str) -> u64 {
 /// three backends; the gateway's kernel still answers non-service traffic;
 /// the counters add up with no unexpected drops.
 fn frontends(tag: &str, queues: u32) {
+    frontends_with(tag, queues, &[]);
+}
+
+/// [`frontends`] with extra environment for the gateway child.
+fn frontends_with(tag: &str, queues: u32, gateway_env: &[(&str, &str)]) {
     let started = Instant::now();
-    let mut l = GwLab::new(tag, queues);
+    let mut l = GwLab::with_gateway_env(tag, queues, true, gateway_env);
     const PER_FRONTEND: usize = 30;
     let tcp_dsts =
         [format!("{CLUSTER_IP}:{TCP_PORT}"), format!("{GW_CLIENT_IP}:{TCP_NODE_PORT}"), format!("{LB_IP}:{TCP_PORT}")];
@@ -788,6 +808,15 @@ fn gateway_e2e_frontends_one_queue() {
         return;
     }
     frontends("gwe1", 1);
+}
+
+/// The same with real-time workers that nap when idle (what bench.sh runs).
+#[test]
+fn gateway_e2e_frontends_real_time_worker() {
+    if !require_root("gateway_e2e_frontends_real_time_worker") {
+        return;
+    }
+    frontends_with("gwrt", 1, &[("SG_RT_PRIORITY", "10")]);
 }
 
 #[test]

@@ -16,6 +16,10 @@
 //!    such as the NAPI thread feeding our RX ring, runs at once), and after
 //!    `idle_spins` empty polls in a row sleep `idle_sleep` (zero: never).
 //!
+//! With `rt_priority` the worker runs SCHED_FIFO: a NAPI thread sharing its
+//! core (AF_XDP copy mode) then runs only in its naps, and it naps at least
+//! every 10 ms whatever the load (see [`WorkerConfig::rt_priority`]).
+//!
 //! Nothing in the loop allocates, locks or logs. Counters are single-writer
 //! atomics (relaxed load + store), readable from any thread.
 

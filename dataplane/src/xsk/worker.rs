@@ -321,14 +321,8 @@ impl<H: BatchHandler + 'static> Worker<H> {
         }
     }
 
-    /// Runs the loop on this thread until the stop flag is set; returns the
-    /// handler. Pinning and the real-time priority are applied first, best
-    /// effort.
-    pub fn run(self) -> H {
-        let _ = enter_thread(&self.cfg);
-        self.run_loop()
-    }
-
+    /// The loop, on the worker's thread, until the stop flag is set;
+    /// returns the handler.
     fn run_loop(mut self) -> H {
         let nports = self.ports.len();
         let mut staged: Vec<Staged> =

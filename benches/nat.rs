@@ -23,7 +23,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use svcgate_common::model::{DesiredState, Protocol, ServicePortSpec, ServiceSpec, ServiceType, SessionAffinity};
 use svcgate_common::table::ServiceTable;
 use svcgate_dataplane::nat::{Frame, NatConfig, NextHops, PortInfo, Shared, Timeouts, Worker};
-use svcgate_dataplane::testing::{tcp, Pkt, GW_CLIENT_MAC, GW_POD_MAC, ROUTER, ROUTER_MAC};
+use svcgate_dataplane::testing::{tcp, Pkt, XorShift, GW_CLIENT_MAC, GW_POD_MAC, ROUTER, ROUTER_MAC};
 use svcgate_dataplane::wire::ethernet::EthernetFrame;
 use svcgate_dataplane::wire::ipv4::Ipv4Packet;
 use svcgate_dataplane::wire::tcp::flags::{ACK, SYN};
@@ -142,17 +142,6 @@ impl Batch {
     }
 }
 
-/// A small xorshift, so frame choice costs nothing measurable and is repeatable.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn baseline(c: &mut Criterion) {
     let mut g = c.benchmark_group("nat");
     g.throughput(Throughput::Elements(BATCH as u64));
@@ -210,7 +199,7 @@ fn established(c: &mut Criterion, name: &str, flows: u32) {
     }
     assert_eq!(w.flows(), flows as usize, "every flow tracked");
     let template = flow_frame(0, ACK);
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let mut g = c.benchmark_group("nat");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function(name, |b| {
@@ -220,7 +209,7 @@ fn established(c: &mut Criterion, name: &str, flows: u32) {
                 for k in 0..BATCH {
                     // Patch the template to flow i (checksums are not
                     // verified on the hot path, so they need not match).
-                    let i = (rng.next() % u64::from(flows)) as u32;
+                    let i = (rng.next_u64() % u64::from(flows)) as u32;
                     let buf = &mut batch.bufs[k];
                     buf[..template.len()].copy_from_slice(&template);
                     buf[26..30].copy_from_slice(&client(i).octets());
@@ -305,7 +294,7 @@ fn reply(c: &mut Criterion) {
         replies.push(p.build());
         batch = Batch::new();
     }
-    let mut rng = Rng(7);
+    let mut rng = XorShift(7);
     let mut g = c.benchmark_group("nat");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("reply/1k", |b| {
@@ -313,7 +302,7 @@ fn reply(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 for k in 0..BATCH {
-                    let r = &replies[(rng.next() % replies.len() as u64) as usize];
+                    let r = &replies[(rng.next_u64() % replies.len() as u64) as usize];
                     batch.bufs[k][..r.len()].copy_from_slice(r);
                     batch.lens[k] = r.len();
                 }

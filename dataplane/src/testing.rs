@@ -229,3 +229,26 @@ pub fn tcp(sport: u16, dport: u16, flags: u8) -> L4 {
 pub fn udp(sport: u16, dport: u16) -> L4 {
     L4::Udp { sport, dport }
 }
+
+/// A small xorshift (13, 7, 17): repeatable pseudo-random choices for tests
+/// and benches, at no measurable cost per draw.
+#[derive(Debug, Clone)]
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    /// The next value (the seed must not be zero). Inlined across crates:
+    /// the benches draw one per frame inside their timed loops.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value in `0..n` (modulo, slightly uneven; fine for test mixes).
+    #[inline]
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}

@@ -54,19 +54,6 @@ fn services(gen: u64, drop_backend: bool) -> ServiceTable {
     t
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A flow the mix opened: the client side, and once seen forwarded, the
 /// backend and SNAT port its replies use.
 #[derive(Debug, Clone, Copy)]
@@ -103,8 +90,8 @@ fn with_options(mut f: Vec<u8>, n: usize) -> Vec<u8> {
 }
 
 /// One frame of the mix, and whether it is a fast-path candidate.
-fn frame(rng: &mut Rng, flows: &mut Vec<Flow>) -> (Vec<u8>, u16) {
-    let known = |rng: &mut Rng, flows: &Vec<Flow>| flows[rng.below(flows.len() as u64) as usize];
+fn frame(rng: &mut XorShift, flows: &mut Vec<Flow>) -> (Vec<u8>, u16) {
+    let known = |rng: &mut XorShift, flows: &Vec<Flow>| flows[rng.below(flows.len() as u64) as usize];
     let kind = if flows.is_empty() { 0 } else { rng.below(100) };
     match kind {
         // New flows (TCP SYN, or UDP).
@@ -244,7 +231,7 @@ impl Side {
 }
 
 fn compare(capacity: usize, seed: u64, rounds: usize) {
-    let mut rng = Rng(seed);
+    let mut rng = XorShift(seed);
     let mut fast = Side::new(capacity, true);
     let mut general = Side::new(capacity, false);
     let mut flows: Vec<Flow> = Vec::new();

@@ -161,6 +161,9 @@ pin_napi() {
 
 # --- counters --------------------------------------------------------------------
 ctr() { in_ns "$1" cat "/sys/class/net/$2/statistics/$3"; }
+# The last value of KEY in a pktgen result file (its `key=value` lines);
+# empty when missing (a failed run), for the callers' defaults to apply.
+kv() { { grep -o "$2=[0-9.]*" "$1" || true; } | tail -1 | cut -d= -f2; }
 # /proc/stat: per CPU "user nice system idle iowait irq softirq steal".
 cpu_sample() { awk '/^cpu[0-9]/ { printf "%s %d %d %d %d %d %d %d %d\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }' /proc/stat; }
 cpu_split() { # before after cpuN -> "usr% sys% sirq% idle%"
@@ -218,11 +221,11 @@ measure() {
     # frames it dropped because the gateway's queue was full (the gateway's
     # ingress losses, a NIC's missed frames); its tx_dropped also folds in
     # drops on the peer's side, so neither counter alone is the offer.
-    OFFERED=$(grep -o 'tx_pps=[0-9]*' "$TMP/tx.out" | tail -1 | cut -d= -f2); OFFERED=${OFFERED:-$(((g1 - g0) / SECS))}
+    OFFERED=$(kv "$TMP/tx.out" tx_pps); OFFERED=${OFFERED:-$(((g1 - g0) / SECS))}
     FORWARDED=$(((s1 - s0) / SECS))
     LOSS=$(awk -v o="$OFFERED" -v f="$FORWARDED" 'BEGIN { l = o > 0 ? 100 * (o - f) / o : 0; if (l < 0) l = 0; printf "%.3f", l }')
-    P50=$(grep -o 'lat_p50_us=[0-9.]*' "$TMP/rx.out" | tail -1 | cut -d= -f2); P50=${P50:--}
-    P99=$(grep -o 'lat_p99_us=[0-9.]*' "$TMP/rx.out" | tail -1 | cut -d= -f2); P99=${P99:--}
+    P50=$(kv "$TMP/rx.out" lat_p50_us); P50=${P50:--}
+    P99=$(kv "$TMP/rx.out" lat_p99_us); P99=${P99:--}
     CYC=-
     if [ "$name" = svcgate ] && [ $((r1 - r0)) -gt 0 ]; then CYC=$(((b1 - b0) / (r1 - r0))); fi
     GEN_SPLIT=$(cpu_split "$c0" "$c1" cpu$GEN_CPU); GW_SPLIT=$(cpu_split "$c0" "$c1" cpu$GW_CPU)
@@ -272,10 +275,10 @@ zero_loss() { # name hi -> ZL
         sleep 0.3
         gen_tx $KEY_FLOWS --rate "$mid" --count $count >"$TMP/zl.out" 2>&1 || true
         wait $rx 2>/dev/null || true
-        pps=$(grep -o 'tx_pps=[0-9]*' "$TMP/zl.out" | tail -1 | cut -d= -f2)
-        got=$(grep -o 'rx_packets=[0-9]*' "$TMP/zl-rx.out" | tail -1 | cut -d= -f2)
-        lost=$(grep -o 'lost=[0-9]*' "$TMP/zl-rx.out" | tail -1 | cut -d= -f2)
-        rdrops=$(grep -o 'ring_drops=[0-9]*' "$TMP/zl-rx.out" | tail -1 | cut -d= -f2)
+        pps=$(kv "$TMP/zl.out" tx_pps)
+        got=$(kv "$TMP/zl-rx.out" rx_packets)
+        lost=$(kv "$TMP/zl-rx.out" lost)
+        rdrops=$(kv "$TMP/zl-rx.out" ring_drops)
         if [ "${got:-0}" -ge "$count" ] && [ "${lost:-1}" -eq 0 ] && [ "${rdrops:-1}" -eq 0 ] &&
             [ "${pps:-0}" -ge $((mid * 98 / 100)) ]; then lo=$mid; else hi=$mid; fi
         say "  zero-loss search $name: $mid pps, sent $count at ${pps:-?} pps, received ${got:-?}, lost ${lost:-?}, receiver ring drops ${rdrops:-?}"

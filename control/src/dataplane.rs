@@ -14,6 +14,16 @@
 //! idle_spins = 4096               # empty polls in a row before an idle worker naps
 //! idle_sleep_us = 50              # how long it naps (without busy_poll)
 //! worker_rt_priority = 0          # 1..=99: SCHED_FIFO workers, the NAPI thread runs in their naps (copy mode)
+//! conntrack_pressure_percent = 90 # past this share of conntrack_capacity, unassured flows are reclaimed first
+//!
+//! [dataplane.timeouts]            # connection tracking, seconds (Linux's and kube-proxy's defaults)
+//! tcp_syn = 60                    # TCP before the handshake completed
+//! tcp_syn_pressure = 5            # the same, under pressure (a SYN flood)
+//! tcp_established = 86400
+//! tcp_closing = 120               # after a FIN from either side
+//! tcp_rst = 10
+//! udp = 30                        # UDP with no reply yet
+//! udp_replied = 120
 //! ```
 //!
 //! An empty `[dataplane]` table runs the control plane alone.
@@ -27,7 +37,7 @@ use serde::Deserialize;
 use svcgate_common::publish::Publisher;
 use svcgate_common::table::ServiceTable;
 use svcgate_dataplane::gateway::{Gateway, GatewayConfig, GatewayError, StatsHandle};
-use svcgate_dataplane::nat::{DropReason, NatConfig, PassReason};
+use svcgate_dataplane::nat::{Counters, DropReason, NatConfig, PassReason, Timeouts};
 use svcgate_dataplane::xsk::{XdpMode, XskConfig};
 
 use crate::metrics::{PortStats, StatsSnapshot, StatsSource, WorkerRow};
@@ -70,6 +80,57 @@ pub struct DataplaneConfig {
     /// Entries per AF_XDP ring (RX, TX, fill, completion; a power of two).
     #[serde(default = "default_ring_size")]
     pub ring_size: u32,
+    /// Share (percent) of `conntrack_capacity` past which a worker is
+    /// under pressure (see `NatConfig::pressure_percent`).
+    #[serde(default = "default_pressure")]
+    pub conntrack_pressure_percent: u8,
+    /// Connection-tracking timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+}
+
+/// `[dataplane.timeouts]`, in seconds; each key defaults to
+/// [`Timeouts::default`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// TCP before the handshake completed.
+    pub tcp_syn: Option<u32>,
+    /// TCP before the handshake completed, under pressure.
+    pub tcp_syn_pressure: Option<u32>,
+    /// Established TCP.
+    pub tcp_established: Option<u32>,
+    /// TCP after a FIN.
+    pub tcp_closing: Option<u32>,
+    /// TCP after a RST.
+    pub tcp_rst: Option<u32>,
+    /// UDP with no reply yet.
+    pub udp: Option<u32>,
+    /// UDP after a reply.
+    pub udp_replied: Option<u32>,
+}
+
+impl TimeoutsConfig {
+    /// The timeouts in milliseconds, defaults where unset.
+    fn to_timeouts(&self) -> Result<Timeouts, DataplaneError> {
+        let d = Timeouts::default();
+        let ms = |key: &str, v: Option<u32>, default: u32| match v {
+            None => Ok(default),
+            Some(0) => Err(DataplaneError::Config(format!("timeouts.{key}: must be at least 1 second"))),
+            Some(s) => s
+                .checked_mul(1000)
+                .ok_or_else(|| DataplaneError::Config(format!("timeouts.{key}: {s} s is more than 49 days"))),
+        };
+        Ok(Timeouts {
+            tcp_syn_ms: ms("tcp_syn", self.tcp_syn, d.tcp_syn_ms)?,
+            tcp_syn_pressure_ms: ms("tcp_syn_pressure", self.tcp_syn_pressure, d.tcp_syn_pressure_ms)?,
+            tcp_established_ms: ms("tcp_established", self.tcp_established, d.tcp_established_ms)?,
+            tcp_closing_ms: ms("tcp_closing", self.tcp_closing, d.tcp_closing_ms)?,
+            tcp_rst_ms: ms("tcp_rst", self.tcp_rst, d.tcp_rst_ms)?,
+            udp_ms: ms("udp", self.udp, d.udp_ms)?,
+            udp_replied_ms: ms("udp_replied", self.udp_replied, d.udp_replied_ms)?,
+        })
+    }
 }
 
 fn one() -> u32 {
@@ -92,6 +153,9 @@ fn default_ring_size() -> u32 {
 }
 fn default_capacity() -> usize {
     1 << 20
+}
+fn default_pressure() -> u8 {
+    NatConfig::default().pressure_percent
 }
 
 /// Why the dataplane could not start.
@@ -129,6 +193,13 @@ impl DataplaneConfig {
         if c.snat_addrs.is_empty() {
             return Err(DataplaneError::Config("snat_addrs: at least one address is needed".into()));
         }
+        if !(1..=100).contains(&c.conntrack_pressure_percent) {
+            return Err(DataplaneError::Config(format!(
+                "conntrack_pressure_percent: {} is not in 1..=100",
+                c.conntrack_pressure_percent
+            )));
+        }
+        c.timeouts.to_timeouts()?;
         Ok(Some(c))
     }
 
@@ -148,6 +219,8 @@ impl DataplaneConfig {
                 snat_addrs: self.snat_addrs.clone(),
                 snat_ports: (self.snat_ports[0], self.snat_ports[1]),
                 conntrack_capacity: self.conntrack_capacity,
+                pressure_percent: self.conntrack_pressure_percent,
+                timeouts: self.timeouts.to_timeouts()?,
                 ..NatConfig::default()
             },
             idle_sleep: if self.busy_poll { Duration::ZERO } else { Duration::from_micros(self.idle_sleep_us) },
@@ -158,6 +231,41 @@ impl DataplaneConfig {
             xsk: XskConfig { ring_size: self.ring_size, frames_per_port: 2 * self.ring_size, ..XskConfig::default() },
             ..GatewayConfig::default()
         })
+    }
+}
+
+/// A rate-limited warning (at most one every [`DryPools::EVERY`]) when new
+/// flows found no SNAT port free toward their backend: the workers count,
+/// the housekeeping thread logs.
+#[derive(Debug, Default)]
+struct DryPools {
+    seen: Vec<u64>,
+    last_warning: Option<std::time::Instant>,
+}
+
+impl DryPools {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn check(&mut self, stats: &StatsHandle) {
+        if self.last_warning.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        let nat = stats.nat_stats();
+        let now: Vec<u64> = (0..stats.snat_addrs().len())
+            .map(|i| nat.iter().map(|n| n.counters.ports_exhausted.get(i).copied().unwrap_or(0)).sum())
+            .collect();
+        for (i, addr) in stats.snat_addrs().iter().enumerate() {
+            let new = now[i].saturating_sub(self.seen.get(i).copied().unwrap_or(0));
+            if new > 0 {
+                tracing::warn!(
+                    snat_addr = %addr,
+                    new_flows_dropped = new,
+                    "SNAT ports exhausted toward some backends: add snat_addrs or widen snat_ports"
+                );
+                self.last_warning = Some(std::time::Instant::now());
+            }
+        }
+        self.seen = now;
     }
 }
 
@@ -195,14 +303,17 @@ pub fn start(cfg: &DataplaneConfig, tables: Arc<Publisher<ServiceTable>>) -> Res
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let stop = Arc::clone(&stop);
+        let stats = stats.clone();
         std::thread::Builder::new()
             .name("svcgate-dp-maint".into())
             .spawn(move || {
                 let mut gw = gw;
+                let mut dry = DryPools::default();
                 while !stop.load(Ordering::Relaxed) {
                     if let Err(e) = gw.maintain(&tables.current()) {
                         tracing::warn!("dataplane housekeeping: {e}");
                     }
+                    dry.check(&stats);
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 gw.shutdown();
@@ -257,6 +368,24 @@ impl StatsSource for GatewayStats {
                 .collect(),
             drops,
             conntrack_entries: nat.iter().map(|n| n.flows as u64).sum(),
+            conntrack_events: [
+                ("new", (|c: &Counters| c.new_flows) as fn(&Counters) -> u64),
+                ("expired", |c| c.expired),
+                ("reclaimed_unassured", |c| c.reclaimed),
+                ("evicted_assured", |c| c.evicted),
+            ]
+            .into_iter()
+            .map(|(event, get)| (event.to_string(), nat.iter().map(|n| get(&n.counters)).sum()))
+            .collect(),
+            snat_ports_exhausted: self
+                .0
+                .snat_addrs()
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    (a.to_string(), nat.iter().map(|n| n.counters.ports_exhausted.get(i).copied().unwrap_or(0)).sum())
+                })
+                .collect(),
             workers: workers
                 .iter()
                 .map(|w| WorkerRow {
@@ -282,6 +411,29 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_and_pressure_are_configurable_and_checked() {
+        let base = "interfaces = [\"a\"]\nsnat_addrs = [\"198.18.3.1\"]\n";
+        let c = DataplaneConfig::from_table(&table(&format!(
+            "{base}conntrack_pressure_percent = 75\n[timeouts]\ntcp_closing = 10\ntcp_syn_pressure = 2\n"
+        )))
+        .unwrap()
+        .unwrap();
+        let g = c.gateway_config().unwrap();
+        assert_eq!(g.nat.pressure_percent, 75);
+        assert_eq!(g.nat.timeouts.tcp_closing_ms, 10_000);
+        assert_eq!(g.nat.timeouts.tcp_syn_pressure_ms, 2_000);
+        assert_eq!(g.nat.timeouts.tcp_syn_ms, Timeouts::default().tcp_syn_ms);
+        for (bad, why) in [
+            ("conntrack_pressure_percent = 0\n", "conntrack_pressure_percent"),
+            ("[timeouts]\nudp = 0\n", "timeouts.udp"),
+            ("[timeouts]\ntcp_fin = 3\n", "unknown field"),
+        ] {
+            let e = DataplaneConfig::from_table(&table(&format!("{base}{bad}"))).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn empty_table_means_no_dataplane() {
         assert!(DataplaneConfig::from_table(&toml::Table::new()).unwrap().is_none());
     }
@@ -296,6 +448,8 @@ mod tests {
         assert_eq!(c.snat_ports, [32768, 60999]);
         let g = c.gateway_config().unwrap();
         assert_eq!(g.nat.snat_ports, (32768, 60999));
+        assert_eq!(g.nat.timeouts, Timeouts::default());
+        assert_eq!(g.nat.pressure_percent, 90);
         assert_eq!(g.queues, 1);
         assert_eq!((g.worker_rt_priority, g.idle_spins, g.idle_sleep), (0, 4096, Duration::from_micros(50)));
         assert_eq!((g.xsk.ring_size, g.xsk.frames_per_port), (2048, 4096));

@@ -51,6 +51,14 @@ pub struct StatsSnapshot {
     pub drops: Vec<(String, u64)>,
     /// Connection-tracking entries in use, summed over workers.
     pub conntrack_entries: u64,
+    /// Connection-tracking events summed over workers: `new`, `expired`,
+    /// `reclaimed_unassured` (flows nothing answered, reclaimed under
+    /// pressure), `evicted_assured` (live flows pushed out of a full table).
+    #[serde(default)]
+    pub conntrack_events: Vec<(String, u64)>,
+    /// New flows that found no SNAT port free toward their backend, by SNAT address.
+    #[serde(default)]
+    pub snat_ports_exhausted: Vec<(String, u64)>,
     /// One row per polling worker.
     pub workers: Vec<WorkerRow>,
     /// The TSC frequency the cycle figures count in, MHz (0: no dataplane).
@@ -197,6 +205,24 @@ pub fn render_stats(out: &mut String, s: &StatsSnapshot) {
     }
     header(out, "svcgate_conntrack_entries", "gauge", "Connection-tracking entries in use.");
     let _ = writeln!(out, "svcgate_conntrack_entries {}", s.conntrack_entries);
+    header(
+        out,
+        "svcgate_conntrack_events_total",
+        "counter",
+        "Flows entered, expired, reclaimed before any answer (under pressure) and evicted while assured.",
+    );
+    for (event, n) in &s.conntrack_events {
+        let _ = writeln!(out, "svcgate_conntrack_events_total{{event=\"{}\"}} {n}", label(event));
+    }
+    header(
+        out,
+        "svcgate_snat_ports_exhausted_total",
+        "counter",
+        "New flows that found no SNAT port free toward their backend, by SNAT address.",
+    );
+    for (addr, n) in &s.snat_ports_exhausted {
+        let _ = writeln!(out, "svcgate_snat_ports_exhausted_total{{snat_addr=\"{}\"}} {n}", label(addr));
+    }
     let per_worker: [WorkerSeries; 4] = [
         ("svcgate_worker_busy_ratio", "gauge", "Share of the worker's time in polls that found work.", |w| {
             w.busy_ratio.to_string()

@@ -20,6 +20,8 @@ impl StatsSource for FakeStats {
             ports: vec![PortStats::new("default", "nginx", 8080, Protocol::Tcp, 42, 4200)],
             drops: vec![("no_backend".into(), 3)],
             conntrack_entries: 7,
+            conntrack_events: vec![("new".into(), 9), ("reclaimed_unassured".into(), 2)],
+            snat_ports_exhausted: vec![("198.18.3.1".into(), 5)],
             workers: vec![WorkerRow {
                 rx: 1000,
                 tx: 990,
@@ -65,6 +67,8 @@ fn admin_endpoint_serves_health_metrics_and_status() {
         "svcgate_service_packets_total{namespace=\"default\",service=\"nginx\",port=\"8080\",protocol=\"TCP\"} 42",
         "svcgate_drops_total{reason=\"no_backend\"} 3",
         "svcgate_conntrack_entries 7",
+        "svcgate_conntrack_events_total{event=\"reclaimed_unassured\"} 2",
+        "svcgate_snat_ports_exhausted_total{snat_addr=\"198.18.3.1\"} 5",
         "svcgate_worker_busy_ratio{worker=\"0\"} 0.25",
         "svcgate_worker_cycles_per_packet{worker=\"0\"} 812.5",
         "svcgate_worker_busy_cycles_total{worker=\"0\"} 812500",

@@ -116,9 +116,15 @@ pub struct NatSnapshot {
 pub struct StatsHandle {
     workers: Vec<Arc<WorkerStats>>,
     nat: Vec<Arc<Mutex<NatSnapshot>>>,
+    snat_addrs: Vec<Ipv4Addr>,
 }
 
 impl StatsHandle {
+    /// The SNAT addresses, in the order of [`nat::Counters::ports_exhausted`].
+    pub fn snat_addrs(&self) -> &[Ipv4Addr] {
+        &self.snat_addrs
+    }
+
     /// The AF_XDP counters of every worker.
     pub fn worker_stats(&self) -> Vec<StatsSnapshot> {
         self.workers.iter().map(|s| s.snapshot()).collect()
@@ -388,7 +394,11 @@ impl Gateway {
 
     /// A handle to the counters that another thread (the admin endpoint) can keep.
     pub fn stats_handle(&self) -> StatsHandle {
-        StatsHandle { workers: self.stats.clone(), nat: self.nat_stats.clone() }
+        StatsHandle {
+            workers: self.stats.clone(),
+            nat: self.nat_stats.clone(),
+            snat_addrs: self.cfg.nat.snat_addrs.clone(),
+        }
     }
 
     /// The XDP mode in use on each interface.

@@ -633,8 +633,10 @@ fn table_swap_with_live_flows() {
     // The UDP flow's backend is gone: it is re-picked, keeping its SNAT port,
     // and the reply path follows.
     let q = Pkt::new(CLIENT, drain, udp(7000, 80));
-    // UDP ports are a pool of their own: the first UDP flow had the first.
-    let sp = FIRST_PORT;
+    // One port cursor serves both protocols: the UDP flow, opened after
+    // 300 TCP flows, had the 301st port, and keeps it (free toward the new
+    // backend too).
+    let sp = FIRST_PORT + 300;
     lab.table_on(
         0,
         &[("UDP flow re-picked after its backend left", 0, q.clone(), Expect::Forward(1, to_backend(&q, 18, 80, sp)))],
@@ -773,5 +775,168 @@ fn full_table_evicts_and_recycles_ports() {
         assert_eq!(f.verdict, Verdict::Forward { port: 1 });
     }
     assert!(w.flows() <= 64 + 64 / 10 + 8);
-    assert!(w.counters().evicted > 0);
+    // Nothing answered these SYNs: they were reclaimed, oldest first, and
+    // no assured flow had to be evicted.
+    assert!(w.counters().reclaimed > 0);
+    assert_eq!(w.counters().evicted, 0);
+}
+
+/// The `spread` Service (10 backends, 2..=11) on port 80.
+const SPREAD: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 13);
+
+impl Lab {
+    /// A lab of one worker with this configuration.
+    fn with_config(cfg: svcgate_dataplane::nat::NatConfig) -> Self {
+        let shared = Shared::new(cfg).unwrap();
+        Self {
+            workers: vec![Worker::new(0, shared)],
+            table: table(&default_desired(), 1),
+            hops: next_hops(1),
+            now: 1_000,
+        }
+    }
+
+    /// A full TCP handshake from `client:cport` to `front:80` (SYN, the
+    /// backend's SYN-ACK, the client's ACK), each step checked; returns the
+    /// backend and the SNAT port, or the SYN's verdict when it was not
+    /// forwarded.
+    fn handshake(&mut self, client: Ipv4Addr, cport: u16, front: Ipv4Addr) -> Result<(u8, u16), Verdict> {
+        let (v, out) = self.run(0, 0, &Pkt::new(client, front, tcp(cport, 80, SYN)).build());
+        if v != (Verdict::Forward { port: 1 }) {
+            return Err(v);
+        }
+        let b = backend_of(&out);
+        let sp = u16::from_be_bytes([out[34], out[35]]);
+        let reply = Pkt { src_mac: backend_mac(b), dst_mac: GW_POD_MAC, ..Pkt::new(backend(b), SNAT, synack(80, sp)) };
+        let (v, out) = self.run(0, 1, &reply.build());
+        assert_eq!(v, Verdict::Forward { port: 0 }, "SYN-ACK of {client}:{cport}");
+        // Clients outside the client port's /24 are reached through the router.
+        let mac = if client.octets()[2] == 1 { CLIENT_MAC } else { ROUTER_MAC };
+        assert_eq!(out, reply.translated(front, 80, client, cport, GW_CLIENT_MAC, mac).build());
+        let (v, _) = self.run(0, 0, &Pkt::new(client, front, tcp(cport, 80, ACK)).build());
+        assert_eq!(v, Verdict::Forward { port: 1 }, "ACK of {client}:{cport}");
+        Ok((b, sp))
+    }
+}
+
+/// Client address `i` of the 198.18.0.0/15 lab range (all routed via the router).
+fn client_n(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 64, 0)) + i % 16_000)
+}
+
+#[test]
+fn snat_ports_are_unique_per_backend_not_per_gateway() {
+    // One SNAT address with 16 ports in all: before, 16 flows in all; now
+    // 16 toward each of the 10 backends of `spread`.
+    let cfg = svcgate_dataplane::nat::NatConfig { snat_ports: (40000, 40015), ..nat_config(1, 4096) };
+    let mut lab = Lab::with_config(cfg);
+    let mut ports: Vec<Vec<u16>> = vec![Vec::new(); usize::from(BACKENDS)];
+    let mut exhausted = 0;
+    for i in 0..400u32 {
+        match lab.handshake(client_n(i), 20000 + i as u16, SPREAD) {
+            Ok((b, sp)) => {
+                assert!((40000..=40015).contains(&sp));
+                ports[usize::from(b)].push(sp);
+            }
+            Err(v) => {
+                assert_eq!(v, Verdict::Drop(DropReason::PortsExhausted));
+                exhausted += 1;
+            }
+        }
+    }
+    for (b, p) in ports.iter_mut().enumerate() {
+        let n = p.len();
+        p.sort_unstable();
+        p.dedup();
+        assert_eq!(p.len(), n, "backend {b}: an SNAT port used twice toward one backend");
+        if (2..12).contains(&b) {
+            // ~40 handshakes per backend were tried: each got its 16 ports.
+            assert_eq!(n, 16, "backend {b}");
+        }
+    }
+    assert_eq!(lab.workers[0].flows(), 160);
+    assert_eq!(exhausted, 400 - 160);
+    let c = lab.workers[0].counters();
+    assert_eq!(c.drop[DropReason::PortsExhausted as usize], 240);
+    assert_eq!(c.ports_exhausted, vec![240], "by SNAT address");
+    assert_eq!((c.evicted, c.reclaimed), (0, 0), "assured flows are never reclaimed for ports");
+}
+
+#[test]
+fn sixty_thousand_flows_through_one_snat_address() {
+    // The bar in memory: 60,000 flows through one ClusterIP with
+    // three backends and one SNAT address (28,232 ports) all get through.
+    let mut d = default_desired();
+    d.services[0].ports[0].backends = vec![ready(0, 80), ready(1, 80), ready(2, 80)];
+    let mut lab = Lab::with_config(nat_config(1, 100_000));
+    lab.table = table(&d, 2);
+    let mut per_backend = [0u32; 3];
+    for i in 0..60_000u32 {
+        let syn = Pkt::new(client_n(i), CLUSTER_IP, tcp(10_000 + (i / 16_000) as u16, 8080, SYN));
+        let (v, out) = lab.run(0, 0, &syn.build());
+        assert_eq!(v, Verdict::Forward { port: 1 }, "flow {i}");
+        per_backend[usize::from(backend_of(&out))] += 1;
+    }
+    assert_eq!(lab.workers[0].flows(), 60_000);
+    assert!(per_backend.iter().all(|&n| n > 15_000 && n < 28_232), "{per_backend:?}");
+}
+
+#[test]
+fn syn_flood_reclaims_unassured_flows_and_spares_assured_ones() {
+    let mut lab = Lab::with_config(nat_config(1, 512));
+    let mut assured = Vec::new();
+    for i in 0..100u32 {
+        let (b, sp) = lab.handshake(client_n(i), 30000, SPREAD).unwrap();
+        assured.push((client_n(i), b, sp));
+    }
+    // A spoofed flood: 20,000 SYNs from random sources, nothing answers.
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut legit = 0;
+    for i in 0..20_000u32 {
+        lab.now += 1;
+        let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) | rng.below(1 << 17) as u32);
+        let (v, _) = lab.run(0, 0, &Pkt::new(src, SPREAD, tcp(1024 + rng.below(60_000) as u16, 80, SYN)).build());
+        assert_eq!(v, Verdict::Forward { port: 1 }, "flood SYN {i}");
+        if i % 1000 == 999 {
+            // A legitimate client completes its handshake in the middle of it.
+            lab.handshake(client_n(1000 + legit), 31000, SPREAD).expect("legit connection during the flood");
+            legit += 1;
+        }
+    }
+    // Every assured flow still goes to its backend through its SNAT port.
+    for (client, b, sp) in assured {
+        let p = Pkt::new(client, SPREAD, tcp(30000, 80, ACK | PSH));
+        let (v, out) = lab.run(0, 0, &p.build());
+        assert_eq!(v, Verdict::Forward { port: 1 });
+        assert_eq!(out, p.translated(SNAT, sp, backend(b), 80, GW_POD_MAC, backend_mac(b)).build());
+    }
+    let c = lab.workers[0].counters();
+    assert_eq!(c.evicted, 0, "no assured flow was evicted");
+    assert!(c.reclaimed > 19_000, "the flood's flows were reclaimed: {}", c.reclaimed);
+    assert!(lab.workers[0].flows() <= 512 + 64);
+}
+
+#[test]
+fn syn_timeout_shortens_under_pressure() {
+    // 50 unanswered SYNs in a table for 100 flows: 60 s timeout; 90 (the
+    // 90% pressure mark): 5 s.
+    for (syns, gone_after_6s) in [(50u32, 0usize), (90, 90)] {
+        let mut lab = Lab::with_config(nat_config(1, 100));
+        for i in 0..syns {
+            let (v, _) = lab.run(0, 0, &Pkt::new(client_n(i), SPREAD, tcp(30000, 80, SYN)).build());
+            assert_eq!(v, Verdict::Forward { port: 1 });
+        }
+        assert_eq!(lab.workers[0].maintain(lab.now + 6_000, 1 << 20), gone_after_6s, "{syns} SYNs");
+    }
+    // Past the mark each new flow first reclaims up to two of the oldest
+    // unassured ones, so the table stays at the mark.
+    let mut lab = Lab::with_config(nat_config(1, 100));
+    for i in 0..200 {
+        lab.run(0, 0, &Pkt::new(client_n(i), SPREAD, tcp(30000, 80, SYN)).build());
+    }
+    assert!((89..=90).contains(&lab.workers[0].flows()), "{}", lab.workers[0].flows());
+    assert_eq!(lab.workers[0].counters().reclaimed, 200 - lab.workers[0].flows() as u64);
+    // The oldest went first: the first client's SYN is no longer tracked.
+    let ack = Pkt::new(client_n(0), SPREAD, tcp(30000, 80, ACK));
+    assert_eq!(lab.run(0, 0, &ack.build()).0, Verdict::Drop(DropReason::TcpNoFlow));
 }

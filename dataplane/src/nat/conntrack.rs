@@ -21,7 +21,8 @@ use crate::wire::checksum::Delta;
 
 /// Slots per bucket.
 pub const BUCKET_SLOTS: usize = 8;
-const EMPTY_SIG: u16 = 0;
+/// The signature of a free slot.
+pub(crate) const EMPTY_SIG: u16 = 0;
 const KEY_SEED_A: u64 = 0x636f_6e6e_ffff_ffff;
 const KEY_SEED_B: u64 = 0x7472_6b31_9e37_795b;
 
@@ -111,11 +112,15 @@ pub struct FlowEntry {
     pub entry: u32,
     /// Index of the flow's reverse slot in the shared reverse table.
     pub rev_slot: u32,
-    /// TCP flags seen from the client (see `pipeline::tcp_state`).
+    /// TCP flags seen from the client (FIN, SYN, RST) and whether the flow
+    /// is assured (see `pipeline::ASSURED`).
     pub state: u8,
-    /// Explicit padding to 64 bytes (no hidden padding, so the table can be
-    /// viewed as plain bytes: see `Entries`).
-    pub pad: [u8; 3],
+    /// The flow's ticket in its worker's queue of unassured flows (24 bits,
+    /// little-endian), which tells a queued ticket of this flow from one of
+    /// an earlier flow in the same slot. Also makes the entry exactly 64
+    /// bytes with no hidden padding, so the table can be viewed as plain
+    /// bytes (see `Entries`).
+    pub ticket: [u8; 3],
 }
 
 impl FlowEntry {
@@ -137,20 +142,34 @@ impl FlowEntry {
     }
 }
 
+/// How readily a resident entry gives its slot up to a new flow when both
+/// candidate buckets are full: [`FlowTable::insert`] takes the lowest
+/// standing, and the least recently seen within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Standing {
+    /// Timed out: reused at once.
+    Expired,
+    /// Never assured (a SYN nothing answered, one-way UDP): reclaimed
+    /// before any assured flow.
+    Unassured,
+    /// A live, assured flow: evicted only when every candidate is one.
+    Live,
+}
+
 /// What [`FlowTable::insert`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
     /// The key went into a free slot.
     Free(usize),
     /// The key replaced this old entry, which the caller must clean up
-    /// (its reverse slot); `expired` tells whether it had timed out anyway.
+    /// (its reverse slot); `standing` is what the old entry was.
     Replaced {
         /// The slot now holding the new key.
         slot: usize,
         /// The entry that was there.
         old: FlowEntry,
-        /// True when the old entry had expired (not a forced eviction).
-        expired: bool,
+        /// The old entry's standing.
+        standing: Standing,
     },
 }
 
@@ -166,9 +185,9 @@ impl Inserted {
 /// The candidate buckets and signature of a hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
-    b1: u32,
-    b2: u32,
-    sig: u16,
+    pub(crate) b1: u32,
+    pub(crate) b2: u32,
+    pub(crate) sig: u16,
 }
 
 /// Faults every page of a zeroed region in now, at start-up, with a write
@@ -301,8 +320,10 @@ fn match_lanes2(a: &SigBucket, b: &SigBucket, sig: u16) -> u32 {
     crate::xsk::match_sigs2(a, b, sig)
 }
 
+/// The two candidate buckets of hash `h` among `buckets`, and its 16-bit
+/// signature (never [`EMPTY_SIG`]). The reverse table buckets its keys the same way.
 #[inline(always)]
-fn probe(h: u64, buckets: u32) -> Probe {
+pub(crate) fn probe(h: u64, buckets: u32) -> Probe {
     let lo = h as u32;
     let hi = (h >> 32) as u32;
     let sig = (lo as u16) ^ (hi as u16);
@@ -331,7 +352,8 @@ impl std::fmt::Debug for FlowTable {
 /// is matched with two word-wide compares (SWAR) and no branch per slot.
 type SigBucket = [u64; 2];
 
-const LANES: usize = 4;
+/// Signatures per 64-bit word.
+pub(crate) const LANES: usize = 4;
 const LO: u64 = 0x0001_0001_0001_0001;
 const HI: u64 = LO << 15;
 
@@ -339,7 +361,7 @@ const HI: u64 = LO << 15;
 /// Exact: `(x | HI) - LO` never borrows across lanes, and a lane survives
 /// only if both its low 15 bits and its top bit are zero.
 #[inline(always)]
-fn lanes_equal(w: u64, sig: u16) -> u64 {
+pub(crate) fn lanes_equal(w: u64, sig: u16) -> u64 {
     let x = w ^ (LO * u64::from(sig));
     !(((x | HI) - LO) | x) & HI
 }
@@ -493,9 +515,16 @@ impl FlowTable {
 
     /// Inserts `key` (which must not be present). Prefers a free slot in the
     /// primary bucket, then in the secondary, then one made by moving a
-    /// resident to its other bucket, then an entry for which `expired` is
-    /// true, then the least recently seen entry (`last_seen` relative to `now`).
-    pub fn insert(&mut self, key: &FlowKey, p: &Probe, now: u32, expired: impl Fn(&FlowEntry) -> bool) -> Inserted {
+    /// resident to its other bucket, then an [`Standing::Expired`] entry,
+    /// then the least recently seen (`last_seen` relative to `now`) of the
+    /// lowest standing among the 16 candidates.
+    pub fn insert(
+        &mut self,
+        key: &FlowKey,
+        p: &Probe,
+        now: u32,
+        standing: impl Fn(&FlowEntry) -> Standing,
+    ) -> Inserted {
         let free_in = |sigs: &SigBucket| {
             let m = match_sigs(sigs, EMPTY_SIG);
             (m != 0).then(|| m.trailing_zeros() as usize)
@@ -525,27 +554,28 @@ impl FlowTable {
             chosen = self.displace(first).or_else(|| self.displace(second)).map(|slot| (slot, None));
         }
         if chosen.is_none() {
-            let mut oldest: Option<(usize, u32)> = None;
+            // The lowest standing, then the oldest: (standing, age) compared
+            // with the age reversed.
+            let mut best: Option<(usize, Standing, u32)> = None;
             'scan: for b in [first, second] {
                 for s in 0..BUCKET_SLOTS {
                     let slot = b * BUCKET_SLOTS + s;
                     let e = &self.entries.get()[slot];
-                    if expired(e) {
-                        chosen = Some((slot, Some(true)));
+                    let st = standing(e);
+                    if st == Standing::Expired {
+                        best = Some((slot, st, 0));
                         break 'scan;
                     }
                     let age = now.wrapping_sub(e.last_seen);
-                    if oldest.is_none_or(|(_, a)| age > a) {
-                        oldest = Some((slot, age));
+                    if best.is_none_or(|(_, bs, ba)| st < bs || (st == bs && age > ba)) {
+                        best = Some((slot, st, age));
                     }
                 }
             }
-            if chosen.is_none() {
-                chosen = oldest.map(|(slot, _)| (slot, Some(false)));
-            }
+            chosen = best.map(|(slot, st, _)| (slot, Some(st)));
         }
         // Both buckets hold BUCKET_SLOTS entries, so a slot was always found.
-        let (slot, replaced) = chosen.unwrap_or((b1 * BUCKET_SLOTS, Some(false)));
+        let (slot, replaced) = chosen.unwrap_or((b1 * BUCKET_SLOTS, Some(Standing::Live)));
         let old = self.entries.get()[slot];
         let (k0, k1) = key.words();
         self.entries.get_mut()[slot] = FlowEntry { k0, k1, last_seen: now, ..FlowEntry::default() };
@@ -555,7 +585,7 @@ impl FlowTable {
                 self.len += 1;
                 Inserted::Free(slot)
             }
-            Some(expired) => Inserted::Replaced { slot, old, expired },
+            Some(standing) => Inserted::Replaced { slot, old, standing },
         }
     }
 
@@ -695,7 +725,7 @@ mod tests {
             let k = key(i);
             let p = t.probe(k.hash());
             assert_eq!(t.find(&k, &p), None);
-            let ins = t.insert(&k, &p, 0, |_| false);
+            let ins = t.insert(&k, &p, 0, |_| Standing::Live);
             assert!(matches!(ins, Inserted::Free(_)), "{i}: {ins:?}");
             assert_eq!(t.find(&k, &p), Some(ins.slot()));
             assert_eq!(t.entry(ins.slot()).unwrap().key(), k);
@@ -716,7 +746,7 @@ mod tests {
     }
 
     #[test]
-    fn full_table_evicts_expired_first_then_oldest() {
+    fn full_table_evicts_expired_first_then_unassured_then_oldest() {
         // Capacity 7 (8 slots with headroom) gives exactly one bucket, so both
         // candidates are bucket 0 and displacement has nowhere to go.
         let mut t = FlowTable::with_capacity(7);
@@ -724,24 +754,42 @@ mod tests {
         for i in 0..8 {
             let k = key(i);
             let p = t.probe(k.hash());
-            assert!(matches!(t.insert(&k, &p, 10 + i, |_| false), Inserted::Free(_)));
+            assert!(matches!(t.insert(&k, &p, 10 + i, |_| Standing::Live), Inserted::Free(_)));
         }
         // Full: an expired entry (last_seen 15) is taken before the oldest.
         let k = key(100);
         let p = t.probe(k.hash());
-        match t.insert(&k, &p, 20, |e| e.last_seen == 15) {
-            Inserted::Replaced { old, expired, .. } => {
-                assert!(expired);
+        let by_age = |expired_at: u32, unassured_from: u32| {
+            move |e: &FlowEntry| match e.last_seen {
+                s if s == expired_at => Standing::Expired,
+                s if s >= unassured_from => Standing::Unassured,
+                _ => Standing::Live,
+            }
+        };
+        match t.insert(&k, &p, 20, by_age(15, u32::MAX)) {
+            Inserted::Replaced { old, standing, .. } => {
+                assert_eq!(standing, Standing::Expired);
                 assert_eq!(old.last_seen, 15);
             }
             other => panic!("{other:?}"),
         }
-        // No expired entry: the least recently seen (last_seen 10) goes.
+        // No expired entry, but unassured ones (last_seen >= 13): the oldest
+        // of those (13) goes, not the older assured ones (10-12).
         let k = key(101);
         let p = t.probe(k.hash());
-        match t.insert(&k, &p, 21, |_| false) {
-            Inserted::Replaced { old, expired, .. } => {
-                assert!(!expired);
+        match t.insert(&k, &p, 21, by_age(u32::MAX, 13)) {
+            Inserted::Replaced { old, standing, .. } => {
+                assert_eq!(standing, Standing::Unassured);
+                assert_eq!(old.last_seen, 13);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Every entry assured: the least recently seen (last_seen 10) goes.
+        let k = key(102);
+        let p = t.probe(k.hash());
+        match t.insert(&k, &p, 22, |_| Standing::Live) {
+            Inserted::Replaced { old, standing, .. } => {
+                assert_eq!(standing, Standing::Live);
                 assert_eq!(old.last_seen, 10);
                 assert_eq!(old.key(), key(0));
             }
@@ -749,7 +797,7 @@ mod tests {
         }
         assert_eq!(t.len(), 8);
         assert!(t.find(&key(0), &t.probe(key(0).hash())).is_none());
-        assert!(t.find(&key(101), &t.probe(key(101).hash())).is_some());
+        assert!(t.find(&key(102), &t.probe(key(102).hash())).is_some());
     }
 
     #[test]
@@ -758,7 +806,7 @@ mod tests {
         for i in 0..100 {
             let k = key(i);
             let p = t.probe(k.hash());
-            t.insert(&k, &p, i, |_| false);
+            t.insert(&k, &p, i, |_| Standing::Live);
         }
         let mut gone = Vec::new();
         let n = t.sweep(usize::MAX, |e| e.last_seen < 50, |_, e| gone.push(e.last_seen));

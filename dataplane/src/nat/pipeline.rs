@@ -8,9 +8,10 @@
 //!    reassemble; see [`PassReason::Fragment`]). IPv4 options are carried
 //!    through unchanged and counted. Truncated or inconsistent headers -> drop.
 //! 2. A frame to an SNAT address and port in the SNAT range is a *reply*:
-//!    one indexed read of the shared [`ReverseTable`] (any worker can do it,
-//!    see `reverse`), check that it comes from the flow's backend, rewrite
-//!    source to the frontend the client dialled and destination to the client.
+//!    its 5-tuple is looked up in the shared [`ReverseTable`] (any worker can
+//!    do it, see `reverse`; the key holds the backend, so only the flow's
+//!    backend matches), then source is rewritten to the frontend the client
+//!    dialled and destination to the client.
 //! 3. Otherwise look the 5-tuple up in this worker's [`FlowTable`]. A hit is
 //!    an established flow: revalidate against the current table generation
 //!    once per swap (backend still listed? else TCP gets a RST and UDP is
@@ -18,9 +19,16 @@
 //!    creation, TTL−1, MACs from the cached next hop.
 //! 4. A miss to a frontend is a new flow (TCP only on a SYN): source ranges,
 //!    reject when no endpoint can serve (TCP RST / ICMP port unreachable, like
-//!    kube-proxy's REJECT), Maglev pick (or ClientIP affinity), an SNAT port
-//!    from this worker's slice, both directions entered, then as in 3.
-//!    Anything else goes to the kernel.
+//!    kube-proxy's REJECT), Maglev pick (or ClientIP affinity), an SNAT
+//!    address and port from this worker's slice that is free *toward that
+//!    backend* (ports are unique per backend, as in Linux's NAT), both
+//!    directions entered, then as in 3. Anything else goes to the kernel.
+//!
+//! Under pressure (the flow table nearly full, or no port free toward a
+//! backend) flows that were never assured (a SYN nothing answered, UDP with
+//! no reply) are reclaimed first, oldest first, and their SYN timeout
+//! shortens; assured flows are evicted only when none is left (see
+//! [`Worker::reclaim`]).
 //!
 //! The common case of 1 and 3 (an untagged IPv4 frame without options of a
 //! tracked flow, or a reply to one, that needs only its translation) takes
@@ -39,7 +47,7 @@ use svcgate_common::hash::{client_hash, flow_hash};
 use svcgate_common::model::Protocol;
 use svcgate_common::table::{ActiveSet, FrontendKind, ServiceEntry, ServicePortId, ServiceTable};
 
-use super::conntrack::{FlowEntry, FlowKey, FlowTable, Inserted, Probe};
+use super::conntrack::{FlowEntry, FlowKey, FlowTable, Inserted, Probe, Standing};
 use super::nexthop::{NextHop, NextHops, Resolution};
 use super::reverse::{flags as rflags, RevFlow, ReverseError, ReverseTable};
 use super::verdict::{DropReason, Frame, PassReason, Verdict};
@@ -65,8 +73,12 @@ pub const MAX_BATCH: usize = 64;
 /// Connection-tracking timeouts, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
-    /// TCP before the backend answered (Linux: syn_sent 120 s).
+    /// TCP before the handshake completed (Linux: syn_sent 120 s).
     pub tcp_syn_ms: u32,
+    /// TCP before the handshake completed, while the flow table is under
+    /// pressure (see [`NatConfig::pressure_percent`]): a SYN flood's flows
+    /// go after this, a legitimate client's retransmitted SYN refreshes its flow.
+    pub tcp_syn_pressure_ms: u32,
     /// Established TCP (kube-proxy sets 86400 s).
     pub tcp_established_ms: u32,
     /// TCP after a FIN from either side (Linux: fin_wait / time_wait 120 s).
@@ -83,6 +95,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Self {
             tcp_syn_ms: 60_000,
+            tcp_syn_pressure_ms: 5_000,
             tcp_established_ms: 86_400_000,
             tcp_closing_ms: 120_000,
             tcp_rst_ms: 10_000,
@@ -109,6 +122,11 @@ pub struct NatConfig {
     pub affinity_slots: usize,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// A worker is under pressure once its flow table holds this share
+    /// (percent) of its capacity: each new flow then first reclaims up to
+    /// two of the oldest flows that were never assured, and the SYN timeout
+    /// is [`Timeouts::tcp_syn_pressure_ms`].
+    pub pressure_percent: u8,
 }
 
 impl Default for NatConfig {
@@ -120,6 +138,7 @@ impl Default for NatConfig {
             conntrack_capacity: 1 << 20,
             affinity_slots: 1 << 16,
             timeouts: Timeouts::default(),
+            pressure_percent: 90,
         }
     }
 }
@@ -127,7 +146,7 @@ impl Default for NatConfig {
 /// State shared by all workers: the reverse table and the configuration.
 #[derive(Debug)]
 pub struct Shared {
-    /// SNAT port -> flow.
+    /// Reply 5-tuple -> flow.
     pub reverse: ReverseTable,
     /// The configuration.
     pub config: NatConfig,
@@ -136,7 +155,9 @@ pub struct Shared {
 impl Shared {
     /// Builds the shared state; fails on an unusable SNAT configuration.
     pub fn new(config: NatConfig) -> Result<Arc<Self>, ReverseError> {
-        let reverse = ReverseTable::new(&config.snat_addrs, config.snat_ports.0, config.snat_ports.1, config.workers)?;
+        let flows = config.conntrack_capacity.saturating_mul(usize::from(config.workers.max(1)));
+        let reverse =
+            ReverseTable::new(&config.snat_addrs, config.snat_ports.0, config.snat_ports.1, config.workers, flows)?;
         Ok(Arc::new(Self { reverse, config }))
     }
 }
@@ -157,10 +178,18 @@ pub struct Counters {
     pub reverse_translated: u64,
     /// New flows entered in connection tracking.
     pub new_flows: u64,
-    /// Flows evicted while still live because the table was full.
+    /// Assured flows evicted while still live because the table was full
+    /// and no unassured flow was left to reclaim.
     pub evicted: u64,
+    /// Flows that were never assured (no reply, or a handshake never
+    /// completed), reclaimed under pressure before their timeout.
+    pub reclaimed: u64,
     /// Flows removed after their timeout.
     pub expired: u64,
+    /// New flows that found no SNAT port free toward their backend, by
+    /// SNAT address (in [`NatConfig::snat_addrs`] order): each address had
+    /// every port of the worker's slice in use toward that backend.
+    pub ports_exhausted: Vec<u64>,
     /// Frames with IPv4 options, forwarded with the options intact.
     pub ip_options: u64,
     /// Frames passed to the kernel, by reason.
@@ -238,6 +267,92 @@ enum Pre {
 }
 
 const UNRESOLVED_RING: usize = 16;
+
+/// A flow's state bit (beside the client's FIN, SYN and RST in
+/// [`FlowEntry::state`]): the flow is *assured*, as Linux conntrack's
+/// IPS_ASSURED: TCP once the client acknowledged the backend's answer (the
+/// handshake completed), UDP once the backend replied (read from the
+/// reverse table's flags, since a UDP reply may be a flow's last packet).
+/// Only unassured flows are reclaimed before their timeout.
+pub const ASSURED: u8 = 0x80;
+
+/// Port candidates a new flow tries (SNAT address × port, from the worker's
+/// cursor) before its backend counts as exhausted and an unassured flow to
+/// it is reclaimed instead. Bounds a new flow's cost when a backend's ports
+/// are nearly all taken (under a SYN flood, every new flow).
+const PORT_TRIES: u32 = 256;
+
+/// Unassured flows a new flow examines, oldest first, for one to the same
+/// backend to reclaim when no port toward it is free.
+const RECLAIM_SCAN: usize = 256;
+
+/// A worker's unassured flows in the order they were created: (forward
+/// slot, ticket) per entry. Entries go stale when their flow is assured or
+/// removed (checked when they come up: the slot must still hold a flow with
+/// that ticket). Fixed size (the flow capacity, at most 2^24 so a ticket
+/// is never queued twice); when full, the oldest entry is dropped, and its
+/// flow, if still unassured, just waits for its timeout.
+struct Unassured {
+    ring: Box<[(u32, u32)]>,
+    head: usize,
+    len: usize,
+    next_ticket: u32,
+}
+
+/// Tickets are 24 bits (three bytes of [`FlowEntry::ticket`]).
+const TICKET_MASK: u32 = (1 << 24) - 1;
+/// A queued entry removed out of order.
+const TOMBSTONE: u32 = u32::MAX;
+
+impl Unassured {
+    fn new(capacity: usize) -> Self {
+        let n = capacity.clamp(16, 1 << 24).next_power_of_two().min(1 << 24);
+        Self { ring: vec![(TOMBSTONE, 0); n].into_boxed_slice(), head: 0, len: 0, next_ticket: 0 }
+    }
+
+    /// Queues the flow in `slot`; returns its ticket.
+    fn push(&mut self, slot: usize) -> [u8; 3] {
+        let ticket = self.next_ticket;
+        self.next_ticket = (ticket + 1) & TICKET_MASK;
+        let mask = self.ring.len() - 1;
+        if self.len == self.ring.len() {
+            self.head = (self.head + 1) & mask;
+            self.len -= 1;
+        }
+        self.ring[(self.head + self.len) & mask] = (slot as u32, ticket);
+        self.len += 1;
+        let [a, b, c, _] = ticket.to_le_bytes();
+        [a, b, c]
+    }
+
+    /// Takes the oldest entry.
+    fn pop(&mut self) -> Option<(u32, u32)> {
+        if self.len == 0 {
+            return None;
+        }
+        let e = self.ring[self.head];
+        self.head = (self.head + 1) & (self.ring.len() - 1);
+        self.len -= 1;
+        Some(e)
+    }
+
+    /// The `i`-th oldest entry.
+    fn get(&self, i: usize) -> Option<(u32, u32)> {
+        (i < self.len).then(|| self.ring[(self.head + i) & (self.ring.len() - 1)])
+    }
+
+    /// Marks the `i`-th oldest entry removed.
+    fn tombstone(&mut self, i: usize) {
+        if i < self.len {
+            let mask = self.ring.len() - 1;
+            self.ring[(self.head + i) & mask] = (TOMBSTONE, 0);
+        }
+    }
+}
+
+fn ticket_of(e: &FlowEntry) -> u32 {
+    u32::from_le_bytes([e.ticket[0], e.ticket[1], e.ticket[2], 0])
+}
 /// Entries of the per-worker next-hop cache (a power of two).
 const HOP_CACHE: usize = 16 * 1024;
 
@@ -252,11 +367,16 @@ pub struct Worker {
     stats_table: ServiceTable,
     /// Counters folded from earlier generations.
     svc_totals: std::collections::HashMap<ServicePortId, ServiceCounter>,
-    /// Free SNAT slots (reverse-table indices) of this worker, TCP and UDP:
-    /// FIFO, so a port is reused as late as possible after its flow ended
-    /// (late packets of the old flow then meet no flow rather than a new
-    /// one). Sized at start to every owned slot: never reallocates.
-    free_ports: [std::collections::VecDeque<u32>; 2],
+    /// Where the next SNAT port search starts, as an index into this
+    /// worker's (port × address) tuples: it only moves forward, so a port
+    /// is reused toward the same backend as late as possible after its flow
+    /// ended (late packets of the old flow then meet no flow rather than a
+    /// new one) and consecutive flows spread over the SNAT addresses.
+    port_cursor: u32,
+    /// Unassured flows, oldest first: what pressure reclaims.
+    unassured: Unassured,
+    /// The flow-table size at which the worker is under pressure.
+    pressure_len: usize,
     affinity: Box<[AffinitySlot]>,
     unresolved: [Ipv4Addr; UNRESOLVED_RING],
     /// Direct-mapped cache of resolved next hops: (address, next-hop
@@ -461,16 +581,40 @@ fn write_ipv4(hdr: &mut [u8], total: u16, proto: u8, src: Ipv4Addr, dst: Ipv4Add
     ip.fill_checksum();
 }
 
-/// True when a flow has been idle in both directions for longer than its
-/// protocol and state allow.
-fn flow_expired(shared: &Shared, e: &FlowEntry, now: u32) -> bool {
+/// What a resident flow is worth to a new flow that needs its slot:
+/// expired (idle in both directions for longer than its protocol and state
+/// allow), unassured, or live.
+fn standing(shared: &Shared, e: &FlowEntry, now: u32, pressure: bool) -> Standing {
     let (rlast, rflags) = shared.reverse.reply_state(e.rev_slot);
     let idle = now.wrapping_sub(e.last_seen).min(now.wrapping_sub(rlast));
-    idle > timeout_of(&shared.config.timeouts, e.k1 as u8, e.state, rflags)
+    let assured = is_assured(e.k1 as u8, e.state, rflags);
+    if idle > timeout_of(&shared.config.timeouts, e.k1 as u8, e.state, rflags, assured, pressure) {
+        Standing::Expired
+    } else if assured {
+        Standing::Live
+    } else {
+        Standing::Unassured
+    }
+}
+
+/// True when a flow has expired (see [`standing`]).
+fn flow_expired(shared: &Shared, e: &FlowEntry, now: u32, pressure: bool) -> bool {
+    standing(shared, e, now, pressure) == Standing::Expired
+}
+
+/// Whether a flow is assured (see [`ASSURED`]): TCP by its own state bit,
+/// UDP by a reply.
+#[inline(always)]
+fn is_assured(proto: u8, fwd_state: u8, rev_flags: u8) -> bool {
+    if proto == IPPROTO_UDP {
+        rev_flags & rflags::REPLIED != 0
+    } else {
+        fwd_state & ASSURED != 0
+    }
 }
 
 /// The idle timeout of a flow in this protocol and state.
-fn timeout_of(to: &Timeouts, proto: u8, fwd_state: u8, rev_flags: u8) -> u32 {
+fn timeout_of(to: &Timeouts, proto: u8, fwd_state: u8, rev_flags: u8, assured: bool, pressure: bool) -> u32 {
     if proto == IPPROTO_UDP {
         return if rev_flags & rflags::REPLIED != 0 { to.udp_replied_ms } else { to.udp_ms };
     }
@@ -478,11 +622,27 @@ fn timeout_of(to: &Timeouts, proto: u8, fwd_state: u8, rev_flags: u8) -> u32 {
         to.tcp_rst_ms
     } else if (fwd_state & tcpf::FIN) | (rev_flags & rflags::FIN) != 0 {
         to.tcp_closing_ms
-    } else if rev_flags & rflags::REPLIED == 0 {
-        to.tcp_syn_ms
+    } else if !assured {
+        if pressure {
+            to.tcp_syn_pressure_ms.min(to.tcp_syn_ms)
+        } else {
+            to.tcp_syn_ms
+        }
     } else {
         to.tcp_established_ms
     }
+}
+
+/// The TCP state bits a client's segment adds to its flow: FIN, SYN and
+/// RST as seen, and [`ASSURED`] for an ACK without SYN once the backend
+/// has answered (`rev_flags`), i.e. the handshake's last step.
+#[inline(always)]
+fn client_state(tcp_flags: u8, rev_flags: u8) -> u8 {
+    let mut st = tcp_flags & (tcpf::FIN | tcpf::RST | tcpf::SYN);
+    if tcp_flags & (tcpf::ACK | tcpf::SYN) == tcpf::ACK && rev_flags & rflags::REPLIED != 0 {
+        st |= ASSURED;
+    }
+    st
 }
 
 fn active_backend(svc: &ServiceEntry, addr: u32, port: u16) -> bool {
@@ -504,11 +664,13 @@ impl Worker {
         Self {
             id,
             ct: FlowTable::with_capacity(cfg.conntrack_capacity),
-            counters: Counters::default(),
+            counters: Counters { ports_exhausted: vec![0; cfg.snat_addrs.len()], ..Counters::default() },
             svc: Vec::new(),
             stats_table: ServiceTable::empty(),
             svc_totals: Default::default(),
-            free_ports: [IPPROTO_TCP, IPPROTO_UDP].map(|p| shared.reverse.owned_slots(id, p).collect()),
+            port_cursor: 0,
+            unassured: Unassured::new(cfg.conntrack_capacity),
+            pressure_len: cfg.conntrack_capacity.saturating_mul(usize::from(cfg.pressure_percent.min(100))) / 100,
             affinity: vec![AffinitySlot::default(); aff].into_boxed_slice(),
             unresolved: [Ipv4Addr::UNSPECIFIED; UNRESOLVED_RING],
             unresolved_len: 0,
@@ -727,7 +889,8 @@ impl Worker {
         now: u32,
         tally: &mut fast::Tally,
     ) -> Option<u16> {
-        let port = fast::forward_established(&mut self.ct.fast(), &mut self.svc, hops, gens, f, c, slot?, now)?;
+        let rev = &self.shared.reverse;
+        let port = fast::forward_established(&mut self.ct.fast(), &mut self.svc, rev, hops, gens, f, c, slot?, now)?;
         tally.frames += 1;
         tally.bytes += f.len as u64;
         Some(port)
@@ -775,15 +938,12 @@ impl Worker {
                 return v;
             }
         }
-        let reply_slot = {
-            let rev = &self.shared.reverse;
-            rev.addr_index(p.key.dst)
-                .filter(|_| rev.owner_of(p.key.dport).is_some())
-                .map(|ai| rev.index(ai, p.key.proto, p.key.dport))
-        };
-        match reply_slot {
-            Some(idx) => self.reply(hops, f, p, idx, now),
-            None => self.new_flow(t, hops, f, p, probe, now),
+        if !self.shared.reverse.is_snat(p.key.dst, p.key.dport) {
+            return self.new_flow(t, hops, f, p, probe, now);
+        }
+        match self.shared.reverse.find(&p.key) {
+            Some((idx, fl)) => self.reply(hops, f, p, idx, &fl, now),
+            None => Verdict::Pass(PassReason::SnatNoFlow),
         }
     }
 
@@ -794,10 +954,69 @@ impl Worker {
         }
     }
 
-    /// Frees the reverse slot and SNAT port of a flow that left the table.
+    /// Frees the reverse slot, and with it the SNAT port toward the
+    /// backend, of a flow that left the table.
     fn release(&mut self, old: &FlowEntry) {
-        self.shared.reverse.clear(old.rev_slot);
-        self.free_ports[usize::from(old.k1 as u8 == IPPROTO_UDP)].push_back(old.rev_slot);
+        self.shared.reverse.remove(old.rev_slot);
+    }
+
+    /// True when the flow table holds its pressure share of the capacity.
+    #[inline(always)]
+    fn under_pressure(&self) -> bool {
+        self.ct.len() >= self.pressure_len
+    }
+
+    /// The reply key of a flow from `(snat, snat_port)` to `(backend, backend_port)`.
+    #[inline(always)]
+    fn reply_key(snat: u32, snat_port: u16, backend: u32, backend_port: u16, proto: u8) -> FlowKey {
+        FlowKey { src: backend, dst: snat, sport: backend_port, dport: snat_port, proto }
+    }
+
+    /// The queued unassured flow `(slot, ticket)`, if it is still in its
+    /// slot and still unassured.
+    fn still_unassured(&self, (slot, ticket): (u32, u32), now: u32) -> Option<FlowEntry> {
+        let e = self.ct.entry(slot as usize).filter(|e| e.is_used() && ticket_of(e) == ticket)?;
+        (standing(&self.shared, e, now, true) != Standing::Live).then_some(*e)
+    }
+
+    /// Under pressure, before a new flow is entered: reclaims up to `n` of
+    /// the oldest unassured flows (looking at no more than `4 * n` queued
+    /// entries, so a queue full of stale entries costs a bounded amount per
+    /// new flow). Returns how many were reclaimed.
+    pub fn reclaim(&mut self, n: usize, now: u32) -> usize {
+        let mut done = 0;
+        for _ in 0..4 * n {
+            if done == n {
+                break;
+            }
+            let Some(q) = self.unassured.pop() else { break };
+            if self.still_unassured(q, now).is_some() {
+                self.forget(q.0 as usize);
+                self.counters.reclaimed += 1;
+                done += 1;
+            }
+        }
+        done
+    }
+
+    /// No port is free toward `(backend, backend_port)`: reclaims the oldest
+    /// unassured flow to that backend among the [`RECLAIM_SCAN`] oldest
+    /// queued, and returns its SNAT address and port, now free toward it.
+    fn reclaim_toward(&mut self, proto: u8, backend: u32, backend_port: u16, now: u32) -> Option<(u32, u16)> {
+        for i in 0..RECLAIM_SCAN {
+            let q = self.unassured.get(i)?;
+            if q.0 == TOMBSTONE {
+                continue;
+            }
+            let Some(e) = self.still_unassured(q, now) else { continue };
+            if e.backend_addr == backend && e.backend_port == backend_port && e.k1 as u8 == proto {
+                self.unassured.tombstone(i);
+                self.forget(q.0 as usize);
+                self.counters.reclaimed += 1;
+                return Some((e.snat_addr, e.snat_port));
+            }
+        }
+        None
     }
 
     /// Expires idle flows in the next `buckets` buckets; call on idle polls.
@@ -806,13 +1025,14 @@ impl Worker {
         let mut gone = [FlowEntry::default(); 64];
         let mut total = 0;
         let mut left = buckets;
+        let pressure = self.under_pressure();
         while left > 0 {
             let step = left.min(8);
             left -= step;
             let mut n = 0;
             let removed = self.ct.sweep(
                 step,
-                |e| flow_expired(&self.shared, e, now_ms),
+                |e| flow_expired(&self.shared, e, now_ms, pressure),
                 |_, e| {
                     // 8 buckets of 8 slots: never more than 64.
                     if n < gone.len() {
@@ -912,9 +1132,16 @@ impl Worker {
         if p.ttl <= 1 {
             return Some(self.time_exceeded(hops, f, p));
         }
+        let rev_flags = if is_tcp && self.ct.entry(slot)?.state & ASSURED == 0 {
+            self.shared.reverse.reply_state(self.ct.entry(slot)?.rev_slot).1
+        } else {
+            0
+        };
         let e = self.ct.entry_mut(slot)?;
         e.last_seen = now;
-        e.state |= p.tcp_flags & (tcpf::FIN | tcpf::RST | tcpf::SYN);
+        if is_tcp {
+            e.state |= client_state(p.tcp_flags, rev_flags);
+        }
         let e = &*e;
         let hop = hops.hop(e.hop)?;
         rewrite(f.buf, p, e.snat_addr, e.backend_addr, e.snat_port, e.backend_port, e.ip_delta, e.l4_delta, hop);
@@ -951,35 +1178,45 @@ impl Worker {
                     e2.backend = b;
                 }
                 None if p.key.proto == IPPROTO_UDP && svc.active != ActiveSet::Empty => {
-                    // UDP has no stream to break: move the flow to a live backend.
+                    // UDP has no stream to break: move the flow to a live
+                    // backend, with an SNAT port free toward it.
                     let b = self.pick_backend(svc, &p.key, now)?;
-                    let backend = &svc.backends[usize::from(b)];
+                    let backend = svc.backends[usize::from(b)];
                     let baddr = u32::from(backend.addr);
-                    let (ip_d, l4_d) = deltas(&p.key, e.snat_addr, baddr, e.snat_port, backend.port);
+                    // The flow's own SNAT port if it is free toward the new
+                    // backend, else another.
+                    let back = RevFlow::of(&p.key);
+                    let own = Self::reply_key(e.snat_addr, e.snat_port, baddr, backend.port, p.key.proto);
+                    let kept = (!self.shared.reverse.contains(&own))
+                        .then(|| self.shared.reverse.insert(&own, &back, now))
+                        .flatten()
+                        .map(|idx| (idx, e.snat_addr, e.snat_port));
+                    let entered = match kept {
+                        Some(k) => Ok(k),
+                        None => self.enter_reply(p.key.proto, baddr, backend.port, &back, now),
+                    };
+                    let (rev_slot, snat, sport) = match entered {
+                        Ok(entered) => entered,
+                        Err(why) => {
+                            self.forget(slot);
+                            return Some(Verdict::Drop(why));
+                        }
+                    };
+                    self.shared.reverse.remove(e.rev_slot);
+                    let (ip_d, l4_d) = deltas(&p.key, snat, baddr, sport, backend.port);
                     e2 = FlowEntry {
+                        snat_addr: snat,
+                        snat_port: sport,
                         backend_addr: baddr,
                         backend_port: backend.port,
                         backend: b,
                         entry: idx,
                         ip_delta: ip_d,
                         l4_delta: l4_d,
+                        rev_slot,
                         hop_gen: hops.generation().wrapping_add(1), // force re-resolution below
                         ..e
                     };
-                    self.shared.reverse.publish(
-                        e.rev_slot,
-                        &RevFlow {
-                            client: p.key.src,
-                            client_port: p.key.sport,
-                            frontend: p.key.dst,
-                            frontend_port: p.key.dport,
-                            backend: baddr,
-                            backend_port: backend.port,
-                            proto: p.key.proto,
-                            owner_slot: slot as u32,
-                        },
-                        now,
-                    );
                 }
                 None if p.key.proto == IPPROTO_TCP => {
                     // Never move a TCP stream silently: tell the client.
@@ -1055,17 +1292,57 @@ impl Worker {
         Some(b)
     }
 
-    /// Takes a free SNAT port from this worker's slice: the oldest freed
-    /// one. When none is free, expired flows are swept out first (up to 1024
-    /// buckets). Returns the reverse-table index and the address and port.
-    fn alloc_port(&mut self, proto: u8, now: u32) -> Option<(u32, u32, u16)> {
-        let q = usize::from(proto == IPPROTO_UDP);
-        if self.free_ports[q].is_empty() {
-            self.maintain(now, 1024);
+    /// Takes an SNAT address and port of this worker's slice for a flow to
+    /// `(backend, backend_port)` and enters its reply key, translating back
+    /// to `back`: the first candidate from the worker's cursor on (at most
+    /// [`PORT_TRIES`]) whose key is free and fits in the reverse table;
+    /// failing that, the address and port of the oldest unassured flow to
+    /// that backend, reclaimed ([`Self::reclaim_toward`]). Only this worker
+    /// allocates from its slice, so a key found free stays free until this
+    /// worker enters it. Returns the reverse slot, the address and the port.
+    fn enter_reply(
+        &mut self,
+        proto: u8,
+        backend: u32,
+        backend_port: u16,
+        back: &RevFlow,
+        now: u32,
+    ) -> Result<(u32, u32, u16), DropReason> {
+        let rev = &self.shared.reverse;
+        let ports = rev.ports_of(self.id);
+        let first = u32::from(*ports.start());
+        let naddr = rev.addrs().len() as u32;
+        let tuples = (u32::from(*ports.end()) - first + 1) * naddr;
+        let mut full = false;
+        for i in 0..PORT_TRIES.min(tuples) {
+            let t = (self.port_cursor + i) % tuples;
+            let (addr, port) = (rev.addrs()[(t % naddr) as usize], (first + t / naddr) as u16);
+            let key = Self::reply_key(addr, port, backend, backend_port, proto);
+            if rev.contains(&key) {
+                continue;
+            }
+            // Both buckets of this key full (rare: 25% headroom): the next
+            // port's key has other buckets.
+            if let Some(idx) = rev.insert(&key, back, now) {
+                self.port_cursor = (t + 1) % tuples;
+                return Ok((idx, addr, port));
+            }
+            full = true;
         }
-        let idx = self.free_ports[q].pop_front()?;
-        let (addr, port) = self.shared.reverse.addr_port_of(idx);
-        Some((idx, addr, port))
+        if let Some((addr, port)) = self.reclaim_toward(proto, backend, backend_port, now) {
+            let key = Self::reply_key(addr, port, backend, backend_port, proto);
+            return match self.shared.reverse.insert(&key, back, now) {
+                Some(idx) => Ok((idx, addr, port)),
+                None => Err(DropReason::ReplyTableFull),
+            };
+        }
+        if full {
+            return Err(DropReason::ReplyTableFull);
+        }
+        for c in self.counters.ports_exhausted.iter_mut() {
+            *c += 1;
+        }
+        Err(DropReason::PortsExhausted)
     }
 
     fn new_flow(
@@ -1111,24 +1388,29 @@ impl Worker {
         let Some(hop) = hops.hop(hop_idx).copied() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        let Some((rev_idx, snat_addr, snat_port)) = self.alloc_port(k.proto, now) else {
-            return Verdict::Drop(DropReason::PortsExhausted);
-        };
-        let ins = self.ct.insert(&k, probe, now, |e| flow_expired(&self.shared, e, now));
-        if let Some((_, to)) = self.ct.take_moved() {
-            if let Some(e) = self.ct.entry(to) {
-                self.shared.reverse.set_owner_slot(e.rev_slot, to as u32);
-            }
+        let pressure = self.under_pressure();
+        if pressure {
+            self.reclaim(2, now);
         }
-        if let Inserted::Replaced { old, expired, .. } = ins {
+        let (rev_idx, snat_addr, snat_port) =
+            match self.enter_reply(k.proto, baddr, backend.port, &RevFlow::of(&k), now) {
+                Ok(entered) => entered,
+                Err(why) => return Verdict::Drop(why),
+            };
+        let ins = self.ct.insert(&k, probe, now, |e| standing(&self.shared, e, now, pressure));
+        // A displaced entry keeps its reverse slot; the unassured queue
+        // loses track of it (its ticket no longer matches its old slot).
+        let _ = self.ct.take_moved();
+        if let Inserted::Replaced { old, standing, .. } = ins {
             self.release(&old);
-            if expired {
-                self.counters.expired += 1;
-            } else {
-                self.counters.evicted += 1;
+            match standing {
+                Standing::Expired => self.counters.expired += 1,
+                Standing::Unassured => self.counters.reclaimed += 1,
+                Standing::Live => self.counters.evicted += 1,
             }
         }
         let slot = ins.slot();
+        let ticket = self.unassured.push(slot);
         let (ip_delta, l4_delta) = deltas(&k, snat_addr, baddr, snat_port, backend.port);
         if let Some(e) = self.ct.entry_mut(slot) {
             e.snat_addr = snat_addr;
@@ -1144,21 +1426,8 @@ impl Worker {
             e.entry = fe.entry;
             e.rev_slot = rev_idx;
             e.state = p.tcp_flags & (tcpf::SYN | tcpf::FIN | tcpf::RST);
+            e.ticket = ticket;
         }
-        self.shared.reverse.publish(
-            rev_idx,
-            &RevFlow {
-                client: k.src,
-                client_port: k.sport,
-                frontend: k.dst,
-                frontend_port: k.dport,
-                backend: baddr,
-                backend_port: backend.port,
-                proto: k.proto,
-                owner_slot: slot as u32,
-            },
-            now,
-        );
         self.counters.new_flows += 1;
         rewrite(f.buf, p, snat_addr, baddr, snat_port, backend.port, ip_delta, l4_delta, &hop);
         if let Some(c) = self.svc.get_mut(fe.entry as usize) {
@@ -1168,16 +1437,11 @@ impl Worker {
         Verdict::Forward { port: hop.port }
     }
 
-    /// A reply from a backend to an SNAT address and port: translate back to
-    /// what the client dialled. Works on any worker (see `reverse`).
-    fn reply(&mut self, hops: &NextHops, f: &mut Frame<'_>, p: &Parsed, idx: u32, now: u32) -> Verdict {
+    /// A reply from a backend whose 5-tuple is the reply key in `idx`,
+    /// holding `fl`: translate back to what the client dialled. Works on any
+    /// worker (see `reverse`).
+    fn reply(&mut self, hops: &NextHops, f: &mut Frame<'_>, p: &Parsed, idx: u32, fl: &RevFlow, now: u32) -> Verdict {
         let k = p.key;
-        let Some(fl) = self.shared.reverse.read(idx) else {
-            return Verdict::Pass(PassReason::SnatNoFlow);
-        };
-        if fl.backend != k.src || fl.backend_port != k.sport || fl.proto != k.proto {
-            return Verdict::Pass(PassReason::SnatNoFlow);
-        }
         if p.ttl <= 1 {
             return self.time_exceeded(hops, f, p);
         }

@@ -1,34 +1,52 @@
-//! The reverse (reply) direction: SNAT port -> flow, shared by all workers.
+//! The reverse (reply) direction: the reply's 5-tuple -> flow, shared by all
+//! workers.
 //!
 //! # How a reply finds its flow
-//! A new flow is masqueraded to one of the gateway's SNAT addresses and a
-//! port taken from the *creating worker's own slice* of the SNAT port range.
-//! The backend's reply comes back to that address and port, but the NIC's RSS
-//! hashes the translated tuple, so the reply may land on any RX queue, and an
-//! XDP program can only hand a frame to the socket of the queue it arrived on.
+//! A backend's reply is addressed to the flow's SNAT address and port (or,
+//! without SNAT, to the client itself), but the NIC's RSS hashes the
+//! translated tuple, so the reply may land on any RX queue, and an XDP
+//! program can only hand a frame to the socket of the queue it arrived on.
+//! So every worker must be able to translate any reply.
 //!
-//! svcgate therefore makes the reverse entry readable by every worker: it
-//! lives in one shared array indexed directly by (SNAT address, protocol,
-//! port), so the reply path does no hashing at all, just one indexed load,
-//! and any worker can translate any reply on the queue it arrived on. No
-//! hand-off ring is needed, so a reply costs no extra queueing or copies.
+//! svcgate keeps one shared hash table keyed by the reply's 5-tuple exactly
+//! as it arrives (source = backend address and port, destination = SNAT
+//! address and port, protocol). The key holds the backend, so an SNAT port
+//! only has to be unique per (SNAT address, protocol, backend address,
+//! backend port), as in Linux's `nf_nat`: one SNAT address carries 28k flows
+//! (the default port range) *per backend*, not for the whole gateway.
 //!
-//! Each slot is written only by the worker that owns its port (the port names
-//! the owner: worker `w` owns `[lo + w·span, lo + (w+1)·span)`), so there is
-//! one writer per slot. Readers use a sequence lock built from atomics: the
-//! writer makes the sequence odd, stores the words, makes it even; a reader
-//! retries (once) or gives up if the sequence moved. No `unsafe`, no locks.
-//! A reader that sees a recycled slot is caught by the validation the reply
-//! path does anyway (the reply must come from the flow's backend address and
-//! port).
+//! Layout: as the per-worker flow table (`conntrack`), a compact array of
+//! signature buckets (8 × 16-bit signatures per 16-byte bucket) beside
+//! 64-byte slots, slot `s` of bucket `b` being entry `b * 8 + s`; a key has
+//! two candidate buckets and lives in either (no displacement). A lookup
+//! reads two signature words per bucket and, on a match, one slot line.
 //!
-//! Fields that any worker updates (last reply time, TCP flags from the
-//! backend) are separate atomics outside the sequence lock.
+//! # Concurrency (no locks, no `unsafe`)
+//! - *Claiming a slot*: a signature lane that is zero is free. Any worker
+//!   claims one by a compare-and-swap of its 64-bit signature word from the
+//!   value it read to the same with its signature in the free lane, and then
+//!   owns that slot until it frees it: one writer per slot.
+//! - *Writing*: the owner writes the slot's words inside a sequence lock
+//!   (sequence odd, words, sequence even); readers retry once or give up if
+//!   the sequence moved, and compare the whole key, so a reader that raced a
+//!   claim, a free or a reuse either sees the slot's old key, cleared, or the
+//!   new one: never a torn mix.
+//! - *Freeing*: the owner clears the key (under the sequence lock), then its
+//!   signature lane (an atomic AND).
+//! - *Uniqueness*: a worker allocates SNAT ports only from its own slice of
+//!   the port range (`ports_of`), so no two workers can create the same
+//!   reply key, and "is this tuple free?" followed by an insert needs no lock.
+//!
+//! Fields that any worker updates (last reply time, flags from the backend,
+//! the cached hop toward the client) are separate atomics outside the
+//! sequence lock.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-/// The reverse translation of one flow.
+use super::conntrack::{lanes_equal, probe, FlowKey, BUCKET_SLOTS, EMPTY_SIG, LANES};
+
+/// Where a reply is translated to: the client and what it dialled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RevFlow {
     /// The client's address (the reply's new destination).
@@ -39,14 +57,14 @@ pub struct RevFlow {
     pub frontend: u32,
     /// The frontend port.
     pub frontend_port: u16,
-    /// The backend address the reply must come from.
-    pub backend: u32,
-    /// The backend port the reply must come from.
-    pub backend_port: u16,
-    /// IP protocol.
-    pub proto: u8,
-    /// The flow's slot in the owner's forward table.
-    pub owner_slot: u32,
+}
+
+impl RevFlow {
+    /// The translation back to the client of the client's packet `k`.
+    #[inline(always)]
+    pub const fn of(k: &FlowKey) -> Self {
+        Self { client: k.src, client_port: k.sport, frontend: k.dst, frontend_port: k.dport }
+    }
 }
 
 /// Flags shared between directions.
@@ -59,32 +77,38 @@ pub mod flags {
     pub const RST: u8 = 0x04;
 }
 
+/// One reply key and its translation: 48 bytes used of a cache line, so
+/// that a lookup touches one line per candidate.
 #[derive(Debug, Default)]
 #[repr(align(64))]
 struct Slot {
     seq: AtomicU32,
     last_seen: AtomicU32,
-    flags: AtomicU8,
     /// Cached next hop toward the client: hop index | generation << 16.
     hop: AtomicU32,
-    w0: AtomicU64,
-    w1: AtomicU64,
-    w2: AtomicU64,
+    flags: AtomicU8,
+    /// Reply key words ([`FlowKey::words`]); `k1 == 0` when free.
+    k0: AtomicU64,
+    k1: AtomicU64,
+    /// client << 32 | frontend.
+    v0: AtomicU64,
+    /// client port << 16 | frontend port.
+    v1: AtomicU64,
 }
+
+/// Eight signatures of one bucket, four to an atomic word.
+type SigBucket = [AtomicU64; 2];
 
 /// The shared reverse table.
 #[derive(Debug)]
 pub struct ReverseTable {
+    sigs: Box<[SigBucket]>,
     slots: Box<[Slot]>,
+    buckets: u32,
     addrs: Box<[u32]>,
     lo: u16,
     span: u16,
     workers: u16,
-}
-
-#[inline(always)]
-const fn proto_index(proto: u8) -> usize {
-    (proto == 17) as usize
 }
 
 /// The configuration error of a reverse table.
@@ -107,8 +131,11 @@ pub enum ReverseError {
 
 impl ReverseTable {
     /// A table for these SNAT addresses and the port range `lo..=hi`, split
-    /// evenly between `workers` workers.
-    pub fn new(addrs: &[Ipv4Addr], lo: u16, hi: u16, workers: u16) -> Result<Self, ReverseError> {
+    /// evenly between `workers` workers, holding up to `flows` flows (every
+    /// worker's flow-table capacity together: each flow has one reply key).
+    /// It gets 25% more slots than that, so that the two candidate buckets
+    /// of a key are both full only very rarely even when every flow table is.
+    pub fn new(addrs: &[Ipv4Addr], lo: u16, hi: u16, workers: u16, flows: usize) -> Result<Self, ReverseError> {
         if addrs.is_empty() {
             return Err(ReverseError::NoAddress);
         }
@@ -118,14 +145,22 @@ impl ReverseTable {
         if hi < lo || span < 16 {
             return Err(ReverseError::RangeTooSmall { lo, hi, workers });
         }
-        let n = addrs.len() * 2 * span as usize * usize::from(workers);
+        let slots = (flows + flows / 4).max(4 * BUCKET_SLOTS);
+        let buckets = slots.div_ceil(BUCKET_SLOTS).min(u32::MAX as usize / BUCKET_SLOTS) as u32;
         Ok(Self {
-            slots: (0..n).map(|_| Slot::default()).collect(),
+            sigs: (0..buckets).map(|_| SigBucket::default()).collect(),
+            slots: (0..buckets as usize * BUCKET_SLOTS).map(|_| Slot::default()).collect(),
+            buckets,
             addrs: addrs.iter().map(|a| u32::from(*a)).collect(),
             lo,
             span: span as u16,
             workers,
         })
+    }
+
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     /// The SNAT addresses (big-endian `u32`).
@@ -140,7 +175,7 @@ impl ReverseTable {
         self.addrs.iter().position(|&a| a == addr)
     }
 
-    /// The ports worker `w` owns.
+    /// The ports worker `w` allocates from.
     pub fn ports_of(&self, w: u16) -> std::ops::RangeInclusive<u16> {
         let start = self.lo + w * self.span;
         start..=start + (self.span - 1)
@@ -152,7 +187,7 @@ impl ReverseTable {
         (self.lo, hi as u16)
     }
 
-    /// The worker that owns `port`, if it is in the range.
+    /// The worker that allocates `port`, if it is in the range.
     #[inline(always)]
     pub fn owner_of(&self, port: u16) -> Option<u16> {
         let off = port.checked_sub(self.lo)?;
@@ -160,108 +195,145 @@ impl ReverseTable {
         (w < self.workers).then_some(w)
     }
 
-    /// The slot index of (SNAT address index, protocol, port); `port` must be
-    /// in the range (see [`ReverseTable::owner_of`]). Only the range is
-    /// indexed, so the table costs 64 bytes per address, protocol and port of
-    /// the range (3.6 MiB per address with the default range).
+    /// True when `(addr, port)` is an SNAT address and a port of the range:
+    /// what a reply to a masqueraded flow is addressed to.
     #[inline(always)]
-    pub fn index(&self, addr_idx: usize, proto: u8, port: u16) -> u32 {
-        let nports = usize::from(self.span) * usize::from(self.workers);
-        ((addr_idx * 2 + proto_index(proto)) * nports + usize::from(port.wrapping_sub(self.lo))) as u32
+    pub fn is_snat(&self, addr: u32, port: u16) -> bool {
+        self.owner_of(port).is_some() && self.addrs.contains(&addr)
     }
 
-    /// Every slot index worker `w` owns for `proto`, addresses interleaved
-    /// (consecutive allocations spread over the SNAT addresses).
-    pub fn owned_slots(&self, w: u16, proto: u8) -> impl Iterator<Item = u32> + '_ {
-        let ports = self.ports_of(w);
-        let naddr = self.addrs.len();
-        ports.flat_map(move |port| (0..naddr).map(move |ai| self.index(ai, proto, port)))
+    #[inline(always)]
+    fn sig_words(&self, b: u32) -> [u64; 2] {
+        self.sigs
+            .get(b as usize)
+            .map_or([u64::MAX; 2], |w| [w[0].load(Ordering::Relaxed), w[1].load(Ordering::Relaxed)])
     }
 
-    /// The SNAT address (big-endian `u32`) and port of slot `idx`.
+    /// The slot holding reply key `key` and the flow there, if any.
     #[inline]
-    pub fn addr_port_of(&self, idx: u32) -> (u32, u16) {
-        let nports = u32::from(self.span) * u32::from(self.workers);
-        let port = self.lo.wrapping_add((idx % nports) as u16);
-        let ai = (idx / nports / 2) as usize;
-        (self.addrs.get(ai).copied().unwrap_or(0), port)
+    pub fn find(&self, key: &FlowKey) -> Option<(u32, RevFlow)> {
+        let (k0, k1) = key.words();
+        let p = probe(FlowKey::hash_words(k0, k1), self.buckets);
+        let (s1, s2) = (self.sig_words(p.b1), self.sig_words(p.b2));
+        // Bit s: slot s of the first bucket; bit 8 + s: of the second.
+        let mut m = crate::xsk::match_sigs2(&s1, &s2, p.sig);
+        while m != 0 {
+            let bit = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let b = if bit < BUCKET_SLOTS { p.b1 } else { p.b2 } as usize;
+            let idx = (b * BUCKET_SLOTS + bit % BUCKET_SLOTS) as u32;
+            if let Some(f) = self.read_if(idx, k0, k1) {
+                return Some((idx, f));
+            }
+        }
+        None
     }
 
-    /// Writes a flow into `idx`. Only the owner of the port may call this.
-    pub fn publish(&self, idx: u32, f: &RevFlow, now: u32) {
-        let Some(s) = self.slots.get(idx as usize) else { return };
-        let seq = s.seq.load(Ordering::Relaxed);
-        s.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
-        fence(Ordering::Release);
-        s.w0.store((u64::from(f.client) << 32) | u64::from(f.frontend), Ordering::Relaxed);
-        s.w1.store(
-            (u64::from(f.backend) << 32) | (u64::from(f.client_port) << 16) | u64::from(f.frontend_port),
-            Ordering::Relaxed,
-        );
-        s.w2.store(
-            (u64::from(f.backend_port) << 48) | (u64::from(f.proto) << 32) | u64::from(f.owner_slot),
-            Ordering::Relaxed,
-        );
-        s.last_seen.store(now, Ordering::Relaxed);
-        s.flags.store(0, Ordering::Relaxed);
-        s.hop.store(u32::MAX, Ordering::Relaxed);
-        s.seq.store(seq.wrapping_add(2), Ordering::Release);
-    }
-
-    /// Points `idx` at a new forward-table slot (after the owner's table moved
-    /// the flow). Only the owner of the port may call this.
-    pub fn set_owner_slot(&self, idx: u32, owner_slot: u32) {
-        let Some(s) = self.slots.get(idx as usize) else { return };
-        let seq = s.seq.load(Ordering::Relaxed);
-        s.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
-        fence(Ordering::Release);
-        let w2 = s.w2.load(Ordering::Relaxed);
-        s.w2.store((w2 & !0xffff_ffff) | u64::from(owner_slot), Ordering::Relaxed);
-        s.seq.store(seq.wrapping_add(2), Ordering::Release);
-    }
-
-    /// Frees `idx`. Only the owner of the port may call this.
-    pub fn clear(&self, idx: u32) {
-        let Some(s) = self.slots.get(idx as usize) else { return };
-        let seq = s.seq.load(Ordering::Relaxed);
-        s.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
-        fence(Ordering::Release);
-        s.w2.store(0, Ordering::Relaxed);
-        s.seq.store(seq.wrapping_add(2), Ordering::Release);
-    }
-
-    /// Reads the flow in `idx`, if the slot is in use and was read consistently.
+    /// True when some flow holds reply key `key`.
     #[inline]
-    pub fn read(&self, idx: u32) -> Option<RevFlow> {
+    pub fn contains(&self, key: &FlowKey) -> bool {
+        self.find(key).is_some()
+    }
+
+    /// The flow in `idx` if it holds the key `(k0, k1)`, read consistently.
+    #[inline(always)]
+    fn read_if(&self, idx: u32, k0: u64, k1: u64) -> Option<RevFlow> {
         let s = self.slots.get(idx as usize)?;
         for _ in 0..2 {
             let s1 = s.seq.load(Ordering::Acquire);
             if s1 & 1 != 0 {
                 continue;
             }
-            let w0 = s.w0.load(Ordering::Relaxed);
-            let w1 = s.w1.load(Ordering::Relaxed);
-            let w2 = s.w2.load(Ordering::Relaxed);
+            let (a, b) = (s.k0.load(Ordering::Relaxed), s.k1.load(Ordering::Relaxed));
+            let (v0, v1) = (s.v0.load(Ordering::Relaxed), s.v1.load(Ordering::Relaxed));
             fence(Ordering::Acquire);
             if s.seq.load(Ordering::Relaxed) != s1 {
                 continue;
             }
-            let proto = (w2 >> 32) as u8;
-            if proto == 0 {
+            if a != k0 || b != k1 {
                 return None;
             }
             return Some(RevFlow {
-                client: (w0 >> 32) as u32,
-                frontend: w0 as u32,
-                backend: (w1 >> 32) as u32,
-                client_port: (w1 >> 16) as u16,
-                frontend_port: w1 as u16,
-                backend_port: (w2 >> 48) as u16,
-                proto,
-                owner_slot: w2 as u32,
+                client: (v0 >> 32) as u32,
+                frontend: v0 as u32,
+                client_port: (v1 >> 16) as u16,
+                frontend_port: v1 as u16,
             });
         }
         None
+    }
+
+    /// Enters reply key `key` with its translation, in a free slot of one of
+    /// its two buckets, which the caller then owns until [`Self::remove`].
+    /// `None` when both buckets are full. The key must not be present (the
+    /// caller checked with [`Self::contains`] and allocates from its own
+    /// port slice, see the module doc).
+    pub fn insert(&self, key: &FlowKey, f: &RevFlow, now: u32) -> Option<u32> {
+        let (k0, k1) = key.words();
+        let p = probe(FlowKey::hash_words(k0, k1), self.buckets);
+        // The emptier bucket first (two choices: buckets fill evenly, so
+        // both candidates are full only near capacity). Lookups read both
+        // buckets anyway. A racing insert may change the counts: harmless.
+        let free = |b: u32| {
+            let w = self.sig_words(b);
+            (lanes_equal(w[0], EMPTY_SIG) | lanes_equal(w[1], EMPTY_SIG) >> 1).count_ones()
+        };
+        let order = if free(p.b2) > free(p.b1) { [p.b2, p.b1] } else { [p.b1, p.b2] };
+        for b in order {
+            let Some(words) = self.sigs.get(b as usize) else { continue };
+            for (w, word) in words.iter().enumerate() {
+                let mut cur = word.load(Ordering::Relaxed);
+                loop {
+                    let free = lanes_equal(cur, EMPTY_SIG);
+                    if free == 0 {
+                        break;
+                    }
+                    let lane = (free.trailing_zeros() / 16) as usize;
+                    let claimed = cur | u64::from(p.sig) << (16 * lane);
+                    match word.compare_exchange_weak(cur, claimed, Ordering::AcqRel, Ordering::Relaxed) {
+                        Ok(_) => {
+                            let idx = (b as usize * BUCKET_SLOTS + w * LANES + lane) as u32;
+                            self.write(idx, k0, k1, f, now);
+                            return Some(idx);
+                        }
+                        Err(now_there) => cur = now_there,
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Writes a claimed slot (owner only).
+    fn write(&self, idx: u32, k0: u64, k1: u64, f: &RevFlow, now: u32) {
+        let Some(s) = self.slots.get(idx as usize) else { return };
+        let seq = s.seq.load(Ordering::Relaxed);
+        s.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        s.k0.store(k0, Ordering::Relaxed);
+        s.k1.store(k1, Ordering::Relaxed);
+        s.v0.store(u64::from(f.client) << 32 | u64::from(f.frontend), Ordering::Relaxed);
+        s.v1.store(u64::from(f.client_port) << 16 | u64::from(f.frontend_port), Ordering::Relaxed);
+        s.last_seen.store(now, Ordering::Relaxed);
+        s.flags.store(0, Ordering::Relaxed);
+        s.hop.store(u32::MAX, Ordering::Relaxed);
+        s.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Frees `idx`. Only the worker that inserted it may call this.
+    pub fn remove(&self, idx: u32) {
+        let Some(s) = self.slots.get(idx as usize) else { return };
+        let seq = s.seq.load(Ordering::Relaxed);
+        s.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        s.k0.store(0, Ordering::Relaxed);
+        s.k1.store(0, Ordering::Relaxed);
+        s.seq.store(seq.wrapping_add(2), Ordering::Release);
+        let (b, lane) = (idx as usize / BUCKET_SLOTS, idx as usize % BUCKET_SLOTS);
+        if let Some(words) = self.sigs.get(b) {
+            // Release: whoever claims the lane next sees the slot cleared.
+            words[lane / LANES].fetch_and(!(0xffff << (16 * (lane % LANES))), Ordering::Release);
+        }
     }
 
     /// Records a reply at `now` with TCP-ish `flags`; any worker may call this.
@@ -309,22 +381,24 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
+    const SNAT: u32 = 0xc612_0901; // 198.18.9.1
+
+    fn table(flows: usize) -> ReverseTable {
+        ReverseTable::new(&[Ipv4Addr::from(SNAT)], 1024, 65535, 1, flows).unwrap()
+    }
+
+    /// The reply key of a flow to backend `i` from SNAT port `port`.
+    fn key(i: u32, port: u16, proto: u8) -> FlowKey {
+        FlowKey { src: 0xc613_0000 | i, dst: SNAT, sport: 8080, dport: port, proto }
+    }
+
     fn flow(i: u32) -> RevFlow {
-        RevFlow {
-            client: i,
-            client_port: i as u16,
-            frontend: !i,
-            frontend_port: 80,
-            backend: i.wrapping_mul(3),
-            backend_port: 8080,
-            proto: 6,
-            owner_slot: i,
-        }
+        RevFlow { client: i, client_port: i as u16, frontend: !i, frontend_port: i as u16 ^ 0x5555 }
     }
 
     #[test]
     fn ports_split_between_workers() {
-        let t = ReverseTable::new(&["198.18.9.1".parse().unwrap()], 1024, 65535, 2).unwrap();
+        let t = ReverseTable::new(&[Ipv4Addr::from(SNAT)], 1024, 65535, 2, 100).unwrap();
         assert_eq!(t.ports_of(0), 1024..=33279);
         assert_eq!(t.ports_of(1), 33280..=65535);
         assert_eq!(t.port_range(), (1024, 65535));
@@ -332,36 +406,60 @@ mod tests {
         assert_eq!(t.owner_of(33279), Some(0));
         assert_eq!(t.owner_of(33280), Some(1));
         assert_eq!(t.owner_of(80), None);
-        assert!(matches!(ReverseTable::new(&[], 1, 2, 1), Err(ReverseError::NoAddress)));
-        assert!(ReverseTable::new(&["198.18.9.1".parse().unwrap()], 1000, 1010, 1).is_err());
+        assert!(t.is_snat(SNAT, 2000) && !t.is_snat(SNAT, 80) && !t.is_snat(SNAT + 1, 2000));
+        assert!(matches!(ReverseTable::new(&[], 1, 2, 1, 1), Err(ReverseError::NoAddress)));
+        assert!(ReverseTable::new(&[Ipv4Addr::from(SNAT)], 1000, 1010, 1, 1).is_err());
     }
 
     #[test]
-    fn publish_read_clear() {
-        let t = ReverseTable::new(&["198.18.9.1".parse().unwrap()], 1024, 65535, 1).unwrap();
-        let idx = t.index(0, 17, 5000);
-        assert_eq!(t.read(idx), None);
-        let f = RevFlow { proto: 17, ..flow(7) };
-        t.publish(idx, &f, 42);
-        assert_eq!(t.read(idx), Some(f));
-        assert_eq!(t.read(t.index(0, 6, 5000)), None, "TCP and UDP are separate");
+    fn insert_find_remove() {
+        let t = table(100);
+        let k = key(1, 5000, 17);
+        assert_eq!(t.find(&k), None);
+        let idx = t.insert(&k, &flow(7), 42).unwrap();
+        assert_eq!(t.find(&k), Some((idx, flow(7))));
+        assert!(!t.contains(&key(1, 5000, 6)), "TCP and UDP are separate");
         t.touch(idx, 50, flags::REPLIED);
         assert_eq!(t.reply_state(idx), (50, flags::REPLIED));
-        t.clear(idx);
-        assert_eq!(t.read(idx), None);
+        t.remove(idx);
+        assert_eq!(t.find(&k), None);
+        // The freed slot is claimable again, and starts with clean reply state.
+        let idx2 = t.insert(&k, &flow(8), 60).unwrap();
+        assert_eq!(t.reply_state(idx2), (60, 0));
+    }
+
+    #[test]
+    fn one_port_serves_many_backends() {
+        // The same SNAT address and port, toward 1000 backends: 1000 flows.
+        let t = table(1000);
+        let idx: Vec<u32> = (0..1000).map(|i| t.insert(&key(i, 40000, 6), &flow(i), 0).unwrap()).collect();
+        for i in 0..1000 {
+            assert_eq!(t.find(&key(i, 40000, 6)), Some((idx[i as usize], flow(i))));
+        }
+        assert!(!t.contains(&key(1000, 40000, 6)));
+    }
+
+    #[test]
+    fn fills_to_its_flow_capacity() {
+        // Every key of the declared capacity fits (the 25% headroom).
+        let n = 20_000;
+        let t = table(n);
+        for i in 0..n as u32 {
+            assert!(t.insert(&key(i / 16, 1024 + (i % 16) as u16, 6), &flow(i), 0).is_some(), "{i}");
+        }
     }
 
     #[test]
     fn readers_never_see_torn_flows() {
-        let t = Arc::new(ReverseTable::new(&["198.18.9.1".parse().unwrap()], 1024, 65535, 1).unwrap());
-        let idx = t.index(0, 6, 2000);
+        let t = Arc::new(table(64));
+        let k = key(3, 2000, 6);
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
             let (t, stop) = (Arc::clone(&t), Arc::clone(&stop));
             std::thread::spawn(move || {
                 let mut seen = 0u32;
                 while !stop.load(Ordering::Relaxed) {
-                    if let Some(f) = t.read(idx) {
+                    if let Some((_, f)) = t.find(&k) {
                         // Every field derives from one i: a torn read breaks this.
                         assert_eq!(f, flow(f.client), "torn read");
                         seen += 1;
@@ -371,12 +469,44 @@ mod tests {
             })
         };
         for i in 1..200_000u32 {
-            t.publish(idx, &flow(i), i);
-            if i % 7 == 0 {
-                t.clear(idx);
+            let idx = t.insert(&k, &flow(i), i).unwrap();
+            if i % 7 != 0 {
+                t.remove(idx);
+            } else {
+                // Another key in between, so slots are reused for other keys.
+                let other = t.insert(&key(4, 2000, 6), &flow(i + 1), i).unwrap();
+                t.remove(idx);
+                t.remove(other);
             }
         }
         stop.store(true, Ordering::Relaxed);
         assert!(reader.join().unwrap() > 0);
+    }
+
+    #[test]
+    fn workers_claim_slots_concurrently_without_losing_one() {
+        // Two writers fill the same small table with disjoint keys (as two
+        // workers with their own port slices do): every insert lands in its
+        // own slot and every key is found afterwards.
+        let t = Arc::new(table(4000));
+        let writers: Vec<_> = (0..2u32)
+            .map(|w| {
+                let t = Arc::clone(&t);
+                std::thread::spawn(move || {
+                    (0..2000u32)
+                        .map(|i| t.insert(&key(i, 1024 + w as u16, 6), &flow(i), 0).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<u32> = writers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        for w in 0..2u16 {
+            for i in 0..2000 {
+                assert_eq!(t.find(&key(i, 1024 + w, 6)).map(|(_, f)| f), Some(flow(i)));
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 4000, "two writers claimed one slot");
     }
 }

@@ -78,8 +78,14 @@ reasons! {
         TcpNoFlow => "tcp_no_flow",
         /// A tracked TCP flow's backend was removed; the client got a RST.
         BackendGone => "backend_gone",
-        /// No SNAT port is free in this worker's range.
+        /// No SNAT address and port of this worker's slice is free toward
+        /// the chosen backend, and no flow without a reply could be
+        /// reclaimed for one.
         PortsExhausted => "ports_exhausted",
+        /// Both candidate buckets of the flow's reply key in the shared
+        /// reverse table were full (sized with 25% headroom over every
+        /// worker's flow capacity, so this is rare).
+        ReplyTableFull => "reply_table_full",
         /// No route to the backend or client.
         NoRoute => "no_route",
         /// A reject (RST / ICMP) or ICMP error could not be built in the buffer.

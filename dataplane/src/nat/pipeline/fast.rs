@@ -18,14 +18,15 @@
 //! - [`forward_established`] applies the flow's precomputed translation
 //!   (address and port rewrite, checksum deltas with the TTL decrement folded
 //!   in, the cached next hop's MACs) with fixed-offset stores, refreshes the
-//!   flow's timestamp and counts the Service's packet. It declines, having
+//!   flow's timestamp (and, for the ACK that completes a TCP handshake, its
+//!   assured bit) and counts the Service's packet. It declines, having
 //!   changed nothing, whenever the general path has more to do: TCP SYN, FIN
 //!   or RST (connection state), TTL 1 (ICMP time exceeded), a table or
 //!   next-hop generation other than the flow's (revalidation), a hop index
 //!   out of range, or a frame shorter than [`COMMON_LEN`].
-//! - [`reply`] does the same for a backend's reply to a tracked flow (SNAT
-//!   slot read and checked, hop toward the client cached), declining
-//!   whatever `Worker::reply` would do more than translate.
+//! - [`reply`] does the same for a backend's reply to a tracked flow (reply
+//!   key found in the shared reverse table, hop toward the client cached),
+//!   declining whatever `Worker::reply` would do more than translate.
 //! - [`run`] takes frames through these while it can, over the flow table
 //!   borrowed once ([`FastTable`]: branch-free lookup of both candidate
 //!   buckets), and stops at the first frame the general path must see, with
@@ -37,7 +38,7 @@
 //! general path gives it; the tests at the end of this file and
 //! `tests/fast_path.rs` check that frame by frame.
 
-use super::{deltas, Parsed, ServiceCounter};
+use super::{client_state, deltas, Parsed, ServiceCounter, ASSURED};
 use crate::nat::conntrack::{FastTable, FlowKey, Probe};
 use crate::nat::nexthop::{NextHop, NextHops};
 use crate::nat::reverse::{flags as rflags, ReverseTable};
@@ -218,6 +219,7 @@ pub(super) struct Tally {
 pub(super) fn forward_established(
     ct: &mut FastTable<'_>,
     svc: &mut [ServiceCounter],
+    rev: &ReverseTable,
     hops: &NextHops,
     gens: (u32, u32),
     f: &mut Frame<'_>,
@@ -238,6 +240,10 @@ pub(super) fn forward_established(
     let hop = hops.hop(e.hop)?;
     // Committed: from here on the frame is forwarded.
     e.last_seen = now;
+    if e.state & ASSURED == 0 && c.proto() == IPPROTO_TCP {
+        // Until the handshake's last ACK: one more line read per packet.
+        e.state |= client_state(c.tcp_flags, rev.reply_state(e.rev_slot).1);
+    }
     let addrs = u64::from(e.snat_addr) << 32 | u64::from(e.backend_addr);
     let ports = u32::from(e.snat_port) << 16 | u32::from(e.backend_port);
     rewrite(h, c, addrs, ports, e.ip_delta, e.l4_delta, hop);
@@ -276,21 +282,19 @@ fn rewrite(
 }
 
 /// Translates a backend's reply (a common frame that matched no forward
-/// flow) back to the client, as `Worker::reply` does, when its SNAT slot
-/// holds a flow from that backend and the hop toward the client is cached
-/// for this next-hop generation. Returns the egress port, or `None`, having
-/// changed nothing, for the general path (not to an SNAT address and port,
-/// no such flow, TTL 1, hop not cached).
+/// flow) back to the client, as `Worker::reply` does, when its 5-tuple is
+/// a reply key of the shared reverse table and the hop toward the client
+/// is cached for this next-hop generation. Returns the egress port, or
+/// `None`, having changed nothing, for the general path (not to an SNAT
+/// address and port, no such flow, TTL 1, hop not cached).
 #[inline(always)]
 pub(super) fn reply(rev: &ReverseTable, hops: &NextHops, f: &mut Frame<'_>, c: &Common, now: u32) -> Option<u16> {
     let p = c.parsed();
     let k = &p.key;
-    rev.owner_of(k.dport)?;
-    let idx = rev.index(rev.addr_index(k.dst)?, k.proto, k.dport);
-    let fl = rev.read(idx)?;
-    if fl.backend != k.src || fl.backend_port != k.sport || fl.proto != k.proto || c.ttl <= 1 {
+    if c.ttl <= 1 || !rev.is_snat(k.dst, k.dport) {
         return None;
     }
+    let (idx, fl) = rev.find(k)?;
     let hop = hops.hop(rev.cached_hop(idx, hops.generation())?)?;
     let h: &mut [u8; COMMON_LEN] = f.buf.get_mut(..COMMON_LEN)?.try_into().ok()?;
     // Committed.
@@ -360,7 +364,7 @@ pub(super) fn run(
         let probe = ct.probe(FlowKey::hash_words(c.k0, c.k1));
         let slot = ct.find(c.k0, c.k1, &probe);
         let port = match slot {
-            Some(s) => forward_established(ct, svc, hops, gens, f, &c, s, now),
+            Some(s) => forward_established(ct, svc, rev, hops, gens, f, &c, s, now),
             None => {
                 let port = reply(rev, hops, f, &c, now);
                 tally.replies += u64::from(port.is_some());

@@ -74,6 +74,7 @@ fn services() -> ServiceTable {
                     })
                     .collect(),
             }],
+            forwarding: None,
         })
         .collect();
     ServiceTable::build(&DesiredState { node_ips: vec![], services }, 1).0

@@ -161,6 +161,7 @@ fn desired(with_b2: bool) -> DesiredState {
                 backends: backends(BACKEND_UDP),
             },
         ],
+        forwarding: None,
     };
     let empty = ServiceSpec {
         namespace: "e2e".into(),
@@ -187,6 +188,7 @@ fn desired(with_b2: bool) -> DesiredState {
                 backends: vec![],
             },
         ],
+        forwarding: None,
     };
     DesiredState { node_ips: vec![node_ip()], services: vec![web, empty] }
 }
@@ -214,6 +216,7 @@ fn extra_service() -> ServiceSpec {
                 weight: 1,
             }],
         }],
+        forwarding: None,
     }
 }
 

@@ -88,6 +88,39 @@ pub enum SessionAffinity {
     },
 }
 
+/// How a Service's flows reach their backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ForwardingMode {
+    /// Masquerade: the source becomes one of the gateway's SNAT addresses,
+    /// so replies come back to the gateway whatever the Pods' routes. The
+    /// Pod sees the gateway's address.
+    #[default]
+    Snat,
+    /// Destination NAT only: the Pod sees the client's address; its route
+    /// back to clients must go through the gateway, which translates the
+    /// replies from its connection tracking.
+    Dnat,
+}
+
+impl ForwardingMode {
+    /// The name used in the config and the annotation.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Snat => "snat",
+            Self::Dnat => "dnat",
+        }
+    }
+
+    /// The mode named `s` (`snat`, `dnat`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "snat" => Some(Self::Snat),
+            "dnat" => Some(Self::Dnat),
+            _ => None,
+        }
+    }
+}
+
 /// The conditions of one endpoint, as in an EndpointSlice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EndpointConditions {
@@ -157,6 +190,9 @@ pub struct ServiceSpec {
     pub affinity: SessionAffinity,
     /// `spec.ports`, each with its backends.
     pub ports: Vec<ServicePortSpec>,
+    /// The forwarding mode this Service asks for (the
+    /// `svcgate.io/forwarding-mode` annotation); `None`: the gateway's.
+    pub forwarding: Option<ForwardingMode>,
 }
 
 impl ServiceSpec {

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use crate::maglev::{table_size_for, Maglev, MaglevBackend};
 use crate::model::{
-    BackendSpec, DesiredState, EndpointConditions, Ipv4Net, Protocol, ServicePortSpec, ServiceSpec, ServiceType,
-    SessionAffinity,
+    BackendSpec, DesiredState, EndpointConditions, ForwardingMode, Ipv4Net, Protocol, ServicePortSpec, ServiceSpec,
+    ServiceType, SessionAffinity,
 };
 
 /// A frontend's lookup key: destination address, protocol and port, as the
@@ -163,6 +163,8 @@ pub struct ServiceEntry {
     pub affinity_timeout_secs: Option<u32>,
     /// `loadBalancerSourceRanges`; empty allows every source.
     pub source_ranges: Box<[Ipv4Net]>,
+    /// The Service's own forwarding mode; `None`: the gateway's.
+    pub forwarding: Option<ForwardingMode>,
 }
 
 impl ServiceEntry {
@@ -230,6 +232,7 @@ impl ServiceEntry {
             maglev,
             affinity_timeout_secs,
             source_ranges: source_ranges.to_vec().into_boxed_slice(),
+            forwarding: None,
         }
     }
 
@@ -452,7 +455,8 @@ pub fn service_entries<'a>(
     for (j, port) in ports {
         let like = out.last().map(|(_, e)| e);
         let id = ServicePortId::of(svc, port, like.map(|e| &e.id));
-        let entry = ServiceEntry::new_like(id, &port.backends, svc.affinity, &svc.source_ranges, like);
+        let mut entry = ServiceEntry::new_like(id, &port.backends, svc.affinity, &svc.source_ranges, like);
+        entry.forwarding = svc.forwarding;
         out.push((j, entry));
     }
     out
@@ -541,6 +545,7 @@ mod tests {
             source_ranges: vec![],
             affinity: SessionAffinity::None,
             ports,
+            forwarding: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! queues = 1                      # RX queues per interface = workers
 //! cores = [1]                     # pin worker q to cores[q % len]; [] = no pinning
 //! xdp_mode = "auto"               # auto | native | generic
+//! mode = "snat"                   # snat: masquerade; dnat: keep the client's address (Pods route back via the gateway)
 //! snat_addrs = ["198.18.2.1"]     # masquerade addresses (replies come back to them)
 //! snat_ports = [32768, 60999]     # inclusive; keep clear of 30000-32767 if an SNAT address is a node IP
 //! conntrack_capacity = 1048576    # flows per worker
@@ -34,6 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use svcgate_common::model::ForwardingMode;
 use svcgate_common::publish::Publisher;
 use svcgate_common::table::ServiceTable;
 use svcgate_dataplane::gateway::{Gateway, GatewayConfig, GatewayError, StatsHandle};
@@ -57,6 +59,10 @@ pub struct DataplaneConfig {
     /// `auto`, `native` or `generic`.
     #[serde(default = "auto")]
     pub xdp_mode: String,
+    /// `snat` or `dnat`: the forwarding mode of Services without the
+    /// `svcgate.io/forwarding-mode` annotation.
+    #[serde(default = "default_mode")]
+    pub mode: String,
     /// SNAT addresses.
     pub snat_addrs: Vec<Ipv4Addr>,
     /// SNAT port range, inclusive.
@@ -154,6 +160,9 @@ fn default_ring_size() -> u32 {
 fn default_capacity() -> usize {
     1 << 20
 }
+fn default_mode() -> String {
+    ForwardingMode::default().as_str().into()
+}
 fn default_pressure() -> u8 {
     NatConfig::default().pressure_percent
 }
@@ -200,7 +209,13 @@ impl DataplaneConfig {
             )));
         }
         c.timeouts.to_timeouts()?;
+        c.forwarding_mode()?;
         Ok(Some(c))
+    }
+
+    fn forwarding_mode(&self) -> Result<ForwardingMode, DataplaneError> {
+        ForwardingMode::parse(&self.mode)
+            .ok_or_else(|| DataplaneError::Config(format!("mode: {:?} is not snat or dnat", self.mode)))
     }
 
     fn gateway_config(&self) -> Result<GatewayConfig, DataplaneError> {
@@ -216,6 +231,7 @@ impl DataplaneConfig {
             cores: self.cores.clone(),
             xdp_mode,
             nat: NatConfig {
+                mode: self.forwarding_mode()?,
                 snat_addrs: self.snat_addrs.clone(),
                 snat_ports: (self.snat_ports[0], self.snat_ports[1]),
                 conntrack_capacity: self.conntrack_capacity,
@@ -420,6 +436,9 @@ mod tests {
         .unwrap();
         let g = c.gateway_config().unwrap();
         assert_eq!(g.nat.pressure_percent, 75);
+        assert_eq!(g.nat.mode, ForwardingMode::Snat);
+        let dnat = DataplaneConfig::from_table(&table(&format!("mode = \"dnat\"\n{base}"))).unwrap().unwrap();
+        assert_eq!(dnat.gateway_config().unwrap().nat.mode, ForwardingMode::Dnat);
         assert_eq!(g.nat.timeouts.tcp_closing_ms, 10_000);
         assert_eq!(g.nat.timeouts.tcp_syn_pressure_ms, 2_000);
         assert_eq!(g.nat.timeouts.tcp_syn_ms, Timeouts::default().tcp_syn_ms);
@@ -427,6 +446,7 @@ mod tests {
             ("conntrack_pressure_percent = 0\n", "conntrack_pressure_percent"),
             ("[timeouts]\nudp = 0\n", "timeouts.udp"),
             ("[timeouts]\ntcp_fin = 3\n", "unknown field"),
+            ("mode = \"dsr\"\n", "mode: \"dsr\" is not snat or dnat"),
         ] {
             let e = DataplaneConfig::from_table(&table(&format!("{base}{bad}"))).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

@@ -38,8 +38,8 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use svcgate_common::model::{
-    BackendSpec, DesiredState, EndpointConditions, Ipv4Net, Protocol, ServicePortSpec, ServiceSpec, ServiceType,
-    SessionAffinity,
+    BackendSpec, DesiredState, EndpointConditions, ForwardingMode, Ipv4Net, Protocol, ServicePortSpec, ServiceSpec,
+    ServiceType, SessionAffinity,
 };
 
 use crate::error::LoadError;
@@ -238,7 +238,12 @@ struct Draft {
     publish_not_ready: bool,
     wants_node_ports: bool,
     ports: Vec<DraftPort>,
+    forwarding: Option<ForwardingMode>,
 }
+
+/// The annotation a Service sets to pick its own forwarding mode (`snat` or
+/// `dnat`) instead of the gateway's `mode`.
+pub const FORWARDING_ANNOTATION: &str = "svcgate.io/forwarding-mode";
 
 enum Validated {
     Draft(Box<Draft>),
@@ -534,6 +539,19 @@ fn validate_service(sourced: &Sourced, svc: &Service, cfg: &ResolveConfig) -> Re
             SessionAffinity::None
         }
     };
+    let forwarding = match svc.metadata.annotations.as_ref().and_then(|a| a.get(FORWARDING_ANNOTATION)) {
+        None => None,
+        Some(v) => match ForwardingMode::parse(v) {
+            Some(m) => Some(m),
+            None => {
+                c.err(
+                    format!("metadata.annotations[{FORWARDING_ANNOTATION}]"),
+                    format!("Unsupported value: {v:?}: supported values: \"dnat\", \"snat\""),
+                );
+                None
+            }
+        },
+    };
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
@@ -554,6 +572,7 @@ fn validate_service(sourced: &Sourced, svc: &Service, cfg: &ResolveConfig) -> Re
         publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
         wants_node_ports,
         ports,
+        forwarding,
     })))
 }
 
@@ -887,6 +906,7 @@ pub fn resolve(
             source_ranges: d.source_ranges.clone(),
             affinity: d.affinity,
             ports,
+            forwarding: d.forwarding,
         });
         out.origins.push(d.origin.clone());
         out.applied.insert(d.key, d.source);

@@ -7,6 +7,9 @@
 //   - (daddr, proto, dport) is a frontend (VIP:port, NodeIP:nodePort, LB IP:port)
 //   - daddr is an SNAT address and dport lies in the SNAT port range (replies
 //     of SNAT'ed flows)
+//   - (saddr, proto, sport) is a backend of a Service forwarded in dnat mode
+//     (replies of flows that kept the client's address: they are addressed
+//     to the client, so only their source tells them apart)
 // Everything else -- ARP, IPv6, ICMP, non-first fragments, the node's own
 // traffic -- is XDP_PASS'ed to the kernel untouched. A queue without a bound
 // socket also passes (bpf_redirect_map's fallback action), so a stopped
@@ -27,6 +30,7 @@
 
 #define MAX_QUEUES 64
 #define MAX_FRONTENDS 65536
+#define MAX_SOURCES 262144
 #define MAX_SNAT_ADDRS 64
 
 #ifndef ETH_P_8021Q
@@ -76,6 +80,15 @@ struct {
 	__type(value, __u8);
 } frontends SEC(".maps");
 
+// Backends of dnat-mode Services, keyed like frontends but by source
+// address and port.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SOURCES);
+	__type(key, struct frontend_key);
+	__type(value, __u8);
+} sources SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_SNAT_ADDRS);
@@ -105,7 +118,7 @@ static __always_inline int count(__u32 which, int action)
 	return action;
 }
 
-static __always_inline int is_steered(__be32 daddr, __u8 proto, __be16 dport)
+static __always_inline int is_steered(__be32 saddr, __be32 daddr, __u8 proto, __be16 sport, __be16 dport)
 {
 	struct frontend_key key = {
 		.daddr = daddr,
@@ -114,6 +127,15 @@ static __always_inline int is_steered(__be32 daddr, __u8 proto, __be16 dport)
 		.pad = 0,
 	};
 	if (bpf_map_lookup_elem(&frontends, &key))
+		return 1;
+
+	struct frontend_key src = {
+		.daddr = saddr,
+		.dport = sport,
+		.proto = proto,
+		.pad = 0,
+	};
+	if (bpf_map_lookup_elem(&sources, &src))
 		return 1;
 
 	if (!bpf_map_lookup_elem(&snat_addrs, &daddr))
@@ -171,7 +193,7 @@ int svcgate_steer(struct xdp_md *ctx)
 	if ((void *)(ports + 2) > data_end)
 		return count(STAT_NOT_STEERED, XDP_PASS);
 
-	if (!is_steered(ip->daddr, l4proto, ports[1]))
+	if (!is_steered(ip->saddr, ip->daddr, l4proto, ports[0], ports[1]))
 		return count(STAT_NOT_STEERED, XDP_PASS);
 
 	int action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);

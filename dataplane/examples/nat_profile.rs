@@ -65,6 +65,7 @@ fn main() {
                     })
                     .collect(),
             }],
+            forwarding: None,
         })
         .collect();
     let table = ServiceTable::build(&DesiredState { node_ips: vec![], services }, 1).0;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use parking_lot::Mutex;
-use svcgate_common::model::Ipv4Net;
+use svcgate_common::model::{ForwardingMode, Ipv4Net};
 use svcgate_common::publish::{Publisher, Reader};
 use svcgate_common::table::ServiceTable;
 
@@ -351,8 +351,17 @@ impl Gateway {
         }
         let fronts: Vec<(Ipv4Addr, u8, u16)> =
             t.frontends().map(|(k, _)| (k.addr, k.protocol.number(), k.port)).collect();
+        // Replies in dnat mode are addressed to clients: steered by source.
+        let mode = self.cfg.nat.mode;
+        let sources: Vec<(Ipv4Addr, u8, u16)> = t
+            .entries()
+            .iter()
+            .filter(|e| e.forwarding.unwrap_or(mode) == ForwardingMode::Dnat)
+            .flat_map(|e| e.backends.iter().map(|b| (b.addr, e.id.protocol.number(), b.port)))
+            .collect();
         for s in &mut self.steering {
             s.set_frontends(&fronts)?;
+            s.set_sources(&sources)?;
         }
         self.steered_gen = Some(t.generation());
         Ok(())

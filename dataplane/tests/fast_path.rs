@@ -48,6 +48,7 @@ fn services(gen: u64, drop_backend: bool) -> ServiceTable {
                 backends: (4..8).filter(keep).map(|i| ready(i, 5353)).collect(),
             },
         ],
+        forwarding: None,
     };
     let (t, warnings) = ServiceTable::build(&DesiredState { node_ips: vec![], services: vec![spec] }, gen);
     assert!(warnings.is_empty(), "{warnings:?}");

@@ -10,7 +10,8 @@
 use std::net::Ipv4Addr;
 
 use svcgate_common::model::{
-    BackendSpec, DesiredState, Ipv4Net, Protocol, ServicePortSpec, ServiceSpec, ServiceType, SessionAffinity,
+    BackendSpec, DesiredState, ForwardingMode, Ipv4Net, Protocol, ServicePortSpec, ServiceSpec, ServiceType,
+    SessionAffinity,
 };
 use svcgate_common::table::ServiceTable;
 use svcgate_dataplane::nat::{DropReason, Frame, NextHops, PassReason, Shared, Verdict, Worker};
@@ -42,6 +43,7 @@ fn svc(name: &str, cluster_ip: Option<Ipv4Addr>, ports: Vec<ServicePortSpec>) ->
         source_ranges: vec![],
         affinity: SessionAffinity::None,
         ports,
+        forwarding: None,
     }
 }
 
@@ -939,4 +941,154 @@ fn syn_timeout_shortens_under_pressure() {
     // The oldest went first: the first client's SYN is no longer tracked.
     let ack = Pkt::new(client_n(0), SPREAD, tcp(30000, 80, ACK));
     assert_eq!(lab.run(0, 0, &ack.build()).0, Verdict::Drop(DropReason::TcpNoFlow));
+}
+
+/// A Service forwarded in dnat mode (its own annotation): TCP 80 and UDP 81
+/// on backend 20.
+const KEEP: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 17);
+
+fn with_keep() -> DesiredState {
+    let mut d = default_desired();
+    d.services.push(ServiceSpec {
+        forwarding: Some(ForwardingMode::Dnat),
+        ..svc(
+            "keep",
+            Some(KEEP),
+            vec![
+                port("t", Protocol::Tcp, 80, None, vec![ready(20, 80)]),
+                port("u", Protocol::Udp, 81, None, vec![ready(20, 81)]),
+            ],
+        )
+    });
+    d
+}
+
+/// The client's packet as it leaves toward backend `b` in dnat mode: only
+/// the destination changes (and the source port, `sp`, on a clash).
+fn kept(p: &Pkt, b: u8, bport: u16, sp: u16) -> Pkt {
+    p.translated(p.src, sp, backend(b), bport, GW_POD_MAC, backend_mac(b))
+}
+
+/// Backend `b`'s packet from `bport` straight to the client's `cport`.
+fn to_real_client(b: u8, bport: u16, cport: u16, l4: fn(u16, u16) -> L4) -> Pkt {
+    Pkt { src_mac: backend_mac(b), dst_mac: GW_POD_MAC, ..Pkt::new(backend(b), CLIENT, l4(bport, cport)) }
+}
+
+#[test]
+fn dnat_mode_keeps_the_client_address_both_ways() {
+    let mut lab = Lab::new(2);
+    lab.table = table(&with_keep(), 2);
+    let syn = Pkt::new(CLIENT, KEEP, tcp(40000, 80, SYN));
+    let synack_ = to_real_client(20, 80, 40000, synack);
+    let ack = Pkt::new(CLIENT, KEEP, tcp(40000, 80, ACK | PSH));
+    let data_back = to_real_client(20, 80, 40000, |s, d| tcp(s, d, ACK | PSH));
+    let dns = Pkt::new(CLIENT, KEEP, udp(5000, 81));
+    let dns_back = to_real_client(20, 81, 5000, udp);
+    lab.table_on(
+        0,
+        &[
+            (
+                "SYN: destination translated, client address and port kept",
+                0,
+                syn.clone(),
+                Expect::Forward(1, kept(&syn, 20, 80, 40000)),
+            ),
+            (
+                "SYN-ACK to the client itself: source back to the VIP",
+                1,
+                synack_.clone(),
+                Expect::Forward(0, to_client(&synack_, KEEP, 80, 40000)),
+            ),
+            ("ACK", 0, ack.clone(), Expect::Forward(1, kept(&ack, 20, 80, 40000))),
+            ("UDP query", 0, dns.clone(), Expect::Forward(1, kept(&dns, 20, 81, 5000))),
+        ],
+    );
+    // The replies land on the other worker's queue: found there too.
+    lab.table_on(
+        1,
+        &[
+            (
+                "data from the backend on another worker",
+                1,
+                data_back.clone(),
+                Expect::Forward(0, to_client(&data_back, KEEP, 80, 40000)),
+            ),
+            (
+                "UDP answer on another worker",
+                1,
+                dns_back.clone(),
+                Expect::Forward(0, to_client(&dns_back, KEEP, 81, 5000)),
+            ),
+        ],
+    );
+    // A masqueraded Service beside it is unchanged, and an unknown packet
+    // from the backend to a client is not a reply of anything.
+    let web = Pkt::new(CLIENT, CLUSTER_IP, tcp(40001, 8080, SYN));
+    let stray = to_real_client(20, 80, 40999, |s, d| tcp(s, d, ACK));
+    lab.table_on(
+        0,
+        &[
+            ("snat Service beside it", 0, web.clone(), Expect::Forward(1, to_backend(&web, 0, 80, FIRST_PORT))),
+            ("backend to a client port with no flow", 1, stray, Expect::Pass(PassReason::NotService)),
+        ],
+    );
+}
+
+#[test]
+fn dnat_mode_remaps_a_clashing_client_port() {
+    // The same client port to two frontends backed by the same Pod port:
+    // the second flow's reply tuple would be the first's, so its source
+    // port is remapped from the worker's slice (as Linux's NAT does).
+    let mut d = with_keep();
+    d.services.push(ServiceSpec {
+        forwarding: Some(ForwardingMode::Dnat),
+        ..svc(
+            "keep2",
+            Some(Ipv4Addr::new(198, 18, 128, 18)),
+            vec![port("t", Protocol::Tcp, 80, None, vec![ready(20, 80)])],
+        )
+    });
+    let mut lab = Lab::new(1);
+    lab.table = table(&d, 2);
+    let a = Pkt::new(CLIENT, KEEP, tcp(40000, 80, SYN));
+    let b = Pkt::new(CLIENT, Ipv4Addr::new(198, 18, 128, 18), tcp(40000, 80, SYN));
+    let back_b = to_real_client(20, 80, FIRST_PORT, synack);
+    lab.table_on(
+        0,
+        &[
+            ("first flow keeps its port", 0, a.clone(), Expect::Forward(1, kept(&a, 20, 80, 40000))),
+            ("second flow's port remapped", 0, b.clone(), Expect::Forward(1, kept(&b, 20, 80, FIRST_PORT))),
+            (
+                "its reply goes back to the client's own port",
+                1,
+                back_b.clone(),
+                Expect::Forward(0, to_client(&back_b, Ipv4Addr::new(198, 18, 128, 18), 80, 40000)),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn gateway_mode_dnat_with_a_service_that_asks_for_snat() {
+    let cfg = svcgate_dataplane::nat::NatConfig { mode: ForwardingMode::Dnat, ..nat_config(1, 4096) };
+    let mut lab = Lab::with_config(cfg);
+    let mut d = default_desired();
+    d.services[0].forwarding = Some(ForwardingMode::Snat); // web
+    lab.table = table(&d, 2);
+    let web = Pkt::new(CLIENT, CLUSTER_IP, tcp(40001, 8080, SYN));
+    let dns = Pkt::new(CLIENT, Ipv4Addr::new(198, 18, 128, 11), udp(5000, 53));
+    let dns_back = to_real_client(1, 5353, 5000, udp);
+    lab.table_on(
+        0,
+        &[
+            ("web asks for snat", 0, web.clone(), Expect::Forward(1, to_backend(&web, 0, 80, FIRST_PORT))),
+            ("dns follows the gateway: dnat", 0, dns.clone(), Expect::Forward(1, kept(&dns, 1, 5353, 5000))),
+            (
+                "its answer",
+                1,
+                dns_back.clone(),
+                Expect::Forward(0, to_client(&dns_back, Ipv4Addr::new(198, 18, 128, 11), 53, 5000)),
+            ),
+        ],
+    );
 }

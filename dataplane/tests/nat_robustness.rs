@@ -40,6 +40,7 @@ fn lab() -> (Worker, ServiceTable, svcgate_dataplane::nat::NextHops) {
             source_ranges: vec![],
             affinity: SessionAffinity::None,
             ports,
+            forwarding: None,
         }],
     };
     let shared = Shared::new(nat_config(1, 1024)).unwrap();

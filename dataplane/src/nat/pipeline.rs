@@ -44,7 +44,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use svcgate_common::hash::{client_hash, flow_hash};
-use svcgate_common::model::Protocol;
+use svcgate_common::model::{ForwardingMode, Protocol};
 use svcgate_common::table::{ActiveSet, FrontendKind, ServiceEntry, ServicePortId, ServiceTable};
 
 use super::conntrack::{FlowEntry, FlowKey, FlowTable, Inserted, Probe, Standing};
@@ -108,6 +108,11 @@ impl Default for Timeouts {
 /// The pipeline's configuration, fixed at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatConfig {
+    /// How flows reach backends unless their Service says otherwise
+    /// (`ServiceEntry::forwarding`): masqueraded to an SNAT address
+    /// (`snat`), or with the client's address kept (`dnat`, the Pods' route
+    /// back to clients through the gateway).
+    pub mode: ForwardingMode,
     /// Addresses flows are masqueraded to; replies come back to them.
     pub snat_addrs: Vec<Ipv4Addr>,
     /// SNAT port range, inclusive. The default, Linux's ephemeral range
@@ -132,6 +137,7 @@ pub struct NatConfig {
 impl Default for NatConfig {
     fn default() -> Self {
         Self {
+            mode: ForwardingMode::Snat,
             snat_addrs: Vec::new(),
             snat_ports: (32768, 60999),
             workers: 1,
@@ -377,6 +383,10 @@ pub struct Worker {
     unassured: Unassured,
     /// The flow-table size at which the worker is under pressure.
     pressure_len: usize,
+    /// Whether some Service of the current table is forwarded in dnat mode:
+    /// then a frame that matches no flow and is not to an SNAT address may
+    /// still be a reply (addressed to the client), looked up by its 5-tuple.
+    dnat_active: bool,
     affinity: Box<[AffinitySlot]>,
     unresolved: [Ipv4Addr; UNRESOLVED_RING],
     /// Direct-mapped cache of resolved next hops: (address, next-hop
@@ -671,6 +681,7 @@ impl Worker {
             port_cursor: 0,
             unassured: Unassured::new(cfg.conntrack_capacity),
             pressure_len: cfg.conntrack_capacity.saturating_mul(usize::from(cfg.pressure_percent.min(100))) / 100,
+            dnat_active: cfg.mode == ForwardingMode::Dnat,
             affinity: vec![AffinitySlot::default(); aff].into_boxed_slice(),
             unresolved: [Ipv4Addr::UNSPECIFIED; UNRESOLVED_RING],
             unresolved_len: 0,
@@ -756,6 +767,8 @@ impl Worker {
         self.svc.clear();
         self.svc.resize(t.entries().len(), ServiceCounter::default());
         self.stats_table = t.clone();
+        let mode = self.shared.config.mode;
+        self.dnat_active = t.entries().iter().any(|e| e.forwarding.unwrap_or(mode) == ForwardingMode::Dnat);
     }
 
     /// Processes one frame (a batch of one).
@@ -787,8 +800,18 @@ impl Worker {
             while i < frames.len() {
                 // The fast path takes frames until one needs the general path.
                 let rev = &self.shared.reverse;
-                let stop =
-                    fast::run(&mut self.ct.fast(), &mut self.svc, rev, hops, gens, &mut frames[i..], now, &mut tally);
+                let dnat = self.dnat_active;
+                let stop = fast::run(
+                    &mut self.ct.fast(),
+                    &mut self.svc,
+                    rev,
+                    dnat,
+                    hops,
+                    gens,
+                    &mut frames[i..],
+                    now,
+                    &mut tally,
+                );
                 let (at, v) = match stop {
                     fast::Stop::Done => break,
                     fast::Stop::Uncommon { at } => (at, self.decide_general(t, hops, &mut frames[i + at], now)),
@@ -938,13 +961,19 @@ impl Worker {
                 return v;
             }
         }
-        if !self.shared.reverse.is_snat(p.key.dst, p.key.dport) {
-            return self.new_flow(t, hops, f, p, probe, now);
+        if self.shared.reverse.is_snat(p.key.dst, p.key.dport) {
+            return match self.shared.reverse.find(&p.key) {
+                Some((idx, fl)) => self.reply(hops, f, p, idx, &fl, now),
+                None => Verdict::Pass(PassReason::SnatNoFlow),
+            };
         }
-        match self.shared.reverse.find(&p.key) {
-            Some((idx, fl)) => self.reply(hops, f, p, idx, &fl, now),
-            None => Verdict::Pass(PassReason::SnatNoFlow),
+        if self.dnat_active {
+            // A reply of a dnat-mode flow is addressed to the client itself.
+            if let Some((idx, fl)) = self.shared.reverse.find(&p.key) {
+                return self.reply(hops, f, p, idx, &fl, now);
+            }
         }
+        self.new_flow(t, hops, f, p, probe, now)
     }
 
     /// Removes a flow from both directions.
@@ -1193,7 +1222,10 @@ impl Worker {
                         .map(|idx| (idx, e.snat_addr, e.snat_port));
                     let entered = match kept {
                         Some(k) => Ok(k),
-                        None => self.enter_reply(p.key.proto, baddr, backend.port, &back, now),
+                        None => {
+                            let dnat = svc.forwarding.unwrap_or(self.shared.config.mode) == ForwardingMode::Dnat;
+                            self.enter_reply(p.key.proto, baddr, backend.port, &back, dnat, now)
+                        }
                     };
                     let (rev_slot, snat, sport) = match entered {
                         Ok(entered) => entered,
@@ -1300,23 +1332,42 @@ impl Worker {
     /// that backend, reclaimed ([`Self::reclaim_toward`]). Only this worker
     /// allocates from its slice, so a key found free stays free until this
     /// worker enters it. Returns the reverse slot, the address and the port.
+    ///
+    /// In dnat mode the "SNAT address" is the client's own, and so is the
+    /// port when its key is free; when the client's port already reaches
+    /// this backend (through another frontend), the port is remapped from
+    /// the worker's slice, as Linux's NAT remaps a clashing tuple. (The
+    /// client's own port is not from this worker's slice: two workers could
+    /// enter the same key at the same instant only for two such clashing
+    /// flows created together; the second would then find the first's
+    /// translation for its replies.)
     fn enter_reply(
         &mut self,
         proto: u8,
         backend: u32,
         backend_port: u16,
         back: &RevFlow,
+        dnat: bool,
         now: u32,
     ) -> Result<(u32, u32, u16), DropReason> {
         let rev = &self.shared.reverse;
+        if dnat {
+            let key = Self::reply_key(back.client, back.client_port, backend, backend_port, proto);
+            if !rev.contains(&key) {
+                if let Some(idx) = rev.insert(&key, back, now) {
+                    return Ok((idx, back.client, back.client_port));
+                }
+            }
+        }
+        let addrs: &[u32] = if dnat { std::slice::from_ref(&back.client) } else { rev.addrs() };
         let ports = rev.ports_of(self.id);
         let first = u32::from(*ports.start());
-        let naddr = rev.addrs().len() as u32;
+        let naddr = addrs.len() as u32;
         let tuples = (u32::from(*ports.end()) - first + 1) * naddr;
         let mut full = false;
         for i in 0..PORT_TRIES.min(tuples) {
             let t = (self.port_cursor + i) % tuples;
-            let (addr, port) = (rev.addrs()[(t % naddr) as usize], (first + t / naddr) as u16);
+            let (addr, port) = (addrs[(t % naddr) as usize], (first + t / naddr) as u16);
             let key = Self::reply_key(addr, port, backend, backend_port, proto);
             if rev.contains(&key) {
                 continue;
@@ -1328,6 +1379,9 @@ impl Worker {
                 return Ok((idx, addr, port));
             }
             full = true;
+        }
+        if dnat {
+            return Err(DropReason::PortsExhausted);
         }
         if let Some((addr, port)) = self.reclaim_toward(proto, backend, backend_port, now) {
             let key = Self::reply_key(addr, port, backend, backend_port, proto);
@@ -1392,8 +1446,9 @@ impl Worker {
         if pressure {
             self.reclaim(2, now);
         }
+        let dnat = svc.forwarding.unwrap_or(self.shared.config.mode) == ForwardingMode::Dnat;
         let (rev_idx, snat_addr, snat_port) =
-            match self.enter_reply(k.proto, baddr, backend.port, &RevFlow::of(&k), now) {
+            match self.enter_reply(k.proto, baddr, backend.port, &RevFlow::of(&k), dnat, now) {
                 Ok(entered) => entered,
                 Err(why) => return Verdict::Drop(why),
             };

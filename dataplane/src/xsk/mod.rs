@@ -34,7 +34,8 @@ pub use netlink::{
     XdpAttachment,
 };
 pub use steer::{
-    steer_object, SteerStats, Steering, XdpMode, MAX_FRONTENDS, MAX_QUEUES, MAX_SNAT_ADDRS, PROTO_TCP, PROTO_UDP,
+    steer_object, SteerStats, Steering, XdpMode, MAX_FRONTENDS, MAX_QUEUES, MAX_SNAT_ADDRS, MAX_SOURCES, PROTO_TCP,
+    PROTO_UDP,
 };
 pub use umem::{match_sigs2, prefetch, tsc, PortConfig, XskConfig, XskPorts, BATCH};
 pub use worker::{stop_on_signals, tsc_hz, BatchHandler, StatsSnapshot, Worker, WorkerConfig, WorkerStats};

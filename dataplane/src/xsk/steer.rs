@@ -36,6 +36,8 @@ pub const MAX_QUEUES: u32 = 64;
 pub const MAX_SNAT_ADDRS: usize = 64;
 /// Number of frontends the program holds.
 pub const MAX_FRONTENDS: usize = 65536;
+/// Capacity of the program's map of dnat-mode backends (`MAX_SOURCES`).
+pub const MAX_SOURCES: usize = 262_144;
 
 /// IP protocol numbers for [`Steering::set_frontends`].
 pub const PROTO_TCP: u8 = 6;
@@ -72,6 +74,33 @@ fn frontend_key(ip: Ipv4Addr, proto: u8, port: u16) -> [u8; 8] {
     [a[0], a[1], a[2], a[3], p[0], p[1], proto, 0]
 }
 
+/// Replaces the keys of `map` (mirrored in `current`) with `entries`:
+/// inserts the new ones first, then deletes those that are gone, so that an
+/// entry present before and after is never missing in between.
+fn replace_keys(
+    map: &mut HashMap<MapData, [u8; 8], u8>,
+    current: &mut HashSet<[u8; 8]>,
+    entries: &[(Ipv4Addr, u8, u16)],
+    name: &'static str,
+    max: usize,
+) -> Result<(), XskError> {
+    let new: HashSet<[u8; 8]> = entries.iter().map(|&(ip, proto, port)| frontend_key(ip, proto, port)).collect();
+    if new.len() > max {
+        return Err(XskError::TooMany { what: name, got: new.len(), max });
+    }
+    for k in new.difference(current) {
+        map.insert(k, 1, 0).map_err(|source| XskError::Map { map: name, source })?;
+    }
+    for k in current.difference(&new) {
+        match map.remove(k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(source) => return Err(XskError::Map { map: name, source }),
+        }
+    }
+    *current = new;
+    Ok(())
+}
+
 /// The steering program attached to one interface. Detached on drop.
 pub struct Steering {
     ifname: String,
@@ -79,10 +108,12 @@ pub struct Steering {
     mode: &'static str,
     xsks: XskMap<MapData>,
     frontends: HashMap<MapData, [u8; 8], u8>,
+    sources: HashMap<MapData, [u8; 8], u8>,
     snat_addrs: HashMap<MapData, [u8; 4], u8>,
     snat_ports: Array<MapData, [u16; 2]>,
     stats: PerCpuArray<MapData, u64>,
     current: HashSet<[u8; 8]>,
+    current_sources: HashSet<[u8; 8]>,
     current_snat: HashSet<[u8; 4]>,
     // Last: dropping it detaches the program (closes the link) after the
     // maps above are released.
@@ -162,6 +193,7 @@ impl Steering {
 
         let xsks = take(&mut bpf, "xsks")?;
         let frontends = take(&mut bpf, "frontends")?;
+        let sources = take(&mut bpf, "sources")?;
         let snat_addrs = take(&mut bpf, "snat_addrs")?;
         let snat_ports = take(&mut bpf, "snat_ports")?;
         let stats = take(&mut bpf, "stats")?;
@@ -171,10 +203,12 @@ impl Steering {
             mode,
             xsks,
             frontends,
+            sources,
             snat_addrs,
             snat_ports,
             stats,
             current: HashSet::new(),
+            current_sources: HashSet::new(),
             current_snat: HashSet::new(),
             _bpf: bpf,
         };
@@ -202,21 +236,15 @@ impl Steering {
     /// ones that are gone (so a frontend present before and after is never
     /// missing in between). Call on every table swap.
     pub fn set_frontends(&mut self, frontends: &[(Ipv4Addr, u8, u16)]) -> Result<(), XskError> {
-        if frontends.len() > MAX_FRONTENDS {
-            return Err(XskError::TooMany { what: "frontends", got: frontends.len(), max: MAX_FRONTENDS });
-        }
-        let new: HashSet<[u8; 8]> = frontends.iter().map(|&(ip, proto, port)| frontend_key(ip, proto, port)).collect();
-        for k in new.difference(&self.current) {
-            self.frontends.insert(k, 1, 0).map_err(|source| XskError::Map { map: "frontends", source })?;
-        }
-        for k in self.current.difference(&new) {
-            match self.frontends.remove(k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(source) => return Err(XskError::Map { map: "frontends", source }),
-            }
-        }
-        self.current = new;
-        Ok(())
+        replace_keys(&mut self.frontends, &mut self.current, frontends, "frontends", MAX_FRONTENDS)
+    }
+
+    /// Replaces the set of dnat-mode backends (address, protocol, port)
+    /// whose traffic is steered by its *source*: the replies of flows that
+    /// kept the client's address. Same order of updates as
+    /// [`Self::set_frontends`].
+    pub fn set_sources(&mut self, sources: &[(Ipv4Addr, u8, u16)]) -> Result<(), XskError> {
+        replace_keys(&mut self.sources, &mut self.current_sources, sources, "sources", MAX_SOURCES)
     }
 
     /// Sets the SNAT addresses and the inclusive port range whose traffic

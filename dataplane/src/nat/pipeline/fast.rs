@@ -286,12 +286,20 @@ fn rewrite(
 /// a reply key of the shared reverse table and the hop toward the client
 /// is cached for this next-hop generation. Returns the egress port, or
 /// `None`, having changed nothing, for the general path (not to an SNAT
-/// address and port, no such flow, TTL 1, hop not cached).
+/// address and port while no Service is in dnat mode, no such flow, TTL 1,
+/// hop not cached).
 #[inline(always)]
-pub(super) fn reply(rev: &ReverseTable, hops: &NextHops, f: &mut Frame<'_>, c: &Common, now: u32) -> Option<u16> {
+pub(super) fn reply(
+    rev: &ReverseTable,
+    dnat: bool,
+    hops: &NextHops,
+    f: &mut Frame<'_>,
+    c: &Common,
+    now: u32,
+) -> Option<u16> {
     let p = c.parsed();
     let k = &p.key;
-    if c.ttl <= 1 || !rev.is_snat(k.dst, k.dport) {
+    if c.ttl <= 1 || !(dnat || rev.is_snat(k.dst, k.dport)) {
         return None;
     }
     let (idx, fl) = rev.find(k)?;
@@ -351,6 +359,7 @@ pub(super) fn run(
     ct: &mut FastTable<'_>,
     svc: &mut [ServiceCounter],
     rev: &ReverseTable,
+    dnat: bool,
     hops: &NextHops,
     gens: (u32, u32),
     frames: &mut [Frame<'_>],
@@ -366,7 +375,7 @@ pub(super) fn run(
         let port = match slot {
             Some(s) => forward_established(ct, svc, rev, hops, gens, f, &c, s, now),
             None => {
-                let port = reply(rev, hops, f, &c, now);
+                let port = reply(rev, dnat, hops, f, &c, now);
                 tally.replies += u64::from(port.is_some());
                 port
             }

@@ -30,6 +30,7 @@ use svcgate_common::model::DesiredState;
 use svcgate_common::publish::{Publisher, Reader};
 use svcgate_common::table::{service_entries, ServiceEntry, ServiceTable};
 
+pub use crate::display::SourceStatus;
 use crate::display::{self, EndpointsRow, ServiceRow};
 use crate::error::LoadError;
 use crate::manifest::{Object, ParsedFile, Sourced};
@@ -59,24 +60,6 @@ pub struct ControlStatus {
     /// and list errors).
     #[serde(default)]
     pub source: SourceStatus,
-}
-
-/// Errors a source met while fetching objects (the kube source's watch and
-/// list errors, HTTP 410 Gone included), each retried with backoff while the
-/// last good tables keep serving. Not the objects' own errors
-/// ([`ControlStatus::errors`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceStatus {
-    /// Errors since the start.
-    pub errors_total: u64,
-    /// The last one, naming the kind (`Services` or `EndpointSlices`).
-    pub last_error: Option<String>,
-    /// Unix time of the last one, in milliseconds (0: none).
-    pub last_error_unix_ms: u64,
-    /// The kinds (`Services`, `EndpointSlices`) whose last watch or list
-    /// ended in an error and that have received nothing since: the source
-    /// retries them with backoff, and the tables served may be stale.
-    pub retrying: Vec<String>,
 }
 
 #[derive(Debug, Default)]

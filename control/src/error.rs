@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::manifest::Origin;
+use crate::origin::Origin;
 
 /// Something a manifest or API object got wrong.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -14,7 +14,6 @@
 //! (unsound, unmaintained), and `serde_yaml_ng` is a newer-API fork we have no
 //! need for.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,38 +21,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::error::LoadError;
-
-/// Where an object came from: a file and the line its document starts on, or
-/// the Kubernetes API.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Origin {
-    /// A file path as given by the user, or `kube-apiserver`.
-    pub path: Arc<str>,
-    /// 1-based line of the document's first line; 0 when not from a file.
-    pub line: usize,
-}
-
-impl Origin {
-    /// An origin in a file.
-    pub fn file(path: &Path, line: usize) -> Self {
-        Self { path: Arc::from(path.display().to_string()), line }
-    }
-
-    /// The Kubernetes API server.
-    pub fn api() -> Self {
-        Self { path: Arc::from("kube-apiserver"), line: 0 }
-    }
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            f.write_str(&self.path)
-        } else {
-            write!(f, "{}:{}", self.path, self.line)
-        }
-    }
-}
+pub use crate::origin::Origin;
 
 /// One object svcgate serves.
 #[derive(Debug, Clone, PartialEq)]

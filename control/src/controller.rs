@@ -48,6 +48,10 @@ pub struct ControlStatus {
     pub endpoints: Vec<EndpointsRow>,
     /// Current problems (each names its file/object/field).
     pub errors: Vec<String>,
+    /// Things served as they are that a user may want to know about (e.g. a
+    /// clusterIP outside `service_cidr`).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// Frontends in the table.
     pub frontends: usize,
     /// Service ports (entries) in the table.
@@ -496,7 +500,7 @@ impl Controller {
         objects: &[Sourced],
         mut errors: Vec<LoadError>,
     ) -> (SyncOutcome, Vec<EndpointPlan>) {
-        let Resolved { desired, applied, allocations, errors: rerrs, plans, .. } =
+        let Resolved { desired, applied, allocations, errors: rerrs, warnings, plans, .. } =
             resolve::resolve(objects, &self.cfg, &st.previous, &st.allocations);
         errors.extend(rerrs);
         st.previous = applied;
@@ -536,12 +540,22 @@ impl Controller {
         for e in &errors {
             tracing::warn!("{e}");
         }
+        let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        {
+            // Logged when they change, not at every sync: a cluster's dump may
+            // hold thousands of clusterIPs outside service_cidr.
+            let old = &self.status.read().warnings;
+            for w in warnings.iter().filter(|w| !old.contains(w)) {
+                tracing::warn!("{w}");
+            }
+        }
         let table = self.tables.current();
         *self.status.write() = ControlStatus {
             generation: table.generation(),
             services: Vec::new(), // rows_stale: made by `status`
             endpoints: Vec::new(),
             errors: errors.iter().map(ToString::to_string).collect(),
+            warnings,
             frontends: table.frontend_count(),
             entries: table.entries().len(),
             backends: table.entries().iter().map(|e| e.backends.len()).sum(),

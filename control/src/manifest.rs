@@ -609,7 +609,8 @@ mod tests {
     #[test]
     fn typed_list_items_take_the_list_kind_and_indented_items_are_found() {
         // As the API server returns a ServiceList: items carry no kind.
-        let t = "apiVersion: v1\nkind: ServiceList\nitems:\n  - metadata:\n      name: a\n  - metadata:\n      name: b\n";
+        let t =
+            "apiVersion: v1\nkind: ServiceList\nitems:\n  - metadata:\n      name: a\n  - metadata:\n      name: b\n";
         let p = parse_str(Path::new("l.yaml"), t);
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         let lines: Vec<usize> = p.objects.iter().map(|o| o.origin.line).collect();

@@ -342,6 +342,10 @@ fn list_item_kind<'a>(kind: &'a str, value: &serde_norway::Value) -> Option<&'a 
     }
 }
 
+/// How many items of one List that fail to decode are decoded again from the
+/// text for the field's path and line; the others are named by the item's.
+const REDECODE_ITEMS: usize = 16;
+
 /// Loads the items of a List document into `out`. Each item is named by its
 /// own line when the items can be found in the text (kubectl's YAML and JSON
 /// layouts), else by the List's; an item that does not decode is decoded again
@@ -363,6 +367,7 @@ fn parse_list(
     };
     let lines = item_lines(doc, items.len());
     let mut skipped_kinds: BTreeMap<String, usize> = BTreeMap::new();
+    let mut redecoded = 0usize;
     for (i, item) in items.into_iter().enumerate() {
         let line = lines.as_ref().map_or(content_line, |l| first_line + l[i] - 1);
         let origin = Origin::file(path, line);
@@ -404,9 +409,12 @@ fn parse_list(
             Ok(Some(k)) => match k.decode_value(item) {
                 Ok(object) => out.objects.push(Sourced { origin, object }),
                 Err(e) => {
-                    let (message, line) = nth_item_error(k, doc, i)
-                        .map(|e| relocate(&e, first_line))
-                        .unwrap_or_else(|| (e.to_string(), line));
+                    // Each re-decode reads the whole document: only the first
+                    // few, so that a List of broken items stays linear.
+                    redecoded += 1;
+                    let again = if redecoded <= REDECODE_ITEMS { nth_item_error(k, doc, i) } else { None };
+                    let (message, line) =
+                        again.map(|e| relocate(&e, first_line)).unwrap_or_else(|| (format!("items[{i}]: {e}"), line));
                     out.errors.push(LoadError::Decode { origin: Origin::file(path, line), kind, name, message });
                 }
             },
@@ -642,6 +650,30 @@ mod tests {
         assert!(msg.starts_with("l.json:13: Service b: items[1].spec.ports[0].port: invalid type"), "{msg}");
         let msg = p.errors[1].to_string();
         assert!(msg.contains("items[2]"), "{msg}");
+    }
+
+    #[test]
+    fn a_list_of_broken_items_names_each_and_stays_linear() {
+        let mut t = String::from("apiVersion: v1\nkind: List\nitems:\n");
+        for i in 0..(REDECODE_ITEMS + 4) {
+            t.push_str(&format!(
+                "- apiVersion: v1\n  kind: Service\n  metadata:\n    name: s{i}\n  spec:\n    ports:\n    - port: x\n"
+            ));
+        }
+        let p = parse_str(Path::new("l.yaml"), &t);
+        assert_eq!(p.errors.len(), REDECODE_ITEMS + 4);
+        let first = p.errors[0].to_string();
+        assert!(first.starts_with("l.yaml:10: Service s0: items[0].spec.ports[0].port: invalid type"), "{first}");
+        let last = p.errors[REDECODE_ITEMS + 3].to_string();
+        let line = 4 + 7 * (REDECODE_ITEMS + 3);
+        assert!(
+            last.starts_with(&format!(
+                "l.yaml:{line}: Service s{}: items[{}]: ",
+                REDECODE_ITEMS + 3,
+                REDECODE_ITEMS + 3
+            )),
+            "{last}"
+        );
     }
 
     #[test]

@@ -282,3 +282,21 @@ fn validate_shows_warnings_and_notes_without_failing() {
     assert_eq!(code, Some(1), "{se}");
     assert!(se.contains("error: ") && se.contains("\"198.19.0.40\": provided IP is already allocated"), "{se}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// A dump cut anywhere (a copy interrupted, a download truncated) or with
+    /// one byte changed loads what it can and never panics.
+    #[test]
+    fn damaged_dumps_never_panic(which in 0usize..3, cut in 0.0f64..1.0, at in 0.0f64..1.0, byte in 0u8..128) {
+        let f = ["get-svc-eps-pods.yaml", "get-svc-eps-pods.json", "objects-multidoc.yaml"][which];
+        let mut text = std::fs::read(dump(f)).unwrap();
+        let i = ((at * text.len() as f64) as usize).min(text.len() - 1);
+        text[i] = byte;
+        text.truncate((cut * text.len() as f64) as usize);
+        let text = String::from_utf8_lossy(&text);
+        let p = manifest::parse_str(Path::new(f), &text);
+        let _ = resolve::resolve(&p.objects, &cfg(), &Default::default(), &Allocations::default());
+    }
+}

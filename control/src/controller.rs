@@ -406,7 +406,9 @@ impl Controller {
             return Err(upserts);
         }
         // Every upsert replaces an existing EndpointSlice labelled for the same
-        // Service, which is being served.
+        // Service. When that Service is not served (none by that name, one
+        // left to another proxy by its service-proxy-name label, one
+        // rejected), the slice is only stored: no backend served changes.
         let place = |u: &Sourced| {
             let key = ObjectKey::of(u);
             let &i = st.index.pos.get(&key)?;
@@ -414,8 +416,7 @@ impl Controller {
             if slice_service(&st.objects[i]) != Some(svc) {
                 return None;
             }
-            let &si = st.index.services.get(&(key.namespace, svc.to_string()))?;
-            Some((i, si))
+            Some((i, st.index.services.get(&(key.namespace, svc.to_string())).copied()))
         };
         let Some(places) = upserts.iter().map(place).collect::<Option<Vec<_>>>() else {
             return Err(upserts);
@@ -424,7 +425,7 @@ impl Controller {
         for (u, (i, si)) in upserts.into_iter().zip(places) {
             if st.objects[i] != u {
                 st.objects[i] = u;
-                if !touched.contains(&si) {
+                if let Some(si) = si.filter(|si| !touched.contains(si)) {
                     touched.push(si);
                 }
             }
@@ -738,5 +739,42 @@ mod tests {
         objects[3] = s.clone();
         assert!(matches!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Incremental(_, 1)));
         same_as_full(&c, &objects);
+    }
+
+    #[test]
+    fn slices_of_services_not_served_are_stored_without_a_build() {
+        // s2 is left to another proxy by its service-proxy-name label.
+        let mut other = svc(2, &[80]);
+        if let Object::Service(s) = &mut other.object {
+            Arc::make_mut(s).metadata.labels =
+                Some(BTreeMap::from([(resolve::SERVICE_PROXY_NAME_LABEL.to_string(), "other".to_string())]));
+        }
+        let mut objects = vec![
+            svc(1, &[80]),
+            other,
+            slice(1, "s1-a", &[80], &["198.19.0.1"]),
+            slice(2, "s2-a", &[80], &["198.19.0.2"]),
+            slice(9, "s9-a", &[80], &["198.19.0.9"]), // no Service s9
+        ];
+        let c = Controller::new(cfg());
+        assert_eq!(c.apply_objects(&objects), SyncOutcome::Full(1));
+        assert_eq!(c.desired().services.len(), 1);
+        let full_builds = c.metrics.full_builds.load(Ordering::Relaxed);
+        for (at, s) in [(3, slice(2, "s2-a", &[80], &["198.19.0.3"])), (4, slice(9, "s9-a", &[80], &["198.19.0.8"]))] {
+            objects[at] = s.clone();
+            assert_eq!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Unchanged);
+            same_as_full(&c, &objects);
+        }
+        assert_eq!(c.tables().current().generation(), 1);
+        assert_eq!(c.metrics.full_builds.load(Ordering::Relaxed), full_builds);
+        // The stored slices are used once their Service is served.
+        let served = svc(9, &[80]);
+        objects.push(served.clone());
+        assert!(matches!(c.apply_changes(vec![served], Vec::new()), SyncOutcome::Full(2)));
+        same_as_full(&c, &objects);
+        assert_eq!(
+            c.desired().services[1].ports[0].backends[0].addr,
+            "198.19.0.8".parse::<std::net::Ipv4Addr>().unwrap()
+        );
     }
 }

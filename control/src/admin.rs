@@ -89,7 +89,7 @@ pub fn status_report(ctl: &Controller, stats: &StatsSlot) -> StatusReport {
 pub fn render_metrics(ctl: &Controller, stats: &StatsSlot) -> String {
     let st = ctl.status();
     let mut out = String::new();
-    let gauges: [(&str, &str, u64); 8] = [
+    let gauges: [(&str, &str, u64); 9] = [
         ("svcgate_ready", "1 once the first full sync is published.", u64::from(ctl.is_ready())),
         ("svcgate_table_generation", "Generation of the published table.", st.generation),
         ("svcgate_services", "Services being served (headless included).", st.services.len() as u64),
@@ -97,6 +97,7 @@ pub fn render_metrics(ctl: &Controller, stats: &StatsSlot) -> String {
         ("svcgate_frontends", "Frontends (address, protocol, port).", st.frontends as u64),
         ("svcgate_endpoints", "Backends over all table entries.", st.backends as u64),
         ("svcgate_config_errors", "Objects or documents currently rejected.", st.errors.len() as u64),
+        ("svcgate_config_warnings", "Objects served as they are with a warning.", st.warnings.len() as u64),
         (
             "svcgate_source_retrying",
             "1 while the source retries with backoff after a watch/list error.",

@@ -6,6 +6,9 @@
 //! service_cidr = "198.18.128.0/20" # where Services without clusterIP get one
 //! node_ips = ["198.18.0.2"]        # NodePorts open on these
 //! admin_listen = "127.0.0.1:9901"  # /healthz /readyz /metrics /status
+//! # service_proxy_name = "svcgate" # serve only Services labelled
+//!                                  # service.kubernetes.io/service-proxy-name=svcgate
+//!                                  # (unset: only Services without that label)
 //! [dataplane]                      # opaque here; the dataplane parses it
 //! ```
 
@@ -39,6 +42,10 @@ pub struct Config {
     pub node_ips: Vec<Ipv4Addr>,
     /// The admin endpoint's address.
     pub admin_listen: SocketAddr,
+    /// Serve only the Services whose `service.kubernetes.io/service-proxy-name`
+    /// label has this value (KEP-2447); `None`: only Services without that
+    /// label, as kube-proxy.
+    pub service_proxy_name: Option<String>,
     /// The `[dataplane]` table, untouched, for the dataplane to parse.
     pub dataplane: toml::Table,
 }
@@ -53,6 +60,7 @@ struct Raw {
     #[serde(default)]
     node_ips: Vec<String>,
     admin_listen: Option<String>,
+    service_proxy_name: Option<String>,
     #[serde(default)]
     dataplane: toml::Table,
 }
@@ -131,8 +139,36 @@ impl Config {
         let admin_listen = admin
             .parse()
             .map_err(|_| invalid("admin_listen", format!("{admin:?} is not an address:port like {DEFAULT_ADMIN}")))?;
-        Ok(Self { source, service_cidr: service_cidr.trunc(), node_ips, admin_listen, dataplane: raw.dataplane })
+        if let Some(name) = &raw.service_proxy_name {
+            if !valid_label_value(name) {
+                return Err(invalid(
+                    "service_proxy_name",
+                    format!(
+                        "{name:?} is not a label value: 1-63 characters of [A-Za-z0-9-_.], starting and ending \
+                         with a letter or digit (leave the key out to serve the Services without the label)"
+                    ),
+                ));
+            }
+        }
+        Ok(Self {
+            source,
+            service_cidr: service_cidr.trunc(),
+            node_ips,
+            admin_listen,
+            service_proxy_name: raw.service_proxy_name,
+            dataplane: raw.dataplane,
+        })
     }
+}
+
+/// A Kubernetes label value that is not empty: at most 63 characters of
+/// `[A-Za-z0-9-_.]`, beginning and ending with a letter or digit.
+fn valid_label_value(s: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    s.len() <= 63
+        && alnum(s.chars().next())
+        && alnum(s.chars().last())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]
@@ -163,6 +199,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.source, SourceConfig::Kube);
+        assert_eq!(c.service_proxy_name, None);
         assert_eq!(c.dataplane.get("queues").and_then(|v| v.as_integer()), Some(2));
+    }
+
+    #[test]
+    fn service_proxy_name_is_a_label_value() {
+        let base = "kube = true\nservice_cidr = \"198.18.0.0/16\"\n";
+        let c = Config::parse(&format!("{base}service_proxy_name = \"svcgate\"\n"), Path::new("c.toml")).unwrap();
+        assert_eq!(c.service_proxy_name.as_deref(), Some("svcgate"));
+        for bad in ["", "-x", "a b", &"x".repeat(64)] {
+            let e = Config::parse(&format!("{base}service_proxy_name = {bad:?}\n"), Path::new("c.toml")).unwrap_err();
+            assert!(e.to_string().starts_with("c.toml: service_proxy_name:"), "{e}");
+        }
     }
 }

@@ -30,6 +30,7 @@ use svcgate_common::model::DesiredState;
 use svcgate_common::publish::{Publisher, Reader};
 use svcgate_common::table::{service_entries, ServiceEntry, ServiceTable};
 
+pub use crate::display::SourceStatus;
 use crate::display::{self, EndpointsRow, ServiceRow};
 use crate::error::LoadError;
 use crate::manifest::{Object, ParsedFile, Sourced};
@@ -47,6 +48,10 @@ pub struct ControlStatus {
     pub endpoints: Vec<EndpointsRow>,
     /// Current problems (each names its file/object/field).
     pub errors: Vec<String>,
+    /// Things served as they are that a user may want to know about (e.g. a
+    /// clusterIP outside `service_cidr`).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// Frontends in the table.
     pub frontends: usize,
     /// Service ports (entries) in the table.
@@ -59,24 +64,6 @@ pub struct ControlStatus {
     /// and list errors).
     #[serde(default)]
     pub source: SourceStatus,
-}
-
-/// Errors a source met while fetching objects (the kube source's watch and
-/// list errors, HTTP 410 Gone included), each retried with backoff while the
-/// last good tables keep serving. Not the objects' own errors
-/// ([`ControlStatus::errors`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceStatus {
-    /// Errors since the start.
-    pub errors_total: u64,
-    /// The last one, naming the kind (`Services` or `EndpointSlices`).
-    pub last_error: Option<String>,
-    /// Unix time of the last one, in milliseconds (0: none).
-    pub last_error_unix_ms: u64,
-    /// The kinds (`Services`, `EndpointSlices`) whose last watch or list
-    /// ended in an error and that have received nothing since: the source
-    /// retries them with backoff, and the tables served may be stale.
-    pub retrying: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -419,7 +406,9 @@ impl Controller {
             return Err(upserts);
         }
         // Every upsert replaces an existing EndpointSlice labelled for the same
-        // Service, which is being served.
+        // Service. When that Service is not served (none by that name, one
+        // left to another proxy by its service-proxy-name label, one
+        // rejected), the slice is only stored: no backend served changes.
         let place = |u: &Sourced| {
             let key = ObjectKey::of(u);
             let &i = st.index.pos.get(&key)?;
@@ -427,8 +416,7 @@ impl Controller {
             if slice_service(&st.objects[i]) != Some(svc) {
                 return None;
             }
-            let &si = st.index.services.get(&(key.namespace, svc.to_string()))?;
-            Some((i, si))
+            Some((i, st.index.services.get(&(key.namespace, svc.to_string())).copied()))
         };
         let Some(places) = upserts.iter().map(place).collect::<Option<Vec<_>>>() else {
             return Err(upserts);
@@ -437,7 +425,7 @@ impl Controller {
         for (u, (i, si)) in upserts.into_iter().zip(places) {
             if st.objects[i] != u {
                 st.objects[i] = u;
-                if !touched.contains(&si) {
+                if let Some(si) = si.filter(|si| !touched.contains(si)) {
                     touched.push(si);
                 }
             }
@@ -513,7 +501,7 @@ impl Controller {
         objects: &[Sourced],
         mut errors: Vec<LoadError>,
     ) -> (SyncOutcome, Vec<EndpointPlan>) {
-        let Resolved { desired, applied, allocations, errors: rerrs, plans, .. } =
+        let Resolved { desired, applied, allocations, errors: rerrs, warnings, plans, .. } =
             resolve::resolve(objects, &self.cfg, &st.previous, &st.allocations);
         errors.extend(rerrs);
         st.previous = applied;
@@ -553,12 +541,22 @@ impl Controller {
         for e in &errors {
             tracing::warn!("{e}");
         }
+        let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        {
+            // Logged when they change, not at every sync: a cluster's dump may
+            // hold thousands of clusterIPs outside service_cidr.
+            let old = &self.status.read().warnings;
+            for w in warnings.iter().filter(|w| !old.contains(w)) {
+                tracing::warn!("{w}");
+            }
+        }
         let table = self.tables.current();
         *self.status.write() = ControlStatus {
             generation: table.generation(),
             services: Vec::new(), // rows_stale: made by `status`
             endpoints: Vec::new(),
             errors: errors.iter().map(ToString::to_string).collect(),
+            warnings,
             frontends: table.frontend_count(),
             entries: table.entries().len(),
             backends: table.entries().iter().map(|e| e.backends.len()).sum(),
@@ -741,5 +739,42 @@ mod tests {
         objects[3] = s.clone();
         assert!(matches!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Incremental(_, 1)));
         same_as_full(&c, &objects);
+    }
+
+    #[test]
+    fn slices_of_services_not_served_are_stored_without_a_build() {
+        // s2 is left to another proxy by its service-proxy-name label.
+        let mut other = svc(2, &[80]);
+        if let Object::Service(s) = &mut other.object {
+            Arc::make_mut(s).metadata.labels =
+                Some(BTreeMap::from([(resolve::SERVICE_PROXY_NAME_LABEL.to_string(), "other".to_string())]));
+        }
+        let mut objects = vec![
+            svc(1, &[80]),
+            other,
+            slice(1, "s1-a", &[80], &["198.19.0.1"]),
+            slice(2, "s2-a", &[80], &["198.19.0.2"]),
+            slice(9, "s9-a", &[80], &["198.19.0.9"]), // no Service s9
+        ];
+        let c = Controller::new(cfg());
+        assert_eq!(c.apply_objects(&objects), SyncOutcome::Full(1));
+        assert_eq!(c.desired().services.len(), 1);
+        let full_builds = c.metrics.full_builds.load(Ordering::Relaxed);
+        for (at, s) in [(3, slice(2, "s2-a", &[80], &["198.19.0.3"])), (4, slice(9, "s9-a", &[80], &["198.19.0.8"]))] {
+            objects[at] = s.clone();
+            assert_eq!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Unchanged);
+            same_as_full(&c, &objects);
+        }
+        assert_eq!(c.tables().current().generation(), 1);
+        assert_eq!(c.metrics.full_builds.load(Ordering::Relaxed), full_builds);
+        // The stored slices are used once their Service is served.
+        let served = svc(9, &[80]);
+        objects.push(served.clone());
+        assert!(matches!(c.apply_changes(vec![served], Vec::new()), SyncOutcome::Full(2)));
+        same_as_full(&c, &objects);
+        assert_eq!(
+            c.desired().services[1].ports[0].backends[0].addr,
+            "198.19.0.8".parse::<std::net::Ipv4Addr>().unwrap()
+        );
     }
 }

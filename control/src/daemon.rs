@@ -52,6 +52,7 @@ impl Daemon {
     /// kube source runs on it).
     pub async fn start(cfg: &Config) -> Result<Self, DaemonError> {
         let mut rcfg = ResolveConfig::new(cfg.service_cidr, cfg.node_ips.clone());
+        rcfg.service_proxy_name = cfg.service_proxy_name.clone();
         if cfg.source == SourceConfig::Kube {
             rcfg.check_cluster_ip_range = false;
         }

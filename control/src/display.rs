@@ -1,7 +1,9 @@
 //! `kubectl get svc` / `kubectl get endpoints`-style tables.
 //!
 //! Rows are plain serialisable structs so the daemon's `/status` can carry them
-//! and `svcgate status` prints them with the same code as `svcgate validate`.
+//! and `svcgate status` prints them with the same code as `svcgate validate`;
+//! so is [`SourceStatus`], the source's part of `/status`. The controller
+//! imports from here, never the other way round.
 
 use std::fmt::Write as _;
 
@@ -185,9 +187,27 @@ pub fn endpoints_table(rows: &[EndpointsRow]) -> String {
     format_table(&header, &body)
 }
 
+/// Errors a source met while fetching objects (the kube source's watch and
+/// list errors, HTTP 410 Gone included), each retried with backoff while the
+/// last good tables keep serving. Not the objects' own errors
+/// ([`crate::controller::ControlStatus::errors`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// Errors since the start.
+    pub errors_total: u64,
+    /// The last one, naming the kind (`Services` or `EndpointSlices`).
+    pub last_error: Option<String>,
+    /// Unix time of the last one, in milliseconds (0: none).
+    pub last_error_unix_ms: u64,
+    /// The kinds (`Services`, `EndpointSlices`) whose last watch or list
+    /// ended in an error and that have received nothing since: the source
+    /// retries them with backoff, and the tables served may be stale.
+    pub retrying: Vec<String>,
+}
+
 /// The lines `svcgate status` prints about the source's own errors (watch and
 /// list errors, retried with backoff); none when it met none.
-pub fn source_lines(s: &crate::controller::SourceStatus, now_unix_ms: u64) -> Vec<String> {
+pub fn source_lines(s: &SourceStatus, now_unix_ms: u64) -> Vec<String> {
     let Some(last) = &s.last_error else {
         return Vec::new();
     };
@@ -203,7 +223,6 @@ pub fn source_lines(s: &crate::controller::SourceStatus, now_unix_ms: u64) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::SourceStatus;
 
     #[test]
     fn source_errors_are_shown_with_their_state() {

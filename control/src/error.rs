@@ -9,7 +9,9 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::manifest::Origin;
+use svcgate_common::model::Ipv4Net;
+
+use crate::origin::Origin;
 
 /// Something a manifest or API object got wrong.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -120,6 +122,31 @@ pub enum LoadError {
     /// Two Service ports claim one frontend (address, protocol, port).
     #[error("{0}")]
     Frontend(#[from] svcgate_common::table::BuildWarning),
+}
+
+/// Something svcgate accepts and serves as it is, but a user may want to
+/// know about: shown by `svcgate validate` (without failing it), in
+/// `/status` and `svcgate status`, and logged when it first appears.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadWarning {
+    /// An explicit clusterIP outside svcgate's `service_cidr`: in objects
+    /// exported from a cluster, that cluster's API server allocated it from
+    /// its own range, so it is served as given (clashes are still errors).
+    #[error(
+        "{origin}: Service \"{name}\": spec.clusterIP {ip} is outside svcgate's service_cidr {service_cidr}; \
+         served as given (the cluster's API server allocated it, not svcgate; set service_cidr to the \
+         cluster's range to silence this)"
+    )]
+    ClusterIpOutsideServiceCidr {
+        /// Where the object is.
+        origin: Origin,
+        /// `namespace/name`.
+        name: String,
+        /// The address.
+        ip: Ipv4Addr,
+        /// svcgate's configured range.
+        service_cidr: Ipv4Net,
+    },
 }
 
 impl LoadError {

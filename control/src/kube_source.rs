@@ -11,6 +11,9 @@
 //! every batch of events goes through the same [`crate::resolve`] path as the
 //! manifests and the last good tables keep serving while the API is away.
 //!
+//! The Services watch selects by the `service.kubernetes.io/service-proxy-name`
+//! label as kube-proxy does ([`services_selector`]).
+//!
 //! Pods are not watched: in a cluster, EndpointSlices already carry the
 //! endpoints the EndpointSlice controller derived from them.
 
@@ -342,9 +345,25 @@ where
     })
 }
 
+/// The label selector of the Services watch: the Services svcgate serves by
+/// their `service.kubernetes.io/service-proxy-name` label, as kube-proxy
+/// selects them (KEP-2447). The API server filters, so Services meant for
+/// another proxy are never sent; [`crate::resolve`] checks the label again
+/// (the manifests source has no server to filter). A Service whose label
+/// changes so that it no longer matches arrives as a deletion.
+pub fn services_selector(service_proxy_name: Option<&str>) -> String {
+    match service_proxy_name {
+        None => format!("!{}", crate::resolve::SERVICE_PROXY_NAME_LABEL),
+        Some(name) => format!("{}={name}", crate::resolve::SERVICE_PROXY_NAME_LABEL),
+    }
+}
+
 async fn run(controller: Arc<Controller>, client: kube::Client, status: Arc<KubeSourceStatus>) {
     let cfg = watcher::Config::default();
-    let svcs = relisting(kube::Api::<Service>::all(client.clone()), cfg.clone())
+    // EndpointSlices are not filtered: a slice of a Service not served is
+    // stored without a table build (see `Controller::apply_changes`).
+    let selector = services_selector(controller.config().service_proxy_name.as_deref());
+    let svcs = relisting(kube::Api::<Service>::all(client.clone()), cfg.clone().labels(&selector))
         .map(|r| r.map(KubeEvent::Service).map_err(|e| ("Services", e)));
     let slices = relisting(kube::Api::<EndpointSlice>::all(client), cfg)
         .map(|r| r.map(KubeEvent::EndpointSlice).map_err(|e| ("EndpointSlices", e)));
@@ -407,6 +426,12 @@ async fn run(controller: Arc<Controller>, client: kube::Client, status: Arc<Kube
 #[cfg(test)]
 mod pending_tests {
     use super::*;
+
+    #[test]
+    fn services_selector_follows_service_proxy_name() {
+        assert_eq!(services_selector(None), "!service.kubernetes.io/service-proxy-name");
+        assert_eq!(services_selector(Some("svcgate")), "service.kubernetes.io/service-proxy-name=svcgate");
+    }
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn svc(name: &str) -> Service {

@@ -18,6 +18,7 @@ pub mod kube_source;
 pub mod load;
 pub mod manifest;
 pub mod metrics;
+pub mod origin;
 pub mod resolve;
 pub mod watch;
 

@@ -39,6 +39,10 @@ enum Command {
         /// A node IP NodePorts open on (repeatable).
         #[arg(long = "node-ip")]
         node_ips: Vec<Ipv4Addr>,
+        /// Serve only Services labelled service.kubernetes.io/service-proxy-name
+        /// with this value (default: only Services without that label, as kube-proxy).
+        #[arg(long)]
+        service_proxy_name: Option<String>,
     },
     /// Run the daemon: the controller, the admin endpoint and (when attached) the dataplane.
     Run {
@@ -71,19 +75,46 @@ fn init_logs(default: &str) {
         .try_init();
 }
 
-fn validate(paths: &[PathBuf], service_cidr: Ipv4Net, node_ips: Vec<Ipv4Addr>) -> ExitCode {
-    let cfg = ResolveConfig::new(service_cidr, node_ips);
+fn validate(
+    paths: &[PathBuf],
+    service_cidr: Ipv4Net,
+    node_ips: Vec<Ipv4Addr>,
+    service_proxy_name: Option<String>,
+) -> ExitCode {
+    let mut cfg = ResolveConfig::new(service_cidr, node_ips);
+    cfg.service_proxy_name = service_proxy_name;
     let report = load_paths(paths, &cfg);
     let (_, warnings) = svcgate_common::table::ServiceTable::build(&report.resolved.desired, 1);
     let (svcs, eps) = display::rows(&report.resolved.desired);
     print!("{}", display::services_table(&svcs));
     println!();
     print!("{}", display::endpoints_table(&eps));
-    for s in &report.skipped {
+    // A cluster's dump may hold hundreds of objects of other kinds: the
+    // first few by name, the rest counted by kind.
+    const SKIPPED_SHOWN: usize = 10;
+    for s in report.skipped.iter().take(SKIPPED_SHOWN) {
         eprintln!("skipped: {} {} {:?} at {}: a kind svcgate does not serve", s.api_version, s.kind, s.name, s.origin);
+    }
+    if report.skipped.len() > SKIPPED_SHOWN {
+        let mut kinds: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for s in &report.skipped[SKIPPED_SHOWN..] {
+            *kinds.entry(s.kind.as_str()).or_default() += 1;
+        }
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+        eprintln!(
+            "skipped: {} more objects of kinds svcgate does not serve ({})",
+            report.skipped.len() - SKIPPED_SHOWN,
+            kinds.join(", ")
+        );
     }
     for n in &report.resolved.external_names {
         eprintln!("note: Service {n} is of type ExternalName: DNS only, nothing to serve");
+    }
+    for o in &report.resolved.other_proxy {
+        eprintln!("note: {o}");
+    }
+    for w in &report.resolved.warnings {
+        eprintln!("warning: {w}");
     }
     let errors = report.errors.len() + warnings.len();
     for e in &report.errors {
@@ -93,7 +124,11 @@ fn validate(paths: &[PathBuf], service_cidr: Ipv4Net, node_ips: Vec<Ipv4Addr>) -
         eprintln!("error: {w}");
     }
     if errors == 0 {
-        eprintln!("svcgate: the manifests are ok ({} Services)", report.resolved.desired.services.len());
+        let warned = match report.resolved.warnings.len() {
+            0 => String::new(),
+            n => format!(", {n} warning(s)"),
+        };
+        eprintln!("svcgate: the manifests are ok ({} Services{warned})", report.resolved.desired.services.len());
         ExitCode::SUCCESS
     } else {
         eprintln!("svcgate: {errors} error(s); the objects named above would not be applied, the rest would");
@@ -238,6 +273,9 @@ fn status(admin: SocketAddr) -> ExitCode {
     for line in display::source_lines(&c.source, now) {
         println!("{line}");
     }
+    for w in &c.warnings {
+        println!("warning: {w}");
+    }
     for e in &c.errors {
         println!("error: {e}");
     }
@@ -247,9 +285,9 @@ fn status(admin: SocketAddr) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { paths, service_cidr, node_ips } => {
+        Command::Validate { paths, service_cidr, node_ips, service_proxy_name } => {
             init_logs("warn");
-            validate(&paths, service_cidr, node_ips)
+            validate(&paths, service_cidr, node_ips, service_proxy_name)
         }
         Command::Run { config } => {
             init_logs("info");

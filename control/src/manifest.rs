@@ -8,13 +8,23 @@
 //! line. Nothing here panics on any input: a document that does not parse is
 //! an error naming the file and line, and the file's other documents still load.
 //!
+//! What a live cluster exports loads as it is: `kubectl get svc,endpointslices,pods
+//! -A -o yaml` (or `-o json`) writes one `kind: List` whose `items` are the
+//! objects; each item is loaded like a document of its own, named by the line
+//! it starts on, and items of other kinds are skipped (one summary log line
+//! per List). Typed lists as the API server returns them (`ServiceList`,
+//! `EndpointSliceList`... whose items carry no apiVersion or kind) take the
+//! list's. Server-set fields (`status`, `metadata.managedFields`,
+//! `resourceVersion`, `uid`, `ownerReferences`, annotations) are read and
+//! ignored where svcgate has no use for them.
+//!
 //! YAML crate: `serde_norway`, a maintained fork of `serde_yaml` 0.9 (same API,
 //! which dtolnay archived in 2024) over a maintained fork of `unsafe-libyaml`.
 //! `serde_yml` was the other candidate, but it carries a RustSec advisory
 //! (unsound, unmaintained), and `serde_yaml_ng` is a newer-API fork we have no
 //! need for.
 
-use std::fmt;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,38 +32,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::error::LoadError;
-
-/// Where an object came from: a file and the line its document starts on, or
-/// the Kubernetes API.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Origin {
-    /// A file path as given by the user, or `kube-apiserver`.
-    pub path: Arc<str>,
-    /// 1-based line of the document's first line; 0 when not from a file.
-    pub line: usize,
-}
-
-impl Origin {
-    /// An origin in a file.
-    pub fn file(path: &Path, line: usize) -> Self {
-        Self { path: Arc::from(path.display().to_string()), line }
-    }
-
-    /// The Kubernetes API server.
-    pub fn api() -> Self {
-        Self { path: Arc::from("kube-apiserver"), line: 0 }
-    }
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            f.write_str(&self.path)
-        } else {
-            write!(f, "{}:{}", self.path, self.line)
-        }
-    }
-}
+pub use crate::origin::Origin;
 
 /// One object svcgate serves.
 #[derive(Debug, Clone, PartialEq)]
@@ -262,21 +241,15 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
             });
             continue;
         };
-        let decoded = match (api_version, kind) {
-            ("v1", "Service") => decode(doc, first_line).map(|o| Object::Service(Arc::new(o))),
-            ("v1", "Endpoints") => decode(doc, first_line).map(|o| Object::Endpoints(Arc::new(o))),
-            ("discovery.k8s.io/v1", "EndpointSlice") => {
-                decode(doc, first_line).map(|o| Object::EndpointSlice(Arc::new(o)))
-            }
-            ("v1", "Pod") => decode(doc, first_line).map(|o| Object::Pod(Arc::new(o))),
-            (_, "Service" | "Endpoints" | "Pod" | "EndpointSlice") => Err((
-                format!(
-                    "apiVersion {api_version:?} is not one svcgate reads for {kind} (use {})",
-                    if kind == "EndpointSlice" { "discovery.k8s.io/v1" } else { "v1" }
-                ),
-                content_line,
-            )),
-            _ => {
+        if let Some(item_kind) = list_item_kind(kind, &value) {
+            let (api_version, item_kind) = (api_version.to_string(), item_kind.to_string());
+            parse_list(&mut out, path, doc, first_line, content_line, &api_version, &item_kind, value);
+            continue;
+        }
+        let decoded = match served_kind(api_version, kind, content_line) {
+            Ok(Some(k)) => k.decode_str(doc, first_line),
+            Err(e) => Err(e),
+            Ok(None) => {
                 tracing::info!(file = %pstr, line = content_line, api_version, kind, name = %name,
                     "skipping a kind svcgate does not serve");
                 out.skipped.push(Skipped { origin, api_version: api_version.into(), kind: kind.into(), name });
@@ -298,6 +271,285 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
 
 fn decode<T: serde::de::DeserializeOwned>(doc: &str, first_line: usize) -> Result<T, (String, usize)> {
     serde_norway::from_str(doc).map_err(|e| relocate(&e, first_line))
+}
+
+/// A kind svcgate decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServedKind {
+    Service,
+    Endpoints,
+    EndpointSlice,
+    Pod,
+}
+
+impl ServedKind {
+    /// Decodes a whole document's text (errors carry the field path and the
+    /// file line).
+    fn decode_str(self, doc: &str, first_line: usize) -> Result<Object, (String, usize)> {
+        Ok(match self {
+            Self::Service => Object::Service(Arc::new(decode(doc, first_line)?)),
+            Self::Endpoints => Object::Endpoints(Arc::new(decode(doc, first_line)?)),
+            Self::EndpointSlice => Object::EndpointSlice(Arc::new(decode(doc, first_line)?)),
+            Self::Pod => Object::Pod(Arc::new(decode(doc, first_line)?)),
+        })
+    }
+
+    /// Decodes one item of a List, already parsed.
+    fn decode_value(self, v: serde_norway::Value) -> Result<Object, serde_norway::Error> {
+        use serde_norway::from_value;
+        Ok(match self {
+            Self::Service => Object::Service(Arc::new(from_value(v)?)),
+            Self::Endpoints => Object::Endpoints(Arc::new(from_value(v)?)),
+            Self::EndpointSlice => Object::EndpointSlice(Arc::new(from_value(v)?)),
+            Self::Pod => Object::Pod(Arc::new(from_value(v)?)),
+        })
+    }
+}
+
+/// The kind svcgate decodes for (`apiVersion`, `kind`): `Ok(None)` for a kind
+/// it does not serve, an error for a served kind under an apiVersion it does
+/// not read.
+fn served_kind(api_version: &str, kind: &str, line: usize) -> Result<Option<ServedKind>, (String, usize)> {
+    match (api_version, kind) {
+        ("v1", "Service") => Ok(Some(ServedKind::Service)),
+        ("v1", "Endpoints") => Ok(Some(ServedKind::Endpoints)),
+        ("discovery.k8s.io/v1", "EndpointSlice") => Ok(Some(ServedKind::EndpointSlice)),
+        ("v1", "Pod") => Ok(Some(ServedKind::Pod)),
+        (_, "Service" | "Endpoints" | "Pod" | "EndpointSlice") => Err((
+            format!(
+                "apiVersion {api_version:?} is not one svcgate reads for {kind} (use {})",
+                if kind == "EndpointSlice" { "discovery.k8s.io/v1" } else { "v1" }
+            ),
+            line,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// When a document is a list of objects, the kind its items have when they
+/// do not say (`Some("")` for the generic `List`, which `kubectl get -o yaml`
+/// and `-o json` write with every item's apiVersion and kind; `Some("Service")`
+/// for a `ServiceList`, as the API server returns it with items that carry
+/// neither).
+fn list_item_kind<'a>(kind: &'a str, value: &serde_norway::Value) -> Option<&'a str> {
+    let items = value.get("items")?;
+    if !(items.is_sequence() || items.is_null()) {
+        return None;
+    }
+    match kind {
+        "List" => Some(""),
+        _ => kind.strip_suffix("List").filter(|k| !k.is_empty()),
+    }
+}
+
+/// How many items of one List that fail to decode are decoded again from the
+/// text for the field's path and line; the others are named by the item's.
+const REDECODE_ITEMS: usize = 16;
+
+/// Loads the items of a List document into `out`. Each item is named by its
+/// own line when the items can be found in the text (kubectl's YAML and JSON
+/// layouts), else by the List's; an item that does not decode is decoded again
+/// from the document's text to name the field and its line.
+#[allow(clippy::too_many_arguments)]
+fn parse_list(
+    out: &mut ParsedFile,
+    path: &Path,
+    doc: &str,
+    first_line: usize,
+    content_line: usize,
+    list_api_version: &str,
+    item_kind: &str,
+    mut value: serde_norway::Value,
+) {
+    let items = match value.get_mut("items").map(std::mem::take) {
+        Some(serde_norway::Value::Sequence(items)) => items,
+        _ => Vec::new(), // `items: null` or absent: an empty List
+    };
+    let lines = item_lines(doc, items.len());
+    let mut skipped_kinds: BTreeMap<String, usize> = BTreeMap::new();
+    let mut redecoded = 0usize;
+    for (i, item) in items.into_iter().enumerate() {
+        let line = lines.as_ref().map_or(content_line, |l| first_line + l[i] - 1);
+        let origin = Origin::file(path, line);
+        let name = item.get("metadata").and_then(|m| str_field(m, "name")).unwrap_or("").to_string();
+        if !item.is_mapping() {
+            out.errors.push(LoadError::Invalid {
+                origin,
+                kind: "List".into(),
+                name: format!("items[{i}]"),
+                field: format!("items[{i}]"),
+                reason: "a List's item must be a Kubernetes object (a mapping with apiVersion, kind and metadata)"
+                    .into(),
+            });
+            continue;
+        }
+        let kind = str_field(&item, "kind").unwrap_or(item_kind).to_string();
+        let api_version = str_field(&item, "apiVersion").unwrap_or(list_api_version).to_string();
+        if kind.is_empty() {
+            out.errors.push(LoadError::Invalid {
+                origin,
+                kind: "object".into(),
+                name,
+                field: format!("items[{i}].kind"),
+                reason: "Required value: every item of a List needs apiVersion and kind".into(),
+            });
+            continue;
+        }
+        if list_item_kind(&kind, &item).is_some() {
+            out.errors.push(LoadError::Invalid {
+                origin,
+                kind,
+                name,
+                field: format!("items[{i}]"),
+                reason: "a List inside a List is not read (kubectl never writes one): list its items directly".into(),
+            });
+            continue;
+        }
+        match served_kind(&api_version, &kind, line) {
+            Ok(Some(k)) => match k.decode_value(item) {
+                Ok(object) => out.objects.push(Sourced { origin, object }),
+                Err(e) => {
+                    // Each re-decode reads the whole document: only the first
+                    // few, so that a List of broken items stays linear.
+                    redecoded += 1;
+                    let again = if redecoded <= REDECODE_ITEMS { nth_item_error(k, doc, i) } else { None };
+                    let (message, line) =
+                        again.map(|e| relocate(&e, first_line)).unwrap_or_else(|| (format!("items[{i}]: {e}"), line));
+                    out.errors.push(LoadError::Decode { origin: Origin::file(path, line), kind, name, message });
+                }
+            },
+            Ok(None) => {
+                tracing::debug!(file = %path.display(), line, api_version = %api_version, kind = %kind, name = %name,
+                    "skipping a List item of a kind svcgate does not serve");
+                *skipped_kinds.entry(kind.clone()).or_default() += 1;
+                out.skipped.push(Skipped { origin, api_version, kind, name });
+            }
+            Err((message, line)) => {
+                out.errors.push(LoadError::Decode { origin: Origin::file(path, line), kind, name, message })
+            }
+        }
+    }
+    if !skipped_kinds.is_empty() {
+        let kinds: Vec<String> = skipped_kinds.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+        tracing::info!(file = %path.display(), line = content_line, kinds = %kinds.join(", "),
+            "skipping List items of kinds svcgate does not serve");
+    }
+}
+
+/// The 1-based lines (in `doc`) where the `count` items of a List start, in
+/// the layouts kubectl writes: `- ` entries of a top-level `items:` block
+/// sequence (`-o yaml`), or `{` lines of a top-level `"items": [` array
+/// (`-o json`). `None` when the layout is another (flow style, one line), as
+/// shown by finding a different number of items.
+fn item_lines(doc: &str, count: usize) -> Option<Vec<usize>> {
+    if count == 0 {
+        return Some(Vec::new());
+    }
+    let indent = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let lines: Vec<&str> = doc.lines().collect();
+    // The first key's indentation: 0 in YAML, the top-level keys' in JSON.
+    let key_indent = lines
+        .iter()
+        .map(|l| l.trim_end())
+        .find(|l| {
+            let t = l.trim_start();
+            !t.is_empty() && !t.starts_with('#') && !t.starts_with("---") && t != "{"
+        })
+        .map(indent)?;
+    let items_at = lines.iter().position(|l| {
+        let t = l.trim_start();
+        indent(l) == key_indent
+            && (t.starts_with("items:") || t.starts_with("\"items\":") || t.starts_with("\"items\" :"))
+    })?;
+    let json = lines[items_at].trim_start().starts_with('"');
+    // An item starts at the items' indentation: `-` in YAML; in JSON, any
+    // line there but the closing `}` or `]` of the item before.
+    let starts = |t: &str| {
+        if json {
+            !t.starts_with('}') && !t.starts_with(']')
+        } else {
+            t == "-" || t.starts_with("- ")
+        }
+    };
+    let mut item_indent = None;
+    let mut found = Vec::with_capacity(count);
+    for (i, l) in lines.iter().enumerate().skip(items_at + 1) {
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let ind = indent(l);
+        let want = *item_indent.get_or_insert(ind);
+        if ind < want || (ind == want && !json && !starts(t)) {
+            break; // the end of the items
+        }
+        if ind == want && starts(t) {
+            found.push(i + 1);
+        }
+    }
+    (found.len() == count).then_some(found)
+}
+
+/// Decodes item `n` of a List document again, from its text, for an error
+/// with the field path and location (`None` if it decodes this way).
+fn nth_item_error(kind: ServedKind, doc: &str, n: usize) -> Option<serde_norway::Error> {
+    let r = match kind {
+        ServedKind::Service => nth_item::<k8s_openapi::api::core::v1::Service>(doc, n),
+        ServedKind::Endpoints => nth_item::<Endpoints>(doc, n),
+        ServedKind::EndpointSlice => nth_item::<EndpointSlice>(doc, n),
+        ServedKind::Pod => nth_item::<Pod>(doc, n),
+    };
+    r.err()
+}
+
+fn nth_item<T: serde::de::DeserializeOwned>(doc: &str, n: usize) -> Result<(), serde_norway::Error> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::marker::PhantomData;
+
+    struct Doc<T>(usize, PhantomData<T>);
+    struct Items<T>(usize, PhantomData<T>);
+
+    impl<'de, T: serde::de::DeserializeOwned> Visitor<'de> for Doc<T> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a List")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "items" {
+                    map.next_value_seed(Items::<T>(self.0, PhantomData))?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+    impl<'de, T: serde::de::DeserializeOwned> DeserializeSeed<'de> for Items<T> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+    impl<'de, T: serde::de::DeserializeOwned> Visitor<'de> for Items<T> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of objects")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            while i < self.0 {
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    return Ok(());
+                }
+                i += 1;
+            }
+            seq.next_element::<T>()?;
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(())
+        }
+    }
+    serde_norway::Deserializer::from_str(doc).deserialize_map(Doc::<T>(n, PhantomData))
 }
 
 #[cfg(test)]
@@ -348,6 +600,80 @@ mod tests {
         assert!(msg.contains("t.yaml:7"), "{msg}");
         assert!(msg.contains("Service a"), "{msg}");
         assert!(msg.contains("port"), "{msg}");
+    }
+
+    #[test]
+    fn list_items_load_with_their_own_lines() {
+        let t = "# kubectl get svc,cm -o yaml\napiVersion: v1\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata:\n    name: a\n\
+                 - apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: c\nkind: List\nmetadata:\n  resourceVersion: \"\"\n";
+        let p = parse_str(Path::new("l.yaml"), t);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.objects.len(), 1);
+        assert_eq!(p.objects[0].origin.line, 4);
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!((p.skipped[0].kind.as_str(), p.skipped[0].origin.line), ("ConfigMap", 8));
+    }
+
+    #[test]
+    fn typed_list_items_take_the_list_kind_and_indented_items_are_found() {
+        // As the API server returns a ServiceList: items carry no kind.
+        let t =
+            "apiVersion: v1\nkind: ServiceList\nitems:\n  - metadata:\n      name: a\n  - metadata:\n      name: b\n";
+        let p = parse_str(Path::new("l.yaml"), t);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let lines: Vec<usize> = p.objects.iter().map(|o| o.origin.line).collect();
+        assert_eq!(lines, [4, 6]);
+        assert!(p.objects.iter().all(|o| o.object.kind() == "Service"));
+    }
+
+    #[test]
+    fn list_items_in_flow_style_fall_back_to_the_list_line() {
+        let t = "\n{\"apiVersion\": \"v1\", \"kind\": \"List\", \"items\": [{\"apiVersion\": \"v1\", \"kind\": \"Service\", \
+                 \"metadata\": {\"name\": \"a\"}}, {\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": \"p\"}}]}\n";
+        let p = parse_str(Path::new("l.json"), t);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.objects.len(), 2);
+        assert!(p.objects.iter().all(|o| o.origin.line == 2));
+    }
+
+    #[test]
+    fn list_item_errors_name_item_field_and_line() {
+        let t = "{\n    \"apiVersion\": \"v1\",\n    \"items\": [\n        {\n            \"apiVersion\": \"v1\",\n            \
+                 \"kind\": \"Service\",\n            \"metadata\": {\"name\": \"a\"}\n        },\n        {\n            \
+                 \"apiVersion\": \"v1\",\n            \"kind\": \"Service\",\n            \"metadata\": {\"name\": \"b\"},\n            \
+                 \"spec\": {\"ports\": [{\"port\": \"eighty\"}]}\n        },\n        [1]\n    ],\n    \"kind\": \"List\"\n}\n";
+        let p = parse_str(Path::new("l.json"), t);
+        assert_eq!(p.objects.len(), 1);
+        assert_eq!(p.objects[0].origin.line, 4);
+        assert_eq!(p.errors.len(), 2, "{:?}", p.errors);
+        let msg = p.errors[0].to_string();
+        assert!(msg.starts_with("l.json:13: Service b: items[1].spec.ports[0].port: invalid type"), "{msg}");
+        let msg = p.errors[1].to_string();
+        assert!(msg.contains("items[2]"), "{msg}");
+    }
+
+    #[test]
+    fn a_list_of_broken_items_names_each_and_stays_linear() {
+        let mut t = String::from("apiVersion: v1\nkind: List\nitems:\n");
+        for i in 0..(REDECODE_ITEMS + 4) {
+            t.push_str(&format!(
+                "- apiVersion: v1\n  kind: Service\n  metadata:\n    name: s{i}\n  spec:\n    ports:\n    - port: x\n"
+            ));
+        }
+        let p = parse_str(Path::new("l.yaml"), &t);
+        assert_eq!(p.errors.len(), REDECODE_ITEMS + 4);
+        let first = p.errors[0].to_string();
+        assert!(first.starts_with("l.yaml:10: Service s0: items[0].spec.ports[0].port: invalid type"), "{first}");
+        let last = p.errors[REDECODE_ITEMS + 3].to_string();
+        let line = 4 + 7 * (REDECODE_ITEMS + 3);
+        assert!(
+            last.starts_with(&format!(
+                "l.yaml:{line}: Service s{}: items[{}]: ",
+                REDECODE_ITEMS + 3,
+                REDECODE_ITEMS + 3
+            )),
+            "{last}"
+        );
     }
 
     #[test]

@@ -16,6 +16,15 @@
 //!   is not applied (as `kubectl apply` would fail for it); when it had a last
 //!   good version (`previous`), that version keeps serving. The first Service
 //!   to claim a name or a port keeps it: one already serving, then file order.
+//! - Explicit clusterIPs outside the configured service CIDR are served as
+//!   given, with a [`LoadWarning`]: in objects exported from a cluster, its
+//!   API server allocated them from its own range. Two Services with one
+//!   clusterIP are still an error.
+//! - Services meant for another proxy are left alone ([`OtherProxy`]): the
+//!   `service.kubernetes.io/service-proxy-name` label (KEP-2447) read as
+//!   kube-proxy reads it when no [`ResolveConfig::service_proxy_name`] is
+//!   set, else only the Services labelled with that name are served. Both
+//!   sources (manifests and the API) resolve here, so both filter the same.
 //! - Endpoints: for each Service, the EndpointSlices labelled
 //!   `kubernetes.io/service-name` with its name, else its Endpoints object,
 //!   else (with a selector) the Pods its selector matches, translated the way
@@ -42,7 +51,7 @@ use svcgate_common::model::{
     ServiceType, SessionAffinity,
 };
 
-use crate::error::LoadError;
+use crate::error::{LoadError, LoadWarning};
 use crate::manifest::{Object, Origin, Sourced};
 
 /// The default NodePort range of the API server.
@@ -51,6 +60,8 @@ pub const NODE_PORT_RANGE: RangeInclusive<u16> = 30000..=32767;
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The label naming the proxy meant to serve a Service (KEP-2447).
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 
 /// What resolution needs besides the objects.
 #[derive(Debug, Clone)]
@@ -61,16 +72,30 @@ pub struct ResolveConfig {
     pub node_ips: Vec<Ipv4Addr>,
     /// Valid node ports.
     pub node_port_range: RangeInclusive<u16>,
-    /// Reject explicit clusterIPs outside `service_cidr`, as the API server
-    /// does. Off for the kube source: the API server already checked them
-    /// against the cluster's own range, which svcgate may not know.
+    /// Warn about explicit clusterIPs outside `service_cidr`
+    /// ([`LoadWarning::ClusterIpOutsideServiceCidr`]); they are served either
+    /// way, since in objects exported from a cluster that cluster's API server
+    /// allocated them from its own range. Off for the kube source: every
+    /// clusterIP there is the API server's, and svcgate's `service_cidr` need
+    /// not be the cluster's.
     pub check_cluster_ip_range: bool,
+    /// The `service.kubernetes.io/service-proxy-name` value of the Services
+    /// svcgate serves (KEP-2447). `None`: only Services without that label,
+    /// as kube-proxy; `Some(name)`: only Services labelled with `name`, so
+    /// that svcgate serves them beside the cluster's default proxy.
+    pub service_proxy_name: Option<String>,
 }
 
 impl ResolveConfig {
     /// A config for manifests with the given service CIDR.
     pub fn new(service_cidr: Ipv4Net, node_ips: Vec<Ipv4Addr>) -> Self {
-        Self { service_cidr, node_ips, node_port_range: NODE_PORT_RANGE, check_cluster_ip_range: true }
+        Self {
+            service_cidr,
+            node_ips,
+            node_port_range: NODE_PORT_RANGE,
+            check_cluster_ip_range: true,
+            service_proxy_name: None,
+        }
     }
 }
 
@@ -96,11 +121,64 @@ pub struct Resolved {
     pub allocations: Allocations,
     /// Problems; each affected only the object it names.
     pub errors: Vec<LoadError>,
+    /// Things accepted as they are that a user may want to know about (of
+    /// the Services applied only).
+    pub warnings: Vec<LoadWarning>,
+    /// Services left to another proxy by their
+    /// `service.kubernetes.io/service-proxy-name` label (or the lack of it).
+    pub other_proxy: Vec<OtherProxy>,
     /// `ExternalName` Services: accepted, nothing to serve.
     pub external_names: Vec<String>,
     /// What re-deriving each Service's backends needs (same index as
     /// `desired.services`), for [`backends_from_slices`].
     pub plans: Vec<EndpointPlan>,
+}
+
+/// A Service svcgate leaves alone: its `service.kubernetes.io/service-proxy-name`
+/// label does not name svcgate's [`ResolveConfig::service_proxy_name`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherProxy {
+    /// Where it is.
+    pub origin: Origin,
+    /// `namespace/name`.
+    pub name: String,
+    /// The label's value; `None` when the Service has no such label (and
+    /// svcgate is configured to serve only the Services labelled with its name).
+    pub proxy: Option<String>,
+}
+
+impl std::fmt::Display for OtherProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.proxy {
+            Some(p) => write!(
+                f,
+                "{}: Service \"{}\" is labelled {SERVICE_PROXY_NAME_LABEL}={p:?}: left to that proxy \
+                 (svcgate serves only Services labelled with its service_proxy_name, or without the label \
+                 when that is unset)",
+                self.origin, self.name
+            ),
+            None => write!(
+                f,
+                "{}: Service \"{}\" has no {SERVICE_PROXY_NAME_LABEL} label: left to the cluster's default \
+                 proxy (svcgate serves only Services labelled with its service_proxy_name)",
+                self.origin, self.name
+            ),
+        }
+    }
+}
+
+/// The proxy-name label of a Service when svcgate must leave it alone
+/// (`Err(label value)`), as kube-proxy and KEP-2447 read it: with no
+/// configured name, every Service that carries the label (whatever its
+/// value, empty included) belongs to another proxy; with a name, every
+/// Service not labelled with exactly that name does.
+pub fn check_proxy_name(cfg: &ResolveConfig, svc: &Service) -> Result<(), Option<String>> {
+    let label = svc.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_PROXY_NAME_LABEL));
+    if label.map(String::as_str) == cfg.service_proxy_name.as_deref() {
+        Ok(())
+    } else {
+        Err(label.cloned())
+    }
 }
 
 /// What deriving one Service's backends needs: its name, selector and ports.
@@ -239,6 +317,7 @@ struct Draft {
     wants_node_ports: bool,
     ports: Vec<DraftPort>,
     forwarding: Option<ForwardingMode>,
+    warnings: Vec<LoadWarning>,
 }
 
 /// The annotation a Service sets to pick its own forwarding mode (`snat` or
@@ -352,19 +431,25 @@ fn validate_service(sourced: &Sourced, svc: &Service, cfg: &ResolveConfig) -> Re
     };
     let mut headless = false;
     let mut cluster_ip = None;
+    let mut warnings = Vec::new();
     match spec.cluster_ip.as_deref() {
         None | Some("") => {}
         Some("None") => headless = true,
         Some(s) => {
-            if let Some(ip) = parse_ip(&mut c, "spec.clusterIP", s) {
+            // Dual-stack with IPv6 first: the IPv4 address is in clusterIPs.
+            let v4 = spec.cluster_ips.iter().flatten().map(String::as_str).find(|x| x.parse::<Ipv4Addr>().is_ok());
+            let (field, s) = match v4 {
+                Some(v4) if s.contains(':') => ("spec.clusterIPs", v4),
+                _ => ("spec.clusterIP", s),
+            };
+            if let Some(ip) = parse_ip(&mut c, field, s) {
                 if cfg.check_cluster_ip_range && !cfg.service_cidr.contains(&ip) {
-                    c.err(
-                        "spec.clusterIP",
-                        format!(
-                            "Invalid value: {s:?}: provided IP is not in the valid range. The range of valid IPs is {}",
-                            cfg.service_cidr
-                        ),
-                    );
+                    warnings.push(LoadWarning::ClusterIpOutsideServiceCidr {
+                        origin: sourced.origin.clone(),
+                        name: key.clone(),
+                        ip,
+                        service_cidr: cfg.service_cidr,
+                    });
                 }
                 cluster_ip = Some(ip);
             }
@@ -573,6 +658,7 @@ fn validate_service(sourced: &Sourced, svc: &Service, cfg: &ResolveConfig) -> Re
         wants_node_ports,
         ports,
         forwarding,
+        warnings,
     })))
 }
 
@@ -647,6 +733,12 @@ pub fn resolve(
         };
         let (ns, name) = key_of(meta);
         if let Object::Service(svc) = &s.object {
+            if let Err(proxy) = check_proxy_name(cfg, svc) {
+                tracing::debug!(service = %format!("{ns}/{name}"), origin = %s.origin, proxy = ?proxy,
+                    "left to another proxy by its service-proxy-name label");
+                out.other_proxy.push(OtherProxy { origin: s.origin.clone(), name: format!("{ns}/{name}"), proxy });
+                continue;
+            }
             services.push((s, svc));
             continue;
         }
@@ -877,7 +969,8 @@ pub fn resolve(
 
     // 5. Endpoints.
     out.desired.node_ips = cfg.node_ips.clone();
-    for d in final_drafts {
+    for mut d in final_drafts {
+        out.warnings.append(&mut d.warnings);
         let plan = EndpointPlan {
             namespace: d.namespace.clone(),
             name: d.name.clone(),

@@ -402,11 +402,21 @@ async fn initial_lists_publish_once_both_kinds_synced() {
 
     let list = api.next(Kind::Services, Verb::List).await;
     assert!(query_param(&list.uri, "watch").is_none(), "a list: {}", list.uri);
+    assert_eq!(
+        query_param(&list.uri, "labelSelector"),
+        Some("%21service.kubernetes.io%2Fservice-proxy-name"),
+        "only Services without a service-proxy-name label, as kube-proxy: {}",
+        list.uri
+    );
     list.list("100", vec![service("nginx", "10.247.1.2", "90")]);
     // The Services watch starting proves that list was taken in whole.
     let svc_watch = api.next(Kind::Services, Verb::Watch).await;
     assert_eq!(query_param(&svc_watch.uri, "resourceVersion"), Some("100"));
     assert_eq!(query_param(&svc_watch.uri, "allowWatchBookmarks"), Some("true"));
+    // Only the Services without a service-proxy-name label, as kube-proxy
+    // selects them; EndpointSlices unfiltered.
+    let selector = Some("%21service.kubernetes.io%2Fservice-proxy-name");
+    assert_eq!(query_param(&svc_watch.uri, "labelSelector"), selector, "{}", svc_watch.uri);
     let _svc_watch = svc_watch.watch();
     settle().await;
     assert!(!ctl.is_ready(), "ready with Services listed but no EndpointSlices");

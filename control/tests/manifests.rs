@@ -204,7 +204,6 @@ fn bad_values_name_file_object_and_field() {
         ("  ports:\n  - port: 80\n    protocol: TCPP\n", "spec.ports[0].protocol"),
         ("  type: Cluster\n  ports:\n  - port: 80\n", "spec.type"),
         ("  ports:\n  - port: 80\n    nodePort: 30001\n", "spec.ports[0].nodePort"),
-        ("  clusterIP: 10.0.0.1\n  ports:\n  - port: 80\n", "spec.clusterIP"),
         ("  ports:\n  - port: 80\n    name: a\n  - port: 81\n", "spec.ports[1].name"),
         ("  ports:\n  - port: 80\n    targetPort: \"80\"\n", "spec.ports[0].targetPort"),
     ];
@@ -216,6 +215,17 @@ fn bad_values_name_file_object_and_field() {
         let m = r.errors[0].to_string();
         assert!(m.contains("x.yaml:1") && m.contains("default/bad") && m.contains(field), "{m}");
     }
+}
+
+#[test]
+fn cluster_ip_outside_the_service_cidr_is_served_with_a_warning() {
+    // Allocated by some cluster's API server, not by svcgate: served as given.
+    let r = one("apiVersion: v1\nkind: Service\nmetadata:\n  name: far\nspec:\n  clusterIP: 198.19.0.1\n  ports:\n  - port: 80\n");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.resolved.desired.services[0].cluster_ip, Some(Ipv4Addr::new(198, 19, 0, 1)));
+    assert_eq!(r.resolved.warnings.len(), 1);
+    let m = r.resolved.warnings[0].to_string();
+    assert!(m.contains("x.yaml:1") && m.contains("default/far") && m.contains("outside svcgate's service_cidr"), "{m}");
 }
 
 #[test]

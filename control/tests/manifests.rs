@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use svcgate_common::model::{Protocol, ServiceSpec, ServiceType};
+use svcgate_common::model::{ForwardingMode, Protocol, ServiceSpec, ServiceType};
 use svcgate_control::error::LoadError;
 use svcgate_control::load::{load_paths, LoadReport};
 use svcgate_control::manifest::parse_str;
@@ -226,6 +226,25 @@ fn cluster_ip_outside_the_service_cidr_is_served_with_a_warning() {
     assert_eq!(r.resolved.warnings.len(), 1);
     let m = r.resolved.warnings[0].to_string();
     assert!(m.contains("x.yaml:1") && m.contains("default/far") && m.contains("outside svcgate's service_cidr"), "{m}");
+}
+
+#[test]
+fn forwarding_mode_annotation() {
+    let with = |v: &str| {
+        one(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: keep\n  annotations:\n    svcgate.io/forwarding-mode: {v}\nspec:\n  ports:\n  - port: 80\n"
+        ))
+    };
+    let r = with("dnat");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(svc(&r, "keep").forwarding, Some(ForwardingMode::Dnat));
+    assert_eq!(svc(&with("snat"), "keep").forwarding, Some(ForwardingMode::Snat));
+    let r = one("apiVersion: v1\nkind: Service\nmetadata:\n  name: plain\nspec:\n  ports:\n  - port: 80\n");
+    assert_eq!(svc(&r, "plain").forwarding, None, "no annotation: the gateway's mode");
+    let r = with("dsr");
+    assert!(r.resolved.desired.services.is_empty());
+    let m = r.errors[0].to_string();
+    assert!(m.contains("default/keep") && m.contains("svcgate.io/forwarding-mode") && m.contains("\"dsr\""), "{m}");
 }
 
 #[test]

@@ -259,7 +259,9 @@ impl Ctx<'_> {
         let full = message(true)?;
         let short = message(false)?;
         let question_end = 12 + qname.wire().len() + 4;
-        if full.len() < question_end || full[..short.len()] != short[..] {
+        // The header's ARCOUNT differs; the records without the additional
+        // section must be a prefix of the full ones.
+        if short.len() < question_end || full.get(question_end..short.len()) != short.get(question_end..) {
             return Err("unexpected encoding".into());
         }
         let count = |n: usize| u16::try_from(n).map_err(|_| "too many records".to_string());

@@ -464,7 +464,12 @@ impl Builder<'_> {
         self.zone.apex.prepend("svc").unwrap_or_else(|_| self.zone.apex.clone())
     }
 
-    fn port_name(&self, svc: &DomainName, port: &str, protocol: crate::view::Protocol) -> Result<DomainName, NameError> {
+    fn port_name(
+        &self,
+        svc: &DomainName,
+        port: &str,
+        protocol: crate::view::Protocol,
+    ) -> Result<DomainName, NameError> {
         let proto = match protocol {
             crate::view::Protocol::Tcp => "_tcp",
             crate::view::Protocol::Udp => "_udp",
@@ -474,9 +479,11 @@ impl Builder<'_> {
 
     fn apex_records(&mut self) {
         let apex = self.zone.apex.clone();
-        let (Ok(ns), Ok(hostmaster), Ok(version)) =
-            (apex.prepend("dns").and_then(|n| n.prepend("ns")), apex.prepend("hostmaster"), apex.prepend("dns-version"))
-        else {
+        let (Ok(ns), Ok(hostmaster), Ok(version)) = (
+            apex.prepend("dns").and_then(|n| n.prepend("ns")),
+            apex.prepend("hostmaster"),
+            apex.prepend("dns-version"),
+        ) else {
             return;
         };
         let ttl = self.config.ttl;

@@ -63,3 +63,6 @@ pub use table::DnsTable;
 pub use view::{DnsConfig, DnsEndpoint, DnsPort, DnsService, DnsServiceKind, DnsView, Protocol};
 pub use wire::DnsPacket;
 pub use zone::Zone;
+
+#[cfg(test)]
+mod tests;

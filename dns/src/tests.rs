@@ -592,6 +592,44 @@ fn every_answer_parses() {
     assert!(answered > 200, "{answered}");
 }
 
+#[test]
+fn the_table_is_shareable_and_deterministic() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<DnsTable>();
+    let again = DnsTable::build(&view(), &config());
+    assert_eq!(again.len(), table().len());
+    for (name, entry) in &table().names {
+        assert_eq!(again.name(name), Some(entry));
+    }
+}
+
+#[test]
+fn headless_endpoint_without_the_named_port_has_no_srv() {
+    let svc = DnsService::headless("default", "h")
+        .with_port("web", Protocol::Tcp, 80)
+        .with_endpoint(ep([198, 18, 4, 1], Some("a"), true, &[("web", 8080)]))
+        .with_endpoint(ep([198, 18, 4, 2], Some("b"), true, &[]));
+    let t = &DnsTable::build(&DnsView { services: vec![svc] }, &DnsConfig::default());
+    check(
+        t,
+        "_web._tcp.h.default.svc.cluster.local.",
+        SRV,
+        ResponseCode::NoError,
+        &["_web._tcp.h.default.svc.cluster.local. 5 IN SRV 0 100 8080 a.h.default.svc.cluster.local."],
+        &[],
+        &["a.h.default.svc.cluster.local. 5 IN A 198.18.4.1"],
+    );
+    check(
+        t,
+        "b.h.default.svc.cluster.local.",
+        A,
+        ResponseCode::NoError,
+        &["b.h.default.svc.cluster.local. 5 IN A 198.18.4.2"],
+        &[],
+        &[],
+    );
+}
+
 fn query_strategy() -> impl Strategy<Value = Vec<u8>> {
     let names = prop::sample::select(vec![
         "nginx.default.svc.cluster.local.",

@@ -697,3 +697,83 @@ proptest! {
         prop_assert!(len <= limit.min(max_out));
     }
 }
+
+fn label_strategy() -> impl Strategy<Value = String> {
+    // Mostly valid labels, sometimes empty, too long, dotted or with a space.
+    prop_oneof![
+        8 => "[a-z][a-z0-9-]{0,12}",
+        1 => Just(String::new()),
+        1 => "[a-z]{64}",
+        1 => "[a-z]{1,3}[. ][a-z]{1,3}",
+    ]
+}
+
+fn service_strategy() -> impl Strategy<Value = DnsService> {
+    let addr = prop_oneof![
+        any::<[u8; 4]>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+        any::<[u16; 8]>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+    ];
+    let endpoint = (addr.clone(), prop::option::of(label_strategy()), any::<bool>(), 0u16..3).prop_map(
+        |(addr, hostname, ready, port)| DnsEndpoint {
+            addr,
+            hostname,
+            ready,
+            ports: (0..port).map(|i| (format!("p{i}"), 8000 + i)).collect(),
+        },
+    );
+    let kind = prop_oneof![
+        prop::collection::vec(addr, 0..3).prop_map(DnsServiceKind::ClusterIp),
+        Just(DnsServiceKind::Headless),
+        prop_oneof![label_strategy(), Just("a.b.c.example.".to_owned()), Just("x.ns0.svc.cluster.local".to_owned())]
+            .prop_map(DnsServiceKind::ExternalName),
+    ];
+    (
+        prop_oneof![Just("ns0".to_owned()), label_strategy()],
+        label_strategy(),
+        kind,
+        0u16..3,
+        any::<bool>(),
+        prop::collection::vec(endpoint, 0..6),
+    )
+        .prop_map(|(namespace, name, kind, ports, publish, endpoints)| DnsService {
+            namespace,
+            name,
+            kind,
+            ports: (0..ports)
+                .map(|i| crate::view::DnsPort {
+                    name: if i == 0 { String::new() } else { format!("p{i}") },
+                    protocol: if i % 2 == 0 { Protocol::Tcp } else { Protocol::Udp },
+                    port: 80 + i,
+                })
+                .collect(),
+            publish_not_ready_addresses: publish,
+            endpoints,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any view builds (bad names are skipped, not a panic), and every name
+    /// of its zone, asked for every common type, gets an answer hickory
+    /// parses, or a slow-path verdict.
+    #[test]
+    fn any_view_builds_and_answers(services in prop::collection::vec(service_strategy(), 0..6)) {
+        let view = DnsView { services };
+        let zone = crate::zone::Zone::build(&view, &DnsConfig::default());
+        let t = DnsTable::from_zone(&zone, &DnsConfig::default());
+        for name in zone.nodes.keys() {
+            for qtype in [A, CNAME, PTR, AAAA, SRV, MX] {
+                let (outcome, r) = ask_with(&t, &query(&name.to_string(), qtype, Some(4096)), 4096);
+                match outcome {
+                    Outcome::Answered { .. } => {
+                        let m = Message::from_vec(&r).unwrap();
+                        prop_assert!(!m.metadata.truncation);
+                    }
+                    Outcome::Slow(SlowReason::ExternalName) => {}
+                    other => prop_assert!(false, "{name} {qtype}: {other:?}"),
+                }
+            }
+        }
+    }
+}

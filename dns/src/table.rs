@@ -257,11 +257,19 @@ impl Ctx<'_> {
             m.to_vec().map_err(|e| e.to_string())
         };
         let full = message(true)?;
-        let short = message(false)?;
         let question_end = 12 + qname.wire().len() + 4;
-        // The header's ARCOUNT differs; the records without the additional
-        // section must be a prefix of the full ones.
-        if short.len() < question_end || full.get(question_end..short.len()) != short.get(question_end..) {
+        let short_len = if additional.is_empty() {
+            full.len()
+        } else {
+            let short = message(false)?;
+            // The header's ARCOUNT differs; the records without the additional
+            // section must be a prefix of the full ones.
+            if short.len() < question_end || full.get(question_end..short.len()) != short.get(question_end..) {
+                return Err("unexpected encoding".into());
+            }
+            short.len()
+        };
+        if full.len() < question_end {
             return Err("unexpected encoding".into());
         }
         let count = |n: usize| u16::try_from(n).map_err(|_| "too many records".to_string());
@@ -269,7 +277,7 @@ impl Ctx<'_> {
             rcode,
             counts: [count(answers.len())?, count(usize::from(authority.is_some()))?, count(additional.len())?],
             records: full[question_end..].into(),
-            additional_at: short.len() - question_end,
+            additional_at: short_len - question_end,
         })
     }
 }

@@ -205,6 +205,10 @@ impl Ctx<'_> {
         let mut answers = Vec::new();
         let mut name = qname.clone();
         for _ in 0..MAX_CHAIN {
+            // A CNAME loop: the chain so far, once.
+            if answers.iter().any(|(owner, _, _)| *owner == name) {
+                break;
+            }
             let Some(node) = self.zone.nodes.get(&name) else {
                 if name.is_within(&self.zone.apex) && !(name.is_within(self.pod_apex) && name != *self.pod_apex) {
                     return Resolution::Negative { answers, rcode: 3, zone: ZoneKind::Cluster };
@@ -234,7 +238,7 @@ impl Ctx<'_> {
                 _ => return Resolution::Negative { answers, rcode: 0, zone: node.zone },
             }
         }
-        // A loop: what was found so far.
+        // A loop, or a chain longer than MAX_CHAIN: what was found so far.
         Resolution::Data { answers, additional: Vec::new() }
     }
 

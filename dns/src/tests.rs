@@ -630,6 +630,33 @@ fn headless_endpoint_without_the_named_port_has_no_srv() {
     );
 }
 
+#[test]
+fn cname_loops_and_services_without_addresses() {
+    let mut no_ip =
+        DnsService::cluster_ip("default", "noip", Ipv4Addr::new(198, 18, 128, 9)).with_port("p", Protocol::Tcp, 1);
+    no_ip.kind = DnsServiceKind::ClusterIp(vec![]);
+    let services = vec![
+        DnsService::external_name("default", "a", "b.default.svc.cluster.local"),
+        DnsService::external_name("default", "b", "a.default.svc.cluster.local"),
+        no_ip,
+    ];
+    let t = &DnsTable::build(&DnsView { services }, &DnsConfig::default());
+    check(
+        t,
+        "a.default.svc.cluster.local.",
+        A,
+        ResponseCode::NoError,
+        &[
+            "a.default.svc.cluster.local. 5 IN CNAME b.default.svc.cluster.local.",
+            "b.default.svc.cluster.local. 5 IN CNAME a.default.svc.cluster.local.",
+        ],
+        &[],
+        &[],
+    );
+    check_nxdomain(t, "noip.default.svc.cluster.local.", A);
+    check_nxdomain(t, "_p._tcp.noip.default.svc.cluster.local.", SRV);
+}
+
 fn query_strategy() -> impl Strategy<Value = Vec<u8>> {
     let names = prop::sample::select(vec![
         "nginx.default.svc.cluster.local.",

@@ -408,6 +408,8 @@ impl Builder<'_> {
                 let target = DomainName::from_dotted(target).map_err(|e| bad("externalName", e))?;
                 self.add(&name, Rdata::Cname(target));
             }
+            // No address: no name, and no SRV record pointing at it.
+            DnsServiceKind::ClusterIp(ips) if ips.is_empty() => {}
             DnsServiceKind::ClusterIp(ips) => {
                 for &ip in ips {
                     self.add(&name, Rdata::addr(ip));
@@ -419,9 +421,7 @@ impl Builder<'_> {
                         let owner = self.port_name(&name, &port.name, port.protocol).map_err(|e| bad("port", e))?;
                         self.add(&owner, srv.clone());
                     }
-                    if !ips.is_empty() {
-                        self.add(&name, srv);
-                    }
+                    self.add(&name, srv);
                 }
             }
             DnsServiceKind::Headless => {

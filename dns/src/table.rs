@@ -122,7 +122,7 @@ impl DnsTable {
         let mut skipped = zone.skipped.clone();
         let mut names = HashMap::with_capacity_and_hasher(zone.nodes.len(), ahash::RandomState::new());
         let pod_apex = zone.apex.prepend("pod").unwrap_or_else(|_| zone.apex.clone());
-        let soas = [ZoneKind::Cluster, ZoneKind::ReverseV4, ZoneKind::ReverseV6].map(|k| soa_of(zone, k, config));
+        let soas = [ZoneKind::Cluster, ZoneKind::ReverseV4, ZoneKind::ReverseV6].map(|k| zone.soa(k, config));
         let ctx = Ctx { zone, pod_apex: &pod_apex, soas: &soas };
         for (name, node) in &zone.nodes {
             let mut answers: Vec<(u16, Entry)> = Vec::new();
@@ -310,23 +310,7 @@ fn record((name, ttl, data): &Rr) -> Record {
     Record::from_rdata(name.to_hickory(), *ttl, rdata)
 }
 
-fn zone_apex(zone: &Zone, kind: ZoneKind) -> DomainName {
-    match kind {
-        ZoneKind::Cluster => zone.apex.clone(),
-        ZoneKind::ReverseV4 => reverse_v4_apex(),
-        ZoneKind::ReverseV6 => reverse_v6_apex(),
-    }
-}
-
-/// The SOA of a zone: `ns.dns.<apex> hostmaster.<apex>`, as CoreDNS names them.
-fn soa_of(zone: &Zone, kind: ZoneKind, config: &DnsConfig) -> Rr {
-    let apex = zone_apex(zone, kind);
-    let mname = apex.prepend("dns").and_then(|n| n.prepend("ns")).unwrap_or_else(|_| apex.clone());
-    let rname = apex.prepend("hostmaster").unwrap_or_else(|_| apex.clone());
-    (apex, config.ttl, Rdata::Soa { mname, rname, serial: config.serial, timers: soa_timers(config.ttl) })
-}
-
-/// The same SOA as [`soa_of`], written by hand with pointers to the zone's
+/// The same SOA as [`Zone::soa`], written by hand with pointers to the zone's
 /// name in the question.
 fn negative_soa(apex: &DomainName, config: &DnsConfig) -> NegativeSoa {
     let mut r = Vec::with_capacity(64);

@@ -572,6 +572,68 @@ impl Zone {
     pub fn get(&self, name: &DomainName, rtype: u16) -> Option<&RecordSet> {
         self.nodes.get(name)?.rrsets.get(&rtype)
     }
+
+    /// The apex of a zone.
+    pub fn apex_of(&self, kind: ZoneKind) -> DomainName {
+        match kind {
+            ZoneKind::Cluster => self.apex.clone(),
+            ZoneKind::ReverseV4 => reverse_v4_apex(),
+            ZoneKind::ReverseV6 => reverse_v6_apex(),
+        }
+    }
+
+    /// The SOA record of a zone, as its negative answers carry it:
+    /// `ns.dns.<apex> hostmaster.<apex>`, as CoreDNS names them.
+    pub fn soa(&self, kind: ZoneKind, config: &DnsConfig) -> (DomainName, u32, Rdata) {
+        let apex = self.apex_of(kind);
+        let mname = apex.prepend("dns").and_then(|n| n.prepend("ns")).unwrap_or_else(|_| apex.clone());
+        let rname = apex.prepend("hostmaster").unwrap_or_else(|_| apex.clone());
+        (apex, config.ttl, Rdata::Soa { mname, rname, serial: config.serial, timers: soa_timers(config.ttl) })
+    }
+
+    /// The names of one zone as a zone file (RFC 1035 5.1), for an
+    /// authoritative server such as NSD or Knot: the SOA first, an NS at the
+    /// apex (the reverse zones get `ns.dns.<cluster zone>`), then every record,
+    /// grouped by name (in wire-format byte order, not DNSSEC's canonical
+    /// order), one per line with its TTL and class.
+    pub fn zone_file(&self, kind: ZoneKind, config: &DnsConfig) -> String {
+        use fmt::Write as _;
+        let (apex, ttl, soa) = self.soa(kind, config);
+        let mut out = String::new();
+        let _ = writeln!(out, "$ORIGIN {apex}\n$TTL {ttl}\n{apex} {ttl} IN {soa}");
+        if kind != ZoneKind::Cluster {
+            if let Ok(ns) = self.apex.prepend("dns").and_then(|n| n.prepend("ns")) {
+                let _ = writeln!(out, "{apex} {ttl} IN {}", Rdata::Ns(ns));
+            }
+        }
+        for (name, node) in self.nodes.iter().filter(|(_, node)| node.zone == kind) {
+            for set in node.rrsets.values() {
+                for data in set.data.iter().filter(|d| d.rtype() != rtype::SOA) {
+                    let _ = writeln!(out, "{name} {} IN {data}", set.ttl);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Rdata {
+    /// The type and the data as a zone file writes them (`A 198.18.0.1`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::A(a) => write!(f, "A {a}"),
+            Self::Aaaa(a) => write!(f, "AAAA {a}"),
+            Self::Cname(n) => write!(f, "CNAME {n}"),
+            Self::Ns(n) => write!(f, "NS {n}"),
+            Self::Ptr(n) => write!(f, "PTR {n}"),
+            Self::Srv { priority, weight, port, target } => write!(f, "SRV {priority} {weight} {port} {target}"),
+            // Only letters, digits and dots are put in TXT records here.
+            Self::Txt(s) => write!(f, "TXT \"{s}\""),
+            Self::Soa { mname, rname, serial, timers: [refresh, retry, expire, minimum] } => {
+                write!(f, "SOA {mname} {rname} {serial} {refresh} {retry} {expire} {minimum}")
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -607,6 +669,44 @@ mod tests {
         assert_eq!(dashed("5678:abcd::1".parse().unwrap()), "5678-abcd--1");
         assert_eq!(dashed("::1".parse().unwrap()), "0--1");
         assert_eq!(dashed("fd00::".parse().unwrap()), "fd00--0");
+    }
+
+    #[test]
+    fn zone_files() {
+        let view = DnsView {
+            services: vec![
+                DnsService::cluster_ip("default", "nginx", Ipv4Addr::new(198, 18, 128, 1)).with_port(
+                    "http",
+                    Protocol::Tcp,
+                    8080,
+                ),
+                DnsService::external_name("default", "ext", "www.example.com"),
+            ],
+        };
+        let config = DnsConfig::default();
+        let zone = Zone::build(&view, &config);
+        assert_eq!(
+            zone.zone_file(ZoneKind::Cluster, &config),
+            "$ORIGIN cluster.local.
+$TTL 5
+cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5
+ext.default.svc.cluster.local. 5 IN CNAME www.example.com.
+_http._tcp.nginx.default.svc.cluster.local. 5 IN SRV 0 100 8080 nginx.default.svc.cluster.local.
+nginx.default.svc.cluster.local. 5 IN A 198.18.128.1
+nginx.default.svc.cluster.local. 5 IN SRV 0 100 8080 nginx.default.svc.cluster.local.
+cluster.local. 5 IN NS ns.dns.cluster.local.
+dns-version.cluster.local. 28800 IN TXT \"1.1.0\"
+"
+        );
+        assert_eq!(
+            zone.zone_file(ZoneKind::ReverseV4, &config),
+            "$ORIGIN in-addr.arpa.
+$TTL 5
+in-addr.arpa. 5 IN SOA ns.dns.in-addr.arpa. hostmaster.in-addr.arpa. 1 7200 1800 86400 5
+in-addr.arpa. 5 IN NS ns.dns.cluster.local.
+1.128.18.198.in-addr.arpa. 5 IN PTR nginx.default.svc.cluster.local.
+"
+        );
     }
 
     #[test]

@@ -56,6 +56,7 @@ fn query(name: &str) -> Vec<u8> {
 fn bench(c: &mut Criterion) {
     let view = view();
     let table = DnsTable::build(&view, &DnsConfig::default());
+    eprintln!("dns table: {} names, about {} KiB", table.len(), table.heap_bytes() / 1024);
     let sets = [
         ("hit", (1..=64).map(|i| query(&format!("svc-{}.default.svc.cluster.local", i * 151 + 1))).collect::<Vec<_>>()),
         ("nxdomain", (0..64).map(|i| query(&format!("www{i}.example.com.default.svc.cluster.local"))).collect()),

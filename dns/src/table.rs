@@ -182,6 +182,29 @@ impl DnsTable {
         self.names.is_empty()
     }
 
+    /// An estimate of the table's heap use in bytes: names, entries and
+    /// encoded answers (not the hash map's spare capacity).
+    pub fn heap_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(u16, Entry)>();
+        let slot = std::mem::size_of::<(Box<[u8]>, NameEntry)>();
+        self.names
+            .iter()
+            .map(|(name, e)| {
+                let records: usize = e
+                    .answers
+                    .iter()
+                    .map(|(_, a)| a)
+                    .chain(e.other.as_ref())
+                    .map(|a| match a {
+                        Entry::Answer(a) => a.records.len(),
+                        Entry::Slow(_) => 0,
+                    })
+                    .sum();
+                slot + name.len() + e.answers.len() * entry + records
+            })
+            .sum()
+    }
+
     /// Records left out, with the reason, for the control plane to log.
     pub fn skipped(&self) -> &[String] {
         &self.skipped

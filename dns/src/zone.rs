@@ -146,8 +146,10 @@ impl DomainName {
 
     /// The name as hickory-proto's type.
     pub fn to_hickory(&self) -> hickory_proto::rr::Name {
-        // Labels were checked when this name was made: from_labels cannot fail.
-        hickory_proto::rr::Name::from_labels(self.labels()).unwrap_or_else(|_| hickory_proto::rr::Name::root())
+        use hickory_proto::serialize::binary::BinDecodable;
+        // Decoding the wire form is several times faster than from_labels.
+        // The labels were checked when this name was made: it cannot fail.
+        hickory_proto::rr::Name::from_bytes(&self.0).unwrap_or_else(|_| hickory_proto::rr::Name::root())
     }
 }
 

@@ -127,24 +127,20 @@ impl DnsTable {
         for (name, node) in &zone.nodes {
             let mut answers: Vec<(u16, Entry)> = Vec::new();
             let encode = |qtype: u16, r: Resolution, skipped: &mut Vec<String>| match ctx.encode(name, qtype, r) {
-                Ok(answer) => Some(Entry::Answer(answer)),
+                Ok(answer) => Entry::Answer(answer),
                 Err(e) => {
                     skipped.push(format!("{name} type {qtype}: {e}"));
-                    Some(Entry::Slow(SlowReason::TooLarge))
+                    Entry::Slow(SlowReason::TooLarge)
                 }
             };
             for &qtype in node.rrsets.keys() {
-                if let Some(e) = encode(qtype, ctx.resolve(name, qtype), &mut skipped) {
-                    answers.push((qtype, e));
-                }
+                answers.push((qtype, encode(qtype, ctx.resolve(name, qtype), &mut skipped)));
             }
             let mut other = None;
             if node.rrsets.contains_key(&rtype::CNAME) {
                 for qtype in [rtype::A, rtype::AAAA, rtype::SRV, rtype::TXT, rtype::PTR, rtype::NS, rtype::SOA] {
                     if let r @ Resolution::Data { .. } = ctx.resolve(name, qtype) {
-                        if let Some(e) = encode(qtype, r, &mut skipped) {
-                            answers.push((qtype, e));
-                        }
+                        answers.push((qtype, encode(qtype, r, &mut skipped)));
                     }
                 }
                 // Type 0 is in no record set: this is the chain's end for any other type.
@@ -152,7 +148,7 @@ impl DnsTable {
                     Resolution::OutOfZone { .. } if config.external_names_upstream => {
                         Some(Entry::Slow(SlowReason::ExternalName))
                     }
-                    r => encode(rtype::A, r, &mut skipped),
+                    r => Some(encode(rtype::A, r, &mut skipped)),
                 };
             }
             names.insert(name.wire().into(), NameEntry { zone: node.zone, answers: answers.into(), other });
@@ -168,7 +164,7 @@ impl DnsTable {
             pod_apex,
             negative,
             udp_payload_size: config.udp_payload_size.max(512),
-            skipped: std::mem::take(&mut skipped),
+            skipped,
         }
     }
 

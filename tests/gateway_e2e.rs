@@ -37,7 +37,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use netns::{field, require_root, ChildProc, Lab};
 use svcgate_common::model::{
-    BackendSpec, DesiredState, EndpointConditions, Protocol, ServicePortSpec, ServiceSpec, ServiceType, SessionAffinity,
+    BackendSpec, DesiredState, EndpointConditions, ForwardingMode, Protocol, ServicePortSpec, ServiceSpec, ServiceType,
+    SessionAffinity,
 };
 use svcgate_common::publish::Publisher;
 use svcgate_common::table::ServiceTable;
@@ -75,6 +76,7 @@ fn child_entry() {
         Ok("e2e-tcp-hold") => tcp_hold_child(),
         Ok("e2e-reject") => reject_child(),
         Ok("e2e-lifecycle") => lifecycle_child(),
+        Ok("e2e-whoami") => whoami_child(),
         _ => netns::child_main(),
     }
 }
@@ -260,7 +262,8 @@ fn stats_lines(gw: &Gateway) -> Vec<String> {
 }
 
 /// `SG_QUEUES`; optional `SG_IFACES` (comma-separated, default `g0,g1`),
-/// `SG_SNAT` (default [`GW_POD_IP`]), `SG_NODE_IP`, `SG_BACKENDS`,
+/// `SG_SNAT` (default [`GW_POD_IP`]), `SG_MODE` (`snat`, default, or
+/// `dnat`), `SG_NODE_IP`, `SG_BACKENDS`,
 /// `SG_RT_PRIORITY` (SCHED_FIFO workers napping 500 us after 8 empty polls). Prints
 /// `READY ...`; commands on stdin: `remove-b2` (prints
 /// `PUBLISHED <unix_us>`), `stats`; EOF: final `NAT`/`XSK` lines, `BYE`.
@@ -274,7 +277,13 @@ fn gateway_child() {
         interfaces,
         queues,
         xdp_mode: XdpMode::Auto,
-        nat: NatConfig { snat_addrs: vec![snat], conntrack_capacity: 1 << 16, ..NatConfig::default() },
+        nat: NatConfig {
+            mode: std::env::var("SG_MODE")
+                .map_or(ForwardingMode::Snat, |m| ForwardingMode::parse(&m).expect("SG_MODE")),
+            snat_addrs: vec![snat],
+            conntrack_capacity: 1 << 16,
+            ..NatConfig::default()
+        },
         xsk: XskConfig { frames_per_port: 2048, ring_size: 1024, ..XskConfig::default() },
         ..GatewayConfig::default()
     };
@@ -354,7 +363,9 @@ fn gateway_child() {
 }
 
 /// `SG_NAME`, `SG_ADDR`: TCP :80 answers `<name>\n` then echoes lines; UDP
-/// :5300 answers `<name> <payload>`. Until stdin closes.
+/// :5300 answers `<name> <payload>`. Until stdin closes. Either answers
+/// `whoami` with the address it sees the client at (`peer=<ip>:<port>`),
+/// which tells whether the client's address arrived or the gateway's.
 fn backend_child() {
     let name = env("SG_NAME");
     let addr = env("SG_ADDR");
@@ -372,7 +383,11 @@ fn backend_child() {
                 }
                 let mut buf = [0u8; 2048];
                 while let Ok(k) = c.read(&mut buf) {
-                    if k == 0 || c.write_all(&buf[..k]).is_err() {
+                    let reply = match &buf[..k] {
+                        b"whoami\n" => c.peer_addr().map(|p| format!("peer={p}\n").into_bytes()).unwrap_or_default(),
+                        other => other.to_vec(),
+                    };
+                    if k == 0 || c.write_all(&reply).is_err() {
                         break;
                     }
                 }
@@ -386,10 +401,40 @@ fn backend_child() {
     while !stop.load(Ordering::SeqCst) {
         if let Ok((k, from)) = u.recv_from(&mut buf) {
             let mut reply = format!("{name} ").into_bytes();
-            reply.extend_from_slice(&buf[..k]);
+            if &buf[..k] == b"whoami" {
+                reply.extend_from_slice(format!("peer={from}").as_bytes());
+            } else {
+                reply.extend_from_slice(&buf[..k]);
+            }
             let _ = u.send_to(&reply, from);
         }
     }
+}
+
+/// `SG_DST` (TCP), `SG_UDST` (UDP): asks a backend through each who it
+/// sees; prints `TCP <local addr> <backend's name> <backend's line>` and
+/// `UDP <local addr> <backend's answer>`, then `DONE`.
+fn whoami_child() {
+    let dst: SocketAddr = env("SG_DST").parse().unwrap();
+    let (c, name) = tcp_name(dst, Duration::from_secs(2), 3).expect("TCP through the gateway");
+    let mut w = c.try_clone().unwrap();
+    w.write_all(b"whoami\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(c.try_clone().unwrap()).read_line(&mut line).unwrap();
+    say(&format!("TCP {} {name} {}", c.local_addr().unwrap(), line.trim()));
+    let udst: SocketAddr = env("SG_UDST").parse().unwrap();
+    let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+    u.connect(udst).unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 512];
+    for _ in 0..3 {
+        u.send(b"whoami").unwrap();
+        if let Ok(n) = u.recv(&mut buf) {
+            say(&format!("UDP {} {}", u.local_addr().unwrap(), String::from_utf8_lossy(&buf[..n])));
+            break;
+        }
+    }
+    say("DONE");
 }
 
 /// Connects (bounded retries), reads the first line: the backend's name.
@@ -629,6 +674,8 @@ impl GwLab {
             lab.veth(&ns, "e0", &br, &q, 1);
             lab.ip(&br, &format!("link set {q} master br0"));
             lab.ip(&ns, &format!("addr add {addr}/24 dev e0"));
+            // In dnat mode a Pod answers the client itself: through the gateway.
+            lab.ip(&ns, &format!("route add 198.18.1.0/24 via {GW_POD_IP}"));
             backend_ns.push(ns);
         }
         for (i, ns) in backend_ns.iter().enumerate() {
@@ -733,6 +780,27 @@ fn frontends_with(tag: &str, queues: u32, gateway_env: &[(&str, &str)]) {
         [format!("{CLUSTER_IP}:{TCP_PORT}"), format!("{GW_CLIENT_IP}:{TCP_NODE_PORT}"), format!("{LB_IP}:{TCP_PORT}")];
     let udp_dsts =
         [format!("{CLUSTER_IP}:{UDP_PORT}"), format!("{GW_CLIENT_IP}:{UDP_NODE_PORT}"), format!("{LB_IP}:{UDP_PORT}")];
+    // Who the Pods see: the gateway's SNAT address, or in dnat mode the
+    // client itself, at the very port it sent from.
+    let dnat = gateway_env.contains(&("SG_MODE", "dnat"));
+    for (t, u) in tcp_dsts.iter().zip(&udp_dsts) {
+        let cli = l.cli.clone();
+        let mut p = l.lab.spawn(&cli, "e2e-whoami", &[("SG_DST", t), ("SG_UDST", u)]);
+        p.expect_line("DONE");
+        assert!(l.lab.wait(&mut p, Duration::from_secs(30)), "whoami {t} {u}");
+        for proto in ["TCP", "UDP"] {
+            let line =
+                p.lines.iter().find(|x| x.starts_with(proto)).unwrap_or_else(|| panic!("{proto}: {:?}", p.lines));
+            eprintln!("[{tag}] whoami {line}");
+            let local = line.split_whitespace().nth(1).unwrap();
+            let seen = line.split("peer=").nth(1).unwrap_or_else(|| panic!("{line}")).trim();
+            if dnat {
+                assert_eq!(seen, local, "{proto} via {t}/{u}: the Pod must see the client's own address and port");
+            } else {
+                assert!(seen.starts_with(&format!("{GW_POD_IP}:")), "{proto} via {t}/{u}: masqueraded: {seen}");
+            }
+        }
+    }
     let mut tcp = BTreeMap::new();
     let mut udp = BTreeMap::new();
     let mut n_tcp = 0;
@@ -820,6 +888,17 @@ fn gateway_e2e_frontends_real_time_worker() {
         return;
     }
     frontends_with("gwrt", 1, &[("SG_RT_PRIORITY", "10")]);
+}
+
+/// dnat mode: the same frontends with the client's address kept; the Pods
+/// answer the client through the gateway, which translates the replies on
+/// whichever queue they land.
+#[test]
+fn gateway_e2e_frontends_dnat_two_queues() {
+    if !require_root("gateway_e2e_frontends_dnat_two_queues") {
+        return;
+    }
+    frontends_with("gwdn", 2, &[("SG_MODE", "dnat")]);
 }
 
 #[test]

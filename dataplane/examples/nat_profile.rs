@@ -85,6 +85,9 @@ fn main() {
             .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 3, 0)) + i))
             .collect(),
         conntrack_capacity: flows as usize,
+        // The set-up fills the table with SYN-only (never assured) flows:
+        // no pressure reclaim before it is full.
+        pressure_percent: 100,
         ..NatConfig::default()
     };
     let mut cfg = cfg;
@@ -110,18 +113,23 @@ fn main() {
     for start in (0..flows).step_by(64) {
         let ids: Vec<u32> = (start..(start + 64).min(flows)).collect();
         run(&mut w, &mut bufs, &ids, 0x02);
+        // The backends answer (SYN-ACK), so the first measured ACK of each
+        // flow completes its handshake, as in real traffic; `reply/1k`'s
+        // frames are the backends' next segments (ACK).
+        let answers: Vec<Vec<u8>> = bufs[..ids.len()].iter().map(|out| answer_to(out, 0x12)).collect();
         if replies {
-            for out in &bufs[..ids.len()] {
-                let from = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
-                let snat = Ipv4Addr::new(out[26], out[27], out[28], out[29]);
-                let (bport, sport) = (u16::from_be_bytes([out[36], out[37]]), u16::from_be_bytes([out[34], out[35]]));
-                let p = Pkt {
-                    src_mac: [2, 0, 0, 0, 2, 254],
-                    dst_mac: GW_POD_MAC,
-                    ..Pkt::new(from, snat, tcp(bport, sport, 0x10))
-                };
-                reply_templates.push(p.build());
-            }
+            reply_templates.extend(bufs[..ids.len()].iter().map(|out| answer_to(out, 0x10)));
+        }
+        if !new_flows {
+            let mut frames: Vec<Frame<'_>> = bufs
+                .iter_mut()
+                .zip(&answers)
+                .map(|(b, a)| {
+                    b[..a.len()].copy_from_slice(a);
+                    Frame::new(b.as_mut_slice(), a.len(), 1)
+                })
+                .collect();
+            w.process_batch(&table, &hops, &mut frames, 1);
         }
     }
     let setup = w.counters().forwarded;
@@ -174,6 +182,15 @@ fn main() {
         c.reverse_translated,
         c.drop
     );
+}
+
+/// The backend's segment with TCP `flags` answering a SYN as the worker
+/// forwarded it (`out`): backend -> SNAT address and port.
+fn answer_to(out: &[u8], flags: u8) -> Vec<u8> {
+    let backend = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+    let snat = Ipv4Addr::new(out[26], out[27], out[28], out[29]);
+    let (sp, bp) = (u16::from_be_bytes([out[34], out[35]]), u16::from_be_bytes([out[36], out[37]]));
+    Pkt { src_mac: [2, 0, 0, 0, 2, 254], dst_mac: GW_POD_MAC, ..Pkt::new(backend, snat, tcp(bp, sp, flags)) }.build()
 }
 
 /// The baseline of benches/nat.rs: parse with the wire wrappers, swap MACs.

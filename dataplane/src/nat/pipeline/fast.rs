@@ -39,7 +39,7 @@
 //! `tests/fast_path.rs` check that frame by frame.
 
 use super::{client_state, deltas, Parsed, ServiceCounter, ASSURED};
-use crate::nat::conntrack::{FastTable, FlowKey, Probe};
+use crate::nat::conntrack::{FastTable, FlowEntry, FlowKey, Probe};
 use crate::nat::nexthop::{NextHop, NextHops};
 use crate::nat::reverse::{flags as rflags, ReverseTable};
 use crate::nat::verdict::{Frame, Verdict};
@@ -240,9 +240,8 @@ pub(super) fn forward_established(
     let hop = hops.hop(e.hop)?;
     // Committed: from here on the frame is forwarded.
     e.last_seen = now;
-    if e.state & ASSURED == 0 && c.proto() == IPPROTO_TCP {
-        // Until the handshake's last ACK: one more line read per packet.
-        e.state |= client_state(c.tcp_flags, rev.reply_state(e.rev_slot).1);
+    if e.state & ASSURED == 0 {
+        assure(e, c, rev);
     }
     let addrs = u64::from(e.snat_addr) << 32 | u64::from(e.backend_addr);
     let ports = u32::from(e.snat_port) << 16 | u32::from(e.backend_port);
@@ -252,6 +251,16 @@ pub(super) fn forward_established(
         c.bytes += f.len as u64;
     }
     Some(hop.port)
+}
+
+/// A packet of a flow not yet assured: the TCP ACK that completes the
+/// handshake assures it. Out of line: once assured, a flow never comes here.
+#[cold]
+#[inline(never)]
+fn assure(e: &mut FlowEntry, c: &Common, rev: &ReverseTable) {
+    if c.proto() == IPPROTO_TCP {
+        e.state |= client_state(c.tcp_flags, rev.reply_state(e.rev_slot).1);
+    }
 }
 
 /// The translation written at fixed offsets, as `pipeline::rewrite` writes

@@ -84,6 +84,14 @@ const NOFILE: u64 = 262_144;
 /// Flows each gateway worker can track: room for the targets with slack.
 const CONNTRACK_CAPACITY: usize = 1 << 18;
 
+/// The two tests measure rates and hold tens of thousands of sockets on a
+/// small machine: they run one at a time even under `--test-threads=2`.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 #[ignore = "child process entry, run by the tests themselves"]
 fn child_entry() {
@@ -788,6 +796,7 @@ fn conn_scale_concurrent() {
     if !require_root("conn_scale_concurrent") {
         return;
     }
+    let _serial = one_at_a_time();
     let tag = "csc";
     let n: usize = env_num("SVCGATE_CONN_SCALE_N", TARGET_CONCURRENT);
     let started = Instant::now();
@@ -897,6 +906,7 @@ fn conn_scale_rate() {
     if !require_root("conn_scale_rate") {
         return;
     }
+    let _serial = one_at_a_time();
     let tag = "csr";
     let rate: f64 = env_num("SVCGATE_CONN_RATE", 1_050.0);
     let secs: f64 = env_num("SVCGATE_CONN_RATE_SECS", 60.0);

@@ -7,8 +7,9 @@
 #   nft       the gateway's kernel with kube-proxy's nftables rules (DNAT +
 #             masquerade to the same address; scripts/nft-kubeproxy.py service)
 # and then the most concurrent connections each holds through that one SNAT
-# address (several wrk processes keeping connections open, one request per
-# connection per second; counted as ESTABLISHED client sockets with ss).
+# address (scripts/conn-hold.py processes from 16 client addresses, each
+# connection answering a request and held; counted as ESTABLISHED client
+# sockets with ss).
 #
 # The lab is scripts/lab.sh's (prefix sgcps): client 198.18.1.2 -> gateway
 # (g0 198.18.1.1 | g1 198.18.3.1, the SNAT address) -> Pods 198.18.3.10-12.
@@ -23,7 +24,7 @@
 #   --secs        length of each connection-rate run (default 20)
 #   --conns       wrk connections in flight during the rate run (default 64)
 #   --concurrent  connections to try to hold (default 60000)
-#   --hold-secs   how long the concurrency run ramps up and holds (default 40)
+#   --hold-secs   at most this long to open them (default 60)
 #   --out DIR     keep the log, wrk's outputs and svcgate's log there
 # env: BENCH_NO_BUILD=1 reuses target/release/svcgate; SVCGATE=<path> uses
 #      that binary instead.
@@ -35,7 +36,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=20
 CONNS=64
 CONCURRENT=60000
-HOLD_SECS=40
+HOLD_SECS=60
 PEERS="svcgate nft"
 OUT=""
 while [ $# -gt 0 ]; do
@@ -101,10 +102,15 @@ in_ns() { local n=$1; shift; ip netns exec "$n" "$@"; }
 
 # --- the lab: scripts/lab.sh, plus servers and sysctls -----------------------
 "$ROOT/scripts/lab.sh" up 1
-# One client address toward one VIP:port: the whole port range, for the
-# concurrency run (kube-proxy's and svcgate's SNAT each need one port per
-# connection too, on the gateway's single SNAT address).
+# The client's whole port range.
 in_ns $NS_C sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+# ... and 16 more client addresses for the concurrency run (conn-hold.py
+# binds each connection to one).
+CLIENT_SRCS=""
+for k in $(seq 10 25); do
+    ip -n $NS_C addr add "198.18.1.$k/24" dev c0
+    CLIENT_SRCS="$CLIENT_SRCS${CLIENT_SRCS:+,}198.18.1.$k"
+done
 i=0
 for a in $PODS; do
     i=$((i + 1))
@@ -146,12 +152,6 @@ for a in $PODS; do
     in_ns $NS_GW curl -sf --max-time 1 "http://$a:$PORT/" >/dev/null || { cat "$TMP"/nginx-*/error.log; echo "bench-cps.sh: nginx on $a not answering" >&2; exit 1; }
 done
 
-# A wrk script for the concurrency run: one request per connection per
-# second, so holding the connections costs little.
-cat >"$TMP/hold.lua" <<'L'
-function delay() return 1000 end
-L
-
 # --- measurements ------------------------------------------------------------
 LOG=$TMP/bench.log
 say() { echo "$*" | tee -a "$LOG"; }
@@ -191,36 +191,41 @@ rate_run() { # peer
     grep -q "requests in" "$TMP/wrk-$1.out" || { say "wrk output:"; cat "$TMP/wrk-$1.out" | tee -a "$LOG"; }
 }
 
-# Concurrency: enough wrk processes (each within the file limit) to open
-# CONCURRENT keep-alive connections; the most ESTABLISHED at once over
-# HOLD_SECS. Sets HELD.
+# Concurrency: scripts/conn-hold.py processes (each within the file limit)
+# open CONCURRENT keep-alive connections from the client's CLIENT_SRCS, each
+# doing one request, and hold them; the most ESTABLISHED client sockets at
+# once while they hold is the figure. Sets HELD.
 hold_run() { # peer
-    local per procs k pids=() best=0 n t
+    local per procs k pids=() best=0 n t f opened=0 failed=0 again=0 counters
     per=$(($(ulimit -Hn) - 1000))
     procs=$(((CONCURRENT + per - 1) / per))
     for k in $(seq 1 $procs); do
         n=$((CONCURRENT / procs + (k <= CONCURRENT % procs ? 1 : 0)))
-        ip netns exec $NS_C wrk -t 2 -c "$n" -d "$((HOLD_SECS + 4))s" --timeout 10s -s "$TMP/hold.lua" "http://$VIP:$PORT/" >"$TMP/hold-$1-$k.out" 2>&1 &
+        ip netns exec $NS_C python3 "$ROOT/scripts/conn-hold.py" $VIP $PORT "$n" "$CLIENT_SRCS" 10 >"$TMP/hold-$1-$k.out" 2>&1 &
         pids+=($!)
     done
-    for t in $(seq 2 2 "$HOLD_SECS"); do
-        sleep 2
+    # Until every process has opened what it could (at most HOLD_SECS).
+    for t in $(seq 1 "$HOLD_SECS"); do
+        sleep 1
+        [ "$(cat "$TMP"/hold-"$1"-*.out | grep -c '^opened=')" -ge "$procs" ] && break
+        [ $((t % 10)) = 0 ] && say "         ${t}s: $(established) established ($(gw_counters "$1"))"
+    done
+    for t in 1 2 3; do
         n=$(established)
         [ "$n" -gt "$best" ] && best=$n
-        [ $((t % 10)) = 0 ] && say "         ${t}s: $n established ($(gw_counters "$1"))"
+        sleep 1
     done
-    local counters
     counters=$(gw_counters "$1")
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    local errs=0 reqs=0 f
     for f in "$TMP"/hold-"$1"-*.out; do
-        errs=$((errs + $(wrk_val "$f" errors))); reqs=$((reqs + $(wrk_val "$f" requests)))
+        opened=$((opened + $(grep -o '^opened=[0-9]*' "$f" | cut -d= -f2 || echo 0)))
+        failed=$((failed + $(grep -o 'failed=[0-9]*' "$f" | head -1 | cut -d= -f2 || echo 0)))
+        again=$((again + $(grep -o '^again_ok=[0-9]*' "$f" | cut -d= -f2 || echo 0)))
     done
     HELD=$best
-    say "$(printf "%-8s concurrent: at most %s of %s connections established at once (%s wrk processes; %s requests, socket errors %s); gateway %s" \
-        "$1" "$HELD" "$CONCURRENT" "$procs" "$reqs" "$errs" "$counters")"
-    # Let the connections close and the client's sockets go.
-    sleep 3
+    say "$(printf "%-8s concurrent: %s of %s connections established at once (%s opened with a request answered, %s failed, %s answered again 10 s later; %s client processes); gateway %s" \
+        "$1" "$HELD" "$CONCURRENT" "$opened" "$failed" "$again" "$procs" "$counters")"
+    grep -h '^opened=' "$TMP"/hold-"$1"-*.out | sed 's/^/         /' | tee -a "$LOG" >/dev/null
 }
 
 svcgate_start() {
@@ -254,7 +259,7 @@ snat_addrs = ["$SNAT"]
 conntrack_capacity = 262144
 T
     # The gateway's kernel knows the client and the Pods from the start.
-    for a in 198.18.1.2 $PODS; do in_ns $NS_GW ping -c1 -W1 "$a" >/dev/null; done
+    for a in 198.18.1.2 ${CLIENT_SRCS//,/ } $PODS; do in_ns $NS_GW ping -c1 -W1 "$a" >/dev/null; done
     ip netns exec $NS_GW "$SVCGATE" run --config "$TMP/svcgate.toml" >>"$TMP/svcgate.log" 2>&1 &
     SVCGATE_PID=$!
     local i

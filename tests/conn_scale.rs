@@ -138,10 +138,10 @@ fn raise_nofile(want: u64) -> u64 {
     // borrowed value on our stack.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) };
     assert_eq!(rc, 0, "getrlimit(RLIMIT_NOFILE): {}", std::io::Error::last_os_error());
-    for lim in [libc::rlimit { rlim_cur: want, rlim_max: want.max(cur.rlim_max) }, libc::rlimit {
-        rlim_cur: want.min(cur.rlim_max),
-        rlim_max: cur.rlim_max,
-    }] {
+    for lim in [
+        libc::rlimit { rlim_cur: want, rlim_max: want.max(cur.rlim_max) },
+        libc::rlimit { rlim_cur: want.min(cur.rlim_max), rlim_max: cur.rlim_max },
+    ] {
         // SAFETY: setrlimit only reads the rlimit we pass, a valid
         // initialised value on our stack that outlives the call.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
@@ -154,14 +154,18 @@ fn raise_nofile(want: u64) -> u64 {
 /// Blocks until our stdin closes (the parent asks us to finish, or died).
 fn wait_stdin_closed() {
     let mut sink = String::new();
-    while std::io::stdin().lock().read_line(&mut sink).map_or(false, |n| n > 0) {
+    while std::io::stdin().lock().read_line(&mut sink).is_ok_and(|n| n > 0) {
         sink.clear();
     }
 }
 
 fn desired() -> DesiredState {
-    let backends =
-        PODS.iter().map(|a| BackendSpec { addr: ip(a), port: POD_PORT, conditions: EndpointConditions::READY, weight: 1 });
+    let backends = PODS.iter().map(|a| BackendSpec {
+        addr: ip(a),
+        port: POD_PORT,
+        conditions: EndpointConditions::READY,
+        weight: 1,
+    });
     let svc = ServiceSpec {
         namespace: "scale".into(),
         name: "echo".into(),
@@ -809,7 +813,9 @@ fn conn_scale_concurrent() {
     let budget = (limit as usize).saturating_sub(1024).max(1024);
     let clients = n.div_ceil(budget).max(1);
     let servers_per_pod = (n * 12 / 30).div_ceil(budget).max(1);
-    eprintln!("[{tag}] RLIMIT_NOFILE {limit}: {clients} client process(es), {servers_per_pod} server process(es) per Pod");
+    eprintln!(
+        "[{tag}] RLIMIT_NOFILE {limit}: {clients} client process(es), {servers_per_pod} server process(es) per Pod"
+    );
     let mut l = ScaleLab::new(tag, servers_per_pod, &[]);
     let cli = l.cli.clone();
     let srcs = join(&client_addrs());
@@ -919,8 +925,7 @@ fn conn_scale_rate() {
     let srcs = join(&client_addrs());
     let dst = format!("{CLUSTER_IP}:{SVC_PORT}");
     let (r, s) = (rate.to_string(), secs.to_string());
-    let mut c =
-        l.lab.spawn(&cli, "cs-rate", &[("SG_DST", &dst), ("SG_SRCS", &srcs), ("SG_RATE", &r), ("SG_SECS", &s)]);
+    let mut c = l.lab.spawn(&cli, "cs-rate", &[("SG_DST", &dst), ("SG_SRCS", &srcs), ("SG_RATE", &r), ("SG_SECS", &s)]);
     let done = loop {
         let line = c.expect_line("");
         eprintln!("[{tag}] client {line}");

@@ -47,7 +47,7 @@ while [ $# -gt 0 ]; do
     --hold-secs) HOLD_SECS=$2; shift 2 ;;
     --peers) PEERS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h | --help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "bench-cps.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done

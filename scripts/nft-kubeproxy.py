@@ -16,6 +16,10 @@ in 198.19.0.0/16, as in the bench. Nothing is sent; nft only loads them.
 Usage:
   nft-kubeproxy.py full N [--endpoints 10] [--first 0] [--no-table]
   nft-kubeproxy.py change I [--endpoints 10]   (replace endpoint 0 of Service I)
+  nft-kubeproxy.py service VIP:PORT PROTO TARGET_PORT POD_IP... [--pod-cidr CIDR]
+      the whole table for one Service port (scripts/bench-cps.sh: a ClusterIP
+      to the lab's Pods; traffic from --pod-cidr is not masqueraded, as
+      kube-proxy's --cluster-cidr)
 """
 import argparse
 import base64
@@ -41,13 +45,13 @@ def h(s):
     return base64.b32encode(hashlib.sha256(s.encode()).digest()).decode()[:8]
 
 
-def svc_chain(i):
-    name = f"{NS}/svc-{i}/tcp/p0"
+def svc_chain(i, name=None):
+    name = name or f"{NS}/svc-{i}/tcp/p0"
     return f"service-{h(name)}-{name}"
 
 
-def ep_chain(i, ip, port):
-    name = f"{NS}/svc-{i}/tcp/p0__{ip}/{port}"
+def ep_chain(i, ip, port, name=None):
+    name = f"{name or f'{NS}/svc-{i}/tcp/p0'}__{ip}/{port}"
     return f"endpoint-{h(name)}-{name}"
 
 
@@ -56,24 +60,24 @@ def endpoints(i, eps):
     return [pod_ip(i * eps + k + 1) for k in range(eps)]
 
 
-def service_rules(i, ips, out):
-    chain = svc_chain(i)
+def service_rules(i, ips, out, vip=None, proto="tcp", port=1000, tport=8000, pod_cidr="198.19.0.0/16", name=None):
+    chain = svc_chain(i, name)
     out.append(f"add chain ip kube-proxy {chain}")
     out.append(f"flush chain ip kube-proxy {chain}")
     out.append(
-        f"add rule ip kube-proxy {chain} ip daddr {cluster_ip(i)} tcp dport 1000 "
-        f"ip saddr != 198.19.0.0/16 jump mark-for-masquerade"
+        f"add rule ip kube-proxy {chain} ip daddr {vip or cluster_ip(i)} {proto} dport {port} "
+        f"ip saddr != {pod_cidr} jump mark-for-masquerade"
     )
-    vmap = ", ".join(f"{k} : goto {ep_chain(i, ip, 8000)}" for k, ip in enumerate(ips))
+    vmap = ", ".join(f"{k} : goto {ep_chain(i, ip, tport, name)}" for k, ip in enumerate(ips))
     out.append(f"add rule ip kube-proxy {chain} numgen random mod {len(ips)} vmap {{ {vmap} }}")
 
 
-def endpoint_rules(i, ip, out):
-    chain = ep_chain(i, ip, 8000)
+def endpoint_rules(i, ip, out, proto="tcp", tport=8000, name=None):
+    chain = ep_chain(i, ip, tport, name)
     out.append(f"add chain ip kube-proxy {chain}")
     out.append(f"flush chain ip kube-proxy {chain}")
     out.append(f"add rule ip kube-proxy {chain} ip saddr {ip} jump mark-for-masquerade")
-    out.append(f"add rule ip kube-proxy {chain} meta l4proto tcp dnat to {ip}:8000")
+    out.append(f"add rule ip kube-proxy {chain} meta l4proto {proto} dnat to {ip}:{tport}")
 
 
 def base(out):
@@ -102,6 +106,25 @@ def base(out):
 
 
 def main():
+    if sys.argv[1:2] == ["service"]:
+        ap = argparse.ArgumentParser()
+        ap.add_argument("mode", choices=["service"])
+        ap.add_argument("frontend", help="VIP:PORT")
+        ap.add_argument("proto", choices=["tcp", "udp"])
+        ap.add_argument("target_port", type=int)
+        ap.add_argument("pods", nargs="+")
+        ap.add_argument("--pod-cidr", default="198.19.0.0/16")
+        a = ap.parse_args()
+        vip, port = a.frontend.rsplit(":", 1)
+        name = f"{NS}/svc/{a.proto}/p0"
+        out = []
+        base(out)
+        for ip in a.pods:
+            endpoint_rules(0, ip, out, a.proto, a.target_port, name)
+        service_rules(0, a.pods, out, vip, a.proto, port, a.target_port, a.pod_cidr, name)
+        out.append(f"add element ip kube-proxy service-ips {{ {vip} . {a.proto} . {port} : goto {svc_chain(0, name)} }}")
+        sys.stdout.write("\n".join(out) + "\n")
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["full", "change"])
     ap.add_argument("n", type=int)

@@ -246,7 +246,8 @@ fn syn_ack_to(out: &[u8]) -> Vec<u8> {
     let backend = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
     let snat = Ipv4Addr::new(out[26], out[27], out[28], out[29]);
     let (sp, bp) = (u16::from_be_bytes([out[34], out[35]]), u16::from_be_bytes([out[36], out[37]]));
-    Pkt { src_mac: [2, 0, 0, 0, 2, 254], dst_mac: GW_POD_MAC, ..Pkt::new(backend, snat, tcp(bp, sp, SYN | ACK)) }.build()
+    Pkt { src_mac: [2, 0, 0, 0, 2, 254], dst_mac: GW_POD_MAC, ..Pkt::new(backend, snat, tcp(bp, sp, SYN | ACK)) }
+        .build()
 }
 
 fn established_1k(c: &mut Criterion) {

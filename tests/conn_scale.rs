@@ -182,6 +182,7 @@ fn desired() -> DesiredState {
             node_port: None,
             backends: backends.collect(),
         }],
+        forwarding: None,
     };
     DesiredState { node_ips: vec![ip(GW_CLIENT_IP)], services: vec![svc] }
 }
@@ -192,8 +193,8 @@ fn stats_lines(gw: &Gateway) -> Vec<String> {
     for (i, s) in gw.nat_stats().iter().enumerate() {
         let c = &s.counters;
         let mut l = format!(
-            "NAT w{i} rx={} forwarded={} replied={} reverse={} new_flows={} evicted={} expired={} flows={}",
-            c.rx, c.forwarded, c.replied, c.reverse_translated, c.new_flows, c.evicted, c.expired, s.flows
+            "NAT w{i} rx={} forwarded={} replied={} reverse={} new_flows={} evicted={} reclaimed={} expired={} flows={}",
+            c.rx, c.forwarded, c.replied, c.reverse_translated, c.new_flows, c.evicted, c.reclaimed, c.expired, s.flows
         );
         for r in PassReason::ALL {
             l += &format!(" pass_{}={}", r.as_str(), c.pass[*r as usize]);

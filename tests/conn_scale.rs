@@ -47,14 +47,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use netns::{field, require_root, ChildProc, Lab};
+use netns::{field, require_root, stats_lines, ChildProc, Lab};
 use svcgate_common::model::{
     BackendSpec, DesiredState, EndpointConditions, Protocol, ServicePortSpec, ServiceSpec, ServiceType, SessionAffinity,
 };
 use svcgate_common::publish::Publisher;
 use svcgate_common::table::ServiceTable;
 use svcgate_dataplane::gateway::{Gateway, GatewayConfig};
-use svcgate_dataplane::nat::{DropReason, NatConfig, PassReason, Timeouts};
+use svcgate_dataplane::nat::{NatConfig, Timeouts};
 use svcgate_dataplane::xsk::{XdpMode, XskConfig};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
@@ -185,39 +185,6 @@ fn desired() -> DesiredState {
         forwarding: None,
     };
     DesiredState { node_ips: vec![ip(GW_CLIENT_IP)], services: vec![svc] }
-}
-
-/// One `NAT w<i> key=value ...` line per worker plus `XSK w<i> ...`.
-fn stats_lines(gw: &Gateway) -> Vec<String> {
-    let mut out = Vec::new();
-    for (i, s) in gw.nat_stats().iter().enumerate() {
-        let c = &s.counters;
-        let mut l = format!(
-            "NAT w{i} rx={} forwarded={} replied={} reverse={} new_flows={} evicted={} reclaimed={} expired={} flows={}",
-            c.rx, c.forwarded, c.replied, c.reverse_translated, c.new_flows, c.evicted, c.reclaimed, c.expired, s.flows
-        );
-        for r in PassReason::ALL {
-            l += &format!(" pass_{}={}", r.as_str(), c.pass[*r as usize]);
-        }
-        for r in DropReason::ALL {
-            l += &format!(" drop_{}={}", r.as_str(), c.drop[*r as usize]);
-        }
-        out.push(l);
-    }
-    for (i, s) in gw.worker_stats().iter().enumerate() {
-        out.push(format!(
-            "XSK w{i} rx={} tx={} completed={} passed={} pass_failed={} dropped={} tx_ring_full={} bad_verdict={}",
-            s.rx,
-            s.tx,
-            s.completed,
-            s.passed(),
-            s.pass_failed,
-            s.dropped(),
-            s.tx_ring_full,
-            s.bad_verdict
-        ));
-    }
-    out
 }
 
 /// The gateway: one queue (one worker, so it owns the whole SNAT port

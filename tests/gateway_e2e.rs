@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use netns::{field, require_root, ChildProc, Lab};
+use netns::{field, require_root, stats_lines, ChildProc, Lab};
 use svcgate_common::model::{
     BackendSpec, DesiredState, EndpointConditions, ForwardingMode, Protocol, ServicePortSpec, ServiceSpec, ServiceType,
     SessionAffinity,
@@ -43,7 +43,7 @@ use svcgate_common::model::{
 use svcgate_common::publish::Publisher;
 use svcgate_common::table::ServiceTable;
 use svcgate_dataplane::gateway::{Gateway, GatewayConfig};
-use svcgate_dataplane::nat::{DropReason, NatConfig, PassReason};
+use svcgate_dataplane::nat::{DropReason, NatConfig};
 use svcgate_dataplane::xsk::{XdpMode, XskConfig};
 
 const CLIENT_IP: &str = "198.18.1.10";
@@ -226,39 +226,6 @@ fn build(with_b2: bool, generation: u64) -> ServiceTable {
     let (t, warnings) = ServiceTable::build(&desired(with_b2), generation);
     assert!(warnings.is_empty(), "{warnings:?}");
     t
-}
-
-/// One `NAT w<i> key=value ...` line per worker plus `XSK w<i> ...`.
-fn stats_lines(gw: &Gateway) -> Vec<String> {
-    let mut out = Vec::new();
-    for (i, s) in gw.nat_stats().iter().enumerate() {
-        let c = &s.counters;
-        let mut l = format!(
-            "NAT w{i} rx={} forwarded={} replied={} reverse={} new_flows={} evicted={} reclaimed={} flows={}",
-            c.rx, c.forwarded, c.replied, c.reverse_translated, c.new_flows, c.evicted, c.reclaimed, s.flows
-        );
-        for r in PassReason::ALL {
-            l += &format!(" pass_{}={}", r.as_str(), c.pass[*r as usize]);
-        }
-        for r in DropReason::ALL {
-            l += &format!(" drop_{}={}", r.as_str(), c.drop[*r as usize]);
-        }
-        out.push(l);
-    }
-    for (i, s) in gw.worker_stats().iter().enumerate() {
-        out.push(format!(
-            "XSK w{i} rx={} tx={} completed={} passed={} pass_failed={} dropped={} tx_ring_full={} bad_verdict={}",
-            s.rx,
-            s.tx,
-            s.completed,
-            s.passed(),
-            s.pass_failed,
-            s.dropped(),
-            s.tx_ring_full,
-            s.bad_verdict
-        ));
-    }
-    out
 }
 
 /// `SG_QUEUES`; optional `SG_IFACES` (comma-separated, default `g0,g1`),

@@ -380,3 +380,37 @@ impl TwoArm {
         TwoArm { lab, client, gw, server }
     }
 }
+
+/// A running gateway's counters: one `NAT w<i> key=value ...` line per
+/// worker plus `XSK w<i> ...` (read back with [`field`]).
+pub fn stats_lines(gw: &svcgate_dataplane::gateway::Gateway) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, s) in gw.nat_stats().iter().enumerate() {
+        let c = &s.counters;
+        let mut l = format!(
+            "NAT w{i} rx={} forwarded={} replied={} reverse={} new_flows={} evicted={} reclaimed={} expired={} flows={}",
+            c.rx, c.forwarded, c.replied, c.reverse_translated, c.new_flows, c.evicted, c.reclaimed, c.expired, s.flows
+        );
+        for r in svcgate_dataplane::nat::PassReason::ALL {
+            l += &format!(" pass_{}={}", r.as_str(), c.pass[*r as usize]);
+        }
+        for r in svcgate_dataplane::nat::DropReason::ALL {
+            l += &format!(" drop_{}={}", r.as_str(), c.drop[*r as usize]);
+        }
+        out.push(l);
+    }
+    for (i, s) in gw.worker_stats().iter().enumerate() {
+        out.push(format!(
+            "XSK w{i} rx={} tx={} completed={} passed={} pass_failed={} dropped={} tx_ring_full={} bad_verdict={}",
+            s.rx,
+            s.tx,
+            s.completed,
+            s.passed(),
+            s.pass_failed,
+            s.dropped(),
+            s.tx_ring_full,
+            s.bad_verdict
+        ));
+    }
+    out
+}

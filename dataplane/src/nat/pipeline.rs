@@ -1533,6 +1533,26 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn unassured_queue_keeps_creation_order_and_drops_its_oldest_when_full() {
+        let mut q = Unassured::new(16);
+        let tickets: Vec<[u8; 3]> = (0..16).map(|slot| q.push(slot)).collect();
+        assert_eq!(tickets[0], [0, 0, 0]);
+        assert_eq!(tickets[15], [15, 0, 0]);
+        q.tombstone(1);
+        assert_eq!(q.get(1), Some((TOMBSTONE, 0)));
+        // Full: the 17th push drops the oldest entry (slot 0).
+        q.push(100);
+        assert_eq!(q.pop(), Some((TOMBSTONE, 0)), "slot 0 was dropped; slot 1 is a tombstone");
+        assert_eq!(q.pop(), Some((2, 2)));
+        assert_eq!(q.get(13), Some((100, 16)));
+        assert_eq!(q.get(14), None);
+        // Tickets wrap at 24 bits.
+        q.next_ticket = TICKET_MASK;
+        assert_eq!(q.push(7), [0xff, 0xff, 0xff]);
+        assert_eq!(q.push(8), [0, 0, 0]);
+    }
+
     proptest! {
         /// The per-flow IPv4 delta (addresses and the constant TTL
         /// decrement) gives exactly the checksum a full recompute gives.

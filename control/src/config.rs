@@ -157,23 +157,7 @@ impl RawDns {
     fn check(self) -> Result<DnsSettings, DnsConfigError> {
         let zone = match self.zone {
             None => DEFAULT_DNS_ZONE.to_string(),
-            Some(z) => {
-                let trimmed = z.strip_suffix('.').unwrap_or(&z).to_ascii_lowercase();
-                let reason = match svcgate_dns::zone::DomainName::from_dotted(&trimmed) {
-                    _ if trimmed.is_empty() => Some("empty (the root is not a cluster domain)"),
-                    Ok(_) => None,
-                    Err(svcgate_dns::zone::NameError::EmptyLabel) => Some("an empty label"),
-                    Err(svcgate_dns::zone::NameError::LongLabel) => Some("a label over 63 bytes"),
-                    Err(svcgate_dns::zone::NameError::LongName) => Some("over 255 bytes"),
-                    Err(svcgate_dns::zone::NameError::BadByte) => {
-                        Some("only letters, digits, '-' and '_' may make a label")
-                    }
-                };
-                if let Some(reason) = reason {
-                    return Err(DnsConfigError::Zone { zone: z, reason });
-                }
-                trimmed
-            }
+            Some(z) => parse_zone(&z)?,
         };
         let ttl = match self.ttl {
             None => DEFAULT_DNS_TTL,
@@ -196,6 +180,25 @@ impl RawDns {
             },
         };
         Ok(DnsSettings { zone, ttl, addresses, service })
+    }
+}
+
+/// A cluster domain as `dns.zone` (or `svcgate dns export --zone`) gives it:
+/// lower-cased, without its trailing dot.
+pub fn parse_zone(z: &str) -> Result<String, DnsConfigError> {
+    use svcgate_dns::zone::{DomainName, NameError};
+    let trimmed = z.strip_suffix('.').unwrap_or(z).to_ascii_lowercase();
+    let reason = match DomainName::from_dotted(&trimmed) {
+        _ if trimmed.is_empty() => Some("empty (the root is not a cluster domain)"),
+        Ok(_) => None,
+        Err(NameError::EmptyLabel) => Some("an empty label"),
+        Err(NameError::LongLabel) => Some("a label over 63 bytes"),
+        Err(NameError::LongName) => Some("over 255 bytes"),
+        Err(NameError::BadByte) => Some("only letters, digits, '-' and '_' may make a label"),
+    };
+    match reason {
+        Some(reason) => Err(DnsConfigError::Zone { zone: z.to_string(), reason }),
+        None => Ok(trimmed),
     }
 }
 

@@ -17,8 +17,8 @@
 //! [dataplane]                      # opaque here; the dataplane parses it
 //! ```
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -37,8 +37,8 @@ use svcgate_common::publish::{Publisher, Reader};
 use svcgate_common::table::{service_entries, ServiceEntry, ServiceTable};
 use svcgate_dns::{DnsConfig, DnsTable, DnsView};
 
-pub use crate::display::SourceStatus;
 use crate::config::DnsSettings;
+pub use crate::display::SourceStatus;
 use crate::display::{self, DnsRow, EndpointsRow, ServiceRow};
 use crate::error::LoadError;
 use crate::manifest::{Object, ParsedFile, Sourced};
@@ -664,7 +664,7 @@ impl Controller {
             backends: table.entries().iter().map(|e| e.backends.len()).sum(),
             last_sync_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             source: SourceStatus::default(), // filled in by `status`
-            dns: None, // filled in by `refresh_dns`
+            dns: None,                       // filled in by `refresh_dns`
         };
         st.desired = desired;
         st.stale_rows.clear();
@@ -700,8 +700,13 @@ impl Controller {
             let n = table.len();
             let version = self.dns_tables.publish(table);
             self.metrics.dns_builds.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(generation = version, names = n, services = view.services.len(),
-                ms = t0.elapsed().as_secs_f64() * 1e3, "published a DNS table");
+            tracing::info!(
+                generation = version,
+                names = n,
+                services = view.services.len(),
+                ms = t0.elapsed().as_secs_f64() * 1e3,
+                "published a DNS table"
+            );
             st.dns.built = Some((view, addresses));
         }
         let mut status = self.status.write();

@@ -107,7 +107,10 @@ fn dns_export_prints_the_bundled_example_as_a_zone_file() {
     let so = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(so.starts_with("$ORIGIN in-addr.arpa.\n$TTL 30\n"), "{so}");
-    assert!(so.contains("10.3.18.198.in-addr.arpa. 30 IN PTR nginx-0.nginx-headless.default.svc.example.test.\n"), "{so}");
+    assert!(
+        so.contains("10.3.18.198.in-addr.arpa. 30 IN PTR nginx-0.nginx-headless.default.svc.example.test.\n"),
+        "{so}"
+    );
 }
 
 #[test]

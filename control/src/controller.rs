@@ -653,6 +653,8 @@ impl Controller {
             }
         }
         let table = self.tables.current();
+        // Kept when the names did not change (`refresh_dns` redoes it otherwise).
+        let dns_status = self.status.write().dns.take();
         *self.status.write() = ControlStatus {
             generation: table.generation(),
             services: Vec::new(), // rows_stale: made by `status`
@@ -664,7 +666,7 @@ impl Controller {
             backends: table.entries().iter().map(|e| e.backends.len()).sum(),
             last_sync_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             source: SourceStatus::default(), // filled in by `status`
-            dns: None,                       // filled in by `refresh_dns`
+            dns: dns_status,
         };
         st.desired = desired;
         st.stale_rows.clear();

@@ -118,6 +118,8 @@ pub fn render_metrics(ctl: &Controller, stats: &StatsSlot) -> String {
         "svcgate_table_publishes_total{{kind=\"endpoints\"}} {}",
         m.incremental_builds.load(Ordering::Relaxed)
     );
+    metrics::header(&mut out, "svcgate_dns_table_publishes_total", "counter", "Cluster DNS answer tables published.");
+    let _ = writeln!(out, "svcgate_dns_table_publishes_total {}", m.dns_builds.load(Ordering::Relaxed));
     m.sync_latency.render(&mut out, "svcgate_sync_latency_seconds", "Source change to table published.");
     metrics::render_stats(&mut out, &stats.snapshot());
     out

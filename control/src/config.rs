@@ -9,9 +9,15 @@
 //! # service_proxy_name = "svcgate" # serve only Services labelled
 //!                                  # service.kubernetes.io/service-proxy-name=svcgate
 //!                                  # (unset: only Services without that label)
+//! [dns]                            # cluster DNS (off unless addresses or service)
+//! zone = "cluster.local"           # the cluster domain (default cluster.local)
+//! ttl = 5                          # seconds, 0-3600 (default 5, CoreDNS's)
+//! addresses = ["198.18.128.10"]    # the addresses DNS answers on (port 53)
+//! service = "kube-system/kube-dns" # ...and the clusterIP of this Service
 //! [dataplane]                      # opaque here; the dataplane parses it
 //! ```
 
+use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,8 +52,163 @@ pub struct Config {
     /// label has this value (KEP-2447); `None`: only Services without that
     /// label, as kube-proxy.
     pub service_proxy_name: Option<String>,
+    /// The `[dns]` table: cluster DNS (off by default).
+    pub dns: DnsSettings,
     /// The `[dataplane]` table, untouched, for the dataplane to parse.
     pub dataplane: toml::Table,
+}
+
+/// The default cluster domain.
+pub const DEFAULT_DNS_ZONE: &str = "cluster.local";
+/// The default TTL of DNS answers, in seconds (CoreDNS's).
+pub const DEFAULT_DNS_TTL: u32 = 5;
+/// The largest TTL accepted (CoreDNS's `kubernetes` plugin caps it there).
+pub const MAX_DNS_TTL: u32 = 3600;
+
+/// A Service named by `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceRef {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The `[dns]` table: where and how svcgate answers cluster DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// The cluster domain, lower-case, without a trailing dot.
+    pub zone: String,
+    /// TTL of every answer and of negative answers, in seconds.
+    pub ttl: u32,
+    /// The addresses DNS answers on (UDP and TCP port 53).
+    pub addresses: Vec<Ipv4Addr>,
+    /// A Service whose clusterIP DNS also answers on (the manifests' own
+    /// `kube-system/kube-dns`, the address Pods' resolv.conf names).
+    pub service: Option<ServiceRef>,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        Self { zone: DEFAULT_DNS_ZONE.into(), ttl: DEFAULT_DNS_TTL, addresses: Vec::new(), service: None }
+    }
+}
+
+impl DnsSettings {
+    /// DNS is served when there is an address to answer on.
+    pub fn enabled(&self) -> bool {
+        !self.addresses.is_empty() || self.service.is_some()
+    }
+}
+
+/// A `[dns]` value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsConfigError {
+    /// `zone` is not a domain name.
+    #[error("dns.zone: {zone:?} is not a domain name: {reason} (the default is \"cluster.local\")")]
+    Zone {
+        /// The value.
+        zone: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `ttl` is out of range.
+    #[error("dns.ttl: {ttl} is out of range: 0 to {MAX_DNS_TTL} seconds (the default is {DEFAULT_DNS_TTL})")]
+    Ttl {
+        /// The value.
+        ttl: i64,
+    },
+    /// An entry of `addresses` is not an IPv4 address.
+    #[error("dns.addresses[{index}]: {value:?} is not an IPv4 address (svcgate answers on IPv4 only)")]
+    Address {
+        /// Its index.
+        index: usize,
+        /// The value.
+        value: String,
+    },
+    /// `service` is not `namespace/name`.
+    #[error(
+        "dns.service: {value:?} is not \"namespace/name\" of a Service, like \"kube-system/kube-dns\" \
+         (each part a DNS label: lower-case letters, digits and '-', at most 63)"
+    )]
+    Service {
+        /// The value.
+        value: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    zone: Option<String>,
+    ttl: Option<i64>,
+    #[serde(default)]
+    addresses: Vec<String>,
+    service: Option<String>,
+}
+
+impl RawDns {
+    fn check(self) -> Result<DnsSettings, DnsConfigError> {
+        let zone = match self.zone {
+            None => DEFAULT_DNS_ZONE.to_string(),
+            Some(z) => parse_zone(&z)?,
+        };
+        let ttl = match self.ttl {
+            None => DEFAULT_DNS_TTL,
+            Some(t) => u32::try_from(t).ok().filter(|t| *t <= MAX_DNS_TTL).ok_or(DnsConfigError::Ttl { ttl: t })?,
+        };
+        let mut addresses = Vec::new();
+        for (index, value) in self.addresses.into_iter().enumerate() {
+            match value.parse::<Ipv4Addr>() {
+                Ok(a) => addresses.push(a),
+                Err(_) => return Err(DnsConfigError::Address { index, value }),
+            }
+        }
+        let service = match self.service {
+            None => None,
+            Some(value) => match value.split_once('/') {
+                Some((ns, name)) if dns_label(ns) && dns_label(name) => {
+                    Some(ServiceRef { namespace: ns.to_string(), name: name.to_string() })
+                }
+                _ => return Err(DnsConfigError::Service { value }),
+            },
+        };
+        Ok(DnsSettings { zone, ttl, addresses, service })
+    }
+}
+
+/// A cluster domain as `dns.zone` (or `svcgate dns export --zone`) gives it:
+/// lower-cased, without its trailing dot.
+pub fn parse_zone(z: &str) -> Result<String, DnsConfigError> {
+    use svcgate_dns::zone::{DomainName, NameError};
+    let trimmed = z.strip_suffix('.').unwrap_or(z).to_ascii_lowercase();
+    let reason = match DomainName::from_dotted(&trimmed) {
+        _ if trimmed.is_empty() => Some("empty (the root is not a cluster domain)"),
+        Ok(_) => None,
+        Err(NameError::EmptyLabel) => Some("an empty label"),
+        Err(NameError::LongLabel) => Some("a label over 63 bytes"),
+        Err(NameError::LongName) => Some("over 255 bytes"),
+        Err(NameError::BadByte) => Some("only letters, digits, '-' and '_' may make a label"),
+    };
+    match reason {
+        Some(reason) => Err(DnsConfigError::Zone { zone: z.to_string(), reason }),
+        None => Ok(trimmed),
+    }
+}
+
+/// An RFC 1123 label, as Kubernetes names namespaces and Services.
+fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +222,8 @@ struct Raw {
     node_ips: Vec<String>,
     admin_listen: Option<String>,
     service_proxy_name: Option<String>,
+    #[serde(default)]
+    dns: RawDns,
     #[serde(default)]
     dataplane: toml::Table,
 }
@@ -94,6 +257,15 @@ pub enum ConfigError {
         field: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A `[dns]` value is wrong.
+    #[error("{path}: {source}")]
+    Dns {
+        /// The file.
+        path: String,
+        /// What is wrong, naming the key.
+        #[source]
+        source: DnsConfigError,
     },
 }
 
@@ -150,12 +322,14 @@ impl Config {
                 ));
             }
         }
+        let dns = raw.dns.check().map_err(|source| ConfigError::Dns { path: p.clone(), source })?;
         Ok(Self {
             source,
             service_cidr: service_cidr.trunc(),
             node_ips,
             admin_listen,
             service_proxy_name: raw.service_proxy_name,
+            dns,
             dataplane: raw.dataplane,
         })
     }
@@ -201,6 +375,52 @@ mod tests {
         assert_eq!(c.source, SourceConfig::Kube);
         assert_eq!(c.service_proxy_name, None);
         assert_eq!(c.dataplane.get("queues").and_then(|v| v.as_integer()), Some(2));
+    }
+
+    #[test]
+    fn dns_defaults_to_off() {
+        let c = Config::parse("kube = true\nservice_cidr = \"198.18.0.0/16\"\n", Path::new("c.toml")).unwrap();
+        assert_eq!(c.dns, DnsSettings::default());
+        assert!(!c.dns.enabled());
+        assert_eq!((c.dns.zone.as_str(), c.dns.ttl), ("cluster.local", 5));
+    }
+
+    #[test]
+    fn dns_table_parses_and_checks() {
+        let base = "kube = true\nservice_cidr = \"198.18.0.0/16\"\n[dns]\n";
+        let c = Config::parse(
+            &format!(
+                "{base}zone = \"Example.Test.\"\nttl = 30\naddresses = [\"198.18.128.10\"]\n\
+                 service = \"kube-system/kube-dns\"\n"
+            ),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(c.dns.enabled());
+        assert_eq!(c.dns.zone, "example.test");
+        assert_eq!(c.dns.ttl, 30);
+        assert_eq!(c.dns.addresses, vec![Ipv4Addr::new(198, 18, 128, 10)]);
+        assert_eq!(c.dns.service.as_ref().map(ToString::to_string).as_deref(), Some("kube-system/kube-dns"));
+        let err = |body: &str| match Config::parse(&format!("{base}{body}\n"), Path::new("c.toml")) {
+            Err(ConfigError::Dns { source, .. }) => source,
+            other => panic!("{body}: {other:?}"),
+        };
+        assert!(matches!(err("zone = \"a..b\""), DnsConfigError::Zone { reason: "an empty label", .. }));
+        assert!(matches!(err("zone = \"\""), DnsConfigError::Zone { .. }));
+        assert!(matches!(err("zone = \"a b\""), DnsConfigError::Zone { .. }));
+        assert_eq!(err("ttl = -1"), DnsConfigError::Ttl { ttl: -1 });
+        assert_eq!(err("ttl = 3601"), DnsConfigError::Ttl { ttl: 3601 });
+        assert_eq!(
+            err("addresses = [\"198.18.0.1\", \"fd00::1\"]"),
+            DnsConfigError::Address { index: 1, value: "fd00::1".into() }
+        );
+        for bad in ["kube-dns", "kube-system/", "/kube-dns", "Kube-System/kube-dns", "a/b/c"] {
+            assert_eq!(err(&format!("service = {bad:?}")), DnsConfigError::Service { value: bad.into() });
+        }
+        let e = Config::parse(&format!("{base}ttl = 9999\n"), Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().starts_with("c.toml: dns.ttl: 9999 is out of range"), "{e}");
+        let e = Config::parse(&format!("{base}bogus = 1\n"), Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
     }
 
     #[test]

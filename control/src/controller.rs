@@ -11,6 +11,12 @@
 //! - anything else: a full [`ServiceTable::build`];
 //! - nothing changed: nothing is published.
 //!
+//! With `[dns]` configured ([`Controller::with_dns`]), the cluster DNS
+//! [`DnsTable`] of the same resolution is built right after the ServiceTable
+//! is published and published through its own [`Publisher`]
+//! ([`Controller::dns_tables`]); when it is rebuilt (only when the names
+//! changed) is explained in [`crate::names`].
+//!
 //! For the manifests source the controller keeps each file's last good objects
 //! ([`Controller::apply_files`]): a file that stops parsing keeps serving what
 //! it held, and a Service whose new version is invalid keeps its last good
@@ -29,13 +35,16 @@ use serde::{Deserialize, Serialize};
 use svcgate_common::model::DesiredState;
 use svcgate_common::publish::{Publisher, Reader};
 use svcgate_common::table::{service_entries, ServiceEntry, ServiceTable};
+use svcgate_dns::{DnsConfig, DnsTable, DnsView};
 
+use crate::config::DnsSettings;
 pub use crate::display::SourceStatus;
-use crate::display::{self, EndpointsRow, ServiceRow};
+use crate::display::{self, DnsRow, EndpointsRow, ServiceRow};
 use crate::error::LoadError;
 use crate::manifest::{Object, ParsedFile, Sourced};
 use crate::metrics::ControlMetrics;
-use crate::resolve::{self, Allocations, EndpointPlan, ResolveConfig, Resolved};
+use crate::names;
+use crate::resolve::{self, Allocations, EndpointPlan, ExternalNameSpec, NamedEndpoint, ResolveConfig, Resolved};
 
 /// What the controller last did, for `/status`, `/metrics` and `svcgate status`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -64,6 +73,24 @@ pub struct ControlStatus {
     /// and list errors).
     #[serde(default)]
     pub source: SourceStatus,
+    /// Cluster DNS; `None` when `[dns]` is not configured.
+    #[serde(default)]
+    pub dns: Option<DnsStatus>,
+}
+
+/// The cluster DNS part of [`ControlStatus`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DnsStatus {
+    /// The cluster domain.
+    pub zone: String,
+    /// The addresses DNS answers on.
+    pub addresses: Vec<String>,
+    /// Version of the [`DnsTable`] being served (0: none built yet).
+    pub generation: u64,
+    /// Names in the table (empty non-terminals included).
+    pub names: usize,
+    /// Each Service's names.
+    pub rows: Vec<DnsRow>,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +118,22 @@ struct State {
     /// a full sync): rebuilt by [`Controller::status`], off the path to
     /// publishing (kubectl-style rows for 10k Services cost ~30 ms).
     rows_stale: bool,
+    /// What the DNS names come from besides `desired`, and what was built.
+    dns: DnsInputs,
+}
+
+/// The inputs of the DNS view besides the desired state, and the last view
+/// built (to skip builds that would change nothing).
+#[derive(Debug, Default)]
+struct DnsInputs {
+    /// Same index as `desired.services` ([`Resolved::endpoint_names`]).
+    endpoint_names: Vec<Vec<NamedEndpoint>>,
+    /// [`Resolved::external_name_targets`].
+    external: Vec<ExternalNameSpec>,
+    /// The view and addresses of the table being served.
+    built: Option<(DnsView, Vec<std::net::Ipv4Addr>)>,
+    /// A problem with the configured addresses (`dns.service` not found).
+    problem: Option<String>,
 }
 
 /// A kind, namespace and name: one object's identity.
@@ -195,6 +238,8 @@ pub enum SyncOutcome {
 pub struct Controller {
     cfg: ResolveConfig,
     tables: Arc<Publisher<ServiceTable>>,
+    dns: Option<DnsSettings>,
+    dns_tables: Arc<Publisher<DnsTable>>,
     state: Mutex<State>,
     status: RwLock<ControlStatus>,
     ready: AtomicBool,
@@ -210,6 +255,8 @@ impl Controller {
         Self {
             cfg,
             tables: Arc::new(Publisher::new(ServiceTable::empty())),
+            dns: None,
+            dns_tables: Arc::new(Publisher::new(DnsTable::build(&DnsView::default(), &DnsConfig::default()))),
             state: Mutex::new(State::default()),
             status: RwLock::new(ControlStatus::default()),
             ready: AtomicBool::new(false),
@@ -223,6 +270,37 @@ impl Controller {
     /// worker and `Reader::refresh` at each batch boundary.
     pub fn tables(&self) -> Arc<Publisher<ServiceTable>> {
         Arc::clone(&self.tables)
+    }
+
+    /// Serves cluster DNS with these settings (nothing changes when they are
+    /// not [`DnsSettings::enabled`]). Call before the first sync.
+    pub fn with_dns(mut self, settings: DnsSettings) -> Self {
+        if settings.enabled() {
+            self.dns_tables = Arc::new(Publisher::new(DnsTable::build(
+                &DnsView::default(),
+                &names::dns_config(&settings, &settings.addresses, 0),
+            )));
+            self.dns = Some(settings);
+        }
+        self
+    }
+
+    /// The DNS settings, when DNS is served.
+    pub fn dns_settings(&self) -> Option<&DnsSettings> {
+        self.dns.as_ref()
+    }
+
+    /// The publisher of the cluster DNS answer tables, for the workers that
+    /// answer queries (`.reader()` each, `Reader::refresh` at batch
+    /// boundaries, as for [`Controller::tables`]). Version 0 is an empty zone;
+    /// with no `[dns]` configured nothing else is ever published.
+    pub fn dns_tables(&self) -> Arc<Publisher<DnsTable>> {
+        Arc::clone(&self.dns_tables)
+    }
+
+    /// The addresses DNS answers on as of the last sync (empty: DNS off).
+    pub fn dns_addresses(&self) -> Vec<std::net::Ipv4Addr> {
+        self.state.lock().dns.built.as_ref().map(|(_, a)| a.clone()).unwrap_or_default()
     }
 
     /// A reader of the published tables (shorthand for `tables().reader()`).
@@ -432,6 +510,7 @@ impl Controller {
         }
         let mut replaced: Vec<(u32, ServiceEntry)> = Vec::new();
         let mut changed_services = Vec::new();
+        let mut dns_touched = false;
         for &si in &touched {
             let plan = &st.index.plans[si];
             let key = (plan.namespace().to_string(), plan.name().to_string());
@@ -447,6 +526,17 @@ impl Controller {
                 })
                 .collect();
             let backends = resolve::backends_from_slices(plan, &slices);
+            if self.dns.is_some() && st.desired.services[si].cluster_ip.is_none() {
+                // A headless Service: its endpoints are DNS names.
+                let named = resolve::endpoint_names_from_slices(plan, &slices);
+                if let Some(slot) = st.dns.endpoint_names.get_mut(si) {
+                    if *slot != named {
+                        *slot = named;
+                        dns_touched = true;
+                    }
+                }
+                dns_touched |= st.desired.services[si].ports.iter().zip(&backends).any(|(p, b)| p.backends != *b);
+            }
             let svc = &mut st.desired.services[si];
             let mut changed_ports = Vec::new();
             for (j, (port, new)) in svc.ports.iter_mut().zip(backends).enumerate() {
@@ -492,6 +582,9 @@ impl Controller {
         };
         self.status.write().last_sync_unix_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        if dns_touched {
+            self.refresh_dns(st);
+        }
         Ok(outcome)
     }
 
@@ -501,8 +594,17 @@ impl Controller {
         objects: &[Sourced],
         mut errors: Vec<LoadError>,
     ) -> (SyncOutcome, Vec<EndpointPlan>) {
-        let Resolved { desired, applied, allocations, errors: rerrs, warnings, plans, .. } =
-            resolve::resolve(objects, &self.cfg, &st.previous, &st.allocations);
+        let Resolved {
+            desired,
+            applied,
+            allocations,
+            errors: rerrs,
+            warnings,
+            plans,
+            endpoint_names,
+            external_name_targets,
+            ..
+        } = resolve::resolve(objects, &self.cfg, &st.previous, &st.allocations);
         errors.extend(rerrs);
         st.previous = applied;
         st.allocations = allocations;
@@ -551,6 +653,8 @@ impl Controller {
             }
         }
         let table = self.tables.current();
+        // Kept when the names did not change (`refresh_dns` redoes it otherwise).
+        let dns_status = self.status.write().dns.take();
         *self.status.write() = ControlStatus {
             generation: table.generation(),
             services: Vec::new(), // rows_stale: made by `status`
@@ -562,11 +666,70 @@ impl Controller {
             backends: table.entries().iter().map(|e| e.backends.len()).sum(),
             last_sync_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             source: SourceStatus::default(), // filled in by `status`
+            dns: dns_status,
         };
         st.desired = desired;
         st.stale_rows.clear();
         st.rows_stale = true;
+        st.dns.endpoint_names = endpoint_names;
+        st.dns.external = external_name_targets;
+        self.refresh_dns(st);
         (outcome, plans)
+    }
+
+    /// Builds and publishes the DNS table of the current state when its view
+    /// or addresses changed (DNS configured only), and fills in the status.
+    fn refresh_dns(&self, st: &mut State) {
+        let Some(settings) = &self.dns else {
+            return;
+        };
+        let view = names::dns_view(&st.desired, &st.dns.endpoint_names, &st.dns.external);
+        let (addresses, problem) = match names::dns_addresses(settings, &st.desired) {
+            Ok(a) => (a, None),
+            Err((a, why)) => (a, Some(why)),
+        };
+        if problem != st.dns.problem {
+            if let Some(p) = &problem {
+                tracing::warn!("{p}");
+            }
+            st.dns.problem = problem;
+        }
+        let unchanged = st.dns.built.as_ref().is_some_and(|(v, a)| *v == view && *a == addresses);
+        if !unchanged {
+            let t0 = Instant::now();
+            let serial = (self.dns_tables.version() + 1) as u32;
+            let table = names::build_table(&view, &names::dns_config(settings, &addresses, serial));
+            let n = table.len();
+            let version = self.dns_tables.publish(table);
+            self.metrics.dns_builds.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                generation = version,
+                names = n,
+                services = view.services.len(),
+                ms = t0.elapsed().as_secs_f64() * 1e3,
+                "published a DNS table"
+            );
+            st.dns.built = Some((view, addresses));
+        }
+        let mut status = self.status.write();
+        if let Some((view, addresses)) = &st.dns.built {
+            let keep = status.dns.as_ref().filter(|d| unchanged && d.generation == self.dns_tables.version());
+            status.dns = Some(match keep {
+                Some(d) => d.clone(),
+                None => DnsStatus {
+                    zone: settings.zone.clone(),
+                    addresses: addresses.iter().map(ToString::to_string).collect(),
+                    generation: self.dns_tables.version(),
+                    names: self.dns_tables.current().len(),
+                    rows: names::dns_rows(view, &settings.zone),
+                },
+            });
+        }
+        if let Some(p) = &st.dns.problem {
+            if !status.warnings.contains(p) {
+                status.warnings.push(p.clone());
+            }
+        }
     }
 
     /// Records one source-change-to-published latency.
@@ -739,6 +902,70 @@ mod tests {
         objects[3] = s.clone();
         assert!(matches!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Incremental(_, 1)));
         same_as_full(&c, &objects);
+    }
+
+    #[test]
+    fn dns_tables_follow_headless_endpoints_only() {
+        use svcgate_dns::zone::DomainName;
+        let headless = |s: Sourced| -> Sourced {
+            let mut s = s;
+            if let Object::Service(svc) = &mut s.object {
+                Arc::make_mut(svc).spec.as_mut().unwrap().cluster_ip = Some("None".into());
+            }
+            s
+        };
+        let named = |s: Sourced, host: &str| -> Sourced {
+            let mut s = s;
+            if let Object::EndpointSlice(es) = &mut s.object {
+                Arc::make_mut(es).endpoints[0].hostname = Some(host.into());
+            }
+            s
+        };
+        let mut objects = vec![
+            svc(1, &[80]),
+            headless(svc(2, &[80])),
+            slice(1, "s1-a", &[80], &["198.19.0.1"]),
+            named(slice(2, "s2-a", &[80], &["198.19.0.2"]), "pod-0"),
+        ];
+        let settings = DnsSettings { addresses: vec!["198.18.0.53".parse().unwrap()], ..DnsSettings::default() };
+        let c = Controller::new(cfg()).with_dns(settings);
+        let has = |n: &str| {
+            let name = DomainName::from_dotted(n).unwrap();
+            c.dns_tables().current().name(name.wire()).is_some()
+        };
+        assert_eq!(c.apply_objects(&objects), SyncOutcome::Full(1));
+        assert_eq!(c.dns_tables().version(), 1);
+        assert!(has("s1.default.svc.cluster.local"));
+        assert!(has("pod-0.s2.default.svc.cluster.local"));
+        assert_eq!(c.dns_addresses(), vec!["198.18.0.53".parse::<std::net::Ipv4Addr>().unwrap()]);
+        let st = c.status().dns.unwrap();
+        assert_eq!((st.generation, st.zone.as_str()), (1, "cluster.local"));
+        assert!(st.rows.iter().any(|r| r.names.contains(&"pod-0.s2.default.svc.cluster.local".to_string())));
+
+        // A ClusterIP Service's endpoints: no DNS build.
+        let s = slice(1, "s1-a", &[80], &["198.19.0.9"]);
+        objects[2] = s.clone();
+        assert!(matches!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Incremental(_, 1)));
+        assert_eq!(c.dns_tables().version(), 1);
+        // A headless Service's endpoint renamed (backends unchanged): a DNS
+        // build, and nothing for the ServiceTable.
+        let s = named(slice(2, "s2-a", &[80], &["198.19.0.2"]), "pod-1");
+        objects[3] = s.clone();
+        assert_eq!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Unchanged);
+        assert_eq!(c.dns_tables().version(), 2);
+        assert!(has("pod-1.s2.default.svc.cluster.local"));
+        assert!(!has("pod-0.s2.default.svc.cluster.local"));
+        same_as_full(&c, &objects);
+        // A full resolution to the same names builds nothing.
+        c.apply_objects(&objects);
+        assert_eq!(c.dns_tables().version(), 2);
+        assert_eq!(c.metrics.dns_builds.load(Ordering::Relaxed), 2);
+
+        // Without [dns], nothing is built.
+        let off = Controller::new(cfg());
+        off.apply_objects(&objects);
+        assert_eq!(off.dns_tables().version(), 0);
+        assert!(off.status().dns.is_none());
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //!   `Reader::refresh` at every batch boundary. No trait to implement.
 //! - counters: implement [`StatsSource`] and call [`Daemon::attach_stats`];
 //!   `/metrics` and `/status` read it on each scrape.
+//! - cluster DNS: [`Daemon::dns_tables`] is the [`Publisher`] of the DNS
+//!   answer tables (`[dns]` in the config), read the same way;
+//!   [`Daemon::dns_addresses`] the addresses queries are answered on.
 //! - config: [`Daemon::dataplane_config`] is the config's `[dataplane]` table,
 //!   untouched.
 
@@ -14,6 +17,7 @@ use std::time::Duration;
 
 use svcgate_common::publish::Publisher;
 use svcgate_common::table::ServiceTable;
+use svcgate_dns::DnsTable;
 
 use crate::admin::{self, AdminError, AdminHandle, StatsSlot};
 use crate::config::{Config, SourceConfig};
@@ -56,7 +60,7 @@ impl Daemon {
         if cfg.source == SourceConfig::Kube {
             rcfg.check_cluster_ip_range = false;
         }
-        let controller = Arc::new(Controller::new(rcfg));
+        let controller = Arc::new(Controller::new(rcfg).with_dns(cfg.dns.clone()));
         let stats = Arc::new(StatsSlot::default());
         // Admin first: /readyz answers 503 while the first sync runs.
         let admin = admin::serve(cfg.admin_listen, Arc::clone(&controller), Arc::clone(&stats))?;
@@ -72,6 +76,18 @@ impl Daemon {
     /// The table publisher workers subscribe to (`.reader()`).
     pub fn tables(&self) -> Arc<Publisher<ServiceTable>> {
         self.controller.tables()
+    }
+
+    /// The publisher of the cluster DNS answer tables (`.reader()` per
+    /// worker); only an empty zone when `[dns]` is not configured.
+    pub fn dns_tables(&self) -> Arc<Publisher<DnsTable>> {
+        self.controller.dns_tables()
+    }
+
+    /// The addresses cluster DNS answers on (`dns.addresses` and the
+    /// clusterIP of `dns.service`) as of the last sync; empty when off.
+    pub fn dns_addresses(&self) -> Vec<std::net::Ipv4Addr> {
+        self.controller.dns_addresses()
     }
 
     /// The controller.

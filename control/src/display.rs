@@ -43,6 +43,33 @@ pub struct EndpointsRow {
     pub not_ready: Vec<String>,
 }
 
+/// The DNS names of one Service (`svcgate status` with `[dns]` on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRow {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `svc.ns.svc.<zone>` first, then a headless Service's per-endpoint names.
+    pub names: Vec<String>,
+    /// What the Service's name answers: its cluster IP, its ready endpoints
+    /// (headless; `<none>`), or `CNAME target` (ExternalName).
+    pub records: String,
+}
+
+/// The DNS table of `svcgate status`: one line per name, the Service's own
+/// name with what it answers, its per-endpoint names below it.
+pub fn dns_table(rows: &[DnsRow]) -> String {
+    let mut body = Vec::new();
+    for r in rows {
+        for (i, n) in r.names.iter().enumerate() {
+            let answers = if i == 0 { r.records.clone() } else { String::new() };
+            body.push(vec![n.clone(), answers]);
+        }
+    }
+    format_table(&["DNS NAME", "ANSWERS"], &body)
+}
+
 /// The `kubectl get svc` row of a Service.
 pub fn service_row(s: &ServiceSpec) -> ServiceRow {
     let cluster_ip = s.cluster_ip.map_or_else(|| "None".to_string(), |ip| ip.to_string());

@@ -5,7 +5,9 @@
 //! into the plain [`svcgate_common::model::DesiredState`] the way the API
 //! server and the EndpointSlice controller would; the [`controller`] builds
 //! [`svcgate_common::table::ServiceTable`]s from it and publishes them to the
-//! workers through a [`svcgate_common::publish::Publisher`].
+//! workers through a [`svcgate_common::publish::Publisher`]; [`names`]
+//! computes the cluster DNS records of the same resolution, published beside
+//! them as a [`svcgate_dns::DnsTable`].
 
 pub mod admin;
 pub mod config;
@@ -18,6 +20,7 @@ pub mod kube_source;
 pub mod load;
 pub mod manifest;
 pub mod metrics;
+pub mod names;
 pub mod origin;
 pub mod resolve;
 pub mod watch;

@@ -1,4 +1,5 @@
-//! The svcgate binary: `svcgate validate`, `svcgate run`, `svcgate status`.
+//! The svcgate binary: `svcgate validate`, `svcgate run`, `svcgate status`,
+//! `svcgate dns export`.
 
 /// mimalloc, not glibc malloc: see control/Cargo.toml (a first change after a
 /// full build faulting in fresh heap pages took milliseconds).
@@ -50,12 +51,53 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Show the running daemon's Services, endpoints and counters.
+    /// Show the running daemon's Services, endpoints, DNS names and counters.
     Status {
         /// The daemon's admin address.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+    /// Cluster DNS.
+    Dns {
+        #[command(subcommand)]
+        command: DnsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DnsCommand {
+    /// Print the cluster DNS records of manifests as an RFC 1035 zone file
+    /// (for NSD or Knot to serve the same names svcgate answers). Objects
+    /// with errors are left out and the errors printed (exit code 1).
+    Export {
+        /// Manifest files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The cluster domain.
+        #[arg(long, default_value = svcgate_control::config::DEFAULT_DNS_ZONE)]
+        zone: String,
+        /// TTL of the records, in seconds.
+        #[arg(long, default_value_t = svcgate_control::config::DEFAULT_DNS_TTL)]
+        ttl: u32,
+        /// Where Services without a clusterIP get one (as `validate`).
+        #[arg(long, default_value = "10.96.0.0/12")]
+        service_cidr: Ipv4Net,
+        /// An address of the name server `ns.dns.<zone>` (repeatable): the
+        /// apex NS record's address records.
+        #[arg(long = "address")]
+        addresses: Vec<Ipv4Addr>,
+        /// Print a reverse zone (in-addr.arpa, ip6.arpa) instead of the cluster domain.
+        #[arg(long, value_enum)]
+        reverse: Option<Reverse>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Reverse {
+    /// in-addr.arpa.
+    V4,
+    /// ip6.arpa.
+    V6,
 }
 
 fn init_logs(default: &str) {
@@ -132,6 +174,52 @@ fn validate(
         ExitCode::SUCCESS
     } else {
         eprintln!("svcgate: {errors} error(s); the objects named above would not be applied, the rest would");
+        ExitCode::FAILURE
+    }
+}
+
+fn dns_export(
+    paths: &[PathBuf],
+    zone: &str,
+    ttl: u32,
+    service_cidr: Ipv4Net,
+    addresses: Vec<Ipv4Addr>,
+    reverse: Option<Reverse>,
+) -> ExitCode {
+    use svcgate_control::config::{parse_zone, DnsSettings, MAX_DNS_TTL};
+    use svcgate_dns::zone::{Zone, ZoneKind};
+    let zone = match parse_zone(zone) {
+        Ok(z) => z,
+        Err(e) => {
+            eprintln!("svcgate: --zone: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if ttl > MAX_DNS_TTL {
+        eprintln!("svcgate: --ttl: {ttl} is out of range: 0 to {MAX_DNS_TTL} seconds");
+        return ExitCode::from(2);
+    }
+    let report = load_paths(paths, &ResolveConfig::new(service_cidr, Vec::new()));
+    let view = svcgate_control::names::view_of(&report.resolved);
+    let settings = DnsSettings { zone, ttl, addresses: addresses.clone(), service: None };
+    let config = svcgate_control::names::dns_config(&settings, &addresses, 1);
+    let z = Zone::build(&view, &config);
+    let kind = match reverse {
+        None => ZoneKind::Cluster,
+        Some(Reverse::V4) => ZoneKind::ReverseV4,
+        Some(Reverse::V6) => ZoneKind::ReverseV6,
+    };
+    print!("{}", z.zone_file(kind, &config));
+    for s in z.skipped() {
+        eprintln!("warning: left out of the zone: {s}");
+    }
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("svcgate: {} error(s); the objects named above are not in the zone", report.errors.len());
         ExitCode::FAILURE
     }
 }
@@ -223,6 +311,15 @@ fn status(admin: SocketAddr) -> ExitCode {
     println!();
     print!("{}", display::endpoints_table(&c.endpoints));
     println!();
+    match &c.dns {
+        Some(d) => {
+            let on = if d.addresses.is_empty() { "no address".to_string() } else { d.addresses.join(", ") };
+            println!("DNS: zone {} on {on}, table generation {}, {} names", d.zone, d.generation, d.names);
+            print!("{}", display::dns_table(&d.rows));
+        }
+        None => println!("DNS: off (no [dns] addresses or service configured)"),
+    }
+    println!();
     // Per Service: packets and bytes summed over its ports.
     let rows: Vec<Vec<String>> = c
         .services
@@ -294,5 +391,9 @@ fn main() -> ExitCode {
             run(&config)
         }
         Command::Status { admin } => status(admin),
+        Command::Dns { command: DnsCommand::Export { paths, zone, ttl, service_cidr, addresses, reverse } } => {
+            init_logs("warn");
+            dns_export(&paths, &zone, ttl, service_cidr, addresses, reverse)
+        }
     }
 }

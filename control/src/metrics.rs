@@ -158,6 +158,8 @@ pub struct ControlMetrics {
     pub incremental_builds: AtomicU64,
     /// Syncs that changed nothing, so published nothing.
     pub noop_syncs: AtomicU64,
+    /// DNS answer tables built and published (`[dns]` configured).
+    pub dns_builds: AtomicU64,
 }
 
 /// Escapes a Prometheus label value.

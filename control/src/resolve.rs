@@ -33,6 +33,11 @@
 //!   container ports; Succeeded/Failed Pods and Pods without an IPv4 address
 //!   left out). Slice and Endpoints ports are matched by the Service port's
 //!   name (what the controller writes), or failing that by a named targetPort.
+//! - For DNS ([`crate::names`]): headless Services also get their endpoints
+//!   as DNS names them ([`Resolved::endpoint_names`]: address, hostname,
+//!   readiness, whatever the ports), and `ExternalName` Services, served by
+//!   nothing else, are kept with their target
+//!   ([`Resolved::external_name_targets`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -129,9 +134,42 @@ pub struct Resolved {
     pub other_proxy: Vec<OtherProxy>,
     /// `ExternalName` Services: accepted, nothing to serve.
     pub external_names: Vec<String>,
+    /// The same `ExternalName` Services with their `spec.externalName`, for
+    /// DNS (a CNAME each).
+    pub external_name_targets: Vec<ExternalNameSpec>,
+    /// The endpoints of each headless Service as DNS names them (same index
+    /// as `desired.services`; empty for Services with a cluster IP, whose
+    /// names resolve to it): address, hostname, readiness, whatever the ports.
+    pub endpoint_names: Vec<Vec<NamedEndpoint>>,
     /// What re-deriving each Service's backends needs (same index as
     /// `desired.services`), for [`backends_from_slices`].
     pub plans: Vec<EndpointPlan>,
+}
+
+/// An `ExternalName` Service: DNS only, a CNAME to `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalNameSpec {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.externalName` (empty when unset).
+    pub target: String,
+}
+
+/// One endpoint of a headless Service, as DNS names it: the address, the
+/// hostname the EndpointSlice controller would write (EndpointSlice
+/// `endpoints[].hostname`, Endpoints `addresses[].hostname`, or Pod
+/// `spec.hostname` when its `spec.subdomain` is the Service's name), and
+/// readiness as the backends get it (`publishNotReadyAddresses` included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedEndpoint {
+    /// The endpoint's IPv4 address.
+    pub addr: Ipv4Addr,
+    /// Its hostname, if it has one.
+    pub hostname: Option<String>,
+    /// Ready (or published anyway).
+    pub ready: bool,
 }
 
 /// A Service svcgate leaves alone: its `service.kubernetes.io/service-proxy-name`
@@ -203,6 +241,79 @@ impl EndpointPlan {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// The endpoints of a headless Service as DNS names them, from these
+/// EndpointSlices (labelled with its name): what [`resolve`] puts in
+/// [`Resolved::endpoint_names`] for it from the same slices. Every endpoint
+/// counts, whatever the ports (a headless Service may have none); an address
+/// in several slices counts once.
+pub fn endpoint_names_from_slices(plan: &EndpointPlan, slices: &[&EndpointSlice]) -> Vec<NamedEndpoint> {
+    let mut out: Vec<NamedEndpoint> = Vec::new();
+    for es in slices.iter().filter(|es| es.address_type == "IPv4") {
+        for e in &es.endpoints {
+            let Some(addr) = e.addresses.first().and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
+                continue;
+            };
+            // nil ready means "unknown": consumers treat it as ready.
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true) || plan.publish_not_ready;
+            push_named(&mut out, NamedEndpoint { addr, hostname: e.hostname.clone().filter(|h| !h.is_empty()), ready });
+        }
+    }
+    out
+}
+
+/// Adds an endpoint unless its address is there already (the first wins).
+fn push_named(out: &mut Vec<NamedEndpoint>, e: NamedEndpoint) {
+    if !out.iter().any(|o| o.addr == e.addr) {
+        out.push(e);
+    }
+}
+
+/// [`endpoint_names_from_slices`] for every source: the Service's slices,
+/// else its Endpoints, else the Pods its selector matches.
+fn endpoint_names(plan: &EndpointPlan, index: &EndpointIndex<'_>) -> Vec<NamedEndpoint> {
+    let key = (plan.namespace.clone(), plan.name.clone());
+    if let Some(slices) = index.slices.get(&key) {
+        return endpoint_names_from_slices(plan, slices);
+    }
+    let mut out = Vec::new();
+    if let Some(ep) = index.endpoints.get(&key) {
+        for subset in ep.subsets.iter().flatten() {
+            let lists = [(subset.addresses.as_ref(), true), (subset.not_ready_addresses.as_ref(), false)];
+            for (list, ready) in lists {
+                for a in list.into_iter().flatten() {
+                    let Ok(addr) = a.ip.parse::<Ipv4Addr>() else {
+                        continue;
+                    };
+                    let hostname = a.hostname.clone().filter(|h| !h.is_empty());
+                    push_named(&mut out, NamedEndpoint { addr, hostname, ready: ready || plan.publish_not_ready });
+                }
+            }
+        }
+        return out;
+    }
+    if plan.selector.is_empty() {
+        return out;
+    }
+    for pod in index.pods.get(&plan.namespace).into_iter().flatten() {
+        let labels = pod.metadata.labels.as_ref();
+        if !plan.selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
+            continue;
+        }
+        let Some((addr, conditions)) = pod_address(pod, plan.publish_not_ready) else {
+            continue;
+        };
+        // The EndpointSlice controller names the endpoint only when the Pod's
+        // subdomain is this Service.
+        let spec = pod.spec.as_ref();
+        let hostname = spec
+            .filter(|s| s.subdomain.as_deref() == Some(plan.name.as_str()))
+            .and_then(|s| s.hostname.clone())
+            .filter(|h| !h.is_empty());
+        push_named(&mut out, NamedEndpoint { addr, hostname, ready: conditions.ready });
+    }
+    out
 }
 
 /// The backends of each port of a Service (in `spec.ports` order) that has
@@ -326,7 +437,7 @@ pub const FORWARDING_ANNOTATION: &str = "svcgate.io/forwarding-mode";
 
 enum Validated {
     Draft(Box<Draft>),
-    ExternalName(String),
+    ExternalName(ExternalNameSpec),
 }
 
 /// `namespace/name` of an object's metadata, with the default namespace.
@@ -418,7 +529,10 @@ fn validate_service(sourced: &Sourced, svc: &Service, cfg: &ResolveConfig) -> Re
         "ClusterIP" | "" => ServiceType::ClusterIp,
         "NodePort" => ServiceType::NodePort,
         "LoadBalancer" => ServiceType::LoadBalancer,
-        "ExternalName" => return Ok(Validated::ExternalName(key)),
+        "ExternalName" => {
+            let target = spec.external_name.clone().unwrap_or_default();
+            return Ok(Validated::ExternalName(ExternalNameSpec { namespace, name, target }));
+        }
         other => {
             c.err(
                 "spec.type",
@@ -816,9 +930,11 @@ pub fn resolve(
         };
         match validated {
             None => {}
-            Some(Validated::ExternalName(key)) => {
+            Some(Validated::ExternalName(spec)) => {
+                let key = format!("{}/{}", spec.namespace, spec.name);
                 tracing::info!(service = %key, "ExternalName Service: DNS only, nothing for svcgate to serve");
                 out.external_names.push(key);
+                out.external_name_targets.push(spec);
             }
             Some(Validated::Draft(d)) => {
                 if let Some(first) = names.get(&d.key) {
@@ -1003,6 +1119,7 @@ pub fn resolve(
         });
         out.origins.push(d.origin.clone());
         out.applied.insert(d.key, d.source);
+        out.endpoint_names.push(if d.headless { endpoint_names(&plan, &index) } else { Vec::new() });
         out.plans.push(plan);
     }
     out
@@ -1099,17 +1216,7 @@ fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> V
 /// One Pod as an endpoint of one Service port, the way the EndpointSlice
 /// controller sees it.
 fn pod_backend(pod: &Pod, p: &DraftPort, publish_not_ready: bool) -> Option<BackendSpec> {
-    let status = pod.status.as_ref()?;
-    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-        return None;
-    }
-    let addr = status
-        .pod_ips
-        .iter()
-        .flatten()
-        .map(|p| p.ip.as_str())
-        .chain(status.pod_ip.as_deref())
-        .find_map(|s| s.parse::<Ipv4Addr>().ok())?;
+    let (addr, conditions) = pod_address(pod, publish_not_ready)?;
     let port = match &p.target {
         Target::Number(n) => *n,
         Target::Name(name) => {
@@ -1125,6 +1232,24 @@ fn pod_backend(pod: &Pod, p: &DraftPort, publish_not_ready: bool) -> Option<Back
                 .filter(|x| *x != 0)?
         }
     };
+    Some(BackendSpec { addr, port, conditions, weight: 1 })
+}
+
+/// A Pod's IPv4 address and its endpoint conditions, the way the
+/// EndpointSlice controller sees it; `None` for Pods that are no endpoint
+/// (Succeeded, Failed, no IPv4 address).
+fn pod_address(pod: &Pod, publish_not_ready: bool) -> Option<(Ipv4Addr, EndpointConditions)> {
+    let status = pod.status.as_ref()?;
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let addr = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|p| p.ip.as_str())
+        .chain(status.pod_ip.as_deref())
+        .find_map(|s| s.parse::<Ipv4Addr>().ok())?;
     let pod_ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
     let terminating = pod.metadata.deletion_timestamp.is_some();
     let conditions = EndpointConditions {
@@ -1132,7 +1257,7 @@ fn pod_backend(pod: &Pod, p: &DraftPort, publish_not_ready: bool) -> Option<Back
         serving: pod_ready || publish_not_ready,
         terminating,
     };
-    Some(BackendSpec { addr, port, conditions, weight: 1 })
+    Some((addr, conditions))
 }
 
 #[cfg(test)]

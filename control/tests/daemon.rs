@@ -92,10 +92,49 @@ fn admin_endpoint_serves_health_metrics_and_status() {
     assert!(so.lines().any(|l| l.starts_with("nginx ") && l.contains(" 42 ") && l.ends_with("4200")), "{so}");
     assert!(so.contains("generation 1, last sync"), "{so}");
     assert!(so.contains("dataplane attached"), "{so}");
+    assert!(so.contains("DNS: off (no [dns] addresses or service configured)"), "{so}");
     assert!(
         so.lines().any(|l| l.starts_with("0 ") && l.contains(" 1000 ") && l.contains(" 25% ") && l.ends_with(" 812")),
         "worker row with cycles per packet: {so}"
     );
+    drop(daemon);
+}
+
+#[test]
+fn dns_names_are_published_and_shown() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let text = std::fs::read_to_string(examples.join("svcgate.toml")).unwrap().replace("127.0.0.1:9901", "127.0.0.1:0")
+        + "\n[dns]\naddresses = [\"198.18.128.53\"]\nservice = \"default/nginx\"\n";
+    let cfg = Config::parse(&text, &examples.join("svcgate.toml")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let daemon = rt.block_on(Daemon::start(&cfg)).unwrap();
+    assert!(daemon.wait_ready(Duration::from_secs(10)));
+    // The workers' end: a reader of the DNS tables, and the addresses.
+    let mut reader = daemon.dns_tables().reader();
+    reader.refresh();
+    let name = svcgate_dns::zone::DomainName::from_dotted("nginx-0.nginx-headless.default.svc.cluster.local").unwrap();
+    assert!(reader.get().name(name.wire()).is_some());
+    let nginx = daemon.controller().desired().services.iter().find(|s| s.name == "nginx").unwrap().cluster_ip.unwrap();
+    assert_eq!(daemon.dns_addresses(), vec!["198.18.128.53".parse().unwrap(), nginx]);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_svcgate"))
+        .args(["status", "--admin", &daemon.admin_addr().to_string()])
+        .output()
+        .unwrap();
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(so.contains(&format!("DNS: zone cluster.local on 198.18.128.53, {nginx}, table generation 1")), "{so}");
+    assert!(so.lines().any(|l| l.starts_with("DNS NAME ") && l.ends_with("ANSWERS")), "{so}");
+    assert!(
+        so.lines().any(|l| l.starts_with("nginx.default.svc.cluster.local ") && l.ends_with(&nginx.to_string())),
+        "{so}"
+    );
+    assert!(
+        so.lines().any(|l| l.starts_with("nginx-headless.default.svc.cluster.local ")
+            && l.ends_with(" 198.18.3.10,198.18.3.11,198.18.3.12")),
+        "{so}"
+    );
+    assert!(so.lines().any(|l| l.trim_end() == "nginx-2.nginx-headless.default.svc.cluster.local"), "{so}");
     drop(daemon);
 }
 

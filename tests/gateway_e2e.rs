@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use netns::{field, require_root, stats_lines, ChildProc, Lab};
@@ -621,6 +621,28 @@ struct GwLab {
     gw: String,
     gateway: ChildProc,
     _backends: Vec<ChildProc>,
+    /// Last: released after the lab is gone.
+    _share: Share,
+}
+
+/// Labs run two at a time (the suite's test threads), except a flood,
+/// which runs alone: on two cores a second lab beside it starves the
+/// gateway, and the legitimate traffic the flood test measures is then
+/// dropped at veth's queue before svcgate sees it.
+static LABS: RwLock<()> = RwLock::new(());
+
+enum Share {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
+}
+
+impl Share {
+    fn shared() -> Self {
+        Self::Shared(LABS.read().unwrap_or_else(|e| e.into_inner()))
+    }
+    fn alone() -> Self {
+        Self::Alone(LABS.write().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 impl GwLab {
@@ -637,6 +659,15 @@ impl GwLab {
 
     /// [`GwLab::with_neighbours`] with extra environment for the gateway child.
     fn with_gateway_env(tag: &str, queues: u32, warm: bool, gateway_env: &[(&str, &str)]) -> Self {
+        Self::build(tag, queues, warm, gateway_env, Share::shared())
+    }
+
+    /// [`GwLab::with_gateway_env`], with no other lab running meanwhile.
+    fn alone(tag: &str, queues: u32, gateway_env: &[(&str, &str)]) -> Self {
+        Self::build(tag, queues, true, gateway_env, Share::alone())
+    }
+
+    fn build(tag: &str, queues: u32, warm: bool, gateway_env: &[(&str, &str)], share: Share) -> Self {
         let mut lab = Lab::new(tag);
         let cli = lab.netns("cli");
         let gw = lab.netns("gw");
@@ -683,7 +714,7 @@ impl GwLab {
             assert!(out.status.success(), "gw -> {a}: {}", String::from_utf8_lossy(&out.stdout));
         }
         let gateway = start_gateway_with(&mut lab, &gw, tag, queues, gateway_env);
-        GwLab { lab, cli, gw, gateway, _backends: backends }
+        GwLab { lab, cli, gw, gateway, _backends: backends, _share: share }
     }
 
     /// Runs a probe child in the client namespace; returns its lines.
@@ -1328,7 +1359,7 @@ impl GwLab {
         let env =
             [("SG_IFACES", "g0"), ("SG_SNAT", OA_GW_IP), ("SG_NODE_IP", OA_GW_IP), ("SG_BACKENDS", &backends_env)];
         let gateway = start_gateway_with(&mut lab, &gw, tag, queues, &env);
-        GwLab { lab, cli, gw, gateway, _backends: backends }
+        GwLab { lab, cli, gw, gateway, _backends: backends, _share: Share::shared() }
     }
 }
 
@@ -1541,7 +1572,7 @@ fn gateway_e2e_syn_flood_spares_established_and_new_connections() {
     }
     let tag = "gwsf";
     let pktgen = pktgen_binary();
-    let mut l = GwLab::with_gateway_env(tag, 1, true, &[("SG_CONNTRACK", "16384")]);
+    let mut l = GwLab::alone(tag, 1, &[("SG_CONNTRACK", "16384")]);
     let dst = format!("{CLUSTER_IP}:{TCP_PORT}");
     let cli = l.cli.clone();
     let mut holds = Vec::new();

@@ -487,8 +487,10 @@ mod tests {
     fn workers_claim_slots_concurrently_without_losing_one() {
         // Two writers fill the same small table with disjoint keys (as two
         // workers with their own port slices do): every insert lands in its
-        // own slot and every key is found afterwards.
-        let t = Arc::new(table(4000));
+        // own slot and every key is found afterwards. (4000 keys in a table
+        // for 8000 flows: at this load both candidate buckets of a key are
+        // practically never full, whatever order the threads insert in.)
+        let t = Arc::new(table(8000));
         let writers: Vec<_> = (0..2u32)
             .map(|w| {
                 let t = Arc::clone(&t);

@@ -44,7 +44,13 @@ pub const DRAIN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 15);
 /// A Service whose backend has no known MAC.
 pub const UNRESOLVED_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 16);
 
-fn port(name: &str, protocol: Protocol, port: u16, node_port: Option<u16>, backends: Vec<BackendSpec>) -> ServicePortSpec {
+fn port(
+    name: &str,
+    protocol: Protocol,
+    port: u16,
+    node_port: Option<u16>,
+    backends: Vec<BackendSpec>,
+) -> ServicePortSpec {
     ServicePortSpec { name: name.into(), protocol, port, node_port, backends }
 }
 
@@ -70,7 +76,8 @@ fn svc(name: &str, cluster_ip: Ipv4Addr, ports: Vec<ServicePortSpec>) -> Service
 pub fn desired(v: u8) -> DesiredState {
     let web_backends = if v == 1 { vec![] } else { vec![ready(0, 80)] };
     let spread: Vec<BackendSpec> = (2..12).filter(|i| v != 1 || *i % 3 != 0).map(|i| ready(i, 80)).collect();
-    let drain = if v == 2 { vec![terminating(16, 80), terminating(17, 80)] } else { vec![ready(16, 80), terminating(17, 80)] };
+    let drain =
+        if v == 2 { vec![terminating(16, 80), terminating(17, 80)] } else { vec![ready(16, 80), terminating(17, 80)] };
     let keep_backend = if v == 1 { 23 } else { 20 };
     let web = ServiceSpec {
         service_type: ServiceType::LoadBalancer,
@@ -188,12 +195,7 @@ impl Lab {
 
 /// The NAT configuration of a run.
 pub fn config(mode: ForwardingMode, workers: u16, conntrack_capacity: usize) -> NatConfig {
-    NatConfig {
-        mode,
-        snat_ports: SNAT_PORTS,
-        affinity_slots: 64,
-        ..nat_config(workers, conntrack_capacity)
-    }
+    NatConfig { mode, snat_ports: SNAT_PORTS, affinity_slots: 64, ..nat_config(workers, conntrack_capacity) }
 }
 
 /// Workers sharing one reverse table.
@@ -431,12 +433,21 @@ pub fn check_outcome(input: &[u8], o: &Outcome, hops: &NextHops) {
             assert_eq!(out.ttl(), i.ttl().wrapping_sub(1), "TTL not decremented by one");
             assert!(i.ttl() > 1, "forwarded a frame whose TTL expires here");
             if i.header_ok() {
-                assert!(out.header_ok(), "IPv4 header checksum broken by the rewrite: {input:02x?} -> {:02x?}", o.frame());
+                assert!(
+                    out.header_ok(),
+                    "IPv4 header checksum broken by the rewrite: {input:02x?} -> {:02x?}",
+                    o.frame()
+                );
             }
             if i.proto() == 17 && i.l4_checksum() == Some(0) {
                 assert_eq!(out.l4_checksum(), Some(0), "UDP without checksum got one");
             } else if i.l4_ok() == Some(true) && !i.is_fragment() {
-                assert_eq!(out.l4_ok(), Some(true), "L4 checksum broken by the rewrite: {input:02x?} -> {:02x?}", o.frame());
+                assert_eq!(
+                    out.l4_ok(),
+                    Some(true),
+                    "L4 checksum broken by the rewrite: {input:02x?} -> {:02x?}",
+                    o.frame()
+                );
                 if i.proto() == 17 {
                     assert_ne!(out.l4_checksum(), Some(0), "a UDP checksum became 0 (= none)");
                 }

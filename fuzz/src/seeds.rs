@@ -91,11 +91,15 @@ fn frames(dnat: bool) -> Vec<(String, Vec<u8>)> {
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
     add("arp", arp);
     add("not-service", Pkt::new(CLIENT, std::net::Ipv4Addr::new(198, 18, 9, 9), udp(1, 2)).build());
-    add("to-snat-no-flow", Pkt { src_mac: backend_mac(0), dst_mac: GW_POD_MAC, ..Pkt::new(backend(0), SNAT, tcp(80, 33000, ACK)) }.build());
+    add(
+        "to-snat-no-flow",
+        Pkt { src_mac: backend_mac(0), dst_mac: GW_POD_MAC, ..Pkt::new(backend(0), SNAT, tcp(80, 33000, ACK)) }.build(),
+    );
     // Packets of the setup's flows, and the backends' answers.
     let table = Lab::get().table(0, 1);
     let hops = lab::hops(0, 1);
-    let mode = if dnat { svcgate_common::model::ForwardingMode::Dnat } else { svcgate_common::model::ForwardingMode::Snat };
+    let mode =
+        if dnat { svcgate_common::model::ForwardingMode::Dnat } else { svcgate_common::model::ForwardingMode::Snat };
     let mut w = World::new(lab::config(mode, 1, lab::SMALL_CT), true);
     let forwarded = setup(&mut w, &table, &hops, START_MS);
     for (i, p) in crate::targets::frames::setup_packets().into_iter().enumerate() {
@@ -192,7 +196,9 @@ fn frame_sequence() -> Vec<(String, Vec<u8>)> {
     // Raw frames: UDP to dns and its answer, in one batch with a VLAN frame.
     let q = Pkt::new(CLIENT, DNS_IP, udp(5000, 53)).build();
     let vl = Pkt { vlan: Some(9), ..Pkt::new(CLIENT, SPREAD_IP, udp(5001, 80)) }.build();
-    let seq = [vec![0u8], raw(0x20, &q), raw(0x20, &vl), vec![0xb0, 0xa0, 0, 0], raw(0x00, &with_options(q.clone(), 4))].concat();
+    let seq =
+        [vec![0u8], raw(0x20, &q), raw(0x20, &vl), vec![0xb0, 0xa0, 0, 0], raw(0x00, &with_options(q.clone(), 4))]
+            .concat();
     v.push(("raw-udp".into(), seq));
     // SYN flood on a small table, then a legit handshake.
     let mut flood = vec![0u8];
@@ -221,7 +227,11 @@ fn manifests(repo: &Path) -> Vec<(String, Vec<u8>)> {
             if b.len() > 24 * 1024 {
                 continue;
             }
-            let name = format!("{}-{}", d.rsplit('/').next().unwrap_or(d), p.file_name().and_then(|n| n.to_str()).unwrap_or("x"));
+            let name = format!(
+                "{}-{}",
+                d.rsplit('/').next().unwrap_or(d),
+                p.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+            );
             v.push((name, b));
         }
     }
@@ -264,7 +274,10 @@ fn dns_queries() -> Vec<(String, Vec<u8>)> {
             }
             let q = m.to_vec().expect("encodes");
             let sizes = if edns.is_some() { 0b1000_0010 } else { 0b1000_0000 };
-            v.push((format!("q{i}-{rtype}-{}", edns.map_or("plain".into(), |s| format!("edns{s}"))), [vec![sizes], q].concat()));
+            v.push((
+                format!("q{i}-{rtype}-{}", edns.map_or("plain".into(), |s| format!("edns{s}"))),
+                [vec![sizes], q].concat(),
+            ));
         }
     }
     // Small room: truncated answers.
@@ -280,9 +293,12 @@ fn stamps() -> Vec<(String, Vec<u8>)> {
     let flow = Flow { src: 0xc612_010a, dst: 0xc612_800a, sport: 1024, dport: 9 };
     let stamp = Stamp { generator: 1, thread: 2, seq: 3, ts_ns: 1_699_999_999_999_000_000 };
     let mut v = Vec::new();
-    for (proto, size, name) in
-        [(Proto::Udp, 64, "udp64"), (Proto::Udp, 594, "udp594"), (Proto::TcpSyn, 76, "syn76"), (Proto::TcpSyn, 64, "syn64-unstamped")]
-    {
+    for (proto, size, name) in [
+        (Proto::Udp, 64, "udp64"),
+        (Proto::Udp, 594, "udp594"),
+        (Proto::TcpSyn, 76, "syn76"),
+        (Proto::TcpSyn, 64, "syn64-unstamped"),
+    ] {
         let b = FrameBuilder::new(proto, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], &[flow]);
         let mut buf = vec![0u8; 1518];
         let n = b.write(&mut buf, 0, size, &stamp);

@@ -48,7 +48,7 @@ use svcgate_dataplane::nat::{NextHops, Verdict};
 use svcgate_dataplane::testing::*;
 use svcgate_dataplane::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
 
-use crate::lab::{self, Lab, Outcome, World, DNS_IP, KEEP, SMALL_CT, SNATTED, SPREAD_IP, STICKY_IP, START_MS};
+use crate::lab::{self, Lab, Outcome, World, DNS_IP, KEEP, SMALL_CT, SNATTED, SPREAD_IP, START_MS, STICKY_IP};
 
 /// The client packets `frame_pipeline` opens flows with before its frame.
 pub fn setup_packets() -> Vec<Pkt> {
@@ -194,7 +194,8 @@ pub fn template(f: u8, c: u8, g: u8) -> Vec<u8> {
         _ => Ipv4Addr::new(198, 18, 200, 7),
     };
     let sport = 40000 + u16::from(c >> 2);
-    let flags = [FIN, SYN, RST, PSH, ACK].iter().enumerate().fold(0, |a, (i, f)| a | if g >> i & 1 != 0 { *f } else { 0 });
+    let flags =
+        [FIN, SYN, RST, PSH, ACK].iter().enumerate().fold(0, |a, (i, f)| a | if g >> i & 1 != 0 { *f } else { 0 });
     let l4 = if is_tcp { tcp(sport, dport, flags) } else { udp(sport, dport) };
     let mut p = Pkt::new(client, dst, l4);
     if matches!(c & 3, 2 | 3) {
@@ -293,7 +294,11 @@ pub fn frame_sequence(data: &[u8]) {
         match op {
             0x00..=0x3f => {
                 let Some(l) = input.byte() else { break };
-                let len = if l < 0xf0 { usize::from(l) } else { usize::from(l & 0x0f) << 8 | usize::from(input.byte().unwrap_or(0)) };
+                let len = if l < 0xf0 {
+                    usize::from(l)
+                } else {
+                    usize::from(l & 0x0f) << 8 | usize::from(input.byte().unwrap_or(0))
+                };
                 let frame = input.bytes(len).to_vec();
                 s.frame(w, frame, u16::from(op >> 1 & 1), op & 0x20 != 0);
             }

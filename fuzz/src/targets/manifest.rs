@@ -25,10 +25,7 @@ pub fn manifest(data: &[u8]) {
     for e in &parsed.errors {
         let _ = e.to_string();
     }
-    let cfg = ResolveConfig::new(
-        "198.18.128.0/17".parse().expect("a CIDR"),
-        vec![Ipv4Addr::new(198, 18, 1, 1)],
-    );
+    let cfg = ResolveConfig::new("198.18.128.0/17".parse().expect("a CIDR"), vec![Ipv4Addr::new(198, 18, 1, 1)]);
     let r = resolve(&parsed.objects, &cfg, &Default::default(), &Allocations::default());
     assert_eq!(r.desired.services.len(), r.origins.len(), "one origin per Service");
     assert_eq!(r.desired.services.len(), r.plans.len(), "one endpoint plan per Service");

@@ -1,0 +1,8 @@
+//! AFL entry point of the `dns_query` target (feature `afl`; build with
+//! `cargo afl build`, see scripts/fuzz.sh and docs/FUZZING.md).
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| {
+        svcgate_fuzz::targets::dns_query(data);
+    });
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of svcgate with AFL++ through cargo-afl, on stable
+# Rust (outside CI: CI replays the corpus with `cargo test -p svcgate-fuzz`).
+#
+#   scripts/fuzz.sh                      # every target, 120 s each, one after another
+#   scripts/fuzz.sh frame_sequence 600   # one target for 600 s
+#   scripts/fuzz.sh tmin frame_sequence CRASH_FILE OUT_FILE   # minimise a crash
+#
+# Targets: frame_pipeline frame_sequence manifest dns_query pktgen_stamp
+# (docs/FUZZING.md). Installs what it needs when missing: Debian's afl++
+# (afl-whatsup, afl-plot, afl-cmin... and the tools' dependencies) and
+# cargo-afl, whose install builds the AFL++ it runs and the runtime its
+# binaries link (the same AFL++ release, so the fork server protocols match).
+# Builds into target/afl (its own RUSTFLAGS would otherwise rebuild target/),
+# writes AFL's output to target/fuzz-out/<target> (FUZZ_OUT to change it;
+# a second run resumes the first), and prints executions and findings.
+# One target at a time, on one core (AFL_NO_AFFINITY: the machine is shared).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TARGETS=(frame_pipeline frame_sequence manifest dns_query pktgen_stamp)
+# The afl crate's version in Cargo.lock: cargo-afl must be the same release.
+AFL_VERSION=$(awk '/^name = "afl"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+OUT=${FUZZ_OUT:-target/fuzz-out}
+BIN_DIR=target/afl/release
+
+install() {
+    if ! dpkg-query -W -f='${Status}' afl++ 2>/dev/null | grep -q "install ok installed"; then
+        echo "fuzz.sh: installing afl++ from Debian" >&2
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo=sudo
+        export DEBIAN_FRONTEND=noninteractive
+        $sudo apt-get update -qq >/dev/null
+        $sudo apt-get install -y -qq afl++ make >/dev/null
+    fi
+    if ! cargo afl --version 2>/dev/null | grep -q "$AFL_VERSION"; then
+        echo "fuzz.sh: installing cargo-afl $AFL_VERSION (builds AFL++; a few minutes)" >&2
+        cargo install cargo-afl --locked --version "$AFL_VERSION" >&2
+    fi
+    # The runtime is built per Rust version: a toolchain update needs it again.
+    if cargo afl fuzz -h 2>&1 | grep -q "runtime was not built"; then
+        cargo afl config --build >&2
+    fi
+}
+
+build() {
+    CARGO_TARGET_DIR=target/afl cargo afl build --release --locked -p svcgate-fuzz --features afl --bins >&2
+}
+
+stat() { # stat FILE KEY
+    awk -F' *: *' -v k="$2" '$1 == k { print $2 }' "$1"
+}
+
+run() { # run TARGET SECONDS
+    local t=$1 secs=$2 dir="$OUT/$1"
+    mkdir -p "$OUT"
+    echo "fuzz.sh: $t for ${secs}s -> $dir" >&2
+    AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_SKIP_CPUFREQ=1 AFL_AUTORESUME=1 \
+        AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_SKIP_CRASHES=1 \
+        cargo afl fuzz -V "$secs" -t 2000 -m none -i "fuzz/corpus/$t" -o "$dir" -- "$BIN_DIR/afl_$t" \
+        >"$OUT/$t.log" 2>&1 || { tail -n 30 "$OUT/$t.log" >&2; return 1; }
+    local s="$dir/default/fuzzer_stats"
+    printf '%s: execs=%s execs_per_sec=%s run_time_s=%s corpus=%s edges=%s bitmap_cvg=%s crashes=%s hangs=%s\n' \
+        "$t" "$(stat "$s" execs_done)" "$(stat "$s" execs_per_sec)" "$(stat "$s" run_time)" \
+        "$(stat "$s" corpus_count)" "$(stat "$s" edges_found)" "$(stat "$s" bitmap_cvg)" \
+        "$(stat "$s" saved_crashes)" "$(stat "$s" saved_hangs)"
+    find "$dir/default/crashes" "$dir/default/hangs" -type f ! -name README.txt 2>/dev/null | sed 's/^/  finding: /'
+}
+
+case "${1:-all}" in
+tmin)
+    [ $# -eq 4 ] || { echo "usage: $0 tmin TARGET CRASH_FILE OUT_FILE" >&2; exit 2; }
+    install
+    build
+    cargo afl tmin -i "$3" -o "$4" -- "$BIN_DIR/afl_$2"
+    ;;
+all)
+    install
+    build
+    for t in "${TARGETS[@]}"; do
+        run "$t" "${2:-120}"
+    done
+    ;;
+*)
+    t=$1
+    printf '%s\n' "${TARGETS[@]}" | grep -qx "$t" || { echo "unknown target $t (${TARGETS[*]})" >&2; exit 2; }
+    install
+    build
+    run "$t" "${2:-120}"
+    ;;
+esac

@@ -1092,3 +1092,26 @@ fn gateway_mode_dnat_with_a_service_that_asks_for_snat() {
         ],
     );
 }
+
+#[test]
+fn packet_of_a_flow_whose_service_was_removed_goes_to_the_kernel_untouched() {
+    // Found by fuzzing (fuzz/regressions/frame_sequence): revalidation
+    // forgot the flow, and the packet was then rewritten from the zeroed slot.
+    for l4 in [tcp(40000, 8080, SYN), udp(5000, 53)] {
+        let mut lab = Lab::new(1);
+        let dst = if matches!(l4, L4::Tcp { .. }) { CLUSTER_IP } else { Ipv4Addr::new(198, 18, 128, 11) };
+        let first = Pkt::new(CLIENT, dst, l4);
+        assert_eq!(lab.run(0, 0, &first.build()).0, Verdict::Forward { port: 1 });
+        let mut d = default_desired();
+        d.services.retain(|s| s.cluster_ip != Some(dst));
+        lab.table = table(&d, 2);
+        let next = match l4 {
+            L4::Tcp { sport, dport, .. } => Pkt::new(CLIENT, dst, tcp(sport, dport, ACK)),
+            _ => first.clone(),
+        };
+        let (v, out) = lab.run(0, 0, &next.build());
+        assert_eq!(v, Verdict::Pass(PassReason::NotService), "{l4:?}");
+        assert_eq!(out, next.build(), "passed unchanged");
+        assert_eq!(lab.workers[0].flows(), 0);
+    }
+}

@@ -1157,6 +1157,12 @@ impl Worker {
             if let Some(v) = self.revalidate(t, hops, f, p, slot, now) {
                 return Some(v);
             }
+            // Revalidation may have forgotten the flow (its frontend or its
+            // UDP backends gone): the frame is then a new one, not a packet
+            // of the zeroed slot.
+            if !self.ct.entry(slot).is_some_and(FlowEntry::is_used) {
+                return None;
+            }
         }
         if p.ttl <= 1 {
             return Some(self.time_exceeded(hops, f, p));

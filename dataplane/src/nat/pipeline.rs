@@ -1167,11 +1167,9 @@ impl Worker {
         if p.ttl <= 1 {
             return Some(self.time_exceeded(hops, f, p));
         }
-        let rev_flags = if is_tcp && self.ct.entry(slot)?.state & ASSURED == 0 {
-            self.shared.reverse.reply_state(self.ct.entry(slot)?.rev_slot).1
-        } else {
-            0
-        };
+        let e = self.ct.entry(slot)?;
+        let rev_flags =
+            if is_tcp && e.state & ASSURED == 0 { self.shared.reverse.reply_state(e.rev_slot).1 } else { 0 };
         let e = self.ct.entry_mut(slot)?;
         e.last_seen = now;
         if is_tcp {
@@ -1219,20 +1217,12 @@ impl Worker {
                     let backend = svc.backends[usize::from(b)];
                     let baddr = u32::from(backend.addr);
                     // The flow's own SNAT port if it is free toward the new
-                    // backend, else another.
-                    let back = RevFlow::of(&p.key);
-                    let own = Self::reply_key(e.snat_addr, e.snat_port, baddr, backend.port, p.key.proto);
-                    let kept = (!self.shared.reverse.contains(&own))
-                        .then(|| self.shared.reverse.insert(&own, &back, now))
-                        .flatten()
-                        .map(|idx| (idx, e.snat_addr, e.snat_port));
-                    let entered = match kept {
-                        Some(k) => Ok(k),
-                        None => {
-                            let dnat = svc.forwarding.unwrap_or(self.shared.config.mode) == ForwardingMode::Dnat;
-                            self.enter_reply(p.key.proto, baddr, backend.port, &back, dnat, now)
-                        }
-                    };
+                    // backend (in dnat mode, else the client's own), else another.
+                    let dnat = svc.forwarding.unwrap_or(self.shared.config.mode) == ForwardingMode::Dnat;
+                    let own = [(e.snat_addr, e.snat_port), (p.key.src, p.key.sport)];
+                    let keep = if dnat { &own[..] } else { &own[..1] };
+                    let entered =
+                        self.enter_reply(p.key.proto, baddr, backend.port, &RevFlow::of(&p.key), keep, dnat, now);
                     let (rev_slot, snat, sport) = match entered {
                         Ok(entered) => entered,
                         Err(why) => {
@@ -1330,9 +1320,11 @@ impl Worker {
         Some(b)
     }
 
-    /// Takes an SNAT address and port of this worker's slice for a flow to
-    /// `(backend, backend_port)` and enters its reply key, translating back
-    /// to `back`: the first candidate from the worker's cursor on (at most
+    /// Takes an SNAT address and port for a flow to `(backend, backend_port)`
+    /// and enters its reply key, translating back to `back`: `keep` (the
+    /// flow's own address and port, when it has one worth keeping) if its
+    /// key is free, else one of this worker's slice, the first candidate
+    /// from the worker's cursor on (at most
     /// [`PORT_TRIES`]) whose key is free and fits in the reverse table;
     /// failing that, the address and port of the oldest unassured flow to
     /// that backend, reclaimed ([`Self::reclaim_toward`]). Only this worker
@@ -1340,8 +1332,9 @@ impl Worker {
     /// worker enters it. Returns the reverse slot, the address and the port.
     ///
     /// In dnat mode the "SNAT address" is the client's own, and so is the
-    /// port when its key is free; when the client's port already reaches
-    /// this backend (through another frontend), the port is remapped from
+    /// port when its key is free (the caller keeps it); when the client's
+    /// port already reaches this backend (through another frontend), the
+    /// port is remapped from
     /// the worker's slice, as Linux's NAT remaps a clashing tuple. (The
     /// client's own port is not from this worker's slice: two workers could
     /// enter the same key at the same instant only for two such clashing
@@ -1353,15 +1346,16 @@ impl Worker {
         backend: u32,
         backend_port: u16,
         back: &RevFlow,
+        keep: &[(u32, u16)],
         dnat: bool,
         now: u32,
     ) -> Result<(u32, u32, u16), DropReason> {
         let rev = &self.shared.reverse;
-        if dnat {
-            let key = Self::reply_key(back.client, back.client_port, backend, backend_port, proto);
+        for &(addr, port) in keep {
+            let key = Self::reply_key(addr, port, backend, backend_port, proto);
             if !rev.contains(&key) {
                 if let Some(idx) = rev.insert(&key, back, now) {
-                    return Ok((idx, back.client, back.client_port));
+                    return Ok((idx, addr, port));
                 }
             }
         }
@@ -1453,8 +1447,11 @@ impl Worker {
             self.reclaim(2, now);
         }
         let dnat = svc.forwarding.unwrap_or(self.shared.config.mode) == ForwardingMode::Dnat;
+        // In dnat mode the client's own address and port, if free toward the backend.
+        let own = [(k.src, k.sport)];
+        let keep = if dnat { &own[..] } else { &[] };
         let (rev_idx, snat_addr, snat_port) =
-            match self.enter_reply(k.proto, baddr, backend.port, &RevFlow::of(&k), dnat, now) {
+            match self.enter_reply(k.proto, baddr, backend.port, &RevFlow::of(&k), keep, dnat, now) {
                 Ok(entered) => entered,
                 Err(why) => return Verdict::Drop(why),
             };

@@ -158,21 +158,10 @@ impl ReverseTable {
         })
     }
 
-    /// Number of slots.
-    pub fn slots(&self) -> usize {
-        self.slots.len()
-    }
-
     /// The SNAT addresses (big-endian `u32`).
     #[inline(always)]
     pub fn addrs(&self) -> &[u32] {
         &self.addrs
-    }
-
-    /// The index of `addr` among the SNAT addresses.
-    #[inline(always)]
-    pub fn addr_index(&self, addr: u32) -> Option<usize> {
-        self.addrs.iter().position(|&a| a == addr)
     }
 
     /// The ports worker `w` allocates from.

@@ -44,10 +44,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, ErrorKind, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use netns::{field, require_root, stats_lines, ChildProc, Lab};
+use netns::{field, require_root, serve_gateway, ChildProc, Lab};
 use svcgate_common::model::{
     BackendSpec, DesiredState, EndpointConditions, Protocol, ServicePortSpec, ServiceSpec, ServiceType, SessionAffinity,
 };
@@ -219,16 +219,7 @@ fn gateway_child() {
         xsk: XskConfig { frames_per_port: 4096, ring_size: 2048, ..XskConfig::default() },
         ..GatewayConfig::default()
     };
-    let mut gw = Gateway::start(cfg, &tables).expect("Gateway::start");
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for l in std::io::stdin().lock().lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let gw = Gateway::start(cfg, &tables).expect("Gateway::start");
     say(&format!(
         "READY modes={:?} snat={GW_POD_IP} ports={}-{} closing_ms={} syn_ms={}",
         gw.xdp_modes(),
@@ -237,34 +228,8 @@ fn gateway_child() {
         timeouts.tcp_closing_ms,
         timeouts.tcp_syn_ms
     ));
-    let deadline = Instant::now() + Duration::from_secs(env_num("SG_DEADLINE_S", 600));
-    let mut maintain_errors = 0u32;
-    while Instant::now() < deadline {
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(cmd) if cmd.trim() == "stats" => {
-                for l in stats_lines(&gw) {
-                    say(&l);
-                }
-                say("END");
-            }
-            Ok(other) => say(&format!("UNKNOWN {other}")),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if let Err(e) = gw.maintain(&tables.current()) {
-            maintain_errors += 1;
-            if maintain_errors < 5 {
-                say(&format!("MAINTAIN-ERROR {e}"));
-            }
-        }
-    }
-    // Let idle workers export their last counters (every 100 ms).
-    std::thread::sleep(Duration::from_millis(300));
-    for l in stats_lines(&gw) {
-        say(&l);
-    }
-    gw.shutdown();
-    say(&format!("BYE maintain_errors={maintain_errors}"));
+    let limit = Duration::from_secs(env_num("SG_DEADLINE_S", 600));
+    serve_gateway(gw, &tables, limit, |_, _| false);
 }
 
 /// A tokio runtime for a child: `threads` workers (0: current thread).

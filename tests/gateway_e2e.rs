@@ -32,10 +32,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use netns::{field, require_root, stats_lines, ChildProc, Lab};
+use netns::{field, require_root, serve_gateway, ChildProc, Lab};
 use svcgate_common::model::{
     BackendSpec, DesiredState, EndpointConditions, ForwardingMode, Protocol, ServicePortSpec, ServiceSpec, ServiceType,
     SessionAffinity,
@@ -263,70 +263,37 @@ fn gateway_child() {
         },
         Err(_) => cfg,
     };
-    let mut gw = Gateway::start(cfg, &tables).expect("Gateway::start");
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for l in std::io::stdin().lock().lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let gw = Gateway::start(cfg, &tables).expect("Gateway::start");
     say(&format!("READY modes={:?}", gw.xdp_modes()));
     // Bounded: the tests finish in well under this.
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut maintain_errors = 0u32;
-    while Instant::now() < deadline {
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(cmd) => match cmd.trim() {
-                "remove-b2" => {
-                    tables.publish(build(false, 2));
-                    let at = unix_us();
-                    if let Err(e) = gw.maintain(&tables.current()) {
-                        say(&format!("MAINTAIN-ERROR {e}"));
-                    }
-                    say(&format!("PUBLISHED {at}"));
+    serve_gateway(gw, &tables, Duration::from_secs(240), |cmd, gw| {
+        match cmd {
+            "remove-b2" => {
+                tables.publish(build(false, 2));
+                let at = unix_us();
+                if let Err(e) = gw.maintain(&tables.current()) {
+                    say(&format!("MAINTAIN-ERROR {e}"));
                 }
-                "add-extra" | "drop-extra" => {
-                    let mut d = desired(true);
-                    if cmd.trim() == "add-extra" {
-                        d.services.push(extra_service());
-                    }
-                    let generation = tables.current().generation() + 1;
-                    let (t, warnings) = ServiceTable::build(&d, generation);
-                    assert!(warnings.is_empty(), "{warnings:?}");
-                    tables.publish(t);
-                    if let Err(e) = gw.maintain(&tables.current()) {
-                        say(&format!("MAINTAIN-ERROR {e}"));
-                    }
-                    say(&format!("PUBLISHED {}", unix_us()));
-                }
-                "stats" => {
-                    for l in stats_lines(&gw) {
-                        say(&l);
-                    }
-                    say("END");
-                }
-                other => say(&format!("UNKNOWN {other}")),
-            },
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if let Err(e) = gw.maintain(&tables.current()) {
-            maintain_errors += 1;
-            if maintain_errors < 5 {
-                say(&format!("MAINTAIN-ERROR {e}"));
+                say(&format!("PUBLISHED {at}"));
             }
+            "add-extra" | "drop-extra" => {
+                let mut d = desired(true);
+                if cmd == "add-extra" {
+                    d.services.push(extra_service());
+                }
+                let generation = tables.current().generation() + 1;
+                let (t, warnings) = ServiceTable::build(&d, generation);
+                assert!(warnings.is_empty(), "{warnings:?}");
+                tables.publish(t);
+                if let Err(e) = gw.maintain(&tables.current()) {
+                    say(&format!("MAINTAIN-ERROR {e}"));
+                }
+                say(&format!("PUBLISHED {}", unix_us()));
+            }
+            _ => return false,
         }
-    }
-    // Let idle workers export their last counters (every 100 ms).
-    std::thread::sleep(Duration::from_millis(300));
-    for l in stats_lines(&gw) {
-        say(&l);
-    }
-    gw.shutdown();
-    say(&format!("BYE maintain_errors={maintain_errors}"));
+        true
+    });
 }
 
 /// `SG_NAME`, `SG_ADDR`: TCP :80 answers `<name>\n` then echoes lines; UDP

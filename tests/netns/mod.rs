@@ -414,3 +414,64 @@ pub fn stats_lines(gw: &svcgate_dataplane::gateway::Gateway) -> Vec<String> {
     }
     out
 }
+
+/// A gateway child's life after `Gateway::start` and its `READY` line:
+/// reads commands from stdin, calls `maintain` every 50 ms (printing the
+/// first few `MAINTAIN-ERROR`s), answers `stats` with the counters
+/// ([`stats_lines`]) and `END`, and hands any other command to `command`,
+/// which returns false for one it does not know (`UNKNOWN <cmd>` is
+/// printed). At stdin's EOF or after `limit`: the final counters, shutdown,
+/// `BYE maintain_errors=<n>`.
+pub fn serve_gateway(
+    mut gw: svcgate_dataplane::gateway::Gateway,
+    tables: &svcgate_common::publish::Publisher<svcgate_common::table::ServiceTable>,
+    limit: Duration,
+    mut command: impl FnMut(&str, &mut svcgate_dataplane::gateway::Gateway) -> bool,
+) {
+    let say = |line: &str| {
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{line}");
+        let _ = o.flush();
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in std::io::stdin().lock().lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + limit;
+    let mut maintain_errors = 0u32;
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(cmd) if cmd.trim() == "stats" => {
+                for l in stats_lines(&gw) {
+                    say(&l);
+                }
+                say("END");
+            }
+            Ok(cmd) => {
+                if !command(cmd.trim(), &mut gw) {
+                    say(&format!("UNKNOWN {}", cmd.trim()));
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if let Err(e) = gw.maintain(&tables.current()) {
+            maintain_errors += 1;
+            if maintain_errors < 5 {
+                say(&format!("MAINTAIN-ERROR {e}"));
+            }
+        }
+    }
+    // Let idle workers export their last counters (every 100 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    for l in stats_lines(&gw) {
+        say(&l);
+    }
+    gw.shutdown();
+    say(&format!("BYE maintain_errors={maintain_errors}"));
+}

@@ -10,7 +10,9 @@
 use std::net::Ipv4Addr;
 
 use etherparse::{IpNumber, Ipv4Header, PacketBuilder, SingleVlanHeader, TcpHeader};
-use svcgate_common::model::{BackendSpec, EndpointConditions};
+use svcgate_common::model::{
+    BackendSpec, EndpointConditions, Protocol, ServicePortSpec, ServiceSpec, ServiceType, SessionAffinity,
+};
 
 use crate::nat::{NatConfig, NextHops, PortInfo, Timeouts};
 
@@ -98,6 +100,34 @@ pub fn nat_config(workers: u16, conntrack_capacity: usize) -> NatConfig {
         conntrack_capacity,
         timeouts: Timeouts::default(),
         ..NatConfig::default()
+    }
+}
+
+/// A Service port with these backends.
+pub fn port(
+    name: &str,
+    protocol: Protocol,
+    port: u16,
+    node_port: Option<u16>,
+    backends: Vec<BackendSpec>,
+) -> ServicePortSpec {
+    ServicePortSpec { name: name.into(), protocol, port, node_port, backends }
+}
+
+/// A ClusterIP Service `default/<name>` (headless with `None`), no
+/// affinity, source ranges or external addresses, the gateway's forwarding mode.
+pub fn svc(name: &str, cluster_ip: Option<Ipv4Addr>, ports: Vec<ServicePortSpec>) -> ServiceSpec {
+    ServiceSpec {
+        namespace: "default".into(),
+        name: name.into(),
+        service_type: ServiceType::ClusterIp,
+        cluster_ip,
+        external_ips: vec![],
+        load_balancer_ips: vec![],
+        source_ranges: vec![],
+        affinity: SessionAffinity::None,
+        ports,
+        forwarding: None,
     }
 }
 

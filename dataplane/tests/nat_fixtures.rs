@@ -10,8 +10,7 @@
 use std::net::Ipv4Addr;
 
 use svcgate_common::model::{
-    BackendSpec, DesiredState, ForwardingMode, Ipv4Net, Protocol, ServicePortSpec, ServiceSpec, ServiceType,
-    SessionAffinity,
+    BackendSpec, DesiredState, ForwardingMode, Ipv4Net, Protocol, ServiceSpec, ServiceType, SessionAffinity,
 };
 use svcgate_common::table::ServiceTable;
 use svcgate_dataplane::nat::{DropReason, Frame, NextHops, PassReason, Shared, Verdict, Worker};
@@ -21,31 +20,6 @@ use svcgate_dataplane::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
 const FIRST_PORT: u16 = 32768;
 /// Ports in the default SNAT range 32768-60999.
 const SNAT_PORTS: u16 = 60999 - 32768 + 1;
-
-fn port(
-    name: &str,
-    protocol: Protocol,
-    port: u16,
-    node_port: Option<u16>,
-    backends: Vec<BackendSpec>,
-) -> ServicePortSpec {
-    ServicePortSpec { name: name.into(), protocol, port, node_port, backends }
-}
-
-fn svc(name: &str, cluster_ip: Option<Ipv4Addr>, ports: Vec<ServicePortSpec>) -> ServiceSpec {
-    ServiceSpec {
-        namespace: "default".into(),
-        name: name.into(),
-        service_type: ServiceType::ClusterIp,
-        cluster_ip,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        source_ranges: vec![],
-        affinity: SessionAffinity::None,
-        ports,
-        forwarding: None,
-    }
-}
 
 /// The fixtures' Services, with the given backends for `drain` and `spread`.
 fn desired(drain: Vec<BackendSpec>, spread: Vec<BackendSpec>) -> DesiredState {

@@ -9,8 +9,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, OnceLock};
 
 use svcgate_common::model::{
-    BackendSpec, DesiredState, ForwardingMode, Ipv4Net, Protocol, ServicePortSpec, ServiceSpec, ServiceType,
-    SessionAffinity,
+    BackendSpec, DesiredState, ForwardingMode, Ipv4Net, Protocol, ServiceSpec, ServiceType, SessionAffinity,
 };
 use svcgate_common::table::ServiceTable;
 use svcgate_dataplane::nat::{Counters, DropReason, Frame, NatConfig, NextHops, PassReason, Shared, Verdict, Worker};
@@ -44,31 +43,6 @@ pub const DRAIN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 15);
 /// A Service whose backend has no known MAC.
 pub const UNRESOLVED_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 16);
 
-fn port(
-    name: &str,
-    protocol: Protocol,
-    port: u16,
-    node_port: Option<u16>,
-    backends: Vec<BackendSpec>,
-) -> ServicePortSpec {
-    ServicePortSpec { name: name.into(), protocol, port, node_port, backends }
-}
-
-fn svc(name: &str, cluster_ip: Ipv4Addr, ports: Vec<ServicePortSpec>) -> ServiceSpec {
-    ServiceSpec {
-        namespace: "default".into(),
-        name: name.into(),
-        service_type: ServiceType::ClusterIp,
-        cluster_ip: Some(cluster_ip),
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        source_ranges: vec![],
-        affinity: SessionAffinity::None,
-        ports,
-        forwarding: None,
-    }
-}
-
 /// The Services of table variant `v` (0-3). 0 and 3 are the same Services
 /// (3 is a rebuild, as after an unrelated change); 1 removes and moves
 /// backends under live flows; 2 drops Services and leaves only terminating
@@ -84,17 +58,21 @@ pub fn desired(v: u8) -> DesiredState {
         external_ips: vec![EXTERNAL_IP],
         load_balancer_ips: vec![LB_IP],
         source_ranges: vec!["198.18.1.0/24".parse::<Ipv4Net>().expect("a CIDR")],
-        ..svc("web", CLUSTER_IP, vec![port("http", Protocol::Tcp, 8080, Some(30120), web_backends)])
+        ..svc("web", Some(CLUSTER_IP), vec![port("http", Protocol::Tcp, 8080, Some(30120), web_backends)])
     };
     let sticky = ServiceSpec {
         affinity: SessionAffinity::ClientIp { timeout_secs: 10800 },
-        ..svc("sticky", STICKY_IP, vec![port("", Protocol::Tcp, 80, None, (12..16).map(|i| ready(i, 80)).collect())])
+        ..svc(
+            "sticky",
+            Some(STICKY_IP),
+            vec![port("", Protocol::Tcp, 80, None, (12..16).map(|i| ready(i, 80)).collect())],
+        )
     };
     let keep = ServiceSpec {
         forwarding: Some(ForwardingMode::Dnat),
         ..svc(
             "keep",
-            KEEP,
+            Some(KEEP),
             vec![
                 port("t", Protocol::Tcp, 80, None, vec![ready(keep_backend, 80)]),
                 port("u", Protocol::Udp, 81, None, vec![ready(keep_backend, 81)]),
@@ -103,30 +81,34 @@ pub fn desired(v: u8) -> DesiredState {
     };
     let snatted = ServiceSpec {
         forwarding: Some(ForwardingMode::Snat),
-        ..svc("snatted", SNATTED, vec![port("https", Protocol::Tcp, 443, None, vec![ready(21, 8443), ready(22, 8443)])])
+        ..svc(
+            "snatted",
+            Some(SNATTED),
+            vec![port("https", Protocol::Tcp, 443, None, vec![ready(21, 8443), ready(22, 8443)])],
+        )
     };
     let mut services = vec![
         web,
-        svc("dns", DNS_IP, vec![port("dns", Protocol::Udp, 53, None, vec![ready(1, 5353)])]),
+        svc("dns", Some(DNS_IP), vec![port("dns", Protocol::Udp, 53, None, vec![ready(1, 5353)])]),
         svc(
             "empty",
-            EMPTY_IP,
+            Some(EMPTY_IP),
             vec![port("t", Protocol::Tcp, 80, None, vec![]), port("u", Protocol::Udp, 81, None, vec![])],
         ),
         svc(
             "spread",
-            SPREAD_IP,
+            Some(SPREAD_IP),
             vec![port("t", Protocol::Tcp, 80, None, spread.clone()), port("u", Protocol::Udp, 80, None, spread)],
         ),
         sticky,
         svc(
             "drain",
-            DRAIN_IP,
+            Some(DRAIN_IP),
             vec![port("t", Protocol::Tcp, 80, None, drain.clone()), port("u", Protocol::Udp, 80, None, drain)],
         ),
         svc(
             "unresolved",
-            UNRESOLVED_IP,
+            Some(UNRESOLVED_IP),
             vec![port("", Protocol::Tcp, 80, None, vec![BackendSpec { addr: UNRESOLVED_POD, ..ready(0, 80) }])],
         ),
         keep,

@@ -1340,6 +1340,7 @@ impl Worker {
     /// enter the same key at the same instant only for two such clashing
     /// flows created together; the second would then find the first's
     /// translation for its replies.)
+    #[allow(clippy::too_many_arguments)]
     fn enter_reply(
         &mut self,
         proto: u8,

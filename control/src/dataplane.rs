@@ -386,6 +386,7 @@ impl StatsSource for GatewayStats {
             conntrack_entries: nat.iter().map(|n| n.flows as u64).sum(),
             conntrack_events: [
                 ("new", (|c: &Counters| c.new_flows) as fn(&Counters) -> u64),
+                ("picked_up", |c| c.picked_up),
                 ("expired", |c| c.expired),
                 ("reclaimed_unassured", |c| c.reclaimed),
                 ("evicted_assured", |c| c.evicted),

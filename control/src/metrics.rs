@@ -51,7 +51,8 @@ pub struct StatsSnapshot {
     pub drops: Vec<(String, u64)>,
     /// Connection-tracking entries in use, summed over workers.
     pub conntrack_entries: u64,
-    /// Connection-tracking events summed over workers: `new`, `expired`,
+    /// Connection-tracking events summed over workers: `new`, `picked_up`
+    /// (of `new`: from a TCP segment other than a SYN), `expired`,
     /// `reclaimed_unassured` (flows nothing answered, reclaimed under
     /// pressure), `evicted_assured` (live flows pushed out of a full table).
     #[serde(default)]
@@ -211,7 +212,7 @@ pub fn render_stats(out: &mut String, s: &StatsSnapshot) {
         out,
         "svcgate_conntrack_events_total",
         "counter",
-        "Flows entered, expired, reclaimed before any answer (under pressure) and evicted while assured.",
+        "Flows entered (picked_up: of them, from a TCP segment other than a SYN), expired, reclaimed before any answer (under pressure) and evicted while assured.",
     );
     for (event, n) in &s.conntrack_events {
         let _ = writeln!(out, "svcgate_conntrack_events_total{{event=\"{}\"}} {n}", label(event));

@@ -161,8 +161,9 @@ fn every_frontend_kind_tcp_forward_and_reply() {
     let fronts = [(CLUSTER_IP, 8080), (NODE_IP, 30120), (LB_IP, 8080), (EXTERNAL_IP, 8080)];
     let mut lab = Lab::new(1);
     for (i, (front, fport)) in fronts.into_iter().enumerate() {
-        let sp = FIRST_PORT + i as u16;
         let cport = 40000 + i as u16;
+        // The client's own port, free toward the backend: kept, as Linux's NAT keeps it.
+        let sp = cport;
         let syn = Pkt::new(CLIENT, front, tcp(cport, fport, SYN));
         let reply = from_backend(0, 80, sp, synack);
         let ack = Pkt::new(CLIENT, front, tcp(cport, fport, ACK | PSH));
@@ -197,8 +198,8 @@ fn every_frontend_kind_tcp_forward_and_reply() {
 fn udp_forward_and_reply() {
     let mut lab = Lab::new(1);
     let dns = Ipv4Addr::new(198, 18, 128, 11);
-    let q = Pkt::new(CLIENT, dns, udp(5000, 53));
-    let r = from_backend(1, 5353, FIRST_PORT, udp);
+    let q = Pkt::new(CLIENT, dns, udp(45000, 53));
+    let r = from_backend(1, 5353, 45000, udp);
     lab.table_on(
         0,
         &[
@@ -206,19 +207,19 @@ fn udp_forward_and_reply() {
                 "UDP query DNATed to the backend's target port",
                 0,
                 q.clone(),
-                Expect::Forward(1, to_backend(&q, 1, 5353, FIRST_PORT)),
+                Expect::Forward(1, to_backend(&q, 1, 5353, 45000)),
             ),
             (
                 "UDP answer from the frontend address and port",
                 1,
                 r.clone(),
-                Expect::Forward(0, to_client(&r, dns, 53, 5000)),
+                Expect::Forward(0, to_client(&r, dns, 53, 45000)),
             ),
             (
                 "second datagram of the flow, same SNAT port",
                 0,
                 q.clone(),
-                Expect::Forward(1, to_backend(&q, 1, 5353, FIRST_PORT)),
+                Expect::Forward(1, to_backend(&q, 1, 5353, 45000)),
             ),
         ],
     );
@@ -250,12 +251,12 @@ fn load_balancer_source_ranges() {
                 "source ranges apply to the LB IP only, not the ClusterIP",
                 0,
                 far_cluster.clone(),
-                Expect::Forward(1, to_backend(&far_cluster, 0, 80, FIRST_PORT)),
+                Expect::Forward(1, to_backend(&far_cluster, 0, 80, 40001)),
             ),
         ],
     );
     // The reply to the routed client goes to the router's MAC.
-    let reply = from_backend(0, 80, FIRST_PORT, synack);
+    let reply = from_backend(0, 80, 40001, synack);
     let (v, out) = lab.run(0, 1, &reply.build());
     assert_eq!(v, Verdict::Forward { port: 0 });
     let want = reply.translated(CLUSTER_IP, 8080, FAR_CLIENT, 40001, GW_CLIENT_MAC, ROUTER_MAC);
@@ -411,9 +412,15 @@ fn non_service_and_unwanted_traffic() {
                 Expect::Pass(PassReason::NotService),
             ),
             (
-                "TCP without SYN and without a flow",
+                "a RST without a flow opens none",
                 0,
-                Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, ACK)),
+                Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, RST | ACK)),
+                Expect::Drop(DropReason::TcpNoFlow),
+            ),
+            (
+                "nor does a SYN-ACK from a client",
+                0,
+                Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN | ACK)),
                 Expect::Drop(DropReason::TcpNoFlow),
             ),
             (
@@ -438,9 +445,9 @@ fn non_service_and_unwanted_traffic() {
 fn reply_from_wrong_backend_is_not_translated() {
     let mut lab = Lab::new(1);
     lab.run(0, 0, &Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN)).build());
-    let wrong = from_backend(5, 80, FIRST_PORT, synack);
+    let wrong = from_backend(5, 80, 40000, synack);
     assert_eq!(lab.run(0, 1, &wrong.build()).0, Verdict::Pass(PassReason::SnatNoFlow));
-    let wrong_port = from_backend(0, 81, FIRST_PORT, synack);
+    let wrong_port = from_backend(0, 81, 40000, synack);
     assert_eq!(lab.run(0, 1, &wrong_port.build()).0, Verdict::Pass(PassReason::SnatNoFlow));
 }
 
@@ -450,12 +457,7 @@ fn vlan_tag_and_ip_options_are_carried() {
     let syn = Pkt { vlan: Some(100), ..Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN)) };
     lab.table_on(
         0,
-        &[(
-            "an 802.1Q-tagged frame keeps its tag",
-            0,
-            syn.clone(),
-            Expect::Forward(1, to_backend(&syn, 0, 80, FIRST_PORT)),
-        )],
+        &[("an 802.1Q-tagged frame keeps its tag", 0, syn.clone(), Expect::Forward(1, to_backend(&syn, 0, 80, 40000)))],
     );
 
     // IPv4 with a 4-byte option (NOP NOP NOP EOL): forwarded, counted.
@@ -476,7 +478,7 @@ fn vlan_tag_and_ip_options_are_carried() {
     };
     let (v, out) = lab.run(0, 0, &with_opts(&plain));
     assert_eq!(v, Verdict::Forward { port: 1 });
-    assert_eq!(out, with_opts(&to_backend(&plain, 0, 80, FIRST_PORT + 1)));
+    assert_eq!(out, with_opts(&to_backend(&plain, 0, 80, 40001)));
     assert_eq!(lab.workers[0].counters().ip_options, 1);
 }
 
@@ -550,7 +552,7 @@ fn terminating_endpoints_fallback() {
             "only terminating endpoints left: they serve new flows",
             0,
             syn.clone(),
-            Expect::Forward(1, to_backend(&syn, 17, 80, FIRST_PORT + 100)),
+            Expect::Forward(1, to_backend(&syn, 17, 80, 50000)),
         )],
     );
     // Ready 16 back beside terminating 17: the flow to 17 continues, new ones go to 16.
@@ -562,7 +564,7 @@ fn terminating_endpoints_fallback() {
             "an existing flow to a terminating endpoint continues",
             0,
             data.clone(),
-            Expect::Forward(1, to_backend(&data, 17, 80, FIRST_PORT + 100)),
+            Expect::Forward(1, to_backend(&data, 17, 80, 50000)),
         )],
     );
     let out = lab.run(0, 0, &Pkt::new(CLIENT, drain, tcp(50001, 80, SYN)).build()).1;
@@ -580,7 +582,7 @@ fn table_swap_with_live_flows() {
         let out = lab.run(0, 0, &Pkt::new(CLIENT, spread, tcp(10000 + i, 80, SYN)).build()).1;
         flows.push((10000 + i, backend_of(&out)));
     }
-    let udp_out = lab.run(0, 0, &Pkt::new(CLIENT, drain, udp(7000, 80)).build()).1;
+    let udp_out = lab.run(0, 0, &Pkt::new(CLIENT, drain, udp(47000, 80)).build()).1;
     assert_eq!(backend_of(&udp_out), 16);
 
     // New generation: backend 2 removed from `spread`, 12 added; 16 removed from `drain`.
@@ -608,11 +610,10 @@ fn table_swap_with_live_flows() {
 
     // The UDP flow's backend is gone: it is re-picked, keeping its SNAT port,
     // and the reply path follows.
-    let q = Pkt::new(CLIENT, drain, udp(7000, 80));
-    // One port cursor serves both protocols: the UDP flow, opened after
-    // 300 TCP flows, had the 301st port, and keeps it (free toward the new
-    // backend too).
-    let sp = FIRST_PORT + 300;
+    let q = Pkt::new(CLIENT, drain, udp(47000, 80));
+    // The UDP flow had its client's port, and keeps it (free toward the
+    // new backend too).
+    let sp = 47000;
     lab.table_on(
         0,
         &[("UDP flow re-picked after its backend left", 0, q.clone(), Expect::Forward(1, to_backend(&q, 18, 80, sp)))],
@@ -620,7 +621,7 @@ fn table_swap_with_live_flows() {
     let r = from_backend(18, 80, sp, udp);
     lab.table_on(
         0,
-        &[("and its replies translate back", 1, r.clone(), Expect::Forward(0, to_client(&r, drain, 80, 7000)))],
+        &[("and its replies translate back", 1, r.clone(), Expect::Forward(0, to_client(&r, drain, 80, 47000)))],
     );
     let stale = from_backend(16, 80, sp, udp);
     lab.table_on(
@@ -635,17 +636,21 @@ fn replies_arriving_at_another_worker() {
     // Worker 1 owns the upper half of the port range.
     let w1_first = FIRST_PORT + SNAT_PORTS / 2;
     let syn0 = Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN));
-    let syn1 = Pkt::new(CLIENT, CLUSTER_IP, tcp(40001, 8080, SYN));
+    // Each client's port lies in the slice of the worker its flow lands
+    // on, and is kept (see `flows_picked_up_keep_their_port` for one that
+    // does not).
+    let cport1 = w1_first + 100;
+    let syn1 = Pkt::new(CLIENT, CLUSTER_IP, tcp(cport1, 8080, SYN));
     lab.table_on(
         0,
-        &[("flow opened on worker 0", 0, syn0.clone(), Expect::Forward(1, to_backend(&syn0, 0, 80, FIRST_PORT)))],
+        &[("flow opened on worker 0", 0, syn0.clone(), Expect::Forward(1, to_backend(&syn0, 0, 80, 40000)))],
     );
     lab.table_on(
         1,
-        &[("flow opened on worker 1", 0, syn1.clone(), Expect::Forward(1, to_backend(&syn1, 0, 80, w1_first)))],
+        &[("flow opened on worker 1", 0, syn1.clone(), Expect::Forward(1, to_backend(&syn1, 0, 80, cport1)))],
     );
-    let r0 = from_backend(0, 80, FIRST_PORT, synack);
-    let r1 = from_backend(0, 80, w1_first, synack);
+    let r0 = from_backend(0, 80, 40000, synack);
+    let r1 = from_backend(0, 80, cport1, synack);
     lab.table_on(
         1,
         &[(
@@ -661,7 +666,7 @@ fn replies_arriving_at_another_worker() {
             "worker 1's reply, landed on worker 0",
             1,
             r1.clone(),
-            Expect::Forward(0, to_client(&r1, CLUSTER_IP, 8080, 40001)),
+            Expect::Forward(0, to_client(&r1, CLUSTER_IP, 8080, cport1)),
         )],
     );
     assert_eq!(lab.workers[0].flows() + lab.workers[1].flows(), 2);
@@ -713,13 +718,14 @@ fn replies_on_another_worker_from_threads() {
 fn flows_expire_and_free_their_ports() {
     let mut lab = Lab::new(1);
     let dns = Ipv4Addr::new(198, 18, 128, 11);
-    lab.run(0, 0, &Pkt::new(CLIENT, dns, udp(5000, 53)).build());
+    lab.run(0, 0, &Pkt::new(CLIENT, dns, udp(45000, 53)).build());
     assert_eq!(lab.workers[0].flows(), 1);
     // 29 s later the flow is alive; after 31 s of silence it is gone.
     assert_eq!(lab.workers[0].maintain(lab.now + 29_000, 1 << 20), 0);
     assert_eq!(lab.workers[0].maintain(lab.now + 31_000, 1 << 20), 1);
     assert_eq!(lab.workers[0].flows(), 0);
-    let r = from_backend(1, 5353, FIRST_PORT, udp);
+    // The flow had the client's port (as in `udp_forward_and_reply`).
+    let r = from_backend(1, 5353, 45000, udp);
     assert_eq!(lab.run(0, 1, &r.build()).0, Verdict::Pass(PassReason::SnatNoFlow), "the SNAT port was freed");
 }
 
@@ -732,8 +738,72 @@ fn syn_after_close_starts_a_new_flow() {
     lab.run(0, 0, &rst.build());
     let (v, out) = lab.run(0, 0, &syn.build());
     assert_eq!(v, Verdict::Forward { port: 1 });
-    assert_eq!(out, to_backend(&syn, 0, 80, FIRST_PORT + 1).build(), "a fresh SNAT port for the new connection");
+    // The reset flow gave its port back; the new one keeps the client's
+    // port again, as the client itself reuses it.
+    assert_eq!(out, to_backend(&syn, 0, 80, 40000).build(), "a new flow from the client's port");
     assert_eq!(lab.workers[0].counters().new_flows, 2);
+}
+
+/// A TCP segment of a connection whose entry is gone (reclaimed before the
+/// client's late ACK, or tracked by another gateway or a previous process:
+/// here a second lab with the same tables) is picked up, as Linux
+/// conntrack picks one up: the same backend by the same hash, and the same
+/// SNAT port (the client's own, folded into the worker's slice when outside
+/// it), so the backend's connection goes on.
+#[test]
+fn flows_picked_up_keep_their_backend_and_port() {
+    // (workers, worker, client port): the port in the worker's slice, and
+    // one in the other worker's slice (folded into this one's).
+    for (workers, w, cport) in [(1usize, 0usize, 40000u16), (2, 1, 40000), (2, 0, 12345)] {
+        let syn = Pkt::new(CLIENT, CLUSTER_IP, tcp(cport, 8080, SYN));
+        let data = Pkt::new(CLIENT, CLUSTER_IP, tcp(cport, 8080, ACK | PSH));
+        let mut first = Lab::new(workers as u16);
+        let (v, opened) = first.run(w, 0, &syn.build());
+        assert_eq!(v, Verdict::Forward { port: 1 });
+        let (b, sp) = (backend_of(&opened), u16::from_be_bytes([opened[34], opened[35]]));
+        if workers == 1 {
+            assert_eq!(sp, cport, "the client's port, kept");
+        }
+        let mut second = Lab::new(workers as u16);
+        second.table_on(
+            w,
+            &[
+                (
+                    "data of a connection nobody tracks: the same backend and SNAT port",
+                    0,
+                    data.clone(),
+                    Expect::Forward(1, to_backend(&data, b, 80, sp)),
+                ),
+                (
+                    "and the flow is tracked from then on",
+                    0,
+                    data.clone(),
+                    Expect::Forward(1, to_backend(&data, b, 80, sp)),
+                ),
+            ],
+        );
+        let back = from_backend(b, 80, sp, |s, d| tcp(s, d, ACK | PSH));
+        // On the other worker when there are two: any worker translates replies.
+        second.table_on(
+            if workers == 2 { 1 - w } else { 0 },
+            &[(
+                "its replies translate back",
+                1,
+                back.clone(),
+                Expect::Forward(0, to_client(&back, CLUSTER_IP, 8080, cport)),
+            )],
+        );
+        let c = second.workers[w].counters();
+        assert_eq!((c.new_flows, c.picked_up), (1, 1), "{workers} workers, client port {cport}");
+    }
+    // dnat mode: the client's own address and port, as before.
+    let mut lab = Lab::new(1);
+    lab.table = table(&with_keep(), 2);
+    let data = Pkt::new(CLIENT, KEEP, tcp(40000, 80, ACK | PSH));
+    lab.table_on(
+        0,
+        &[("dnat: picked up with the client's port", 0, data.clone(), Expect::Forward(1, kept(&data, 20, 80, 40000)))],
+    );
 }
 
 #[test]
@@ -912,9 +982,13 @@ fn syn_timeout_shortens_under_pressure() {
     }
     assert!((89..=90).contains(&lab.workers[0].flows()), "{}", lab.workers[0].flows());
     assert_eq!(lab.workers[0].counters().reclaimed, 200 - lab.workers[0].flows() as u64);
-    // The oldest went first: the first client's SYN is no longer tracked.
-    let ack = Pkt::new(client_n(0), SPREAD, tcp(30000, 80, ACK));
-    assert_eq!(lab.run(0, 0, &ack.build()).0, Verdict::Drop(DropReason::TcpNoFlow));
+    // The oldest went first: the first client's late ACK finds no flow (and
+    // is picked up as a new one), the last client's finds its own.
+    let ack = |i| Pkt::new(client_n(i), SPREAD, tcp(30000, 80, ACK)).build();
+    assert_eq!(lab.run(0, 0, &ack(199)).0, Verdict::Forward { port: 1 });
+    assert_eq!(lab.workers[0].counters().picked_up, 0);
+    assert_eq!(lab.run(0, 0, &ack(0)).0, Verdict::Forward { port: 1 });
+    assert_eq!(lab.workers[0].counters().picked_up, 1);
 }
 
 /// A Service forwarded in dnat mode (its own annotation): TCP 80 and UDP 81
@@ -1002,7 +1076,7 @@ fn dnat_mode_keeps_the_client_address_both_ways() {
     lab.table_on(
         0,
         &[
-            ("snat Service beside it", 0, web.clone(), Expect::Forward(1, to_backend(&web, 0, 80, FIRST_PORT))),
+            ("snat Service beside it", 0, web.clone(), Expect::Forward(1, to_backend(&web, 0, 80, 40001))),
             ("backend to a client port with no flow", 1, stray, Expect::Pass(PassReason::NotService)),
         ],
     );
@@ -1055,7 +1129,7 @@ fn gateway_mode_dnat_with_a_service_that_asks_for_snat() {
     lab.table_on(
         0,
         &[
-            ("web asks for snat", 0, web.clone(), Expect::Forward(1, to_backend(&web, 0, 80, FIRST_PORT))),
+            ("web asks for snat", 0, web.clone(), Expect::Forward(1, to_backend(&web, 0, 80, 40001))),
             ("dns follows the gateway: dnat", 0, dns.clone(), Expect::Forward(1, kept(&dns, 1, 5353, 5000))),
             (
                 "its answer",

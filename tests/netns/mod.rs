@@ -388,8 +388,8 @@ pub fn stats_lines(gw: &svcgate_dataplane::gateway::Gateway) -> Vec<String> {
     for (i, s) in gw.nat_stats().iter().enumerate() {
         let c = &s.counters;
         let mut l = format!(
-            "NAT w{i} rx={} forwarded={} replied={} reverse={} new_flows={} evicted={} reclaimed={} expired={} flows={}",
-            c.rx, c.forwarded, c.replied, c.reverse_translated, c.new_flows, c.evicted, c.reclaimed, c.expired, s.flows
+            "NAT w{i} rx={} forwarded={} replied={} reverse={} new_flows={} picked_up={} evicted={} reclaimed={} expired={} flows={}",
+            c.rx, c.forwarded, c.replied, c.reverse_translated, c.new_flows, c.picked_up, c.evicted, c.reclaimed, c.expired, s.flows
         );
         for r in svcgate_dataplane::nat::PassReason::ALL {
             l += &format!(" pass_{}={}", r.as_str(), c.pass[*r as usize]);

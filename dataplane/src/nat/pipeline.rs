@@ -17,12 +17,14 @@
 //!    once per swap (backend still listed? else TCP gets a RST and UDP is
 //!    re-picked), then DNAT+SNAT with the checksum deltas precomputed at flow
 //!    creation, TTL−1, MACs from the cached next hop.
-//! 4. A miss to a frontend is a new flow (TCP only on a SYN): source ranges,
-//!    reject when no endpoint can serve (TCP RST / ICMP port unreachable, like
-//!    kube-proxy's REJECT), Maglev pick (or ClientIP affinity), an SNAT
-//!    address and port from this worker's slice that is free *toward that
-//!    backend* (ports are unique per backend, as in Linux's NAT), both
-//!    directions entered, then as in 3. Anything else goes to the kernel.
+//! 4. A miss to a frontend is a new flow (TCP on a SYN, or on an ACK of a
+//!    connection whose entry is gone: picked up, as Linux conntrack does):
+//!    source ranges, reject when no endpoint can serve (TCP RST / ICMP port
+//!    unreachable, like kube-proxy's REJECT), Maglev pick (or ClientIP
+//!    affinity), an SNAT address and port from this worker's slice that is
+//!    free *toward that backend* (ports are unique per backend, as in
+//!    Linux's NAT; the client's own port first), both directions entered,
+//!    then as in 3. Anything else goes to the kernel.
 //!
 //! Under pressure (the flow table nearly full, or no port free toward a
 //! backend) flows that were never assured (a SYN nothing answered, UDP with
@@ -192,6 +194,9 @@ pub struct Counters {
     pub reclaimed: u64,
     /// Flows removed after their timeout.
     pub expired: u64,
+    /// New flows entered from a TCP segment other than a SYN (a connection
+    /// in progress whose entry was gone; counted in `new_flows` too).
+    pub picked_up: u64,
     /// New flows that found no SNAT port free toward their backend, by
     /// SNAT address (in [`NatConfig::snat_addrs`] order): each address had
     /// every port of the worker's slice in use toward that backend.
@@ -373,11 +378,11 @@ pub struct Worker {
     stats_table: ServiceTable,
     /// Counters folded from earlier generations.
     svc_totals: std::collections::HashMap<ServicePortId, ServiceCounter>,
-    /// Where the next SNAT port search starts, as an index into this
-    /// worker's (port × address) tuples: it only moves forward, so a port
-    /// is reused toward the same backend as late as possible after its flow
-    /// ended (late packets of the old flow then meet no flow rather than a
-    /// new one) and consecutive flows spread over the SNAT addresses.
+    /// Where the SNAT port search goes on when the client's own port is
+    /// taken toward the backend, as an index into this worker's (port ×
+    /// address) tuples: it only moves forward, so such a port is reused
+    /// toward the same backend as late as possible after its flow ended,
+    /// and consecutive flows spread over the SNAT addresses.
     port_cursor: u32,
     /// Unassured flows, oldest first: what pressure reclaims.
     unassured: Unassured,
@@ -1213,7 +1218,8 @@ impl Worker {
                 None if p.key.proto == IPPROTO_UDP && svc.active != ActiveSet::Empty => {
                     // UDP has no stream to break: move the flow to a live
                     // backend, with an SNAT port free toward it.
-                    let b = self.pick_backend(svc, &p.key, now)?;
+                    let hash = flow_hash(p.key.src, p.key.dst, p.key.sport, p.key.dport, p.key.proto);
+                    let b = self.pick_backend(svc, &p.key, hash, now)?;
                     let backend = svc.backends[usize::from(b)];
                     let baddr = u32::from(backend.addr);
                     // The flow's own SNAT port if it is free toward the new
@@ -1221,8 +1227,9 @@ impl Worker {
                     let dnat = svc.forwarding.unwrap_or(self.shared.config.mode) == ForwardingMode::Dnat;
                     let own = [(e.snat_addr, e.snat_port), (p.key.src, p.key.sport)];
                     let keep = if dnat { &own[..] } else { &own[..1] };
+                    let back = RevFlow::of(&p.key);
                     let entered =
-                        self.enter_reply(p.key.proto, baddr, backend.port, &RevFlow::of(&p.key), keep, dnat, now);
+                        self.enter_reply(p.key.proto, baddr, backend.port, &back, keep, p.key.sport, dnat, now);
                     let (rev_slot, snat, sport) = match entered {
                         Ok(entered) => entered,
                         Err(why) => {
@@ -1289,9 +1296,10 @@ impl Worker {
 
     /// Chooses a backend for a new flow: ClientIP affinity if set, else Maglev
     /// over the 5-tuple hash.
-    fn pick_backend(&mut self, svc: &ServiceEntry, k: &FlowKey, now: u32) -> Option<u16> {
+    /// `hash` is the flow's [`flow_hash`].
+    fn pick_backend(&mut self, svc: &ServiceEntry, k: &FlowKey, hash: u32, now: u32) -> Option<u16> {
         let Some(timeout_s) = svc.affinity_timeout_secs else {
-            return svc.maglev.pick(flow_hash(k.src, k.dst, k.sport, k.dport, k.proto));
+            return svc.maglev.pick(hash);
         };
         let sid = svc.id_hash;
         let mask = self.affinity.len() - 1;
@@ -1323,9 +1331,11 @@ impl Worker {
     /// Takes an SNAT address and port for a flow to `(backend, backend_port)`
     /// and enters its reply key, translating back to `back`: `keep` (the
     /// flow's own address and port, when it has one worth keeping) if its
-    /// key is free, else one of this worker's slice, the first candidate
-    /// from the worker's cursor on (at most
-    /// [`PORT_TRIES`]) whose key is free and fits in the reverse table;
+    /// key is free, else one of this worker's slice: first the client's own
+    /// port (`client_port`, folded into the slice when outside it), as
+    /// Linux's NAT keeps a source port that is free, then candidates from
+    /// the worker's cursor on (at most [`PORT_TRIES`] in all), the first
+    /// whose key is free and fits in the reverse table;
     /// failing that, the address and port of the oldest unassured flow to
     /// that backend, reclaimed ([`Self::reclaim_toward`]). Only this worker
     /// allocates from its slice, so a key found free stays free until this
@@ -1348,6 +1358,7 @@ impl Worker {
         backend_port: u16,
         back: &RevFlow,
         keep: &[(u32, u16)],
+        client_port: u16,
         dnat: bool,
         now: u32,
     ) -> Result<(u32, u32, u16), DropReason> {
@@ -1366,8 +1377,14 @@ impl Worker {
         let naddr = addrs.len() as u32;
         let tuples = (u32::from(*ports.end()) - first + 1) * naddr;
         let mut full = false;
+        // The client's port first: a flow picked up after losing its
+        // entry gets the same port again (while it is free toward the
+        // backend), so the backend's connection goes on. Then the cursor,
+        // which spreads the rest over the slice.
+        let span = u32::from(*ports.end()) - first + 1;
+        let hinted = (u32::from(client_port.wrapping_sub(*ports.start())) % span) * naddr;
         for i in 0..PORT_TRIES.min(tuples) {
-            let t = (self.port_cursor + i) % tuples;
+            let t = if i == 0 { hinted } else { (self.port_cursor + i - 1) % tuples };
             let (addr, port) = (addrs[(t % naddr) as usize], (first + t / naddr) as u16);
             let key = Self::reply_key(addr, port, backend, backend_port, proto);
             if rev.contains(&key) {
@@ -1376,7 +1393,9 @@ impl Worker {
             // Both buckets of this key full (rare: 25% headroom): the next
             // port's key has other buckets.
             if let Some(idx) = rev.insert(&key, back, now) {
-                self.port_cursor = (t + 1) % tuples;
+                if i > 0 {
+                    self.port_cursor = (t + 1) % tuples;
+                }
                 return Ok((idx, addr, port));
             }
             full = true;
@@ -1422,8 +1441,21 @@ impl Worker {
         if fe.kind == FrontendKind::LoadBalancer && !svc.source_allowed(Ipv4Addr::from(k.src)) {
             return Verdict::Drop(DropReason::SourceRange);
         }
-        if k.proto == IPPROTO_TCP && p.tcp_flags & (tcpf::SYN | tcpf::ACK | tcpf::RST) != tcpf::SYN {
-            return Verdict::Drop(DropReason::TcpNoFlow);
+        // TCP: a SYN opens a flow; so does a segment of a connection in
+        // progress whose entry is gone (reclaimed under pressure before the
+        // client's late ACK came, expired, or held by another gateway or a
+        // previous process), as Linux conntrack picks one up
+        // (`nf_conntrack_tcp_loose`): it goes to the backend the same hash
+        // picks, from the port its hash names (see `enter_reply`), so the
+        // backend's connection goes on. A RST, or a SYN with ACK, opens
+        // nothing.
+        let mut pickup = false;
+        if k.proto == IPPROTO_TCP {
+            match p.tcp_flags & (tcpf::SYN | tcpf::ACK | tcpf::RST) {
+                tcpf::SYN => {}
+                tcpf::ACK => pickup = true,
+                _ => return Verdict::Drop(DropReason::TcpNoFlow),
+            }
         }
         if svc.active == ActiveSet::Empty {
             return Self::reject(f, p);
@@ -1431,7 +1463,8 @@ impl Worker {
         if p.ttl <= 1 {
             return self.time_exceeded(hops, f, p);
         }
-        let Some(b) = self.pick_backend(svc, &k, now) else {
+        let hash = flow_hash(k.src, k.dst, k.sport, k.dport, k.proto);
+        let Some(b) = self.pick_backend(svc, &k, hash, now) else {
             return Self::reject(f, p);
         };
         let backend = svc.backends[usize::from(b)];
@@ -1452,7 +1485,7 @@ impl Worker {
         let own = [(k.src, k.sport)];
         let keep = if dnat { &own[..] } else { &[] };
         let (rev_idx, snat_addr, snat_port) =
-            match self.enter_reply(k.proto, baddr, backend.port, &RevFlow::of(&k), keep, dnat, now) {
+            match self.enter_reply(k.proto, baddr, backend.port, &RevFlow::of(&k), keep, k.sport, dnat, now) {
                 Ok(entered) => entered,
                 Err(why) => return Verdict::Drop(why),
             };
@@ -1488,6 +1521,7 @@ impl Worker {
             e.ticket = ticket;
         }
         self.counters.new_flows += 1;
+        self.counters.picked_up += u64::from(pickup);
         rewrite(f.buf, p, snat_addr, baddr, snat_port, backend.port, ip_delta, l4_delta, &hop);
         if let Some(c) = self.svc.get_mut(fe.entry as usize) {
             c.packets += 1;

@@ -25,9 +25,11 @@
 #   --conns       wrk connections in flight during the rate run (default 64)
 #   --concurrent  connections to try to hold (default 60000)
 #   --hold-secs   at most this long to open them (default 60)
+#   --rate-only   skip the concurrency runs (concurrent= then prints 0)
 #   --out DIR     keep the log, wrk's outputs and svcgate's log there
 # env: BENCH_NO_BUILD=1 reuses target/release/svcgate; SVCGATE=<path> uses
-#      that binary instead.
+#      that binary instead; SVCGATE_DATAPLANE="key = value;..." adds settings
+#      to svcgate's [dataplane] table (e.g. "idle_spins = 64").
 # The last line printed:
 #   cps_ratio_nft=<svcgate cps / nft cps> concurrent=<connections svcgate held>
 set -euo pipefail
@@ -39,6 +41,7 @@ CONCURRENT=60000
 HOLD_SECS=60
 PEERS="svcgate nft"
 OUT=""
+RATE_ONLY=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --secs) SECS=$2; shift 2 ;;
@@ -47,7 +50,8 @@ while [ $# -gt 0 ]; do
     --hold-secs) HOLD_SECS=$2; shift 2 ;;
     --peers) PEERS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
+    --rate-only) RATE_ONLY=1; shift ;;
+    -h | --help) sed -n '2,35p' "$0"; exit 0 ;;
     *) echo "bench-cps.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -257,6 +261,7 @@ interfaces = ["g0", "g1"]
 queues = 1
 snat_addrs = ["$SNAT"]
 conntrack_capacity = 262144
+$(echo "${SVCGATE_DATAPLANE:-}" | tr ';' '\n' | sed 's/^ *//')
 T
     # The gateway's kernel knows the client and the Pods from the start.
     for a in 198.18.1.2 ${CLIENT_SRCS//,/ } $PODS; do in_ns $NS_GW ping -c1 -W1 "$a" >/dev/null; done
@@ -293,6 +298,7 @@ nft_stop() {
     echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) vCPUs, Linux $(uname -r), RLIMIT_NOFILE $(ulimit -Hn)"
     echo "Date: $(date -u +%Y-%m-%dT%H:%MZ), commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}') -t2 -c$CONNS Connection: close for ${SECS}s; nginx in 3 Pods; one SNAT address $SNAT; nothing pinned"
+    echo "svcgate [dataplane] settings added: ${SVCGATE_DATAPLANE:-none}"
 } | tee -a "$LOG"
 
 declare -A RATE FAILS HOLD
@@ -300,7 +306,9 @@ for peer in $PEERS; do
     say "== $peer"
     # Each measurement on a fresh gateway: closed flows of one would hold
     # ports (120 s after a FIN, in both dataplanes) during the next.
-    for run in hold_run rate_run; do
+    runs="hold_run rate_run"
+    [ "$RATE_ONLY" = 1 ] && runs=rate_run && HELD=0
+    for run in $runs; do
         case $peer in
         svcgate) svcgate_start ;;
         nft) nft_start ;;

@@ -212,6 +212,14 @@ impl Maglev {
         self.slots.get(idx).copied()
     }
 
+    /// The slot [`Self::pick`] reads for `hash`, for a read-ahead to
+    /// prefetch (`None` for an empty table).
+    #[inline(always)]
+    pub fn slot_of(&self, hash: u32) -> Option<&u16> {
+        let idx = ((u64::from(hash) * self.slots.len() as u64) >> 32) as usize;
+        self.slots.get(idx)
+    }
+
     /// The same table with every slot value passed through `f`, e.g. to map
     /// indices into a subset back to indices into the full backend list.
     pub fn remap(&self, f: impl Fn(u16) -> u16) -> Self {

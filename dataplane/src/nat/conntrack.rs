@@ -445,6 +445,26 @@ impl FlowTable {
         }
     }
 
+    /// Prefetches what inserting a new key will touch beyond the primary
+    /// bucket (see [`FlowTable::prefetch_bucket`]): the secondary bucket,
+    /// whose load `insert` compares, and the entry of the primary bucket's
+    /// first free slot, which `insert` then most likely fills.
+    #[inline(always)]
+    pub fn prefetch_insert(&self, p: &Probe) {
+        if let Some(b) = self.sigs.get(p.b2 as usize) {
+            crate::xsk::prefetch(b);
+        }
+        if let Some(b) = self.sigs.get(p.b1 as usize) {
+            let m = match_sigs(b, EMPTY_SIG);
+            if m != 0 {
+                let slot = p.b1 as usize * BUCKET_SLOTS + m.trailing_zeros() as usize;
+                if let Some(e) = self.entries.get().get(slot) {
+                    crate::xsk::prefetch(e);
+                }
+            }
+        }
+    }
+
     /// The first slot whose signature matches, with its entry prefetched;
     /// the key is compared later ([`FlowTable::check`]), once the line is in.
     #[inline(always)]

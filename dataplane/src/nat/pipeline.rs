@@ -61,7 +61,10 @@ use crate::wire::tcp::{flags as tcpf, TcpPacket};
 use crate::wire::udp::UdpPacket;
 use crate::wire::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
+mod ahead;
 mod fast;
+
+use ahead::Ahead;
 
 /// Flow tables up to this many slots (64 bytes each: 1 MiB) fit in a core's
 /// L2 cache here; for them the batch path takes each frame through in one
@@ -399,6 +402,8 @@ pub struct Worker {
     hop_cache: Box<[(u32, u32, u16)]>,
     unresolved_len: usize,
     pre: [Pre; MAX_BATCH],
+    /// The new flows of a large-table burst, for their read-ahead (`ahead`).
+    ahead: [Ahead; MAX_BATCH],
     /// Whether the fast path (see `fast`) takes the frames it can (always,
     /// except in tests comparing it with the general path).
     fast_path: bool,
@@ -660,6 +665,15 @@ fn client_state(tcp_flags: u8, rev_flags: u8) -> u8 {
     st
 }
 
+/// The port a new flow from `client_port` tries first in a worker's slice
+/// `ports` (on the first SNAT address): the client's own, folded into the
+/// slice when outside it (see `Worker::enter_reply`).
+#[inline(always)]
+fn first_port_candidate(ports: std::ops::RangeInclusive<u16>, client_port: u16) -> u16 {
+    let span = u32::from(*ports.end() - *ports.start()) + 1;
+    *ports.start() + (u32::from(client_port.wrapping_sub(*ports.start())) % span) as u16
+}
+
 fn active_backend(svc: &ServiceEntry, addr: u32, port: u16) -> bool {
     svc.find_backend(Ipv4Addr::from(addr), port).is_some_and(|i| {
         let c = svc.backends[usize::from(i)].conditions;
@@ -692,6 +706,7 @@ impl Worker {
             unresolved_len: 0,
             hop_cache: vec![(0, u32::MAX, 0); HOP_CACHE].into_boxed_slice(),
             pre: [Pre::Done(Verdict::Drop(DropReason::Malformed)); MAX_BATCH],
+            ahead: [Ahead::EMPTY; MAX_BATCH],
             fast_path: true,
             shared,
         }
@@ -848,6 +863,8 @@ impl Worker {
                 *candidate = self.ct.prefetch_candidate(probe).map_or(NO_SLOT, |s| s as u32);
             }
         }
+        // Pass 2b: read ahead for the new flows (`ahead`).
+        self.read_ahead_new(t, n);
         // Pass 3: look up (the lines are in by now), decide and rewrite.
         self.decide_all(t, hops, frames, now);
     }
@@ -1381,8 +1398,7 @@ impl Worker {
         // entry gets the same port again (while it is free toward the
         // backend), so the backend's connection goes on. Then the cursor,
         // which spreads the rest over the slice.
-        let span = u32::from(*ports.end()) - first + 1;
-        let hinted = (u32::from(client_port.wrapping_sub(*ports.start())) % span) * naddr;
+        let hinted = (u32::from(first_port_candidate(ports.clone(), client_port)) - first) * naddr;
         for i in 0..PORT_TRIES.min(tuples) {
             let t = if i == 0 { hinted } else { (self.port_cursor + i - 1) % tuples };
             let (addr, port) = (addrs[(t % naddr) as usize], (first + t / naddr) as u16);

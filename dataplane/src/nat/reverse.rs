@@ -218,6 +218,20 @@ impl ReverseTable {
         None
     }
 
+    /// Prefetches the two signature buckets of reply key `key`, which
+    /// [`Self::contains`] and [`Self::insert`] read (the read-ahead of a
+    /// burst's new flows).
+    #[inline(always)]
+    pub fn prefetch(&self, key: &FlowKey) {
+        let (k0, k1) = key.words();
+        let p = probe(FlowKey::hash_words(k0, k1), self.buckets);
+        for b in [p.b1, p.b2] {
+            if let Some(w) = self.sigs.get(b as usize) {
+                crate::xsk::prefetch(w);
+            }
+        }
+    }
+
     /// True when some flow holds reply key `key`.
     #[inline]
     pub fn contains(&self, key: &FlowKey) -> bool {

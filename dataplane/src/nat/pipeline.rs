@@ -180,7 +180,8 @@ impl Shared {
     pub fn new(config: NatConfig) -> Result<Arc<Self>, ReverseError> {
         let flows = config.conntrack_capacity.saturating_mul(usize::from(config.workers.max(1)));
         let (lo, hi) = config.snat_ports;
-        let reverse = ReverseTable::with_hasher(&config.snat_addrs, lo, hi, config.workers, flows, config.key_hasher())?;
+        let reverse =
+            ReverseTable::with_hasher(&config.snat_addrs, lo, hi, config.workers, flows, config.key_hasher())?;
         Ok(Arc::new(Self { reverse, config }))
     }
 }

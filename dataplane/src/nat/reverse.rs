@@ -484,7 +484,8 @@ mod tests {
             }
         }
         // The same keys occupy different slots in the two tables.
-        let same = (0..1000).filter(|&i| a.find(&key(i, 40000, 6)).map(|f| f.0) == b.find(&key(i, 40000, 6)).map(|f| f.0));
+        let same =
+            (0..1000).filter(|&i| a.find(&key(i, 40000, 6)).map(|f| f.0) == b.find(&key(i, 40000, 6)).map(|f| f.0));
         assert!(same.count() < 100);
     }
 

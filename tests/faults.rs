@@ -171,6 +171,15 @@ impl FaultLab {
         }
     }
 
+    /// Waits until the status lists no error.
+    fn wait_no_errors(&self, what: &str) {
+        let t0 = Instant::now();
+        while self.metric("svcgate_config_errors") != 0 {
+            assert!(t0.elapsed() < Duration::from_secs(15), "{what}: {}", self.admin("/status").unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The gateway's interfaces as `ip link` shows them.
     fn links(&self) -> String {
         self.lab.exec_ok(&self.gw, &["ip", "link", "show"])
@@ -369,6 +378,13 @@ fn bpffs_entries() -> Vec<String> {
     v
 }
 
+/// Writes `text` to `path` atomically (a temporary file renamed over it).
+fn put(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
@@ -425,7 +441,10 @@ fn flt_manifest_faults_keep_the_last_good_state() {
     std::fs::write(m.join("web.yaml"), "apiVersion: v1\nkind: Service\nmetadata: [\n").unwrap();
     l.wait_status("broken YAML", &["web.yaml:", "not valid YAML"]);
     still_serving(&mut l, &mut sg, "broken YAML");
-    std::fs::write(m.join("web.yaml"), service("web", WEB_IP)).unwrap();
+    // Put back by a rename: a file rewritten in place can be read while it
+    // is empty (truncated, not yet written), which is a valid, empty file.
+    put(&m.join("web.yaml"), &service("web", WEB_IP));
+    l.wait_no_errors("web.yaml put back");
 
     // Unreadable: mode 000. Root reads anything with CAP_DAC_OVERRIDE,
     // which svcgate no longer has once up: the open fails (EACCES).
@@ -433,6 +452,7 @@ fn flt_manifest_faults_keep_the_last_good_state() {
     l.wait_status("mode 000", &["web.yaml: cannot read", "Permission denied"]);
     still_serving(&mut l, &mut sg, "unreadable file");
     chmod(&m.join("web.yaml"), 0o644);
+    l.wait_no_errors("web.yaml readable again");
     // An unreadable subdirectory holding a manifest.
     let gen = l.metric("svcgate_table_generation");
     std::fs::create_dir(m.join("sub")).unwrap();
@@ -443,6 +463,7 @@ fn flt_manifest_faults_keep_the_last_good_state() {
     still_serving(&mut l, &mut sg, "unreadable directory");
     assert_eq!(l.exchanges("198.18.128.50", 2), 2, "a Service in the unreadable directory keeps serving");
     chmod(&m.join("sub"), 0o755);
+    l.wait_no_errors("sub readable again");
 
     // A FIFO named like a manifest (a blocking read would hang the watch).
     let st = Command::new("mkfifo").arg(m.join("fifo.yaml")).status().unwrap();
@@ -485,11 +506,8 @@ fn flt_manifest_faults_keep_the_last_good_state() {
     for f in ["fifo.yaml", "loop", "a.yaml", "b.yaml", "big.yaml"] {
         std::fs::remove_file(m.join(f)).unwrap();
     }
-    let t0 = Instant::now();
-    while l.metric("svcgate_config_errors") != 0 {
-        assert!(t0.elapsed() < Duration::from_secs(15), "{}", l.admin("/status").unwrap_or_default());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    l.wait_no_errors("all fixed");
+    assert_eq!(l.exchanges(WEB_IP, 3), 3);
     let st = sg.stop().expect("stops on SIGTERM");
     assert!(st.success(), "{st:?}");
 }

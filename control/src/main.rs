@@ -257,8 +257,13 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Whether there was anything to drop: a user without capabilities (a
+    // controller-only run) cannot trim its bounding set and needs not.
+    let had_caps = svcgate_dataplane::privileges::thread_caps()
+        .map_or(true, |c| c.permitted != svcgate_dataplane::privileges::CapSet::EMPTY);
     match svcgate_control::dataplane::drop_all_capabilities() {
         Ok(r) if r.bounding_trimmed => tracing::info!("capabilities dropped after start-up"),
+        Ok(_) if !had_caps => tracing::debug!("no capabilities to drop"),
         Ok(_) => tracing::warn!(
             "capabilities dropped after start-up, but the bounding set could not be trimmed (no CAP_SETPCAP): \
              the container's bounding set applies"

@@ -13,7 +13,10 @@
 # For each flow count (--flows, default 1 1000 65536 1000000) and 64-byte
 # frames: offered pps, forwarded pps, loss, latency p50/p99, cycles per packet
 # (svcgate's own TSC counters; testpmd's --record-core-cycles), CPU split of
-# both cores. Then the zero-loss rate (RFC 2544 binary search) of svcgate and
+# both cores, and the gateway core's CPU time per forwarded packet (user +
+# nice + system + irq + softirq jiffies of its /proc/stat line over the
+# window, over the packets the sink counted: comparable per core even where
+# the generator cannot overload a dataplane). Then the zero-loss rate (RFC 2544 binary search) of svcgate and
 # testpmd at 65536 flows, a PNG plot and the results in docs/BENCHMARKS.md.
 #
 # The lab is made fair (docs/BENCHMARKS.md, "The lab"): on veth the
@@ -31,8 +34,9 @@
 #
 # Usage: sudo scripts/bench.sh [--secs N] [--flows "1 65536"] [--peers "svcgate testpmd"]
 #                              [--quick] [--no-zero-loss] [--no-docs] [--out DIR]
-# The last line printed (at 65536 flows):
-#   ratio_testpmd=<x> ratio_nft=<y> cycles_ratio_testpmd=<z>
+# The last line printed (at 65536 flows; core_ratio_nft: nft's gateway-core
+# CPU time per forwarded packet over svcgate's):
+#   ratio_testpmd=<x> ratio_nft=<y> cycles_ratio_testpmd=<z> core_ratio_nft=<w>
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,7 +58,7 @@ while [ $# -gt 0 ]; do
     --no-zero-loss) ZERO_LOSS=0; shift ;;
     --no-docs) DOCS=0; shift ;;
     --out) OUT=$2; shift 2 ;;
-    -h | --help) sed -n '2,35p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,39p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -172,6 +176,15 @@ cpu_split() { # before after cpuN -> "usr% sys% sirq% idle%"
         t = u + s + i + q + st; if (t == 0) t = 1;
         printf "usr %d%% sys %d%% sirq %d%% idle %d%%", 100 * u / t, 100 * s / t, 100 * q / t, 100 * i / t }'
 }
+# Nanoseconds of CPU time core cpuN spent working (user + nice + system +
+# irq + softirq; idle, iowait and steal left out) per forwarded packet
+# between two samples: core_ns before after cpuN forwarded_pps secs
+CLK_TCK=$(getconf CLK_TCK)
+core_ns() {
+    join <(echo "$1") <(echo "$2") | awk -v c="$3" -v pps="$4" -v secs="$5" -v hz="$CLK_TCK" '$1 == c {
+        busy = ($10 + $11 + $12 + $15 + $16) - ($2 + $3 + $4 + $7 + $8);
+        if (pps > 0 && secs > 0 && hz > 0) printf "%.1f", busy * 1e9 / hz / (pps * secs); else print "-" }'
+}
 # svcgate's busy cycles and received packets, summed over workers, from one
 # scrape of its admin endpoint: "<busy_cycles> <rx>".
 svc_counters() {
@@ -229,6 +242,7 @@ measure() {
     CYC=-
     if [ "$name" = svcgate ] && [ $((r1 - r0)) -gt 0 ]; then CYC=$(((b1 - b0) / (r1 - r0))); fi
     GEN_SPLIT=$(cpu_split "$c0" "$c1" cpu$GEN_CPU); GW_SPLIT=$(cpu_split "$c0" "$c1" cpu$GW_CPU)
+    CORE_NS=$(core_ns "$c0" "$c1" cpu$GW_CPU "$FORWARDED" "$SECS"); CORE_NS=${CORE_NS:--}
 }
 
 # Is the row a capacity? Loss (>= 1%) shows the dataplane was the limit.
@@ -250,7 +264,7 @@ row() { # name flows
     fi
     say "$(printf "%-10s flows %-8s offered %9d pps  forwarded %9d pps  loss %7s%%  p50 %8s us  p99 %8s us  cycles/pkt %6s%s" \
         "$1" "$2" "$OFFERED" "$FORWARDED" "$LOSS" "$P50" "$P99" "$CYC" "$bound")"
-    say "           cpu$GEN_CPU (generator): $GEN_SPLIT   cpu$GW_CPU (gateway): $GW_SPLIT"
+    say "           cpu$GEN_CPU (generator): $GEN_SPLIT   cpu$GW_CPU (gateway): $GW_SPLIT   gateway core per forwarded packet: $CORE_NS ns"
     printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$1" "$2" "$OFFERED" "$FORWARDED" "$LOSS" "$P50" "$P99" "$CYC" >>"$TSV"
 }
 
@@ -462,7 +476,7 @@ if [ "${BENCH_FAIR:-1}" = 1 ]; then
     in_ns $NS_GW sh -c "echo 1 > /sys/class/net/sgb-w0/threaded"
 fi
 
-declare -A FWD CYCLES BOUNDS
+declare -A FWD CYCLES BOUNDS CORE
 for peer in $PEERS; do
     say "== $peer"
     case $peer in
@@ -484,7 +498,7 @@ for peer in $PEERS; do
         measure "$peer" "$f"
         if [ "$peer" = testpmd ]; then CYC=$(testpmd_stop_cycles); CYC=${CYC:--}; fi
         row "$peer" "$f"
-        FWD[$peer/$f]=$FORWARDED; CYCLES[$peer/$f]=$CYC; BOUNDS[$peer/$f]=$BOUND
+        FWD[$peer/$f]=$FORWARDED; CYCLES[$peer/$f]=$CYC; BOUNDS[$peer/$f]=$BOUND; CORE[$peer/$f]=$CORE_NS
     done
     if [ $ZERO_LOSS = 1 ] && { [ "$peer" = svcgate ] || [ "$peer" = testpmd ]; }; then
         [ "$peer" = testpmd ] && testpmd_cmd start
@@ -506,12 +520,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" ||
 RT=$(ratio "${FWD[svcgate/$KEY_FLOWS]:-}" "${FWD[testpmd/$KEY_FLOWS]:-}")
 RN=$(ratio "${FWD[svcgate/$KEY_FLOWS]:-}" "${FWD[nft/$KEY_FLOWS]:-}")
 RC=$(ratio "${CYCLES[svcgate/$KEY_FLOWS]:-}" "${CYCLES[testpmd/$KEY_FLOWS]:-}")
+RCN=$(ratio "${CORE[nft/$KEY_FLOWS]:-}" "${CORE[svcgate/$KEY_FLOWS]:-}")
 for peer in svcgate testpmd nft; do
     if [ "${BOUNDS[$peer/$KEY_FLOWS]:-}" = generator ]; then
         say "note: $peer lost <1% at $KEY_FLOWS flows: the generator, not $peer, was the bottleneck; its ratio is not a capacity"
     fi
 done
-say "ratio_testpmd=$RT ratio_nft=$RN cycles_ratio_testpmd=$RC"
+say "ratio_testpmd=$RT ratio_nft=$RN cycles_ratio_testpmd=$RC core_ratio_nft=$RCN"
 if "$BIN/svcgate-bench-plot" "$TSV" "$OUT/bench.png" --title "svcgate vs peers, 64-byte UDP, veth" \
     --subtitle "$(head -1 "$LOG")" >/dev/null 2>>"$LOG"; then
     say "plot: $OUT/bench.png"
@@ -533,4 +548,4 @@ open(doc, "w").write(text)
 P
     say "results written to docs/BENCHMARKS.md"
 fi
-echo "ratio_testpmd=$RT ratio_nft=$RN cycles_ratio_testpmd=$RC"
+echo "ratio_testpmd=$RT ratio_nft=$RN cycles_ratio_testpmd=$RC core_ratio_nft=$RCN"

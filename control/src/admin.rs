@@ -185,6 +185,14 @@ pub fn serve(addr: SocketAddr, ctl: Arc<Controller>, stats: Arc<StatsSlot>) -> R
         })
         .map_err(|e| AdminError { addr, message: e.to_string() })?;
     tracing::info!(addr = %bound, "admin endpoint listening (/healthz /readyz /metrics /status)");
+    if !bound.ip().is_loopback() {
+        // No authentication: /status lists every Service, endpoint and counter.
+        tracing::warn!(
+            addr = %bound,
+            "the admin endpoint is reachable beyond this host and has no authentication: keep it on 127.0.0.1 \
+             and scrape from the node, or admit only the scraper (deploy/README.md)"
+        );
+    }
     Ok(AdminHandle { server, thread: Some(thread), addr: bound })
 }
 

@@ -55,12 +55,24 @@ impl Daemon {
     /// Starts the source and the admin endpoint (inside a tokio runtime: the
     /// kube source runs on it).
     pub async fn start(cfg: &Config) -> Result<Self, DaemonError> {
+        Self::start_with(cfg, Self::controller_for(cfg)).await
+    }
+
+    /// The controller `cfg` asks for, before anything starts: `svcgate run`
+    /// hands its table publisher to the dataplane first, gives up its
+    /// capabilities, then starts the daemon around it
+    /// ([`Daemon::start_with`]), so that no thread of the daemon holds any.
+    pub fn controller_for(cfg: &Config) -> Arc<Controller> {
         let mut rcfg = ResolveConfig::new(cfg.service_cidr, cfg.node_ips.clone());
         rcfg.service_proxy_name = cfg.service_proxy_name.clone();
         if cfg.source == SourceConfig::Kube {
             rcfg.check_cluster_ip_range = false;
         }
-        let controller = Arc::new(Controller::new(rcfg).with_dns(cfg.dns.clone()));
+        Arc::new(Controller::new(rcfg).with_dns(cfg.dns.clone()))
+    }
+
+    /// [`Daemon::start`] around a controller from [`Daemon::controller_for`].
+    pub async fn start_with(cfg: &Config, controller: Arc<Controller>) -> Result<Self, DaemonError> {
         let stats = Arc::new(StatsSlot::default());
         // Admin first: /readyz answers 503 while the first sync runs.
         let admin = admin::serve(cfg.admin_listen, Arc::clone(&controller), Arc::clone(&stats))?;

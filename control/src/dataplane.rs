@@ -40,6 +40,7 @@ use svcgate_common::publish::Publisher;
 use svcgate_common::table::ServiceTable;
 use svcgate_dataplane::gateway::{Gateway, GatewayConfig, GatewayError, StatsHandle};
 use svcgate_dataplane::nat::{Counters, DropReason, NatConfig, PassReason, Timeouts};
+use svcgate_dataplane::privileges::{self, Cap, CapSet, PrivilegeError};
 use svcgate_dataplane::xsk::{XdpMode, XskConfig};
 
 use crate::metrics::{PortStats, StatsSnapshot, StatsSource, WorkerRow};
@@ -176,6 +177,9 @@ pub enum DataplaneError {
     /// The gateway failed to start.
     #[error("dataplane: {0}")]
     Gateway(#[from] GatewayError),
+    /// A thread could not give up its capabilities after start-up.
+    #[error("dataplane: {0}")]
+    Privileges(#[from] PrivilegeError),
 }
 
 impl DataplaneConfig {
@@ -245,6 +249,8 @@ impl DataplaneConfig {
             worker_rt_priority: self.worker_rt_priority,
             idle_spins: self.idle_spins,
             xsk: XskConfig { ring_size: self.ring_size, frames_per_port: 2 * self.ring_size, ..XskConfig::default() },
+            // Least privilege once up (see `svcgate_dataplane::privileges`).
+            drop_capabilities: true,
             ..GatewayConfig::default()
         })
     }
@@ -285,6 +291,19 @@ impl DryPools {
     }
 }
 
+/// What the housekeeping thread keeps once the dataplane is up:
+/// `CAP_NET_ADMIN`, to ask the kernel to resolve the neighbours the
+/// workers miss. Map updates go through descriptors opened at start-up and
+/// need no capability. Every other thread keeps none.
+pub const HOUSEKEEPING_CAPS: CapSet = CapSet(1 << Cap::NET_ADMIN.0);
+
+/// Gives up every capability of the calling thread (the daemon's main
+/// thread, once the dataplane is up and before it starts any other
+/// thread, so that those inherit nothing).
+pub fn drop_all_capabilities() -> Result<privileges::Restricted, PrivilegeError> {
+    privileges::restrict_thread(CapSet::EMPTY)
+}
+
 /// The running dataplane and its housekeeping thread.
 #[derive(Debug)]
 pub struct Running {
@@ -317,6 +336,7 @@ pub fn start(cfg: &DataplaneConfig, tables: Arc<Publisher<ServiceTable>>) -> Res
     }
     let stats = gw.stats_handle();
     let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let thread = {
         let stop = Arc::clone(&stop);
         let stats = stats.clone();
@@ -324,6 +344,15 @@ pub fn start(cfg: &DataplaneConfig, tables: Arc<Publisher<ServiceTable>>) -> Res
             .name("svcgate-dp-maint".into())
             .spawn(move || {
                 let mut gw = gw;
+                // The one capability left at run time: asking the kernel to
+                // resolve a neighbour (RTM_NEWNEIGH).
+                let dropped = privileges::restrict_thread(HOUSEKEEPING_CAPS);
+                let ok = dropped.is_ok();
+                let _ = ready_tx.send(dropped);
+                if !ok {
+                    gw.shutdown();
+                    return;
+                }
                 let mut dry = DryPools::default();
                 while !stop.load(Ordering::Relaxed) {
                     if let Err(e) = gw.maintain(&tables.current()) {
@@ -336,6 +365,19 @@ pub fn start(cfg: &DataplaneConfig, tables: Arc<Publisher<ServiceTable>>) -> Res
             })
             .map_err(|e| DataplaneError::Config(format!("cannot start the housekeeping thread: {e}")))?
     };
+    match ready_rx.recv() {
+        Ok(Ok(r)) => {
+            tracing::info!(kept = ?r.now.permitted, bounding_trimmed = r.bounding_trimmed, "housekeeping thread capabilities");
+        }
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            return Err(e.into());
+        }
+        Err(_) => {
+            let _ = thread.join();
+            return Err(DataplaneError::Config("the housekeeping thread exited at start".into()));
+        }
+    }
     Ok(Running { stop, thread: Some(thread), stats })
 }
 

@@ -25,6 +25,27 @@ pub enum LoadError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// A file is larger than [`crate::manifest::MAX_MANIFEST_BYTES`]: not
+    /// read at all (bounded memory whatever lands in the directory).
+    #[error(
+        "{path}: {size} bytes is more than the {limit} a manifest file may have; not read (split it into several files)"
+    )]
+    TooLarge {
+        /// The file.
+        path: String,
+        /// Its size (at least this much, when it grew while read).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Directories that lead back into themselves (a symlink to a parent).
+    #[error("{path}: a symbolic link loop back to {target}; not followed")]
+    Loop {
+        /// The directory entry that closes the loop.
+        path: String,
+        /// The directory it leads back to.
+        target: String,
+    },
     /// A document is not valid YAML.
     #[error("{path}:{line}: not valid YAML: {message}; the document is not applied")]
     Syntax {

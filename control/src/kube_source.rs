@@ -299,12 +299,33 @@ pub async fn start(controller: Arc<Controller>) -> Result<KubeHandle, KubeSource
     Ok(start_with_client(controller, client))
 }
 
+/// The server-side timeout of each watch request, in seconds. The API
+/// server ends a healthy watch after it and the watcher resumes from the
+/// last resourceVersion (no relist); a watch on which nothing at all arrives
+/// for this long plus kube-runtime's 5 s margin is taken for dead (a
+/// connection a middlebox dropped, an API server that hung) and opened
+/// again. kube-runtime's default, 290 s, would leave the tables up to five
+/// minutes behind a silently dead connection; client-go notices one in
+/// about 45 s (HTTP/2 health pings). One new watch request a minute per
+/// kind is a negligible load.
+pub const WATCH_TIMEOUT_SECS: u32 = 60;
+
 /// Starts watching through a given client (a real one, or one over a mocked
 /// API service in tests); must run inside a tokio runtime.
 pub fn start_with_client(controller: Arc<Controller>, client: kube::Client) -> KubeHandle {
-    tracing::info!("kube source: watching Services and EndpointSlices");
+    start_with_client_and_timeout(controller, client, WATCH_TIMEOUT_SECS)
+}
+
+/// [`start_with_client`] with another watch timeout (tests of a stalled
+/// watch use a short one).
+pub fn start_with_client_and_timeout(
+    controller: Arc<Controller>,
+    client: kube::Client,
+    watch_timeout_secs: u32,
+) -> KubeHandle {
+    tracing::info!(watch_timeout_secs, "kube source: watching Services and EndpointSlices");
     let status = Arc::new(KubeSourceStatus::default());
-    let task = tokio::spawn(run(controller, client, Arc::clone(&status)));
+    let task = tokio::spawn(run(controller, client, Arc::clone(&status), watch_timeout_secs));
     KubeHandle { task, status }
 }
 
@@ -358,8 +379,8 @@ pub fn services_selector(service_proxy_name: Option<&str>) -> String {
     }
 }
 
-async fn run(controller: Arc<Controller>, client: kube::Client, status: Arc<KubeSourceStatus>) {
-    let cfg = watcher::Config::default();
+async fn run(controller: Arc<Controller>, client: kube::Client, status: Arc<KubeSourceStatus>, watch_timeout: u32) {
+    let cfg = watcher::Config::default().timeout(watch_timeout);
     // EndpointSlices are not filtered: a slice of a Service not served is
     // stored without a table build (see `Controller::apply_changes`).
     let selector = services_selector(controller.config().service_proxy_name.as_deref());

@@ -232,6 +232,51 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The privileged part first, on this thread alone: the dataplane
+    // (XDP, AF_XDP sockets, TUN devices) around the controller's table
+    // publisher. Then this thread gives up every capability before any
+    // other thread of the daemon exists, so that the async runtime, the
+    // admin endpoint and the sources inherit none; the dataplane's own
+    // threads drop theirs (the housekeeping thread keeps CAP_NET_ADMIN).
+    let controller = Daemon::controller_for(&cfg);
+    let dataplane = match svcgate_control::dataplane::DataplaneConfig::from_table(&cfg.dataplane) {
+        Ok(None) => None,
+        Ok(Some(dp)) => match svcgate_control::dataplane::start(&dp, controller.tables()) {
+            Ok(running) => {
+                tracing::info!(interfaces = ?dp.interfaces, queues = dp.queues, "dataplane running");
+                Some(running)
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("svcgate: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Err(e) => {
+            eprintln!("svcgate: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    // Whether there was anything to drop: a user without capabilities (a
+    // controller-only run) cannot trim its bounding set and needs not.
+    let had_caps = svcgate_dataplane::privileges::thread_caps()
+        .map_or(true, |c| c.permitted != svcgate_dataplane::privileges::CapSet::EMPTY);
+    match svcgate_control::dataplane::drop_all_capabilities() {
+        Ok(r) if r.bounding_trimmed => tracing::info!("capabilities dropped after start-up"),
+        Ok(_) if !had_caps => tracing::debug!("no capabilities to drop"),
+        Ok(_) => tracing::warn!(
+            "capabilities dropped after start-up, but the bounding set could not be trimmed (no CAP_SETPCAP): \
+             the container's bounding set applies"
+        ),
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("svcgate: {e}");
+            if let Some(dp) = dataplane {
+                dp.shutdown();
+            }
+            return ExitCode::from(2);
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -240,39 +285,24 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     rt.block_on(async {
-        let daemon = match Daemon::start(&cfg).await {
+        let daemon = match Daemon::start_with(&cfg, controller).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!("{e}");
                 eprintln!("svcgate: {e}");
+                if let Some(dp) = dataplane {
+                    dp.shutdown();
+                }
                 return ExitCode::from(2);
             }
         };
-        let dataplane = match svcgate_control::dataplane::DataplaneConfig::from_table(daemon.dataplane_config()) {
-            Ok(None) => {
-                tracing::warn!(
-                    admin = %daemon.admin_addr(),
-                    "no [dataplane] configured: running the controller and the admin endpoint only"
-                );
-                None
-            }
-            Ok(Some(dp)) => match svcgate_control::dataplane::start(&dp, daemon.tables()) {
-                Ok(running) => {
-                    daemon.attach_stats(running.stats());
-                    tracing::info!(interfaces = ?dp.interfaces, queues = dp.queues, "dataplane running");
-                    Some(running)
-                }
-                Err(e) => {
-                    tracing::error!("{e}");
-                    eprintln!("svcgate: {e}");
-                    return ExitCode::from(2);
-                }
-            },
-            Err(e) => {
-                eprintln!("svcgate: {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        };
+        match &dataplane {
+            Some(running) => daemon.attach_stats(running.stats()),
+            None => tracing::warn!(
+                admin = %daemon.admin_addr(),
+                "no [dataplane] configured: running the controller and the admin endpoint only"
+            ),
+        }
         wait_for_shutdown().await;
         tracing::info!("shutting down");
         if let Some(dp) = dataplane {

@@ -107,16 +107,50 @@ pub fn is_manifest_file(path: &Path) -> bool {
 /// The manifest files under `path` (a file, or a directory walked
 /// recursively), sorted by path: that order is "who came first" for clashes.
 pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let (files, problems) = manifest_files_checked(path)?;
+    for (_, p) in &problems {
+        tracing::warn!("{p}");
+    }
+    Ok(files)
+}
+
+/// [`manifest_files`], with what the walk met and left out beside the
+/// files: directories that lead back into the tree (a symlink loop, walked
+/// once), manifest-named entries that cannot be read or resolved (a
+/// dangling or looping symlink, a permission error) and manifest-named
+/// entries that are not regular files (a FIFO, a socket: never opened, a
+/// read of a FIFO would block). `Err` only when `path` itself is unusable.
+#[allow(clippy::type_complexity)]
+pub fn manifest_files_checked(path: &Path) -> Result<(Vec<PathBuf>, Vec<(PathBuf, LoadError)>), LoadError> {
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).map_err(|e| LoadError::read(path, e))?;
     if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+        return Ok((vec![path.to_path_buf()], Vec::new()));
     }
     let mut out = Vec::new();
+    let mut problems = Vec::new();
+    // Directories by (device, inode): a symlink back to an ancestor (or to
+    // any directory already walked) is not walked again.
+    let mut seen = std::collections::HashMap::new();
+    seen.insert((meta.dev(), meta.ino()), path.to_path_buf());
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let rd = std::fs::read_dir(&dir).map_err(|e| LoadError::read(&dir, e))?;
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if dir == path => return Err(LoadError::read(&dir, e)),
+            Err(e) => {
+                problems.push((dir.clone(), LoadError::read(&dir, e)));
+                continue;
+            }
+        };
         for entry in rd {
-            let entry = entry.map_err(|e| LoadError::read(&dir, e))?;
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    problems.push((dir.clone(), LoadError::read(&dir, e)));
+                    continue;
+                }
+            };
             let p = entry.path();
             let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
             if hidden {
@@ -124,20 +158,78 @@ pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
             }
             // metadata() follows symlinks (ConfigMap volumes are symlink farms).
             match std::fs::metadata(&p) {
-                Ok(m) if m.is_dir() => stack.push(p),
+                Ok(m) if m.is_dir() => match seen.entry((m.dev(), m.ino())) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        let e = LoadError::Loop {
+                            path: p.display().to_string(),
+                            target: first.get().display().to_string(),
+                        };
+                        problems.push((p, e));
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(p.clone());
+                        stack.push(p);
+                    }
+                },
                 Ok(m) if m.is_file() && is_manifest_file(&p) => out.push(p),
+                Ok(_) if is_manifest_file(&p) => {
+                    let e = LoadError::read(&p, std::io::Error::other(NOT_REGULAR));
+                    problems.push((p, e));
+                }
+                Err(e) if is_manifest_file(&p) => {
+                    let e = LoadError::read(&p, e);
+                    problems.push((p, e));
+                }
                 _ => {}
             }
         }
     }
     out.sort();
-    Ok(out)
+    Ok((out, problems))
+}
+
+const NOT_REGULAR: &str = "not a regular file (a FIFO, socket or device is never read)";
+
+/// The largest manifest file svcgate reads: 32 MiB. A bigger file is
+/// rejected with [`LoadError::TooLarge`] before any of it is read, so a
+/// stray dump or a runaway writer cannot make the daemon allocate without
+/// bound. (The API server caps one object at 1.5 MiB; 32 MiB holds a
+/// `kubectl get -o yaml` export of several thousand Services with their
+/// EndpointSlices; split bigger exports.)
+pub const MAX_MANIFEST_BYTES: u64 = 32 << 20;
+
+/// The bytes of one manifest file: opened without blocking (a FIFO put in
+/// place of a file never hangs the reader), only if it is a regular file
+/// of at most [`MAX_MANIFEST_BYTES`] (checked on the open file, and again
+/// while reading, should it grow).
+pub fn read_manifest(path: &Path) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| LoadError::read(path, e))?;
+    let meta = f.metadata().map_err(|e| LoadError::read(path, e))?;
+    if !meta.is_file() {
+        return Err(LoadError::read(path, std::io::Error::other(NOT_REGULAR)));
+    }
+    let too_large = |size| LoadError::TooLarge { path: path.display().to_string(), size, limit: MAX_MANIFEST_BYTES };
+    if meta.len() > MAX_MANIFEST_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes).map_err(|e| LoadError::read(path, e))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Reads and parses one file.
 pub fn load_file(path: &Path) -> ParsedFile {
-    match std::fs::read(path) {
-        Err(e) => ParsedFile { errors: vec![LoadError::read(path, e)], ..ParsedFile::default() },
+    match read_manifest(path) {
+        Err(e) => ParsedFile { errors: vec![e], ..ParsedFile::default() },
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) => parse_str(path, &text),
             Err(e) => ParsedFile {

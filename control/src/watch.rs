@@ -86,27 +86,82 @@ fn collect_changes(
 ) -> BTreeMap<PathBuf, Option<ParsedFile>> {
     let mut changes = BTreeMap::new();
     for path in candidates {
-        match std::fs::read(&path) {
-            Ok(bytes) if manifest::is_manifest_file(&path) => {
+        if !manifest::is_manifest_file(&path) {
+            continue;
+        }
+        // Gone (or never there): its objects go. Present but unusable (no
+        // permission, a symlink loop, a FIFO, too large): an error, and the
+        // file's last good objects keep serving (`Controller::apply_files`).
+        let gone = matches!(std::fs::symlink_metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+            || matches!(std::fs::metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        if gone {
+            if known.remove(&path).is_some() {
+                changes.insert(path, None);
+            }
+            continue;
+        }
+        let parsed = match manifest::read_manifest(&path) {
+            Ok(bytes) => {
                 let h = content_hash(&bytes);
                 if known.get(&path) == Some(&h) {
                     continue;
                 }
                 known.insert(path.clone(), h);
-                let parsed = match String::from_utf8(bytes) {
+                match String::from_utf8(bytes) {
                     Ok(text) => manifest::parse_str(&path, &text),
                     Err(_) => manifest::load_file(&path), // reports the UTF-8 error
-                };
-                changes.insert(path, Some(parsed));
-            }
-            _ => {
-                if known.remove(&path).is_some() {
-                    changes.insert(path, None);
                 }
             }
-        }
+            Err(e) => {
+                // Known by the hash of its error: the next event re-reads
+                // it, and an unchanged failure is not a change.
+                let msg = e.to_string();
+                let h = content_hash(msg.as_bytes());
+                if known.get(&path) == Some(&h) {
+                    continue;
+                }
+                known.insert(path.clone(), h);
+                ParsedFile { errors: vec![e], ..ParsedFile::default() }
+            }
+        };
+        changes.insert(path, Some(parsed));
     }
     changes
+}
+
+/// Walks the tree: the manifest files, plus what the walk could not use.
+/// Entries named like manifests that cannot be read (no permission, a
+/// dangling or looping symlink, a FIFO) join the files, so that reading
+/// them reports the error and keeps their last good objects. Directories
+/// the walk left out (a symlink loop back into the tree, an unreadable
+/// directory) are reported to the controller as files of their own, with
+/// just the error: they show in the status and clear when fixed
+/// (`problems` holds the last walk's).
+fn walk(
+    root: &Path,
+    problems: &mut BTreeMap<PathBuf, String>,
+    changes: &mut BTreeMap<PathBuf, Option<ParsedFile>>,
+) -> Result<BTreeSet<PathBuf>, LoadError> {
+    let (files, found) = manifest::manifest_files_checked(root)?;
+    let mut files: BTreeSet<PathBuf> = files.into_iter().collect();
+    let mut now = BTreeMap::new();
+    for (path, e) in found {
+        if manifest::is_manifest_file(&path) && !matches!(e, LoadError::Loop { .. }) {
+            files.insert(path);
+            continue;
+        }
+        let msg = e.to_string();
+        if problems.get(&path) != Some(&msg) {
+            tracing::warn!("{msg}");
+            changes.insert(path.clone(), Some(ParsedFile { errors: vec![e], ..ParsedFile::default() }));
+        }
+        now.insert(path, msg);
+    }
+    for gone in problems.keys().filter(|p| !now.contains_key(*p)) {
+        changes.insert(gone.clone(), None);
+    }
+    *problems = now;
+    Ok(files)
 }
 
 /// Loads `dir` into the controller, marks it ready, and watches it.
@@ -128,8 +183,10 @@ pub fn watch_dir(controller: Arc<Controller>, dir: &Path, debounce: Duration) ->
     // Initial full load (events already queue up, so nothing is missed).
     let t0 = Instant::now();
     let mut known = BTreeMap::new();
-    let all: BTreeSet<PathBuf> = manifest::manifest_files(dir)?.into_iter().collect();
-    let changes = collect_changes(all, &mut known);
+    let mut problems = BTreeMap::new();
+    let mut changes = BTreeMap::new();
+    let all = walk(dir, &mut problems, &mut changes)?;
+    changes.extend(collect_changes(all, &mut known));
     let outcome = controller.apply_files(changes);
     controller.observe_sync(t0);
     controller.set_ready();
@@ -138,7 +195,7 @@ pub fn watch_dir(controller: Arc<Controller>, dir: &Path, debounce: Duration) ->
     let root = dir.to_path_buf();
     let thread = std::thread::Builder::new()
         .name("svcgate-watch".into())
-        .spawn(move || watch_loop(&controller, &root, &rx, debounce, known))
+        .spawn(move || watch_loop(&controller, &root, &rx, debounce, known, problems))
         .map_err(|e| WatchError::Load(LoadError::read(dir, e)))?;
     Ok(WatchHandle { watcher: Some(watcher), thread: Some(thread) })
 }
@@ -149,6 +206,7 @@ fn watch_loop(
     rx: &mpsc::Receiver<notify::Result<notify::Event>>,
     debounce: Duration,
     mut known: BTreeMap<PathBuf, u64>,
+    mut problems: BTreeMap<PathBuf, String>,
 ) {
     while let Ok(first) = rx.recv() {
         let t0 = Instant::now();
@@ -183,14 +241,15 @@ fn watch_loop(
             }
         }
         let mut candidates: BTreeSet<PathBuf> = paths.into_iter().filter(|p| manifest::is_manifest_file(p)).collect();
+        let mut changes = BTreeMap::new();
         if rescan {
-            match manifest::manifest_files(root) {
+            match walk(root, &mut problems, &mut changes) {
                 Ok(list) => candidates.extend(list),
                 Err(e) => tracing::warn!("{e}"),
             }
             candidates.extend(known.keys().cloned());
         }
-        let changes = collect_changes(candidates, &mut known);
+        changes.extend(collect_changes(candidates, &mut known));
         if changes.is_empty() {
             continue;
         }

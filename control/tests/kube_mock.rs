@@ -180,6 +180,11 @@ impl Call {
         self.respond.send_response(resp);
     }
 
+    /// Fails the request as a refused connection would (no HTTP answer).
+    fn refuse(self) {
+        self.respond.send_error(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"));
+    }
+
     /// Answers a watch: 200 and a body that stays open; events are written
     /// to it as JSON lines through the returned stream.
     fn watch(self) -> WatchStream {
@@ -649,4 +654,89 @@ async fn http_410_on_watch_start_relists() {
     assert_eq!(backends(&t, NGINX), Some(vec![ip("198.18.3.10"), ip("198.18.3.11")]));
     let watch = api.next(Kind::Services, Verb::Watch).await;
     assert_eq!(query_param(&watch.uri, "resourceVersion"), Some("9001"));
+}
+
+/// An API outage of the kinds a real one is made of, after the first sync:
+/// both watches stall (open, nothing arrives), the new watch requests are
+/// refused at the connection, then one gets an HTTP 410 and its relist is
+/// refused too. All along the last good table keeps serving, nothing is
+/// published, the source stays ready and counts the errors; once the API
+/// answers again, the Services watch resumes from where it was and the
+/// EndpointSlices are relisted, and both changes made meanwhile are
+/// published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_stalled_watch_refused_connections_then_resync() {
+    let ctl = controller();
+    let (client, mut api) = FakeApi::start();
+    // A 1 s server-side watch timeout: a watch silent for 6 s is dead.
+    let h = kube_source::start_with_client_and_timeout(Arc::clone(&ctl), client, 1);
+    let (svcs, slices, t) = synced(&ctl, &mut api).await;
+    let g = t.generation();
+    let stalled_at = Instant::now();
+    let unchanged = |what: &str| {
+        let cur = ctl.tables().current();
+        assert_eq!(cur.generation(), g, "{what}: published during the outage");
+        assert_eq!(backends(&cur, NGINX), Some(vec![ip("198.18.3.10"), ip("198.18.3.11")]), "{what}");
+        assert!(ctl.is_ready(), "{what}: not ready any more");
+    };
+
+    // The stall: both watches stay open and silent; after 1 s + 5 s the
+    // watcher gives up on each and watches again from its resourceVersion.
+    let rewatch = api.next(Kind::Services, Verb::Watch).await;
+    let waited = stalled_at.elapsed();
+    assert!(waited >= Duration::from_secs(5), "a silent watch dropped after only {waited:?}");
+    assert_eq!(query_param(&rewatch.uri, "resourceVersion"), Some("100"));
+    assert_eq!(query_param(&rewatch.uri, "timeoutSeconds"), Some("1"));
+    unchanged("stalled watch");
+    // Refused twice (backoff between), then answered.
+    rewatch.refuse();
+    unchanged("refused watch");
+    api.next(Kind::Services, Verb::Watch).await.refuse();
+    let deadline = Instant::now() + WAIT;
+    while h.status().errors() < 2 {
+        assert!(Instant::now() < deadline, "{} errors after two refused connections", h.status().errors());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(h.status().last_error().is_some_and(|e| e.contains("Services")), "{:?}", h.status().last_error());
+    assert_eq!(ctl.status().source.retrying, vec!["Services".to_string()]);
+
+    // The EndpointSlices watch, stalled too: its new watch gets HTTP 410,
+    // and the relist that follows is refused once.
+    let slice_rewatch = api.next(Kind::Slices, Verb::Watch).await;
+    assert_eq!(query_param(&slice_rewatch.uri, "resourceVersion"), Some("101"));
+    slice_rewatch.error(410, "Expired", "too old resource version: 101 (9000)");
+    api.next(Kind::Slices, Verb::List).await.refuse();
+    unchanged("relist refused");
+    settle().await;
+    unchanged("relist refused, later");
+    drop((svcs, slices));
+
+    // The API is back. Services: the watch resumes from 100 and carries
+    // what changed meanwhile (web added).
+    let w = api.next(Kind::Services, Verb::Watch).await;
+    assert_eq!(query_param(&w.uri, "resourceVersion"), Some("100"));
+    let svcs = w.watch();
+    svcs.added(service("web", "10.247.1.3", "150"));
+    // EndpointSlices: relisted, with nginx's endpoints changed meanwhile.
+    api.next(Kind::Slices, Verb::List).await.list(
+        "300",
+        vec![
+            slice("nginx-abcde", "nginx", "250", &[("nginx-3", "198.18.3.13")]),
+            slice("web-xyz", "web", "260", &[("web-1", "198.18.4.10")]),
+        ],
+    );
+    let t = published(&ctl, "the state after the outage", |t| {
+        backends(t, NGINX) == Some(vec![ip("198.18.3.13")]) && backends(t, WEB) == Some(vec![ip("198.18.4.10")])
+    })
+    .await;
+    assert!(t.generation() > g);
+    let _slices = api.next(Kind::Slices, Verb::Watch).await.watch();
+    let src = ctl.status().source;
+    assert!(src.retrying.is_empty(), "still retrying after the API came back: {src:?}");
+    eprintln!(
+        "outage: {} errors recorded, resynced {:?} after the stall began",
+        h.status().errors(),
+        stalled_at.elapsed()
+    );
+    drop(svcs);
 }

@@ -139,6 +139,99 @@ fn a_broken_file_keeps_its_last_good_objects() {
     watch.stop();
 }
 
+/// Waits until the status lists an error containing every one of `needles`.
+fn wait_error(ctl: &Controller, needles: &[&str]) {
+    let t0 = Instant::now();
+    while !ctl.status().errors.iter().any(|e| needles.iter().all(|n| e.contains(n))) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no error with {needles:?}: {:?}", ctl.status().errors);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A Service `name` on port 81 (to see a later change go through).
+fn extra(dir: &Path, name: &str) {
+    let text = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: 81}}]}}\n");
+    std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
+}
+
+#[test]
+fn unusable_entries_keep_the_last_good_state_and_the_watch_alive() {
+    let dir = copy_examples();
+    let d = dir.path();
+    let ctl = Arc::new(Controller::new(lab_cfg()));
+    let watch = watch_dir(Arc::clone(&ctl), d, Duration::from_millis(10)).unwrap();
+    let mut reader = ctl.reader();
+    reader.refresh();
+    let served = |t: &ServiceTable, name: &str| t.entries().iter().any(|e| &*e.id.name == name);
+    assert!(served(reader.get(), "nginx"));
+
+    // A FIFO named like a manifest: never opened for a blocking read (the
+    // watch thread would hang there); a later change still applies.
+    let fifo = d.join("pipe.yaml");
+    let st = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(st.success());
+    wait_error(&ctl, &["pipe.yaml", "not a regular file"]);
+    extra(d, "after-fifo");
+    wait_for(&mut reader, "the Service after the FIFO", |t| served(t, "after-fifo"));
+
+    // A file replaced by a FIFO: an error, its last good objects stay.
+    std::fs::remove_file(d.join("nginx-svc.yaml")).unwrap();
+    let st = std::process::Command::new("mkfifo").arg(d.join("nginx-svc.yaml")).status().unwrap();
+    assert!(st.success());
+    wait_error(&ctl, &["nginx-svc.yaml", "not a regular file"]);
+    extra(d, "after-fifo2");
+    wait_for(&mut reader, "the Service after the second FIFO", |t| served(t, "after-fifo2"));
+    // Removed while it was a FIFO, so its objects went with the file; put back.
+    std::fs::remove_file(d.join("nginx-svc.yaml")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/manifests/nginx-svc.yaml"),
+        d.join("nginx-svc.yaml"),
+    )
+    .unwrap();
+    wait_for(&mut reader, "nginx back", |t| served(t, "nginx"));
+
+    // Symlink loops: a directory link back to the tree (walked once, not
+    // forever, and no Service counted twice) and two file links to each other.
+    std::os::unix::fs::symlink(".", d.join("loop")).unwrap();
+    std::os::unix::fs::symlink("b-loop.yaml", d.join("a-loop.yaml")).unwrap();
+    std::os::unix::fs::symlink("a-loop.yaml", d.join("b-loop.yaml")).unwrap();
+    wait_error(&ctl, &["loop", "symbolic link loop"]);
+    wait_error(&ctl, &["a-loop.yaml", "cannot read"]);
+    extra(d, "after-loops");
+    wait_for(&mut reader, "the Service after the loops", |t| served(t, "after-loops"));
+    assert!(!ctl.status().errors.iter().any(|e| e.contains("already exists")), "{:?}", ctl.status().errors);
+
+    // A 100 MB file (sparse: nothing is written, and nothing must be read).
+    let big = std::fs::File::create(d.join("big.yaml")).unwrap();
+    big.set_len(100 << 20).unwrap();
+    drop(big);
+    wait_error(&ctl, &["big.yaml", "104857600 bytes is more than the 33554432"]);
+    // A file that was good and grew too large keeps its last good objects.
+    let f = std::fs::OpenOptions::new().write(true).open(d.join("nginx-svc.yaml")).unwrap();
+    f.set_len(40 << 20).unwrap();
+    drop(f);
+    wait_error(&ctl, &["nginx-svc.yaml", "more than the 33554432"]);
+    extra(d, "after-big");
+    wait_for(&mut reader, "the Service after the big files", |t| served(t, "after-big"));
+    assert!(served(reader.get(), "nginx"), "nginx still served from its last good version");
+
+    // All fixed: the errors go.
+    for f in ["pipe.yaml", "loop", "a-loop.yaml", "b-loop.yaml", "big.yaml"] {
+        std::fs::remove_file(d.join(f)).unwrap();
+    }
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/manifests/nginx-svc.yaml"),
+        d.join("nginx-svc.yaml"),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    while !ctl.status().errors.is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", ctl.status().errors);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    watch.stop();
+}
+
 fn parsed(name: &str, text: &str) -> BTreeMap<PathBuf, Option<svcgate_control::manifest::ParsedFile>> {
     let p = PathBuf::from(name);
     let f = parse_str(&p, text);

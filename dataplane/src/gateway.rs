@@ -59,6 +59,9 @@ pub struct GatewayConfig {
     /// SCHED_FIFO priority of the workers (see [`WorkerConfig::rt_priority`]);
     /// 0: normal scheduling.
     pub worker_rt_priority: u8,
+    /// Workers give up every capability before their first poll
+    /// ([`WorkerConfig::drop_capabilities`]); `svcgate run` sets it.
+    pub drop_capabilities: bool,
 }
 
 impl Default for GatewayConfig {
@@ -74,6 +77,7 @@ impl Default for GatewayConfig {
             idle_spins: 4096,
             idle_sleep: Duration::from_micros(50),
             worker_rt_priority: 0,
+            drop_capabilities: false,
         }
     }
 }
@@ -333,6 +337,7 @@ impl Gateway {
                 idle_spins: cfg.idle_spins,
                 idle_sleep: cfg.idle_sleep,
                 rt_priority: cfg.worker_rt_priority,
+                drop_capabilities: cfg.drop_capabilities,
             };
             let w = xsk::Worker::new(xp, handler, Arc::clone(&gw.stop), exception, wcfg);
             gw.stats.push(w.stats());

@@ -5,12 +5,14 @@
 //!   connection tracking, DNAT/SNAT and reverse NAT.
 //! - [`gateway`]: the assembled dataplane: AF_XDP workers running the NAT.
 //! - [`pktgen`]: the packet generator and receiver behind `svcgate-pktgen`.
+//! - [`privileges`]: dropping Linux capabilities once the dataplane is up.
 //! - [`xsk`]: AF_XDP: the XDP steering program, UMEM and rings, the polling
 //!   workers, the exception path and kernel next hops.
 
 pub mod gateway;
 pub mod nat;
 pub mod pktgen;
+pub mod privileges;
 pub mod wire;
 
 #[cfg(feature = "testing")]

@@ -119,8 +119,18 @@ impl Lab {
     /// A lab whose namespace names start with `sgx-<tag>-<pid>-<n>-`, so
     /// concurrently running tests never share a namespace.
     pub fn new(tag: &str) -> Self {
+        Self::with_prefix("sgx", tag)
+    }
+
+    /// [`Lab::new`] with names starting `<prefix>-<tag>-<pid>-<n>-` (the
+    /// fault tests use `flt`).
+    pub fn with_prefix(prefix: &str, tag: &str) -> Self {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        Lab { prefix: format!("sgx-{tag}-{}-{n}", std::process::id()), namespaces: Vec::new(), children: Vec::new() }
+        Lab {
+            prefix: format!("{prefix}-{tag}-{}-{n}", std::process::id()),
+            namespaces: Vec::new(),
+            children: Vec::new(),
+        }
     }
 
     /// Creates namespace `<prefix>-<name>` with `lo` up; returns its name.

@@ -290,6 +290,7 @@ fn forwarder() {
             idle_spins: 64,
             idle_sleep: Duration::from_micros(200),
             rt_priority: 0,
+            drop_capabilities: false,
         };
         let handler: Box<dyn BatchHandler> =
             if mode == "l2fwd" { Box::new(MacForwarder { macs }) } else { Box::new(Mixed) };

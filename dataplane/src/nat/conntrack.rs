@@ -23,8 +23,96 @@ use crate::wire::checksum::Delta;
 pub const BUCKET_SLOTS: usize = 8;
 /// The signature of a free slot.
 pub(crate) const EMPTY_SIG: u16 = 0;
-const KEY_SEED_A: u64 = 0x636f_6e6e_ffff_ffff;
-const KEY_SEED_B: u64 = 0x7472_6b31_9e37_795b;
+
+/// The keyed hash that places flows in a table: two 64-bit seeds drawn
+/// from the operating system's random source (`getrandom(2)`) when the
+/// table is created, kept in the table beside its buckets.
+///
+/// # Why random, and why per table
+/// The flow and reverse tables are indexed by fields a client chooses
+/// (addresses and ports; the reverse table by the backend's reply, whose
+/// destination port the gateway picks but whose source a client can steer
+/// through the frontend it dials). With constant seeds, anyone who reads
+/// this source could compute, offline, thousands of 5-tuples that share
+/// their two candidate buckets, fill those 16 slots and make every later
+/// flow there evict its neighbours (a hash-flooding attack, as on Linux's
+/// conntrack before its hash was keyed with `get_random_once`). With seeds
+/// unknown outside the process, colliding keys can only be found by
+/// probing, and a restart draws new ones.
+///
+/// This is a keyed hash, not a pseudo-random function: the multiply below
+/// (wyhash's `mum`) is far cheaper than SipHash on the packet path, and is
+/// not claimed to resist an attacker who can measure bucket timing over
+/// many probes; it removes the offline attack.
+///
+/// # What must stay deterministic
+/// Maglev's flow hash (`svcgate_common::hash::flow_hash`, `client_hash`)
+/// and the Maglev table itself use fixed constants on purpose: every
+/// gateway of a fleet (and a restarted one) must pick the same backend for
+/// the same flow, so that ECMP may move a flow between gateways without
+/// shared state. That hash only chooses among a Service's backends; it
+/// never places keys in a table an attacker could overload.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyHasher {
+    a: u64,
+    b: u64,
+}
+
+impl std::fmt::Debug for KeyHasher {
+    /// The seeds are not printed: they are the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyHasher { .. }")
+    }
+}
+
+impl KeyHasher {
+    /// Seeds from the operating system's random source. Should it fail
+    /// (no `getrandom(2)` and no `/dev/urandom`), seeds from the standard
+    /// library's `RandomState`, itself randomly keyed once per thread, so
+    /// that a table never silently falls back to fixed constants.
+    pub fn random() -> Self {
+        let mut seeds = [0u8; 16];
+        if getrandom::fill(&mut seeds).is_err() {
+            use std::hash::{BuildHasher, Hasher};
+            for (i, chunk) in seeds.chunks_mut(8).enumerate() {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_usize(i);
+                chunk.copy_from_slice(&h.finish().to_le_bytes());
+            }
+        }
+        let [a, b] = [0, 8].map(|i| u64::from_le_bytes(seeds[i..i + 8].try_into().unwrap_or_default()));
+        Self::with_seeds(a, b)
+    }
+
+    /// Fixed seeds, for reproducible tests and benches. The low byte of
+    /// `b` is replaced (see [`KeyHasher::hash_words`]).
+    pub const fn with_seeds(a: u64, b: u64) -> Self {
+        // The second key word's low byte is the protocol (6 or 17): a seed
+        // byte of 0x5b keeps `b ^ seed` from ever being zero for a usable key.
+        Self { a, b: (b & !0xff) | 0x5b }
+    }
+
+    /// The table hash of a key.
+    #[inline(always)]
+    pub const fn hash(&self, key: &FlowKey) -> u64 {
+        let (a, b) = key.words();
+        self.hash_words(a, b)
+    }
+
+    /// [`KeyHasher::hash`] of a key given as its [`FlowKey::words`].
+    ///
+    /// One 64x64->128-bit multiply of the two seeded words, folded (the
+    /// `mum` of wyhash): every bit of either word reaches both halves of
+    /// the product, in a third of the instructions of a murmur finaliser.
+    /// The second factor is never zero for a usable key (its low byte is
+    /// the protocol, 6 or 17, xored with 0x5b); the first is zero for one
+    /// (source, destination) pair, which the random seed hides.
+    #[inline(always)]
+    pub const fn hash_words(&self, a: u64, b: u64) -> u64 {
+        let m = (a ^ self.a) as u128 * (b ^ self.b) as u128;
+        (m as u64) ^ ((m >> 64) as u64)
+    }
+}
 
 /// A flow's 5-tuple as read from the wire (addresses as big-endian `u32`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -50,29 +138,6 @@ impl FlowKey {
             ((self.src as u64) << 32) | self.dst as u64,
             ((self.sport as u64) << 32) | ((self.dport as u64) << 16) | self.proto as u64,
         )
-    }
-
-    /// The table hash of this key (process-local; not the Maglev flow hash).
-    #[inline(always)]
-    pub const fn hash(&self) -> u64 {
-        // One murmur3 finaliser over both words: the second is spread by a
-        // multiply first so that ports and addresses both reach every bit.
-        let (a, b) = self.words();
-        Self::hash_words(a, b)
-    }
-
-    /// [`FlowKey::hash`] of a key given as its [`FlowKey::words`].
-    ///
-    /// One 64x64->128-bit multiply of the two seeded words, folded (the
-    /// `mum` of wyhash): every bit of either word reaches both halves of
-    /// the product, in a third of the instructions of a murmur finaliser.
-    /// The seeds keep either factor from being zero for a usable key: the
-    /// second word's low byte is the protocol (6 or 17, never `KEY_SEED_B`'s
-    /// 0x5b), and the first is zero only for destination 255.255.255.255.
-    #[inline(always)]
-    pub const fn hash_words(a: u64, b: u64) -> u64 {
-        let m = (a ^ KEY_SEED_A) as u128 * (b ^ KEY_SEED_B) as u128;
-        (m as u64) ^ ((m >> 64) as u64)
     }
 }
 
@@ -259,6 +324,7 @@ pub struct FastTable<'a> {
     sigs: &'a [SigBucket],
     entries: &'a mut [FlowEntry],
     buckets: u32,
+    hasher: KeyHasher,
 }
 
 impl std::fmt::Debug for FastTable<'_> {
@@ -268,10 +334,11 @@ impl std::fmt::Debug for FastTable<'_> {
 }
 
 impl FastTable<'_> {
-    /// Candidate buckets and signature of a key hash, as [`FlowTable::probe`].
+    /// Candidate buckets and signature of the key whose [`FlowKey::words`]
+    /// are `(k0, k1)`, as [`FlowTable::probe_words`].
     #[inline(always)]
-    pub fn probe(&self, h: u64) -> Probe {
-        probe(h, self.buckets)
+    pub fn probe(&self, k0: u64, k1: u64) -> Probe {
+        probe(self.hasher.hash_words(k0, k1), self.buckets)
     }
 
     /// The slot holding the key whose [`FlowKey::words`] are `(k0, k1)`:
@@ -335,6 +402,8 @@ pub struct FlowTable {
     sigs: Box<[SigBucket]>,
     entries: Entries,
     buckets: u32,
+    /// This table's own keyed hash (random seeds, see [`KeyHasher`]).
+    hasher: KeyHasher,
     len: usize,
     cursor: usize,
     /// The displacement of the last insert, not yet reported (an insert
@@ -387,8 +456,15 @@ fn range(h: u32, n: u32) -> usize {
 
 impl FlowTable {
     /// A table for about `capacity` flows (12.5% headroom, so two-choice
-    /// insertion with displacement rarely evicts before the table is full).
+    /// insertion with displacement rarely evicts before the table is full),
+    /// hashing with seeds of its own drawn at random ([`KeyHasher::random`]).
     pub fn with_capacity(capacity: usize) -> Self {
+        Self::with_capacity_and_hasher(capacity, KeyHasher::random())
+    }
+
+    /// [`FlowTable::with_capacity`] with a given hasher (reproducible
+    /// layouts in tests and benches).
+    pub fn with_capacity_and_hasher(capacity: usize, hasher: KeyHasher) -> Self {
         let slots = capacity.max(BUCKET_SLOTS) + capacity / 8;
         let buckets = slots.div_ceil(BUCKET_SLOTS).min(u32::MAX as usize / 2) as u32;
         let mut sigs = vec![[0u64; 2]; buckets as usize].into_boxed_slice();
@@ -398,6 +474,7 @@ impl FlowTable {
             sigs,
             entries: Entries::zeroed(buckets as usize * BUCKET_SLOTS),
             buckets,
+            hasher,
             len: 0,
             cursor: 0,
             moved: None,
@@ -424,16 +501,27 @@ impl FlowTable {
         self.buckets as usize
     }
 
-    /// Candidate buckets and signature for a key hash.
+    /// Candidate buckets and signature of `key` under this table's hash.
     #[inline(always)]
-    pub fn probe(&self, h: u64) -> Probe {
-        probe(h, self.buckets)
+    pub fn probe(&self, key: &FlowKey) -> Probe {
+        probe(self.hasher.hash(key), self.buckets)
+    }
+
+    /// [`FlowTable::probe`] of the key whose [`FlowKey::words`] are `(k0, k1)`.
+    #[inline(always)]
+    pub fn probe_words(&self, k0: u64, k1: u64) -> Probe {
+        probe(self.hasher.hash_words(k0, k1), self.buckets)
+    }
+
+    /// The table's hasher.
+    pub fn hasher(&self) -> KeyHasher {
+        self.hasher
     }
 
     /// The table borrowed for a run of fast-path lookups.
     #[inline(always)]
     pub fn fast(&mut self) -> FastTable<'_> {
-        FastTable { sigs: &self.sigs, entries: self.entries.get_mut(), buckets: self.buckets }
+        FastTable { sigs: &self.sigs, entries: self.entries.get_mut(), buckets: self.buckets, hasher: self.hasher }
     }
 
     /// Prefetches the primary signature bucket of a probe (insertion fills
@@ -623,7 +711,7 @@ impl FlowTable {
         for s in 0..BUCKET_SLOTS {
             let slot = b * BUCKET_SLOTS + s;
             let e = self.entries.get()[slot];
-            let p = self.probe(e.key().hash());
+            let p = self.probe_words(e.k0, e.k1);
             let alt = if p.b1 as usize == b { p.b2 as usize } else { p.b1 as usize };
             if alt == b {
                 continue;
@@ -751,7 +839,7 @@ mod tests {
         let mut t = FlowTable::with_capacity(1000);
         for i in 0..1000 {
             let k = key(i);
-            let p = t.probe(k.hash());
+            let p = t.probe(&k);
             assert_eq!(t.find(&k, &p), None);
             let ins = t.insert(&k, &p, 0, |_| Standing::Live);
             assert!(matches!(ins, Inserted::Free(_)), "{i}: {ins:?}");
@@ -761,7 +849,7 @@ mod tests {
         assert_eq!(t.len(), 1000);
         for i in (0..1000).step_by(2) {
             let k = key(i);
-            let p = t.probe(k.hash());
+            let p = t.probe(&k);
             let s = t.find(&k, &p).unwrap();
             assert_eq!(t.remove(s).unwrap().key(), k);
             assert_eq!(t.find(&k, &p), None);
@@ -769,8 +857,42 @@ mod tests {
         assert_eq!(t.len(), 500);
         for i in (1..1000).step_by(2) {
             let k = key(i);
-            assert!(t.find(&k, &t.probe(k.hash())).is_some());
+            assert!(t.find(&k, &t.probe(&k)).is_some());
         }
+    }
+
+    #[test]
+    fn tables_draw_their_own_seeds_and_still_find_their_keys() {
+        // Two tables of one process: different seeds (a chance of 2^-120
+        // of drawing the same ones), so the same keys land in different
+        // buckets; each finds every key it holds.
+        let mut a = FlowTable::with_capacity(4096);
+        let mut b = FlowTable::with_capacity(4096);
+        assert_ne!(a.hasher(), b.hasher());
+        let moved = (0..1000).filter(|&i| a.probe(&key(i)) != b.probe(&key(i))).count();
+        assert!(moved > 900, "only {moved} of 1000 keys placed differently");
+        for t in [&mut a, &mut b] {
+            for i in 0..3000 {
+                let k = key(i);
+                let p = t.probe(&k);
+                assert!(matches!(t.insert(&k, &p, 0, |_| Standing::Live), Inserted::Free(_)));
+            }
+            for i in 0..3000 {
+                let k = key(i);
+                let slot = t.find(&k, &t.probe(&k)).expect("inserted key found");
+                assert_eq!(t.entry(slot).unwrap().key(), k);
+                let (k0, k1) = k.words();
+                let p = t.probe_words(k0, k1);
+                let fast = t.fast();
+                assert_eq!(fast.probe(k0, k1), p);
+                assert_eq!(fast.find(k0, k1, &p), Some(slot));
+            }
+            assert!(t.find(&key(5000), &t.probe(&key(5000))).is_none());
+        }
+        // Fixed seeds give the same layout every time (tests, fuzzing).
+        let (x, y) = (KeyHasher::with_seeds(1, 2), KeyHasher::with_seeds(1, 2));
+        assert_eq!(x.hash(&key(7)), y.hash(&key(7)));
+        assert_ne!(x.hash(&key(7)), KeyHasher::with_seeds(3, 2).hash(&key(7)));
     }
 
     #[test]
@@ -781,12 +903,12 @@ mod tests {
         assert_eq!(t.slots(), BUCKET_SLOTS);
         for i in 0..8 {
             let k = key(i);
-            let p = t.probe(k.hash());
+            let p = t.probe(&k);
             assert!(matches!(t.insert(&k, &p, 10 + i, |_| Standing::Live), Inserted::Free(_)));
         }
         // Full: an expired entry (last_seen 15) is taken before the oldest.
         let k = key(100);
-        let p = t.probe(k.hash());
+        let p = t.probe(&k);
         let by_age = |expired_at: u32, unassured_from: u32| {
             move |e: &FlowEntry| match e.last_seen {
                 s if s == expired_at => Standing::Expired,
@@ -804,7 +926,7 @@ mod tests {
         // No expired entry, but unassured ones (last_seen >= 13): the oldest
         // of those (13) goes, not the older assured ones (10-12).
         let k = key(101);
-        let p = t.probe(k.hash());
+        let p = t.probe(&k);
         match t.insert(&k, &p, 21, by_age(u32::MAX, 13)) {
             Inserted::Replaced { old, standing, .. } => {
                 assert_eq!(standing, Standing::Unassured);
@@ -814,7 +936,7 @@ mod tests {
         }
         // Every entry assured: the least recently seen (last_seen 10) goes.
         let k = key(102);
-        let p = t.probe(k.hash());
+        let p = t.probe(&k);
         match t.insert(&k, &p, 22, |_| Standing::Live) {
             Inserted::Replaced { old, standing, .. } => {
                 assert_eq!(standing, Standing::Live);
@@ -824,8 +946,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(t.len(), 8);
-        assert!(t.find(&key(0), &t.probe(key(0).hash())).is_none());
-        assert!(t.find(&key(102), &t.probe(key(102).hash())).is_some());
+        assert!(t.find(&key(0), &t.probe(&key(0))).is_none());
+        assert!(t.find(&key(102), &t.probe(&key(102))).is_some());
     }
 
     #[test]
@@ -833,7 +955,7 @@ mod tests {
         let mut t = FlowTable::with_capacity(100);
         for i in 0..100 {
             let k = key(i);
-            let p = t.probe(k.hash());
+            let p = t.probe(&k);
             t.insert(&k, &p, i, |_| Standing::Live);
         }
         let mut gone = Vec::new();

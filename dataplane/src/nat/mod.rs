@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod reverse;
 mod verdict;
 
+pub use conntrack::KeyHasher;
 pub use nexthop::{NextHop, NextHops, PortInfo, Resolution};
 pub use pipeline::{Counters, NatConfig, ServiceCounter, Shared, Timeouts, Worker, MAX_BATCH};
 pub use reverse::{ReverseError, ReverseTable};

@@ -49,7 +49,7 @@ use svcgate_common::hash::{client_hash, flow_hash};
 use svcgate_common::model::{ForwardingMode, Protocol};
 use svcgate_common::table::{ActiveSet, FrontendKind, ServiceEntry, ServicePortId, ServiceTable};
 
-use super::conntrack::{FlowEntry, FlowKey, FlowTable, Inserted, Probe, Standing};
+use super::conntrack::{FlowEntry, FlowKey, FlowTable, Inserted, KeyHasher, Probe, Standing};
 use super::nexthop::{NextHop, NextHops, Resolution};
 use super::reverse::{flags as rflags, RevFlow, ReverseError, ReverseTable};
 use super::verdict::{DropReason, Frame, PassReason, Verdict};
@@ -137,6 +137,22 @@ pub struct NatConfig {
     /// two of the oldest flows that were never assured, and the SYN timeout
     /// is [`Timeouts::tcp_syn_pressure_ms`].
     pub pressure_percent: u8,
+    /// Seeds of the flow and reverse tables' hash. `None` (the default and
+    /// what the daemon uses): drawn at random for each table when it is
+    /// created, so that nobody outside the process can aim flows at one
+    /// bucket ([`KeyHasher`]). Fixed only where a run must be reproducible
+    /// (fuzzing, fixtures).
+    pub hash_seeds: Option<[u64; 2]>,
+}
+
+impl NatConfig {
+    /// The hasher of a new flow or reverse table under this configuration.
+    pub fn key_hasher(&self) -> KeyHasher {
+        match self.hash_seeds {
+            Some([a, b]) => KeyHasher::with_seeds(a, b),
+            None => KeyHasher::random(),
+        }
+    }
 }
 
 impl Default for NatConfig {
@@ -150,6 +166,7 @@ impl Default for NatConfig {
             affinity_slots: 1 << 16,
             timeouts: Timeouts::default(),
             pressure_percent: 90,
+            hash_seeds: None,
         }
     }
 }
@@ -167,8 +184,9 @@ impl Shared {
     /// Builds the shared state; fails on an unusable SNAT configuration.
     pub fn new(config: NatConfig) -> Result<Arc<Self>, ReverseError> {
         let flows = config.conntrack_capacity.saturating_mul(usize::from(config.workers.max(1)));
+        let (lo, hi) = config.snat_ports;
         let reverse =
-            ReverseTable::new(&config.snat_addrs, config.snat_ports.0, config.snat_ports.1, config.workers, flows)?;
+            ReverseTable::with_hasher(&config.snat_addrs, lo, hi, config.workers, flows, config.key_hasher())?;
         Ok(Arc::new(Self { reverse, config }))
     }
 }
@@ -692,7 +710,7 @@ impl Worker {
         let aff = cfg.affinity_slots.max(1).next_power_of_two();
         Self {
             id,
-            ct: FlowTable::with_capacity(cfg.conntrack_capacity),
+            ct: FlowTable::with_capacity_and_hasher(cfg.conntrack_capacity, cfg.key_hasher()),
             counters: Counters { ports_exhausted: vec![0; cfg.snat_addrs.len()], ..Counters::default() },
             svc: Vec::new(),
             stats_table: ServiceTable::empty(),
@@ -850,7 +868,7 @@ impl Worker {
         for (f, pre) in frames.iter().zip(self.pre.iter_mut()) {
             *pre = match parse(f.buf, f.len) {
                 Ok(p) => {
-                    let probe = self.ct.probe(p.key.hash());
+                    let probe = self.ct.probe(&p.key);
                     self.ct.prefetch_bucket(&probe);
                     Pre::Parsed(p, probe, NO_SLOT)
                 }
@@ -885,7 +903,7 @@ impl Worker {
     fn decide_general(&mut self, t: &ServiceTable, hops: &NextHops, f: &mut Frame<'_>, now: u32) -> Verdict {
         match parse_general(f.buf, f.len) {
             Ok(p) => {
-                let probe = self.ct.probe(p.key.hash());
+                let probe = self.ct.probe(&p.key);
                 let slot = self.ct.find(&p.key, &probe);
                 self.decide(t, hops, f, &p, &probe, slot, now)
             }

@@ -227,6 +227,10 @@ pub struct WorkerConfig {
     /// copying frames only to drop them on a full RX ring (receive livelock,
     /// Mogul and Ramakrishnan 1997). Needs CAP_SYS_NICE.
     pub rt_priority: u8,
+    /// Give up every capability once pinned and scheduled, before the
+    /// first poll (see [`crate::privileges`]): a worker's sockets, UMEM and
+    /// TUN device need none.
+    pub drop_capabilities: bool,
 }
 
 impl Default for WorkerConfig {
@@ -237,6 +241,7 @@ impl Default for WorkerConfig {
             idle_spins: 4096,
             idle_sleep: Duration::from_micros(50),
             rt_priority: 0,
+            drop_capabilities: false,
         }
     }
 }
@@ -475,6 +480,9 @@ fn enter_thread(cfg: &WorkerConfig) -> std::io::Result<()> {
             ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
         )
         .map_err(|e| std::io::Error::other(format!("SCHED_FIFO priority {}: {e:?}", cfg.rt_priority)))?;
+    }
+    if cfg.drop_capabilities {
+        crate::privileges::restrict_thread(crate::privileges::CapSet::EMPTY).map_err(std::io::Error::other)?;
     }
     Ok(())
 }

@@ -242,7 +242,7 @@ impl ReverseTable {
     #[inline(always)]
     pub fn prefetch(&self, key: &FlowKey) {
         let (k0, k1) = key.words();
-        let p = probe(FlowKey::hash_words(k0, k1), self.buckets);
+        let p = probe(self.hasher.hash_words(k0, k1), self.buckets);
         for b in [p.b1, p.b2] {
             if let Some(w) = self.sigs.get(b as usize) {
                 crate::xsk::prefetch(w);

@@ -20,11 +20,12 @@
 //!     of frames sent before the swap, so they are allowed; they are
 //!     counted as *in flight* (allowed at `ts`, no longer at `rx`), with
 //!     the longest such delay after the publish.
-//! (b) **no moved flow**: a UDP flow of the fixed Service (its 5-tuple is
-//!     the client's: the gateway runs in `dnat` mode, so the Pod sees the
-//!     client's address and port) that went from Pod A to Pod B must have
-//!     met a removal of A in between (published after A's last frame was
-//!     sent, and before B's first frame was received); a TCP connection
+//! (b) **no moved flow**: a UDP flow of `soak/web` (64 flows, one per
+//!     client source address; the gateway runs in `dnat` mode, so the Pod
+//!     sees the client's address) whose consecutive frames (in send order,
+//!     the stamp's sequence) reached Pod A then Pod B must have met a
+//!     removal of A in between (published after A's frame was sent, and
+//!     before B's frame was received); a TCP connection
 //!     held open (pinged every 100 ms) may break only when a removal of
 //!     its Pod was published after its last good ping began, and never
 //!     gets an answer from another Pod.
@@ -671,7 +672,7 @@ fn soak_churn() {
     hold.expect_line("READY");
     let mac = lab.exec_ok(&gw, &["cat", "/sys/class/net/skg0/address"]).trim().to_string();
     // Bounded in count and time: 2000 + 500 frames a second for the run.
-    let tx = |id: u8, dst: &str, dports: &str, flows: &str, rate: u64| -> Vec<String> {
+    let tx = |id: u8, dst: &str, dports: &str, sport: &str, flows: &str, rate: u64| -> Vec<String> {
         let v = [
             pktgen.as_str(),
             "tx",
@@ -683,6 +684,8 @@ fn soak_churn() {
             &mac,
             "--src-ip",
             "198.18.1.100-198.18.1.163",
+            "--src-port",
+            sport,
             "--dst-port",
             dports,
             "--flows",
@@ -698,9 +701,11 @@ fn soak_churn() {
         ];
         v.iter().map(|s| s.to_string()).collect()
     };
-    let web_argv = tx(GEN_WEB, WEB_IP, &WEB_UDP.to_string(), "64", 2000);
+    // soak/web: 64 flows, one per source address (the flow's key at the
+    // sinks: a flow re-picked after a removal may leave with another port).
+    let web_argv = tx(GEN_WEB, WEB_IP, &WEB_UDP.to_string(), "40000", "64", 2000);
     let extra_ports = format!("{}-{}", EXTRA_PORTS[0].0, EXTRA_PORTS[1].0);
-    let extra_argv = tx(GEN_EXTRA, EXTRA_IP, &extra_ports, "32", 500);
+    let extra_argv = tx(GEN_EXTRA, EXTRA_IP, &extra_ports, "40001", "32", 500);
 
     let mut rng = Rng(seed);
     let mut kinds = BTreeMap::<&str, u64>::new();
@@ -802,7 +807,8 @@ fn soak_churn() {
     // (b) UDP flows of soak/web that changed Pods.
     let mut flows: HashMap<&str, Vec<&Rec>> = HashMap::new();
     for r in recs.iter().filter(|r| r.port == POD_UDP && r.generator == GEN_WEB) {
-        flows.entry(r.src.as_str()).or_default().push(r);
+        let addr = r.src.split(':').next().unwrap_or_default();
+        flows.entry(addr).or_default().push(r);
     }
     let (mut moves_ok, mut moved_udp) = (0u64, 0u64);
     for (src, frames) in &mut flows {

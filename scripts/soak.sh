@@ -42,8 +42,9 @@ done
 cd "$ROOT"
 [ -x scripts/setup.sh ] && scripts/setup.sh
 echo "== building ${PROFILE[*]:-debug}"
-cargo build --locked -q "${PROFILE[@]}" -p svcgate-dataplane --bin svcgate-pktgen
-cargo build --locked -q "${PROFILE[@]}" --tests -p svcgate-suite
+# The whole workspace, as scripts/test.sh builds it: a build of single
+# packages would unify features differently and rebuild half the tree.
+cargo build --locked -q "${PROFILE[@]}" --workspace --all-targets
 
 # Namespaces and log directories of this run only (others may be running).
 before_ns=$(ip netns list | awk '{print $1}' | grep '^sgx-sk-' || true)

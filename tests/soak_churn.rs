@@ -431,16 +431,19 @@ struct Held {
 }
 
 /// `SG_DST`: keeps [`HELD`] connections open, pinging each in turn every
-/// 100 ms; a connection that fails is reported and replaced. Lines:
+/// 100 ms; a connection that fails is reported and replaced. When stdin
+/// closes, prints what happened (kept until then: nobody reads our stdout
+/// during the run, and a long run would fill the pipe):
 /// `OPEN <id> <pod> <us>`, `BROKEN <id> <pod> <last ok us> <us> <why>`,
-/// `MOVED <id> <pod> <us> <answer>`, at the end (stdin closed)
-/// `ALIVE <id> <pod> <pings>` per connection and
-/// `HOLD-END pings=<n> opened=<n> connect_failures=<n>`.
+/// `MOVED <id> <pod> <us> <answer>`, `ALIVE <id> <pod> <pings>` per
+/// connection still open, and `HOLD-END pings=<n> opened=<n>
+/// connect_failures=<n>`.
 fn hold_child() {
     let dst: SocketAddr = env("SG_DST").parse().unwrap();
     let stop = stdin_closed_flag();
     let (mut next_id, mut pings, mut connect_failures) = (0usize, 0u64, 0u64);
-    let open = |next_id: &mut usize, connect_failures: &mut u64| -> Option<Held> {
+    let mut events = Vec::new();
+    let open = |next_id: &mut usize, connect_failures: &mut u64, events: &mut Vec<String>| -> Option<Held> {
         let c = TcpStream::connect_timeout(&dst, Duration::from_secs(2)).ok();
         let held = c.and_then(|c| {
             c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -453,7 +456,7 @@ fn hold_child() {
         match held {
             Some(h) => {
                 *next_id += 1;
-                say(&format!("OPEN {} {} {}", h.id, h.pod, h.last_ok));
+                events.push(format!("OPEN {} {} {}", h.id, h.pod, h.last_ok));
                 Some(h)
             }
             None => {
@@ -467,7 +470,7 @@ fn hold_child() {
     say("READY");
     while !stop.load(Ordering::SeqCst) {
         while conns.len() < HELD && !stop.load(Ordering::SeqCst) {
-            if let Some(h) = open(&mut next_id, &mut connect_failures) {
+            if let Some(h) = open(&mut next_id, &mut connect_failures, &mut events) {
                 conns.push(h);
             }
         }
@@ -493,16 +496,19 @@ fn hold_child() {
                     i += 1;
                 }
                 Ok(()) => {
-                    say(&format!("MOVED {} {} {} {}", h.id, h.pod, unix_us(), line.trim()));
+                    events.push(format!("MOVED {} {} {} {}", h.id, h.pod, unix_us(), line.trim()));
                     conns.remove(i);
                 }
                 Err(e) => {
-                    say(&format!("BROKEN {} {} {} {} {e}", h.id, h.pod, h.last_ok, unix_us()));
+                    events.push(format!("BROKEN {} {} {} {} {e}", h.id, h.pod, h.last_ok, unix_us()));
                     conns.remove(i);
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+    for e in &events {
+        say(e);
     }
     for h in &conns {
         say(&format!("ALIVE {} {} {}", h.id, h.pod, h.pings));

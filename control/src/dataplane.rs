@@ -41,6 +41,7 @@ use svcgate_common::table::ServiceTable;
 use svcgate_dataplane::gateway::{Gateway, GatewayConfig, GatewayError, StatsHandle};
 use svcgate_dataplane::nat::{Counters, DropReason, NatConfig, PassReason, Timeouts};
 use svcgate_dataplane::xsk::{XdpMode, XskConfig};
+use svcgate_dns::DnsTable;
 
 use crate::metrics::{PortStats, StatsSnapshot, StatsSource, WorkerRow};
 
@@ -308,10 +309,15 @@ impl Running {
     }
 }
 
-/// Starts the gateway reading tables from `tables`; a thread follows table
-/// swaps in the steering maps and refreshes next hops every 100 ms.
-pub fn start(cfg: &DataplaneConfig, tables: Arc<Publisher<ServiceTable>>) -> Result<Running, DataplaneError> {
-    let gw = Gateway::start(cfg.gateway_config()?, &tables)?;
+/// Starts the gateway reading tables from `tables` (and, with `dns`, the
+/// workers answering UDP DNS queries from those tables); a thread follows
+/// table swaps in the steering maps and refreshes next hops every 100 ms.
+pub fn start(
+    cfg: &DataplaneConfig,
+    tables: Arc<Publisher<ServiceTable>>,
+    dns: Option<Arc<Publisher<DnsTable>>>,
+) -> Result<Running, DataplaneError> {
+    let gw = Gateway::start_with_dns(cfg.gateway_config()?, &tables, dns.as_deref())?;
     for (ifname, mode) in gw.xdp_modes() {
         tracing::info!(%ifname, mode, "XDP steering attached");
     }
@@ -340,6 +346,30 @@ pub fn start(cfg: &DataplaneConfig, tables: Arc<Publisher<ServiceTable>>) -> Res
 }
 
 struct GatewayStats(StatsHandle);
+
+/// The workers' DNS counters, summed, as (verdict, reason, count) rows;
+/// reasons that never occurred are left out, `answered` always shown.
+fn dns_rows(nat: &[svcgate_dataplane::gateway::NatSnapshot]) -> Vec<(String, String, u64)> {
+    let mut sum = svcgate_dataplane::dns_hook::DnsCounters::default();
+    for n in nat {
+        sum.add(&n.dns);
+    }
+    let mut rows = vec![("answered".to_string(), String::new(), sum.answered)];
+    for (r, n) in svcgate_dns::SlowReason::ALL.iter().zip(sum.slow) {
+        if n > 0 {
+            rows.push(("slow".into(), r.as_str().into(), n));
+        }
+    }
+    for (r, n) in svcgate_dns::DropReason::ALL.iter().zip(sum.dropped) {
+        if n > 0 {
+            rows.push(("drop".into(), r.as_str().into(), n));
+        }
+    }
+    if sum.bad_frame > 0 {
+        rows.push(("drop".into(), "bad_frame".into(), sum.bad_frame));
+    }
+    rows
+}
 
 impl StatsSource for GatewayStats {
     fn snapshot(&self) -> StatsSnapshot {
@@ -384,6 +414,7 @@ impl StatsSource for GatewayStats {
                 .collect(),
             drops,
             conntrack_entries: nat.iter().map(|n| n.flows as u64).sum(),
+            dns_queries: dns_rows(&nat),
             conntrack_events: [
                 ("new", (|c: &Counters| c.new_flows) as fn(&Counters) -> u64),
                 ("expired", |c| c.expired),

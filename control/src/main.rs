@@ -256,18 +256,20 @@ fn run(path: &std::path::Path) -> ExitCode {
                 );
                 None
             }
-            Ok(Some(dp)) => match svcgate_control::dataplane::start(&dp, daemon.tables()) {
-                Ok(running) => {
-                    daemon.attach_stats(running.stats());
-                    tracing::info!(interfaces = ?dp.interfaces, queues = dp.queues, "dataplane running");
-                    Some(running)
+            Ok(Some(dp)) => {
+                match svcgate_control::dataplane::start(&dp, daemon.tables(), daemon.dns_tables_if_enabled()) {
+                    Ok(running) => {
+                        daemon.attach_stats(running.stats());
+                        tracing::info!(interfaces = ?dp.interfaces, queues = dp.queues, "dataplane running");
+                        Some(running)
+                    }
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        eprintln!("svcgate: {e}");
+                        return ExitCode::from(2);
+                    }
                 }
-                Err(e) => {
-                    tracing::error!("{e}");
-                    eprintln!("svcgate: {e}");
-                    return ExitCode::from(2);
-                }
-            },
+            }
             Err(e) => {
                 eprintln!("svcgate: {}: {e}", path.display());
                 return ExitCode::from(2);

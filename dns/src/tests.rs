@@ -820,10 +820,7 @@ fn reasons_index_their_counters() {
 #[test]
 fn table_keeps_its_ipv4_addresses() {
     let config = DnsConfig {
-        nameservers: vec![
-            IpAddr::V4(Ipv4Addr::new(198, 18, 128, 10)),
-            "2001:db8::1".parse().unwrap(),
-        ],
+        nameservers: vec![IpAddr::V4(Ipv4Addr::new(198, 18, 128, 10)), "2001:db8::1".parse().unwrap()],
         ..DnsConfig::default()
     };
     let table = DnsTable::build(&DnsView::default(), &config);

@@ -167,7 +167,7 @@ async fn tcp(server: SocketAddr, q: &[u8]) -> Message {
 /// query with EDNS), decoded.
 fn fast_path(t: &DnsTable, bytes: &[u8]) -> Message {
     let mut buf = vec![0u8; 4096];
-    buf[..bytes.len()].copy_from_slice(&bytes);
+    buf[..bytes.len()].copy_from_slice(bytes);
     let Outcome::Answered { len } = respond_in_place(t, &mut buf, bytes.len(), 1472) else { panic!("not answered") };
     Message::from_vec(&buf[..len]).unwrap()
 }

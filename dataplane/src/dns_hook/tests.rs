@@ -103,7 +103,7 @@ fn other_frames_reach_the_nat_in_order_around_queries() {
     let q = query("nginx.default.svc.cluster.local", 1);
     let dns_len = len_of(DNS, udp(40000, 53), &q);
     let other = |dst, l4| (frame(dst, l4, b"svcgate".to_vec()), len_of(dst, l4, b"svcgate"));
-    let mut bufs = vec![
+    let mut bufs = [
         other(CLUSTER_IP, tcp(40000, 8080, 0x02)),
         (frame(DNS, udp(40001, 53), q.clone()), dns_len),
         other(CLUSTER_IP, udp(40002, 8080)),

@@ -10,6 +10,11 @@
 //! - `new_flow`: SYNs of never-seen flows to random Services (Maglev pick,
 //!   SNAT port, both directions entered), with flows expiring at steady state.
 //! - `reply/1k`: backend replies translated back to clients.
+//! - `established/1k+dns`: `established/1k` through the workers' DNS hook
+//!   (`dns_hook::split_batch`) with a DNS address configured, none of the
+//!   frames DNS: what the hook costs other traffic.
+//! - `dns/answer`: UDP A queries for random names of 10k Services, answered
+//!   in their frames by the hook (checks, lookup, response, checksums).
 //!
 //! Only `process_batch` (or the baseline loop) is timed; restoring the frames
 //! between batches is not. `scripts/bench-nat.sh` turns the criterion output
@@ -22,12 +27,14 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use svcgate_common::model::{DesiredState, Protocol, ServicePortSpec, ServiceSpec, ServiceType, SessionAffinity};
 use svcgate_common::table::ServiceTable;
-use svcgate_dataplane::nat::{Frame, NatConfig, NextHops, PortInfo, Shared, Timeouts, Worker};
-use svcgate_dataplane::testing::{tcp, Pkt, XorShift, GW_CLIENT_MAC, GW_POD_MAC, ROUTER, ROUTER_MAC};
+use svcgate_dataplane::dns_hook::{self, DnsCounters};
+use svcgate_dataplane::nat::{Frame, NatConfig, NextHops, PortInfo, Shared, Timeouts, Verdict, Worker};
+use svcgate_dataplane::testing::{tcp, udp, Pkt, XorShift, GW_CLIENT_MAC, GW_POD_MAC, ROUTER, ROUTER_MAC};
 use svcgate_dataplane::wire::ethernet::EthernetFrame;
 use svcgate_dataplane::wire::ipv4::Ipv4Packet;
 use svcgate_dataplane::wire::tcp::flags::{ACK, SYN};
 use svcgate_dataplane::wire::tcp::TcpPacket;
+use svcgate_dns::{DnsConfig, DnsService, DnsTable, DnsView};
 
 const BATCH: usize = 64;
 const SERVICES: u32 = 10_000;
@@ -135,13 +142,33 @@ impl Batch {
 
     /// Times one `process_batch` over the loaded frames.
     fn run(&mut self, w: &mut Worker, t: &ServiceTable, h: &NextHops, now: u32) -> Duration {
+        self.run_dns(w, t, h, now, None)
+    }
+
+    /// Times one burst: `process_batch`, or with `dns`, the workers' DNS
+    /// hook in front of it (as `gateway` runs it).
+    fn run_dns(
+        &mut self,
+        w: &mut Worker,
+        t: &ServiceTable,
+        h: &NextHops,
+        now: u32,
+        dns: Option<&DnsTable>,
+    ) -> Duration {
         let lens = &self.lens;
         let mut frames: Vec<Frame<'_>> =
             self.bufs.iter_mut().zip(lens).map(|(b, &l)| Frame::new(b.as_mut_slice(), l, 0)).collect();
+        let mut counters = DnsCounters::default();
         let start = Instant::now();
-        w.process_batch(t, h, &mut frames, now);
+        match dns {
+            Some(table) => {
+                dns_hook::split_batch(table, &mut frames, &mut counters, |run| w.process_batch(t, h, run, now))
+            }
+            None => w.process_batch(t, h, &mut frames, now),
+        }
         let d = start.elapsed();
         black_box(&frames);
+        black_box(&counters);
         d
     }
 }
@@ -186,7 +213,24 @@ fn baseline(c: &mut Criterion) {
     g.finish();
 }
 
+/// The DNS address of the DNS benches.
+const DNS_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 127, 53);
+
+/// The answer table of the 10k Services of [`services`], served on [`DNS_ADDR`].
+fn dns_table() -> DnsTable {
+    let view = DnsView {
+        services: (0..SERVICES)
+            .map(|s| DnsService::cluster_ip("bench", &format!("svc-{s}"), vip(s)).with_port("http", Protocol::Tcp, 80))
+            .collect(),
+    };
+    DnsTable::build(&view, &DnsConfig { nameservers: vec![DNS_ADDR.into()], ..DnsConfig::default() })
+}
+
 fn established(c: &mut Criterion, name: &str, flows: u32) {
+    established_via(c, name, flows, None)
+}
+
+fn established_via(c: &mut Criterion, name: &str, flows: u32, dns: Option<&DnsTable>) {
     let t = services();
     let h = hops();
     let mut w = worker(flows as usize, Timeouts::default());
@@ -231,7 +275,7 @@ fn established(c: &mut Criterion, name: &str, flows: u32) {
                     buf[34..36].copy_from_slice(&(1024 + (i / 16_000) as u16).to_be_bytes());
                     batch.lens[k] = template.len();
                 }
-                total += batch.run(&mut w, &t, &h, 2);
+                total += batch.run_dns(&mut w, &t, &h, 2, dns);
             }
             total
         })
@@ -252,6 +296,60 @@ fn syn_ack_to(out: &[u8]) -> Vec<u8> {
 
 fn established_1k(c: &mut Criterion) {
     established(c, "established/1k", 1_000);
+}
+
+fn established_1k_dns(c: &mut Criterion) {
+    established_via(c, "established/1k+dns", 1_000, Some(&dns_table()));
+}
+
+/// A UDP A query, ID 0x1234, for `svc-<s>.bench.svc.cluster.local`.
+fn dns_query_frame(s: u32, sport: u16) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in format!("svc-{s}.bench.svc.cluster.local").split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    Pkt { src_mac: ROUTER_MAC, payload: q, ..Pkt::new(client(s), DNS_ADDR, udp(sport, 53)) }.build()
+}
+
+fn dns_answer(c: &mut Criterion) {
+    let t = services();
+    let h = hops();
+    let table = dns_table();
+    let mut w = worker(1024, Timeouts::default());
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let queries: Vec<Vec<u8>> =
+        (0..1024).map(|i| dns_query_frame(rng.next_u64() as u32 % SERVICES, 1024 + i)).collect();
+    let mut batch = Batch::new();
+    let mut answered = 0u64;
+    let mut g = c.benchmark_group("nat");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("dns/answer", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                for k in 0..BATCH {
+                    let q = &queries[(rng.next_u64() % queries.len() as u64) as usize];
+                    batch.bufs[k][..q.len()].copy_from_slice(q);
+                    batch.lens[k] = q.len();
+                }
+                let lens = &batch.lens;
+                let mut frames: Vec<Frame<'_>> =
+                    batch.bufs.iter_mut().zip(lens).map(|(b, &l)| Frame::new(b.as_mut_slice(), l, 0)).collect();
+                let mut counters = DnsCounters::default();
+                let start = Instant::now();
+                dns_hook::split_batch(&table, &mut frames, &mut counters, |run| w.process_batch(&t, &h, run, 2));
+                total += start.elapsed();
+                assert!(frames.iter().all(|f| matches!(f.verdict, Verdict::Reply { .. })));
+                answered += counters.answered;
+            }
+            total
+        })
+    });
+    g.finish();
+    assert!(answered > 0);
+    assert_eq!(w.counters().rx, 0, "no DNS query reached the NAT");
 }
 
 fn established_1m(c: &mut Criterion) {
@@ -342,6 +440,6 @@ fn reply(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
-    targets = baseline, established_1k, established_1m, new_flow, reply
+    targets = baseline, established_1k, established_1k_dns, established_1m, new_flow, reply, dns_answer
 }
 criterion_main!(benches);

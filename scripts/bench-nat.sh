@@ -28,7 +28,7 @@ def bench_dirs(group):
     for p in glob.glob(f"target/criterion/{group}/**/new/estimates.json", recursive=True):
         name = os.path.relpath(os.path.dirname(os.path.dirname(p)), f"target/criterion/{group}")
         # criterion stores "established/1k" as "established_1k"
-        out[re.sub(r"^(established|reply)_", r"\1/", name)] = est(p)
+        out[re.sub(r"^(established|reply|dns)_", r"\1/", name)] = est(p)
     return out
 
 cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p' | head -1"], capture_output=True, text=True).stdout.strip()
@@ -39,7 +39,7 @@ nat = bench_dirs("nat")
 base = nat.get("baseline")
 print("| bench (batches of 64 frames) | ns per packet | 95% CI | ratio to baseline |")
 print("|---|---|---|---|")
-order = ["baseline", "established/1k", "established/1M", "reply/1k", "new_flow"]
+order = ["baseline", "established/1k", "established/1k+dns", "established/1M", "reply/1k", "new_flow", "dns/answer"]
 for name in order + sorted(set(nat) - set(order)):
     if name not in nat:
         continue

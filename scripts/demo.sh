@@ -3,7 +3,10 @@
 #   lab namespaces (client, gateway, three Pods running an HTTP server that
 #   answers with its name and a UDP echo), svcgate on the gateway serving
 #   examples/manifests over AF_XDP, then curl through the ClusterIP, the
-#   NodePort and the LoadBalancer IP, and a UDP echo through its ClusterIP.
+#   NodePort and the LoadBalancer IP, and a UDP echo through its ClusterIP;
+#   then cluster DNS: the client's resolv.conf names svcgate's DNS address
+#   (198.18.128.53, on the gateway's lo) and the client runs `nslookup nginx`,
+#   `curl nginx:8080`, `nslookup nginx-0.nginx-headless` and `dig SRV`.
 # Everything it creates is removed at the end, also on failure.
 # Needs root (namespaces, XDP). Addresses: 198.18.0.0/15 only.
 set -euo pipefail
@@ -21,12 +24,14 @@ SVCGATE=$ROOT/target/release/svcgate
 export SG_LAB_PREFIX=sgdemo
 P=$SG_LAB_PREFIX
 LOG=$(mktemp -d)
+DNS=198.18.128.53 # examples/svcgate.toml's [dns] addresses
+RESOLV_DIR=/etc/netns/$P-client
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     scripts/lab.sh down >/dev/null
-    rm -rf "$LOG"
+    rm -rf "$LOG" "$RESOLV_DIR"
 }
 trap cleanup EXIT INT TERM
 
@@ -44,7 +49,8 @@ done
 echo "== 2. the manifests, as svcgate loads them"
 "$SVCGATE" validate examples/manifests --service-cidr 198.18.128.0/20 --node-ip 198.18.1.1 || true
 
-echo "== 3. svcgate run on the gateway"
+echo "== 3. svcgate run on the gateway (cluster DNS on $DNS, local on its lo)"
+ip -n "$P-gw" addr add "$DNS/32" dev lo
 ip netns exec "$P-gw" env RUST_LOG=info "$SVCGATE" run --config examples/svcgate.toml >"$LOG/svcgate.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
@@ -86,7 +92,34 @@ s.connect(('$ECHO_IP',7)); s.send(b'hello'); print(s.recv(100).decode())" || tru
 echo "   UDP echo     $ECHO_IP:7 -> ${UDP:-no answer}"
 [ -n "$UDP" ] || fail=1
 
-echo "== 5. svcgate status"
+echo "== 5. names from the client (resolv.conf: search default.svc.cluster.local ..., ndots 5, nameserver $DNS)"
+# `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf.
+mkdir -p "$RESOLV_DIR"
+printf 'search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver %s\noptions ndots:5\n' \
+    "$DNS" >"$RESOLV_DIR/resolv.conf"
+expect() { # label output needle
+    echo "$2" | sed 's/^/   /'
+    grep -q -- "$3" <<<"$2" || { echo "   !! $1: no $3" >&2; fail=1; }
+}
+echo "-- nslookup nginx"
+expect "nslookup nginx" "$(in_ns client nslookup nginx 2>&1 || true)" "Address: $CIP"
+echo "-- curl nginx:8080"
+r=""
+for _ in 1 2 3; do
+    r=$(in_ns client curl -s --max-time 3 --connect-timeout 2 http://nginx:8080/ || true)
+    [ -n "$r" ] && break
+done
+expect "curl nginx:8080" "$r" "nginx-"
+echo "-- nslookup nginx-0.nginx-headless"
+expect "nslookup nginx-0.nginx-headless" "$(in_ns client nslookup nginx-0.nginx-headless 2>&1 || true)" \
+    "Address: 198.18.3.10"
+echo "-- dig SRV _service0._tcp.nginx.default.svc.cluster.local"
+expect "dig SRV" "$(in_ns client dig +noall +answer SRV _service0._tcp.nginx.default.svc.cluster.local 2>&1 || true)" \
+    "SRV.*0 100 8080 nginx.default.svc.cluster.local."
+echo "-- the workers' DNS counters (UDP answered in the dataplane; slow: passed to the daemon's server)"
+in_ns gw curl -s --max-time 2 http://127.0.0.1:9901/metrics | grep '^svcgate_dns_queries_total' | sed 's/^/   /' || true
+
+echo "== 6. svcgate status"
 in_ns gw "$SVCGATE" status
 if [ "$fail" -ne 0 ]; then
     echo "demo: FAILED (svcgate log below)" >&2

@@ -12,10 +12,11 @@
 #   netcat-openbsd   handy in the lab (the tests use their own Rust client/server)
 #   iputils-ping     ping to check the gateway stays reachable
 #   curl             the demo's HTTP client
+#   dnsutils         dig and nslookup: the demo's and the DNS netns tests' resolver clients
 #   fonts-dejavu-core  DejaVuSans.ttf, the font svcgate-bench-plot draws its text with
 set -euo pipefail
 
-PKGS=(clang llvm libbpf-dev linux-libc-dev libelf-dev iproute2 ethtool netcat-openbsd iputils-ping curl fonts-dejavu-core)
+PKGS=(clang llvm libbpf-dev linux-libc-dev libelf-dev iproute2 ethtool netcat-openbsd iputils-ping curl dnsutils fonts-dejavu-core)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -8,7 +8,9 @@
 //!   `/metrics` and `/status` read it on each scrape.
 //! - cluster DNS: [`Daemon::dns_tables`] is the [`Publisher`] of the DNS
 //!   answer tables (`[dns]` in the config), read the same way;
-//!   [`Daemon::dns_addresses`] the addresses queries are answered on.
+//!   [`Daemon::dns_addresses`] the addresses queries are answered on. The
+//!   daemon itself runs the control-path DNS server on those addresses
+//!   ([`crate::dns_server`]), for TCP and what the workers leave.
 //! - config: [`Daemon::dataplane_config`] is the config's `[dataplane]` table,
 //!   untouched.
 
@@ -22,6 +24,7 @@ use svcgate_dns::DnsTable;
 use crate::admin::{self, AdminError, AdminHandle, StatsSlot};
 use crate::config::{Config, SourceConfig};
 use crate::controller::Controller;
+use crate::dns_server::{DnsServers, DNS_PORT};
 use crate::metrics::StatsSource;
 use crate::resolve::ResolveConfig;
 use crate::watch::{self, WatchError, WatchHandle};
@@ -48,6 +51,7 @@ pub struct Daemon {
     admin: AdminHandle,
     _watch: Option<WatchHandle>,
     _kube: Option<crate::kube_source::KubeHandle>,
+    _dns: Option<DnsServers>,
     dataplane: toml::Table,
 }
 
@@ -82,7 +86,9 @@ impl Daemon {
             }
             SourceConfig::Kube => (None, Some(crate::kube_source::start(Arc::clone(&controller)).await?)),
         };
-        Ok(Self { controller, stats, admin, _watch: watch, _kube: kube, dataplane: cfg.dataplane.clone() })
+        // The control-path DNS server follows the DNS addresses of each sync.
+        let dns = cfg.dns.enabled().then(|| DnsServers::start(Arc::clone(&controller), DNS_PORT));
+        Ok(Self { controller, stats, admin, _watch: watch, _kube: kube, _dns: dns, dataplane: cfg.dataplane.clone() })
     }
 
     /// The table publisher workers subscribe to (`.reader()`).
@@ -94,6 +100,11 @@ impl Daemon {
     /// worker); only an empty zone when `[dns]` is not configured.
     pub fn dns_tables(&self) -> Arc<Publisher<DnsTable>> {
         self.controller.dns_tables()
+    }
+
+    /// The DNS tables for the dataplane's workers when `[dns]` is on.
+    pub fn dns_tables_if_enabled(&self) -> Option<Arc<Publisher<DnsTable>>> {
+        self.controller.dns_settings().map(|_| self.controller.dns_tables())
     }
 
     /// The addresses cluster DNS answers on (`dns.addresses` and the

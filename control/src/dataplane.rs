@@ -42,6 +42,7 @@ use svcgate_dataplane::gateway::{Gateway, GatewayConfig, GatewayError, StatsHand
 use svcgate_dataplane::nat::{Counters, DropReason, NatConfig, PassReason, Timeouts};
 use svcgate_dataplane::privileges::{self, Cap, CapSet, PrivilegeError};
 use svcgate_dataplane::xsk::{XdpMode, XskConfig};
+use svcgate_dns::DnsTable;
 
 use crate::metrics::{PortStats, StatsSnapshot, StatsSource, WorkerRow};
 
@@ -297,11 +298,13 @@ impl DryPools {
 /// need no capability. Every other thread keeps none.
 pub const HOUSEKEEPING_CAPS: CapSet = CapSet(1 << Cap::NET_ADMIN.0);
 
-/// Gives up every capability of the calling thread (the daemon's main
+/// Gives up the capabilities of the calling thread (the daemon's main
 /// thread, once the dataplane is up and before it starts any other
-/// thread, so that those inherit nothing).
-pub fn drop_all_capabilities() -> Result<privileges::Restricted, PrivilegeError> {
-    privileges::restrict_thread(CapSet::EMPTY)
+/// thread, so that those inherit nothing): all of them, or all but
+/// `CAP_NET_BIND_SERVICE` when `bind_dns` (cluster DNS's control-path
+/// server binds port 53 from the async runtime's threads, later).
+pub fn drop_capabilities(bind_dns: bool) -> Result<privileges::Restricted, PrivilegeError> {
+    privileges::restrict_thread(if bind_dns { CapSet::of(&[Cap::NET_BIND_SERVICE]) } else { CapSet::EMPTY })
 }
 
 /// The running dataplane and its housekeeping thread.
@@ -327,10 +330,15 @@ impl Running {
     }
 }
 
-/// Starts the gateway reading tables from `tables`; a thread follows table
-/// swaps in the steering maps and refreshes next hops every 100 ms.
-pub fn start(cfg: &DataplaneConfig, tables: Arc<Publisher<ServiceTable>>) -> Result<Running, DataplaneError> {
-    let gw = Gateway::start(cfg.gateway_config()?, &tables)?;
+/// Starts the gateway reading tables from `tables` (and, with `dns`, the
+/// workers answering UDP DNS queries from those tables); a thread follows
+/// table swaps in the steering maps and refreshes next hops every 100 ms.
+pub fn start(
+    cfg: &DataplaneConfig,
+    tables: Arc<Publisher<ServiceTable>>,
+    dns: Option<Arc<Publisher<DnsTable>>>,
+) -> Result<Running, DataplaneError> {
+    let gw = Gateway::start_with_dns(cfg.gateway_config()?, &tables, dns.as_deref())?;
     for (ifname, mode) in gw.xdp_modes() {
         tracing::info!(%ifname, mode, "XDP steering attached");
     }
@@ -383,6 +391,30 @@ pub fn start(cfg: &DataplaneConfig, tables: Arc<Publisher<ServiceTable>>) -> Res
 
 struct GatewayStats(StatsHandle);
 
+/// The workers' DNS counters, summed, as (verdict, reason, count) rows;
+/// reasons that never occurred are left out, `answered` always shown.
+fn dns_rows(nat: &[svcgate_dataplane::gateway::NatSnapshot]) -> Vec<(String, String, u64)> {
+    let mut sum = svcgate_dataplane::dns_hook::DnsCounters::default();
+    for n in nat {
+        sum.add(&n.dns);
+    }
+    let mut rows = vec![("answered".to_string(), String::new(), sum.answered)];
+    for (r, n) in svcgate_dns::SlowReason::ALL.iter().zip(sum.slow) {
+        if n > 0 {
+            rows.push(("slow".into(), r.as_str().into(), n));
+        }
+    }
+    for (r, n) in svcgate_dns::DropReason::ALL.iter().zip(sum.dropped) {
+        if n > 0 {
+            rows.push(("drop".into(), r.as_str().into(), n));
+        }
+    }
+    if sum.bad_frame > 0 {
+        rows.push(("drop".into(), "bad_frame".into(), sum.bad_frame));
+    }
+    rows
+}
+
 impl StatsSource for GatewayStats {
     fn snapshot(&self) -> StatsSnapshot {
         let nat = self.0.nat_stats();
@@ -426,6 +458,7 @@ impl StatsSource for GatewayStats {
                 .collect(),
             drops,
             conntrack_entries: nat.iter().map(|n| n.flows as u64).sum(),
+            dns_queries: dns_rows(&nat),
             conntrack_events: [
                 ("new", (|c: &Counters| c.new_flows) as fn(&Counters) -> u64),
                 ("picked_up", |c| c.picked_up),

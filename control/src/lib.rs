@@ -7,7 +7,8 @@
 //! [`svcgate_common::table::ServiceTable`]s from it and publishes them to the
 //! workers through a [`svcgate_common::publish::Publisher`]; [`names`]
 //! computes the cluster DNS records of the same resolution, published beside
-//! them as a [`svcgate_dns::DnsTable`].
+//! them as a [`svcgate_dns::DnsTable`]; [`dns_server`] answers the DNS
+//! queries the workers leave, over UDP and TCP, from the same table.
 
 pub mod admin;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod controller;
 pub mod daemon;
 pub mod dataplane;
 pub mod display;
+pub mod dns_server;
 pub mod error;
 pub mod kube_source;
 pub mod load;

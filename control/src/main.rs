@@ -241,7 +241,11 @@ fn run(path: &std::path::Path) -> ExitCode {
     let controller = Daemon::controller_for(&cfg);
     let dataplane = match svcgate_control::dataplane::DataplaneConfig::from_table(&cfg.dataplane) {
         Ok(None) => None,
-        Ok(Some(dp)) => match svcgate_control::dataplane::start(&dp, controller.tables()) {
+        Ok(Some(dp)) => match svcgate_control::dataplane::start(
+            &dp,
+            controller.tables(),
+            controller.dns_settings().map(|_| controller.dns_tables()),
+        ) {
             Ok(running) => {
                 tracing::info!(interfaces = ?dp.interfaces, queues = dp.queues, "dataplane running");
                 Some(running)
@@ -261,7 +265,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     // controller-only run) cannot trim its bounding set and needs not.
     let had_caps = svcgate_dataplane::privileges::thread_caps()
         .map_or(true, |c| c.permitted != svcgate_dataplane::privileges::CapSet::EMPTY);
-    match svcgate_control::dataplane::drop_all_capabilities() {
+    match svcgate_control::dataplane::drop_capabilities(controller.dns_settings().is_some()) {
         Ok(r) if r.bounding_trimmed => tracing::info!("capabilities dropped after start-up"),
         Ok(_) if !had_caps => tracing::debug!("no capabilities to drop"),
         Ok(_) => tracing::warn!(

@@ -60,6 +60,12 @@ pub struct StatsSnapshot {
     /// New flows that found no SNAT port free toward their backend, by SNAT address.
     #[serde(default)]
     pub snat_ports_exhausted: Vec<(String, u64)>,
+    /// UDP DNS queries to the DNS addresses as the workers' responder
+    /// handled them, summed over workers: (verdict, reason, count), verdict
+    /// `answered` (reason empty), `slow` (passed to the control-path
+    /// server) or `drop`.
+    #[serde(default)]
+    pub dns_queries: Vec<(String, String, u64)>,
     /// One row per polling worker.
     pub workers: Vec<WorkerRow>,
     /// The TSC frequency the cycle figures count in, MHz (0: no dataplane).
@@ -225,6 +231,22 @@ pub fn render_stats(out: &mut String, s: &StatsSnapshot) {
     );
     for (addr, n) in &s.snat_ports_exhausted {
         let _ = writeln!(out, "svcgate_snat_ports_exhausted_total{{snat_addr=\"{}\"}} {n}", label(addr));
+    }
+    if !s.dns_queries.is_empty() {
+        header(
+            out,
+            "svcgate_dns_queries_total",
+            "counter",
+            "UDP DNS queries handled by the workers: answered, slow (passed to the control-path server) or drop, by reason.",
+        );
+        for (verdict, reason, n) in &s.dns_queries {
+            let _ = writeln!(
+                out,
+                "svcgate_dns_queries_total{{verdict=\"{}\",reason=\"{}\"}} {n}",
+                label(verdict),
+                label(reason)
+            );
+        }
     }
     let per_worker: [WorkerSeries; 4] = [
         ("svcgate_worker_busy_ratio", "gauge", "Share of the worker's time in polls that found work.", |w| {

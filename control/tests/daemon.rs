@@ -22,6 +22,7 @@ impl StatsSource for FakeStats {
             conntrack_entries: 7,
             conntrack_events: vec![("new".into(), 9), ("reclaimed_unassured".into(), 2)],
             snat_ports_exhausted: vec![("198.18.3.1".into(), 5)],
+            dns_queries: vec![("answered".into(), String::new(), 11), ("slow".into(), "query_type".into(), 2)],
             workers: vec![WorkerRow {
                 rx: 1000,
                 tx: 990,
@@ -73,6 +74,8 @@ fn admin_endpoint_serves_health_metrics_and_status() {
         "svcgate_worker_cycles_per_packet{worker=\"0\"} 812.5",
         "svcgate_worker_busy_cycles_total{worker=\"0\"} 812500",
         "svcgate_worker_rx_packets_total{worker=\"0\"} 1000",
+        "svcgate_dns_queries_total{verdict=\"answered\",reason=\"\"} 11",
+        "svcgate_dns_queries_total{verdict=\"slow\",reason=\"query_type\"} 2",
     ] {
         assert!(m.contains(needle), "{needle} not in\n{m}");
     }
@@ -92,7 +95,7 @@ fn admin_endpoint_serves_health_metrics_and_status() {
     assert!(so.lines().any(|l| l.starts_with("nginx ") && l.contains(" 42 ") && l.ends_with("4200")), "{so}");
     assert!(so.contains("generation 1, last sync"), "{so}");
     assert!(so.contains("dataplane attached"), "{so}");
-    assert!(so.contains("DNS: off (no [dns] addresses or service configured)"), "{so}");
+    assert!(so.contains("DNS: zone cluster.local on 198.18.128.53, table generation 1"), "{so}");
     assert!(
         so.lines().any(|l| l.starts_with("0 ") && l.contains(" 1000 ") && l.contains(" 25% ") && l.ends_with(" 812")),
         "worker row with cycles per packet: {so}"
@@ -103,8 +106,10 @@ fn admin_endpoint_serves_health_metrics_and_status() {
 #[test]
 fn dns_names_are_published_and_shown() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let text = std::fs::read_to_string(examples.join("svcgate.toml")).unwrap().replace("127.0.0.1:9901", "127.0.0.1:0")
-        + "\n[dns]\naddresses = [\"198.18.128.53\"]\nservice = \"default/nginx\"\n";
+    let text = std::fs::read_to_string(examples.join("svcgate.toml"))
+        .unwrap()
+        .replace("127.0.0.1:9901", "127.0.0.1:0")
+        .replace("# service = \"kube-system/kube-dns\"", "service = \"default/nginx\"");
     let cfg = Config::parse(&text, &examples.join("svcgate.toml")).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let daemon = rt.block_on(Daemon::start(&cfg)).unwrap();

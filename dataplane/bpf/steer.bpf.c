@@ -4,7 +4,9 @@
 //
 // Redirects to the AF_XDP socket of the receiving queue only the frames
 // svcgate must handle:
-//   - (daddr, proto, dport) is a frontend (VIP:port, NodeIP:nodePort, LB IP:port)
+//   - (daddr, proto, dport) is a frontend (VIP:port, NodeIP:nodePort, LB IP:port);
+//     the cluster DNS addresses' UDP port 53 is entered here too (answered by
+//     the workers), and their TCP port 53 never is (the kernel's DNS server)
 //   - daddr is an SNAT address and dport lies in the SNAT port range (replies
 //     of SNAT'ed flows)
 //   - (saddr, proto, sport) is a backend of a Service forwarded in dnat mode

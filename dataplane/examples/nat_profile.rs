@@ -7,8 +7,8 @@
 //! valgrind --tool=callgrind target/release/examples/nat_profile 1000 2000
 //! ```
 //!
-//! Arguments: tracked flows (spread over 1000 Services x 10 endpoints) and
-//! batches of 64 frames to run after set-up. Prints instructions are left to
+//! Arguments: tracked flows (spread over 1000 Services x 10 endpoints),
+//! batches of 64 frames to run after set-up, and a mode (see `main`). Prints instructions are left to
 //! callgrind; the program prints the verdict counts so the work is checked.
 
 use std::net::Ipv4Addr;
@@ -36,8 +36,17 @@ fn main() {
     let batches = args.next().unwrap_or(2000);
     // A third argument 1 runs the baseline (parse + MAC swap) instead; 2
     // sends SYNs of new flows (flows time out after 1 s of the batch clock);
-    // 3 sends the backends' replies to the tracked flows (as `reply/1k`).
+    // 3 sends the backends' replies to the tracked flows (as `reply/1k`);
+    // 4 runs mode 0 through the workers' DNS hook with a DNS address
+    // configured (none of the frames DNS): the hook's cost to other traffic.
     let mode = args.next().unwrap_or(0);
+    let dns = (mode == 4).then(|| {
+        let config = svcgate_dns::DnsConfig {
+            nameservers: vec![Ipv4Addr::new(198, 18, 127, 53).into()],
+            ..svcgate_dns::DnsConfig::default()
+        };
+        svcgate_dns::DnsTable::build(&svcgate_dns::DnsView::default(), &config)
+    });
     let baseline = mode == 1;
     let new_flows = mode == 2;
     let replies = mode == 3;
@@ -171,6 +180,8 @@ fn main() {
             .collect();
         if baseline {
             parse_and_swap(&mut frames);
+        } else if let Some(dns) = &dns {
+            process_dns(&mut w, &table, &hops, dns, &mut frames);
         } else {
             process(&mut w, &table, &hops, &mut frames);
         }
@@ -223,4 +234,13 @@ fn process_at(w: &mut Worker, t: &ServiceTable, h: &NextHops, frames: &mut [Fram
 #[inline(never)]
 fn process(w: &mut Worker, t: &ServiceTable, h: &NextHops, frames: &mut [Frame<'_>]) {
     w.process_batch(t, h, frames, 2);
+}
+
+/// Mode 4's measured call: the DNS hook in front of the NAT, as the
+/// gateway's workers run it.
+#[inline(never)]
+fn process_dns(w: &mut Worker, t: &ServiceTable, h: &NextHops, dns: &svcgate_dns::DnsTable, frames: &mut [Frame<'_>]) {
+    let mut counters = svcgate_dataplane::dns_hook::DnsCounters::default();
+    svcgate_dataplane::dns_hook::split_batch(dns, frames, &mut counters, |run| w.process_batch(t, h, run, 2));
+    assert_eq!(counters.answered, 0);
 }

@@ -27,7 +27,9 @@ use parking_lot::Mutex;
 use svcgate_common::model::{ForwardingMode, Ipv4Net};
 use svcgate_common::publish::{Publisher, Reader};
 use svcgate_common::table::ServiceTable;
+use svcgate_dns::DnsTable;
 
+use crate::dns_hook::{self, DnsCounters};
 use crate::nat::{self, Counters, NatConfig, NextHops, PortInfo, ServiceCounter};
 use crate::xsk::{
     self, BatchHandler, ExceptionPath, KernelNet, NeighState, PortConfig, StatsSnapshot, Steering, WorkerConfig,
@@ -111,6 +113,9 @@ pub struct NatSnapshot {
     pub flows: usize,
     /// Per-Service-port packets and bytes, client to backend.
     pub services: Vec<(svcgate_common::table::ServicePortId, ServiceCounter)>,
+    /// UDP DNS queries answered, passed to the control-path server or
+    /// dropped by this worker.
+    pub dns: DnsCounters,
 }
 
 /// The counters of a running gateway, readable from any thread without
@@ -145,6 +150,9 @@ struct NatHandler {
     nat: nat::Worker,
     tables: Reader<ServiceTable>,
     hops: Reader<NextHops>,
+    /// The cluster DNS answer table, when the gateway answers DNS.
+    dns: Option<Reader<DnsTable>>,
+    dns_counters: DnsCounters,
     clock: Instant,
     unresolved: Arc<ArrayQueue<Ipv4Addr>>,
     export: Arc<Mutex<NatSnapshot>>,
@@ -177,6 +185,7 @@ impl NatHandler {
             s.counters.clone_from(self.nat.counters());
             s.flows = self.nat.flows();
             s.services = self.nat.service_counters();
+            s.dns.clone_from(&self.dns_counters);
             self.last_export = now;
         }
     }
@@ -187,7 +196,17 @@ impl BatchHandler for NatHandler {
         self.tables.refresh();
         self.hops.refresh();
         let now = self.now_ms();
-        self.nat.process_batch(self.tables.get(), self.hops.get(), frames, now);
+        let (nat, tables, hops) = (&mut self.nat, self.tables.get(), self.hops.get());
+        match &mut self.dns {
+            // One load of the DNS table per burst, as for the service table.
+            Some(dns) => {
+                dns.refresh();
+                dns_hook::split_batch(dns.get(), frames, &mut self.dns_counters, |run| {
+                    nat.process_batch(tables, hops, run, now)
+                });
+            }
+            None => nat.process_batch(tables, hops, frames, now),
+        }
         for ip in self.nat.take_unresolved() {
             let _ = self.unresolved.push(ip); // full: the next miss asks again
         }
@@ -197,6 +216,9 @@ impl BatchHandler for NatHandler {
     fn idle(&mut self) {
         self.tables.refresh();
         self.hops.refresh();
+        if let Some(dns) = &mut self.dns {
+            dns.refresh();
+        }
         let now = self.now_ms();
         let elapsed = now.wrapping_sub(self.last_sweep).min(50) as usize;
         if elapsed > 0 {
@@ -220,6 +242,9 @@ pub struct Gateway {
     kernel: KernelNet,
     unresolved: Arc<ArrayQueue<Ipv4Addr>>,
     steered_gen: Option<u64>,
+    /// The DNS tables, to steer their addresses' UDP/53 to the workers.
+    dns: Option<Reader<DnsTable>>,
+    steered_dns: Vec<Ipv4Addr>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -268,7 +293,19 @@ impl Gateway {
     /// Attaches the steering program to every interface, opens the sockets
     /// and starts one pinned worker per queue, reading service tables from
     /// `tables`.
-    pub fn start(mut cfg: GatewayConfig, tables: &Publisher<ServiceTable>) -> Result<Self, GatewayError> {
+    pub fn start(cfg: GatewayConfig, tables: &Publisher<ServiceTable>) -> Result<Self, GatewayError> {
+        Self::start_with_dns(cfg, tables, None)
+    }
+
+    /// [`Gateway::start`], with the workers also answering UDP queries to
+    /// the addresses of the published DNS tables (see [`dns_hook`]): their
+    /// UDP port 53 is steered to the workers like a frontend, whatever the
+    /// service table holds.
+    pub fn start_with_dns(
+        mut cfg: GatewayConfig,
+        tables: &Publisher<ServiceTable>,
+        dns: Option<&Publisher<DnsTable>>,
+    ) -> Result<Self, GatewayError> {
         if cfg.interfaces.is_empty() {
             return Err(GatewayError::NoInterface);
         }
@@ -304,6 +341,8 @@ impl Gateway {
             kernel,
             unresolved: Arc::new(ArrayQueue::new(256)),
             steered_gen: None,
+            dns: dns.map(Publisher::reader),
+            steered_dns: Vec::new(),
         };
         let cfg = gw.cfg.clone();
         for q in 0..cfg.queues.max(1) {
@@ -320,6 +359,8 @@ impl Gateway {
                 nat,
                 tables: tables.reader(),
                 hops: gw.hops.reader(),
+                dns: dns.map(Publisher::reader),
+                dns_counters: DnsCounters::default(),
                 clock: Instant::now(),
                 unresolved: Arc::clone(&gw.unresolved),
                 export: Arc::clone(&export),
@@ -348,14 +389,30 @@ impl Gateway {
         Ok(gw)
     }
 
-    /// Puts the frontends of `t` into every interface's steering map (once
-    /// per table generation).
+    /// Puts the frontends of `t`, and UDP port 53 of the DNS addresses, into
+    /// every interface's steering map (once per table generation or change
+    /// of DNS addresses).
     pub fn sync_steering(&mut self, t: &ServiceTable) -> Result<(), XskError> {
-        if self.steered_gen == Some(t.generation()) {
+        let dns_addrs = match &mut self.dns {
+            Some(dns) => {
+                dns.refresh();
+                dns.get().addresses()
+            }
+            None => &[],
+        };
+        if self.steered_gen == Some(t.generation()) && self.steered_dns == dns_addrs {
             return Ok(());
         }
-        let fronts: Vec<(Ipv4Addr, u8, u16)> =
-            t.frontends().map(|(k, _)| (k.addr, k.protocol.number(), k.port)).collect();
+        // UDP/53 of a DNS address goes to the workers, TCP/53 to the kernel's
+        // DNS server, even when the address is a Service's (kube-dns).
+        let udp = svcgate_common::model::Protocol::Udp.number();
+        let fronts: Vec<(Ipv4Addr, u8, u16)> = t
+            .frontends()
+            .map(|(k, _)| (k.addr, k.protocol.number(), k.port))
+            .filter(|(a, _, port)| !(*port == dns_hook::DNS_PORT && dns_addrs.contains(a)))
+            .chain(dns_addrs.iter().map(|&a| (a, udp, dns_hook::DNS_PORT)))
+            .collect();
+        let dns_addrs = dns_addrs.to_vec();
         // Replies in dnat mode are addressed to clients: steered by source.
         let mode = self.cfg.nat.mode;
         let sources: Vec<(Ipv4Addr, u8, u16)> = t
@@ -369,6 +426,7 @@ impl Gateway {
             s.set_sources(&sources)?;
         }
         self.steered_gen = Some(t.generation());
+        self.steered_dns = dns_addrs;
         Ok(())
     }
 

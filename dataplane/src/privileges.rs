@@ -19,7 +19,10 @@
 //! - the housekeeping thread keeps `CAP_NET_ADMIN`, nothing else;
 //! - every other thread (the main thread, the workers, and every thread
 //!   started after the main thread dropped: the async runtime, the admin
-//!   endpoint, the manifests watch, the kube source) keeps nothing.
+//!   endpoint, the manifests watch, the kube source) keeps nothing, except
+//!   `CAP_NET_BIND_SERVICE` when cluster DNS is configured: its control-path
+//!   server binds port 53 from the async runtime's threads as the DNS
+//!   addresses appear.
 //!
 //! The tests (`tests/faults.rs`) read each thread's `CapEff`, `CapPrm` and
 //! `CapBnd` of a running `svcgate run`, and change the Services after the
@@ -47,6 +50,8 @@ use std::fmt;
 pub struct Cap(pub u8);
 
 impl Cap {
+    /// `CAP_NET_BIND_SERVICE`: binding ports below 1024 (cluster DNS's 53).
+    pub const NET_BIND_SERVICE: Cap = Cap(10);
     /// `CAP_NET_ADMIN`: network configuration (XDP attach, TUN, neighbours).
     pub const NET_ADMIN: Cap = Cap(12);
     /// `CAP_NET_RAW`: raw and AF_XDP sockets.
@@ -65,6 +70,7 @@ impl Cap {
     /// The name as in `linux/capability.h`, for the ones svcgate talks about.
     pub fn name(self) -> String {
         match self.0 {
+            10 => "CAP_NET_BIND_SERVICE".into(),
             12 => "CAP_NET_ADMIN".into(),
             13 => "CAP_NET_RAW".into(),
             14 => "CAP_IPC_LOCK".into(),

@@ -65,6 +65,26 @@ pub enum SlowReason {
 }
 
 impl SlowReason {
+    /// Every reason, in declaration order (`reason as usize` indexes it).
+    pub const ALL: [SlowReason; 16] = [
+        Self::Opcode,
+        Self::QueryTruncated,
+        Self::QuestionCount,
+        Self::Sections,
+        Self::CompressedName,
+        Self::Class,
+        Self::QueryType,
+        Self::AdditionalRecord,
+        Self::EdnsVersion,
+        Self::EdnsOption,
+        Self::TrailingData,
+        Self::OutOfZone,
+        Self::PodName,
+        Self::ExternalName,
+        Self::TooLarge,
+        Self::NoRoom,
+    ];
+
     /// A short name for counters and logs.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -102,6 +122,9 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason, in declaration order (`reason as usize` indexes it).
+    pub const ALL: [DropReason; 3] = [Self::Truncated, Self::Malformed, Self::NotQuery];
+
     /// A short name for counters and logs.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -93,6 +93,7 @@ pub struct DnsTable {
     pub(crate) pod_apex: DomainName,
     pub(crate) negative: [NegativeSoa; 3],
     pub(crate) udp_payload_size: u16,
+    addresses: Box<[std::net::Ipv4Addr]>,
     skipped: Vec<String>,
 }
 
@@ -164,6 +165,14 @@ impl DnsTable {
             pod_apex,
             negative,
             udp_payload_size: config.udp_payload_size.max(512),
+            addresses: config
+                .nameservers
+                .iter()
+                .filter_map(|a| match a {
+                    std::net::IpAddr::V4(a) => Some(*a),
+                    std::net::IpAddr::V6(_) => None,
+                })
+                .collect(),
             skipped,
         }
     }
@@ -199,6 +208,13 @@ impl DnsTable {
                 slot + name.len() + e.answers.len() * entry + records
             })
             .sum()
+    }
+
+    /// The IPv4 addresses this table is served on ([`DnsConfig::nameservers`]):
+    /// the dataplane answers UDP queries to these (port 53) and steers them to
+    /// its workers. Empty when cluster DNS is off.
+    pub fn addresses(&self) -> &[std::net::Ipv4Addr] {
+        &self.addresses
     }
 
     /// Records left out, with the reason, for the control plane to log.

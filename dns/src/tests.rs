@@ -804,3 +804,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn reasons_index_their_counters() {
+    for (i, r) in SlowReason::ALL.iter().enumerate() {
+        assert_eq!(*r as usize, i, "{r}");
+    }
+    for (i, r) in DropReason::ALL.iter().enumerate() {
+        assert_eq!(*r as usize, i, "{r}");
+    }
+    let names: std::collections::HashSet<_> = SlowReason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(names.len(), SlowReason::ALL.len());
+}
+
+#[test]
+fn table_keeps_its_ipv4_addresses() {
+    let config = DnsConfig {
+        nameservers: vec![IpAddr::V4(Ipv4Addr::new(198, 18, 128, 10)), "2001:db8::1".parse().unwrap()],
+        ..DnsConfig::default()
+    };
+    let table = DnsTable::build(&DnsView::default(), &config);
+    assert_eq!(table.addresses(), [Ipv4Addr::new(198, 18, 128, 10)]);
+    assert!(DnsTable::build(&DnsView::default(), &DnsConfig::default()).addresses().is_empty());
+}

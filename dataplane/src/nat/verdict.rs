@@ -62,6 +62,10 @@ reasons! {
         SnatNoFlow => "snat_no_flow",
         /// The next hop's MAC is not known yet; the kernel resolves it.
         UnknownNextHop => "unknown_next_hop",
+        /// A UDP query to a DNS address that the workers' responder leaves
+        /// to the control-path server (see `dns_hook`), which listens on
+        /// that address in the kernel.
+        DnsSlow => "dns_slow",
     }
 }
 
@@ -90,6 +94,10 @@ reasons! {
         NoRoute => "no_route",
         /// A reject (RST / ICMP) or ICMP error could not be built in the buffer.
         NoRoomForReply => "no_room_for_reply",
+        /// A UDP datagram to a DNS address that is not to be answered: bad
+        /// headers or checksum, or a DNS response or malformed message (the
+        /// DNS counters say which).
+        DnsQuery => "dns_query",
     }
 }
 

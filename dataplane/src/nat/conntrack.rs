@@ -622,11 +622,10 @@ impl FlowTable {
     }
 
     /// Inserts `key` (which must not be present). Prefers a free slot in the
-    /// primary bucket, then in the secondary, then an [`Standing::Expired`]
-    /// entry of either, then one made by moving a resident to its other
-    /// bucket (which costs a miss per resident tried), then the least
-    /// recently seen (`last_seen` relative to `now`) of the lowest standing
-    /// among the 16 candidates.
+    /// primary bucket, then in the secondary, then one made by moving a
+    /// resident to its other bucket, then an [`Standing::Expired`] entry,
+    /// then the least recently seen (`last_seen` relative to `now`) of the
+    /// lowest standing among the 16 candidates.
     pub fn insert(
         &mut self,
         key: &FlowKey,
@@ -658,11 +657,13 @@ impl FlowTable {
             }
         }
         if chosen.is_none() {
-            // Both buckets full. An expired entry first: a busy worker has
-            // no idle polls to sweep in, so its table fills with them, and
-            // the first expired candidate usually comes within a slot or
-            // two. Meanwhile the lowest standing, then the oldest, is kept:
-            // (standing, age) compared with the age reversed.
+            // One-level cuckoo displacement: move a resident whose other
+            // bucket has room, so the table fills to ~95% before evicting.
+            chosen = self.displace(first).or_else(|| self.displace(second)).map(|slot| (slot, None));
+        }
+        if chosen.is_none() {
+            // The lowest standing, then the oldest: (standing, age) compared
+            // with the age reversed.
             let mut best: Option<(usize, Standing, u32)> = None;
             'scan: for b in [first, second] {
                 for s in 0..BUCKET_SLOTS {
@@ -670,7 +671,7 @@ impl FlowTable {
                     let e = &self.entries.get()[slot];
                     let st = standing(e);
                     if st == Standing::Expired {
-                        chosen = Some((slot, Some(st)));
+                        best = Some((slot, st, 0));
                         break 'scan;
                     }
                     let age = now.wrapping_sub(e.last_seen);
@@ -679,16 +680,7 @@ impl FlowTable {
                     }
                 }
             }
-            if chosen.is_none() {
-                // One-level cuckoo displacement: move a resident whose other
-                // bucket has room, so the table fills to ~95% before
-                // evicting; else the lowest standing goes.
-                chosen = self
-                    .displace(first)
-                    .or_else(|| self.displace(second))
-                    .map(|slot| (slot, None))
-                    .or_else(|| best.map(|(slot, st, _)| (slot, Some(st))));
-            }
+            chosen = best.map(|(slot, st, _)| (slot, Some(st)));
         }
         // Both buckets hold BUCKET_SLOTS entries, so a slot was always found.
         let (slot, replaced) = chosen.unwrap_or((b1 * BUCKET_SLOTS, Some(Standing::Live)));

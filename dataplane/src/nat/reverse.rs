@@ -371,15 +371,6 @@ impl ReverseTable {
         }
     }
 
-    /// Prefetches slot `idx` (what [`Self::reply_state`] and
-    /// [`Self::remove`] touch).
-    #[inline(always)]
-    pub fn prefetch_slot(&self, idx: u32) {
-        if let Some(s) = self.slots.get(idx as usize) {
-            crate::xsk::prefetch(s);
-        }
-    }
-
     /// Last reply time and flags of `idx`.
     #[inline]
     pub fn reply_state(&self, idx: u32) -> (u32, u8) {

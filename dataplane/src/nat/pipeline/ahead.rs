@@ -9,8 +9,6 @@
 //! [`Worker::read_ahead_new`] walks the chain one step at a time for every
 //! new flow of the burst, prefetching the next line of each, so that a
 //! step's misses overlap; `new_flow` then finds its lines in the cache.
-//! Under pressure, the oldest unassured flows that the new ones will
-//! reclaim first are read ahead the same way.
 //!
 //! Only a hint: it changes no state, and a prefetch that turns out wrong
 //! (a frame that was a reply after all, a port taken) costs a line.
@@ -71,23 +69,8 @@ impl Worker {
         if !any {
             return;
         }
-        // Under pressure each new flow first reclaims up to two of the
-        // oldest unassured flows: their entries now, their reverse slots in
-        // step 2.
-        let reclaims = if self.under_pressure() { (2 * n).min(self.unassured.len) } else { 0 };
-        for i in 0..reclaims {
-            if let Some(e) = self.unassured.get(i).and_then(|(slot, _)| self.ct.entry(slot as usize)) {
-                prefetch(e);
-            }
-        }
         // Step 2: the Maglev slot (affinity Services pick by client, from
-        // the worker's own affinity table), and the reverse slots of the
-        // flows to reclaim.
-        for i in 0..reclaims {
-            if let Some(e) = self.unassured.get(i).and_then(|(slot, _)| self.ct.entry(slot as usize)) {
-                self.shared.reverse.prefetch_slot(e.rev_slot);
-            }
-        }
+        // the worker's own affinity table).
         for a in &self.ahead[..n] {
             if let Some(svc) = Self::ahead_entry(t, a) {
                 if let Some(s) = svc.maglev.slot_of(a.hash) {

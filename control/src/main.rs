@@ -224,6 +224,17 @@ fn dns_export(
     }
 }
 
+/// A start-up step of `svcgate run` failed: the error to the log and to
+/// stderr, the dataplane (if it was up) stopped, exit code 2.
+fn give_up(e: &dyn std::fmt::Display, dataplane: Option<svcgate_control::dataplane::Running>) -> ExitCode {
+    tracing::error!("{e}");
+    eprintln!("svcgate: {e}");
+    if let Some(dp) = dataplane {
+        dp.shutdown();
+    }
+    ExitCode::from(2)
+}
+
 fn run(path: &std::path::Path) -> ExitCode {
     let cfg = match Config::load(path) {
         Ok(c) => c,
@@ -250,11 +261,7 @@ fn run(path: &std::path::Path) -> ExitCode {
                 tracing::info!(interfaces = ?dp.interfaces, queues = dp.queues, "dataplane running");
                 Some(running)
             }
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("svcgate: {e}");
-                return ExitCode::from(2);
-            }
+            Err(e) => return give_up(&e, None),
         },
         Err(e) => {
             eprintln!("svcgate: {}: {e}", path.display());
@@ -272,14 +279,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             "capabilities dropped after start-up, but the bounding set could not be trimmed (no CAP_SETPCAP): \
              the container's bounding set applies"
         ),
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("svcgate: {e}");
-            if let Some(dp) = dataplane {
-                dp.shutdown();
-            }
-            return ExitCode::from(2);
-        }
+        Err(e) => return give_up(&e, dataplane),
     }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
@@ -291,14 +291,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     rt.block_on(async {
         let daemon = match Daemon::start_with(&cfg, controller).await {
             Ok(d) => d,
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("svcgate: {e}");
-                if let Some(dp) = dataplane {
-                    dp.shutdown();
-                }
-                return ExitCode::from(2);
-            }
+            Err(e) => return give_up(&e, dataplane),
         };
         match &dataplane {
             Some(running) => daemon.attach_stats(running.stats()),

@@ -13,7 +13,7 @@ use svcgate_common::model::{
     BackendSpec, DesiredState, ForwardingMode, Ipv4Net, Protocol, ServiceSpec, ServiceType, SessionAffinity,
 };
 use svcgate_common::table::ServiceTable;
-use svcgate_dataplane::nat::{DropReason, Frame, NextHops, PassReason, Shared, Verdict, Worker};
+use svcgate_dataplane::nat::{DropReason, Frame, NatConfig, NextHops, PassReason, Shared, Verdict, Worker};
 use svcgate_dataplane::testing::*;
 use svcgate_dataplane::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
 
@@ -975,8 +975,12 @@ fn syn_timeout_shortens_under_pressure() {
         assert_eq!(lab.workers[0].maintain(lab.now + 6_000, 1 << 20), gone_after_6s, "{syns} SYNs");
     }
     // Past the mark each new flow first reclaims up to two of the oldest
-    // unassured ones, so the table stays at the mark.
-    let mut lab = Lab::with_config(nat_config(1, 100));
+    // unassured ones, so the table stays at the mark. Fixed hash seeds: a
+    // flow moved by cuckoo displacement leaves the reclaim queue, and with
+    // random seeds the first client's flow is sometimes one of them (the
+    // seeds are the constants the tables used before they were random).
+    let seeds = Some([0x636f_6e6e_ffff_ffff, 0x7472_6b31_9e37_795b]);
+    let mut lab = Lab::with_config(NatConfig { hash_seeds: seeds, ..nat_config(1, 100) });
     for i in 0..200 {
         lab.run(0, 0, &Pkt::new(client_n(i), SPREAD, tcp(30000, 80, SYN)).build());
     }

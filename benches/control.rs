@@ -193,7 +193,7 @@ impl ReaderThread {
                     x ^= x << 17;
                     let i = (x % n as u64) as usize;
                     if let Some(f) = t.frontend(cluster_ip(i), Protocol::Tcp, 1000) {
-                        if let Some(e) = t.entry(f.entry) {
+                        if let Some(e) = t.v4().entry(f.entry) {
                             std::hint::black_box(e.maglev.pick(x as u32));
                         }
                     }
@@ -270,13 +270,13 @@ fn table_bytes(t: &ServiceTable) -> (usize, usize, usize, usize, usize) {
     let fcap = t.frontend_count().next_power_of_two().max(4) * 8 / 7 + 1;
     let buckets = (t.frontend_count() * 8 / 7).next_power_of_two().max(fcap.next_power_of_two() / 2);
     let frontends = buckets * (size_of::<(FrontendKey, Frontend)>() + 1) + 16;
-    let entries_arr = std::mem::size_of_val(t.entries()) + 16;
+    let entries_arr = std::mem::size_of_val(t.v4().entries()) + 16;
     let mut entries = 0;
     let mut maglev = 0;
     let mut backends = 0;
     // Ports of a Service with the same endpoints share one Maglev table.
     let mut seen = std::collections::HashSet::new();
-    for e in t.entries() {
+    for e in t.v4().entries() {
         entries += 16 + size_of::<ServiceEntry>() + e.source_ranges.len() * 8;
         entries += 3 * 16 + e.id.namespace.len() + e.id.name.len() + e.id.port_name.len();
         backends += e.backends.len() * size_of::<Backend>();

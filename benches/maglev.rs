@@ -12,7 +12,9 @@ use svcgate_common::maglev::{table_size_for, Maglev, MaglevBackend, MAX_TABLE_SI
 
 /// `n` distinct backends in 198.18.0.0/15, weight 1.
 fn backends(n: u32) -> Vec<MaglevBackend> {
-    (0..n).map(|i| MaglevBackend { addr: Ipv4Addr::from(0xc612_0000 + 0x100 + i), port: 8080, weight: 1 }).collect()
+    (0..n)
+        .map(|i| MaglevBackend { addr: Ipv4Addr::from(0xc612_0000 + 0x100 + i).into(), port: 8080, weight: 1 })
+        .collect()
 }
 
 fn build(c: &mut Criterion) {

@@ -62,7 +62,7 @@ fn services() -> ServiceTable {
             namespace: "bench".into(),
             name: format!("svc-{s}"),
             service_type: ServiceType::ClusterIp,
-            cluster_ip: Some(vip(s)),
+            cluster_ips: vec![vip(s).into()],
             external_ips: vec![],
             load_balancer_ips: vec![],
             source_ranges: vec![],
@@ -74,7 +74,7 @@ fn services() -> ServiceTable {
                 node_port: None,
                 backends: (0..ENDPOINTS)
                     .map(|e| svcgate_common::model::BackendSpec {
-                        addr: pod(s * ENDPOINTS + e).0,
+                        addr: pod(s * ENDPOINTS + e).0.into(),
                         port: pod(s * ENDPOINTS + e).1,
                         conditions: svcgate_common::model::EndpointConditions::READY,
                         weight: 1,

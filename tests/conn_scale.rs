@@ -161,7 +161,7 @@ fn wait_stdin_closed() {
 
 fn desired() -> DesiredState {
     let backends = PODS.iter().map(|a| BackendSpec {
-        addr: ip(a),
+        addr: ip(a).into(),
         port: POD_PORT,
         conditions: EndpointConditions::READY,
         weight: 1,
@@ -170,7 +170,7 @@ fn desired() -> DesiredState {
         namespace: "scale".into(),
         name: "echo".into(),
         service_type: ServiceType::ClusterIp,
-        cluster_ip: Some(ip(CLUSTER_IP)),
+        cluster_ips: vec![ip(CLUSTER_IP).into()],
         external_ips: vec![],
         load_balancer_ips: vec![],
         source_ranges: vec![],
@@ -184,7 +184,7 @@ fn desired() -> DesiredState {
         }],
         forwarding: None,
     };
-    DesiredState { node_ips: vec![ip(GW_CLIENT_IP)], services: vec![svc] }
+    DesiredState { node_ips: vec![ip(GW_CLIENT_IP).into()], services: vec![svc] }
 }
 
 /// The gateway: one queue (one worker, so it owns the whole SNAT port

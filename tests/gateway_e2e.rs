@@ -135,16 +135,16 @@ fn desired(with_b2: bool) -> DesiredState {
             .iter()
             .enumerate()
             .filter(|(i, _)| with_b2 || *i != 1)
-            .map(|(_, &addr)| BackendSpec { addr, port, conditions: EndpointConditions::READY, weight: 1 })
+            .map(|(_, &addr)| BackendSpec { addr: addr.into(), port, conditions: EndpointConditions::READY, weight: 1 })
             .collect()
     };
     let web = ServiceSpec {
         namespace: "e2e".into(),
         name: "web".into(),
         service_type: ServiceType::LoadBalancer,
-        cluster_ip: Some(ip(CLUSTER_IP)),
+        cluster_ips: vec![ip(CLUSTER_IP).into()],
         external_ips: vec![],
-        load_balancer_ips: vec![ip(LB_IP)],
+        load_balancer_ips: vec![ip(LB_IP).into()],
         source_ranges: vec![],
         affinity: SessionAffinity::None,
         ports: vec![
@@ -169,7 +169,7 @@ fn desired(with_b2: bool) -> DesiredState {
         namespace: "e2e".into(),
         name: "empty".into(),
         service_type: ServiceType::ClusterIp,
-        cluster_ip: Some(ip(EMPTY_IP)),
+        cluster_ips: vec![ip(EMPTY_IP).into()],
         external_ips: vec![],
         load_balancer_ips: vec![],
         source_ranges: vec![],
@@ -192,7 +192,7 @@ fn desired(with_b2: bool) -> DesiredState {
         ],
         forwarding: None,
     };
-    DesiredState { node_ips: vec![node_ip()], services: vec![web, empty] }
+    DesiredState { node_ips: vec![node_ip().into()], services: vec![web, empty] }
 }
 
 /// `e2e/extra`: ClusterIP 198.18.128.30, TCP 8080 -> backend-3:80 only.
@@ -201,7 +201,7 @@ fn extra_service() -> ServiceSpec {
         namespace: "e2e".into(),
         name: "extra".into(),
         service_type: ServiceType::ClusterIp,
-        cluster_ip: Some(ip(EXTRA_IP)),
+        cluster_ips: vec![ip(EXTRA_IP).into()],
         external_ips: vec![],
         load_balancer_ips: vec![],
         source_ranges: vec![],
@@ -212,7 +212,7 @@ fn extra_service() -> ServiceSpec {
             port: TCP_PORT,
             node_port: None,
             backends: vec![BackendSpec {
-                addr: ip(BACKENDS[2]),
+                addr: ip(BACKENDS[2]).into(),
                 port: BACKEND_TCP,
                 conditions: EndpointConditions::READY,
                 weight: 1,

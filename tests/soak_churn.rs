@@ -207,7 +207,12 @@ impl State {
                 .iter()
                 .zip(PODS)
                 .filter_map(|(w, a)| {
-                    w.map(|weight| BackendSpec { addr: ip(a), port, conditions: EndpointConditions::READY, weight })
+                    w.map(|weight| BackendSpec {
+                        addr: ip(a).into(),
+                        port,
+                        conditions: EndpointConditions::READY,
+                        weight,
+                    })
                 })
                 .collect()
         };
@@ -215,7 +220,7 @@ impl State {
             namespace: "soak".into(),
             name: name.into(),
             service_type: ServiceType::ClusterIp,
-            cluster_ip: Some(ip(cip)),
+            cluster_ips: vec![ip(cip).into()],
             external_ips: vec![],
             load_balancer_ips: vec![],
             source_ranges: vec![],
@@ -242,7 +247,7 @@ impl State {
             let (p, target) = EXTRA_PORTS[i];
             services.push(svc("extra", EXTRA_IP, SessionAffinity::None, vec![port("dgram", Protocol::Udp, p, target)]));
         }
-        DesiredState { node_ips: vec![ip(GW_CLIENT_IP)], services }
+        DesiredState { node_ips: vec![ip(GW_CLIENT_IP).into()], services }
     }
 }
 

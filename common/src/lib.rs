@@ -2,8 +2,10 @@
 //!
 //! Nothing in this crate does I/O: it holds the desired-state model the control
 //! plane produces ([`model`]), the immutable table set workers read ([`table`]),
-//! Maglev ([`maglev`]) and the deterministic flow hashes ([`hash`]).
+//! address families ([`family`]), Maglev ([`maglev`]) and the deterministic
+//! flow hashes ([`hash`]).
 
+pub mod family;
 pub mod hash;
 pub mod maglev;
 pub mod model;

@@ -19,7 +19,7 @@
 //! not depend on the order in which the control plane lists endpoints. Slot
 //! values are indices into the slice passed to [`Maglev::build`].
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::hash::fmix64;
@@ -39,8 +39,9 @@ const FREE: u16 = u16::MAX;
 /// A backend's identity and weight, as Maglev sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MaglevBackend {
-    /// Backend address.
-    pub addr: Ipv4Addr,
+    /// Backend address (one table holds one family's backends, but nothing
+    /// here depends on that).
+    pub addr: IpAddr,
     /// Backend port.
     pub port: u16,
     /// Relative weight; 0 is treated as 1.
@@ -49,20 +50,38 @@ pub struct MaglevBackend {
 
 /// Marks an address-only hash input, so it never equals an address:port one.
 const ADDRESS_ONLY: u64 = 1 << 48;
+/// Marks an IPv6 hash input (bit 63), so it never equals an IPv4 one (which
+/// fit in 49 bits).
+const IPV6: u64 = 1 << 63;
+/// Marks an IPv6 address-only hash input (bit 62).
+const IPV6_ADDRESS_ONLY: u64 = 1 << 62;
 
 impl MaglevBackend {
-    /// Address and port: the sort key of the turn order and what duplicates are.
-    fn identity(&self) -> u64 {
-        (u64::from(u32::from(self.addr)) << 16) | u64::from(self.port)
+    /// Address and port: the sort key of the turn order and what duplicates
+    /// are. For IPv4 it orders as the former `address << 16 | port`.
+    fn identity(&self) -> (IpAddr, u16) {
+        (self.addr, self.port)
     }
 
     /// What the permutation is derived from: the address alone when it is
-    /// unique in the set, else address and port.
+    /// unique in the set, else address and port. An IPv4 input is the
+    /// address (and port) itself, as before IPv6 existed, so IPv4 tables
+    /// are the same as a gateway of an earlier version builds; an IPv6
+    /// address is folded to 62 bits (fmix64 of each half) and tagged.
     fn hash_input(&self, address_unique: bool) -> u64 {
-        if address_unique {
-            ADDRESS_ONLY | u64::from(u32::from(self.addr))
-        } else {
-            self.identity()
+        match self.addr {
+            IpAddr::V4(a) if address_unique => ADDRESS_ONLY | u64::from(u32::from(a)),
+            IpAddr::V4(a) => (u64::from(u32::from(a)) << 16) | u64::from(self.port),
+            IpAddr::V6(a) => {
+                let bits = u128::from(a);
+                let folded = fmix64((bits >> 64) as u64) ^ (bits as u64).rotate_left(29);
+                let folded = fmix64(folded) & (IPV6_ADDRESS_ONLY - 1);
+                if address_unique {
+                    IPV6 | IPV6_ADDRESS_ONLY | folded
+                } else {
+                    IPV6 | (fmix64(folded ^ u64::from(self.port)) & (IPV6_ADDRESS_ONLY - 1))
+                }
+            }
         }
     }
 }
@@ -253,11 +272,13 @@ mod tests {
 
     use proptest::prelude::*;
 
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
 
     /// `198.18.0.0/15` (RFC 2544) + `i`, as every address in this project's tests.
-    fn addr(i: u32) -> Ipv4Addr {
-        Ipv4Addr::from(0xc612_0000 | (i & 0x1_ffff))
+    fn addr(i: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0xc612_0000 | (i & 0x1_ffff)))
     }
 
     fn backend(i: u32, port: u16, weight: u32) -> MaglevBackend {
@@ -271,12 +292,12 @@ mod tests {
             .prop_shuffle()
     }
 
-    fn id(b: &MaglevBackend) -> (Ipv4Addr, u16) {
+    fn id(b: &MaglevBackend) -> (IpAddr, u16) {
         (b.addr, b.port)
     }
 
     /// The table as backend identities, slot by slot.
-    fn identities(table: &Maglev, list: &[MaglevBackend]) -> Vec<(Ipv4Addr, u16)> {
+    fn identities(table: &Maglev, list: &[MaglevBackend]) -> Vec<(IpAddr, u16)> {
         table.slots().iter().map(|&s| id(&list[usize::from(s)])).collect()
     }
 
@@ -291,9 +312,9 @@ mod tests {
     /// Slots that a backend present in both tables held before and that now go
     /// to a different backend: the flows a change broke needlessly.
     fn survivor_churn(
-        before: &[(Ipv4Addr, u16)],
-        after: &[(Ipv4Addr, u16)],
-        both: &BTreeSet<(Ipv4Addr, u16)>,
+        before: &[(IpAddr, u16)],
+        after: &[(IpAddr, u16)],
+        both: &BTreeSet<(IpAddr, u16)>,
     ) -> (usize, usize) {
         let mut held = 0;
         let mut moved = 0;
@@ -461,8 +482,9 @@ mod tests {
     /// below does not reach 1% and guards what Maglev measures there instead.
     #[test]
     fn removal_disruption_cilium_case() {
-        let list: Vec<MaglevBackend> =
-            (0..3u8).map(|i| MaglevBackend { addr: Ipv4Addr::new(198, 18, 0, 10 + i), port: 80, weight: 1 }).collect();
+        let list: Vec<MaglevBackend> = (0..3u8)
+            .map(|i| MaglevBackend { addr: Ipv4Addr::new(198, 18, 0, 10 + i).into(), port: 80, weight: 1 })
+            .collect();
         for gone in 0..3 {
             let before = Maglev::build(&list, 1021);
             let rest: Vec<MaglevBackend> =
@@ -603,9 +625,9 @@ mod tests {
     #[test]
     fn golden_table() {
         let list = [
-            MaglevBackend { addr: Ipv4Addr::new(198, 18, 0, 10), port: 80, weight: 1 },
-            MaglevBackend { addr: Ipv4Addr::new(198, 18, 0, 11), port: 80, weight: 1 },
-            MaglevBackend { addr: Ipv4Addr::new(198, 18, 0, 12), port: 80, weight: 1 },
+            MaglevBackend { addr: Ipv4Addr::new(198, 18, 0, 10).into(), port: 80, weight: 1 },
+            MaglevBackend { addr: Ipv4Addr::new(198, 18, 0, 11).into(), port: 80, weight: 1 },
+            MaglevBackend { addr: Ipv4Addr::new(198, 18, 0, 12).into(), port: 80, weight: 1 },
         ];
         let t = Maglev::build(&list, 251);
         assert_eq!(t.len(), 251);
@@ -623,6 +645,35 @@ mod tests {
         assert_eq!(t.pick(0), Some(golden[0]));
         assert_eq!(t.pick(u32::MAX), t.slots().last().copied());
         assert_eq!(t.pick(1 << 27), Some(t.slots()[(251u64 << 27 >> 32) as usize]));
+    }
+
+    /// IPv6 backends (2001:2::/48, RFC 5180) get a balanced table that does
+    /// not depend on their order, whose hash inputs never equal an IPv4
+    /// one's, and in which two ports of one address are two backends.
+    #[test]
+    fn ipv6_backends() {
+        let v6 = |i: u16, port| MaglevBackend {
+            addr: IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10 + i)),
+            port,
+            weight: 1,
+        };
+        let list: Vec<_> = (0..3).map(|i| v6(i, 80)).collect();
+        let t = Maglev::build(&list, 251);
+        let mut c = counts(&t, 3);
+        c.sort_unstable();
+        assert_eq!(c, [83, 84, 84]);
+        let shuffled = [list[1], list[2], list[0]];
+        assert_eq!(identities(&Maglev::build(&shuffled, 251), &shuffled), identities(&t, &list));
+        let inputs: BTreeSet<u64> = list
+            .iter()
+            .flat_map(|b| [b.hash_input(true), b.hash_input(false)])
+            .chain((0..3).flat_map(|i| [backend(i, 80, 1).hash_input(true), backend(i, 80, 1).hash_input(false)]))
+            .collect();
+        assert_eq!(inputs.len(), 12);
+        let shared = [v6(0, 80), v6(0, 443)];
+        let mut c = counts(&Maglev::build(&shared, 251), 2);
+        c.sort_unstable();
+        assert_eq!(c, [125, 126]);
     }
 
     proptest! {

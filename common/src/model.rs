@@ -7,9 +7,11 @@
 //! ([`crate::table`]) turns it into the immutable lookup structures that workers read.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-pub use ipnet::Ipv4Net;
+pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+pub use crate::family::IpFamily;
 
 /// An L4 protocol a Service port can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -144,8 +146,9 @@ impl EndpointConditions {
 /// One backend of one Service port: the Pod's address and resolved target port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BackendSpec {
-    /// Pod IP.
-    pub addr: Ipv4Addr,
+    /// Pod IP, of either family (an EndpointSlice's `addressType`): each
+    /// family's frontends lead to the backends of that family only.
+    pub addr: IpAddr,
     /// Resolved `targetPort` (named ports already looked up).
     pub port: u16,
     /// Endpoint conditions.
@@ -178,14 +181,17 @@ pub struct ServiceSpec {
     pub name: String,
     /// `spec.type`.
     pub service_type: ServiceType,
-    /// `spec.clusterIP`; `None` for a headless Service, which gets no frontends.
-    pub cluster_ip: Option<Ipv4Addr>,
-    /// `spec.externalIPs`.
-    pub external_ips: Vec<Ipv4Addr>,
+    /// `spec.clusterIPs`: one address per family the Service has
+    /// (`spec.ipFamilies`), the primary family first; empty for a headless
+    /// Service, which gets no frontends.
+    pub cluster_ips: Vec<IpAddr>,
+    /// `spec.externalIPs`, of either family.
+    pub external_ips: Vec<IpAddr>,
     /// `status.loadBalancer.ingress[].ip` and the legacy `spec.loadBalancerIP`.
-    pub load_balancer_ips: Vec<Ipv4Addr>,
-    /// `spec.loadBalancerSourceRanges`; empty means every source is allowed.
-    pub source_ranges: Vec<Ipv4Net>,
+    pub load_balancer_ips: Vec<IpAddr>,
+    /// `spec.loadBalancerSourceRanges`; empty means every source is allowed
+    /// (per family: a family with no range listed is open).
+    pub source_ranges: Vec<IpNet>,
     /// `spec.sessionAffinity`.
     pub affinity: SessionAffinity,
     /// `spec.ports`, each with its backends.
@@ -200,13 +206,28 @@ impl ServiceSpec {
     pub fn qualified_name(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+
+    /// A headless Service (`clusterIP: None`): DNS names only, no frontends.
+    pub fn is_headless(&self) -> bool {
+        self.cluster_ips.is_empty()
+    }
+
+    /// The primary cluster IP (`spec.clusterIP`).
+    pub fn cluster_ip(&self) -> Option<IpAddr> {
+        self.cluster_ips.first().copied()
+    }
+
+    /// True when the Service is served in `family`: it has a cluster IP of it.
+    pub fn has_family(&self, family: IpFamily) -> bool {
+        self.cluster_ips.iter().any(|ip| IpFamily::of(ip) == family)
+    }
 }
 
 /// Everything the dataplane should serve.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
-    /// The node IPs on which NodePorts are opened.
-    pub node_ips: Vec<Ipv4Addr>,
+    /// The node IPs on which NodePorts are opened, of either family.
+    pub node_ips: Vec<IpAddr>,
     /// The Services.
     pub services: Vec<ServiceSpec>,
 }

@@ -11,33 +11,53 @@
 //! Entries are reference-counted and shared between generations: an Endpoints
 //! change builds one new entry ([`ServiceTable::with_entries_replaced`]) and
 //! reuses the frontend map and every other entry.
+//!
+//! # Families
+//! The table has one half per address family ([`FamilyTable`]), each with
+//! its own frontends and entries: a dual-stack Service port is two entries,
+//! one over its IPv4 endpoints and one over its IPv6 ones, reached from the
+//! frontends of that family only. Code generic over the family takes its
+//! half with [`ServiceTable::family`].
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use crate::family::{of_family, Addr, PerFamily};
 use crate::maglev::{table_size_for, Maglev, MaglevBackend};
 use crate::model::{
-    BackendSpec, DesiredState, EndpointConditions, ForwardingMode, Ipv4Net, Protocol, ServicePortSpec, ServiceSpec,
+    BackendSpec, DesiredState, EndpointConditions, ForwardingMode, IpNet, Protocol, ServicePortSpec, ServiceSpec,
     ServiceType, SessionAffinity,
 };
 
 /// A frontend's lookup key: destination address, protocol and port, as the
-/// dataplane reads them from the wire.
+/// dataplane reads them from the wire. `A` is the family's address type
+/// (`IpAddr` in warnings, which name a key of either family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FrontendKey {
+pub struct FrontendKey<A = Ipv4Addr> {
     /// Destination address.
-    pub addr: Ipv4Addr,
+    pub addr: A,
     /// TCP or UDP.
     pub protocol: Protocol,
     /// Destination port.
     pub port: u16,
 }
 
-impl fmt::Display for FrontendKey {
+impl<A: Into<IpAddr> + Copy> FrontendKey<A> {
+    /// The same key with the address as an `IpAddr`.
+    pub fn to_ip(&self) -> FrontendKey<IpAddr> {
+        FrontendKey { addr: self.addr.into(), protocol: self.protocol, port: self.port }
+    }
+}
+
+impl<A: Into<IpAddr> + Copy> fmt::Display for FrontendKey<A> {
+    /// `198.18.100.1:80/TCP`, `[2001:2::1]:80/TCP`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}/{}", self.addr, self.port, self.protocol)
+        match self.addr.into() {
+            IpAddr::V4(a) => write!(f, "{a}:{}/{}", self.port, self.protocol),
+            IpAddr::V6(a) => write!(f, "[{a}]:{}/{}", self.port, self.protocol),
+        }
     }
 }
 
@@ -65,9 +85,9 @@ pub struct Frontend {
 
 /// One backend of a service entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backend {
+pub struct Backend<A = Ipv4Addr> {
     /// Pod IP.
-    pub addr: Ipv4Addr,
+    pub addr: A,
     /// Target port.
     pub port: u16,
     /// Endpoint conditions.
@@ -142,9 +162,9 @@ impl fmt::Display for ServicePortId {
     }
 }
 
-/// One port of one Service: backends, Maglev table and policy.
+/// One port of one Service in one family: backends, Maglev table and policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceEntry {
+pub struct ServiceEntry<A: Addr = Ipv4Addr> {
     /// Which Service port this is.
     pub id: ServicePortId,
     /// A hash of `id` that is stable across generations and processes (keys
@@ -152,7 +172,7 @@ pub struct ServiceEntry {
     pub id_hash: u32,
     /// Backends sorted by (address, port), so the dataplane can find a flow's
     /// backend again after a table swap by binary search.
-    pub backends: Box<[Backend]>,
+    pub backends: Box<[Backend<A>]>,
     /// Which backends take new flows.
     pub active: ActiveSet,
     /// Maglev table over the active backends; slot values index `backends`.
@@ -161,20 +181,26 @@ pub struct ServiceEntry {
     pub maglev: Maglev,
     /// ClientIP affinity timeout in seconds, when set.
     pub affinity_timeout_secs: Option<u32>,
-    /// `loadBalancerSourceRanges`; empty allows every source.
-    pub source_ranges: Box<[Ipv4Net]>,
+    /// `loadBalancerSourceRanges` of this family.
+    pub source_ranges: Box<[A::Net]>,
+    /// True when the Service lists source ranges (of any family): a source
+    /// must then be in one of `source_ranges`, so a Service that lists
+    /// ranges of the other family only lets no client of this one in (fail
+    /// closed: a list meant to restrict never opens a family it forgot).
+    pub source_restricted: bool,
     /// The Service's own forwarding mode; `None`: the gateway's.
     pub forwarding: Option<ForwardingMode>,
 }
 
-impl ServiceEntry {
-    /// Builds an entry: sorts the backends, chooses the active set and builds
-    /// the Maglev table over it.
+impl<A: Addr> ServiceEntry<A> {
+    /// Builds an entry from the backends and source ranges of family `A`
+    /// (the others are left out): sorts the backends, chooses the active
+    /// set and builds the Maglev table over it.
     pub fn new(
         id: ServicePortId,
         backends: &[BackendSpec],
         affinity: SessionAffinity,
-        source_ranges: &[Ipv4Net],
+        source_ranges: &[IpNet],
     ) -> Self {
         Self::new_like(id, backends, affinity, source_ranges, None)
     }
@@ -189,18 +215,21 @@ impl ServiceEntry {
         id: ServicePortId,
         backends: &[BackendSpec],
         affinity: SessionAffinity,
-        source_ranges: &[Ipv4Net],
-        like: Option<&ServiceEntry>,
+        source_ranges: &[IpNet],
+        like: Option<&ServiceEntry<A>>,
     ) -> Self {
-        let mut list: Vec<Backend> = backends
+        let mut list: Vec<Backend<A>> = backends
             .iter()
-            .map(|b| Backend { addr: b.addr, port: b.port, conditions: b.conditions, weight: b.weight.max(1) })
+            .filter_map(|b| {
+                let addr = A::from_ip(b.addr)?;
+                Some(Backend { addr, port: b.port, conditions: b.conditions, weight: b.weight.max(1) })
+            })
             .collect();
         list.sort_by_key(|b| (b.addr, b.port));
         list.dedup_by_key(|b| (b.addr, b.port));
 
-        let ready = |b: &Backend| b.conditions.ready;
-        let fallback = |b: &Backend| b.conditions.serving && b.conditions.terminating;
+        let ready = |b: &Backend<A>| b.conditions.ready;
+        let fallback = |b: &Backend<A>| b.conditions.serving && b.conditions.terminating;
         let active = if list.iter().any(ready) {
             ActiveSet::Ready
         } else if list.iter().any(fallback) {
@@ -231,14 +260,15 @@ impl ServiceEntry {
             active,
             maglev,
             affinity_timeout_secs,
-            source_ranges: source_ranges.to_vec().into_boxed_slice(),
+            source_ranges: source_ranges.iter().filter_map(|&n| A::from_net(n)).collect(),
+            source_restricted: !source_ranges.is_empty(),
             forwarding: None,
         }
     }
 
-    fn build_maglev(list: &[Backend], active: ActiveSet) -> Maglev {
-        let ready = |b: &Backend| b.conditions.ready;
-        let fallback = |b: &Backend| b.conditions.serving && b.conditions.terminating;
+    fn build_maglev(list: &[Backend<A>], active: ActiveSet) -> Maglev {
+        let ready = |b: &Backend<A>| b.conditions.ready;
+        let fallback = |b: &Backend<A>| b.conditions.serving && b.conditions.terminating;
         // Maglev over the active subset; map its indices back to `list`.
         let chosen: Vec<u16> = (0..list.len().min(usize::from(u16::MAX)))
             .filter(|&i| match active {
@@ -252,7 +282,7 @@ impl ServiceEntry {
             .iter()
             .map(|&i| {
                 let b = &list[usize::from(i)];
-                MaglevBackend { addr: b.addr, port: b.port, weight: u32::from(b.weight) }
+                MaglevBackend { addr: b.addr.into(), port: b.port, weight: u32::from(b.weight) }
             })
             .collect();
         let sub = Maglev::build(&mb, table_size_for(mb.len()));
@@ -265,14 +295,14 @@ impl ServiceEntry {
 
     /// Index of the backend with this address and port, if it is still listed.
     #[inline]
-    pub fn find_backend(&self, addr: Ipv4Addr, port: u16) -> Option<u16> {
+    pub fn find_backend(&self, addr: A, port: u16) -> Option<u16> {
         self.backends.binary_search_by_key(&(addr, port), |b| (b.addr, b.port)).ok().map(|i| i as u16)
     }
 
     /// True when `src` may use this entry's LoadBalancer frontends.
     #[inline]
-    pub fn source_allowed(&self, src: Ipv4Addr) -> bool {
-        self.source_ranges.is_empty() || self.source_ranges.iter().any(|n| n.contains(&src))
+    pub fn source_allowed(&self, src: A) -> bool {
+        !self.source_restricted || self.source_ranges.iter().any(|n| A::net_contains(n, src))
     }
 }
 
@@ -283,7 +313,7 @@ pub enum BuildWarning {
     #[error("{kind:?} frontend {key} of {loser} is already served by {owner}; {loser} does not get it")]
     FrontendClash {
         /// The contested frontend.
-        key: FrontendKey,
+        key: FrontendKey<IpAddr>,
         /// How the loser wanted to be reached.
         kind: FrontendKind,
         /// The Service port that keeps it.
@@ -305,123 +335,34 @@ pub enum BuildWarning {
     },
 }
 
-/// The complete, immutable lookup state of one generation.
-#[derive(Debug, Clone)]
-pub struct ServiceTable {
-    generation: u64,
-    frontends: Arc<HashMap<FrontendKey, Frontend, ahash::RandomState>>,
-    entries: Arc<[Arc<ServiceEntry>]>,
+/// One family's half of a table: its frontends and its entries.
+#[derive(Debug)]
+pub struct FamilyTable<A: Addr> {
+    frontends: Arc<HashMap<FrontendKey<A>, Frontend, ahash::RandomState>>,
+    entries: Arc<[Arc<ServiceEntry<A>>]>,
 }
 
-impl Default for ServiceTable {
+impl<A: Addr> Clone for FamilyTable<A> {
+    fn clone(&self) -> Self {
+        Self { frontends: Arc::clone(&self.frontends), entries: Arc::clone(&self.entries) }
+    }
+}
+
+impl<A: Addr> Default for FamilyTable<A> {
     fn default() -> Self {
-        Self::empty()
+        Self { frontends: Arc::default(), entries: Arc::from(Vec::new()) }
     }
 }
 
-impl ServiceTable {
-    /// A table that serves nothing (generation 0).
-    pub fn empty() -> Self {
-        Self { generation: 0, frontends: Arc::default(), entries: Arc::from(Vec::new()) }
-    }
-
-    /// Builds a whole table. Clashes are resolved first come, first served in
-    /// the order of `desired.services` and reported; nothing here fails.
-    pub fn build(desired: &DesiredState, generation: u64) -> (Self, Vec<BuildWarning>) {
-        let mut frontends: HashMap<FrontendKey, Frontend, ahash::RandomState> = HashMap::default();
-        let mut entries: Vec<Arc<ServiceEntry>> = Vec::new();
-        let mut warnings = Vec::new();
-        // The entries (Maglev tables: most of the work) are built first, on
-        // every core when there are many; the frontends then in order.
-        let mut built = build_entries(desired).into_iter();
-        for svc in &desired.services {
-            let Some(cluster_ip) = svc.cluster_ip else {
-                continue; // headless: DNS only, nothing to program
-            };
-            for port in &svc.ports {
-                let idx = entries.len() as u32;
-                let Some(entry) = built.next() else {
-                    unreachable!("one entry per port of each Service with a cluster IP")
-                };
-                let mut add = |addr: Ipv4Addr, p: u16, kind: FrontendKind, warnings: &mut Vec<BuildWarning>| {
-                    let key = FrontendKey { addr, protocol: port.protocol, port: p };
-                    match frontends.get(&key) {
-                        Some(f) if f.entry != idx => warnings.push(BuildWarning::FrontendClash {
-                            key,
-                            kind,
-                            owner: entries_name(&entries, f.entry),
-                            loser: entry.id.to_string(),
-                        }),
-                        Some(_) => {}
-                        None => {
-                            frontends.insert(key, Frontend { kind, entry: idx });
-                        }
-                    }
-                };
-                add(cluster_ip, port.port, FrontendKind::ClusterIp, &mut warnings);
-                for &ip in &svc.external_ips {
-                    add(ip, port.port, FrontendKind::ExternalIp, &mut warnings);
-                }
-                let wants_node_port = matches!(svc.service_type, ServiceType::NodePort | ServiceType::LoadBalancer);
-                match port.node_port {
-                    Some(np) if wants_node_port => {
-                        for &ip in &desired.node_ips {
-                            add(ip, np, FrontendKind::NodePort, &mut warnings);
-                        }
-                    }
-                    None if wants_node_port => warnings.push(BuildWarning::MissingNodePort {
-                        service: svc.qualified_name(),
-                        port: port.port,
-                        protocol: port.protocol,
-                        service_type: svc.service_type.as_str(),
-                    }),
-                    _ => {}
-                }
-                if svc.service_type == ServiceType::LoadBalancer {
-                    for &ip in &svc.load_balancer_ips {
-                        add(ip, port.port, FrontendKind::LoadBalancer, &mut warnings);
-                    }
-                }
-                entries.push(entry);
-            }
-        }
-        (Self { generation, frontends: Arc::new(frontends), entries: Arc::from(entries) }, warnings)
-    }
-
-    /// A new generation with some entries replaced (e.g. after an Endpoints
-    /// change) that shares the frontend map and every other entry.
-    ///
-    /// Indices out of range are ignored. The frontends of a replaced entry stay
-    /// as they were, so only backends and policy may change this way; a change
-    /// of ports or addresses needs [`ServiceTable::build`].
-    pub fn with_entries_replaced(
-        &self,
-        generation: u64,
-        replaced: impl IntoIterator<Item = (u32, ServiceEntry)>,
-    ) -> Self {
-        let mut entries: Vec<Arc<ServiceEntry>> = self.entries.to_vec();
-        for (idx, entry) in replaced {
-            if let Some(slot) = entries.get_mut(idx as usize) {
-                *slot = Arc::new(entry);
-            }
-        }
-        Self { generation, frontends: Arc::clone(&self.frontends), entries: Arc::from(entries) }
-    }
-
-    /// The generation number the control plane gave this table.
-    #[inline(always)]
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
+impl<A: Addr> FamilyTable<A> {
     /// The frontend for a destination, if it is a Service frontend.
     #[inline]
-    pub fn frontend(&self, addr: Ipv4Addr, protocol: Protocol, port: u16) -> Option<Frontend> {
+    pub fn frontend(&self, addr: A, protocol: Protocol, port: u16) -> Option<Frontend> {
         self.frontends.get(&FrontendKey { addr, protocol, port }).copied()
     }
 
     /// Every frontend, for the XDP steering map and `svcgate status`.
-    pub fn frontends(&self) -> impl Iterator<Item = (&FrontendKey, &Frontend)> {
+    pub fn frontends(&self) -> impl Iterator<Item = (&FrontendKey<A>, &Frontend)> {
         self.frontends.iter()
     }
 
@@ -432,26 +373,248 @@ impl ServiceTable {
 
     /// The entry at `idx`.
     #[inline(always)]
-    pub fn entry(&self, idx: u32) -> Option<&ServiceEntry> {
+    pub fn entry(&self, idx: u32) -> Option<&ServiceEntry<A>> {
         self.entries.get(idx as usize).map(|e| &**e)
     }
 
     /// Every entry, in index order.
-    pub fn entries(&self) -> &[Arc<ServiceEntry>] {
+    pub fn entries(&self) -> &[Arc<ServiceEntry<A>>] {
         &self.entries
+    }
+
+    /// This half with some entries replaced, sharing the frontend map and
+    /// every other entry. Indices out of range are ignored.
+    fn with_entries_replaced(&self, replaced: Vec<(u32, ServiceEntry<A>)>) -> Self {
+        if replaced.is_empty() {
+            return self.clone();
+        }
+        let mut entries: Vec<Arc<ServiceEntry<A>>> = self.entries.to_vec();
+        for (idx, entry) in replaced {
+            if let Some(slot) = entries.get_mut(idx as usize) {
+                *slot = Arc::new(entry);
+            }
+        }
+        Self { frontends: Arc::clone(&self.frontends), entries: Arc::from(entries) }
+    }
+
+    /// Builds this family's half: an entry per port of each Service with a
+    /// cluster IP of the family, and that entry's frontends of the family.
+    fn build(desired: &DesiredState, warnings: &mut Vec<BuildWarning>) -> Self {
+        let mut frontends: HashMap<FrontendKey<A>, Frontend, ahash::RandomState> = HashMap::default();
+        let mut entries: Vec<Arc<ServiceEntry<A>>> = Vec::new();
+        // The entries (Maglev tables: most of the work) are built first, on
+        // every core when there are many; the frontends then in order.
+        let mut built = build_entries::<A>(desired).into_iter();
+        for svc in desired.services.iter().filter(|s| serves::<A>(s)) {
+            for port in &svc.ports {
+                let idx = entries.len() as u32;
+                let Some(entry) = built.next() else {
+                    unreachable!("one entry per port of each Service with a cluster IP of the family")
+                };
+                let mut add = |addr: A, p: u16, kind: FrontendKind, warnings: &mut Vec<BuildWarning>| {
+                    let key = FrontendKey { addr, protocol: port.protocol, port: p };
+                    match frontends.get(&key) {
+                        Some(f) if f.entry != idx => warnings.push(BuildWarning::FrontendClash {
+                            key: key.to_ip(),
+                            kind,
+                            owner: entries_name(&entries, f.entry),
+                            loser: entry.id.to_string(),
+                        }),
+                        Some(_) => {}
+                        None => {
+                            frontends.insert(key, Frontend { kind, entry: idx });
+                        }
+                    }
+                };
+                for ip in of_family::<A>(&svc.cluster_ips) {
+                    add(ip, port.port, FrontendKind::ClusterIp, warnings);
+                }
+                for ip in of_family::<A>(&svc.external_ips) {
+                    add(ip, port.port, FrontendKind::ExternalIp, warnings);
+                }
+                let wants_node_port = matches!(svc.service_type, ServiceType::NodePort | ServiceType::LoadBalancer);
+                match port.node_port {
+                    Some(np) if wants_node_port => {
+                        for ip in of_family::<A>(&desired.node_ips) {
+                            add(ip, np, FrontendKind::NodePort, warnings);
+                        }
+                    }
+                    // Reported once, by the first family that serves the Service.
+                    None if wants_node_port && first_family_of::<A>(svc) => {
+                        warnings.push(BuildWarning::MissingNodePort {
+                            service: svc.qualified_name(),
+                            port: port.port,
+                            protocol: port.protocol,
+                            service_type: svc.service_type.as_str(),
+                        })
+                    }
+                    _ => {}
+                }
+                if svc.service_type == ServiceType::LoadBalancer {
+                    for ip in of_family::<A>(&svc.load_balancer_ips) {
+                        add(ip, port.port, FrontendKind::LoadBalancer, warnings);
+                    }
+                }
+                entries.push(entry);
+            }
+        }
+        Self { frontends: Arc::new(frontends), entries: Arc::from(entries) }
     }
 }
 
-/// The entries of some ports of one Service (`(index, port)` pairs, in
-/// order), each sharing the previous one's Maglev table and identity strings
-/// where it can ([`ServiceEntry::new_like`]): one Maglev build for all the
-/// ports of a Service with the same endpoints.
-pub fn service_entries<'a>(
+/// True when `svc` is served in family `A` (it has a cluster IP of it).
+fn serves<A: Addr>(svc: &ServiceSpec) -> bool {
+    svc.has_family(A::FAMILY)
+}
+
+/// True when `A` is the first family of `svc` that this builder visits
+/// (IPv4, then IPv6), so that a per-Service warning is given once.
+fn first_family_of<A: Addr>(svc: &ServiceSpec) -> bool {
+    svc.cluster_ips.iter().map(crate::family::IpFamily::of).min() == Some(A::FAMILY)
+}
+
+/// Replacement entries for [`ServiceTable::with_entries_replaced`], per
+/// family: `(index in that family's half, entry)`.
+#[derive(Debug, Clone, Default)]
+pub struct Replacements {
+    /// IPv4 entries.
+    pub v4: Vec<(u32, ServiceEntry<Ipv4Addr>)>,
+    /// IPv6 entries.
+    pub v6: Vec<(u32, ServiceEntry<Ipv6Addr>)>,
+}
+
+impl Replacements {
+    /// The number of entries replaced.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    /// True when nothing is replaced.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl PerFamily for Replacements {
+    type Of<A: Addr> = Vec<(u32, ServiceEntry<A>)>;
+    fn v4(&self) -> &Self::Of<Ipv4Addr> {
+        &self.v4
+    }
+    fn v6(&self) -> &Self::Of<Ipv6Addr> {
+        &self.v6
+    }
+    fn v4_mut(&mut self) -> &mut Self::Of<Ipv4Addr> {
+        &mut self.v4
+    }
+    fn v6_mut(&mut self) -> &mut Self::Of<Ipv6Addr> {
+        &mut self.v6
+    }
+}
+
+/// The complete, immutable lookup state of one generation.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceTable {
+    generation: u64,
+    v4: FamilyTable<Ipv4Addr>,
+    v6: FamilyTable<Ipv6Addr>,
+}
+
+impl PerFamily for ServiceTable {
+    type Of<A: Addr> = FamilyTable<A>;
+    fn v4(&self) -> &FamilyTable<Ipv4Addr> {
+        &self.v4
+    }
+    fn v6(&self) -> &FamilyTable<Ipv6Addr> {
+        &self.v6
+    }
+    fn v4_mut(&mut self) -> &mut FamilyTable<Ipv4Addr> {
+        &mut self.v4
+    }
+    fn v6_mut(&mut self) -> &mut FamilyTable<Ipv6Addr> {
+        &mut self.v6
+    }
+}
+
+impl ServiceTable {
+    /// A table that serves nothing (generation 0).
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Builds a whole table. Clashes are resolved first come, first served in
+    /// the order of `desired.services` and reported; nothing here fails.
+    pub fn build(desired: &DesiredState, generation: u64) -> (Self, Vec<BuildWarning>) {
+        let mut warnings = Vec::new();
+        let v4 = FamilyTable::build(desired, &mut warnings);
+        let v6 = FamilyTable::build(desired, &mut warnings);
+        (Self { generation, v4, v6 }, warnings)
+    }
+
+    /// A new generation with some entries replaced (e.g. after an Endpoints
+    /// change) that shares the frontend maps and every other entry.
+    ///
+    /// Indices out of range are ignored. The frontends of a replaced entry stay
+    /// as they were, so only backends and policy may change this way; a change
+    /// of ports or addresses needs [`ServiceTable::build`].
+    pub fn with_entries_replaced(&self, generation: u64, replaced: Replacements) -> Self {
+        Self {
+            generation,
+            v4: self.v4.with_entries_replaced(replaced.v4),
+            v6: self.v6.with_entries_replaced(replaced.v6),
+        }
+    }
+
+    /// The generation number the control plane gave this table.
+    #[inline(always)]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The half of family `A` (`table.family::<Ipv6Addr>()`).
+    #[inline(always)]
+    pub fn family<A: Addr>(&self) -> &FamilyTable<A> {
+        A::side(self)
+    }
+
+    /// The IPv4 half.
+    #[inline(always)]
+    pub fn v4(&self) -> &FamilyTable<Ipv4Addr> {
+        &self.v4
+    }
+
+    /// The IPv6 half.
+    #[inline(always)]
+    pub fn v6(&self) -> &FamilyTable<Ipv6Addr> {
+        &self.v6
+    }
+
+    /// The frontend for a destination of either family.
+    #[inline]
+    pub fn frontend<A: Addr>(&self, addr: A, protocol: Protocol, port: u16) -> Option<Frontend> {
+        A::side(self).frontend(addr, protocol, port)
+    }
+
+    /// The number of frontends of both families.
+    pub fn frontend_count(&self) -> usize {
+        self.v4.frontend_count() + self.v6.frontend_count()
+    }
+
+    /// The number of entries of both families.
+    pub fn entry_count(&self) -> usize {
+        self.v4.entries.len() + self.v6.entries.len()
+    }
+}
+
+/// The entries of family `A` of some ports of one Service (`(index, port)`
+/// pairs, in order), each sharing the previous one's Maglev table and
+/// identity strings where it can ([`ServiceEntry::new_like`]): one Maglev
+/// build for all the ports of a Service with the same endpoints.
+pub fn service_entries<'a, A: Addr>(
     svc: &ServiceSpec,
     ports: impl IntoIterator<Item = (usize, &'a ServicePortSpec)>,
-) -> Vec<(usize, ServiceEntry)> {
+) -> Vec<(usize, ServiceEntry<A>)> {
     let ports = ports.into_iter();
-    let mut out: Vec<(usize, ServiceEntry)> = Vec::with_capacity(ports.size_hint().0);
+    let mut out: Vec<(usize, ServiceEntry<A>)> = Vec::with_capacity(ports.size_hint().0);
     for (j, port) in ports {
         let like = out.last().map(|(_, e)| e);
         let id = ServicePortId::of(svc, port, like.map(|e| &e.id));
@@ -462,17 +625,17 @@ pub fn service_entries<'a>(
     out
 }
 
-/// One entry per port of each Service with a cluster IP, in table order.
-/// Above a few thousand entries the work is split over the available cores
-/// (scoped threads, contiguous runs of whole Services, joined in order: the
-/// same result).
-fn build_entries(desired: &DesiredState) -> Vec<Arc<ServiceEntry>> {
-    let services: Vec<&ServiceSpec> = desired.services.iter().filter(|s| s.cluster_ip.is_some()).collect();
+/// One entry per port of each Service with a cluster IP of family `A`, in
+/// table order. Above a few thousand entries the work is split over the
+/// available cores (scoped threads, contiguous runs of whole Services,
+/// joined in order: the same result).
+fn build_entries<A: Addr>(desired: &DesiredState) -> Vec<Arc<ServiceEntry<A>>> {
+    let services: Vec<&ServiceSpec> = desired.services.iter().filter(|s| serves::<A>(s)).collect();
     let total: usize = services.iter().map(|s| s.ports.len()).sum();
     let run = |part: &[&ServiceSpec]| {
         let mut out = Vec::with_capacity(part.iter().map(|s| s.ports.len()).sum());
         for svc in part {
-            out.extend(service_entries(svc, svc.ports.iter().enumerate()).into_iter().map(|(_, e)| Arc::new(e)));
+            out.extend(service_entries::<A>(svc, svc.ports.iter().enumerate()).into_iter().map(|(_, e)| Arc::new(e)));
         }
         out
     };
@@ -507,7 +670,7 @@ fn build_entries(desired: &DesiredState) -> Vec<Arc<ServiceEntry>> {
     })
 }
 
-fn entries_name(entries: &[Arc<ServiceEntry>], idx: u32) -> String {
+fn entries_name<A: Addr>(entries: &[Arc<ServiceEntry<A>>], idx: u32) -> String {
     entries.get(idx as usize).map(|e| e.id.to_string()).unwrap_or_default()
 }
 
@@ -522,7 +685,7 @@ mod tests {
     }
 
     fn be(last: u16, port: u16, conditions: EndpointConditions) -> BackendSpec {
-        BackendSpec { addr: ip(last), port, conditions, weight: 1 }
+        BackendSpec { addr: ip(last).into(), port, conditions, weight: 1 }
     }
 
     fn port(protocol: Protocol, port: u16, node_port: Option<u16>, backends: Vec<BackendSpec>) -> ServicePortSpec {
@@ -539,7 +702,7 @@ mod tests {
             namespace: "default".into(),
             name: name.into(),
             service_type,
-            cluster_ip,
+            cluster_ips: cluster_ip.into_iter().map(IpAddr::from).collect(),
             external_ips: vec![],
             load_balancer_ips: vec![],
             source_ranges: vec![],
@@ -558,7 +721,7 @@ mod tests {
     }
 
     fn sorted_frontends(t: &ServiceTable) -> Vec<(FrontendKey, Frontend)> {
-        let mut v: Vec<_> = t.frontends().map(|(k, f)| (*k, *f)).collect();
+        let mut v: Vec<_> = t.v4().frontends().map(|(k, f)| (*k, *f)).collect();
         v.sort_by_key(|(k, _)| *k);
         v
     }
@@ -566,7 +729,7 @@ mod tests {
     const NODES: [u16; 2] = [0x0201, 0x0202];
 
     fn state(services: Vec<ServiceSpec>) -> DesiredState {
-        DesiredState { node_ips: NODES.iter().map(|&n| ip(n)).collect(), services }
+        DesiredState { node_ips: NODES.iter().map(|&n| ip(n).into()).collect(), services }
     }
 
     #[test]
@@ -577,12 +740,12 @@ mod tests {
             Some(ip(0x6401)),
             vec![port(Protocol::Tcp, 80, Some(30080), ready(3)), port(Protocol::Udp, 53, Some(30053), ready(2))],
         );
-        lb.external_ips = vec![ip(0x6501)];
-        lb.load_balancer_ips = vec![ip(0x6601), ip(0x6602)];
+        lb.external_ips = vec![ip(0x6501).into()];
+        lb.load_balancer_ips = vec![ip(0x6601).into(), ip(0x6602).into()];
         let (t, warnings) = ServiceTable::build(&state(vec![lb]), 7);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(t.generation(), 7);
-        assert_eq!(t.entries().len(), 2);
+        assert_eq!(t.v4().entries().len(), 2);
 
         let mut want = Vec::new();
         for (entry, proto, p, np) in [(0, Protocol::Tcp, 80, 30080), (1, Protocol::Udp, 53, 30053)] {
@@ -603,9 +766,9 @@ mod tests {
         assert_eq!(t.frontend(ip(0x6401), Protocol::Udp, 80), None);
         assert_eq!(t.frontend(ip(0x6401), Protocol::Tcp, 30080), None);
         assert_eq!(t.frontend(ip(NODES[1]), Protocol::Udp, 30053).map(|f| f.kind), Some(FrontendKind::NodePort));
-        assert_eq!(t.entry(0).map(|e| e.id.to_string()).as_deref(), Some("default/web 80/TCP"));
-        assert_eq!(t.entry(1).map(|e| e.id.port), Some(53));
-        assert!(t.entry(2).is_none());
+        assert_eq!(t.v4().entry(0).map(|e| e.id.to_string()).as_deref(), Some("default/web 80/TCP"));
+        assert_eq!(t.v4().entry(1).map(|e| e.id.port), Some(53));
+        assert!(t.v4().entry(2).is_none());
     }
 
     #[test]
@@ -615,10 +778,10 @@ mod tests {
         // frontends, and only the NodePort one gets node ports.
         let mut cip =
             svc("a", ServiceType::ClusterIp, Some(ip(0x6401)), vec![port(Protocol::Tcp, 80, Some(30001), ready(1))]);
-        cip.load_balancer_ips = vec![ip(0x6601)];
+        cip.load_balancer_ips = vec![ip(0x6601).into()];
         let mut np =
             svc("b", ServiceType::NodePort, Some(ip(0x6402)), vec![port(Protocol::Tcp, 80, Some(30002), ready(1))]);
-        np.load_balancer_ips = vec![ip(0x6602)];
+        np.load_balancer_ips = vec![ip(0x6602).into()];
         let (t, warnings) = ServiceTable::build(&state(vec![cip, np]), 1);
         assert!(warnings.is_empty(), "{warnings:?}");
         let kinds: Vec<_> = sorted_frontends(&t).into_iter().map(|(k, f)| (k.addr, k.port, f.kind, f.entry)).collect();
@@ -636,15 +799,15 @@ mod tests {
     #[test]
     fn headless_service_gets_no_frontends() {
         let mut headless = svc("db", ServiceType::ClusterIp, None, vec![port(Protocol::Tcp, 5432, None, ready(3))]);
-        headless.external_ips = vec![ip(0x6501)];
+        headless.external_ips = vec![ip(0x6501).into()];
         let after = svc("web", ServiceType::ClusterIp, Some(ip(0x6401)), vec![port(Protocol::Tcp, 80, None, ready(1))]);
         let (t, warnings) = ServiceTable::build(&state(vec![headless, after]), 1);
         assert!(warnings.is_empty());
-        assert_eq!(t.entries().len(), 1);
+        assert_eq!(t.v4().entries().len(), 1);
         assert_eq!(t.frontend_count(), 1);
         // The next Service's frontend points at the right entry.
         let f = t.frontend(ip(0x6401), Protocol::Tcp, 80).unwrap();
-        assert_eq!(&*t.entry(f.entry).unwrap().id.name, "web");
+        assert_eq!(&*t.v4().entry(f.entry).unwrap().id.name, "web");
         assert_eq!(t.frontend(ip(0x6501), Protocol::Tcp, 5432), None);
     }
 
@@ -654,7 +817,7 @@ mod tests {
         // b claims a's cluster IP as an externalIP; c wants b's nodePort.
         let mut second =
             svc("b", ServiceType::NodePort, Some(ip(0x6402)), vec![port(Protocol::Tcp, 80, Some(30080), ready(2))]);
-        second.external_ips = vec![ip(0x6401), ip(0x6501)];
+        second.external_ips = vec![ip(0x6401).into(), ip(0x6501).into()];
         let third =
             svc("c", ServiceType::NodePort, Some(ip(0x6403)), vec![port(Protocol::Tcp, 81, Some(30080), ready(1))]);
         let (t, warnings) = ServiceTable::build(&state(vec![first, second, third]), 1);
@@ -662,19 +825,19 @@ mod tests {
             warnings,
             vec![
                 BuildWarning::FrontendClash {
-                    key: key(ip(0x6401), Protocol::Tcp, 80),
+                    key: key(ip(0x6401), Protocol::Tcp, 80).to_ip(),
                     kind: FrontendKind::ExternalIp,
                     owner: "default/a 80/TCP".into(),
                     loser: "default/b 80/TCP".into(),
                 },
                 BuildWarning::FrontendClash {
-                    key: key(ip(NODES[0]), Protocol::Tcp, 30080),
+                    key: key(ip(NODES[0]), Protocol::Tcp, 30080).to_ip(),
                     kind: FrontendKind::NodePort,
                     owner: "default/b 80/TCP".into(),
                     loser: "default/c 81/TCP".into(),
                 },
                 BuildWarning::FrontendClash {
-                    key: key(ip(NODES[1]), Protocol::Tcp, 30080),
+                    key: key(ip(NODES[1]), Protocol::Tcp, 30080).to_ip(),
                     kind: FrontendKind::NodePort,
                     owner: "default/b 80/TCP".into(),
                     loser: "default/c 81/TCP".into(),
@@ -693,14 +856,14 @@ mod tests {
         assert_eq!(at(ip(0x6501), 80), Some(Frontend { kind: FrontendKind::ExternalIp, entry: 1 }));
         assert_eq!(at(ip(NODES[0]), 30080), Some(Frontend { kind: FrontendKind::NodePort, entry: 1 }));
         assert_eq!(at(ip(0x6403), 81), Some(Frontend { kind: FrontendKind::ClusterIp, entry: 2 }));
-        assert_eq!(t.entries().len(), 3);
-        assert_eq!(t.entry(1).unwrap().backends.len(), 2);
+        assert_eq!(t.v4().entries().len(), 3);
+        assert_eq!(t.v4().entry(1).unwrap().backends.len(), 2);
     }
 
     #[test]
     fn same_service_repeating_its_own_frontend_is_no_clash() {
         let mut s = svc("a", ServiceType::ClusterIp, Some(ip(0x6401)), vec![port(Protocol::Tcp, 80, None, ready(1))]);
-        s.external_ips = vec![ip(0x6401), ip(0x6501), ip(0x6501)];
+        s.external_ips = vec![ip(0x6401).into(), ip(0x6501).into(), ip(0x6501).into()];
         let (t, warnings) = ServiceTable::build(&state(vec![s]), 1);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(t.frontend_count(), 2);
@@ -712,7 +875,7 @@ mod tests {
         let np = svc("np", ServiceType::NodePort, Some(ip(0x6401)), vec![port(Protocol::Udp, 53, None, ready(1))]);
         let mut lb =
             svc("lb", ServiceType::LoadBalancer, Some(ip(0x6402)), vec![port(Protocol::Tcp, 443, None, ready(1))]);
-        lb.load_balancer_ips = vec![ip(0x6601)];
+        lb.load_balancer_ips = vec![ip(0x6601).into()];
         let cip = svc("cip", ServiceType::ClusterIp, Some(ip(0x6403)), vec![port(Protocol::Tcp, 80, None, ready(1))]);
         let (t, warnings) = ServiceTable::build(&state(vec![np, lb, cip]), 1);
         assert_eq!(
@@ -822,7 +985,7 @@ mod tests {
         assert!(open.source_allowed(ip(7)));
         assert!(open.source_allowed(Ipv4Addr::new(198, 19, 255, 1)));
 
-        let ranges: Vec<Ipv4Net> = vec!["198.18.0.0/24".parse().unwrap(), "198.19.0.128/25".parse().unwrap()];
+        let ranges: Vec<IpNet> = vec!["198.18.0.0/24".parse().unwrap(), "198.19.0.128/25".parse().unwrap()];
         let id = open.id.clone();
         let closed = ServiceEntry::new(id, &[be(1, 80, RD)], SessionAffinity::ClientIp { timeout_secs: 60 }, &ranges);
         assert!(closed.source_allowed(Ipv4Addr::new(198, 18, 0, 200)));
@@ -839,9 +1002,64 @@ mod tests {
             svc("a", ServiceType::LoadBalancer, Some(ip(0x6401)), vec![port(Protocol::Tcp, 80, Some(30080), ready(1))]);
         s.source_ranges = vec!["198.18.0.0/24".parse().unwrap()];
         let (t, _) = ServiceTable::build(&state(vec![s]), 1);
-        let e = t.entry(0).unwrap();
+        let e = t.v4().entry(0).unwrap();
         assert!(e.source_allowed(ip(5)));
         assert!(!e.source_allowed(ip(0x0105)));
+    }
+
+    fn ip6(last: u16) -> Ipv6Addr {
+        // 2001:2::/48 only (RFC 5180), as everywhere in this project's tests.
+        Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, last)
+    }
+
+    #[test]
+    fn dual_stack_service_gets_an_entry_and_frontends_per_family() {
+        // A dual-stack LoadBalancer (IPv6 primary) with Pods of both families,
+        // an IPv6-only one, and an IPv4 one: each family's frontends lead to
+        // that family's endpoints only.
+        let mut backends = ready(2);
+        backends.extend([0x10, 0x11, 0x12].map(|l| BackendSpec {
+            addr: ip6(l).into(),
+            port: 8080,
+            conditions: RD,
+            weight: 1,
+        }));
+        let mut dual =
+            svc("dual", ServiceType::LoadBalancer, None, vec![port(Protocol::Tcp, 80, Some(30080), backends)]);
+        dual.cluster_ips = vec![ip6(0x6401).into(), ip(0x6401).into()];
+        dual.load_balancer_ips = vec![ip(0x6601).into(), ip6(0x6601).into()];
+        dual.source_ranges = vec!["198.18.0.0/24".parse().unwrap()];
+        let mut only6 = svc("only6", ServiceType::ClusterIp, None, vec![port(Protocol::Udp, 53, None, vec![])]);
+        only6.cluster_ips = vec![ip6(0x6402).into()];
+        let only4 =
+            svc("only4", ServiceType::ClusterIp, Some(ip(0x6403)), vec![port(Protocol::Tcp, 80, None, ready(1))]);
+        let mut st = state(vec![dual, only6, only4]);
+        st.node_ips.push(ip6(0x0201).into());
+        let (t, warnings) = ServiceTable::build(&st, 1);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!((t.v4().entries().len(), t.v6().entries().len()), (2, 2));
+        assert_eq!(t.entry_count(), 4);
+        // IPv4: ClusterIP, LB, two node ports of dual; only4's ClusterIP.
+        assert_eq!(t.v4().frontend_count(), 5);
+        // IPv6: ClusterIP, LB, one node port of dual; only6's ClusterIP.
+        assert_eq!(t.v6().frontend_count(), 4);
+        assert_eq!(t.frontend_count(), 9);
+        let e4 = t.v4().entry(t.frontend(ip(0x6601), Protocol::Tcp, 80).unwrap().entry).unwrap();
+        let e6 = t.v6().entry(t.frontend(ip6(0x6601), Protocol::Tcp, 80).unwrap().entry).unwrap();
+        assert_eq!(e4.id, e6.id);
+        assert_eq!(e4.backends.len(), 2);
+        assert_eq!(e6.backends.iter().map(|b| b.addr).collect::<Vec<_>>(), vec![ip6(0x10), ip6(0x11), ip6(0x12)]);
+        assert_eq!(e6.maglev.len(), 307);
+        assert_eq!(t.frontend(ip6(0x0201), Protocol::Tcp, 30080).map(|f| f.kind), Some(FrontendKind::NodePort));
+        // The source ranges are IPv4 only: IPv4 clients in them pass, and
+        // the IPv6 family, which the list does not mention, is closed.
+        assert!(e4.source_allowed(ip(7)));
+        assert!(!e4.source_allowed(ip(0x0107)));
+        assert!(!e6.source_allowed(ip6(7)));
+        let generic = t.family::<Ipv6Addr>().frontend(ip6(0x6402), Protocol::Udp, 53).unwrap();
+        assert_eq!(t.v6().entry(generic.entry).unwrap().active, ActiveSet::Empty);
+        // A clash between the families is impossible: their keys differ.
+        assert_eq!(FrontendKey { addr: ip6(1), protocol: Protocol::Tcp, port: 80 }.to_string(), "[2001:2::1]:80/TCP");
     }
 
     #[test]
@@ -853,19 +1071,23 @@ mod tests {
             })
             .collect();
         let (old, _) = ServiceTable::build(&state(services), 1);
-        let replacement = ServiceEntry::new(old.entry(1).unwrap().id.clone(), &ready(5), SessionAffinity::None, &[]);
-        let new = old.with_entries_replaced(2, [(1, replacement.clone()), (99, replacement.clone())]);
+        let replacement =
+            ServiceEntry::new(old.v4().entry(1).unwrap().id.clone(), &ready(5), SessionAffinity::None, &[]);
+        let new = old.with_entries_replaced(
+            2,
+            Replacements { v4: vec![(1, replacement.clone()), (99, replacement.clone())], v6: vec![] },
+        );
         assert_eq!(new.generation(), 2);
         assert_eq!(old.generation(), 1);
-        assert!(Arc::ptr_eq(&old.frontends, &new.frontends));
-        assert_eq!(new.entries().len(), 3);
-        assert!(Arc::ptr_eq(&old.entries()[0], &new.entries()[0]));
-        assert!(Arc::ptr_eq(&old.entries()[2], &new.entries()[2]));
-        assert!(!Arc::ptr_eq(&old.entries()[1], &new.entries()[1]));
-        assert_eq!(*new.entries()[1], replacement);
+        assert!(Arc::ptr_eq(&old.v4.frontends, &new.v4.frontends));
+        assert_eq!(new.v4().entries().len(), 3);
+        assert!(Arc::ptr_eq(&old.v4().entries()[0], &new.v4().entries()[0]));
+        assert!(Arc::ptr_eq(&old.v4().entries()[2], &new.v4().entries()[2]));
+        assert!(!Arc::ptr_eq(&old.v4().entries()[1], &new.v4().entries()[1]));
+        assert_eq!(*new.v4().entries()[1], replacement);
         // The old generation is untouched.
-        assert_eq!(old.entry(1).unwrap().backends.len(), 2);
-        assert_eq!(new.entry(1).unwrap().backends.len(), 5);
+        assert_eq!(old.v4().entry(1).unwrap().backends.len(), 2);
+        assert_eq!(new.v4().entry(1).unwrap().backends.len(), 5);
         assert_eq!(new.frontend(ip(0x6401), Protocol::Tcp, 80).map(|f| f.entry), Some(1));
     }
 
@@ -887,18 +1109,18 @@ mod tests {
         let (t, warnings) = ServiceTable::build(&state(services.clone()), 1);
         assert!(warnings.is_empty());
         let mut idx = 0usize;
-        for s in services.iter().filter(|s| s.cluster_ip.is_some()) {
+        for s in services.iter().filter(|s| !s.is_headless()) {
             for p in &s.ports {
-                let e = &t.entries()[idx];
+                let e = &t.v4().entries()[idx];
                 assert_eq!((&*e.id.name, e.id.port, e.id.protocol), (s.name.as_str(), p.port, p.protocol));
                 let alone = ServiceEntry::new(e.id.clone(), &p.backends, s.affinity, &s.source_ranges);
                 assert_eq!(**e, alone);
-                let f = t.frontend(s.cluster_ip.unwrap(), p.protocol, p.port).unwrap();
+                let f = t.frontend(Ipv4Addr::from_ip(s.cluster_ips[0]).unwrap(), p.protocol, p.port).unwrap();
                 assert_eq!(f.entry as usize, idx);
                 idx += 1;
             }
         }
-        assert_eq!(idx, t.entries().len());
+        assert_eq!(idx, t.v4().entries().len());
     }
 
     #[test]
@@ -913,7 +1135,7 @@ mod tests {
         ports.push(port(Protocol::Udp, 2001, None, vec![be(1, 80, RD), be(1, 81, RD), be(3, 80, RD)]));
         let s = svc("many", ServiceType::ClusterIp, Some(ip(0x6401)), ports);
         let (t, _) = ServiceTable::build(&state(vec![s.clone()]), 1);
-        let e = t.entries();
+        let e = t.v4().entries();
         for j in 1..6 {
             assert!(e[j].maglev.shares_slots_with(&e[0].maglev), "port {j}");
             assert!(Arc::ptr_eq(&e[j].id.name, &e[0].id.name));
@@ -944,7 +1166,7 @@ mod tests {
         let t = ServiceTable::default();
         assert_eq!(t.generation(), 0);
         assert_eq!(t.frontend_count(), 0);
-        assert!(t.entries().is_empty());
+        assert!(t.v4().entries().is_empty());
         assert_eq!(t.frontend(ip(1), Protocol::Tcp, 80), None);
     }
 }

@@ -24,6 +24,7 @@
 //! bad object.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,9 +33,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use svcgate_common::model::DesiredState;
+use svcgate_common::family::{Addr, IpFamily};
+use svcgate_common::model::{DesiredState, ServiceSpec};
 use svcgate_common::publish::{Publisher, Reader};
-use svcgate_common::table::{service_entries, ServiceEntry, ServiceTable};
+use svcgate_common::table::{service_entries, Replacements, ServiceTable};
 use svcgate_dns::{DnsConfig, DnsTable, DnsView};
 
 use crate::config::DnsSettings;
@@ -189,8 +191,9 @@ struct ChangeIndex {
     services: resolve::FastMap<(String, String), usize>,
     /// Same index as `desired.services`.
     plans: Vec<EndpointPlan>,
-    /// Same index as `desired.services`: the table index of its first port.
-    entry_base: Vec<u32>,
+    /// Same index as `desired.services`: the table index of its first port
+    /// in each family's half (IPv4, IPv6).
+    entry_base: Vec<[u32; 2]>,
 }
 
 impl ChangeIndex {
@@ -209,12 +212,14 @@ impl ChangeIndex {
             }
             ix.pos.insert(key, i);
         }
-        let mut base = 0u32;
+        let mut base = [0u32; 2];
         for (i, svc) in desired.services.iter().enumerate() {
             ix.services.insert((svc.namespace.clone(), svc.name.clone()), i);
             ix.entry_base.push(base);
-            if svc.cluster_ip.is_some() {
-                base += svc.ports.len() as u32;
+            for (f, family) in IpFamily::ALL.into_iter().enumerate() {
+                if svc.has_family(family) {
+                    base[f] += svc.ports.len() as u32;
+                }
             }
         }
         ix.valid = ix.plans.len() == desired.services.len();
@@ -508,7 +513,7 @@ impl Controller {
                 }
             }
         }
-        let mut replaced: Vec<(u32, ServiceEntry)> = Vec::new();
+        let mut replaced = Replacements::default();
         let mut changed_services = Vec::new();
         let mut dns_touched = false;
         for &si in &touched {
@@ -526,7 +531,7 @@ impl Controller {
                 })
                 .collect();
             let backends = resolve::backends_from_slices(plan, &slices);
-            if self.dns.is_some() && st.desired.services[si].cluster_ip.is_none() {
+            if self.dns.is_some() && st.desired.services[si].is_headless() {
                 // A headless Service: its endpoints are DNS names.
                 let named = resolve::endpoint_names_from_slices(plan, &slices);
                 if let Some(slot) = st.dns.endpoint_names.get_mut(si) {
@@ -549,12 +554,9 @@ impl Controller {
                 continue;
             }
             changed_services.push(si);
-            if svc.cluster_ip.is_some() {
-                // One Maglev build for the ports with the same endpoints.
-                let base = st.index.entry_base[si];
-                let built = service_entries(svc, changed_ports.iter().map(|&j| (j, &svc.ports[j])));
-                replaced.extend(built.into_iter().map(|(j, e)| (base + j as u32, e)));
-            }
+            let [base4, base6] = st.index.entry_base[si];
+            replace_ports::<Ipv4Addr>(&mut replaced, base4, svc, &changed_ports);
+            replace_ports::<Ipv6Addr>(&mut replaced, base6, svc, &changed_ports);
         }
         let outcome = if changed_services.is_empty() {
             self.metrics.noop_syncs.fetch_add(1, Ordering::Relaxed);
@@ -562,10 +564,8 @@ impl Controller {
         } else {
             let next_gen = current.generation() + 1;
             let n = replaced.len();
-            let delta: isize = replaced
-                .iter()
-                .map(|(i, e)| e.backends.len() as isize - current.entry(*i).map_or(0, |o| o.backends.len()) as isize)
-                .sum();
+            let delta =
+                backends_delta::<Ipv4Addr>(&current, &replaced) + backends_delta::<Ipv6Addr>(&current, &replaced);
             let table = current.with_entries_replaced(next_gen, replaced);
             self.tables.publish(table);
             self.metrics.incremental_builds.fetch_add(1, Ordering::Relaxed);
@@ -662,8 +662,8 @@ impl Controller {
             errors: errors.iter().map(ToString::to_string).collect(),
             warnings,
             frontends: table.frontend_count(),
-            entries: table.entries().len(),
-            backends: table.entries().iter().map(|e| e.backends.len()).sum(),
+            entries: table.entry_count(),
+            backends: backend_count::<Ipv4Addr>(&table) + backend_count::<Ipv6Addr>(&table),
             last_sync_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             source: SourceStatus::default(), // filled in by `status`
             dns: dns_status,
@@ -747,7 +747,7 @@ fn same_shape(a: &DesiredState, b: &DesiredState) -> bool {
             x.namespace == y.namespace
                 && x.name == y.name
                 && x.service_type == y.service_type
-                && x.cluster_ip == y.cluster_ip
+                && x.cluster_ips == y.cluster_ips
                 && x.external_ips == y.external_ips
                 && x.load_balancer_ips == y.load_balancer_ips
                 && x.source_ranges == y.source_ranges
@@ -759,21 +759,56 @@ fn same_shape(a: &DesiredState, b: &DesiredState) -> bool {
         })
 }
 
-/// The entries (table indices, in [`ServiceTable::build`]'s order: Services
-/// with a cluster IP, then their ports) whose backends differ, rebuilt.
-fn changed_entries(old: &DesiredState, new: &DesiredState) -> Vec<(u32, ServiceEntry)> {
-    let mut out = Vec::new();
-    let mut idx = 0u32;
+/// The entries (table indices per family, in [`ServiceTable::build`]'s
+/// order: Services with a cluster IP of the family, then their ports) whose
+/// backends differ, rebuilt.
+fn changed_entries(old: &DesiredState, new: &DesiredState) -> Replacements {
+    let mut out = Replacements::default();
+    let mut base = [0u32; 2];
     for (o, n) in old.services.iter().zip(&new.services) {
-        if n.cluster_ip.is_none() {
-            continue;
+        let changed: Vec<usize> = o
+            .ports
+            .iter()
+            .zip(&n.ports)
+            .enumerate()
+            .filter(|(_, (op, np))| op.backends != np.backends)
+            .map(|(j, _)| j)
+            .collect();
+        replace_ports::<Ipv4Addr>(&mut out, base[0], n, &changed);
+        replace_ports::<Ipv6Addr>(&mut out, base[1], n, &changed);
+        for (f, family) in IpFamily::ALL.into_iter().enumerate() {
+            if n.has_family(family) {
+                base[f] += n.ports.len() as u32;
+            }
         }
-        let changed = o.ports.iter().zip(&n.ports).enumerate().filter(|(_, (op, np))| op.backends != np.backends);
-        let built = service_entries(n, changed.map(|(j, (_, np))| (j, np)));
-        out.extend(built.into_iter().map(|(j, e)| (idx + j as u32, e)));
-        idx += n.ports.len() as u32;
     }
     out
+}
+
+/// Adds to `out` the entries of family `A` of `svc`'s `ports` (indices into
+/// its ports), rebuilt, when the Service is served in that family; `base` is
+/// the index of its first port in that family's half. One Maglev build for
+/// the ports with the same endpoints.
+fn replace_ports<A: Addr>(out: &mut Replacements, base: u32, svc: &ServiceSpec, ports: &[usize]) {
+    if ports.is_empty() || !svc.has_family(A::FAMILY) {
+        return;
+    }
+    let built = service_entries::<A>(svc, ports.iter().map(|&j| (j, &svc.ports[j])));
+    A::side_mut(out).extend(built.into_iter().map(|(j, e)| (base + j as u32, e)));
+}
+
+/// How many backends the replacements of family `A` add to `current`'s.
+fn backends_delta<A: Addr>(current: &ServiceTable, replaced: &Replacements) -> isize {
+    let half = current.family::<A>();
+    A::side(replaced)
+        .iter()
+        .map(|(i, e)| e.backends.len() as isize - half.entry(*i).map_or(0, |o| o.backends.len()) as isize)
+        .sum()
+}
+
+/// The number of backends of family `A` in `table`.
+fn backend_count<A: Addr>(table: &ServiceTable) -> usize {
+    table.family::<A>().entries().iter().map(|e| e.backends.len()).sum()
 }
 
 #[cfg(test)]
@@ -840,8 +875,12 @@ mod tests {
         }
         assert_eq!((a.entries, a.backends, a.frontends), (b.entries, b.backends, b.frontends));
         let (ta, tb) = (c.tables().current(), full.tables().current());
-        assert_eq!(ta.entries().len(), tb.entries().len());
-        for (x, y) in ta.entries().iter().zip(tb.entries()) {
+        assert_eq!(ta.v4().entries().len(), tb.v4().entries().len());
+        for (x, y) in ta.v4().entries().iter().zip(tb.v4().entries()) {
+            assert_eq!(**x, **y);
+        }
+        assert_eq!(ta.v6().entries().len(), tb.v6().entries().len());
+        for (x, y) in ta.v6().entries().iter().zip(tb.v6().entries()) {
             assert_eq!(**x, **y);
         }
     }
@@ -859,21 +898,22 @@ mod tests {
         ];
         let c = Controller::new(cfg());
         assert_eq!(c.apply_objects(&objects), SyncOutcome::Full(1));
-        let gen0_entry0 = Arc::clone(&c.tables().current().entries()[0]);
+        let gen0_entry0 = Arc::clone(&c.tables().current().v4().entries()[0]);
 
         // One slice of a two-slice, two-port Service: its two entries only.
         let s = slice(2, "s2-b", &[80, 443], &["198.19.0.9", "198.19.0.4"]);
         objects[5] = s.clone();
         assert_eq!(c.apply_changes(vec![s.clone()], Vec::new()), SyncOutcome::Incremental(2, 2));
-        assert!(Arc::ptr_eq(&gen0_entry0, &c.tables().current().entries()[0]));
+        assert!(Arc::ptr_eq(&gen0_entry0, &c.tables().current().v4().entries()[0]));
         // s2's two ports (same Pods, a targetPort each): one Maglev table, and
         // each flow picks the same Pod on both.
         let t = c.tables().current();
-        let (p80, p443) = (&t.entries()[1], &t.entries()[2]);
+        let (p80, p443) = (&t.v4().entries()[1], &t.v4().entries()[2]);
         assert_eq!((p80.id.port, p443.id.port), (80, 443));
         assert!(p80.maglev.shares_slots_with(&p443.maglev));
         for h in [0, 1 << 20, 3 << 29, u32::MAX] {
-            let pod = |e: &ServiceEntry| e.maglev.pick(h).map(|i| e.backends[usize::from(i)].addr);
+            let pod =
+                |e: &svcgate_common::table::ServiceEntry| e.maglev.pick(h).map(|i| e.backends[usize::from(i)].addr);
             assert_eq!(pod(p80), pod(p443));
         }
         same_as_full(&c, &objects);

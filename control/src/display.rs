@@ -72,7 +72,12 @@ pub fn dns_table(rows: &[DnsRow]) -> String {
 
 /// The `kubectl get svc` row of a Service.
 pub fn service_row(s: &ServiceSpec) -> ServiceRow {
-    let cluster_ip = s.cluster_ip.map_or_else(|| "None".to_string(), |ip| ip.to_string());
+    // Both families' addresses, comma-separated, as `kubectl get svc -o wide`.
+    let cluster_ip = if s.is_headless() {
+        "None".to_string()
+    } else {
+        s.cluster_ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    };
     let mut ext: Vec<String> = Vec::new();
     if s.service_type == ServiceType::LoadBalancer {
         ext.extend(s.load_balancer_ips.iter().map(|ip| ip.to_string()));

@@ -40,6 +40,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use svcgate_common::family::of_family;
 use svcgate_common::model::DesiredState;
 use svcgate_dns::{DnsConfig, DnsEndpoint, DnsPort, DnsService, DnsServiceKind, DnsTable, DnsView};
 
@@ -62,9 +63,9 @@ pub fn dns_view(
     let mut services = Vec::with_capacity(desired.services.len() + external.len());
     for (i, svc) in desired.services.iter().enumerate() {
         let ports = svc.ports.iter().map(|p| DnsPort { name: p.name.clone(), protocol: p.protocol, port: p.port });
-        let (kind, endpoints) = match svc.cluster_ip {
-            Some(ip) => (DnsServiceKind::ClusterIp(vec![IpAddr::V4(ip)]), Vec::new()),
-            None => {
+        let (kind, endpoints) = match svc.is_headless() {
+            false => (DnsServiceKind::ClusterIp(svc.cluster_ips.clone()), Vec::new()),
+            true => {
                 let endpoints = endpoint_names
                     .get(i)
                     .into_iter()
@@ -113,7 +114,7 @@ pub fn dns_addresses(settings: &DnsSettings, desired: &DesiredState) -> Result<V
         return Ok(out);
     };
     let found = desired.services.iter().find(|s| s.namespace == want.namespace && s.name == want.name);
-    match found.and_then(|s| s.cluster_ip) {
+    match found.and_then(|s| of_family::<Ipv4Addr>(&s.cluster_ips).next()) {
         Some(ip) => {
             if !out.contains(&ip) {
                 out.push(ip);
@@ -121,7 +122,11 @@ pub fn dns_addresses(settings: &DnsSettings, desired: &DesiredState) -> Result<V
             Ok(out)
         }
         None => {
-            let why = if found.is_some() { "is headless (no clusterIP)" } else { "is not among the Services served" };
+            let why = match found {
+                Some(s) if s.is_headless() => "is headless (no clusterIP)",
+                Some(_) => "has no IPv4 clusterIP (DNS answers on IPv4 addresses only)",
+                None => "is not among the Services served",
+            };
             let shown = if out.is_empty() {
                 "DNS answers on no address".to_string()
             } else {

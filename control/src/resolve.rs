@@ -383,7 +383,7 @@ pub fn backends_from_slices(plan: &EndpointPlan, slices: &[&EndpointSlice]) -> V
                     continue;
                 };
                 out.extend(r.endpoints.iter().map(|&(addr, conditions)| BackendSpec {
-                    addr,
+                    addr: addr.into(),
                     port,
                     conditions,
                     weight: 1,
@@ -1084,7 +1084,7 @@ pub fn resolve(
     }
 
     // 5. Endpoints.
-    out.desired.node_ips = cfg.node_ips.clone();
+    out.desired.node_ips = cfg.node_ips.iter().map(|&a| a.into()).collect();
     for mut d in final_drafts {
         out.warnings.append(&mut d.warnings);
         let plan = EndpointPlan {
@@ -1109,10 +1109,10 @@ pub fn resolve(
             namespace: d.namespace.clone(),
             name: d.name.clone(),
             service_type: d.service_type,
-            cluster_ip: if d.headless { None } else { d.cluster_ip },
-            external_ips: d.external_ips.clone(),
-            load_balancer_ips: d.lb_ips.clone(),
-            source_ranges: d.source_ranges.clone(),
+            cluster_ips: if d.headless { vec![] } else { d.cluster_ip.into_iter().map(Into::into).collect() },
+            external_ips: d.external_ips.iter().map(|&a| a.into()).collect(),
+            load_balancer_ips: d.lb_ips.iter().map(|&a| a.into()).collect(),
+            source_ranges: d.source_ranges.iter().map(|&n| n.into()).collect(),
             affinity: d.affinity,
             ports,
             forwarding: d.forwarding,
@@ -1167,7 +1167,7 @@ fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> V
                     serving: c.serving.unwrap_or(ready),
                     terminating: c.terminating.unwrap_or(false),
                 };
-                out.push(BackendSpec { addr, port, conditions, weight: 1 });
+                out.push(BackendSpec { addr: addr.into(), port, conditions, weight: 1 });
             }
         }
         return out;
@@ -1192,7 +1192,7 @@ fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> V
                     } else {
                         EndpointConditions::NOT_READY
                     };
-                    out.push(BackendSpec { addr, port, conditions, weight: 1 });
+                    out.push(BackendSpec { addr: addr.into(), port, conditions, weight: 1 });
                 }
             }
         }
@@ -1232,7 +1232,7 @@ fn pod_backend(pod: &Pod, p: &DraftPort, publish_not_ready: bool) -> Option<Back
                 .filter(|x| *x != 0)?
         }
     };
-    Some(BackendSpec { addr, port, conditions, weight: 1 })
+    Some(BackendSpec { addr: addr.into(), port, conditions, weight: 1 })
 }
 
 /// A Pod's IPv4 address and its endpoint conditions, the way the

@@ -7,7 +7,7 @@
 //! 198.18.0.0/15; nothing is sent anywhere.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -44,19 +44,19 @@ fn names(r: &LoadReport) -> Vec<&str> {
     v
 }
 
-fn ip(s: &str) -> Ipv4Addr {
+fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
 /// The warnings' (Service, address).
-fn warned(r: &LoadReport) -> BTreeMap<String, Ipv4Addr> {
+fn warned(r: &LoadReport) -> BTreeMap<String, IpAddr> {
     r.resolved
         .warnings
         .iter()
         .map(|w| match w {
             LoadWarning::ClusterIpOutsideServiceCidr { name, ip, service_cidr, .. } => {
                 assert_eq!(service_cidr.to_string(), "198.18.128.0/17");
-                (name.clone(), *ip)
+                (name.clone(), IpAddr::from(*ip))
             }
         })
         .collect()
@@ -78,10 +78,10 @@ fn kubectl_yaml_list_loads_as_it_is() {
 
     // The API server's clusterIPs, served as given.
     let web = svc(&r, "shop", "web");
-    assert_eq!(web.cluster_ip, Some(ip("198.19.0.20")));
+    assert_eq!(web.cluster_ip(), Some(ip("198.19.0.20")));
     // Named targetPort, through the EndpointSlice: two ready, one terminating.
     let b = &web.ports[0].backends;
-    let ready: Vec<Ipv4Addr> = b.iter().filter(|b| b.conditions.ready).map(|b| b.addr).collect();
+    let ready: Vec<IpAddr> = b.iter().filter(|b| b.conditions.ready).map(|b| b.addr).collect();
     assert_eq!(ready, [ip("198.18.64.11"), ip("198.18.65.12")]);
     let term: Vec<_> = b.iter().filter(|b| b.conditions.terminating).map(|b| (b.addr, b.conditions.serving)).collect();
     assert_eq!(term, [(ip("198.18.64.13"), true)]);
@@ -103,7 +103,7 @@ fn kubectl_yaml_list_loads_as_it_is() {
     assert_eq!(svc(&r, "shop", "legacy").external_ips, [ip("198.18.210.5")]);
     assert_eq!(svc(&r, "default", "kubernetes").ports[0].backends[0].port, 6443);
     let db = svc(&r, "shop", "db");
-    assert_eq!(db.cluster_ip, None, "headless");
+    assert_eq!(db.cluster_ip(), None, "headless");
     assert_eq!(db.ports[0].backends.len(), 1);
 
     // One warning per served clusterIP outside 198.18.128.0/17; none for the headless one.
@@ -125,8 +125,9 @@ fn kubectl_yaml_list_loads_as_it_is() {
 
     let (table, build_warnings) = ServiceTable::build(&r.resolved.desired, 1);
     assert!(build_warnings.is_empty(), "{build_warnings:?}");
-    assert!(table.frontend(ip("198.19.0.20"), Protocol::Tcp, 80).is_some());
-    assert!(table.frontend(ip("198.19.0.30"), Protocol::Tcp, 80).is_none(), "left to other-proxy");
+    let v4 = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    assert!(table.frontend(v4("198.19.0.20"), Protocol::Tcp, 80).is_some());
+    assert!(table.frontend(v4("198.19.0.30"), Protocol::Tcp, 80).is_none(), "left to other-proxy");
 }
 
 #[test]
@@ -156,7 +157,10 @@ fn a_clusterip_clash_is_still_an_error() {
     assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
     match &r.errors[0] {
         LoadError::ClusterIpAllocated { name, ip: got, owner, origin } => {
-            assert_eq!((name.as_str(), *got, owner.as_str()), ("shop/second", ip("198.19.0.40"), "shop/first"));
+            assert_eq!(
+                (name.as_str(), *got, owner.as_str()),
+                ("shop/second", "198.19.0.40".parse().unwrap(), "shop/first")
+            );
             assert_eq!(origin.line, 24, "the second item's line");
         }
         e => panic!("{e:?}"),
@@ -182,7 +186,7 @@ fn service_proxy_name_selects_the_services_labelled_with_it() {
     assert!(r.errors.is_empty(), "{:#?}", r.errors);
     assert_eq!(names(&r), ["edge"]);
     let edge = svc(&r, "shop", "edge");
-    assert_eq!(edge.cluster_ip, Some(ip("198.19.0.31")));
+    assert_eq!(edge.cluster_ip(), Some(ip("198.19.0.31")));
     // No EndpointSlice in the dump: the Pods its selector matches.
     assert_eq!(
         edge.ports[0].backends.iter().map(|b| (b.addr, b.port)).collect::<Vec<_>>(),
@@ -206,7 +210,7 @@ fn ipv6_first_dual_stack_serves_the_ipv4_cluster_ip() {
     let p = manifest::parse_str(Path::new("ds.yaml"), t);
     let r = resolve::resolve(&p.objects, &cfg(), &Default::default(), &Allocations::default());
     assert!(r.errors.is_empty() && r.warnings.is_empty(), "{:?} {:?}", r.errors, r.warnings);
-    assert_eq!(r.desired.services[0].cluster_ip, Some(ip("198.18.128.10")));
+    assert_eq!(r.desired.services[0].cluster_ip(), Some(ip("198.18.128.10")));
 }
 
 /// The dump's objects as the kube source hands them over.

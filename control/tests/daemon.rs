@@ -119,7 +119,8 @@ fn dns_names_are_published_and_shown() {
     reader.refresh();
     let name = svcgate_dns::zone::DomainName::from_dotted("nginx-0.nginx-headless.default.svc.cluster.local").unwrap();
     assert!(reader.get().name(name.wire()).is_some());
-    let nginx = daemon.controller().desired().services.iter().find(|s| s.name == "nginx").unwrap().cluster_ip.unwrap();
+    let nginx = daemon.controller().desired().services.iter().find(|s| s.name == "nginx").unwrap().cluster_ip();
+    let Some(std::net::IpAddr::V4(nginx)) = nginx else { panic!("nginx has an IPv4 clusterIP") };
     assert_eq!(daemon.dns_addresses(), vec!["198.18.128.53".parse().unwrap(), nginx]);
 
     let out = Command::new(env!("CARGO_BIN_EXE_svcgate"))

@@ -36,7 +36,7 @@ fn slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
 fn backends(ctl: &Controller, vip: Ipv4Addr) -> Vec<Ipv4Addr> {
     let t = ctl.tables().current();
     let f = t.frontend(vip, Protocol::Tcp, 8080).expect("frontend");
-    t.entry(f.entry).unwrap().backends.iter().map(|b| b.addr).collect()
+    t.v4().entry(f.entry).unwrap().backends.iter().map(|b| b.addr).collect()
 }
 
 #[test]

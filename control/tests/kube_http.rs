@@ -174,7 +174,7 @@ impl Server {
 
 fn backends(t: &ServiceTable, vip: Ipv4Addr) -> Option<Vec<Ipv4Addr>> {
     let f = t.frontend(vip, Protocol::Tcp, 8080)?;
-    Some(t.entry(f.entry)?.backends.iter().map(|b| b.addr).collect())
+    Some(t.v4().entry(f.entry)?.backends.iter().map(|b| b.addr).collect())
 }
 
 async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {

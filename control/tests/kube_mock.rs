@@ -341,7 +341,7 @@ fn ip(s: &str) -> Ipv4Addr {
 /// The backends of `vip:8080/TCP`, or None without that frontend.
 fn backends(t: &ServiceTable, vip: Ipv4Addr) -> Option<Vec<Ipv4Addr>> {
     let f = t.frontend(vip, Protocol::Tcp, 8080)?;
-    Some(t.entry(f.entry).expect("entry").backends.iter().map(|b| b.addr).collect())
+    Some(t.v4().entry(f.entry).expect("entry").backends.iter().map(|b| b.addr).collect())
 }
 
 /// Waits (bounded) until the published table satisfies `ok`.

@@ -38,7 +38,7 @@ fn pod(name: &str, ip: &str) -> String {
 /// The backends' addresses of the entry serving `vip:port/proto`.
 fn backends(t: &ServiceTable, vip: Ipv4Addr, proto: Protocol, port: u16) -> Vec<Ipv4Addr> {
     let f = t.frontend(vip, proto, port).expect("frontend");
-    t.entry(f.entry).unwrap().backends.iter().map(|b| b.addr).collect()
+    t.v4().entry(f.entry).unwrap().backends.iter().map(|b| b.addr).collect()
 }
 
 fn wait_for(reader: &mut Reader<ServiceTable>, what: &str, mut ok: impl FnMut(&ServiceTable) -> bool) {
@@ -68,12 +68,13 @@ fn deleting_a_pod_and_adding_another_moves_the_endpoints() {
     reader.refresh();
     let gen0 = reader.get().generation();
     assert!(gen0 >= 1);
-    let vip = ctl.desired().services.iter().find(|s| s.name == "nginx").unwrap().cluster_ip.unwrap();
+    let vip = ctl.desired().services.iter().find(|s| s.name == "nginx").unwrap().cluster_ip().unwrap();
+    let std::net::IpAddr::V4(vip) = vip else { panic!("an IPv4 clusterIP") };
     assert_eq!(backends(reader.get(), vip, Protocol::Tcp, 8080), ips(&[10, 11, 12]));
     let lb_entry_before = {
         let t = reader.get();
         let f = t.frontend(Ipv4Addr::new(198, 19, 0, 100), Protocol::Tcp, 80).unwrap();
-        Arc::clone(&t.entries()[f.entry as usize])
+        Arc::clone(&t.v4().entries()[f.entry as usize])
     };
 
     // kubectl delete po nginx-1; the Deployment makes a new one with another IP.
@@ -83,7 +84,8 @@ fn deleting_a_pod_and_adding_another_moves_the_endpoints() {
     let t = reader.get();
     assert!(t.generation() > gen0);
     assert!(t.frontend(vip, Protocol::Udp, 7).is_none(), "udp-echo has its own VIP");
-    let echo_vip = ctl.desired().services.iter().find(|s| s.name == "udp-echo").unwrap().cluster_ip.unwrap();
+    let echo_vip = ctl.desired().services.iter().find(|s| s.name == "udp-echo").unwrap().cluster_ip().unwrap();
+    let std::net::IpAddr::V4(echo_vip) = echo_vip else { panic!("an IPv4 clusterIP") };
     assert_eq!(backends(t, echo_vip, Protocol::Udp, 7), ips(&[10, 12, 13]));
     // Endpoint-only changes went the incremental way.
     assert!(ctl.metrics.incremental_builds.load(Ordering::Relaxed) >= 1);
@@ -113,10 +115,10 @@ fn a_broken_file_keeps_its_last_good_objects() {
     )
     .unwrap();
     wait_for(&mut reader, "the extra Service", |t| {
-        t.generation() > gen0 && t.entries().iter().any(|e| &*e.id.name == "extra")
+        t.generation() > gen0 && t.v4().entries().iter().any(|e| &*e.id.name == "extra")
     });
     let t = reader.get();
-    assert!(t.entries().iter().any(|e| &*e.id.name == "nginx" && e.id.port == 8080), "nginx still served");
+    assert!(t.v4().entries().iter().any(|e| &*e.id.name == "nginx" && e.id.port == 8080), "nginx still served");
     let st = ctl.status();
     assert!(st.errors.iter().any(|e| e.contains("nginx-svc.yaml:") && e.contains("not valid YAML")), "{:?}", st.errors);
 
@@ -162,7 +164,7 @@ fn unusable_entries_keep_the_last_good_state_and_the_watch_alive() {
     let watch = watch_dir(Arc::clone(&ctl), d, Duration::from_millis(10)).unwrap();
     let mut reader = ctl.reader();
     reader.refresh();
-    let served = |t: &ServiceTable, name: &str| t.entries().iter().any(|e| &*e.id.name == name);
+    let served = |t: &ServiceTable, name: &str| t.v4().entries().iter().any(|e| &*e.id.name == name);
     assert!(served(reader.get(), "nginx"));
 
     // A FIFO named like a manifest: never opened for a blocking read (the
@@ -251,9 +253,9 @@ fn endpoint_changes_share_untouched_entries_and_frontends() {
     assert!(matches!(ctl.apply_files(parsed("pod.yaml", &pods("198.18.7.2"))), SyncOutcome::Incremental(3, 1)));
     let t3 = ctl.tables().current();
     assert_eq!(ctl.apply_files(parsed("pod.yaml", &pods("198.18.7.2"))), SyncOutcome::Unchanged);
-    assert!(!Arc::ptr_eq(&t2.entries()[0], &t3.entries()[0]), "a's entry rebuilt");
-    assert!(Arc::ptr_eq(&t2.entries()[1], &t3.entries()[1]), "b's entry shared");
-    assert_eq!(t3.entries()[0].backends[0].addr, Ipv4Addr::new(198, 18, 7, 2));
+    assert!(!Arc::ptr_eq(&t2.v4().entries()[0], &t3.v4().entries()[0]), "a's entry rebuilt");
+    assert!(Arc::ptr_eq(&t2.v4().entries()[1], &t3.v4().entries()[1]), "b's entry shared");
+    assert_eq!(t3.v4().entries()[0].backends[0].addr, Ipv4Addr::new(198, 18, 7, 2));
     // A Service change is a full build.
     let svcs2 = svcs.replace("port: 80}]}\n---", "port: 81}]}\n---");
     assert!(matches!(ctl.apply_files(parsed("svc.yaml", &svcs2)), SyncOutcome::Full(4)));
@@ -283,8 +285,8 @@ fn readers_see_whole_generations_during_swaps() {
         while !s2.load(Ordering::Relaxed) {
             reader.refresh();
             let t = reader.get();
-            let n = t.entries()[0].backends.len();
-            assert!(t.entries().iter().all(|e| e.backends.len() == n), "mixed generation {}", t.generation());
+            let n = t.v4().entries()[0].backends.len();
+            assert!(t.v4().entries().iter().all(|e| e.backends.len() == n), "mixed generation {}", t.generation());
             seen = seen.max(t.generation());
         }
         drop(c2);

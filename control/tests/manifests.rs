@@ -1,7 +1,7 @@
 //! The manifest source on real files: the documentation's examples byte for
 //! byte, the bundled example, and garbage.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
@@ -56,7 +56,7 @@ fn docs_clusterip_alone() {
     let s = svc(&r, "nginx");
     assert_eq!(s.namespace, "default");
     assert_eq!(s.service_type, ServiceType::ClusterIp);
-    let ip = s.cluster_ip.expect("allocated");
+    let IpAddr::V4(ip) = s.cluster_ip().expect("allocated") else { panic!("an IPv4 clusterIP") };
     assert!(docs_cfg().service_cidr.contains(&ip));
     assert_ne!(ip, Ipv4Addr::new(10, 247, 0, 1), "first address is the kubernetes Service's");
     assert_eq!(s.ports.len(), 1);
@@ -66,7 +66,7 @@ fn docs_clusterip_alone() {
     assert_eq!(s.ports[0].node_port, None);
     // Deterministic: the same name gets the same address.
     let again = load(&[docs("nginx-svc.yaml")], &docs_cfg());
-    assert_eq!(svc(&again, "nginx").cluster_ip, Some(ip));
+    assert_eq!(svc(&again, "nginx").cluster_ip(), Some(ip.into()));
 }
 
 #[test]
@@ -98,7 +98,7 @@ fn docs_headless_alone() {
     let r = load(&[docs("headless.yaml")], &docs_cfg());
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let s = svc(&r, "nginx-headless");
-    assert_eq!(s.cluster_ip, None);
+    assert_eq!(s.cluster_ip(), None);
     assert_eq!(s.ports[0].name, "nginx");
     assert_eq!(s.ports[0].port, 80);
     let (table, warnings) = svcgate_common::table::ServiceTable::build(&r.resolved.desired, 1);
@@ -159,14 +159,14 @@ fn bundled_example_serves_every_type_with_pod_endpoints() {
     let r = load(&[examples()], &lab_cfg());
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.skipped.len(), 1, "the Deployment");
-    let lab: ipnet::Ipv4Net = "198.18.0.0/15".parse().unwrap();
+    let lab: ipnet::IpNet = "198.18.0.0/15".parse().unwrap();
     let pods: Vec<Ipv4Addr> = (10..=12).map(|i| Ipv4Addr::new(198, 18, 3, i)).collect();
     for s in &r.resolved.desired.services {
-        for ip in s.cluster_ip.iter().chain(&s.load_balancer_ips).chain(&s.external_ips) {
+        for ip in s.cluster_ips.iter().chain(&s.load_balancer_ips).chain(&s.external_ips) {
             assert!(lab.contains(ip), "{} has {ip}", s.name);
         }
         for p in &s.ports {
-            let mut addrs: Vec<Ipv4Addr> = p.backends.iter().map(|b| b.addr).collect();
+            let mut addrs: Vec<IpAddr> = p.backends.iter().map(|b| b.addr).collect();
             addrs.sort();
             assert_eq!(addrs, pods, "{} port {}", s.name, p.port);
             assert!(p.backends.iter().all(|b| b.conditions.ready));
@@ -181,10 +181,10 @@ fn bundled_example_serves_every_type_with_pod_endpoints() {
     let udp = svc(&r, "udp-echo");
     assert_eq!(udp.ports[0].protocol, Protocol::Udp);
     assert_eq!(udp.ports[0].backends[0].port, 7, "named targetPort resolved via the Pod's UDP port");
-    assert_eq!(svc(&r, "nginx-headless").cluster_ip, None);
+    assert_eq!(svc(&r, "nginx-headless").cluster_ip(), None);
     let (table, warnings) = svcgate_common::table::ServiceTable::build(&r.resolved.desired, 1);
     assert!(warnings.is_empty(), "{warnings:?}");
-    let vip = nginx.cluster_ip.unwrap();
+    let Some(IpAddr::V4(vip)) = nginx.cluster_ip() else { panic!("an IPv4 clusterIP") };
     assert!(table.frontend(vip, Protocol::Tcp, 8080).is_some());
     assert!(table.frontend(Ipv4Addr::new(198, 18, 0, 2), Protocol::Tcp, 30120).is_some());
     assert!(table.frontend(Ipv4Addr::new(198, 19, 0, 100), Protocol::Tcp, 80).is_some());
@@ -222,7 +222,7 @@ fn cluster_ip_outside_the_service_cidr_is_served_with_a_warning() {
     // Allocated by some cluster's API server, not by svcgate: served as given.
     let r = one("apiVersion: v1\nkind: Service\nmetadata:\n  name: far\nspec:\n  clusterIP: 198.19.0.1\n  ports:\n  - port: 80\n");
     assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert_eq!(r.resolved.desired.services[0].cluster_ip, Some(Ipv4Addr::new(198, 19, 0, 1)));
+    assert_eq!(r.resolved.desired.services[0].cluster_ip(), Some(Ipv4Addr::new(198, 19, 0, 1).into()));
     assert_eq!(r.resolved.warnings.len(), 1);
     let m = r.resolved.warnings[0].to_string();
     assert!(m.contains("x.yaml:1") && m.contains("default/far") && m.contains("outside svcgate's service_cidr"), "{m}");

@@ -55,7 +55,7 @@ fn main() {
             namespace: "p".into(),
             name: format!("s{s}"),
             service_type: Default::default(),
-            cluster_ip: Some(vip(s)),
+            cluster_ips: vec![vip(s).into()],
             external_ips: vec![],
             load_balancer_ips: vec![],
             source_ranges: vec![],
@@ -67,7 +67,7 @@ fn main() {
                 node_port: None,
                 backends: (0..10)
                     .map(|e| BackendSpec {
-                        addr: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + s * 10 + e),
+                        addr: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + s * 10 + e).into(),
                         port: 8080,
                         conditions: EndpointConditions::READY,
                         weight: 1,

@@ -407,6 +407,7 @@ impl Gateway {
         // DNS server, even when the address is a Service's (kube-dns).
         let udp = svcgate_common::model::Protocol::Udp.number();
         let fronts: Vec<(Ipv4Addr, u8, u16)> = t
+            .v4()
             .frontends()
             .map(|(k, _)| (k.addr, k.protocol.number(), k.port))
             .filter(|(a, _, port)| !(*port == dns_hook::DNS_PORT && dns_addrs.contains(a)))
@@ -416,6 +417,7 @@ impl Gateway {
         // Replies in dnat mode are addressed to clients: steered by source.
         let mode = self.cfg.nat.mode;
         let sources: Vec<(Ipv4Addr, u8, u16)> = t
+            .v4()
             .entries()
             .iter()
             .filter(|e| e.forwarding.unwrap_or(mode) == ForwardingMode::Dnat)

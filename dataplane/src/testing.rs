@@ -65,12 +65,12 @@ pub fn backend_index(a: Ipv4Addr) -> Option<u8> {
 
 /// A ready backend spec on `port`.
 pub fn ready(i: u8, port: u16) -> BackendSpec {
-    BackendSpec { addr: backend(i), port, conditions: EndpointConditions::READY, weight: 1 }
+    BackendSpec { addr: backend(i).into(), port, conditions: EndpointConditions::READY, weight: 1 }
 }
 
 /// A terminating-but-serving backend spec on `port`.
 pub fn terminating(i: u8, port: u16) -> BackendSpec {
-    BackendSpec { addr: backend(i), port, conditions: EndpointConditions::TERMINATING_SERVING, weight: 1 }
+    BackendSpec { addr: backend(i).into(), port, conditions: EndpointConditions::TERMINATING_SERVING, weight: 1 }
 }
 
 /// The lab's next-hop table (generation `gen`).
@@ -121,7 +121,7 @@ pub fn svc(name: &str, cluster_ip: Option<Ipv4Addr>, ports: Vec<ServicePortSpec>
         namespace: "default".into(),
         name: name.into(),
         service_type: ServiceType::ClusterIp,
-        cluster_ip,
+        cluster_ips: cluster_ip.into_iter().map(Into::into).collect(),
         external_ips: vec![],
         load_balancer_ips: vec![],
         source_ranges: vec![],

@@ -27,7 +27,7 @@ fn services(gen: u64, drop_backend: bool) -> ServiceTable {
         namespace: "default".into(),
         name: "mix".into(),
         service_type: ServiceType::ClusterIp,
-        cluster_ip: Some(CLUSTER_IP),
+        cluster_ips: vec![CLUSTER_IP.into()],
         external_ips: vec![],
         load_balancer_ips: vec![],
         source_ranges: vec![],

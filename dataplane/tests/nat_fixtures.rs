@@ -25,9 +25,9 @@ const SNAT_PORTS: u16 = 60999 - 32768 + 1;
 fn desired(drain: Vec<BackendSpec>, spread: Vec<BackendSpec>) -> DesiredState {
     let web = ServiceSpec {
         service_type: ServiceType::LoadBalancer,
-        external_ips: vec![EXTERNAL_IP],
-        load_balancer_ips: vec![LB_IP],
-        source_ranges: vec!["198.18.1.0/24".parse::<Ipv4Net>().unwrap()],
+        external_ips: vec![EXTERNAL_IP.into()],
+        load_balancer_ips: vec![LB_IP.into()],
+        source_ranges: vec!["198.18.1.0/24".parse::<Ipv4Net>().unwrap().into()],
         ..svc("web", Some(CLUSTER_IP), vec![port("http", Protocol::Tcp, 8080, Some(30120), vec![ready(0, 80)])])
     };
     let sticky = ServiceSpec {
@@ -39,7 +39,7 @@ fn desired(drain: Vec<BackendSpec>, spread: Vec<BackendSpec>) -> DesiredState {
         )
     };
     DesiredState {
-        node_ips: vec![NODE_IP],
+        node_ips: vec![NODE_IP.into()],
         services: vec![
             web,
             svc(
@@ -62,7 +62,13 @@ fn desired(drain: Vec<BackendSpec>, spread: Vec<BackendSpec>) -> DesiredState {
             svc(
                 "unresolved",
                 Some(Ipv4Addr::new(198, 18, 128, 16)),
-                vec![port("", Protocol::Tcp, 80, None, vec![BackendSpec { addr: UNRESOLVED_POD, ..ready(0, 80) }])],
+                vec![port(
+                    "",
+                    Protocol::Tcp,
+                    80,
+                    None,
+                    vec![BackendSpec { addr: UNRESOLVED_POD.into(), ..ready(0, 80) }],
+                )],
             ),
             svc("headless", None, vec![port("web", Protocol::Tcp, 80, None, vec![ready(0, 80)])]),
         ],
@@ -1155,7 +1161,7 @@ fn packet_of_a_flow_whose_service_was_removed_goes_to_the_kernel_untouched() {
         let first = Pkt::new(CLIENT, dst, l4);
         assert_eq!(lab.run(0, 0, &first.build()).0, Verdict::Forward { port: 1 });
         let mut d = default_desired();
-        d.services.retain(|s| s.cluster_ip != Some(dst));
+        d.services.retain(|s| s.cluster_ip() != Some(dst.into()));
         lab.table = table(&d, 2);
         let next = match l4 {
             L4::Tcp { sport, dport, .. } => Pkt::new(CLIENT, dst, tcp(sport, dport, ACK)),

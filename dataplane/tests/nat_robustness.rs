@@ -29,12 +29,12 @@ fn lab() -> (Worker, ServiceTable, svcgate_dataplane::nat::NextHops) {
         ServicePortSpec { name: "e".into(), protocol: Protocol::Udp, port: 99, node_port: None, backends: vec![] },
     ];
     let desired = DesiredState {
-        node_ips: vec![NODE_IP],
+        node_ips: vec![NODE_IP.into()],
         services: vec![ServiceSpec {
             namespace: "default".into(),
             name: "s".into(),
             service_type: ServiceType::NodePort,
-            cluster_ip: Some(CLUSTER_IP),
+            cluster_ips: vec![CLUSTER_IP.into()],
             external_ips: vec![],
             load_balancer_ips: vec![],
             source_ranges: vec![],

@@ -55,9 +55,9 @@ pub fn desired(v: u8) -> DesiredState {
     let keep_backend = if v == 1 { 23 } else { 20 };
     let web = ServiceSpec {
         service_type: ServiceType::LoadBalancer,
-        external_ips: vec![EXTERNAL_IP],
-        load_balancer_ips: vec![LB_IP],
-        source_ranges: vec!["198.18.1.0/24".parse::<Ipv4Net>().expect("a CIDR")],
+        external_ips: vec![EXTERNAL_IP.into()],
+        load_balancer_ips: vec![LB_IP.into()],
+        source_ranges: vec!["198.18.1.0/24".parse::<Ipv4Net>().expect("a CIDR").into()],
         ..svc("web", Some(CLUSTER_IP), vec![port("http", Protocol::Tcp, 8080, Some(30120), web_backends)])
     };
     let sticky = ServiceSpec {
@@ -109,7 +109,7 @@ pub fn desired(v: u8) -> DesiredState {
         svc(
             "unresolved",
             Some(UNRESOLVED_IP),
-            vec![port("", Protocol::Tcp, 80, None, vec![BackendSpec { addr: UNRESOLVED_POD, ..ready(0, 80) }])],
+            vec![port("", Protocol::Tcp, 80, None, vec![BackendSpec { addr: UNRESOLVED_POD.into(), ..ready(0, 80) }])],
         ),
         keep,
         snatted,
@@ -117,7 +117,7 @@ pub fn desired(v: u8) -> DesiredState {
     if v == 2 {
         services.retain(|s| s.name != "web" && s.name != "keep");
     }
-    DesiredState { node_ips: vec![NODE_IP], services }
+    DesiredState { node_ips: vec![NODE_IP.into()], services }
 }
 
 /// The next hops of variant `v` (0-3): 0 is the lab's; 1 forgets backend
@@ -171,7 +171,7 @@ impl Lab {
 
     /// Variant `v` published as generation `generation`.
     pub fn table(&self, v: u8, generation: u64) -> ServiceTable {
-        self.tables[usize::from(v & 3)].with_entries_replaced(generation, std::iter::empty())
+        self.tables[usize::from(v & 3)].with_entries_replaced(generation, Default::default())
     }
 }
 

@@ -766,7 +766,7 @@ impl Worker {
     /// Service port.
     pub fn service_counters(&self) -> Vec<(ServicePortId, ServiceCounter)> {
         let mut all = self.svc_totals.clone();
-        for (e, c) in self.stats_table.entries().iter().zip(&self.svc) {
+        for (e, c) in self.stats_table.v4().entries().iter().zip(&self.svc) {
             let t = all.entry(e.id.clone()).or_default();
             t.packets += c.packets;
             t.bytes += c.bytes;
@@ -792,10 +792,10 @@ impl Worker {
     /// per-Service counters of the old one and sizes them for the new one.
     /// (Allocates, but only once per table swap.)
     fn sync(&mut self, t: &ServiceTable) {
-        if t.generation() == self.stats_table.generation() && self.svc.len() == t.entries().len() {
+        if t.generation() == self.stats_table.generation() && self.svc.len() == t.v4().entries().len() {
             return;
         }
-        for (e, c) in self.stats_table.entries().iter().zip(&self.svc) {
+        for (e, c) in self.stats_table.v4().entries().iter().zip(&self.svc) {
             if c.packets > 0 {
                 let t = self.svc_totals.entry(e.id.clone()).or_default();
                 t.packets += c.packets;
@@ -803,10 +803,10 @@ impl Worker {
             }
         }
         self.svc.clear();
-        self.svc.resize(t.entries().len(), ServiceCounter::default());
+        self.svc.resize(t.v4().entries().len(), ServiceCounter::default());
         self.stats_table = t.clone();
         let mode = self.shared.config.mode;
-        self.dnat_active = t.entries().iter().any(|e| e.forwarding.unwrap_or(mode) == ForwardingMode::Dnat);
+        self.dnat_active = t.v4().entries().iter().any(|e| e.forwarding.unwrap_or(mode) == ForwardingMode::Dnat);
     }
 
     /// Processes one frame (a batch of one).
@@ -1242,7 +1242,7 @@ impl Worker {
         let proto = Protocol::from_number(p.key.proto)?;
         let found = t
             .frontend(Ipv4Addr::from(p.key.dst), proto, p.key.dport)
-            .and_then(|fe| t.entry(fe.entry).map(|svc| (fe.entry, svc)));
+            .and_then(|fe| t.v4().entry(fe.entry).map(|svc| (fe.entry, svc)));
         let mut e2 = e;
         match found {
             Some((idx, svc)) => match svc.find_backend(Ipv4Addr::from(e.backend_addr), e.backend_port) {
@@ -1469,7 +1469,7 @@ impl Worker {
         let Some(fe) = t.frontend(Ipv4Addr::from(k.dst), proto, k.dport) else {
             return Verdict::Pass(PassReason::NotService);
         };
-        let Some(svc) = t.entry(fe.entry) else {
+        let Some(svc) = t.v4().entry(fe.entry) else {
             return Verdict::Pass(PassReason::NotService);
         };
         if fe.kind == FrontendKind::LoadBalancer && !svc.source_allowed(Ipv4Addr::from(k.src)) {

@@ -41,5 +41,9 @@ pub fn manifest(data: &[u8]) {
     for w in &warnings {
         let _ = w.to_string();
     }
-    assert!(table.entries().len() <= r.desired.services.iter().map(|s| s.ports.len()).sum::<usize>());
+    // At most one entry per port and family of each Service.
+    assert!(table.entry_count() <= 2 * r.desired.services.iter().map(|s| s.ports.len()).sum::<usize>());
+    for svc in &r.desired.services {
+        assert!(svc.cluster_ips.len() <= 2, "{}: more than one cluster IP per family", svc.qualified_name());
+    }
 }

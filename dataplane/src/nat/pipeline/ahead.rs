@@ -57,7 +57,7 @@ impl Worker {
             }
             let Some(proto) = Protocol::from_number(k.proto) else { continue };
             let Some(fe) = t.frontend(Ipv4Addr::from(k.dst), proto, k.dport) else { continue };
-            let Some(svc) = t.entry(fe.entry) else { continue };
+            let Some(svc) = t.v4().entry(fe.entry) else { continue };
             prefetch(svc as *const ServiceEntry);
             if let Some(c) = self.svc.get(fe.entry as usize) {
                 prefetch(c);
@@ -110,6 +110,6 @@ impl Worker {
         if a.entry == NONE {
             return None;
         }
-        t.entry(a.entry).filter(|svc| svc.affinity_timeout_secs.is_none())
+        t.v4().entry(a.entry).filter(|svc| svc.affinity_timeout_secs.is_none())
     }
 }

@@ -49,7 +49,8 @@ const TTL: u32 = 5;
 const NS: &str = "default.svc.cluster.local";
 
 /// Test-only Services (the example has no ExternalName): one pointing out of
-/// the zone, one at a Service of the example.
+/// the zone, one at a Service of the example, one at a name that does not
+/// exist.
 const EXTERNAL_NAMES: &str = "\
 # Written by tests/dns_crosscheck.rs beside a copy of examples/manifests.
 apiVersion: v1
@@ -67,6 +68,14 @@ metadata:
 spec:
   type: ExternalName
   externalName: nginx.default.svc.cluster.local
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: gone-alias
+spec:
+  type: ExternalName
+  externalName: gone.default.svc.cluster.local
 ";
 
 /// A copy of examples/ (svcgate.toml, manifests/) plus the ExternalName
@@ -327,6 +336,16 @@ fn expected(ips: &dyn Fn(&str) -> Ipv4Addr) -> Vec<Case> {
     cases.push(
         Case::new(&alias, "A").answer([alias_cname, rr(&format!("nginx.{NS}."), TTL, "A", &ips("nginx").to_string())]),
     );
+
+    // After a CNAME, the target's negative answer (RFC 2308 2.1, 2.2; RFC
+    // 6604 3): NODATA or NXDOMAIN, the CNAME kept in the answer.
+    let mut c = Case::new(&alias, "AAAA").nodata("cluster.local");
+    c.answer = vec![rr(&alias, TTL, "CNAME", &format!("nginx.{NS}."))];
+    cases.push(c);
+    let gone = format!("gone-alias.{NS}.");
+    let gone_cname = rr(&gone, TTL, "CNAME", &format!("gone.{NS}."));
+    cases.push(Case::new(&gone, "CNAME").answer([gone_cname.clone()]));
+    cases.push(Case::new(&gone, "A").nxdomain("cluster.local").answer([gone_cname]));
 
     // The zone's own records (spec 2.2: dns-version TXT "1.1.0", CoreDNS's
     // TTL 28800); the apex SOA and NS as CoreDNS serves them, the name

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Cross-checks svcgate's cluster DNS answers with a second DNS implementation.
 
 dnspython (Debian's python3-dnspython, installed by scripts/setup.sh) sends
@@ -31,7 +31,8 @@ The expectation file (JSON):
               "authority": [], "additional": []}, ...]}
 
 tests/dns_crosscheck.rs writes one for the bundled example and runs this in a
-client namespace; by hand, against a running svcgate:
+client namespace; by hand, against a running svcgate (the interpreter is
+Debian's /usr/bin/python3, which python3-dnspython installs for):
 
   scripts/dns-crosscheck.py --server 198.18.128.53 expect.json
 

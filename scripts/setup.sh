@@ -13,10 +13,12 @@
 #   iputils-ping     ping to check the gateway stays reachable
 #   curl             the demo's HTTP client
 #   dnsutils         dig and nslookup: the demo's and the DNS netns tests' resolver clients
+#   python3-dnspython  the second DNS implementation tests/dns_crosscheck.rs checks
+#                    svcgate's answers with (scripts/dns-crosscheck.py)
 #   fonts-dejavu-core  DejaVuSans.ttf, the font svcgate-bench-plot draws its text with
 set -euo pipefail
 
-PKGS=(clang llvm libbpf-dev linux-libc-dev libelf-dev iproute2 ethtool netcat-openbsd iputils-ping curl dnsutils fonts-dejavu-core)
+PKGS=(clang llvm libbpf-dev linux-libc-dev libelf-dev iproute2 ethtool netcat-openbsd iputils-ping curl dnsutils python3-dnspython fonts-dejavu-core)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -56,7 +56,8 @@ pub enum SlowReason {
     OutOfZone,
     /// A name below `pod.<zone>` (deprecated Pod records).
     PodName,
-    /// An ExternalName Service whose target is resolved upstream.
+    /// An ExternalName Service whose target is outside the zone, left to the
+    /// slow path (`DnsConfig::external_names_upstream`).
     ExternalName,
     /// An answer that could not be encoded (over 64 KiB).
     TooLarge,

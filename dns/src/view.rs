@@ -30,10 +30,11 @@ pub struct DnsConfig {
     /// (1232 as the DNS flag day 2020 recommends).
     pub udp_payload_size: u16,
     /// ExternalName Services whose target lies outside the zone: `true`
-    /// hands queries other than CNAME to the slow path, which resolves the
-    /// target upstream as CoreDNS does (stub resolvers do not chase a lone
-    /// CNAME); `false` answers them with the CNAME alone, as an authoritative
-    /// server does.
+    /// hands queries other than CNAME to the slow path, the place to resolve
+    /// the target upstream as CoreDNS does (stub resolvers do not chase a
+    /// lone CNAME), though the daemon's server answers them with the CNAME
+    /// alone today (control/src/dns_server.rs); `false` has the table answer
+    /// them with the CNAME alone, as an authoritative server does.
     pub external_names_upstream: bool,
 }
 

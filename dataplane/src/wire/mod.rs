@@ -34,13 +34,17 @@
 //! patch checksums after rewriting addresses and ports.
 //!
 //! Only Ethernet II (with at most one 802.1Q tag), ARP for Ethernet/IPv4, IPv4,
-//! TCP, UDP and ICMPv4 are covered. IPv6, QinQ and IP option parsing are not.
+//! IPv6 (the fixed header, and a bounded walk over the Hop-by-Hop, Routing,
+//! Fragment and Destination Options headers to the upper layer), TCP, UDP and
+//! ICMPv4 are covered. QinQ, IPv4 option parsing, the contents of IPv6
+//! options, and IPv6 ESP/AH/Mobility headers are not.
 
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
+pub mod ipv6;
 pub mod tcp;
 pub mod udp;
 

@@ -715,7 +715,7 @@ mod test {
         assert_eq!(p.payload().len(), 20 + payload.len());
 
         // Our setters produce the header etherparse would write.
-        let mut buf = vec![0u8; 40];
+        let mut buf = [0u8; 40];
         let mut q = Ipv6Packet::new_unchecked(&mut buf[..]);
         q.set_version(6);
         q.set_traffic_class(0x2e);

@@ -37,7 +37,10 @@
 //!   because what follows is the middle of the original payload, not a
 //!   header. [`UpperLayer::fragment`] describes every Fragment header walked.
 //!
-//! The walk visits at most [`MAX_EXT_HEADERS`] extension headers.
+//! The walk visits at most [`MAX_EXT_HEADERS`] extension headers. It also
+//! reports [`UpperLayer::segments_left`]: a packet still on a source route
+//! has the final destination in its Routing header, and that, not the
+//! destination address, is in its TCP/UDP/ICMPv6 pseudo-header.
 
 use std::net::Ipv6Addr;
 
@@ -120,6 +123,8 @@ mod ext_field {
     /// Fragment: offset (13 bits, in 8-byte units), 2 reserved bits, M flag.
     pub const FRAG_OFF_M: Field = 2..4;
     pub const FRAG_IDENT: Field = 4..8;
+    /// Routing: the number of route segments still to visit.
+    pub const SEGMENTS_LEFT: usize = 3;
 }
 
 /// Length of a Fragment header.
@@ -279,13 +284,10 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     #[inline]
     pub fn upper_layer(&self) -> core::result::Result<UpperLayer, ExtError> {
         let data = self.buffer.as_ref();
-        let Some(&first) = data.get(field::NXT_HDR) else {
-            return Err(ExtError::Truncated);
-        };
         if data.len() < HEADER_LEN {
             return Err(ExtError::Truncated);
         }
-        walk(first, clamped(data, 0, self.total_len()), HEADER_LEN)
+        walk(self.next_header(), clamped(data, 0, self.total_len()), HEADER_LEN)
     }
 }
 
@@ -440,6 +442,13 @@ pub struct UpperLayer {
     /// (`offset` 0) holds the upper-layer header; the walk stops at the
     /// Fragment header of any other.
     pub fragment: Option<Fragment>,
+    /// The largest Segments Left of the Routing headers walked; 0 if there
+    /// was none. When it is not 0, the destination address is an
+    /// intermediate hop, and the TCP/UDP/ICMPv6 pseudo-header holds the
+    /// final destination instead (RFC 8200 section 8.1), which is in the
+    /// Routing header: rewriting the destination address and patching the
+    /// checksum with its delta would then be wrong.
+    pub segments_left: u8,
 }
 
 impl UpperLayer {
@@ -503,11 +512,12 @@ pub fn walk(first: u8, packet: &[u8], offset: usize) -> core::result::Result<Upp
     use next_header::*;
     let (mut nh, mut at) = (first, offset);
     let mut fragment: Option<Fragment> = None;
+    let mut segments_left = 0u8;
     for walked in 0..=MAX_EXT_HEADERS {
         match nh {
             HOP_BY_HOP | ROUTING | DEST_OPTS | FRAGMENT => {}
             other if is_opaque(other) => return Err(ExtError::Opaque(other)),
-            other => return Ok(UpperLayer { protocol: other, offset: at, fragment }),
+            other => return Ok(UpperLayer { protocol: other, offset: at, fragment, segments_left }),
         }
         if walked == MAX_EXT_HEADERS {
             return Err(ExtError::TooMany);
@@ -521,14 +531,14 @@ pub fn walk(first: u8, packet: &[u8], offset: usize) -> core::result::Result<Upp
         };
         let this = nh;
         nh = head[ext_field::NXT_HDR];
-        let len = if this == FRAGMENT {
-            FRAGMENT_HEADER_LEN
-        } else {
-            (usize::from(head[ext_field::LENGTH]) + 1) * 8
-        };
+        let len = if this == FRAGMENT { FRAGMENT_HEADER_LEN } else { (usize::from(head[ext_field::LENGTH]) + 1) * 8 };
         let Some(hdr) = at.checked_add(len).and_then(|end| packet.get(at..end)) else {
             return Err(ExtError::Truncated);
         };
+        if this == ROUTING {
+            // A Routing header is at least 8 bytes long.
+            segments_left = segments_left.max(hdr[ext_field::SEGMENTS_LEFT]);
+        }
         if this == FRAGMENT {
             if fragment.is_some() {
                 return Err(ExtError::Misplaced(this));
@@ -542,7 +552,7 @@ pub fn walk(first: u8, packet: &[u8], offset: usize) -> core::result::Result<Upp
             };
             fragment = Some(f);
             if !f.is_first() {
-                return Ok(UpperLayer { protocol: nh, offset: at + len, fragment });
+                return Ok(UpperLayer { protocol: nh, offset: at + len, fragment, segments_left });
             }
         }
         at += len;
@@ -586,7 +596,7 @@ mod test {
         assert_eq!(p.src_u128(), 0x2001_0db8_0000_0000_0000_0000_0000_0001);
         assert_eq!(p.dst_u128(), 0x2001_0db8_0000_0000_0000_0000_0000_0002);
         assert_eq!(p.payload(), &PACKET[40..]);
-        assert_eq!(p.upper_layer(), Ok(UpperLayer { protocol: UDP, offset: 40, fragment: None }));
+        assert_eq!(p.upper_layer(), Ok(UpperLayer { protocol: UDP, offset: 40, fragment: None, segments_left: 0 }));
         assert_eq!(p.into_inner(), &PACKET[..]);
     }
 
@@ -823,16 +833,15 @@ mod test {
             };
             let header = Ipv6Header { hop_limit: 9, source: SRC, destination: DST, ..Default::default() };
             let mut out = Vec::new();
-            PacketBuilder::ip(IpHeaders::Ipv6(header, exts.clone()))
-                .udp(5353, 53)
-                .write(&mut out, b"query")
-                .unwrap();
+            PacketBuilder::ip(IpHeaders::Ipv6(header, exts.clone())).udp(5353, 53).write(&mut out, b"query").unwrap();
             let theirs = etherparse::Ipv6Slice::from_slice(&out).unwrap();
             let ul = upper_of(&out).unwrap();
             assert_eq!(ul.protocol, UDP);
             assert_eq!(ul.offset, 40 + exts.header_len());
             assert_eq!(ul.offset, out.len() - theirs.payload().payload.len());
             assert_eq!(ul.is_fragment(), theirs.is_payload_fragmented());
+            // The options bytes are 0x01: routing type 1, segments left 1.
+            assert_eq!(ul.segments_left, u8::from(routing));
             if frag {
                 let f = ul.fragment.unwrap();
                 assert_eq!((f.offset, f.more, f.ident), (0, false, 0xdead_beef));
@@ -892,6 +901,18 @@ mod test {
     }
 
     #[test]
+    fn walk_reports_segments_left() {
+        let b = packet(&[(HOP_BY_HOP, 8), (ROUTING, 24)], TCP);
+        // The pattern of `ext` leaves 0x83 at byte 3 of the Routing header.
+        assert_eq!(upper_of(&b).unwrap().segments_left, 0x83);
+        let mut b = b;
+        b[48 + 3] = 0;
+        assert_eq!(upper_of(&b).unwrap().segments_left, 0);
+        let b = packet(&[(DEST_OPTS, 8)], TCP);
+        assert_eq!(upper_of(&b).unwrap().segments_left, 0);
+    }
+
+    #[test]
     fn walk_hop_by_hop_only_first() {
         assert_eq!(upper_of(&packet(&[(HOP_BY_HOP, 8)], TCP)).unwrap().offset, 48);
         for chain in [&[(DEST_OPTS, 8), (HOP_BY_HOP, 8)][..], &[(HOP_BY_HOP, 8), (HOP_BY_HOP, 8)][..]] {
@@ -941,7 +962,7 @@ mod test {
         let b = packet(&[(HOP_BY_HOP, 8), (DEST_OPTS, 8)], UDP);
         assert_eq!(walk(HOP_BY_HOP, &b, 40).unwrap().offset, 56);
         assert_eq!(walk(HOP_BY_HOP, &b[..50], 40), Err(ExtError::Truncated));
-        assert_eq!(walk(UDP, &[], 40), Ok(UpperLayer { protocol: UDP, offset: 40, fragment: None }));
+        assert_eq!(walk(UDP, &[], 40), Ok(UpperLayer { protocol: UDP, offset: 40, fragment: None, segments_left: 0 }));
         assert_eq!(walk(ROUTING, &[], usize::MAX - 1), Err(ExtError::Truncated));
     }
 

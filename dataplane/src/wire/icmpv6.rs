@@ -526,8 +526,7 @@ mod test {
             let original = udp_packet(n, 48 + 8 + n + 100);
             let total = 48 + n;
             let mut buf = original.clone();
-            let len =
-                build_error(&mut buf, kind::TIME_EXCEEDED, code::HOP_LIMIT_EXCEEDED, 0, &GATEWAY, 255).unwrap();
+            let len = build_error(&mut buf, kind::TIME_EXCEEDED, code::HOP_LIMIT_EXCEEDED, 0, &GATEWAY, 255).unwrap();
             assert_eq!(len, (ERROR_OVERHEAD + total).min(1280));
             let quoted = check_error(
                 &buf,

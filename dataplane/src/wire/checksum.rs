@@ -31,6 +31,16 @@
 //! UDP has one extra rule. A transmitted checksum of `0` means "none" and must
 //! stay `0`, and a computed `0` is sent as `0xffff`. [`Delta::apply_udp`]
 //! follows both rules.
+//!
+//! # IPv6
+//!
+//! IPv6 has no header checksum, so NAT66 patches only the TCP, UDP and ICMPv6
+//! checksums, whose pseudo-header (RFC 8200 section 8.1) holds both 128-bit
+//! addresses: [`pseudo_header_sum_v6`] for a full sum, [`Delta::add128`] and
+//! [`Delta::add_addr`] for an address rewrite. Over IPv6 the UDP checksum is
+//! mandatory: a computed `0` is sent as `0xffff` (as over IPv4), but a
+//! *received* `0` is invalid and the packet must be dropped, not forwarded
+//! with `0`. [`Delta::apply_udp6`] returns `None` for it.
 
 use std::net::Ipv4Addr;
 
@@ -91,6 +101,53 @@ pub fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u16) -
     (s >> 16) + (s & 0xffff) + (d >> 16) + (d & 0xffff) + u32::from(protocol) + u32::from(len)
 }
 
+/// Partial sum of the IPv6 pseudo-header (RFC 8200 section 8.1): source,
+/// destination, the upper-layer packet length as a 32-bit word, three zero
+/// bytes and the next header (the upper-layer protocol, not that of an
+/// extension header).
+///
+/// `len` is the length of the TCP/UDP/ICMPv6 message itself: the IPv6
+/// payload length minus the extension headers before it.
+#[inline]
+pub fn pseudo_header_sum_v6(src: &[u8; 16], dst: &[u8; 16], next_header: u8, len: u32) -> u32 {
+    let mut acc = u32::from(next_header) + (len >> 16) + (len & 0xffff);
+    // 16 words of at most 0xffff plus the above stay far below 2^32.
+    for w in src.chunks_exact(2).chain(dst.chunks_exact(2)) {
+        acc += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    acc
+}
+
+/// The full checksum of an upper-layer message over IPv6: `!fold` of the
+/// pseudo-header sum and of `data`, whose checksum field the caller has
+/// zeroed. `data.len()` is the upper-layer length of the pseudo-header.
+///
+/// For UDP, send a result of `0` as `0xffff` (see [`udp6_checksum`]).
+#[inline]
+pub fn checksum_v6(src: &[u8; 16], dst: &[u8; 16], next_header: u8, data: &[u8]) -> u16 {
+    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    !fold(add(pseudo_header_sum_v6(src, dst, next_header, len), sum(data)))
+}
+
+/// [`checksum_v6`] for UDP (protocol 17): a computed `0` becomes `0xffff`,
+/// since `0` is not a valid UDP checksum over IPv6.
+#[inline]
+pub fn udp6_checksum(src: &[u8; 16], dst: &[u8; 16], data: &[u8]) -> u16 {
+    match checksum_v6(src, dst, crate::wire::IPPROTO_UDP, data) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
+/// Whether an upper-layer message over IPv6 verifies: the sum over the
+/// pseudo-header and all of `data`, checksum field included, folds to
+/// `0xffff`. A UDP checksum of `0` never verifies over IPv6; check that
+/// separately, since `data` with a zero checksum field may still sum right.
+#[inline]
+pub fn verify_v6(src: &[u8; 16], dst: &[u8; 16], next_header: u8, data: &[u8]) -> bool {
+    checksum_v6(src, dst, next_header, data) == 0
+}
+
 /// An accumulated RFC 1624 adjustment (the sum of `~old + new` words), computed
 /// once per flow and applied to many packets.
 ///
@@ -120,6 +177,37 @@ impl Delta {
     #[must_use]
     pub const fn add32(self, old: u32, new: u32) -> Self {
         self.add16((old >> 16) as u16, (new >> 16) as u16).add16(old as u16, new as u16)
+    }
+
+    /// Account for a 128-bit field (an IPv6 address as
+    /// `u128::from_be_bytes`) changing from `old` to `new`: eight 16-bit
+    /// words.
+    #[inline]
+    #[must_use]
+    pub const fn add128(self, old: u128, new: u128) -> Self {
+        let (o, n) = (old.to_be_bytes(), new.to_be_bytes());
+        let mut d = self;
+        let mut i = 0;
+        while i < 16 {
+            d = d.add16(u16::from_be_bytes([o[i], o[i + 1]]), u16::from_be_bytes([n[i], n[i + 1]]));
+            i += 2;
+        }
+        d
+    }
+
+    /// Account for an IPv6 address, in wire order, changing from `old` to
+    /// `new`. The same as [`add128`](Self::add128) on the addresses'
+    /// `u128::from_be_bytes`.
+    #[inline]
+    #[must_use]
+    pub const fn add_addr(self, old: &[u8; 16], new: &[u8; 16]) -> Self {
+        let mut d = self;
+        let mut i = 0;
+        while i < 16 {
+            d = d.add16(u16::from_be_bytes([old[i], old[i + 1]]), u16::from_be_bytes([new[i], new[i + 1]]));
+            i += 2;
+        }
+        d
     }
 
     /// Both adjustments at once.
@@ -154,6 +242,20 @@ impl Delta {
             0 => 0xffff,
             c => c,
         }
+    }
+
+    /// Apply to a UDP checksum over IPv6. A received `0` is invalid there
+    /// (RFC 8200 section 8.1): `None`, and the caller drops the packet (or
+    /// recomputes the full checksum with [`udp6_checksum`] if it chooses to
+    /// repair it). Otherwise as [`apply_udp`](Self::apply_udp): a result of
+    /// `0` is sent as `0xffff`.
+    #[inline(always)]
+    #[must_use]
+    pub const fn apply_udp6(self, csum: u16) -> Option<u16> {
+        if csum == 0 {
+            return None;
+        }
+        Some(self.apply_udp(csum))
     }
 }
 
@@ -482,6 +584,190 @@ mod test {
             p.set_checksum(inc);
             prop_assert_eq!(inc, 0xffff);
             prop_assert!(p.verify_checksum(src, dst));
+        }
+    }
+
+    // ---------------------------------------------------------------------
+    // IPv6: pseudo-header sums and 128-bit deltas, checked against
+    // etherparse's own checksum calculation.
+
+    mod v6 {
+        use super::super::*;
+        use crate::wire::{ipv6, IPPROTO_TCP, IPPROTO_UDP};
+        use etherparse::{PacketBuilder, TcpHeader, UdpHeader};
+        use proptest::prelude::*;
+
+        #[test]
+        fn pseudo_header_v6() {
+            let mut src = [0u8; 16];
+            src[0] = 0x20;
+            src[1] = 0x01;
+            src[15] = 0x01;
+            let mut dst = [0u8; 16];
+            dst[14] = 0xab;
+            dst[15] = 0xcd;
+            let s = pseudo_header_sum_v6(&src, &dst, 6, 0x0001_0020);
+            assert_eq!(s, 0x2001 + 0x0001 + 0xabcd + 0x0001 + 0x0020 + 6);
+            // The sum of the pseudo-header as the bytes RFC 8200 lays out.
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&src);
+            bytes.extend_from_slice(&dst);
+            bytes.extend_from_slice(&0x0001_0020u32.to_be_bytes());
+            bytes.extend_from_slice(&[0, 0, 0, 6]);
+            assert_eq!(fold(s), fold(sum(&bytes)));
+            // Largest values: no overflow.
+            let m = pseudo_header_sum_v6(&[0xff; 16], &[0xff; 16], 0xff, u32::MAX);
+            let mut bytes = [0xff; 40];
+            bytes[36..39].copy_from_slice(&[0, 0, 0]);
+            assert_eq!(fold(m), fold(sum(&bytes)));
+        }
+
+        #[test]
+        fn add128_is_add_addr() {
+            let (a, b) = ([0x12u8; 16], [0xfeu8; 16]);
+            let d1 = Delta::new().add_addr(&a, &b);
+            let d2 = Delta::new().add128(u128::from_be_bytes(a), u128::from_be_bytes(b));
+            assert_eq!(d1, d2);
+            assert_ne!(d1, Delta::new());
+            // A 128-bit delta is eight 16-bit ones, and four 32-bit ones.
+            let mut d3 = Delta::new();
+            for i in (0..16).step_by(4) {
+                let o = u32::from_be_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+                let n = u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+                d3 = d3.add32(o, n);
+            }
+            assert_eq!(d1.apply(0x1234), d3.apply(0x1234));
+            const D: Delta = Delta::new().add128(1, 2);
+            assert_eq!(D.apply(0x1000), update16(0x1000, 1, 2));
+        }
+
+        #[test]
+        fn apply_udp6_rules() {
+            let d = Delta::new().add16(0x1111, 0x2222);
+            assert_eq!(d.apply_udp6(0), None);
+            assert_eq!(d.apply_udp6(0x1234), Some(d.apply_udp(0x1234)));
+            // The value whose update computes to 0 is sent as 0xffff.
+            let hc = fold(0xffff - 0x1111 + 0x2222);
+            assert_eq!(d.apply(hc), 0);
+            assert_eq!(d.apply_udp6(hc), Some(0xffff));
+        }
+
+        /// A checksum field whose full sum comes to zero: `udp6_checksum`
+        /// sends `0xffff`, never `0`.
+        #[test]
+        fn udp6_computed_zero_is_ffff() {
+            let (src, dst) = ([0u8; 16], [0u8; 16]);
+            // UDP header with ports 0, length 10, checksum 0, and a payload
+            // word that makes the whole sum 0xffff.
+            let mut seg = vec![0, 0, 0, 0, 0, 10, 0, 0, 0, 0];
+            let s = fold(add(pseudo_header_sum_v6(&src, &dst, IPPROTO_UDP, 10), sum(&seg)));
+            seg[8..10].copy_from_slice(&(!s).to_be_bytes());
+            assert_eq!(checksum_v6(&src, &dst, IPPROTO_UDP, &seg), 0);
+            assert_eq!(udp6_checksum(&src, &dst, &seg), 0xffff);
+            seg[6..8].copy_from_slice(&0xffffu16.to_be_bytes());
+            assert!(verify_v6(&src, &dst, IPPROTO_UDP, &seg));
+            let (h, payload) = UdpHeader::from_slice(&seg).unwrap();
+            assert_eq!(h.calc_checksum_ipv6_raw(src, dst, payload).unwrap(), 0xffff);
+        }
+
+        /// An IPv6 TCP or UDP packet built by etherparse, and where its
+        /// segment starts.
+        fn build(tcp: bool, src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+            let b = PacketBuilder::ipv6(src, dst, 64);
+            let mut out = Vec::new();
+            if tcp {
+                b.tcp(sport, dport, 0x0102_0304, 4096).ack(0x0a0b_0c0d).write(&mut out, payload).unwrap();
+            } else {
+                b.udp(sport, dport).write(&mut out, payload).unwrap();
+            }
+            out
+        }
+
+        /// etherparse's checksum of the segment `seg` between `src` and `dst`.
+        fn theirs(tcp: bool, src: [u8; 16], dst: [u8; 16], seg: &[u8]) -> u16 {
+            if tcp {
+                let (h, payload) = TcpHeader::from_slice(seg).unwrap();
+                h.calc_checksum_ipv6_raw(src, dst, payload).unwrap()
+            } else {
+                let (h, payload) = UdpHeader::from_slice(seg).unwrap();
+                h.calc_checksum_ipv6_raw(src, dst, payload).unwrap()
+            }
+        }
+
+        fn csum_at(tcp: bool) -> core::ops::Range<usize> {
+            if tcp {
+                16..18
+            } else {
+                6..8
+            }
+        }
+
+        proptest! {
+            /// The full checksum and the pseudo-header agree with etherparse.
+            #[test]
+            fn full_checksum_matches_etherparse(
+                tcp in any::<bool>(),
+                src in any::<[u8; 16]>(),
+                dst in any::<[u8; 16]>(),
+                sport in any::<u16>(),
+                dport in any::<u16>(),
+                payload in proptest::collection::vec(any::<u8>(), 0..300),
+            ) {
+                let out = build(tcp, src, dst, sport, dport, &payload);
+                let ip = ipv6::Ipv6Packet::new_checked(&out[..]).unwrap();
+                let proto = if tcp { IPPROTO_TCP } else { IPPROTO_UDP };
+                let seg = ip.payload();
+                let at = csum_at(tcp);
+                let sent = u16::from_be_bytes([seg[at.start], seg[at.start + 1]]);
+                prop_assert!(verify_v6(&src, &dst, proto, seg));
+                let mut zeroed = seg.to_vec();
+                zeroed[at].copy_from_slice(&[0, 0]);
+                let ours = if tcp { checksum_v6(&src, &dst, proto, &zeroed) } else { udp6_checksum(&src, &dst, &zeroed) };
+                prop_assert_eq!(ours, sent);
+                prop_assert_eq!(ours, theirs(tcp, src, dst, seg));
+            }
+
+            /// NAT66: rewrite both addresses and both ports, patch the
+            /// checksum with one Delta, and get what etherparse computes
+            /// for the rewritten packet.
+            #[test]
+            fn nat66_rewrite_matches_etherparse(
+                tcp in any::<bool>(),
+                src in any::<[u8; 16]>(),
+                dst in any::<[u8; 16]>(),
+                ns in any::<[u8; 16]>(),
+                nd in any::<[u8; 16]>(),
+                ports in any::<[u16; 4]>(),
+                only_dst in any::<bool>(),
+                payload in proptest::collection::vec(any::<u8>(), 0..300),
+            ) {
+                let [sport, dport, nsport, ndport] = ports;
+                let ns = if only_dst { src } else { ns };
+                let mut out = build(tcp, src, dst, sport, dport, &payload);
+                let at = csum_at(tcp);
+                let old = u16::from_be_bytes([out[40 + at.start], out[40 + at.start + 1]]);
+                let d = Delta::new()
+                    .add_addr(&src, &ns)
+                    .add128(u128::from_be_bytes(dst), u128::from_be_bytes(nd))
+                    .add16(sport, nsport)
+                    .add16(dport, ndport);
+                let new = if tcp { d.apply(old) } else { d.apply_udp6(old).unwrap() };
+                {
+                    let mut ip = ipv6::Ipv6Packet::new_checked(&mut out[..]).unwrap();
+                    ip.set_addrs_bytes(&ns, &nd);
+                    let seg = ip.payload_mut();
+                    seg[0..2].copy_from_slice(&nsport.to_be_bytes());
+                    seg[2..4].copy_from_slice(&ndport.to_be_bytes());
+                    seg[at].copy_from_slice(&new.to_be_bytes());
+                }
+                let seg = &out[40..];
+                prop_assert_eq!(new, theirs(tcp, ns, nd, seg));
+                let proto = if tcp { IPPROTO_TCP } else { IPPROTO_UDP };
+                prop_assert!(verify_v6(&ns, &nd, proto, seg));
+                if !tcp {
+                    prop_assert_ne!(new, 0);
+                }
+            }
         }
     }
 }

@@ -18,6 +18,8 @@ use super::{read_mac, read_u16, write_u16, Error, Field, Result};
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 /// ARP.
 pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// IPv6.
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// An 802.1Q VLAN tag.
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
 

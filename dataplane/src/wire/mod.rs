@@ -34,13 +34,18 @@
 //! patch checksums after rewriting addresses and ports.
 //!
 //! Only Ethernet II (with at most one 802.1Q tag), ARP for Ethernet/IPv4, IPv4,
-//! TCP, UDP and ICMPv4 are covered. IPv6, QinQ and IP option parsing are not.
+//! IPv6 (the fixed header, and a bounded walk over the Hop-by-Hop, Routing,
+//! Fragment and Destination Options headers to the upper layer), TCP, UDP,
+//! ICMPv4 and ICMPv6 are covered. QinQ, IPv4 option parsing, the contents of
+//! IPv6 options, and IPv6 ESP/AH/Mobility headers are not.
 
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ipv4;
+pub mod ipv6;
 pub mod tcp;
 pub mod udp;
 
@@ -75,6 +80,8 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
+/// IPv6 next header of ICMPv6.
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// Field offsets, as in smoltcp: a single byte is a `usize`, a multi-byte field
 /// is a `Range<usize>`, an open tail is a `RangeFrom<usize>`.

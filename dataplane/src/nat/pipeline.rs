@@ -42,7 +42,7 @@
 //! then every candidate entry, before processing any frame, so that at 1M
 //! flows the cache misses of a burst overlap instead of queueing.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use svcgate_common::hash::{client_hash, flow_hash};
@@ -120,6 +120,10 @@ pub struct NatConfig {
     pub mode: ForwardingMode,
     /// Addresses flows are masqueraded to; replies come back to them.
     pub snat_addrs: Vec<Ipv4Addr>,
+    /// IPv6 addresses flows of IPv6 frontends are masqueraded to (a family's
+    /// flows are masqueraded to an address of that family: no NAT46). Empty:
+    /// IPv6 Services in snat mode are not served.
+    pub snat_addrs6: Vec<Ipv6Addr>,
     /// SNAT port range, inclusive. The default, Linux's ephemeral range
     /// 32768-60999, stays clear of the NodePort range 30000-32767, so an SNAT
     /// address may also be a node IP.
@@ -160,6 +164,7 @@ impl Default for NatConfig {
         Self {
             mode: ForwardingMode::Snat,
             snat_addrs: Vec::new(),
+            snat_addrs6: Vec::new(),
             snat_ports: (32768, 60999),
             workers: 1,
             conntrack_capacity: 1 << 20,

@@ -16,6 +16,21 @@
 //! (approximate LRU, counted).
 //!
 //! Only the owning worker touches its table: no atomics, no locks.
+//!
+//! # Families
+//! The table is generic over its entry ([`Flow`]): [`FlowEntry`] for IPv4
+//! flows, [`FlowEntry6`] for IPv6 ones, each worker holding one table per
+//! family. The layouts differ on purpose. An IPv4 key (13 bytes) and its
+//! translation fit one 64-byte line with the bookkeeping, so a lookup and
+//! a rewrite touch one line. An IPv6 key is 37 bytes (two 16-byte
+//! addresses, two ports, the protocol) and its translation another 36:
+//! with the 40 bytes of bookkeeping the entry is 112 bytes, padded to two
+//! lines (128). The key words and both addresses come first, so the key
+//! compare and the address rewrite read the first line (and the start of
+//! the second, which the adjacent-line prefetcher brings along); squeezing
+//! the entry into one line would need a separate key array, i.e. a second
+//! miss per lookup, which costs more than the wider entry. Both share the
+//! signature buckets, the hashing and every policy here.
 
 use crate::wire::checksum::Delta;
 
@@ -92,11 +107,17 @@ impl KeyHasher {
         Self { a, b: (b & !0xff) | 0x5b }
     }
 
-    /// The table hash of a key.
+    /// The table hash of an IPv4 key.
     #[inline(always)]
     pub const fn hash(&self, key: &FlowKey) -> u64 {
         let (a, b) = key.words();
         self.hash_words(a, b)
+    }
+
+    /// The table hash of a key of either family, given as its words.
+    #[inline(always)]
+    pub fn hash_key<W: KeyWords>(&self, w: &W) -> u64 {
+        w.hash_with(self)
     }
 
     /// [`KeyHasher::hash`] of a key given as its [`FlowKey::words`].
@@ -114,13 +135,14 @@ impl KeyHasher {
     }
 }
 
-/// A flow's 5-tuple as read from the wire (addresses as big-endian `u32`).
+/// A flow's 5-tuple as read from the wire, its addresses as big-endian
+/// integers: `u32` for IPv4 (the default), `u128` for IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct FlowKey {
+pub struct FlowKey<R = u32> {
     /// Source address.
-    pub src: u32,
+    pub src: R,
     /// Destination address.
-    pub dst: u32,
+    pub dst: R,
     /// Source port.
     pub sport: u16,
     /// Destination port.
@@ -139,6 +161,200 @@ impl FlowKey {
             ((self.sport as u64) << 32) | ((self.dport as u64) << 16) | self.proto as u64,
         )
     }
+}
+
+impl FlowKey<u128> {
+    /// The key packed into five words: each address's two halves, then the
+    /// ports and protocol as in the IPv4 key's second word (never 0 for a
+    /// valid key, which marks a free entry).
+    #[inline(always)]
+    pub const fn words(&self) -> [u64; 5] {
+        [
+            (self.src >> 64) as u64,
+            self.src as u64,
+            (self.dst >> 64) as u64,
+            self.dst as u64,
+            ((self.sport as u64) << 32) | ((self.dport as u64) << 16) | self.proto as u64,
+        ]
+    }
+}
+
+/// A key packed into words, as a table stores and compares it.
+pub trait KeyWords: Copy + Eq + Default + std::fmt::Debug + Send + Sync + 'static {
+    /// The number of words.
+    const LEN: usize;
+    /// Word `i` (`i < LEN`).
+    fn word(&self, i: usize) -> u64;
+    /// The key whose word `i` is `f(i)`.
+    fn from_words(f: impl FnMut(usize) -> u64) -> Self;
+    /// The table hash of the key under `h`.
+    fn hash_with(&self, h: &KeyHasher) -> u64;
+}
+
+impl KeyWords for (u64, u64) {
+    const LEN: usize = 2;
+
+    #[inline(always)]
+    fn word(&self, i: usize) -> u64 {
+        if i == 0 {
+            self.0
+        } else {
+            self.1
+        }
+    }
+
+    #[inline(always)]
+    fn from_words(mut f: impl FnMut(usize) -> u64) -> Self {
+        (f(0), f(1))
+    }
+
+    #[inline(always)]
+    fn hash_with(&self, h: &KeyHasher) -> u64 {
+        h.hash_words(self.0, self.1)
+    }
+}
+
+impl KeyWords for [u64; 5] {
+    const LEN: usize = 5;
+
+    #[inline(always)]
+    fn word(&self, i: usize) -> u64 {
+        self[i % 5]
+    }
+
+    #[inline(always)]
+    fn from_words(f: impl FnMut(usize) -> u64) -> Self {
+        std::array::from_fn(f)
+    }
+
+    /// The four address words folded into one by two seeded multiplies,
+    /// then hashed with the port word as an IPv4 key's two words are: every
+    /// bit of every word reaches the result, and the seeds still hide where.
+    #[inline(always)]
+    fn hash_with(&self, h: &KeyHasher) -> u64 {
+        let mum = |a: u64, b: u64| {
+            let m = a as u128 * b as u128;
+            (m as u64) ^ ((m >> 64) as u64)
+        };
+        let src = mum(self[0] ^ h.a, self[1] ^ h.b.rotate_left(23) ^ 0x9e37_79b9_7f4a_7c15);
+        let dst = mum(self[2] ^ h.b, self[3] ^ h.a.rotate_left(41) ^ 0xc2b2_ae3d_27d4_eb4f);
+        h.hash_words(src ^ dst.rotate_left(32), self[4])
+    }
+}
+
+/// An address as the pipeline carries it: a big-endian integer, `u32` for
+/// IPv4 and `u128` for IPv6. It names the family for the tables: how a key
+/// packs into words and how the shared reverse table stores a reply's key
+/// and translation in atomic words.
+pub trait WireAddr: Copy + Eq + Ord + std::hash::Hash + Default + std::fmt::Debug + Send + Sync + 'static {
+    /// The address type of the family (`Ipv4Addr`, `Ipv6Addr`).
+    type Addr: svcgate_common::family::Addr;
+    /// A key packed into words.
+    type Words: KeyWords;
+    /// Atomic words holding a key in the reverse table (`Words::LEN` of them).
+    type KeyCells: Default + Send + Sync + AsRef<[std::sync::atomic::AtomicU64]> + std::fmt::Debug;
+    /// Atomic words holding a reply's translation (client and frontend
+    /// addresses and ports) in the reverse table.
+    type ValueCells: Default + Send + Sync + AsRef<[std::sync::atomic::AtomicU64]> + std::fmt::Debug;
+    /// `key` packed into words.
+    fn key_words(key: &FlowKey<Self>) -> Self::Words;
+    /// The translation `(client, client port, frontend, frontend port)` as
+    /// value words, stored in `out` (`ValueCells`' length).
+    fn pack(client: Self, client_port: u16, frontend: Self, frontend_port: u16, out: &mut [u64; 5]);
+    /// What [`WireAddr::pack`] packed.
+    fn unpack(v: &[u64; 5]) -> (Self, u16, Self, u16);
+    /// The integer of `a`.
+    fn of(a: Self::Addr) -> Self;
+}
+
+impl WireAddr for u32 {
+    type Addr = std::net::Ipv4Addr;
+    type Words = (u64, u64);
+    type KeyCells = [std::sync::atomic::AtomicU64; 2];
+    type ValueCells = [std::sync::atomic::AtomicU64; 2];
+
+    #[inline(always)]
+    fn key_words(key: &FlowKey) -> (u64, u64) {
+        key.words()
+    }
+
+    /// client << 32 | frontend; client port << 16 | frontend port.
+    #[inline(always)]
+    fn pack(client: u32, client_port: u16, frontend: u32, frontend_port: u16, out: &mut [u64; 5]) {
+        out[0] = u64::from(client) << 32 | u64::from(frontend);
+        out[1] = u64::from(client_port) << 16 | u64::from(frontend_port);
+    }
+
+    #[inline(always)]
+    fn unpack(v: &[u64; 5]) -> (u32, u16, u32, u16) {
+        ((v[0] >> 32) as u32, (v[1] >> 16) as u16, v[0] as u32, v[1] as u16)
+    }
+
+    #[inline(always)]
+    fn of(a: std::net::Ipv4Addr) -> u32 {
+        u32::from(a)
+    }
+}
+
+impl WireAddr for u128 {
+    type Addr = std::net::Ipv6Addr;
+    type Words = [u64; 5];
+    type KeyCells = [std::sync::atomic::AtomicU64; 5];
+    type ValueCells = [std::sync::atomic::AtomicU64; 5];
+
+    #[inline(always)]
+    fn key_words(key: &FlowKey<u128>) -> [u64; 5] {
+        key.words()
+    }
+
+    /// The client's halves, the frontend's halves, then the ports.
+    #[inline(always)]
+    fn pack(client: u128, client_port: u16, frontend: u128, frontend_port: u16, out: &mut [u64; 5]) {
+        *out = [
+            (client >> 64) as u64,
+            client as u64,
+            (frontend >> 64) as u64,
+            frontend as u64,
+            u64::from(client_port) << 16 | u64::from(frontend_port),
+        ];
+    }
+
+    #[inline(always)]
+    fn unpack(v: &[u64; 5]) -> (u128, u16, u128, u16) {
+        (
+            u128::from(v[0]) << 64 | u128::from(v[1]),
+            (v[4] >> 16) as u16,
+            u128::from(v[2]) << 64 | u128::from(v[3]),
+            v[4] as u16,
+        )
+    }
+
+    #[inline(always)]
+    fn of(a: std::net::Ipv6Addr) -> u128 {
+        u128::from(a)
+    }
+}
+
+/// What [`FlowTable`] needs of an entry: its key words, whether it holds a
+/// flow, when it was last seen, and a fresh entry for a key.
+pub trait Flow: Copy + Default + PartialEq + std::fmt::Debug + bytemuck::Pod {
+    /// The key's address integer (`u32`, `u128`).
+    type Raw: WireAddr;
+    /// `key` packed into words.
+    #[inline(always)]
+    fn key_words(key: &FlowKey<Self::Raw>) -> <Self::Raw as WireAddr>::Words {
+        Self::Raw::key_words(key)
+    }
+    /// The key words stored in the entry.
+    fn words(&self) -> <Self::Raw as WireAddr>::Words;
+    /// The key stored in the entry.
+    fn key(&self) -> FlowKey<Self::Raw>;
+    /// True when the slot holds a flow.
+    fn is_used(&self) -> bool;
+    /// Last forward packet, in the worker's millisecond clock.
+    fn last_seen(&self) -> u32;
+    /// A new entry for the key words `w`, seen at `now`, all else zero.
+    fn fresh(w: <Self::Raw as WireAddr>::Words, now: u32) -> Self;
 }
 
 /// One tracked flow: the forward key, the translation and its precomputed
@@ -188,6 +404,34 @@ pub struct FlowEntry {
     pub ticket: [u8; 3],
 }
 
+impl Flow for FlowEntry {
+    type Raw = u32;
+
+    #[inline(always)]
+    fn words(&self) -> (u64, u64) {
+        (self.k0, self.k1)
+    }
+
+    fn key(&self) -> FlowKey {
+        FlowEntry::key(self)
+    }
+
+    #[inline(always)]
+    fn is_used(&self) -> bool {
+        self.k1 != 0
+    }
+
+    #[inline(always)]
+    fn last_seen(&self) -> u32 {
+        self.last_seen
+    }
+
+    #[inline(always)]
+    fn fresh((k0, k1): (u64, u64), now: u32) -> Self {
+        Self { k0, k1, last_seen: now, ..Self::default() }
+    }
+}
+
 impl FlowEntry {
     /// True when the slot holds a flow.
     #[inline(always)]
@@ -207,6 +451,85 @@ impl FlowEntry {
     }
 }
 
+/// One tracked IPv6 flow: the same fields as [`FlowEntry`], with the key
+/// as five words and 16-byte addresses; two cache lines (see the module
+/// documentation for why).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+pub struct FlowEntry6 {
+    /// Key words ([`FlowKey::<u128>::words`]); the last is 0 when the slot is free.
+    pub k: [u64; 5],
+    /// New source address (SNAT), in network order.
+    pub snat_addr: [u8; 16],
+    /// New destination address (the backend), in network order.
+    pub backend_addr: [u8; 16],
+    /// New source port (SNAT).
+    pub snat_port: u16,
+    /// New destination port (the backend's target port).
+    pub backend_port: u16,
+    /// Cached next-hop index toward the backend.
+    pub hop: u16,
+    /// Backend index in the service entry of generation `table_gen`.
+    pub backend: u16,
+    /// Unused: IPv6 has no header checksum (kept so both entries have the
+    /// same fields).
+    pub ip_delta: Delta,
+    /// L4 checksum adjustment (pseudo-header addresses and ports).
+    pub l4_delta: Delta,
+    /// Low 32 bits of the service-table generation the entry was validated in.
+    pub table_gen: u32,
+    /// Next-hop table generation `hop` was resolved in.
+    pub hop_gen: u32,
+    /// Last forward packet, in the worker's millisecond clock.
+    pub last_seen: u32,
+    /// Service entry index (in generation `table_gen`).
+    pub entry: u32,
+    /// Index of the flow's reverse slot in the shared reverse table.
+    pub rev_slot: u32,
+    /// As [`FlowEntry::state`].
+    pub state: u8,
+    /// As [`FlowEntry::ticket`].
+    pub ticket: [u8; 3],
+    /// Explicit padding to the second line's end (no hidden padding, so
+    /// the table can be viewed as plain bytes).
+    pub _pad: [u8; 16],
+}
+
+impl Flow for FlowEntry6 {
+    type Raw = u128;
+
+    #[inline(always)]
+    fn words(&self) -> [u64; 5] {
+        self.k
+    }
+
+    fn key(&self) -> FlowKey<u128> {
+        let [s0, s1, d0, d1, p] = self.k;
+        FlowKey {
+            src: (u128::from(s0) << 64) | u128::from(s1),
+            dst: (u128::from(d0) << 64) | u128::from(d1),
+            sport: (p >> 32) as u16,
+            dport: (p >> 16) as u16,
+            proto: p as u8,
+        }
+    }
+
+    #[inline(always)]
+    fn is_used(&self) -> bool {
+        self.k[4] != 0
+    }
+
+    #[inline(always)]
+    fn last_seen(&self) -> u32 {
+        self.last_seen
+    }
+
+    #[inline(always)]
+    fn fresh(k: [u64; 5], now: u32) -> Self {
+        Self { k, last_seen: now, ..Self::default() }
+    }
+}
+
 /// How readily a resident entry gives its slot up to a new flow when both
 /// candidate buckets are full: [`FlowTable::insert`] takes the lowest
 /// standing, and the least recently seen within it.
@@ -223,7 +546,7 @@ pub enum Standing {
 
 /// What [`FlowTable::insert`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inserted {
+pub enum Inserted<E = FlowEntry> {
     /// The key went into a free slot.
     Free(usize),
     /// The key replaced this old entry, which the caller must clean up
@@ -232,13 +555,13 @@ pub enum Inserted {
         /// The slot now holding the new key.
         slot: usize,
         /// The entry that was there.
-        old: FlowEntry,
+        old: E,
         /// The old entry's standing.
         standing: Standing,
     },
 }
 
-impl Inserted {
+impl<E> Inserted<E> {
     /// The slot now holding the key.
     pub const fn slot(&self) -> usize {
         match *self {
@@ -272,19 +595,19 @@ fn fault_in<T: bytemuck::Zeroable + Copy>(region: &mut [T]) {
 /// nearly every lookup), viewed as `[FlowEntry]` through `bytemuck` (no
 /// `unsafe`: `FlowEntry` is plain data and the mapping is page-aligned and
 /// zeroed, which is every entry's free state). On the heap when mapping fails.
-enum Entries {
+enum Entries<E> {
     Mapped(memmap2::MmapMut),
-    Heap(Box<[FlowEntry]>),
+    Heap(Box<[E]>),
 }
 
-impl Entries {
+impl<E: Flow> Entries<E> {
     /// Tables smaller than a huge page gain nothing from the mapping and
     /// stay on the heap, where viewing them costs no alignment check.
     fn zeroed(n: usize) -> Self {
         const HUGE_PAGE: usize = 2 << 20;
-        let bytes = n * std::mem::size_of::<FlowEntry>();
+        let bytes = n * std::mem::size_of::<E>();
         if bytes < HUGE_PAGE {
-            return Self::Heap(vec![FlowEntry::default(); n].into_boxed_slice());
+            return Self::Heap(vec![E::default(); n].into_boxed_slice());
         }
         match memmap2::MmapOptions::new().len(bytes).map_anon() {
             Ok(mut m) => {
@@ -296,12 +619,12 @@ impl Entries {
                 fault_in(&mut m[..]);
                 Self::Mapped(m)
             }
-            _ => Self::Heap(vec![FlowEntry::default(); n].into_boxed_slice()),
+            _ => Self::Heap(vec![E::default(); n].into_boxed_slice()),
         }
     }
 
     #[inline(always)]
-    fn get(&self) -> &[FlowEntry] {
+    fn get(&self) -> &[E] {
         match self {
             Self::Mapped(m) => bytemuck::cast_slice(&m[..]),
             Self::Heap(b) => b,
@@ -309,7 +632,7 @@ impl Entries {
     }
 
     #[inline(always)]
-    fn get_mut(&mut self) -> &mut [FlowEntry] {
+    fn get_mut(&mut self) -> &mut [E] {
         match self {
             Self::Mapped(m) => bytemuck::cast_slice_mut(&mut m[..]),
             Self::Heap(b) => b,
@@ -320,25 +643,25 @@ impl Entries {
 /// A [`FlowTable`] borrowed for a run of lookups and entry updates (the
 /// fast path holds one across a burst, so the table's storage is resolved
 /// once, not per frame).
-pub struct FastTable<'a> {
+pub struct FastTable<'a, E = FlowEntry> {
     sigs: &'a [SigBucket],
-    entries: &'a mut [FlowEntry],
+    entries: &'a mut [E],
     buckets: u32,
     hasher: KeyHasher,
 }
 
-impl std::fmt::Debug for FastTable<'_> {
+impl<E> std::fmt::Debug for FastTable<'_, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FastTable").field("slots", &self.entries.len()).finish()
     }
 }
 
-impl FastTable<'_> {
-    /// Candidate buckets and signature of the key whose [`FlowKey::words`]
-    /// are `(k0, k1)`, as [`FlowTable::probe_words`].
+impl<E: Flow> FastTable<'_, E> {
+    /// Candidate buckets and signature of the key whose words are `w`, as
+    /// [`FlowTable::probe_words`].
     #[inline(always)]
-    pub fn probe(&self, k0: u64, k1: u64) -> Probe {
-        probe(self.hasher.hash_words(k0, k1), self.buckets)
+    pub fn probe(&self, w: &<E::Raw as WireAddr>::Words) -> Probe {
+        probe(self.hasher.hash_key(w), self.buckets)
     }
 
     /// The slot holding the key whose [`FlowKey::words`] are `(k0, k1)`:
@@ -351,7 +674,7 @@ impl FastTable<'_> {
     /// chosen without a branch, and its key compared as two words; only a
     /// signature collision (two in 65536 per candidate slot) loops.
     #[inline(always)]
-    pub fn find(&self, k0: u64, k1: u64, p: &Probe) -> Option<usize> {
+    pub fn find(&self, w: &<E::Raw as WireAddr>::Words, p: &Probe) -> Option<usize> {
         let (b1, b2) = (p.b1 as usize, p.b2 as usize);
         let (Some(s1), Some(s2)) = (self.sigs.get(b1), self.sigs.get(b2)) else {
             return None;
@@ -364,7 +687,7 @@ impl FastTable<'_> {
             let b = if bit < BUCKET_SLOTS { b1 } else { b2 };
             let slot = b * BUCKET_SLOTS + bit % BUCKET_SLOTS;
             if let Some(e) = self.entries.get(slot) {
-                if e.k0 == k0 && e.k1 == k1 {
+                if e.words() == *w {
                     return Some(slot);
                 }
             }
@@ -374,7 +697,7 @@ impl FastTable<'_> {
 
     /// The entry in `slot`, mutably.
     #[inline(always)]
-    pub fn entry_mut(&mut self, slot: usize) -> Option<&mut FlowEntry> {
+    pub fn entry_mut(&mut self, slot: usize) -> Option<&mut E> {
         self.entries.get_mut(slot)
     }
 }
@@ -397,10 +720,10 @@ pub(crate) fn probe(h: u64, buckets: u32) -> Probe {
     Probe { b1: range(lo, buckets) as u32, b2: range(hi, buckets) as u32, sig: if sig == EMPTY_SIG { 1 } else { sig } }
 }
 
-/// A fixed-capacity flow table.
-pub struct FlowTable {
+/// A fixed-capacity flow table of entries `E` (IPv4 by default).
+pub struct FlowTable<E = FlowEntry> {
     sigs: Box<[SigBucket]>,
-    entries: Entries,
+    entries: Entries<E>,
     buckets: u32,
     /// This table's own keyed hash (random seeds, see [`KeyHasher`]).
     hasher: KeyHasher,
@@ -411,7 +734,7 @@ pub struct FlowTable {
     moved: Option<(usize, usize)>,
 }
 
-impl std::fmt::Debug for FlowTable {
+impl<E: Flow> std::fmt::Debug for FlowTable<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FlowTable").field("len", &self.len).field("slots", &self.entries.get().len()).finish()
     }
@@ -454,7 +777,7 @@ fn range(h: u32, n: u32) -> usize {
     ((u64::from(h) * u64::from(n)) >> 32) as usize
 }
 
-impl FlowTable {
+impl<E: Flow> FlowTable<E> {
     /// A table for about `capacity` flows (12.5% headroom, so two-choice
     /// insertion with displacement rarely evicts before the table is full),
     /// hashing with seeds of its own drawn at random ([`KeyHasher::random`]).
@@ -503,14 +826,14 @@ impl FlowTable {
 
     /// Candidate buckets and signature of `key` under this table's hash.
     #[inline(always)]
-    pub fn probe(&self, key: &FlowKey) -> Probe {
-        probe(self.hasher.hash(key), self.buckets)
+    pub fn probe(&self, key: &FlowKey<E::Raw>) -> Probe {
+        self.probe_words(&E::key_words(key))
     }
 
-    /// [`FlowTable::probe`] of the key whose [`FlowKey::words`] are `(k0, k1)`.
+    /// [`FlowTable::probe`] of the key whose words are `w`.
     #[inline(always)]
-    pub fn probe_words(&self, k0: u64, k1: u64) -> Probe {
-        probe(self.hasher.hash_words(k0, k1), self.buckets)
+    pub fn probe_words(&self, w: &<E::Raw as WireAddr>::Words) -> Probe {
+        probe(self.hasher.hash_key(w), self.buckets)
     }
 
     /// The table's hasher.
@@ -520,7 +843,7 @@ impl FlowTable {
 
     /// The table borrowed for a run of fast-path lookups.
     #[inline(always)]
-    pub fn fast(&mut self) -> FastTable<'_> {
+    pub fn fast(&mut self) -> FastTable<'_, E> {
         FastTable { sigs: &self.sigs, entries: self.entries.get_mut(), buckets: self.buckets, hasher: self.hasher }
     }
 
@@ -574,37 +897,36 @@ impl FlowTable {
     /// The slot holding `key`: `candidate` if it does (the common case after
     /// [`FlowTable::prefetch_candidate`]), else a full [`FlowTable::find`].
     #[inline(always)]
-    pub fn check(&self, key: &FlowKey, p: &Probe, candidate: Option<usize>) -> Option<usize> {
-        let (k0, k1) = key.words();
+    pub fn check(&self, key: &FlowKey<E::Raw>, p: &Probe, candidate: Option<usize>) -> Option<usize> {
+        let w = E::key_words(key);
         match candidate.and_then(|s| self.entries.get().get(s).map(|e| (s, e))) {
-            Some((s, e)) if e.k0 == k0 && e.k1 == k1 => Some(s),
-            _ => self.find(key, p),
+            Some((s, e)) if e.words() == w => Some(s),
+            _ => self.find_words(&w, p),
         }
     }
 
     /// The slot holding `key`, if any.
     #[inline(always)]
-    pub fn find(&self, key: &FlowKey, p: &Probe) -> Option<usize> {
-        let (k0, k1) = key.words();
-        self.find_words(k0, k1, p)
+    pub fn find(&self, key: &FlowKey<E::Raw>, p: &Probe) -> Option<usize> {
+        self.find_words(&E::key_words(key), p)
     }
 
-    /// The slot holding the key whose [`FlowKey::words`] are `(k0, k1)`.
+    /// The slot holding the key whose words are `w`.
     ///
     /// Per bucket: both signature words matched at once (the second's lane
     /// bits shifted down by one, so that the 8 slots' match bits are
     /// distinct bits of one word), then, for each match (nearly always just
-    /// the one), the key compared as two words in an entry taken from the
+    /// the one), the key compared word by word in an entry taken from the
     /// bucket's fixed-size array of entries (no bounds check per slot).
     #[inline(always)]
-    pub fn find_words(&self, k0: u64, k1: u64, p: &Probe) -> Option<usize> {
+    pub fn find_words(&self, w: &<E::Raw as WireAddr>::Words, p: &Probe) -> Option<usize> {
         let entries = self.entries.get();
         for b in [p.b1 as usize, p.b2 as usize] {
             let (Some(sigs), Some(ents)) = (self.sigs.get(b), entries.get(b * BUCKET_SLOTS..(b + 1) * BUCKET_SLOTS))
             else {
                 break;
             };
-            let Ok(ents) = <&[FlowEntry; BUCKET_SLOTS]>::try_from(ents) else { break };
+            let Ok(ents) = <&[E; BUCKET_SLOTS]>::try_from(ents) else { break };
             // Word 0's matches on bits 15, 31, 47, 63 (slots 0-3), word 1's
             // on bits 14, 30, 46, 62 (slots 4-7).
             let mut m = lanes_equal(sigs[0], p.sig) | lanes_equal(sigs[1], p.sig) >> 1;
@@ -613,7 +935,7 @@ impl FlowTable {
                 m &= m - 1;
                 let s = (bit / 16) as usize | ((!bit & 1) as usize) << 2;
                 let e = &ents[s % BUCKET_SLOTS];
-                if e.k0 == k0 && e.k1 == k1 {
+                if e.words() == *w {
                     return Some(b * BUCKET_SLOTS + s);
                 }
             }
@@ -628,11 +950,11 @@ impl FlowTable {
     /// lowest standing among the 16 candidates.
     pub fn insert(
         &mut self,
-        key: &FlowKey,
+        key: &FlowKey<E::Raw>,
         p: &Probe,
         now: u32,
-        standing: impl Fn(&FlowEntry) -> Standing,
-    ) -> Inserted {
+        standing: impl Fn(&E) -> Standing,
+    ) -> Inserted<E> {
         let free_in = |sigs: &SigBucket| {
             let m = match_sigs(sigs, EMPTY_SIG);
             (m != 0).then(|| m.trailing_zeros() as usize)
@@ -674,7 +996,7 @@ impl FlowTable {
                         best = Some((slot, st, 0));
                         break 'scan;
                     }
-                    let age = now.wrapping_sub(e.last_seen);
+                    let age = now.wrapping_sub(e.last_seen());
                     if best.is_none_or(|(_, bs, ba)| st < bs || (st == bs && age > ba)) {
                         best = Some((slot, st, age));
                     }
@@ -685,8 +1007,7 @@ impl FlowTable {
         // Both buckets hold BUCKET_SLOTS entries, so a slot was always found.
         let (slot, replaced) = chosen.unwrap_or((b1 * BUCKET_SLOTS, Some(Standing::Live)));
         let old = self.entries.get()[slot];
-        let (k0, k1) = key.words();
-        self.entries.get_mut()[slot] = FlowEntry { k0, k1, last_seen: now, ..FlowEntry::default() };
+        self.entries.get_mut()[slot] = E::fresh(E::key_words(key), now);
         sig_set(&mut self.sigs[slot / BUCKET_SLOTS], slot % BUCKET_SLOTS, p.sig);
         match replaced {
             None => {
@@ -703,7 +1024,7 @@ impl FlowTable {
         for s in 0..BUCKET_SLOTS {
             let slot = b * BUCKET_SLOTS + s;
             let e = self.entries.get()[slot];
-            let p = self.probe_words(e.k0, e.k1);
+            let p = self.probe_words(&e.words());
             let alt = if p.b1 as usize == b { p.b2 as usize } else { p.b1 as usize };
             if alt == b {
                 continue;
@@ -730,18 +1051,18 @@ impl FlowTable {
 
     /// The entry in `slot`.
     #[inline(always)]
-    pub fn entry(&self, slot: usize) -> Option<&FlowEntry> {
+    pub fn entry(&self, slot: usize) -> Option<&E> {
         self.entries.get().get(slot)
     }
 
     /// The entry in `slot`, mutably.
     #[inline(always)]
-    pub fn entry_mut(&mut self, slot: usize) -> Option<&mut FlowEntry> {
+    pub fn entry_mut(&mut self, slot: usize) -> Option<&mut E> {
         self.entries.get_mut().get_mut(slot)
     }
 
     /// Frees `slot`, returning what it held.
-    pub fn remove(&mut self, slot: usize) -> Option<FlowEntry> {
+    pub fn remove(&mut self, slot: usize) -> Option<E> {
         let e = self.entries.get_mut().get_mut(slot)?;
         if !e.is_used() {
             return None;
@@ -759,8 +1080,8 @@ impl FlowTable {
     pub fn sweep(
         &mut self,
         buckets: usize,
-        expired: impl Fn(&FlowEntry) -> bool,
-        mut removed: impl FnMut(usize, &FlowEntry),
+        expired: impl Fn(&E) -> bool,
+        mut removed: impl FnMut(usize, &E),
     ) -> usize {
         let mut n = 0;
         for _ in 0..buckets.min(self.buckets as usize) {
@@ -824,11 +1145,86 @@ mod tests {
     fn entry_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<FlowEntry>(), 64);
         assert_eq!(std::mem::align_of::<FlowEntry>(), 64);
+        // IPv6: two lines, the key and both addresses within the first 72 bytes.
+        assert_eq!(std::mem::size_of::<FlowEntry6>(), 128);
+        assert_eq!(std::mem::align_of::<FlowEntry6>(), 64);
+        assert_eq!(std::mem::offset_of!(FlowEntry6, backend_addr), 56);
+    }
+
+    /// IPv6 keys in 2001:2::/48 (RFC 5180), as every address in this
+    /// project's tests; the low bits vary in both halves of the source.
+    fn key6(i: u32) -> FlowKey<u128> {
+        let net = 0x2001_0002_0000_0000_0000_0000_0000_0000u128;
+        FlowKey {
+            src: net | (u128::from(i) << 64) | u128::from(i),
+            dst: net | 0x6401,
+            sport: (i % 60000) as u16 + 1024,
+            dport: 443,
+            proto: 17,
+        }
+    }
+
+    #[test]
+    fn ipv6_table_inserts_finds_removes_and_evicts_as_ipv4() {
+        let mut t = FlowTable::<FlowEntry6>::with_capacity(2000);
+        for i in 0..2000 {
+            let k = key6(i);
+            let p = t.probe(&k);
+            assert_eq!(t.find(&k, &p), None);
+            let ins = t.insert(&k, &p, i, |_| Standing::Live);
+            assert!(matches!(ins, Inserted::Free(_)), "{i}: {ins:?}");
+            assert_eq!(t.check(&k, &p, Some(ins.slot())), Some(ins.slot()));
+            assert_eq!(t.entry(ins.slot()).unwrap().key(), k);
+        }
+        // Keys differing only in the address's high half are told apart.
+        let mut other = key6(7);
+        other.src ^= 1 << 100;
+        assert_eq!(t.find(&other, &t.probe(&other)), None);
+        let w = key6(9).words();
+        let p = t.probe_words(&w);
+        let slot = t.find_words(&w, &p).unwrap();
+        assert_eq!(t.fast().find(&w, &p), Some(slot));
+        assert_eq!(t.remove(slot).unwrap().key(), key6(9));
+        assert_eq!(t.len(), 1999);
+        let gone = t.sweep(usize::MAX, |e| e.last_seen < 1000, |_, _| {});
+        assert_eq!(gone, 999);
+        assert!(t.find(&key6(1500), &t.probe(&key6(1500))).is_some());
+        // Full single bucket: the oldest goes, as for IPv4.
+        let mut t = FlowTable::<FlowEntry6>::with_capacity(7);
+        for i in 0..8 {
+            let k = key6(i);
+            let p = t.probe(&k);
+            t.insert(&k, &p, 10 + i, |_| Standing::Live);
+        }
+        let k = key6(100);
+        match t.insert(&k, &t.probe(&k), 30, |_| Standing::Live) {
+            Inserted::Replaced { old, .. } => assert_eq!(old.key(), key6(0)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ipv6_hash_depends_on_every_word_and_the_seeds() {
+        let h = KeyHasher::with_seeds(0x1234, 0x5678);
+        let base = key6(1).words();
+        let hb = h.hash_key(&base);
+        for i in 0..5 {
+            for bit in [0, 17, 63] {
+                let mut w = base;
+                w[i] ^= 1 << bit;
+                assert_ne!(h.hash_key(&w), hb, "word {i} bit {bit}");
+            }
+        }
+        assert_ne!(KeyHasher::with_seeds(0x1235, 0x5678).hash_key(&base), hb);
+        // Swapping source and destination changes the hash (replies differ).
+        let k = key6(1);
+        let swapped = FlowKey { src: k.dst, dst: k.src, sport: k.dport, dport: k.sport, proto: k.proto };
+        assert_ne!(h.hash_key(&swapped.words()), hb);
     }
 
     #[test]
     fn insert_find_remove() {
-        let mut t = FlowTable::with_capacity(1000);
+        let mut t = FlowTable::<FlowEntry>::with_capacity(1000);
         for i in 0..1000 {
             let k = key(i);
             let p = t.probe(&k);
@@ -858,8 +1254,8 @@ mod tests {
         // Two tables of one process: different seeds (a chance of 2^-120
         // of drawing the same ones), so the same keys land in different
         // buckets; each finds every key it holds.
-        let mut a = FlowTable::with_capacity(4096);
-        let mut b = FlowTable::with_capacity(4096);
+        let mut a = FlowTable::<FlowEntry>::with_capacity(4096);
+        let mut b = FlowTable::<FlowEntry>::with_capacity(4096);
         assert_ne!(a.hasher(), b.hasher());
         let moved = (0..1000).filter(|&i| a.probe(&key(i)) != b.probe(&key(i))).count();
         assert!(moved > 900, "only {moved} of 1000 keys placed differently");
@@ -873,11 +1269,11 @@ mod tests {
                 let k = key(i);
                 let slot = t.find(&k, &t.probe(&k)).expect("inserted key found");
                 assert_eq!(t.entry(slot).unwrap().key(), k);
-                let (k0, k1) = k.words();
-                let p = t.probe_words(k0, k1);
+                let w = k.words();
+                let p = t.probe_words(&w);
                 let fast = t.fast();
-                assert_eq!(fast.probe(k0, k1), p);
-                assert_eq!(fast.find(k0, k1, &p), Some(slot));
+                assert_eq!(fast.probe(&w), p);
+                assert_eq!(fast.find(&w, &p), Some(slot));
             }
             assert!(t.find(&key(5000), &t.probe(&key(5000))).is_none());
         }
@@ -891,7 +1287,7 @@ mod tests {
     fn full_table_evicts_expired_first_then_unassured_then_oldest() {
         // Capacity 7 (8 slots with headroom) gives exactly one bucket, so both
         // candidates are bucket 0 and displacement has nowhere to go.
-        let mut t = FlowTable::with_capacity(7);
+        let mut t = FlowTable::<FlowEntry>::with_capacity(7);
         assert_eq!(t.slots(), BUCKET_SLOTS);
         for i in 0..8 {
             let k = key(i);
@@ -944,7 +1340,7 @@ mod tests {
 
     #[test]
     fn sweep_removes_only_expired() {
-        let mut t = FlowTable::with_capacity(100);
+        let mut t = FlowTable::<FlowEntry>::with_capacity(100);
         for i in 0..100 {
             let k = key(i);
             let p = t.probe(&k);

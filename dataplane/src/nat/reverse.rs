@@ -40,29 +40,33 @@
 //! Fields that any worker updates (last reply time, flags from the backend,
 //! the cached hop toward the client) are separate atomics outside the
 //! sequence lock.
+//!
+//! # Families
+//! One table per family, generic over the address integer ([`WireAddr`]):
+//! an IPv4 slot (two key words, two value words) is one cache line, an
+//! IPv6 slot (five and five) two.
 
-use std::net::Ipv4Addr;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-use super::conntrack::{lanes_equal, probe, FlowKey, KeyHasher, BUCKET_SLOTS, EMPTY_SIG, LANES};
+use super::conntrack::{lanes_equal, probe, FlowKey, KeyHasher, KeyWords, WireAddr, BUCKET_SLOTS, EMPTY_SIG, LANES};
 
 /// Where a reply is translated to: the client and what it dialled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RevFlow {
+pub struct RevFlow<R = u32> {
     /// The client's address (the reply's new destination).
-    pub client: u32,
+    pub client: R,
     /// The client's port.
     pub client_port: u16,
     /// The frontend address the client dialled (the reply's new source).
-    pub frontend: u32,
+    pub frontend: R,
     /// The frontend port.
     pub frontend_port: u16,
 }
 
-impl RevFlow {
+impl<R: Copy> RevFlow<R> {
     /// The translation back to the client of the client's packet `k`.
     #[inline(always)]
-    pub const fn of(k: &FlowKey) -> Self {
+    pub const fn of(k: &FlowKey<R>) -> Self {
         Self { client: k.src, client_port: k.sport, frontend: k.dst, frontend_port: k.dport }
     }
 }
@@ -77,38 +81,36 @@ pub mod flags {
     pub const RST: u8 = 0x04;
 }
 
-/// One reply key and its translation: 48 bytes used of a cache line, so
-/// that a lookup touches one line per candidate.
+/// One reply key and its translation. IPv4: 48 bytes used of a cache
+/// line, so that a lookup touches one line per candidate; IPv6: 96 bytes
+/// of two.
 #[derive(Debug, Default)]
 #[repr(align(64))]
-struct Slot {
+struct Slot<R: WireAddr> {
     seq: AtomicU32,
     last_seen: AtomicU32,
     /// Cached next hop toward the client: hop index | generation << 16.
     hop: AtomicU32,
     flags: AtomicU8,
-    /// Reply key words ([`FlowKey::words`]); `k1 == 0` when free.
-    k0: AtomicU64,
-    k1: AtomicU64,
-    /// client << 32 | frontend.
-    v0: AtomicU64,
-    /// client port << 16 | frontend port.
-    v1: AtomicU64,
+    /// Reply key words ([`WireAddr::key_words`]); the last is 0 when free.
+    k: R::KeyCells,
+    /// The translation ([`WireAddr::pack`]).
+    v: R::ValueCells,
 }
 
 /// Eight signatures of one bucket, four to an atomic word.
 type SigBucket = [AtomicU64; 2];
 
-/// The shared reverse table.
+/// The shared reverse table of one family (IPv4 by default).
 #[derive(Debug)]
-pub struct ReverseTable {
+pub struct ReverseTable<R: WireAddr = u32> {
     sigs: Box<[SigBucket]>,
-    slots: Box<[Slot]>,
+    slots: Box<[Slot<R>]>,
     buckets: u32,
     /// The table's own keyed hash (random seeds: reply keys carry a port
     /// and address the client can choose; see [`KeyHasher`]).
     hasher: KeyHasher,
-    addrs: Box<[u32]>,
+    addrs: Box<[R]>,
     lo: u16,
     span: u16,
     workers: u16,
@@ -132,21 +134,21 @@ pub enum ReverseError {
     },
 }
 
-impl ReverseTable {
+impl<R: WireAddr> ReverseTable<R> {
     /// A table for these SNAT addresses and the port range `lo..=hi`, split
     /// evenly between `workers` workers, holding up to `flows` flows (every
     /// worker's flow-table capacity together: each flow has one reply key).
     /// It gets 25% more slots than that, so that the two candidate buckets
     /// of a key are both full only very rarely even when every flow table is.
     /// Keys are hashed with seeds drawn at random ([`KeyHasher::random`]).
-    pub fn new(addrs: &[Ipv4Addr], lo: u16, hi: u16, workers: u16, flows: usize) -> Result<Self, ReverseError> {
+    pub fn new(addrs: &[R::Addr], lo: u16, hi: u16, workers: u16, flows: usize) -> Result<Self, ReverseError> {
         Self::with_hasher(addrs, lo, hi, workers, flows, KeyHasher::random())
     }
 
     /// [`ReverseTable::new`] with a given hasher (reproducible layouts in
     /// tests and fuzzing).
     pub fn with_hasher(
-        addrs: &[Ipv4Addr],
+        addrs: &[R::Addr],
         lo: u16,
         hi: u16,
         workers: u16,
@@ -169,16 +171,16 @@ impl ReverseTable {
             slots: (0..buckets as usize * BUCKET_SLOTS).map(|_| Slot::default()).collect(),
             buckets,
             hasher,
-            addrs: addrs.iter().map(|a| u32::from(*a)).collect(),
+            addrs: addrs.iter().map(|&a| R::of(a)).collect(),
             lo,
             span: span as u16,
             workers,
         })
     }
 
-    /// The SNAT addresses (big-endian `u32`).
+    /// The SNAT addresses (big-endian integers).
     #[inline(always)]
-    pub fn addrs(&self) -> &[u32] {
+    pub fn addrs(&self) -> &[R] {
         &self.addrs
     }
 
@@ -205,7 +207,7 @@ impl ReverseTable {
     /// True when `(addr, port)` is an SNAT address and a port of the range:
     /// what a reply to a masqueraded flow is addressed to.
     #[inline(always)]
-    pub fn is_snat(&self, addr: u32, port: u16) -> bool {
+    pub fn is_snat(&self, addr: R, port: u16) -> bool {
         self.owner_of(port).is_some() && self.addrs.contains(&addr)
     }
 
@@ -218,9 +220,9 @@ impl ReverseTable {
 
     /// The slot holding reply key `key` and the flow there, if any.
     #[inline]
-    pub fn find(&self, key: &FlowKey) -> Option<(u32, RevFlow)> {
-        let (k0, k1) = key.words();
-        let p = probe(self.hasher.hash_words(k0, k1), self.buckets);
+    pub fn find(&self, key: &FlowKey<R>) -> Option<(u32, RevFlow<R>)> {
+        let w = R::key_words(key);
+        let p = probe(self.hasher.hash_key(&w), self.buckets);
         let (s1, s2) = (self.sig_words(p.b1), self.sig_words(p.b2));
         // Bit s: slot s of the first bucket; bit 8 + s: of the second.
         let mut m = crate::xsk::match_sigs2(&s1, &s2, p.sig);
@@ -229,7 +231,7 @@ impl ReverseTable {
             m &= m - 1;
             let b = if bit < BUCKET_SLOTS { p.b1 } else { p.b2 } as usize;
             let idx = (b * BUCKET_SLOTS + bit % BUCKET_SLOTS) as u32;
-            if let Some(f) = self.read_if(idx, k0, k1) {
+            if let Some(f) = self.read_if(idx, &w) {
                 return Some((idx, f));
             }
         }
@@ -240,9 +242,8 @@ impl ReverseTable {
     /// [`Self::contains`] and [`Self::insert`] read (the read-ahead of a
     /// burst's new flows).
     #[inline(always)]
-    pub fn prefetch(&self, key: &FlowKey) {
-        let (k0, k1) = key.words();
-        let p = probe(self.hasher.hash_words(k0, k1), self.buckets);
+    pub fn prefetch(&self, key: &FlowKey<R>) {
+        let p = probe(self.hasher.hash_key(&R::key_words(key)), self.buckets);
         for b in [p.b1, p.b2] {
             if let Some(w) = self.sigs.get(b as usize) {
                 crate::xsk::prefetch(w);
@@ -252,34 +253,34 @@ impl ReverseTable {
 
     /// True when some flow holds reply key `key`.
     #[inline]
-    pub fn contains(&self, key: &FlowKey) -> bool {
+    pub fn contains(&self, key: &FlowKey<R>) -> bool {
         self.find(key).is_some()
     }
 
-    /// The flow in `idx` if it holds the key `(k0, k1)`, read consistently.
+    /// The flow in `idx` if it holds the key words `w`, read consistently.
     #[inline(always)]
-    fn read_if(&self, idx: u32, k0: u64, k1: u64) -> Option<RevFlow> {
+    fn read_if(&self, idx: u32, w: &R::Words) -> Option<RevFlow<R>> {
         let s = self.slots.get(idx as usize)?;
         for _ in 0..2 {
             let s1 = s.seq.load(Ordering::Acquire);
             if s1 & 1 != 0 {
                 continue;
             }
-            let (a, b) = (s.k0.load(Ordering::Relaxed), s.k1.load(Ordering::Relaxed));
-            let (v0, v1) = (s.v0.load(Ordering::Relaxed), s.v1.load(Ordering::Relaxed));
+            let cells = s.k.as_ref();
+            let key = R::Words::from_words(|i| cells.get(i).map_or(0, |c| c.load(Ordering::Relaxed)));
+            let mut v = [0u64; 5];
+            for (x, c) in v.iter_mut().zip(s.v.as_ref()) {
+                *x = c.load(Ordering::Relaxed);
+            }
             fence(Ordering::Acquire);
             if s.seq.load(Ordering::Relaxed) != s1 {
                 continue;
             }
-            if a != k0 || b != k1 {
+            if key != *w {
                 return None;
             }
-            return Some(RevFlow {
-                client: (v0 >> 32) as u32,
-                frontend: v0 as u32,
-                client_port: (v1 >> 16) as u16,
-                frontend_port: v1 as u16,
-            });
+            let (client, client_port, frontend, frontend_port) = R::unpack(&v);
+            return Some(RevFlow { client, client_port, frontend, frontend_port });
         }
         None
     }
@@ -289,9 +290,9 @@ impl ReverseTable {
     /// `None` when both buckets are full. The key must not be present (the
     /// caller checked with [`Self::contains`] and allocates from its own
     /// port slice, see the module doc).
-    pub fn insert(&self, key: &FlowKey, f: &RevFlow, now: u32) -> Option<u32> {
-        let (k0, k1) = key.words();
-        let p = probe(self.hasher.hash_words(k0, k1), self.buckets);
+    pub fn insert(&self, key: &FlowKey<R>, f: &RevFlow<R>, now: u32) -> Option<u32> {
+        let kw = R::key_words(key);
+        let p = probe(self.hasher.hash_key(&kw), self.buckets);
         // The emptier bucket first (two choices: buckets fill evenly, so
         // both candidates are full only near capacity). Lookups read both
         // buckets anyway. A racing insert may change the counts: harmless.
@@ -314,7 +315,7 @@ impl ReverseTable {
                     match word.compare_exchange_weak(cur, claimed, Ordering::AcqRel, Ordering::Relaxed) {
                         Ok(_) => {
                             let idx = (b as usize * BUCKET_SLOTS + w * LANES + lane) as u32;
-                            self.write(idx, k0, k1, f, now);
+                            self.write(idx, &kw, f, now);
                             return Some(idx);
                         }
                         Err(now_there) => cur = now_there,
@@ -326,15 +327,19 @@ impl ReverseTable {
     }
 
     /// Writes a claimed slot (owner only).
-    fn write(&self, idx: u32, k0: u64, k1: u64, f: &RevFlow, now: u32) {
+    fn write(&self, idx: u32, w: &R::Words, f: &RevFlow<R>, now: u32) {
         let Some(s) = self.slots.get(idx as usize) else { return };
         let seq = s.seq.load(Ordering::Relaxed);
         s.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
-        s.k0.store(k0, Ordering::Relaxed);
-        s.k1.store(k1, Ordering::Relaxed);
-        s.v0.store(u64::from(f.client) << 32 | u64::from(f.frontend), Ordering::Relaxed);
-        s.v1.store(u64::from(f.client_port) << 16 | u64::from(f.frontend_port), Ordering::Relaxed);
+        for (i, c) in s.k.as_ref().iter().enumerate() {
+            c.store(w.word(i), Ordering::Relaxed);
+        }
+        let mut v = [0u64; 5];
+        R::pack(f.client, f.client_port, f.frontend, f.frontend_port, &mut v);
+        for (c, x) in s.v.as_ref().iter().zip(v) {
+            c.store(x, Ordering::Relaxed);
+        }
         s.last_seen.store(now, Ordering::Relaxed);
         s.flags.store(0, Ordering::Relaxed);
         s.hop.store(u32::MAX, Ordering::Relaxed);
@@ -347,8 +352,9 @@ impl ReverseTable {
         let seq = s.seq.load(Ordering::Relaxed);
         s.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
-        s.k0.store(0, Ordering::Relaxed);
-        s.k1.store(0, Ordering::Relaxed);
+        for c in s.k.as_ref() {
+            c.store(0, Ordering::Relaxed);
+        }
         s.seq.store(seq.wrapping_add(2), Ordering::Release);
         let (b, lane) = (idx as usize / BUCKET_SLOTS, idx as usize % BUCKET_SLOTS);
         if let Some(words) = self.sigs.get(b) {
@@ -399,6 +405,7 @@ impl ReverseTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
@@ -406,6 +413,36 @@ mod tests {
 
     fn table(flows: usize) -> ReverseTable {
         ReverseTable::new(&[Ipv4Addr::from(SNAT)], 1024, 65535, 1, flows).unwrap()
+    }
+
+    /// 2001:2::9:1 (RFC 5180's range).
+    const SNAT6: u128 = 0x2001_0002_0000_0000_0000_0000_0009_0001;
+
+    #[test]
+    fn ipv6_slots_hold_the_whole_key_and_translation() {
+        assert_eq!(std::mem::size_of::<Slot<u32>>(), 64);
+        assert_eq!(std::mem::size_of::<Slot<u128>>(), 128);
+        let t = ReverseTable::<u128>::new(&[Ipv6Addr::from(SNAT6)], 1024, 65535, 1, 100).unwrap();
+        assert!(t.is_snat(SNAT6, 2000) && !t.is_snat(SNAT6 ^ 1 << 80, 2000));
+        let backend = |i: u128| 0x2001_0002_0000_0000_0000_0000_0002_0000 | i;
+        let key = |i: u128, port| FlowKey { src: backend(i), dst: SNAT6, sport: 8080, dport: port, proto: 6 };
+        let flow = |i: u128| RevFlow {
+            client: 0x2001_0002_0001_0000_0000_0000_0000_0000 | i << 70 | i,
+            client_port: 40000 + i as u16,
+            frontend: 0x2001_0002_0000_0000_0000_0000_6400_0000 | i,
+            frontend_port: 443,
+        };
+        let idx: Vec<u32> = (0..50).map(|i| t.insert(&key(i, 5000), &flow(i), 1).unwrap()).collect();
+        for i in 0..50 {
+            assert_eq!(t.find(&key(i, 5000)), Some((idx[i as usize], flow(i))));
+        }
+        // A key that differs only in the address's high half is another key.
+        let mut other = key(3, 5000);
+        other.src ^= 1 << 100;
+        assert!(!t.contains(&other));
+        t.remove(idx[3]);
+        assert_eq!(t.find(&key(3, 5000)), None);
+        assert_eq!(t.find(&key(4, 5000)).map(|f| f.1), Some(flow(4)));
     }
 
     /// The reply key of a flow to backend `i` from SNAT port `port`.
@@ -419,7 +456,7 @@ mod tests {
 
     #[test]
     fn ports_split_between_workers() {
-        let t = ReverseTable::new(&[Ipv4Addr::from(SNAT)], 1024, 65535, 2, 100).unwrap();
+        let t = ReverseTable::<u32>::new(&[Ipv4Addr::from(SNAT)], 1024, 65535, 2, 100).unwrap();
         assert_eq!(t.ports_of(0), 1024..=33279);
         assert_eq!(t.ports_of(1), 33280..=65535);
         assert_eq!(t.port_range(), (1024, 65535));
@@ -428,8 +465,8 @@ mod tests {
         assert_eq!(t.owner_of(33280), Some(1));
         assert_eq!(t.owner_of(80), None);
         assert!(t.is_snat(SNAT, 2000) && !t.is_snat(SNAT, 80) && !t.is_snat(SNAT + 1, 2000));
-        assert!(matches!(ReverseTable::new(&[], 1, 2, 1, 1), Err(ReverseError::NoAddress)));
-        assert!(ReverseTable::new(&[Ipv4Addr::from(SNAT)], 1000, 1010, 1, 1).is_err());
+        assert!(matches!(ReverseTable::<u32>::new(&[], 1, 2, 1, 1), Err(ReverseError::NoAddress)));
+        assert!(ReverseTable::<u32>::new(&[Ipv4Addr::from(SNAT)], 1000, 1010, 1, 1).is_err());
     }
 
     #[test]

@@ -379,8 +379,8 @@ pub(super) fn run(
         let Some(c) = parse_common(f.buf, f.len) else {
             return Stop::Uncommon { at };
         };
-        let probe = ct.probe(c.k0, c.k1);
-        let slot = ct.find(c.k0, c.k1, &probe);
+        let probe = ct.probe(&(c.k0, c.k1));
+        let slot = ct.find(&(c.k0, c.k1), &probe);
         let port = match slot {
             Some(s) => forward_established(ct, svc, rev, hops, gens, f, &c, s, now),
             None => {

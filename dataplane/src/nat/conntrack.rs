@@ -357,19 +357,13 @@ pub trait Flow: Copy + Default + PartialEq + std::fmt::Debug + bytemuck::Pod {
     fn fresh(w: <Self::Raw as WireAddr>::Words, now: u32) -> Self;
 }
 
-/// One tracked flow: the forward key, the translation and its precomputed
-/// checksum adjustments, cached next hop and bookkeeping. Exactly one cache line.
+/// What a tracked flow holds besides its key and addresses, the same in
+/// both families: ports, the cached next hop, the precomputed checksum
+/// adjustments and bookkeeping. 40 bytes; both entries reach it through
+/// `Deref` (`e.hop`, `e.last_seen = now`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-#[repr(C, align(64))]
-pub struct FlowEntry {
-    /// Key word 0 (src << 32 | dst); see [`FlowKey::words`].
-    pub k0: u64,
-    /// Key word 1 (ports and protocol); 0 when the slot is free.
-    pub k1: u64,
-    /// New source address (SNAT).
-    pub snat_addr: u32,
-    /// New destination address (the backend).
-    pub backend_addr: u32,
+#[repr(C)]
+pub struct FlowMeta {
     /// New source port (SNAT).
     pub snat_port: u16,
     /// New destination port (the backend's target port).
@@ -379,7 +373,7 @@ pub struct FlowEntry {
     /// Backend index in the service entry of generation `table_gen`.
     pub backend: u16,
     /// IPv4 header checksum adjustment for the address rewrite and the TTL
-    /// decrement.
+    /// decrement (unused for IPv6, which has no header checksum).
     pub ip_delta: Delta,
     /// L4 checksum adjustment (pseudo-header addresses and ports).
     pub l4_delta: Delta,
@@ -398,10 +392,42 @@ pub struct FlowEntry {
     pub state: u8,
     /// The flow's ticket in its worker's queue of unassured flows (24 bits,
     /// little-endian), which tells a queued ticket of this flow from one of
-    /// an earlier flow in the same slot. Also makes the entry exactly 64
+    /// an earlier flow in the same slot. Also makes the meta exactly 40
     /// bytes with no hidden padding, so the table can be viewed as plain
     /// bytes (see `Entries`).
     pub ticket: [u8; 3],
+}
+
+/// One tracked IPv4 flow: the forward key, the translation's addresses and
+/// the rest ([`FlowMeta`]). Exactly one cache line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+pub struct FlowEntry {
+    /// Key word 0 (src << 32 | dst); see [`FlowKey::words`].
+    pub k0: u64,
+    /// Key word 1 (ports and protocol); 0 when the slot is free.
+    pub k1: u64,
+    /// New source address (SNAT).
+    pub snat_addr: u32,
+    /// New destination address (the backend).
+    pub backend_addr: u32,
+    /// Ports, next hop, deltas, bookkeeping.
+    pub m: FlowMeta,
+}
+
+impl std::ops::Deref for FlowEntry {
+    type Target = FlowMeta;
+    #[inline(always)]
+    fn deref(&self) -> &FlowMeta {
+        &self.m
+    }
+}
+
+impl std::ops::DerefMut for FlowEntry {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut FlowMeta {
+        &mut self.m
+    }
 }
 
 impl Flow for FlowEntry {
@@ -428,7 +454,7 @@ impl Flow for FlowEntry {
 
     #[inline(always)]
     fn fresh((k0, k1): (u64, u64), now: u32) -> Self {
-        Self { k0, k1, last_seen: now, ..Self::default() }
+        Self { k0, k1, m: FlowMeta { last_seen: now, ..FlowMeta::default() }, ..Self::default() }
     }
 }
 
@@ -451,8 +477,8 @@ impl FlowEntry {
     }
 }
 
-/// One tracked IPv6 flow: the same fields as [`FlowEntry`], with the key
-/// as five words and 16-byte addresses; two cache lines (see the module
+/// One tracked IPv6 flow: the key as five words, the 16-byte addresses
+/// and the same [`FlowMeta`] as IPv4; two cache lines (see the module
 /// documentation for why).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C, align(64))]
@@ -463,36 +489,26 @@ pub struct FlowEntry6 {
     pub snat_addr: [u8; 16],
     /// New destination address (the backend), in network order.
     pub backend_addr: [u8; 16],
-    /// New source port (SNAT).
-    pub snat_port: u16,
-    /// New destination port (the backend's target port).
-    pub backend_port: u16,
-    /// Cached next-hop index toward the backend.
-    pub hop: u16,
-    /// Backend index in the service entry of generation `table_gen`.
-    pub backend: u16,
-    /// Unused: IPv6 has no header checksum (kept so both entries have the
-    /// same fields).
-    pub ip_delta: Delta,
-    /// L4 checksum adjustment (pseudo-header addresses and ports).
-    pub l4_delta: Delta,
-    /// Low 32 bits of the service-table generation the entry was validated in.
-    pub table_gen: u32,
-    /// Next-hop table generation `hop` was resolved in.
-    pub hop_gen: u32,
-    /// Last forward packet, in the worker's millisecond clock.
-    pub last_seen: u32,
-    /// Service entry index (in generation `table_gen`).
-    pub entry: u32,
-    /// Index of the flow's reverse slot in the shared reverse table.
-    pub rev_slot: u32,
-    /// As [`FlowEntry::state`].
-    pub state: u8,
-    /// As [`FlowEntry::ticket`].
-    pub ticket: [u8; 3],
+    /// Ports, next hop, deltas, bookkeeping.
+    pub m: FlowMeta,
     /// Explicit padding to the second line's end (no hidden padding, so
     /// the table can be viewed as plain bytes).
     pub _pad: [u8; 16],
+}
+
+impl std::ops::Deref for FlowEntry6 {
+    type Target = FlowMeta;
+    #[inline(always)]
+    fn deref(&self) -> &FlowMeta {
+        &self.m
+    }
+}
+
+impl std::ops::DerefMut for FlowEntry6 {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut FlowMeta {
+        &mut self.m
+    }
 }
 
 impl Flow for FlowEntry6 {
@@ -526,7 +542,7 @@ impl Flow for FlowEntry6 {
 
     #[inline(always)]
     fn fresh(k: [u64; 5], now: u32) -> Self {
-        Self { k, last_seen: now, ..Self::default() }
+        Self { k, m: FlowMeta { last_seen: now, ..FlowMeta::default() }, ..Self::default() }
     }
 }
 
@@ -1077,12 +1093,7 @@ impl<E: Flow> FlowTable<E> {
     /// for which `expired` is true, handing each to `removed`. Workers call
     /// this on idle polls so that timed-out flows free their SNAT ports even
     /// when no new flow needs the slot.
-    pub fn sweep(
-        &mut self,
-        buckets: usize,
-        expired: impl Fn(&E) -> bool,
-        mut removed: impl FnMut(usize, &E),
-    ) -> usize {
+    pub fn sweep(&mut self, buckets: usize, expired: impl Fn(&E) -> bool, mut removed: impl FnMut(usize, &E)) -> usize {
         let mut n = 0;
         for _ in 0..buckets.min(self.buckets as usize) {
             let b = self.cursor;

@@ -49,7 +49,7 @@ use svcgate_common::hash::{client_hash, flow_hash};
 use svcgate_common::model::{ForwardingMode, Protocol};
 use svcgate_common::table::{ActiveSet, FrontendKind, ServiceEntry, ServicePortId, ServiceTable};
 
-use super::conntrack::{FlowEntry, FlowKey, FlowTable, Inserted, KeyHasher, Probe, Standing};
+use super::conntrack::{FlowEntry, FlowKey, FlowMeta, FlowTable, Inserted, KeyHasher, Probe, Standing};
 use super::nexthop::{NextHop, NextHops, Resolution};
 use super::reverse::{flags as rflags, RevFlow, ReverseError, ReverseTable};
 use super::verdict::{DropReason, Frame, PassReason, Verdict};
@@ -1281,15 +1281,18 @@ impl Worker {
                     let (ip_d, l4_d) = deltas(&p.key, snat, baddr, sport, backend.port);
                     e2 = FlowEntry {
                         snat_addr: snat,
-                        snat_port: sport,
                         backend_addr: baddr,
-                        backend_port: backend.port,
-                        backend: b,
-                        entry: idx,
-                        ip_delta: ip_d,
-                        l4_delta: l4_d,
-                        rev_slot,
-                        hop_gen: hops.generation().wrapping_add(1), // force re-resolution below
+                        m: FlowMeta {
+                            snat_port: sport,
+                            backend_port: backend.port,
+                            backend: b,
+                            entry: idx,
+                            ip_delta: ip_d,
+                            l4_delta: l4_d,
+                            rev_slot,
+                            hop_gen: hops.generation().wrapping_add(1), // force re-resolution below
+                            ..e.m
+                        },
                         ..e
                     };
                 }

@@ -16,10 +16,11 @@
 //!   steering maps, re-reads the kernel's neighbours and routes, and asks the
 //!   kernel to resolve neighbours the workers missed.
 //!
-//! Both families' next hops are wired the same way: IPv6 neighbours (as the
-//! kernel's NDP resolved them) and routes go into the next-hop table, and
-//! unresolved IPv6 neighbours are handed to the kernel like IPv4 ones (the
-//! queue carries [`IpAddr`]).
+//! Both families are wired the same way: the IPv6 frontends, dnat-mode
+//! backends and SNAT addresses go into the program's IPv6 maps, IPv6
+//! neighbours (as the kernel's NDP resolved them) and routes into the
+//! next-hop table, and unresolved IPv6 neighbours are handed to the kernel
+//! like IPv4 ones (the queue carries [`IpAddr`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -376,6 +377,7 @@ impl Gateway {
             let mut s = Steering::attach(name, cfg.xdp_mode)?;
             let (lo, hi) = shared.reverse.port_range();
             s.set_snat(&cfg.nat.snat_addrs, lo, hi)?;
+            s.set_snat6(&cfg.nat.snat_addrs6)?;
             steering.push(s);
         }
         // Built before the workers: if one of them fails to start, dropping
@@ -468,9 +470,15 @@ impl Gateway {
         // Replies in dnat mode are addressed to clients: steered by source.
         let mode = self.cfg.nat.mode;
         let sources = dnat_sources::<Ipv4Addr>(t, mode);
+        // IPv6: the same without DNS (the DNS tables answer IPv4 only).
+        let fronts6: Vec<(Ipv6Addr, u8, u16)> =
+            t.v6().frontends().map(|(k, _)| (k.addr, k.protocol.number(), k.port)).collect();
+        let sources6 = dnat_sources::<Ipv6Addr>(t, mode);
         for s in &mut self.steering {
             s.set_frontends(&fronts)?;
             s.set_sources(&sources)?;
+            s.set_frontends6(&fronts6)?;
+            s.set_sources6(&sources6)?;
         }
         self.steered_gen = Some(t.generation());
         self.steered_dns = dns_addrs;

@@ -1,18 +1,38 @@
 //! The XDP steering program on a veth in a network namespace: attach and
 //! detach in native and generic mode, map updates, replacing a stale
-//! program, and netlink next hops. Needs root (see tests/netns/mod.rs).
+//! program, netlink next hops, and IPv6 steering beside IPv4 (frontends
+//! steered, NDP and everything else passed). Needs root (see
+//! tests/netns/mod.rs).
+//!
+//! Addresses: 198.18.0.0/15 and 2001:2::/48 only, inside the test's own
+//! namespaces.
 
 mod netns;
 
+use std::io::{BufRead, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use netns::{field, require_root, Lab};
+use svcgate_dataplane::nat::{DropReason, Frame, Verdict};
+use svcgate_dataplane::wire::ipv6;
+use svcgate_dataplane::xsk::{
+    self, BatchHandler, KernelNet, PortConfig, Steering, Worker, WorkerConfig, XdpMode, XskConfig, XskPorts, PROTO_UDP,
+};
 
 #[test]
 #[ignore = "child process entry, run by the tests themselves"]
 fn child_entry() {
-    netns::child_main();
+    // This file's own roles first (tests/netns/roles.rs is shared).
+    match std::env::var("SVCGATE_TEST_ROLE").as_deref() {
+        Ok("steer6") => steer6_child(),
+        Ok("send6") => send6_child(),
+        _ => netns::child_main(),
+    }
 }
 
 fn lab_with_veth(tag: &str) -> (Lab, String, String) {
@@ -98,4 +118,307 @@ fn xsk_setup_script_is_idempotent_noop_when_installed() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/setup.sh");
     let out = Command::new("bash").arg(root).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+// ---------------------------------------------------------------------------
+// IPv6 steering.
+
+const A4: &str = "198.18.9.1";
+const B4: &str = "198.18.9.2";
+const A6: &str = "2001:2:0:9::1";
+const B6: &str = "2001:2:0:9::2";
+/// The frontend port (both families); `PORT + 1` is not a frontend.
+const PORT: u16 = 7000;
+
+/// Two namespaces with IPv6 enabled and a dual-stack veth between them;
+/// the IPv6 addresses skip duplicate address detection (`nodad`), which
+/// would otherwise hold them unusable (tentative) for a second or more.
+fn lab_dual_stack(tag: &str) -> (Lab, String, String) {
+    let mut lab = Lab::new(tag);
+    let a = lab.netns("a");
+    let b = lab.netns("b");
+    for ns in [&a, &b] {
+        for k in ["all", "default"] {
+            lab.exec_ok(ns, &["sysctl", "-qw", &format!("net.ipv6.conf.{k}.disable_ipv6=0")]);
+        }
+    }
+    lab.veth(&a, "x0", &b, "y0", 1);
+    lab.ip(&a, &format!("addr add {A4}/24 dev x0"));
+    lab.ip(&b, &format!("addr add {B4}/24 dev y0"));
+    lab.ip(&a, &format!("-6 addr add {A6}/64 dev x0 nodad"));
+    lab.ip(&b, &format!("-6 addr add {B6}/64 dev y0 nodad"));
+    (lab, a, b)
+}
+
+/// With the program on `x0` (frontends `A4`/`A6` UDP `PORT`, a socket on
+/// queue 0): NDP resolves both ways, ping and ping6 are answered by the
+/// kernel, frontend datagrams of both families reach the socket and not the
+/// kernel (also behind a Destination Options header), and non-frontend
+/// datagrams and IPv6 fragments reach the kernel and not the socket.
+#[test]
+fn xsk_steer_ipv6_frontends_steered_ndp_passed() {
+    if !require_root("xsk_steer_ipv6_frontends_steered_ndp_passed") {
+        return;
+    }
+    steer6("native");
+}
+
+/// [`xsk_steer_ipv6_frontends_steered_ndp_passed`] in generic (skb) mode.
+#[test]
+fn xsk_steer_ipv6_generic_mode() {
+    if !require_root("xsk_steer_ipv6_generic_mode") {
+        return;
+    }
+    steer6("generic");
+}
+
+fn steer6(mode: &str) {
+    let (mut lab, a, b) = lab_dual_stack(&format!("st6{}", &mode[..1]));
+    let mut c = lab.spawn(&a, "steer6", &[("SG_IFACE", "x0"), ("SG_XDP_MODE", mode)]);
+    let ready = c.expect_line("READY");
+    assert_eq!(ready, format!("READY mode={mode}"));
+
+    // NDP and ICMPv6 echo through the attached program (b resolves a: its
+    // solicitation and a's advertisement both cross x0's XDP hook).
+    let ping6 = lab.run_bounded(&b, &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", A6], Duration::from_secs(10));
+    assert_eq!(ping6.status.map(|s| s.success()), Some(true), "ping6: {}{}", ping6.stdout, ping6.stderr);
+    let ping4 = lab.run_bounded(&b, &["ping", "-c", "2", "-i", "0.2", "-W", "2", A4], Duration::from_secs(10));
+    assert_eq!(ping4.status.map(|s| s.success()), Some(true), "ping: {}{}", ping4.stdout, ping4.stderr);
+    let neigh = lab.exec_ok(&b, &["ip", "-6", "neigh", "show", A6, "dev", "y0"]);
+    assert!(neigh.contains("lladdr"), "b did not learn a's MAC by NDP: {neigh:?}");
+
+    let sends = format!(
+        "{A4} {PORT} 10,{A4} {} 10,{A6} {PORT} 10,{A6} {} 10,{A6} {PORT} 3000,{A6} {PORT} 10 dstopts",
+        PORT + 1,
+        PORT + 1
+    );
+    let mut s = lab.spawn(&b, "send6", &[("SG_SENDS", &sends)]);
+    s.expect_line("SENT 6");
+    assert!(lab.wait(&mut s, Duration::from_secs(10)), "send6 failed");
+
+    c.send("report");
+    let kernel = c.expect_line("KERNEL");
+    let worker = c.expect_line("WORKER");
+    let steer = c.expect_line("STEER");
+    let nh = c.expect_line("NEXTHOP6");
+    println!("{kernel}\n{worker}\n{steer}\n{nh}");
+    assert!(lab.wait(&mut c, Duration::from_secs(10)), "steer6 child failed");
+
+    // The kernel got the non-frontend datagrams and the fragmented one
+    // (reassembled: fragments are never steered), never a frontend's.
+    assert_eq!(field(&kernel, "v4_frontend"), 0, "{kernel}");
+    assert_eq!(field(&kernel, "v4_other"), 1, "{kernel}");
+    assert_eq!(field(&kernel, "v6_frontend"), 1, "only the fragmented datagram: {kernel}");
+    assert_eq!(field(&kernel, "v6_other"), 1, "{kernel}");
+    // The socket got the frontend datagrams, one IPv6 behind a Destination
+    // Options header, and nothing else (no NDP, no echo, no fragment).
+    assert_eq!(field(&worker, "v4_frontend"), 1, "{worker}");
+    assert_eq!(field(&worker, "v6_frontend"), 2, "{worker}");
+    assert_eq!(field(&worker, "v6_frontend_ext"), 1, "{worker}");
+    assert_eq!(field(&worker, "other"), 0, "{worker}");
+    assert_eq!(field(&steer, "redirected"), 3, "{steer}");
+    assert_eq!(field(&steer, "v6_redirected"), 2, "{steer}");
+    assert!(field(&steer, "v6_icmp") >= 4, "NDP and echo requests counted as passed ICMPv6: {steer}");
+    assert!(field(&steer, "v6_ext") >= 2, "the fragments: {steer}");
+    assert!(field(&steer, "v6_not_steered") >= 1, "{steer}");
+    assert_eq!(field(&nh, "resolved"), 1, "{nh}");
+}
+
+/// Counts what the socket received, by family and port.
+#[derive(Default)]
+struct Seen {
+    v4_frontend: u64,
+    v6_frontend: u64,
+    v6_frontend_ext: u64,
+    other: u64,
+}
+
+struct Recorder(Arc<Mutex<Seen>>);
+
+impl BatchHandler for Recorder {
+    fn handle_batch(&mut self, frames: &mut [Frame<'_>]) {
+        let mut seen = self.0.lock().unwrap();
+        for f in frames {
+            let b = &f.buf[..f.len];
+            let ethertype = b.get(12..14).map(|t| u16::from_be_bytes([t[0], t[1]]));
+            match ethertype {
+                Some(0x0800) if b.len() >= 38 && b[23] == 17 => {
+                    let l4 = 14 + usize::from(b[14] & 0x0f) * 4;
+                    match b.get(l4 + 2..l4 + 4).map(|p| u16::from_be_bytes([p[0], p[1]])) {
+                        Some(PORT) => seen.v4_frontend += 1,
+                        _ => seen.other += 1,
+                    }
+                }
+                Some(0x86dd) if b.len() >= 54 => match ipv6::walk(b[20], &b[14..], ipv6::HEADER_LEN) {
+                    Ok(u) if u.protocol == 17 => {
+                        let at = 14 + u.offset;
+                        match b.get(at + 2..at + 4).map(|p| u16::from_be_bytes([p[0], p[1]])) {
+                            Some(PORT) => {
+                                seen.v6_frontend += 1;
+                                seen.v6_frontend_ext += u64::from(u.offset > ipv6::HEADER_LEN);
+                            }
+                            _ => seen.other += 1,
+                        }
+                    }
+                    _ => seen.other += 1,
+                },
+                _ => seen.other += 1,
+            }
+            f.verdict = Verdict::Drop(DropReason::Malformed);
+        }
+    }
+}
+
+/// Drains a non-blocking socket: how many datagrams the kernel delivered.
+fn drain(s: &UdpSocket) -> u64 {
+    let mut buf = [0u8; 4096];
+    let mut n = 0;
+    while s.recv(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+fn bound(addr: &str, port: u16) -> UdpSocket {
+    let ip: IpAddr = addr.parse().unwrap();
+    let s = UdpSocket::bind(SocketAddr::new(ip, port)).unwrap();
+    s.set_nonblocking(true).unwrap();
+    s
+}
+
+/// `steer6`: the program on `SG_IFACE` (`SG_XDP_MODE` native or generic) with one socket on queue 0, UDP
+/// sockets on both families' frontend and other port; then resolves `B6`
+/// through netlink (NTF_USE: an NDP solicitation through the attached
+/// program) and checks the gateway's next hop. Prints `READY`; on `report`
+/// prints `KERNEL ...`, `WORKER ...`, `STEER ...`, `NEXTHOP6 ...`.
+fn steer6_child() {
+    let ifname = std::env::var("SG_IFACE").unwrap();
+    let kernel = [bound(A4, PORT), bound(A4, PORT + 1), bound(A6, PORT), bound(A6, PORT + 1)];
+    let mode = match std::env::var("SG_XDP_MODE").as_deref() {
+        Ok("generic") => XdpMode::Generic,
+        _ => XdpMode::Native,
+    };
+    let mut steer = Steering::attach(&ifname, mode).unwrap();
+    steer.set_frontends(&[(A4.parse().unwrap(), PROTO_UDP, PORT)]).unwrap();
+    steer.set_frontends6(&[(A6.parse().unwrap(), PROTO_UDP, PORT)]).unwrap();
+    // Exercised, with nothing to match: no SNAT range, no dnat backends.
+    steer.set_sources6(&[(B6.parse().unwrap(), PROTO_UDP, 9)]).unwrap();
+    steer.set_snat6(&["2001:2:0:9::100".parse().unwrap()]).unwrap();
+    steer.set_snat6(&[]).unwrap();
+    let many: Vec<Ipv6Addr> =
+        (0..100u128).map(|i| Ipv6Addr::from(0x2001_0002_0000_0009_0000_0000_0000_1000 + i)).collect();
+    assert!(steer.set_snat6(&many).is_err(), "too many IPv6 SNAT addresses is an error");
+
+    let cfg = XskConfig { frames_per_port: 2048, ring_size: 1024, ..XskConfig::default() };
+    let ports = XskPorts::new(&cfg, &[PortConfig::new(ifname.as_str(), 0)]).unwrap();
+    let (_, queue, fd) = ports.socket(0);
+    steer.register_socket(queue, fd).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let wcfg = WorkerConfig {
+        name: "steer6".into(),
+        idle_spins: 64,
+        idle_sleep: Duration::from_micros(200),
+        ..WorkerConfig::default()
+    };
+    let join = Worker::new(ports, Recorder(Arc::clone(&seen)), Arc::clone(&stop), None, wcfg).spawn().unwrap();
+    println!("READY mode={}", steer.mode());
+    std::io::stdout().flush().unwrap();
+
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "report");
+
+    // NDP from this side, with the program attached: the kernel solicits,
+    // the advertisement comes back through XDP (passed), and the netlink
+    // view and the gateway's next-hop table pick the MAC up.
+    let b6: Ipv6Addr = B6.parse().unwrap();
+    let ifindex = xsk::ifindex(&ifname).unwrap();
+    let _ = Command::new("ip").args(["-6", "neigh", "flush", "dev", &ifname]).status();
+    xsk::resolve_neighbour(ifindex, b6).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let net = loop {
+        let net = KernelNet::read().unwrap();
+        if net.neighbour_mac(ifindex, b6).is_some() {
+            break net;
+        }
+        assert!(Instant::now() < deadline, "{b6} not resolved by NDP: {:?}", net.neighbours6);
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(net.route(b6), Some((ifindex, b6)), "on-link IPv6 route");
+    let iface = net.interface(&ifname).unwrap();
+    assert!(iface.addrs6.iter().any(|&(a, l)| a == A6.parse::<Ipv6Addr>().unwrap() && l == 64), "{iface:?}");
+    let hops = svcgate_dataplane::gateway::next_hops_from_kernel(&net, &[ifname.clone()], 1);
+    let resolved = match hops.resolve(b6) {
+        svcgate_dataplane::nat::Resolution::Hop(i) => hops.hop(i).map(|h| h.dst_mac) == net.neighbour_mac(ifindex, b6),
+        other => panic!("next hop of {b6}: {other:?}"),
+    };
+    assert_eq!(hops.port_addr::<Ipv6Addr>(0), Some(A6.parse().unwrap()), "global address, not link-local");
+    assert_eq!(hops.port_addr::<Ipv4Addr>(0), Some(A4.parse().unwrap()));
+
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    join.join().unwrap();
+    let k: Vec<u64> = kernel.iter().map(drain).collect();
+    println!("KERNEL v4_frontend={} v4_other={} v6_frontend={} v6_other={}", k[0], k[1], k[2], k[3]);
+    let s = seen.lock().unwrap();
+    println!(
+        "WORKER v4_frontend={} v6_frontend={} v6_frontend_ext={} other={}",
+        s.v4_frontend, s.v6_frontend, s.v6_frontend_ext, s.other
+    );
+    let st = steer.stats().unwrap();
+    println!(
+        "STEER redirected={} not_steered={} no_socket={} v6_redirected={} v6_not_steered={} v6_icmp={} v6_ext={}",
+        st.redirected, st.not_steered, st.no_socket, st.v6_redirected, st.v6_not_steered, st.v6_icmp, st.v6_ext
+    );
+    println!("NEXTHOP6 resolved={}", u8::from(resolved));
+    std::io::stdout().flush().unwrap();
+}
+
+/// Linux's `IPV6_DSTOPTS` socket option (not in the libc crate's list for
+/// every target).
+const IPV6_DSTOPTS: libc::c_int = 59;
+
+/// Has the kernel put a Destination Options header (one PadN option, 8
+/// bytes in all) before the UDP header of what `s` sends.
+#[allow(unsafe_code)]
+fn set_dstopts(s: &UdpSocket) {
+    // Next header (the kernel fills it in), length 0 (8 bytes), PadN of 4.
+    let opts: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+    // SAFETY: setsockopt only reads `opts`, an initialised 8-byte array on
+    // our stack that outlives the call, on a socket `s` keeps open.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            IPV6_DSTOPTS,
+            opts.as_ptr().cast(),
+            opts.len() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "IPV6_DSTOPTS: {}", std::io::Error::last_os_error());
+}
+
+/// `send6`: one UDP datagram per entry of `SG_SENDS` (`addr port len
+/// [dstopts]`, comma-separated), 20 ms apart; `dstopts` adds a Destination
+/// Options header (one PadN option) before the UDP header. Prints `SENT n`.
+fn send6_child() {
+    let specs = std::env::var("SG_SENDS").unwrap();
+    let mut n = 0;
+    for spec in specs.split(',') {
+        let w: Vec<&str> = spec.split_whitespace().collect();
+        let ip: IpAddr = w[0].parse().unwrap();
+        let dst = SocketAddr::new(ip, w[1].parse().unwrap());
+        let len: usize = w[2].parse().unwrap();
+        let any: IpAddr = if ip.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+        let s = UdpSocket::bind(SocketAddr::new(any, 0)).unwrap();
+        if w.get(3) == Some(&"dstopts") {
+            set_dstopts(&s);
+        }
+        s.send_to(&vec![0x5a; len], dst).unwrap();
+        n += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("SENT {n}");
+    std::io::stdout().flush().unwrap();
 }

@@ -86,9 +86,9 @@ fn main() {
         ],
     );
     hops.add_route("198.18.64.0/18".parse().unwrap(), ROUTER);
-    hops.add_route("198.19.0.0/16".parse().unwrap(), "198.18.2.254".parse().unwrap());
+    hops.add_route("198.19.0.0/16".parse().unwrap(), "198.18.2.254".parse::<std::net::Ipv4Addr>().unwrap());
     hops.add_neighbour(0, ROUTER, ROUTER_MAC);
-    hops.add_neighbour(1, "198.18.2.254".parse().unwrap(), [2, 0, 0, 0, 2, 254]);
+    hops.add_neighbour(1, "198.18.2.254".parse::<std::net::Ipv4Addr>().unwrap(), [2, 0, 0, 0, 2, 254]);
     let cfg = NatConfig {
         snat_addrs: (0..flows / 28_000 + 1)
             .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 3, 0)) + i))

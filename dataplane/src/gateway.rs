@@ -15,8 +15,14 @@
 //!   [`Gateway::maintain`] regularly, which follows table swaps in the XDP
 //!   steering maps, re-reads the kernel's neighbours and routes, and asks the
 //!   kernel to resolve neighbours the workers missed.
+//!
+//! Both families are wired the same way: the IPv6 frontends, dnat-mode
+//! backends and SNAT addresses go into the program's IPv6 maps, IPv6
+//! neighbours (as the kernel's NDP resolved them) and routes into the
+//! next-hop table, and unresolved IPv6 neighbours are handed to the kernel
+//! like IPv4 ones (the queue carries [`IpAddr`]).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use parking_lot::Mutex;
-use svcgate_common::model::{ForwardingMode, Ipv4Net};
+use svcgate_common::family::{Addr, IpFamily};
+use svcgate_common::model::{ForwardingMode, IpNet};
 use svcgate_common::publish::{Publisher, Reader};
 use svcgate_common::table::ServiceTable;
 use svcgate_dns::DnsTable;
@@ -32,8 +39,8 @@ use svcgate_dns::DnsTable;
 use crate::dns_hook::{self, DnsCounters};
 use crate::nat::{self, Counters, NatConfig, NextHops, PortInfo, ServiceCounter};
 use crate::xsk::{
-    self, BatchHandler, ExceptionPath, KernelNet, NeighState, PortConfig, StatsSnapshot, Steering, WorkerConfig,
-    WorkerStats, XdpMode, XskConfig, XskError, XskPorts,
+    self, BatchHandler, ExceptionPath, KernelNet, NeighState, Neighbour, PortConfig, Route, StatsSnapshot, Steering,
+    WorkerConfig, WorkerStats, XdpMode, XskConfig, XskError, XskPorts,
 };
 
 /// How to run the dataplane.
@@ -154,7 +161,9 @@ struct NatHandler {
     dns: Option<Reader<DnsTable>>,
     dns_counters: DnsCounters,
     clock: Instant,
-    unresolved: Arc<ArrayQueue<Ipv4Addr>>,
+    /// Neighbours the workers missed, of both families, for the control
+    /// thread to have the kernel resolve.
+    unresolved: Arc<ArrayQueue<IpAddr>>,
     export: Arc<Mutex<NatSnapshot>>,
     last_export: u32,
     /// Flow-table buckets to sweep for expired flows per millisecond, so
@@ -207,8 +216,10 @@ impl BatchHandler for NatHandler {
             }
             None => nat.process_batch(tables, hops, frames, now),
         }
+        // `.into()`: the pipeline's list is IPv4 today; an IPv6 (or IpAddr)
+        // list drains into the same queue.
         for ip in self.nat.take_unresolved() {
-            let _ = self.unresolved.push(ip); // full: the next miss asks again
+            let _ = self.unresolved.push(ip.into()); // full: the next miss asks again
         }
         self.export(now);
     }
@@ -240,7 +251,7 @@ pub struct Gateway {
     hops: Publisher<NextHops>,
     hops_gen: u32,
     kernel: KernelNet,
-    unresolved: Arc<ArrayQueue<Ipv4Addr>>,
+    unresolved: Arc<ArrayQueue<IpAddr>>,
     steered_gen: Option<u64>,
     /// The DNS tables, to steer their addresses' UDP/53 to the workers.
     dns: Option<Reader<DnsTable>>,
@@ -256,8 +267,50 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
+/// True for an IPv6 link-local unicast address (`fe80::/10`).
+fn is_link_local6(a: Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// A port's addresses as next-hop prefixes: every IPv4 address, and the IPv6
+/// ones but link-local: every link has `fe80::/64`, so it tells no port
+/// apart (routes through a link-local gateway carry their port instead), and
+/// an ICMPv6 error must not come from a link-local source.
+fn port_nets(i: &xsk::Interface) -> Vec<IpNet> {
+    let v4 = i.addrs.iter().filter_map(|&(a, len)| IpNet::new(a.into(), len).ok());
+    let v6 =
+        i.addrs6.iter().filter(|(a, _)| !is_link_local6(*a)).filter_map(|&(a, len)| IpNet::new(a.into(), len).ok());
+    v4.chain(v6).collect()
+}
+
+/// Loads family `A`'s routes and usable neighbours on our ports into `h`.
+/// IPv4 routes resolve their gateway through the ports' prefixes, as
+/// always; IPv6 routes keep the kernel's output interface, because their
+/// gateway is usually link-local (learnt from router advertisements).
+fn load_family<A: Addr>(
+    h: &mut NextHops,
+    routes: &[Route<A>],
+    neighbours: &[Neighbour<A>],
+    port_of: impl Fn(u32) -> Option<u16>,
+) {
+    for r in routes {
+        let (Some(gw), Some(port)) = (r.gateway, r.oif.and_then(&port_of)) else { continue };
+        let Some(net) = IpNet::new(r.dst.into(), r.prefix_len).ok().and_then(A::from_net) else { continue };
+        match A::FAMILY {
+            IpFamily::V4 => h.add_route(net, gw),
+            IpFamily::V6 => h.add_route_on(net, gw, port),
+        };
+    }
+    for n in neighbours {
+        if let (Some(port), Some(mac), NeighState::Usable) = (port_of(n.ifindex), n.mac, n.state) {
+            h.add_neighbour(port, n.ip, mac);
+        }
+    }
+}
+
 /// Builds the NAT next-hop table from the kernel's view: our interfaces in
-/// port order, the routes through them, the usable neighbours on them.
+/// port order, the routes through them, the usable neighbours on them, of
+/// both families.
 pub fn next_hops_from_kernel(k: &KernelNet, interfaces: &[String], generation: u32) -> NextHops {
     let ifs: Vec<Option<&xsk::Interface>> = interfaces.iter().map(|n| k.interface(n)).collect();
     let ports = ifs
@@ -266,27 +319,26 @@ pub fn next_hops_from_kernel(k: &KernelNet, interfaces: &[String], generation: u
         .map(|(i, name)| PortInfo {
             name: name.clone(),
             mac: i.map_or([0; 6], |i| i.mac),
-            addrs: i
-                .map_or_else(Vec::new, |i| i.addrs.iter().filter_map(|&(a, len)| Ipv4Net::new(a, len).ok()).collect()),
+            addrs: i.map_or_else(Vec::new, port_nets),
         })
         .collect();
     let mut h = NextHops::new(generation, ports);
     let port_of = |ifindex: u32| ifs.iter().position(|i| i.is_some_and(|i| i.ifindex == ifindex)).map(|p| p as u16);
-    for r in &k.routes {
-        if let (Some(gw), Some(oif)) = (r.gateway, r.oif) {
-            if port_of(oif).is_some() {
-                if let Ok(net) = Ipv4Net::new(r.dst, r.prefix_len) {
-                    h.add_route(net, gw);
-                }
-            }
-        }
-    }
-    for n in &k.neighbours {
-        if let (Some(port), Some(mac), NeighState::Usable) = (port_of(n.ifindex), n.mac, n.state) {
-            h.add_neighbour(port, n.ip, mac);
-        }
-    }
+    load_family(&mut h, &k.routes, &k.neighbours, port_of);
+    load_family(&mut h, &k.routes6, &k.neighbours6, port_of);
     h
+}
+
+/// The backends of family `A` of the Services forwarded in dnat mode (by
+/// their own setting, else the gateway's `mode`): their replies keep the
+/// client's address as destination, so the program steers them by source.
+fn dnat_sources<A: Addr>(t: &ServiceTable, mode: ForwardingMode) -> Vec<(A, u8, u16)> {
+    t.family::<A>()
+        .entries()
+        .iter()
+        .filter(|e| e.forwarding.unwrap_or(mode) == ForwardingMode::Dnat)
+        .flat_map(|e| e.backends.iter().map(|b| (b.addr, e.id.protocol.number(), b.port)))
+        .collect()
 }
 
 impl Gateway {
@@ -325,6 +377,7 @@ impl Gateway {
             let mut s = Steering::attach(name, cfg.xdp_mode)?;
             let (lo, hi) = shared.reverse.port_range();
             s.set_snat(&cfg.nat.snat_addrs, lo, hi)?;
+            s.set_snat6(&cfg.nat.snat_addrs6)?;
             steering.push(s);
         }
         // Built before the workers: if one of them fails to start, dropping
@@ -416,16 +469,16 @@ impl Gateway {
         let dns_addrs = dns_addrs.to_vec();
         // Replies in dnat mode are addressed to clients: steered by source.
         let mode = self.cfg.nat.mode;
-        let sources: Vec<(Ipv4Addr, u8, u16)> = t
-            .v4()
-            .entries()
-            .iter()
-            .filter(|e| e.forwarding.unwrap_or(mode) == ForwardingMode::Dnat)
-            .flat_map(|e| e.backends.iter().map(|b| (b.addr, e.id.protocol.number(), b.port)))
-            .collect();
+        let sources = dnat_sources::<Ipv4Addr>(t, mode);
+        // IPv6: the same without DNS (the DNS tables answer IPv4 only).
+        let fronts6: Vec<(Ipv6Addr, u8, u16)> =
+            t.v6().frontends().map(|(k, _)| (k.addr, k.protocol.number(), k.port)).collect();
+        let sources6 = dnat_sources::<Ipv6Addr>(t, mode);
         for s in &mut self.steering {
             s.set_frontends(&fronts)?;
             s.set_sources(&sources)?;
+            s.set_frontends6(&fronts6)?;
+            s.set_sources6(&sources6)?;
         }
         self.steered_gen = Some(t.generation());
         self.steered_dns = dns_addrs;
@@ -434,17 +487,16 @@ impl Gateway {
 
     /// Regular housekeeping from the control thread: follows table swaps in
     /// the steering maps, asks the kernel to resolve the neighbours workers
-    /// missed, and republishes next hops when the kernel's view changed.
+    /// missed (ARP or NDP, by family), and republishes next hops when the
+    /// kernel's view changed.
     pub fn maintain(&mut self, t: &ServiceTable) -> Result<(), XskError> {
         self.sync_steering(t)?;
         let h = self.hops.current();
         while let Some(ip) = self.unresolved.pop() {
             // A failed request is retried when a worker misses again.
-            if let nat::Resolution::Unresolved { port, .. } = h.resolve(ip) {
-                let name = &self.cfg.interfaces[usize::from(port)];
-                if let Some(i) = self.kernel.interface(name) {
-                    let _ = xsk::resolve_neighbour(i.ifindex, ip);
-                }
+            match ip {
+                IpAddr::V4(ip) => self.resolve_missed(&h, ip),
+                IpAddr::V6(ip) => self.resolve_missed(&h, ip),
             }
         }
         let k = KernelNet::read()?;
@@ -454,6 +506,17 @@ impl Gateway {
             self.hops.publish(next_hops_from_kernel(&self.kernel, &self.cfg.interfaces, self.hops_gen));
         }
         Ok(())
+    }
+
+    /// Asks the kernel to resolve the neighbour `ip`, a worker's miss, on
+    /// the port the next-hop table routes it out of (if it still does).
+    fn resolve_missed<A: Addr>(&self, h: &NextHops, ip: A) {
+        if let nat::Resolution::Unresolved { port, .. } = h.resolve(ip) {
+            let name = &self.cfg.interfaces[usize::from(port)];
+            if let Some(i) = self.kernel.interface(name) {
+                let _ = xsk::resolve_neighbour(i.ifindex, ip);
+            }
+        }
     }
 
     /// The AF_XDP counters of every worker.

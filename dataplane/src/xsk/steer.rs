@@ -6,9 +6,15 @@
 //! detaches it by itself when the owning process dies (also on SIGKILL). A
 //! program attached the old way (netlink, e.g. by `ip link set dev X xdp
 //! obj ...` or an old svcgate) is replaced at attach time.
+//!
+//! Each family has its own maps (`frontends`/`sources`/`snat_addrs` and
+//! `frontends6`/`sources6`/`snat_addrs6`, keys of 8 and 20 bytes); the SNAT
+//! port range is shared. The IPv4 setters are unchanged; the IPv6 ones are
+//! their `...6` twins, both written through one generic key replacement.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::hash::Hash;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
@@ -55,7 +61,9 @@ pub enum XdpMode {
     Generic,
 }
 
-/// Counters of the steering program, summed over CPUs.
+/// Counters of the steering program, summed over CPUs. The first three
+/// count frames of both families; the `v6_` ones break the IPv6 frames down
+/// again (each IPv6 frame is in one of them and in one of the first three).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SteerStats {
     /// Frames passed to the kernel as not service traffic.
@@ -64,7 +72,21 @@ pub struct SteerStats {
     pub redirected: u64,
     /// Service frames passed because no socket is bound on their queue.
     pub no_socket: u64,
+    /// IPv6 frames redirected to an AF_XDP socket.
+    pub v6_redirected: u64,
+    /// IPv6 TCP/UDP frames that are not service traffic, and IPv6 frames of
+    /// other transport protocols: passed.
+    pub v6_not_steered: u64,
+    /// ICMPv6 frames (Neighbor Discovery, router discovery, MLD, errors,
+    /// echo): always passed, the kernel answers them.
+    pub v6_icmp: u64,
+    /// IPv6 fragments, frames on a source route, behind ESP/AH or more than
+    /// four extension headers, or truncated: passed.
+    pub v6_ext: u64,
 }
+
+/// Number of counters in the program's `stats` map (`STAT_MAX`).
+const STATS: u32 = 7;
 
 /// A frontend key as the C `struct frontend_key`: daddr (network order),
 /// dport (network order), proto, pad.
@@ -74,17 +96,26 @@ fn frontend_key(ip: Ipv4Addr, proto: u8, port: u16) -> [u8; 8] {
     [a[0], a[1], a[2], a[3], p[0], p[1], proto, 0]
 }
 
-/// Replaces the keys of `map` (mirrored in `current`) with `entries`:
+/// An IPv6 frontend key as the C `struct frontend6_key`: address (network
+/// order), port (network order), proto, pad.
+fn frontend6_key(ip: Ipv6Addr, proto: u8, port: u16) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..16].copy_from_slice(&ip.octets());
+    k[16..18].copy_from_slice(&port.to_be_bytes());
+    k[18] = proto;
+    k
+}
+
+/// Replaces the keys of `map` (mirrored in `current`) with `new`:
 /// inserts the new ones first, then deletes those that are gone, so that an
 /// entry present before and after is never missing in between.
-fn replace_keys(
-    map: &mut HashMap<MapData, [u8; 8], u8>,
-    current: &mut HashSet<[u8; 8]>,
-    entries: &[(Ipv4Addr, u8, u16)],
+fn replace_keys<K: aya::Pod + Eq + Hash>(
+    map: &mut HashMap<MapData, K, u8>,
+    current: &mut HashSet<K>,
+    new: HashSet<K>,
     name: &'static str,
     max: usize,
 ) -> Result<(), XskError> {
-    let new: HashSet<[u8; 8]> = entries.iter().map(|&(ip, proto, port)| frontend_key(ip, proto, port)).collect();
     if new.len() > max {
         return Err(XskError::TooMany { what: name, got: new.len(), max });
     }
@@ -115,6 +146,12 @@ pub struct Steering {
     current: HashSet<[u8; 8]>,
     current_sources: HashSet<[u8; 8]>,
     current_snat: HashSet<[u8; 4]>,
+    frontends6: HashMap<MapData, [u8; 20], u8>,
+    sources6: HashMap<MapData, [u8; 20], u8>,
+    snat_addrs6: HashMap<MapData, [u8; 16], u8>,
+    current6: HashSet<[u8; 20]>,
+    current_sources6: HashSet<[u8; 20]>,
+    current_snat6: HashSet<[u8; 16]>,
     // Last: dropping it detaches the program (closes the link) after the
     // maps above are released.
     _bpf: Ebpf,
@@ -127,6 +164,7 @@ impl std::fmt::Debug for Steering {
             .field("ifindex", &self.ifindex)
             .field("mode", &self.mode)
             .field("frontends", &self.current.len())
+            .field("frontends6", &self.current6.len())
             .finish_non_exhaustive()
     }
 }
@@ -197,6 +235,9 @@ impl Steering {
         let snat_addrs = take(&mut bpf, "snat_addrs")?;
         let snat_ports = take(&mut bpf, "snat_ports")?;
         let stats = take(&mut bpf, "stats")?;
+        let frontends6 = take(&mut bpf, "frontends6")?;
+        let sources6 = take(&mut bpf, "sources6")?;
+        let snat_addrs6 = take(&mut bpf, "snat_addrs6")?;
         let mut me = Steering {
             ifname: ifname.into(),
             ifindex,
@@ -210,6 +251,12 @@ impl Steering {
             current: HashSet::new(),
             current_sources: HashSet::new(),
             current_snat: HashSet::new(),
+            frontends6,
+            sources6,
+            snat_addrs6,
+            current6: HashSet::new(),
+            current_sources6: HashSet::new(),
+            current_snat6: HashSet::new(),
             _bpf: bpf,
         };
         // Port range disabled until set_snat.
@@ -236,7 +283,15 @@ impl Steering {
     /// ones that are gone (so a frontend present before and after is never
     /// missing in between). Call on every table swap.
     pub fn set_frontends(&mut self, frontends: &[(Ipv4Addr, u8, u16)]) -> Result<(), XskError> {
-        replace_keys(&mut self.frontends, &mut self.current, frontends, "frontends", MAX_FRONTENDS)
+        let new = frontends.iter().map(|&(ip, proto, port)| frontend_key(ip, proto, port)).collect();
+        replace_keys(&mut self.frontends, &mut self.current, new, "frontends", MAX_FRONTENDS)
+    }
+
+    /// [`Self::set_frontends`] for the IPv6 frontends (map `frontends6`,
+    /// its own capacity of [`MAX_FRONTENDS`]).
+    pub fn set_frontends6(&mut self, frontends: &[(Ipv6Addr, u8, u16)]) -> Result<(), XskError> {
+        let new = frontends.iter().map(|&(ip, proto, port)| frontend6_key(ip, proto, port)).collect();
+        replace_keys(&mut self.frontends6, &mut self.current6, new, "frontends6", MAX_FRONTENDS)
     }
 
     /// Replaces the set of dnat-mode backends (address, protocol, port)
@@ -244,7 +299,15 @@ impl Steering {
     /// kept the client's address. Same order of updates as
     /// [`Self::set_frontends`].
     pub fn set_sources(&mut self, sources: &[(Ipv4Addr, u8, u16)]) -> Result<(), XskError> {
-        replace_keys(&mut self.sources, &mut self.current_sources, sources, "sources", MAX_SOURCES)
+        let new = sources.iter().map(|&(ip, proto, port)| frontend_key(ip, proto, port)).collect();
+        replace_keys(&mut self.sources, &mut self.current_sources, new, "sources", MAX_SOURCES)
+    }
+
+    /// [`Self::set_sources`] for the IPv6 backends of dnat-mode Services
+    /// (map `sources6`).
+    pub fn set_sources6(&mut self, sources: &[(Ipv6Addr, u8, u16)]) -> Result<(), XskError> {
+        let new = sources.iter().map(|&(ip, proto, port)| frontend6_key(ip, proto, port)).collect();
+        replace_keys(&mut self.sources6, &mut self.current_sources6, new, "sources6", MAX_SOURCES)
     }
 
     /// Sets the SNAT addresses and the inclusive port range whose traffic
@@ -253,20 +316,20 @@ impl Steering {
         if addrs.len() > MAX_SNAT_ADDRS {
             return Err(XskError::TooMany { what: "SNAT addresses", got: addrs.len(), max: MAX_SNAT_ADDRS });
         }
-        let map = |source| XskError::Map { map: "snat", source };
-        self.snat_ports.set(0, [lo, hi], 0).map_err(map)?;
-        let new: HashSet<[u8; 4]> = addrs.iter().map(|a| a.octets()).collect();
-        for k in new.difference(&self.current_snat) {
-            self.snat_addrs.insert(k, 1, 0).map_err(map)?;
+        self.snat_ports.set(0, [lo, hi], 0).map_err(|source| XskError::Map { map: "snat", source })?;
+        let new = addrs.iter().map(|a| a.octets()).collect();
+        replace_keys(&mut self.snat_addrs, &mut self.current_snat, new, "snat", MAX_SNAT_ADDRS)
+    }
+
+    /// Sets the IPv6 SNAT addresses (map `snat_addrs6`): their traffic
+    /// within the port range of [`Self::set_snat`] (shared by both
+    /// families, as the pipeline's port allocator is) is steered.
+    pub fn set_snat6(&mut self, addrs: &[Ipv6Addr]) -> Result<(), XskError> {
+        if addrs.len() > MAX_SNAT_ADDRS {
+            return Err(XskError::TooMany { what: "IPv6 SNAT addresses", got: addrs.len(), max: MAX_SNAT_ADDRS });
         }
-        for k in self.current_snat.difference(&new) {
-            match self.snat_addrs.remove(k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(source) => return Err(map(source)),
-            }
-        }
-        self.current_snat = new;
-        Ok(())
+        let new = addrs.iter().map(|a| a.octets()).collect();
+        replace_keys(&mut self.snat_addrs6, &mut self.current_snat6, new, "snat6", MAX_SNAT_ADDRS)
     }
 
     /// Puts the AF_XDP socket `fd` into the XSKMAP slot of `queue`; frames
@@ -285,6 +348,31 @@ impl Steering {
             let v = self.stats.get(&i, 0).map_err(|source| XskError::Map { map: "stats", source })?;
             Ok(v.iter().sum())
         };
-        Ok(SteerStats { not_steered: get(0)?, redirected: get(1)?, no_socket: get(2)? })
+        debug_assert_eq!(STATS, 7);
+        Ok(SteerStats {
+            not_steered: get(0)?,
+            redirected: get(1)?,
+            no_socket: get(2)?,
+            v6_redirected: get(3)?,
+            v6_not_steered: get(4)?,
+            v6_icmp: get(5)?,
+            v6_ext: get(6)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_the_c_layouts() {
+        // struct frontend_key { __be32 daddr; __be16 dport; __u8 proto; __u8 pad; }
+        assert_eq!(frontend_key(Ipv4Addr::new(198, 18, 0, 10), PROTO_TCP, 80), [198, 18, 0, 10, 0, 80, 6, 0]);
+        // struct frontend6_key { __u8 addr[16]; __be16 port; __u8 proto; __u8 pad; }
+        let k = frontend6_key("2001:2::a".parse().unwrap(), PROTO_UDP, 0x1234);
+        assert_eq!(&k[..4], &[0x20, 0x01, 0, 2]);
+        assert_eq!(k[15], 0x0a);
+        assert_eq!(&k[16..], &[0x12, 0x34, 17, 0]);
     }
 }

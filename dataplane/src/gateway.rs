@@ -219,7 +219,7 @@ impl BatchHandler for NatHandler {
         // `.into()`: the pipeline's list is IPv4 today; an IPv6 (or IpAddr)
         // list drains into the same queue.
         for ip in self.nat.take_unresolved() {
-            let _ = self.unresolved.push(ip.into()); // full: the next miss asks again
+            let _ = self.unresolved.push(ip); // full: the next miss asks again
         }
         self.export(now);
     }

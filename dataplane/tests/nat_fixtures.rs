@@ -386,7 +386,7 @@ fn non_service_and_unwanted_traffic() {
     arp.extend_from_slice(&CLIENT.octets());
     arp.extend_from_slice(&[0; 6]);
     arp.extend_from_slice(&NODE_IP.octets());
-    assert_eq!(lab.run(0, 0, &arp).0, Verdict::Pass(PassReason::NotIpv4), "ARP goes to the kernel");
+    assert_eq!(lab.run(0, 0, &arp).0, Verdict::Pass(PassReason::NotIp), "ARP goes to the kernel");
 
     let mut icmp = Pkt::new(CLIENT, CLUSTER_IP, udp(1, 2)).build();
     icmp[14 + 9] = 1; // protocol ICMP

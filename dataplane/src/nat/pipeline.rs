@@ -42,14 +42,15 @@
 //! then every candidate entry, before processing any frame, so that at 1M
 //! flows the cache misses of a burst overlap instead of queueing.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use svcgate_common::hash::{client_hash, flow_hash};
+use svcgate_common::family::IpFamily;
+use svcgate_common::hash::client_hash;
 use svcgate_common::model::{ForwardingMode, Protocol};
 use svcgate_common::table::{ActiveSet, FrontendKind, ServiceEntry, ServicePortId, ServiceTable};
 
-use super::conntrack::{FlowEntry, FlowKey, FlowMeta, FlowTable, Inserted, KeyHasher, Probe, Standing};
+use super::conntrack::{Flow, FlowKey, FlowMeta, FlowTable, Inserted, KeyHasher, Probe, Standing, WireAddr};
 use super::nexthop::{NextHop, NextHops, Resolution};
 use super::reverse::{flags as rflags, RevFlow, ReverseError, ReverseTable};
 use super::verdict::{DropReason, Frame, PassReason, Verdict};
@@ -62,9 +63,11 @@ use crate::wire::udp::UdpPacket;
 use crate::wire::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 mod ahead;
+mod family;
 mod fast;
 
 use ahead::Ahead;
+use family::{IcmpError, NatFamily};
 
 /// Flow tables up to this many slots (64 bytes each: 1 MiB) fit in a core's
 /// L2 cache here; for them the batch path takes each frame through in one
@@ -130,8 +133,12 @@ pub struct NatConfig {
     pub snat_ports: (u16, u16),
     /// Number of workers sharing the port range.
     pub workers: u16,
-    /// Flows each worker tracks (default 1M).
+    /// IPv4 flows each worker tracks (default 1M).
     pub conntrack_capacity: usize,
+    /// IPv6 flows each worker tracks (default 64k, and never more than
+    /// `conntrack_capacity`: an IPv6 entry is two cache lines, and most
+    /// gateways carry fewer IPv6 flows; raise it for an IPv6-heavy gateway).
+    pub conntrack_capacity6: usize,
     /// ClientIP affinity records per worker (rounded up to a power of two).
     pub affinity_slots: usize,
     /// Timeouts.
@@ -150,6 +157,12 @@ pub struct NatConfig {
 }
 
 impl NatConfig {
+    /// The IPv6 flow capacity of a worker: `conntrack_capacity6`, at most
+    /// `conntrack_capacity`.
+    pub fn capacity6(&self) -> usize {
+        self.conntrack_capacity6.min(self.conntrack_capacity)
+    }
+
     /// The hasher of a new flow or reverse table under this configuration.
     pub fn key_hasher(&self) -> KeyHasher {
         match self.hash_seeds {
@@ -168,6 +181,7 @@ impl Default for NatConfig {
             snat_ports: (32768, 60999),
             workers: 1,
             conntrack_capacity: 1 << 20,
+            conntrack_capacity6: 1 << 16,
             affinity_slots: 1 << 16,
             timeouts: Timeouts::default(),
             pressure_percent: 90,
@@ -176,23 +190,37 @@ impl Default for NatConfig {
     }
 }
 
-/// State shared by all workers: the reverse table and the configuration.
+/// State shared by all workers: the reverse tables and the configuration.
 #[derive(Debug)]
 pub struct Shared {
-    /// Reply 5-tuple -> flow.
+    /// IPv4 reply 5-tuple -> flow.
     pub reverse: ReverseTable,
+    /// IPv6 reply 5-tuple -> flow.
+    pub reverse6: ReverseTable<u128>,
     /// The configuration.
     pub config: NatConfig,
 }
 
 impl Shared {
     /// Builds the shared state; fails on an unusable SNAT configuration.
+    /// An IPv4 SNAT address is required; IPv6 ones are not (without one,
+    /// IPv6 Services are served in dnat mode only).
     pub fn new(config: NatConfig) -> Result<Arc<Self>, ReverseError> {
-        let flows = config.conntrack_capacity.saturating_mul(usize::from(config.workers.max(1)));
+        let workers = usize::from(config.workers.max(1));
         let (lo, hi) = config.snat_ports;
+        let flows = config.conntrack_capacity.saturating_mul(workers);
         let reverse =
             ReverseTable::with_hasher(&config.snat_addrs, lo, hi, config.workers, flows, config.key_hasher())?;
-        Ok(Arc::new(Self { reverse, config }))
+        let flows6 = config.capacity6().saturating_mul(workers);
+        let reverse6 = ReverseTable::without_addrs_check(
+            &config.snat_addrs6,
+            lo,
+            hi,
+            config.workers,
+            flows6,
+            config.key_hasher(),
+        )?;
+        Ok(Arc::new(Self { reverse, reverse6, config }))
     }
 }
 
@@ -227,6 +255,9 @@ pub struct Counters {
     /// SNAT address (in [`NatConfig::snat_addrs`] order): each address had
     /// every port of the worker's slice in use toward that backend.
     pub ports_exhausted: Vec<u64>,
+    /// As `ports_exhausted`, by IPv6 SNAT address (in
+    /// [`NatConfig::snat_addrs6`] order).
+    pub ports_exhausted6: Vec<u64>,
     /// Frames with IPv4 options, forwarded with the options intact.
     pub ip_options: u64,
     /// Frames passed to the kernel, by reason.
@@ -257,27 +288,29 @@ pub struct ServiceCounter {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-struct AffinitySlot {
-    client: u32,
+struct AffinitySlot<R> {
+    client: R,
     service: u32,
-    backend_addr: u32,
+    backend_addr: R,
     backend_port: u16,
     last_seen: u32,
 }
 
-/// A parsed frame: offsets and the 5-tuple. Kept small (u16 offsets): the
-/// batch path writes and rereads one per frame.
+/// A parsed frame: offsets and the 5-tuple (addresses as `u32` for IPv4,
+/// `u128` for IPv6). Kept small (u16 offsets): the batch path writes and
+/// rereads one per frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Parsed {
+struct Parsed<R = u32> {
     l3: u16,
     l4: u16,
     end: u16,
+    /// TTL, or the IPv6 hop limit.
     ttl: u8,
     tcp_flags: u8,
-    key: FlowKey,
+    key: FlowKey<R>,
 }
 
-impl Parsed {
+impl<R> Parsed<R> {
     #[inline(always)]
     fn l3(&self) -> usize {
         usize::from(self.l3)
@@ -301,6 +334,9 @@ enum Pre {
     /// Parsed, with its buckets and the candidate slot of pass 2 (`NO_SLOT`:
     /// none).
     Parsed(Parsed, Probe, u32),
+    /// Not IPv4: IPv6, or not IP at all; decided in the last pass
+    /// (`Worker::decide_general`).
+    Other,
 }
 
 const UNRESOLVED_RING: usize = 16;
@@ -387,23 +423,19 @@ impl Unassured {
     }
 }
 
-fn ticket_of(e: &FlowEntry) -> u32 {
+fn ticket_of(e: &FlowMeta) -> u32 {
     u32::from_le_bytes([e.ticket[0], e.ticket[1], e.ticket[2], 0])
 }
 /// Entries of the per-worker next-hop cache (a power of two).
 const HOP_CACHE: usize = 16 * 1024;
 
-/// One worker's pipeline state. Create one per polling thread.
-pub struct Worker {
-    id: u16,
-    shared: Arc<Shared>,
-    ct: FlowTable,
-    counters: Counters,
-    /// Per-Service-entry counters of the generation `stats_table` holds.
+/// A worker's state for one address family: its flow table and what goes
+/// with it.
+struct FamilyState<F: NatFamily> {
+    ct: FlowTable<F::Entry>,
+    /// Per-Service-entry counters (of this family's half) of the
+    /// generation `Worker::stats_table` holds.
     svc: Vec<ServiceCounter>,
-    stats_table: ServiceTable,
-    /// Counters folded from earlier generations.
-    svc_totals: std::collections::HashMap<ServicePortId, ServiceCounter>,
     /// Where the SNAT port search goes on when the client's own port is
     /// taken toward the backend, as an index into this worker's (port ×
     /// address) tuples: it only moves forward, so such a port is reused
@@ -414,15 +446,48 @@ pub struct Worker {
     unassured: Unassured,
     /// The flow-table size at which the worker is under pressure.
     pressure_len: usize,
+    affinity: Box<[AffinitySlot<F::Raw>]>,
+    /// Direct-mapped cache of resolved next hops: (address, next-hop
+    /// generation, hop). Spares new flows the route and neighbour lookup.
+    hop_cache: Box<[(F::Raw, u32, u16)]>,
+}
+
+impl<F: NatFamily> FamilyState<F> {
+    fn new(cfg: &NatConfig, capacity: usize, affinity_slots: usize) -> Self {
+        let aff = affinity_slots.max(1).next_power_of_two();
+        Self {
+            ct: FlowTable::with_capacity_and_hasher(capacity, cfg.key_hasher()),
+            svc: Vec::new(),
+            port_cursor: 0,
+            unassured: Unassured::new(capacity),
+            pressure_len: capacity.saturating_mul(usize::from(cfg.pressure_percent.min(100))) / 100,
+            affinity: vec![AffinitySlot::default(); aff].into_boxed_slice(),
+            hop_cache: vec![(F::Raw::default(), u32::MAX, 0); HOP_CACHE].into_boxed_slice(),
+        }
+    }
+}
+
+/// A worker's state per family.
+struct Fams {
+    v4: FamilyState<Ipv4Addr>,
+    v6: FamilyState<Ipv6Addr>,
+}
+
+/// One worker's pipeline state. Create one per polling thread.
+pub struct Worker {
+    id: u16,
+    shared: Arc<Shared>,
+    /// Flow tables and what goes with them, per family.
+    fams: Fams,
+    counters: Counters,
+    stats_table: ServiceTable,
+    /// Counters folded from earlier generations.
+    svc_totals: std::collections::HashMap<ServicePortId, ServiceCounter>,
     /// Whether some Service of the current table is forwarded in dnat mode:
     /// then a frame that matches no flow and is not to an SNAT address may
     /// still be a reply (addressed to the client), looked up by its 5-tuple.
     dnat_active: bool,
-    affinity: Box<[AffinitySlot]>,
-    unresolved: [Ipv4Addr; UNRESOLVED_RING],
-    /// Direct-mapped cache of resolved next hops: (address, next-hop
-    /// generation, hop). Spares new flows the route and neighbour lookup.
-    hop_cache: Box<[(u32, u32, u16)]>,
+    unresolved: [IpAddr; UNRESOLVED_RING],
     unresolved_len: usize,
     pre: [Pre; MAX_BATCH],
     /// The new flows of a large-table burst, for their read-ahead (`ahead`).
@@ -434,7 +499,7 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("id", &self.id).field("flows", &self.ct.len()).finish()
+        f.debug_struct("Worker").field("id", &self.id).field("flows", &self.flows()).finish()
     }
 }
 
@@ -453,7 +518,7 @@ fn parse_general(buf: &[u8], len: usize) -> Result<Parsed, Verdict> {
     let frame = buf.get(..len).ok_or(Verdict::Drop(DropReason::Malformed))?;
     let eth = EthernetFrame::new_checked(frame).map_err(|_| Verdict::Drop(DropReason::Malformed))?;
     if eth.ethertype() != ETHERTYPE_IPV4 {
-        return Err(Verdict::Pass(PassReason::NotIpv4));
+        return Err(Verdict::Pass(PassReason::NotIp));
     }
     let l3 = eth.header_len();
     let ip = Ipv4Packet::new_checked(&frame[l3..]).map_err(|_| Verdict::Drop(DropReason::Malformed))?;
@@ -627,11 +692,11 @@ fn write_ipv4(hdr: &mut [u8], total: u16, proto: u8, src: Ipv4Addr, dst: Ipv4Add
 /// What a resident flow is worth to a new flow that needs its slot:
 /// expired (idle in both directions for longer than its protocol and state
 /// allow), unassured, or live.
-fn standing(shared: &Shared, e: &FlowEntry, now: u32, pressure: bool) -> Standing {
-    let (rlast, rflags) = shared.reverse.reply_state(e.rev_slot);
+fn standing<F: NatFamily>(shared: &Shared, e: &F::Entry, now: u32, pressure: bool) -> Standing {
+    let (rlast, rflags) = F::reverse(shared).reply_state(e.rev_slot);
     let idle = now.wrapping_sub(e.last_seen).min(now.wrapping_sub(rlast));
-    let assured = is_assured(e.k1 as u8, e.state, rflags);
-    if idle > timeout_of(&shared.config.timeouts, e.k1 as u8, e.state, rflags, assured, pressure) {
+    let assured = is_assured(e.proto(), e.state, rflags);
+    if idle > timeout_of(&shared.config.timeouts, e.proto(), e.state, rflags, assured, pressure) {
         Standing::Expired
     } else if assured {
         Standing::Live
@@ -641,8 +706,8 @@ fn standing(shared: &Shared, e: &FlowEntry, now: u32, pressure: bool) -> Standin
 }
 
 /// True when a flow has expired (see [`standing`]).
-fn flow_expired(shared: &Shared, e: &FlowEntry, now: u32, pressure: bool) -> bool {
-    standing(shared, e, now, pressure) == Standing::Expired
+fn flow_expired<F: NatFamily>(shared: &Shared, e: &F::Entry, now: u32, pressure: bool) -> bool {
+    standing::<F>(shared, e, now, pressure) == Standing::Expired
 }
 
 /// Whether a flow is assured (see [`ASSURED`]): TCP by its own state bit,
@@ -697,8 +762,8 @@ fn first_port_candidate(ports: std::ops::RangeInclusive<u16>, client_port: u16) 
     *ports.start() + (u32::from(client_port.wrapping_sub(*ports.start())) % span) as u16
 }
 
-fn active_backend(svc: &ServiceEntry, addr: u32, port: u16) -> bool {
-    svc.find_backend(Ipv4Addr::from(addr), port).is_some_and(|i| {
+fn active_backend<F: NatFamily>(svc: &ServiceEntry<F>, addr: F::Raw, port: u16) -> bool {
+    svc.find_backend(F::addr(addr), port).is_some_and(|i| {
         let c = svc.backends[usize::from(i)].conditions;
         match svc.active {
             ActiveSet::Ready => c.ready,
@@ -712,22 +777,23 @@ impl Worker {
     /// Worker `id` (0-based, < `config.workers`), with its own flow table.
     pub fn new(id: u16, shared: Arc<Shared>) -> Self {
         let cfg = &shared.config;
-        let aff = cfg.affinity_slots.max(1).next_power_of_two();
         Self {
             id,
-            ct: FlowTable::with_capacity_and_hasher(cfg.conntrack_capacity, cfg.key_hasher()),
-            counters: Counters { ports_exhausted: vec![0; cfg.snat_addrs.len()], ..Counters::default() },
-            svc: Vec::new(),
+            fams: Fams {
+                v4: FamilyState::new(cfg, cfg.conntrack_capacity, cfg.affinity_slots),
+                // No more IPv6 affinity records than IPv6 flows.
+                v6: FamilyState::new(cfg, cfg.capacity6(), cfg.affinity_slots.min(cfg.capacity6())),
+            },
+            counters: Counters {
+                ports_exhausted: vec![0; cfg.snat_addrs.len()],
+                ports_exhausted6: vec![0; cfg.snat_addrs6.len()],
+                ..Counters::default()
+            },
             stats_table: ServiceTable::empty(),
             svc_totals: Default::default(),
-            port_cursor: 0,
-            unassured: Unassured::new(cfg.conntrack_capacity),
-            pressure_len: cfg.conntrack_capacity.saturating_mul(usize::from(cfg.pressure_percent.min(100))) / 100,
             dnat_active: cfg.mode == ForwardingMode::Dnat,
-            affinity: vec![AffinitySlot::default(); aff].into_boxed_slice(),
-            unresolved: [Ipv4Addr::UNSPECIFIED; UNRESOLVED_RING],
+            unresolved: [IpAddr::V4(Ipv4Addr::UNSPECIFIED); UNRESOLVED_RING],
             unresolved_len: 0,
-            hop_cache: vec![(0, u32::MAX, 0); HOP_CACHE].into_boxed_slice(),
             pre: [Pre::Done(Verdict::Drop(DropReason::Malformed)); MAX_BATCH],
             ahead: [Ahead::EMPTY; MAX_BATCH],
             fast_path: true,
@@ -752,14 +818,20 @@ impl Worker {
         &self.counters
     }
 
-    /// Flows currently tracked by this worker.
+    /// Flows currently tracked by this worker (both families).
     pub fn flows(&self) -> usize {
-        self.ct.len()
+        self.fams.v4.ct.len() + self.fams.v6.ct.len()
     }
 
-    /// Buckets of the flow table, the unit of [`Self::maintain`]'s sweep.
+    /// IPv6 flows currently tracked by this worker.
+    pub fn flows6(&self) -> usize {
+        self.fams.v6.ct.len()
+    }
+
+    /// Buckets of the IPv4 flow table, the unit of [`Self::maintain`]'s
+    /// sweep (which walks the IPv6 table in proportion).
     pub fn flow_buckets(&self) -> usize {
-        self.ct.buckets()
+        self.fams.v4.ct.buckets()
     }
 
     /// The shared state.
@@ -771,8 +843,10 @@ impl Worker {
     /// Service port.
     pub fn service_counters(&self) -> Vec<(ServicePortId, ServiceCounter)> {
         let mut all = self.svc_totals.clone();
-        for (e, c) in self.stats_table.v4().entries().iter().zip(&self.svc) {
-            let t = all.entry(e.id.clone()).or_default();
+        let v4 = self.stats_table.v4().entries().iter().map(|e| &e.id).zip(&self.fams.v4.svc);
+        let v6 = self.stats_table.v6().entries().iter().map(|e| &e.id).zip(&self.fams.v6.svc);
+        for (id, c) in v4.chain(v6) {
+            let t = all.entry(id.clone()).or_default();
             t.packets += c.packets;
             t.bytes += c.bytes;
         }
@@ -780,13 +854,13 @@ impl Worker {
     }
 
     /// Neighbours whose MAC a frame needed and did not find (the caller asks
-    /// the kernel to resolve them); drains the list.
-    pub fn take_unresolved(&mut self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    /// the kernel to resolve them), of either family; drains the list.
+    pub fn take_unresolved(&mut self) -> impl Iterator<Item = IpAddr> + '_ {
         let n = std::mem::take(&mut self.unresolved_len);
         self.unresolved[..n].iter().copied()
     }
 
-    fn note_unresolved(&mut self, via: Ipv4Addr) {
+    fn note_unresolved(&mut self, via: IpAddr) {
         if !self.unresolved[..self.unresolved_len].contains(&via) && self.unresolved_len < UNRESOLVED_RING {
             self.unresolved[self.unresolved_len] = via;
             self.unresolved_len += 1;
@@ -797,21 +871,33 @@ impl Worker {
     /// per-Service counters of the old one and sizes them for the new one.
     /// (Allocates, but only once per table swap.)
     fn sync(&mut self, t: &ServiceTable) {
-        if t.generation() == self.stats_table.generation() && self.svc.len() == t.v4().entries().len() {
+        if t.generation() == self.stats_table.generation()
+            && self.fams.v4.svc.len() == t.v4().entries().len()
+            && self.fams.v6.svc.len() == t.v6().entries().len()
+        {
             return;
         }
-        for (e, c) in self.stats_table.v4().entries().iter().zip(&self.svc) {
+        let old = &self.stats_table;
+        let v4 = old.v4().entries().iter().map(|e| &e.id).zip(&self.fams.v4.svc);
+        let v6 = old.v6().entries().iter().map(|e| &e.id).zip(&self.fams.v6.svc);
+        for (id, c) in v4.chain(v6) {
             if c.packets > 0 {
-                let t = self.svc_totals.entry(e.id.clone()).or_default();
+                let t = self.svc_totals.entry(id.clone()).or_default();
                 t.packets += c.packets;
                 t.bytes += c.bytes;
             }
         }
-        self.svc.clear();
-        self.svc.resize(t.v4().entries().len(), ServiceCounter::default());
+        for (svc, n) in
+            [(&mut self.fams.v4.svc, t.v4().entries().len()), (&mut self.fams.v6.svc, t.v6().entries().len())]
+        {
+            svc.clear();
+            svc.resize(n, ServiceCounter::default());
+        }
         self.stats_table = t.clone();
         let mode = self.shared.config.mode;
-        self.dnat_active = t.v4().entries().iter().any(|e| e.forwarding.unwrap_or(mode) == ForwardingMode::Dnat);
+        let dnat = |f: Option<ForwardingMode>| f.unwrap_or(mode) == ForwardingMode::Dnat;
+        self.dnat_active =
+            t.v4().entries().iter().any(|e| dnat(e.forwarding)) || t.v6().entries().iter().any(|e| dnat(e.forwarding));
     }
 
     /// Processes one frame (a batch of one).
@@ -832,7 +918,7 @@ impl Worker {
         if !self.fast_path {
             return self.process_chunk_general(t, hops, frames, now);
         }
-        if self.ct.slots() <= CACHE_RESIDENT_SLOTS {
+        if self.fams.v4.ct.slots() <= CACHE_RESIDENT_SLOTS {
             // The whole flow table fits in the core's caches: reading ahead
             // buys nothing (measured: 7.9x the baseline in one pass against
             // 9.0x with a separate lookup pass), so each frame goes through
@@ -844,22 +930,14 @@ impl Worker {
                 // The fast path takes frames until one needs the general path.
                 let rev = &self.shared.reverse;
                 let dnat = self.dnat_active;
-                let stop = fast::run(
-                    &mut self.ct.fast(),
-                    &mut self.svc,
-                    rev,
-                    dnat,
-                    hops,
-                    gens,
-                    &mut frames[i..],
-                    now,
-                    &mut tally,
-                );
+                let v4 = &mut self.fams.v4;
+                let stop =
+                    fast::run(&mut v4.ct.fast(), &mut v4.svc, rev, dnat, hops, gens, &mut frames[i..], now, &mut tally);
                 let (at, v) = match stop {
                     fast::Stop::Done => break,
                     fast::Stop::Uncommon { at } => (at, self.decide_general(t, hops, &mut frames[i + at], now)),
                     fast::Stop::Decide { at, c, probe, slot } => {
-                        (at, self.decide(t, hops, &mut frames[i + at], &c.parsed(), &probe, slot, now))
+                        (at, self.decide::<Ipv4Addr>(t, hops, &mut frames[i + at], &c.parsed(), &probe, slot, now))
                     }
                 };
                 self.finish(&mut frames[i + at], v);
@@ -870,20 +948,22 @@ impl Worker {
         }
         let n = frames.len();
         // Pass 1: parse, hash, prefetch each frame's bucket.
+        let ct = &self.fams.v4.ct;
         for (f, pre) in frames.iter().zip(self.pre.iter_mut()) {
             *pre = match parse(f.buf, f.len) {
                 Ok(p) => {
-                    let probe = self.ct.probe(&p.key);
-                    self.ct.prefetch_bucket(&probe);
+                    let probe = ct.probe(&p.key);
+                    ct.prefetch_bucket(&probe);
                     Pre::Parsed(p, probe, NO_SLOT)
                 }
+                Err(Verdict::Pass(PassReason::NotIp)) => Pre::Other,
                 Err(v) => Pre::Done(v),
             };
         }
         // Pass 2: match signatures, prefetch the candidate entries.
         for pre in self.pre[..n].iter_mut() {
             if let Pre::Parsed(_, probe, candidate) = pre {
-                *candidate = self.ct.prefetch_candidate(probe).map_or(NO_SLOT, |s| s as u32);
+                *candidate = ct.prefetch_candidate(probe).map_or(NO_SLOT, |s| s as u32);
             }
         }
         // Pass 2b: read ahead for the new flows (`ahead`).
@@ -902,18 +982,45 @@ impl Worker {
         }
     }
 
-    /// One frame through the general path: parsed by the `wire` wrappers,
-    /// looked up, decided (not yet finished).
+    /// One frame through the general path: parsed by the `wire` wrappers
+    /// (IPv4, else IPv6), looked up, decided (not yet finished).
     #[inline]
     fn decide_general(&mut self, t: &ServiceTable, hops: &NextHops, f: &mut Frame<'_>, now: u32) -> Verdict {
         match parse_general(f.buf, f.len) {
-            Ok(p) => {
-                let probe = self.ct.probe(&p.key);
-                let slot = self.ct.find(&p.key, &probe);
-                self.decide(t, hops, f, &p, &probe, slot, now)
-            }
+            Ok(p) => self.lookup_and_decide::<Ipv4Addr>(t, hops, f, &p, now),
+            Err(Verdict::Pass(PassReason::NotIp)) => self.decide_other(t, hops, f, now),
             Err(v) => v,
         }
+    }
+
+    /// A frame that is not IPv4: IPv6 through the same decisions, anything
+    /// else to the kernel.
+    #[cold]
+    fn decide_other(&mut self, t: &ServiceTable, hops: &NextHops, f: &mut Frame<'_>, now: u32) -> Verdict {
+        let frame = &f.buf[..f.len.min(f.buf.len())];
+        let Some(l3) = family::is_ipv6(frame) else {
+            return Verdict::Pass(PassReason::NotIp);
+        };
+        match family::parse6(frame, l3) {
+            Ok(p) => self.lookup_and_decide::<Ipv6Addr>(t, hops, f, &p, now),
+            Err(v) => v,
+        }
+    }
+
+    /// Looks a parsed frame up in its family's flow table and decides it.
+    #[inline(always)]
+    fn lookup_and_decide<F: NatFamily>(
+        &mut self,
+        t: &ServiceTable,
+        hops: &NextHops,
+        f: &mut Frame<'_>,
+        p: &Parsed<F::Raw>,
+        now: u32,
+    ) -> Verdict {
+        let ct = &F::state(&self.fams).ct;
+        let probe = ct.probe(&p.key);
+        let slot = ct.find(&p.key, &probe);
+        self.decide::<F>(t, hops, f, p, &probe, slot, now)
     }
 
     /// The last pass of a burst: decide and rewrite each frame from what
@@ -925,16 +1032,17 @@ impl Worker {
         for (i, f) in frames.iter_mut().enumerate() {
             let v = match self.pre[i] {
                 Pre::Done(v) => v,
+                Pre::Other => self.decide_other(t, hops, f, now),
                 Pre::Parsed(p, probe, candidate) => {
                     let candidate = (candidate != NO_SLOT).then_some(candidate as usize);
-                    let slot = self.ct.check(&p.key, &probe, candidate);
+                    let slot = self.fams.v4.ct.check(&p.key, &probe, candidate);
                     if let Some(c) = fast::Common::of(&p) {
                         if let Some(port) = self.fast_forward(hops, gens, f, &c, slot, now, &mut tally) {
                             f.verdict = Verdict::Forward { port };
                             continue;
                         }
                     }
-                    self.decide(t, hops, f, &p, &probe, slot, now)
+                    self.decide::<Ipv4Addr>(t, hops, f, &p, &probe, slot, now)
                 }
             };
             self.finish(f, v);
@@ -958,7 +1066,8 @@ impl Worker {
         tally: &mut fast::Tally,
     ) -> Option<u16> {
         let rev = &self.shared.reverse;
-        let port = fast::forward_established(&mut self.ct.fast(), &mut self.svc, rev, hops, gens, f, c, slot?, now)?;
+        let v4 = &mut self.fams.v4;
+        let port = fast::forward_established(&mut v4.ct.fast(), &mut v4.svc, rev, hops, gens, f, c, slot?, now)?;
         tally.frames += 1;
         tally.bytes += f.len as u64;
         Some(port)
@@ -988,84 +1097,91 @@ impl Worker {
 
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn decide(
+    fn decide<F: NatFamily>(
         &mut self,
         t: &ServiceTable,
         hops: &NextHops,
         f: &mut Frame<'_>,
-        p: &Parsed,
+        p: &Parsed<F::Raw>,
         probe: &Probe,
         slot: Option<usize>,
         now: u32,
     ) -> Verdict {
-        if p.l4() - p.l3() > 20 {
+        if F::FAMILY == IpFamily::V4 && p.l4() - p.l3() > 20 {
             self.counters.ip_options += 1;
         }
         if let Some(slot) = slot {
-            if let Some(v) = self.established(t, hops, f, p, slot, now) {
+            if let Some(v) = self.established::<F>(t, hops, f, p, slot, now) {
                 return v;
             }
         }
-        if self.shared.reverse.is_snat(p.key.dst, p.key.dport) {
-            return match self.shared.reverse.find(&p.key) {
-                Some((idx, fl)) => self.reply(hops, f, p, idx, &fl, now),
+        let rev = F::reverse(&self.shared);
+        if rev.is_snat(p.key.dst, p.key.dport) {
+            return match rev.find(&p.key) {
+                Some((idx, fl)) => self.reply::<F>(hops, f, p, idx, &fl, now),
                 None => Verdict::Pass(PassReason::SnatNoFlow),
             };
         }
         if self.dnat_active {
             // A reply of a dnat-mode flow is addressed to the client itself.
-            if let Some((idx, fl)) = self.shared.reverse.find(&p.key) {
-                return self.reply(hops, f, p, idx, &fl, now);
+            if let Some((idx, fl)) = rev.find(&p.key) {
+                return self.reply::<F>(hops, f, p, idx, &fl, now);
             }
         }
-        self.new_flow(t, hops, f, p, probe, now)
+        self.new_flow::<F>(t, hops, f, p, probe, now)
     }
 
     /// Removes a flow from both directions.
-    fn forget(&mut self, slot: usize) {
-        if let Some(old) = self.ct.remove(slot) {
-            self.release(&old);
+    fn forget<F: NatFamily>(&mut self, slot: usize) {
+        if let Some(old) = F::state_mut(&mut self.fams).ct.remove(slot) {
+            self.release::<F>(&old);
         }
     }
 
     /// Frees the reverse slot, and with it the SNAT port toward the
     /// backend, of a flow that left the table.
-    fn release(&mut self, old: &FlowEntry) {
-        self.shared.reverse.remove(old.rev_slot);
+    fn release<F: NatFamily>(&mut self, old: &F::Entry) {
+        F::reverse(&self.shared).remove(old.rev_slot);
     }
 
-    /// True when the flow table holds its pressure share of the capacity.
+    /// True when the family's flow table holds its pressure share of the capacity.
     #[inline(always)]
-    fn under_pressure(&self) -> bool {
-        self.ct.len() >= self.pressure_len
+    fn under_pressure<F: NatFamily>(&self) -> bool {
+        let st = F::state(&self.fams);
+        st.ct.len() >= st.pressure_len
     }
 
     /// The reply key of a flow from `(snat, snat_port)` to `(backend, backend_port)`.
     #[inline(always)]
-    fn reply_key(snat: u32, snat_port: u16, backend: u32, backend_port: u16, proto: u8) -> FlowKey {
+    fn reply_key<R>(snat: R, snat_port: u16, backend: R, backend_port: u16, proto: u8) -> FlowKey<R> {
         FlowKey { src: backend, dst: snat, sport: backend_port, dport: snat_port, proto }
     }
 
     /// The queued unassured flow `(slot, ticket)`, if it is still in its
     /// slot and still unassured.
-    fn still_unassured(&self, (slot, ticket): (u32, u32), now: u32) -> Option<FlowEntry> {
-        let e = self.ct.entry(slot as usize).filter(|e| e.is_used() && ticket_of(e) == ticket)?;
-        (standing(&self.shared, e, now, true) != Standing::Live).then_some(*e)
+    fn still_unassured<F: NatFamily>(&self, (slot, ticket): (u32, u32), now: u32) -> Option<F::Entry> {
+        let e = F::state(&self.fams).ct.entry(slot as usize).filter(|e| e.is_used() && ticket_of(e) == ticket)?;
+        (standing::<F>(&self.shared, e, now, true) != Standing::Live).then_some(*e)
     }
 
     /// Under pressure, before a new flow is entered: reclaims up to `n` of
-    /// the oldest unassured flows (looking at no more than `4 * n` queued
-    /// entries, so a queue full of stale entries costs a bounded amount per
-    /// new flow). Returns how many were reclaimed.
+    /// the oldest unassured IPv4 flows (looking at no more than `4 * n`
+    /// queued entries, so a queue full of stale entries costs a bounded
+    /// amount per new flow). Returns how many were reclaimed.
     pub fn reclaim(&mut self, n: usize, now: u32) -> usize {
+        self.reclaim_in::<Ipv4Addr>(n, now)
+    }
+
+    /// [`Self::reclaim`] in family `F`.
+    fn reclaim_in<F: NatFamily>(&mut self, n: usize, now: u32) -> usize {
         let mut done = 0;
         for _ in 0..4 * n {
             if done == n {
                 break;
             }
-            let Some(q) = self.unassured.pop() else { break };
-            if self.still_unassured(q, now).is_some() {
-                self.forget(q.0 as usize);
+            let Some(q) = F::state_mut(&mut self.fams).unassured.pop() else { break };
+            if self.still_unassured::<F>(q, now).is_some() {
+                self.forget::<F>(q.0 as usize);
                 self.counters.reclaimed += 1;
                 done += 1;
             }
@@ -1076,37 +1192,54 @@ impl Worker {
     /// No port is free toward `(backend, backend_port)`: reclaims the oldest
     /// unassured flow to that backend among the [`RECLAIM_SCAN`] oldest
     /// queued, and returns its SNAT address and port, now free toward it.
-    fn reclaim_toward(&mut self, proto: u8, backend: u32, backend_port: u16, now: u32) -> Option<(u32, u16)> {
+    fn reclaim_toward<F: NatFamily>(
+        &mut self,
+        proto: u8,
+        backend: F::Raw,
+        backend_port: u16,
+        now: u32,
+    ) -> Option<(F::Raw, u16)> {
         for i in 0..RECLAIM_SCAN {
-            let q = self.unassured.get(i)?;
+            let q = F::state(&self.fams).unassured.get(i)?;
             if q.0 == TOMBSTONE {
                 continue;
             }
-            let Some(e) = self.still_unassured(q, now) else { continue };
-            if e.backend_addr == backend && e.backend_port == backend_port && e.k1 as u8 == proto {
-                self.unassured.tombstone(i);
-                self.forget(q.0 as usize);
+            let Some(e) = self.still_unassured::<F>(q, now) else { continue };
+            if e.backend_addr() == backend && e.backend_port == backend_port && e.proto() == proto {
+                F::state_mut(&mut self.fams).unassured.tombstone(i);
+                self.forget::<F>(q.0 as usize);
                 self.counters.reclaimed += 1;
-                return Some((e.snat_addr, e.snat_port));
+                return Some((e.snat_addr(), e.snat_port));
             }
         }
         None
     }
 
-    /// Expires idle flows in the next `buckets` buckets; call on idle polls.
-    /// Returns how many were removed.
+    /// Expires idle flows in the next `buckets` buckets of the IPv4 table
+    /// (and a share of the IPv6 table in proportion to its size); call on
+    /// idle polls. Returns how many were removed.
     pub fn maintain(&mut self, now_ms: u32, buckets: usize) -> usize {
-        let mut gone = [FlowEntry::default(); 64];
+        let v4 = self.fams.v4.ct.buckets().max(1);
+        let share6 = (buckets.saturating_mul(self.fams.v6.ct.buckets()) / v4).max(1);
+        let total = self.maintain_in::<Ipv4Addr>(now_ms, buckets) + self.maintain_in::<Ipv6Addr>(now_ms, share6);
+        self.counters.expired += total as u64;
+        total
+    }
+
+    /// [`Self::maintain`] in family `F`: how many were removed.
+    fn maintain_in<F: NatFamily>(&mut self, now_ms: u32, buckets: usize) -> usize {
+        let mut gone = [F::Entry::default(); 64];
         let mut total = 0;
         let mut left = buckets;
-        let pressure = self.under_pressure();
+        let pressure = self.under_pressure::<F>();
         while left > 0 {
             let step = left.min(8);
             left -= step;
             let mut n = 0;
-            let removed = self.ct.sweep(
+            let shared = &self.shared;
+            let removed = F::state_mut(&mut self.fams).ct.sweep(
                 step,
-                |e| flow_expired(&self.shared, e, now_ms, pressure),
+                |e| flow_expired::<F>(shared, e, now_ms, pressure),
                 |_, e| {
                     // 8 buckets of 8 slots: never more than 64.
                     if n < gone.len() {
@@ -1116,29 +1249,28 @@ impl Worker {
                 },
             );
             for e in &gone[..n] {
-                self.release(e);
+                self.release::<F>(e);
             }
             total += removed;
         }
-        self.counters.expired += total as u64;
         total
     }
 
     /// Resolves the next hop toward `dst` (through the worker's cache),
     /// noting unresolved neighbours.
-    fn hop_to(&mut self, hops: &NextHops, dst: u32) -> Result<u16, Verdict> {
-        let i = (client_hash(dst) as usize) & (HOP_CACHE - 1);
-        let (ip, gen, hop) = self.hop_cache[i];
+    fn hop_to<F: NatFamily>(&mut self, hops: &NextHops, dst: F::Raw) -> Result<u16, Verdict> {
+        let i = (client_hash(F::fold32(dst)) as usize) & (HOP_CACHE - 1);
+        let (ip, gen, hop) = F::state(&self.fams).hop_cache[i];
         if ip == dst && gen == hops.generation() {
             return Ok(hop);
         }
-        match hops.resolve(Ipv4Addr::from(dst)) {
+        match F::resolve(hops, F::addr(dst)) {
             Resolution::Hop(h) => {
-                self.hop_cache[i] = (dst, hops.generation(), h);
+                F::state_mut(&mut self.fams).hop_cache[i] = (dst, hops.generation(), h);
                 Ok(h)
             }
             Resolution::Unresolved { via, .. } => {
-                self.note_unresolved(via);
+                self.note_unresolved(via.into());
                 Err(Verdict::Pass(PassReason::UnknownNextHop))
             }
             Resolution::NoRoute => Err(Verdict::Drop(DropReason::NoRoute)),
@@ -1147,11 +1279,11 @@ impl Worker {
 
     /// TTL expiry: ICMP time exceeded from the ingress port's address, or a
     /// counted drop when the port has none.
-    fn time_exceeded(&self, hops: &NextHops, f: &mut Frame<'_>, p: &Parsed) -> Verdict {
-        let Some(src) = hops.port_addr(f.in_port) else {
+    fn time_exceeded<F: NatFamily>(&self, hops: &NextHops, f: &mut Frame<'_>, p: &Parsed<F::Raw>) -> Verdict {
+        let Some(src) = F::port_addr(hops, f.in_port) else {
             return Verdict::Drop(DropReason::TtlExpired);
         };
-        match build_icmp_error(f.buf, p, icmp::kind::TIME_EXCEEDED, icmp::code::TTL_EXCEEDED, src) {
+        match F::build_icmp_error(f.buf, p, IcmpError::TimeExceeded, src) {
             Some(len) => Verdict::Reply { len: len as u16 },
             None => Verdict::Drop(DropReason::NoRoomForReply),
         }
@@ -1159,17 +1291,11 @@ impl Worker {
 
     /// A reject like kube-proxy's: TCP RST, or ICMP port unreachable from the
     /// frontend address for UDP.
-    fn reject(f: &mut Frame<'_>, p: &Parsed) -> Verdict {
+    fn reject<F: NatFamily>(f: &mut Frame<'_>, p: &Parsed<F::Raw>) -> Verdict {
         let len = if p.key.proto == IPPROTO_TCP {
-            build_rst(f.buf, p)
+            F::build_rst(f.buf, p)
         } else {
-            build_icmp_error(
-                f.buf,
-                p,
-                icmp::kind::DEST_UNREACHABLE,
-                icmp::code::PORT_UNREACHABLE,
-                Ipv4Addr::from(p.key.dst),
-            )
+            F::build_icmp_error(f.buf, p, IcmpError::PortUnreachable, F::addr(p.key.dst))
         };
         match len {
             Some(len) => Verdict::Reply { len: len as u16 },
@@ -1180,51 +1306,54 @@ impl Worker {
     /// A packet of a tracked flow. `None` when the flow is gone and the frame
     /// should be handled as a new one.
     #[inline(always)]
-    fn established(
+    fn established<F: NatFamily>(
         &mut self,
         t: &ServiceTable,
         hops: &NextHops,
         f: &mut Frame<'_>,
-        p: &Parsed,
+        p: &Parsed<F::Raw>,
         slot: usize,
         now: u32,
     ) -> Option<Verdict> {
         let gen = t.generation() as u32;
         let hop_gen = hops.generation();
-        let e = self.ct.entry(slot)?;
+        let e = F::state(&self.fams).ct.entry(slot)?;
         let is_tcp = p.key.proto == IPPROTO_TCP;
         // A fresh SYN on a closed or closing flow starts a new connection.
         if is_tcp && p.tcp_flags & (tcpf::SYN | tcpf::ACK) == tcpf::SYN && e.state & (tcpf::FIN | tcpf::RST) != 0 {
-            self.forget(slot);
+            self.forget::<F>(slot);
             return None;
         }
         if e.table_gen != gen || e.hop_gen != hop_gen {
-            if let Some(v) = self.revalidate(t, hops, f, p, slot, now) {
+            if let Some(v) = self.revalidate::<F>(t, hops, f, p, slot, now) {
                 return Some(v);
             }
             // Revalidation may have forgotten the flow (its frontend or its
             // UDP backends gone): the frame is then a new one, not a packet
             // of the zeroed slot.
-            if !self.ct.entry(slot).is_some_and(FlowEntry::is_used) {
+            if !F::state(&self.fams).ct.entry(slot).is_some_and(|e| e.is_used()) {
                 return None;
             }
         }
         if p.ttl <= 1 {
-            return Some(self.time_exceeded(hops, f, p));
+            return Some(self.time_exceeded::<F>(hops, f, p));
         }
-        let e = self.ct.entry(slot)?;
-        let rev_flags =
-            if is_tcp && e.state & ASSURED == 0 { self.shared.reverse.reply_state(e.rev_slot).1 } else { 0 };
-        let e = self.ct.entry_mut(slot)?;
+        let rev = F::reverse(&self.shared);
+        let st = F::state_mut(&mut self.fams);
+        let e = st.ct.entry_mut(slot)?;
+        let rev_flags = if is_tcp && e.state & ASSURED == 0 { rev.reply_state(e.rev_slot).1 } else { 0 };
         e.last_seen = now;
         if is_tcp {
             e.state |= client_state(p.tcp_flags, rev_flags);
         }
         let e = &*e;
         let hop = hops.hop(e.hop)?;
-        rewrite(f.buf, p, e.snat_addr, e.backend_addr, e.snat_port, e.backend_port, e.ip_delta, e.l4_delta, hop);
+        let (src, dst) = (e.snat_addr(), e.backend_addr());
+        if !F::rewrite(f.buf, p, src, dst, e.snat_port, e.backend_port, e.ip_delta, e.l4_delta, hop) {
+            return Some(Verdict::Drop(DropReason::Malformed));
+        }
         let port = hop.port;
-        if let Some(c) = self.svc.get_mut(e.entry as usize) {
+        if let Some(c) = st.svc.get_mut(e.entry as usize) {
             c.packets += 1;
             c.bytes += f.len as u64;
         }
@@ -1234,23 +1363,24 @@ impl Worker {
     /// After a table or next-hop swap: finds the flow's backend in the new
     /// table. Returns a verdict when the flow cannot continue as it was.
     #[cold]
-    fn revalidate(
+    fn revalidate<F: NatFamily>(
         &mut self,
         t: &ServiceTable,
         hops: &NextHops,
         f: &mut Frame<'_>,
-        p: &Parsed,
+        p: &Parsed<F::Raw>,
         slot: usize,
         now: u32,
     ) -> Option<Verdict> {
-        let e = *self.ct.entry(slot)?;
+        let e = *F::state(&self.fams).ct.entry(slot)?;
         let proto = Protocol::from_number(p.key.proto)?;
-        let found = t
-            .frontend(Ipv4Addr::from(p.key.dst), proto, p.key.dport)
-            .and_then(|fe| t.v4().entry(fe.entry).map(|svc| (fe.entry, svc)));
+        let half = t.family::<F>();
+        let found = half
+            .frontend(F::addr(p.key.dst), proto, p.key.dport)
+            .and_then(|fe| half.entry(fe.entry).map(|svc| (fe.entry, svc)));
         let mut e2 = e;
         match found {
-            Some((idx, svc)) => match svc.find_backend(Ipv4Addr::from(e.backend_addr), e.backend_port) {
+            Some((idx, svc)) => match svc.find_backend(F::addr(e.backend_addr()), e.backend_port) {
                 Some(b) => {
                     e2.entry = idx;
                     e2.backend = b;
@@ -1258,48 +1388,44 @@ impl Worker {
                 None if p.key.proto == IPPROTO_UDP && svc.active != ActiveSet::Empty => {
                     // UDP has no stream to break: move the flow to a live
                     // backend, with an SNAT port free toward it.
-                    let hash = flow_hash(p.key.src, p.key.dst, p.key.sport, p.key.dport, p.key.proto);
-                    let b = self.pick_backend(svc, &p.key, hash, now)?;
+                    let hash = F::flow_hash(&p.key);
+                    let b = self.pick_backend::<F>(svc, &p.key, hash, now)?;
                     let backend = svc.backends[usize::from(b)];
-                    let baddr = u32::from(backend.addr);
+                    let baddr = F::Raw::of(backend.addr);
                     // The flow's own SNAT port if it is free toward the new
                     // backend (in dnat mode, else the client's own), else another.
                     let dnat = svc.forwarding.unwrap_or(self.shared.config.mode) == ForwardingMode::Dnat;
-                    let own = [(e.snat_addr, e.snat_port), (p.key.src, p.key.sport)];
+                    let own = [(e.snat_addr(), e.snat_port), (p.key.src, p.key.sport)];
                     let keep = if dnat { &own[..] } else { &own[..1] };
                     let back = RevFlow::of(&p.key);
                     let entered =
-                        self.enter_reply(p.key.proto, baddr, backend.port, &back, keep, p.key.sport, dnat, now);
+                        self.enter_reply::<F>(p.key.proto, baddr, backend.port, &back, keep, p.key.sport, dnat, now);
                     let (rev_slot, snat, sport) = match entered {
                         Ok(entered) => entered,
                         Err(why) => {
-                            self.forget(slot);
+                            self.forget::<F>(slot);
                             return Some(Verdict::Drop(why));
                         }
                     };
-                    self.shared.reverse.remove(e.rev_slot);
-                    let (ip_d, l4_d) = deltas(&p.key, snat, baddr, sport, backend.port);
-                    e2 = FlowEntry {
-                        snat_addr: snat,
-                        backend_addr: baddr,
-                        m: FlowMeta {
-                            snat_port: sport,
-                            backend_port: backend.port,
-                            backend: b,
-                            entry: idx,
-                            ip_delta: ip_d,
-                            l4_delta: l4_d,
-                            rev_slot,
-                            hop_gen: hops.generation().wrapping_add(1), // force re-resolution below
-                            ..e.m
-                        },
-                        ..e
+                    F::reverse(&self.shared).remove(e.rev_slot);
+                    let (ip_d, l4_d) = F::deltas(&p.key, snat, baddr, sport, backend.port);
+                    e2.set_addrs(snat, baddr);
+                    *e2 = FlowMeta {
+                        snat_port: sport,
+                        backend_port: backend.port,
+                        backend: b,
+                        entry: idx,
+                        ip_delta: ip_d,
+                        l4_delta: l4_d,
+                        rev_slot,
+                        hop_gen: hops.generation().wrapping_add(1), // force re-resolution below
+                        ..*e
                     };
                 }
                 None if p.key.proto == IPPROTO_TCP => {
                     // Never move a TCP stream silently: tell the client.
-                    self.forget(slot);
-                    return Some(match build_rst(f.buf, p) {
+                    self.forget::<F>(slot);
+                    return Some(match F::build_rst(f.buf, p) {
                         Some(len) => {
                             // Counted as a reply (the RST) and as a backend-gone event.
                             self.counters.drop[DropReason::BackendGone as usize] += 1;
@@ -1309,62 +1435,69 @@ impl Worker {
                     });
                 }
                 None => {
-                    self.forget(slot);
+                    self.forget::<F>(slot);
                     return None;
                 }
             },
             None => {
                 // The frontend is gone: forget the flow; the frame is then
                 // handled as new (and passed to the kernel).
-                self.forget(slot);
+                self.forget::<F>(slot);
                 return None;
             }
         }
         e2.table_gen = t.generation() as u32;
         if e2.hop_gen != hops.generation() {
-            match self.hop_to(hops, e2.backend_addr) {
+            match self.hop_to::<F>(hops, e2.backend_addr()) {
                 Ok(h) => {
                     e2.hop = h;
                     e2.hop_gen = hops.generation();
                 }
                 Err(v) => {
-                    *self.ct.entry_mut(slot)? = e2;
+                    *F::state_mut(&mut self.fams).ct.entry_mut(slot)? = e2;
                     return Some(v);
                 }
             }
         }
-        *self.ct.entry_mut(slot)? = e2;
+        *F::state_mut(&mut self.fams).ct.entry_mut(slot)? = e2;
         None
     }
 
     /// Chooses a backend for a new flow: ClientIP affinity if set, else Maglev
     /// over the 5-tuple hash.
     /// `hash` is the flow's [`flow_hash`].
-    fn pick_backend(&mut self, svc: &ServiceEntry, k: &FlowKey, hash: u32, now: u32) -> Option<u16> {
+    fn pick_backend<F: NatFamily>(
+        &mut self,
+        svc: &ServiceEntry<F>,
+        k: &FlowKey<F::Raw>,
+        hash: u32,
+        now: u32,
+    ) -> Option<u16> {
         let Some(timeout_s) = svc.affinity_timeout_secs else {
             return svc.maglev.pick(hash);
         };
         let sid = svc.id_hash;
-        let mask = self.affinity.len() - 1;
-        let i = (client_hash(k.src ^ sid) as usize) & mask;
-        let slot = self.affinity[i];
+        let affinity = &mut F::state_mut(&mut self.fams).affinity;
+        let mask = affinity.len() - 1;
+        let i = (client_hash(F::fold32(k.src) ^ sid) as usize) & mask;
+        let slot = affinity[i];
         let timeout_ms = timeout_s.saturating_mul(1000);
         if slot.client == k.src
             && slot.service == sid
             && now.wrapping_sub(slot.last_seen) <= timeout_ms
-            && active_backend(svc, slot.backend_addr, slot.backend_port)
+            && active_backend::<F>(svc, slot.backend_addr, slot.backend_port)
         {
-            self.affinity[i].last_seen = now;
-            return svc.find_backend(Ipv4Addr::from(slot.backend_addr), slot.backend_port);
+            affinity[i].last_seen = now;
+            return svc.find_backend(F::addr(slot.backend_addr), slot.backend_port);
         }
         // Deterministic by client address, so every worker and every gateway
         // starts from the same choice.
-        let b = svc.maglev.pick(client_hash(k.src))?;
+        let b = svc.maglev.pick(client_hash(F::fold32(k.src)))?;
         let be = &svc.backends[usize::from(b)];
-        self.affinity[i] = AffinitySlot {
+        affinity[i] = AffinitySlot {
             client: k.src,
             service: sid,
-            backend_addr: u32::from(be.addr),
+            backend_addr: F::Raw::of(be.addr),
             backend_port: be.port,
             last_seen: now,
         };
@@ -1394,18 +1527,18 @@ impl Worker {
     /// flows created together; the second would then find the first's
     /// translation for its replies.)
     #[allow(clippy::too_many_arguments)]
-    fn enter_reply(
+    fn enter_reply<F: NatFamily>(
         &mut self,
         proto: u8,
-        backend: u32,
+        backend: F::Raw,
         backend_port: u16,
-        back: &RevFlow,
-        keep: &[(u32, u16)],
+        back: &RevFlow<F::Raw>,
+        keep: &[(F::Raw, u16)],
         client_port: u16,
         dnat: bool,
         now: u32,
-    ) -> Result<(u32, u32, u16), DropReason> {
-        let rev = &self.shared.reverse;
+    ) -> Result<(u32, F::Raw, u16), DropReason> {
+        let rev = F::reverse(&self.shared);
         for &(addr, port) in keep {
             let key = Self::reply_key(addr, port, backend, backend_port, proto);
             if !rev.contains(&key) {
@@ -1414,7 +1547,12 @@ impl Worker {
                 }
             }
         }
-        let addrs: &[u32] = if dnat { std::slice::from_ref(&back.client) } else { rev.addrs() };
+        let addrs: &[F::Raw] = if dnat { std::slice::from_ref(&back.client) } else { rev.addrs() };
+        if addrs.is_empty() {
+            // An IPv6 Service in snat mode on a gateway without an IPv6 SNAT address.
+            return Err(DropReason::PortsExhausted);
+        }
+        let port_cursor = F::state(&self.fams).port_cursor;
         let ports = rev.ports_of(self.id);
         let first = u32::from(*ports.start());
         let naddr = addrs.len() as u32;
@@ -1426,7 +1564,7 @@ impl Worker {
         // which spreads the rest over the slice.
         let hinted = (u32::from(first_port_candidate(ports.clone(), client_port)) - first) * naddr;
         for i in 0..PORT_TRIES.min(tuples) {
-            let t = if i == 0 { hinted } else { (self.port_cursor + i - 1) % tuples };
+            let t = if i == 0 { hinted } else { (port_cursor + i - 1) % tuples };
             let (addr, port) = (addrs[(t % naddr) as usize], (first + t / naddr) as u16);
             let key = Self::reply_key(addr, port, backend, backend_port, proto);
             if rev.contains(&key) {
@@ -1436,7 +1574,7 @@ impl Worker {
             // port's key has other buckets.
             if let Some(idx) = rev.insert(&key, back, now) {
                 if i > 0 {
-                    self.port_cursor = (t + 1) % tuples;
+                    F::state_mut(&mut self.fams).port_cursor = (t + 1) % tuples;
                 }
                 return Ok((idx, addr, port));
             }
@@ -1445,9 +1583,9 @@ impl Worker {
         if dnat {
             return Err(DropReason::PortsExhausted);
         }
-        if let Some((addr, port)) = self.reclaim_toward(proto, backend, backend_port, now) {
+        if let Some((addr, port)) = self.reclaim_toward::<F>(proto, backend, backend_port, now) {
             let key = Self::reply_key(addr, port, backend, backend_port, proto);
-            return match self.shared.reverse.insert(&key, back, now) {
+            return match F::reverse(&self.shared).insert(&key, back, now) {
                 Some(idx) => Ok((idx, addr, port)),
                 None => Err(DropReason::ReplyTableFull),
             };
@@ -1455,18 +1593,23 @@ impl Worker {
         if full {
             return Err(DropReason::ReplyTableFull);
         }
-        for c in self.counters.ports_exhausted.iter_mut() {
+        let exhausted = if F::FAMILY == IpFamily::V4 {
+            &mut self.counters.ports_exhausted
+        } else {
+            &mut self.counters.ports_exhausted6
+        };
+        for c in exhausted.iter_mut() {
             *c += 1;
         }
         Err(DropReason::PortsExhausted)
     }
 
-    fn new_flow(
+    fn new_flow<F: NatFamily>(
         &mut self,
         t: &ServiceTable,
         hops: &NextHops,
         f: &mut Frame<'_>,
-        p: &Parsed,
+        p: &Parsed<F::Raw>,
         probe: &Probe,
         now: u32,
     ) -> Verdict {
@@ -1474,13 +1617,14 @@ impl Worker {
         let Some(proto) = Protocol::from_number(k.proto) else {
             return Verdict::Pass(PassReason::NotTcpUdp);
         };
-        let Some(fe) = t.frontend(Ipv4Addr::from(k.dst), proto, k.dport) else {
+        let half = t.family::<F>();
+        let Some(fe) = half.frontend(F::addr(k.dst), proto, k.dport) else {
             return Verdict::Pass(PassReason::NotService);
         };
-        let Some(svc) = t.v4().entry(fe.entry) else {
+        let Some(svc) = half.entry(fe.entry) else {
             return Verdict::Pass(PassReason::NotService);
         };
-        if fe.kind == FrontendKind::LoadBalancer && !svc.source_allowed(Ipv4Addr::from(k.src)) {
+        if fe.kind == FrontendKind::LoadBalancer && !svc.source_allowed(F::addr(k.src)) {
             return Verdict::Drop(DropReason::SourceRange);
         }
         // TCP: a SYN opens a flow; so does a segment of a connection in
@@ -1500,43 +1644,45 @@ impl Worker {
             }
         }
         if svc.active == ActiveSet::Empty {
-            return Self::reject(f, p);
+            return Self::reject::<F>(f, p);
         }
         if p.ttl <= 1 {
-            return self.time_exceeded(hops, f, p);
+            return self.time_exceeded::<F>(hops, f, p);
         }
-        let hash = flow_hash(k.src, k.dst, k.sport, k.dport, k.proto);
-        let Some(b) = self.pick_backend(svc, &k, hash, now) else {
-            return Self::reject(f, p);
+        let hash = F::flow_hash(&k);
+        let Some(b) = self.pick_backend::<F>(svc, &k, hash, now) else {
+            return Self::reject::<F>(f, p);
         };
         let backend = svc.backends[usize::from(b)];
-        let baddr = u32::from(backend.addr);
-        let hop_idx = match self.hop_to(hops, baddr) {
+        let baddr = F::Raw::of(backend.addr);
+        let hop_idx = match self.hop_to::<F>(hops, baddr) {
             Ok(h) => h,
             Err(v) => return v,
         };
         let Some(hop) = hops.hop(hop_idx).copied() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        let pressure = self.under_pressure();
+        let pressure = self.under_pressure::<F>();
         if pressure {
-            self.reclaim(2, now);
+            self.reclaim_in::<F>(2, now);
         }
         let dnat = svc.forwarding.unwrap_or(self.shared.config.mode) == ForwardingMode::Dnat;
         // In dnat mode the client's own address and port, if free toward the backend.
         let own = [(k.src, k.sport)];
         let keep = if dnat { &own[..] } else { &[] };
         let (rev_idx, snat_addr, snat_port) =
-            match self.enter_reply(k.proto, baddr, backend.port, &RevFlow::of(&k), keep, k.sport, dnat, now) {
+            match self.enter_reply::<F>(k.proto, baddr, backend.port, &RevFlow::of(&k), keep, k.sport, dnat, now) {
                 Ok(entered) => entered,
                 Err(why) => return Verdict::Drop(why),
             };
-        let ins = self.ct.insert(&k, probe, now, |e| standing(&self.shared, e, now, pressure));
+        let shared = &self.shared;
+        let st = F::state_mut(&mut self.fams);
+        let ins = st.ct.insert(&k, probe, now, |e| standing::<F>(shared, e, now, pressure));
         // A displaced entry keeps its reverse slot; the unassured queue
         // loses track of it (its ticket no longer matches its old slot).
-        let _ = self.ct.take_moved();
+        let _ = st.ct.take_moved();
         if let Inserted::Replaced { old, standing, .. } = ins {
-            self.release(&old);
+            self.release::<F>(&old);
             match standing {
                 Standing::Expired => self.counters.expired += 1,
                 Standing::Unassured => self.counters.reclaimed += 1,
@@ -1544,12 +1690,12 @@ impl Worker {
             }
         }
         let slot = ins.slot();
-        let ticket = self.unassured.push(slot);
-        let (ip_delta, l4_delta) = deltas(&k, snat_addr, baddr, snat_port, backend.port);
-        if let Some(e) = self.ct.entry_mut(slot) {
-            e.snat_addr = snat_addr;
+        let st = F::state_mut(&mut self.fams);
+        let ticket = st.unassured.push(slot);
+        let (ip_delta, l4_delta) = F::deltas(&k, snat_addr, baddr, snat_port, backend.port);
+        if let Some(e) = st.ct.entry_mut(slot) {
+            e.set_addrs(snat_addr, baddr);
             e.snat_port = snat_port;
-            e.backend_addr = baddr;
             e.backend_port = backend.port;
             e.hop = hop_idx;
             e.backend = b;
@@ -1564,8 +1710,10 @@ impl Worker {
         }
         self.counters.new_flows += 1;
         self.counters.picked_up += u64::from(pickup);
-        rewrite(f.buf, p, snat_addr, baddr, snat_port, backend.port, ip_delta, l4_delta, &hop);
-        if let Some(c) = self.svc.get_mut(fe.entry as usize) {
+        if !F::rewrite(f.buf, p, snat_addr, baddr, snat_port, backend.port, ip_delta, l4_delta, &hop) {
+            return Verdict::Drop(DropReason::Malformed);
+        }
+        if let Some(c) = st.svc.get_mut(fe.entry as usize) {
             c.packets += 1;
             c.bytes += f.len as u64;
         }
@@ -1575,16 +1723,24 @@ impl Worker {
     /// A reply from a backend whose 5-tuple is the reply key in `idx`,
     /// holding `fl`: translate back to what the client dialled. Works on any
     /// worker (see `reverse`).
-    fn reply(&mut self, hops: &NextHops, f: &mut Frame<'_>, p: &Parsed, idx: u32, fl: &RevFlow, now: u32) -> Verdict {
+    fn reply<F: NatFamily>(
+        &mut self,
+        hops: &NextHops,
+        f: &mut Frame<'_>,
+        p: &Parsed<F::Raw>,
+        idx: u32,
+        fl: &RevFlow<F::Raw>,
+        now: u32,
+    ) -> Verdict {
         let k = p.key;
         if p.ttl <= 1 {
-            return self.time_exceeded(hops, f, p);
+            return self.time_exceeded::<F>(hops, f, p);
         }
-        let hop_idx = match self.shared.reverse.cached_hop(idx, hops.generation()) {
+        let hop_idx = match F::reverse(&self.shared).cached_hop(idx, hops.generation()) {
             Some(h) => h,
-            None => match self.hop_to(hops, fl.client) {
+            None => match self.hop_to::<F>(hops, fl.client) {
                 Ok(h) => {
-                    self.shared.reverse.cache_hop(idx, hops.generation(), h);
+                    F::reverse(&self.shared).cache_hop(idx, hops.generation(), h);
                     h
                 }
                 Err(v) => return v,
@@ -1600,9 +1756,11 @@ impl Worker {
         if p.tcp_flags & tcpf::RST != 0 {
             fl_flags |= rflags::RST;
         }
-        self.shared.reverse.touch(idx, now, fl_flags);
-        let (ip_delta, l4_delta) = deltas(&k, fl.frontend, fl.client, fl.frontend_port, fl.client_port);
-        rewrite(f.buf, p, fl.frontend, fl.client, fl.frontend_port, fl.client_port, ip_delta, l4_delta, &hop);
+        F::reverse(&self.shared).touch(idx, now, fl_flags);
+        let (ip_delta, l4_delta) = F::deltas(&k, fl.frontend, fl.client, fl.frontend_port, fl.client_port);
+        if !F::rewrite(f.buf, p, fl.frontend, fl.client, fl.frontend_port, fl.client_port, ip_delta, l4_delta, &hop) {
+            return Verdict::Drop(DropReason::Malformed);
+        }
         self.counters.reverse_translated += 1;
         Verdict::Forward { port: hop.port }
     }

@@ -46,13 +46,18 @@ macro_rules! reasons {
 reasons! {
     /// Why a frame went to the kernel.
     PassReason {
-        /// Not IPv4 (ARP, IPv6, LLDP, ...).
-        NotIpv4 => "not_ipv4",
-        /// Not TCP or UDP (ICMP, ...).
+        /// Neither IPv4 nor IPv6 (ARP, LLDP, ...).
+        NotIp => "not_ip",
+        /// Not TCP or UDP (ICMP, ICMPv6 with neighbour discovery, ...).
         NotTcpUdp => "not_tcp_udp",
-        /// An IPv4 fragment: svcgate does not reassemble, so fragments are not
-        /// translated; the kernel gets them.
+        /// An IPv4 or IPv6 fragment: svcgate does not reassemble, so
+        /// fragments are not translated; the kernel gets them.
         Fragment => "fragment",
+        /// An IPv6 packet whose extension headers svcgate does not take
+        /// through: one it cannot look past (ESP, AH, Mobility, ...), a
+        /// routing header with segments left (the checksum is over the
+        /// final destination), or too many of them. The kernel decides.
+        Ipv6Extension => "ipv6_extension",
         /// Not addressed to a frontend or the SNAT range.
         NotService => "not_service",
         /// Addressed to the SNAT range but matching no tracked flow (or not

@@ -59,10 +59,10 @@ impl Worker {
             let Some(fe) = t.frontend(Ipv4Addr::from(k.dst), proto, k.dport) else { continue };
             let Some(svc) = t.v4().entry(fe.entry) else { continue };
             prefetch(svc as *const ServiceEntry);
-            if let Some(c) = self.svc.get(fe.entry as usize) {
+            if let Some(c) = self.fams.v4.svc.get(fe.entry as usize) {
                 prefetch(c);
             }
-            self.ct.prefetch_insert(probe);
+            self.fams.v4.ct.prefetch_insert(probe);
             self.ahead[i] = Ahead { entry: fe.entry, hash: flow_hash(k.src, k.dst, k.sport, k.dport, k.proto) };
             any = true;
         }

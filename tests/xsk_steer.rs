@@ -348,7 +348,7 @@ fn steer6_child() {
     assert_eq!(net.route(b6), Some((ifindex, b6)), "on-link IPv6 route");
     let iface = net.interface(&ifname).unwrap();
     assert!(iface.addrs6.iter().any(|&(a, l)| a == A6.parse::<Ipv6Addr>().unwrap() && l == 64), "{iface:?}");
-    let hops = svcgate_dataplane::gateway::next_hops_from_kernel(&net, &[ifname.clone()], 1);
+    let hops = svcgate_dataplane::gateway::next_hops_from_kernel(&net, std::slice::from_ref(&ifname), 1);
     let resolved = match hops.resolve(b6) {
         svcgate_dataplane::nat::Resolution::Hop(i) => hops.hop(i).map(|h| h.dst_mac) == net.neighbour_mac(ifindex, b6),
         other => panic!("next hop of {b6}: {other:?}"),

@@ -31,6 +31,7 @@ fn child_entry() {
     match std::env::var("SVCGATE_TEST_ROLE").as_deref() {
         Ok("steer6") => steer6_child(),
         Ok("send6") => send6_child(),
+        Ok("inject6") => inject6_child(),
         _ => netns::child_main(),
     }
 }
@@ -255,6 +256,157 @@ fn steer6(mode: &str) {
     assert!(field(&steer, "v6_ext") >= 2, "the fragments: {steer}");
     assert!(field(&steer, "v6_not_steered") >= 2, "{steer}");
     assert_eq!(field(&nh, "resolved"), 1, "{nh}");
+}
+
+/// Crafted IPv6 frames (raw, from `b`'s `y0` to `x0`'s MAC), each a UDP
+/// datagram to the frontend `A6`:`PORT` behind a different chain of
+/// extension headers: what the program's bounded walk steers (up to four
+/// Hop-by-Hop/Routing/Destination Options headers, a source route already
+/// done) and what it passes (a fifth header, a misplaced Hop-by-Hop, a
+/// source route still under way, a fragment, ESP, a truncated UDP header).
+#[test]
+fn xsk_steer_ipv6_extension_headers() {
+    if !require_root("xsk_steer_ipv6_extension_headers") {
+        return;
+    }
+    let (mut lab, a, b) = lab_dual_stack("st6x");
+    let mut c = lab.spawn(&a, "steer6", &[("SG_IFACE", "x0"), ("SG_XDP_MODE", "native")]);
+    c.expect_line("READY");
+    let link = lab.exec_ok(&a, &["ip", "-o", "link", "show", "dev", "x0"]);
+    let mac = link.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).expect("x0's MAC").to_string();
+    let mut i = lab.spawn(&b, "inject6", &[("SG_IFACE", "y0"), ("SG_DST_MAC", &mac)]);
+    let sent = i.expect_line("INJECTED");
+    assert!(lab.wait(&mut i, Duration::from_secs(10)), "inject6 failed");
+    c.send("report");
+    let worker = c.expect_line("WORKER");
+    let steer = c.expect_line("STEER");
+    println!("{sent}\n{worker}\n{steer}");
+    assert!(lab.wait(&mut c, Duration::from_secs(10)), "steer6 child failed");
+    let (steered, passed) = (field(&sent, "steered"), field(&sent, "passed"));
+    assert_eq!(field(&worker, &format!("v6_{PORT}")), steered, "{worker}");
+    assert_eq!(field(&worker, "v6_ext"), steered, "every steered one had extension headers: {worker}");
+    assert_eq!(field(&worker, "other"), 0, "{worker}");
+    assert_eq!(field(&steer, "v6_redirected"), steered, "{steer}");
+    assert_eq!(field(&steer, "v6_ext"), passed, "{steer}");
+}
+
+/// The Internet checksum of an IPv6 UDP datagram (RFC 8200 8.1 pseudo-header).
+fn udp6_checksum(src: Ipv6Addr, dst: Ipv6Addr, udp: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&(udp.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, 17]);
+    add(udp);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
+/// An Ethernet frame `src` -> `dst` holding IPv6 `B6` -> `A6` whose header
+/// chain is `chain` (each `(next-header value of this header, its bytes)`,
+/// the first byte of each filled in), ending in a UDP datagram to `PORT`.
+fn crafted6(dst: [u8; 6], src: [u8; 6], chain: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let (s6, d6): (Ipv6Addr, Ipv6Addr) = (B6.parse().unwrap(), A6.parse().unwrap());
+    let mut udp = vec![0x15, 0xb3]; // source port 5555
+    udp.extend(PORT.to_be_bytes());
+    udp.extend(16u16.to_be_bytes());
+    udp.extend([0, 0]);
+    udp.extend(*b"svcgate6");
+    let ck = udp6_checksum(s6, d6, &udp);
+    udp[6..8].copy_from_slice(&ck.to_be_bytes());
+    let mut payload = Vec::new();
+    for (i, (_, bytes)) in chain.iter().enumerate() {
+        let mut h = bytes.clone();
+        h[0] = chain.get(i + 1).map_or(17, |(nh, _)| *nh);
+        payload.extend(h);
+    }
+    payload.extend(udp);
+    let mut f = Vec::new();
+    f.extend(dst);
+    f.extend(src);
+    f.extend([0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend((payload.len() as u16).to_be_bytes());
+    f.push(chain.first().map_or(17, |(nh, _)| *nh));
+    f.push(64);
+    f.extend(s6.octets());
+    f.extend(d6.octets());
+    f.extend(payload);
+    f
+}
+
+/// `inject6`: writes the frames of [`xsk_steer_ipv6_extension_headers`] on
+/// `SG_IFACE` through an `AF_PACKET` socket, to `SG_DST_MAC`; prints
+/// `INJECTED steered=<n> passed=<n>` (what the program should do).
+fn inject6_child() {
+    let ifname = std::env::var("SG_IFACE").unwrap();
+    let dst: Vec<u8> =
+        std::env::var("SG_DST_MAC").unwrap().split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
+    let dst: [u8; 6] = dst.try_into().unwrap();
+    let net = KernelNet::read().unwrap();
+    let iface = net.interface(&ifname).unwrap();
+    // PadN-padded 8-byte option headers; the first byte is the next header.
+    let opts = |nh: u8| (nh, vec![0, 0, 1, 4, 0, 0, 0, 0]);
+    let (hbh, dest) = (opts(0), opts(60));
+    let routing = |left: u8| (43, vec![0, 0, 4, left, 0, 0, 0, 0]);
+    let fragment = (44, vec![0, 0, 0, 1, 0, 0, 0x12, 0x34]); // offset 0, more fragments
+    let esp = (50, vec![0; 16]);
+    let steer = [
+        vec![hbh.clone()],
+        vec![hbh.clone(), dest.clone(), routing(0), dest.clone()],
+        vec![dest.clone(), dest.clone(), dest.clone(), dest.clone()],
+    ];
+    let pass = [vec![dest.clone(); 5], vec![dest.clone(), hbh.clone()], vec![routing(1)], vec![fragment], vec![esp]];
+    let frames: Vec<Vec<u8>> = steer.iter().chain(&pass).map(|chain| crafted6(dst, iface.mac, chain)).collect();
+    // A truncated one: the IPv6 header says UDP, two bytes of it follow.
+    let mut truncated = crafted6(dst, iface.mac, &[]);
+    truncated.truncate(14 + 40 + 2);
+    for f in frames.iter().chain(std::iter::once(&truncated)) {
+        send_raw(iface.ifindex, f);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("INJECTED steered={} passed={}", steer.len(), pass.len() + 1);
+    std::io::stdout().flush().unwrap();
+}
+
+/// Writes one Ethernet frame on `ifindex` through a fresh `AF_PACKET` socket.
+#[allow(unsafe_code)]
+fn send_raw(ifindex: u32, frame: &[u8]) {
+    // SAFETY: socket(2) with constant arguments; the descriptor is checked
+    // and closed below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+    // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
+    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_ifindex = ifindex as i32;
+    sa.sll_halen = 6;
+    sa.sll_addr[..6].copy_from_slice(&frame[..6]);
+    // SAFETY: `frame` and `sa` are valid for the lengths given and outlive
+    // the call; `fd` is the socket opened above.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sa as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    assert_eq!(n, frame.len() as isize, "AF_PACKET sendto: {err}");
 }
 
 /// What the socket received: datagrams by family and destination port,

@@ -608,6 +608,19 @@ mod tests {
     }
 
     #[test]
+    fn interface_addresses_by_family() {
+        let i = Interface {
+            ifindex: 3,
+            name: "g1".into(),
+            mac: [2, 0, 0, 0, 0, 2],
+            addrs: vec![(Ipv4Addr::new(198, 18, 2, 1), 24)],
+            addrs6: vec![(v6("fe80::2"), 64), (v6("2001:2:0:2::1"), 64)],
+        };
+        assert_eq!(i.addrs_of::<Ipv4Addr>().collect::<Vec<_>>(), vec![(Ipv4Addr::new(198, 18, 2, 1), 24)]);
+        assert_eq!(i.addrs_of::<Ipv6Addr>().collect::<Vec<_>>(), vec![(v6("fe80::2"), 64), (v6("2001:2:0:2::1"), 64)]);
+    }
+
+    #[test]
     fn ipv4_prefix_matching_unchanged() {
         let mut k = KernelNet::default();
         let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();

@@ -31,6 +31,7 @@ fn child_entry() {
     match std::env::var("SVCGATE_TEST_ROLE").as_deref() {
         Ok("steer6") => steer6_child(),
         Ok("send6") => send6_child(),
+        Ok("inject6") => inject6_child(),
         _ => netns::child_main(),
     }
 }
@@ -127,8 +128,22 @@ const A4: &str = "198.18.9.1";
 const B4: &str = "198.18.9.2";
 const A6: &str = "2001:2:0:9::1";
 const B6: &str = "2001:2:0:9::2";
-/// The frontend port (both families); `PORT + 1` is not a frontend.
+/// The frontend port (both families).
 const PORT: u16 = 7000;
+/// Not a frontend.
+const OTHER: u16 = 7001;
+/// `B6`'s UDP port 7100 is a dnat-mode backend (`sources6`).
+const BACKEND_PORT: u16 = 7100;
+/// The SNAT port range (shared by both families), and a port in it.
+const SNAT_RANGE: (u16, u16) = (40000, 40010);
+const SNAT_PORT: u16 = 40005;
+/// Just past the range.
+const PAST_SNAT: u16 = 40011;
+
+/// What the kernel's sockets in the gateway namespace listen on: whatever
+/// is not steered lands there.
+const LISTEN: [(&str, u16); 7] =
+    [(A4, PORT), (A4, OTHER), (A4, SNAT_PORT), (A6, PORT), (A6, OTHER), (A6, SNAT_PORT), (A6, PAST_SNAT)];
 
 /// Two namespaces with IPv6 enabled and a dual-stack veth between them;
 /// the IPv6 addresses skip duplicate address detection (`nodad`), which
@@ -150,11 +165,14 @@ fn lab_dual_stack(tag: &str) -> (Lab, String, String) {
     (lab, a, b)
 }
 
-/// With the program on `x0` (frontends `A4`/`A6` UDP `PORT`, a socket on
-/// queue 0): NDP resolves both ways, ping and ping6 are answered by the
-/// kernel, frontend datagrams of both families reach the socket and not the
-/// kernel (also behind a Destination Options header), and non-frontend
-/// datagrams and IPv6 fragments reach the kernel and not the socket.
+/// With the program on `x0` (IPv4 frontend `A4` UDP `PORT`; IPv6 frontend
+/// `A6` UDP `PORT`, dnat-mode backend `B6` UDP `BACKEND_PORT`, SNAT address
+/// `A6` with the shared range `SNAT_RANGE`; a socket on queue 0): NDP
+/// resolves both ways and ping and ping6 are answered by the kernel; what
+/// the IPv6 maps match reaches the socket and not the kernel (a frontend
+/// datagram also behind a Destination Options header); non-matching
+/// datagrams and IPv6 fragments reach the kernel and not the socket; IPv4
+/// steering is unchanged.
 #[test]
 fn xsk_steer_ipv6_frontends_steered_ndp_passed() {
     if !require_root("xsk_steer_ipv6_frontends_steered_ndp_passed") {
@@ -187,13 +205,20 @@ fn steer6(mode: &str) {
     let neigh = lab.exec_ok(&b, &["ip", "-6", "neigh", "show", A6, "dev", "y0"]);
     assert!(neigh.contains("lladdr"), "b did not learn a's MAC by NDP: {neigh:?}");
 
-    let sends = format!(
-        "{A4} {PORT} 10,{A4} {} 10,{A6} {PORT} 10,{A6} {} 10,{A6} {PORT} 3000,{A6} {PORT} 10 dstopts",
-        PORT + 1,
-        PORT + 1
-    );
-    let mut s = lab.spawn(&b, "send6", &[("SG_SENDS", &sends)]);
-    s.expect_line("SENT 6");
+    let sends = [
+        format!("{A4} {PORT} 10"),
+        format!("{A4} {OTHER} 10"),
+        format!("{A4} {SNAT_PORT} 10"),
+        format!("{A6} {PORT} 10"),
+        format!("{A6} {OTHER} 10"),
+        format!("{A6} {PORT} 3000"),
+        format!("{A6} {PORT} 10 dstopts"),
+        format!("{A6} {OTHER} 10 sport={BACKEND_PORT}"),
+        format!("{A6} {SNAT_PORT} 10"),
+        format!("{A6} {PAST_SNAT} 10"),
+    ];
+    let mut s = lab.spawn(&b, "send6", &[("SG_SENDS", &sends.join(","))]);
+    s.expect_line(&format!("SENT {}", sends.len()));
     assert!(lab.wait(&mut s, Duration::from_secs(10)), "send6 failed");
 
     c.send("report");
@@ -204,65 +229,222 @@ fn steer6(mode: &str) {
     println!("{kernel}\n{worker}\n{steer}\n{nh}");
     assert!(lab.wait(&mut c, Duration::from_secs(10)), "steer6 child failed");
 
-    // The kernel got the non-frontend datagrams and the fragmented one
-    // (reassembled: fragments are never steered), never a frontend's.
-    assert_eq!(field(&kernel, "v4_frontend"), 0, "{kernel}");
-    assert_eq!(field(&kernel, "v4_other"), 1, "{kernel}");
-    assert_eq!(field(&kernel, "v6_frontend"), 1, "only the fragmented datagram: {kernel}");
-    assert_eq!(field(&kernel, "v6_other"), 1, "{kernel}");
-    // The socket got the frontend datagrams, one IPv6 behind a Destination
-    // Options header, and nothing else (no NDP, no echo, no fragment).
-    assert_eq!(field(&worker, "v4_frontend"), 1, "{worker}");
-    assert_eq!(field(&worker, "v6_frontend"), 2, "{worker}");
-    assert_eq!(field(&worker, "v6_frontend_ext"), 1, "{worker}");
-    assert_eq!(field(&worker, "other"), 0, "{worker}");
-    assert_eq!(field(&steer, "redirected"), 3, "{steer}");
-    assert_eq!(field(&steer, "v6_redirected"), 2, "{steer}");
+    // The kernel: what matches no map, and the fragmented datagram
+    // (reassembled: fragments are never steered); the IPv4 SNAT map is
+    // empty, so the shared range steers no IPv4 datagram.
+    let k = |key: &str| field(&kernel, key);
+    assert_eq!(k(&format!("v4_{PORT}")), 0, "{kernel}");
+    assert_eq!(k(&format!("v4_{OTHER}")), 1, "{kernel}");
+    assert_eq!(k(&format!("v4_{SNAT_PORT}")), 1, "{kernel}");
+    assert_eq!(k(&format!("v6_{PORT}")), 1, "only the fragmented datagram: {kernel}");
+    assert_eq!(k(&format!("v6_{OTHER}")), 1, "only the one not from the backend's port: {kernel}");
+    assert_eq!(k(&format!("v6_{SNAT_PORT}")), 0, "{kernel}");
+    assert_eq!(k(&format!("v6_{PAST_SNAT}")), 1, "{kernel}");
+    // The socket: frontends (one IPv6 datagram behind a Destination Options
+    // header), the dnat backend's reply by source, the SNAT reply; no NDP,
+    // no echo, no fragment.
+    let w = |key: &str| field(&worker, key);
+    assert_eq!(w(&format!("v4_{PORT}")), 1, "{worker}");
+    assert_eq!(w(&format!("v6_{PORT}")), 2, "{worker}");
+    assert_eq!(w("v6_ext"), 1, "{worker}");
+    assert_eq!(w(&format!("v6_{OTHER}")), 1, "{worker}");
+    assert_eq!(w(&format!("v6_{SNAT_PORT}")), 1, "{worker}");
+    assert_eq!(w("other"), 0, "{worker}");
+    assert_eq!(field(&steer, "redirected"), 5, "{steer}");
+    assert_eq!(field(&steer, "v6_redirected"), 4, "{steer}");
     assert!(field(&steer, "v6_icmp") >= 4, "NDP and echo requests counted as passed ICMPv6: {steer}");
     assert!(field(&steer, "v6_ext") >= 2, "the fragments: {steer}");
-    assert!(field(&steer, "v6_not_steered") >= 1, "{steer}");
+    assert!(field(&steer, "v6_not_steered") >= 2, "{steer}");
     assert_eq!(field(&nh, "resolved"), 1, "{nh}");
 }
 
-/// Counts what the socket received, by family and port.
+/// Crafted IPv6 frames (raw, from `b`'s `y0` to `x0`'s MAC), each a UDP
+/// datagram to the frontend `A6`:`PORT` behind a different chain of
+/// extension headers: what the program's bounded walk steers (up to four
+/// Hop-by-Hop/Routing/Destination Options headers, a source route already
+/// done) and what it passes (a fifth header, a misplaced Hop-by-Hop, a
+/// source route still under way, a fragment, ESP, a truncated UDP header).
+#[test]
+fn xsk_steer_ipv6_extension_headers() {
+    if !require_root("xsk_steer_ipv6_extension_headers") {
+        return;
+    }
+    let (mut lab, a, b) = lab_dual_stack("st6x");
+    let mut c = lab.spawn(&a, "steer6", &[("SG_IFACE", "x0"), ("SG_XDP_MODE", "native")]);
+    c.expect_line("READY");
+    let link = lab.exec_ok(&a, &["ip", "-o", "link", "show", "dev", "x0"]);
+    let mac = link.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).expect("x0's MAC").to_string();
+    let mut i = lab.spawn(&b, "inject6", &[("SG_IFACE", "y0"), ("SG_DST_MAC", &mac)]);
+    let sent = i.expect_line("INJECTED");
+    assert!(lab.wait(&mut i, Duration::from_secs(10)), "inject6 failed");
+    c.send("report");
+    let worker = c.expect_line("WORKER");
+    let steer = c.expect_line("STEER");
+    println!("{sent}\n{worker}\n{steer}");
+    assert!(lab.wait(&mut c, Duration::from_secs(10)), "steer6 child failed");
+    let (steered, passed) = (field(&sent, "steered"), field(&sent, "passed"));
+    assert_eq!(field(&worker, &format!("v6_{PORT}")), steered, "{worker}");
+    assert_eq!(field(&worker, "v6_ext"), steered, "every steered one had extension headers: {worker}");
+    assert_eq!(field(&worker, "other"), 0, "{worker}");
+    assert_eq!(field(&steer, "v6_redirected"), steered, "{steer}");
+    assert_eq!(field(&steer, "v6_ext"), passed, "{steer}");
+}
+
+/// The Internet checksum of an IPv6 UDP datagram (RFC 8200 8.1 pseudo-header).
+fn udp6_checksum(src: Ipv6Addr, dst: Ipv6Addr, udp: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&(udp.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, 17]);
+    add(udp);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
+/// An Ethernet frame `src` -> `dst` holding IPv6 `B6` -> `A6` whose header
+/// chain is `chain` (each `(next-header value of this header, its bytes)`,
+/// the first byte of each filled in), ending in a UDP datagram to `PORT`.
+fn crafted6(dst: [u8; 6], src: [u8; 6], chain: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let (s6, d6): (Ipv6Addr, Ipv6Addr) = (B6.parse().unwrap(), A6.parse().unwrap());
+    let mut udp = vec![0x15, 0xb3]; // source port 5555
+    udp.extend(PORT.to_be_bytes());
+    udp.extend(16u16.to_be_bytes());
+    udp.extend([0, 0]);
+    udp.extend(*b"svcgate6");
+    let ck = udp6_checksum(s6, d6, &udp);
+    udp[6..8].copy_from_slice(&ck.to_be_bytes());
+    let mut payload = Vec::new();
+    for (i, (_, bytes)) in chain.iter().enumerate() {
+        let mut h = bytes.clone();
+        h[0] = chain.get(i + 1).map_or(17, |(nh, _)| *nh);
+        payload.extend(h);
+    }
+    payload.extend(udp);
+    let mut f = Vec::new();
+    f.extend(dst);
+    f.extend(src);
+    f.extend([0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend((payload.len() as u16).to_be_bytes());
+    f.push(chain.first().map_or(17, |(nh, _)| *nh));
+    f.push(64);
+    f.extend(s6.octets());
+    f.extend(d6.octets());
+    f.extend(payload);
+    f
+}
+
+/// `inject6`: writes the frames of [`xsk_steer_ipv6_extension_headers`] on
+/// `SG_IFACE` through an `AF_PACKET` socket, to `SG_DST_MAC`; prints
+/// `INJECTED steered=<n> passed=<n>` (what the program should do).
+fn inject6_child() {
+    let ifname = std::env::var("SG_IFACE").unwrap();
+    let dst: Vec<u8> =
+        std::env::var("SG_DST_MAC").unwrap().split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
+    let dst: [u8; 6] = dst.try_into().unwrap();
+    let net = KernelNet::read().unwrap();
+    let iface = net.interface(&ifname).unwrap();
+    // PadN-padded 8-byte option headers; the first byte is the next header.
+    let opts = |nh: u8| (nh, vec![0, 0, 1, 4, 0, 0, 0, 0]);
+    let (hbh, dest) = (opts(0), opts(60));
+    let routing = |left: u8| (43, vec![0, 0, 4, left, 0, 0, 0, 0]);
+    let fragment = (44, vec![0, 0, 0, 1, 0, 0, 0x12, 0x34]); // offset 0, more fragments
+    let esp = (50, vec![0; 16]);
+    let steer = [
+        vec![hbh.clone()],
+        vec![hbh.clone(), dest.clone(), routing(0), dest.clone()],
+        vec![dest.clone(), dest.clone(), dest.clone(), dest.clone()],
+    ];
+    let pass = [vec![dest.clone(); 5], vec![dest.clone(), hbh.clone()], vec![routing(1)], vec![fragment], vec![esp]];
+    let frames: Vec<Vec<u8>> = steer.iter().chain(&pass).map(|chain| crafted6(dst, iface.mac, chain)).collect();
+    // A truncated one: the IPv6 header says UDP, two bytes of it follow.
+    let mut truncated = crafted6(dst, iface.mac, &[]);
+    truncated.truncate(14 + 40 + 2);
+    for f in frames.iter().chain(std::iter::once(&truncated)) {
+        send_raw(iface.ifindex, f);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("INJECTED steered={} passed={}", steer.len(), pass.len() + 1);
+    std::io::stdout().flush().unwrap();
+}
+
+/// Writes one Ethernet frame on `ifindex` through a fresh `AF_PACKET` socket.
+#[allow(unsafe_code)]
+fn send_raw(ifindex: u32, frame: &[u8]) {
+    // SAFETY: socket(2) with constant arguments; the descriptor is checked
+    // and closed below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+    // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
+    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_ifindex = ifindex as i32;
+    sa.sll_halen = 6;
+    sa.sll_addr[..6].copy_from_slice(&frame[..6]);
+    // SAFETY: `frame` and `sa` are valid for the lengths given and outlive
+    // the call; `fd` is the socket opened above.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sa as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    assert_eq!(n, frame.len() as isize, "AF_PACKET sendto: {err}");
+}
+
+/// What the socket received: datagrams by family and destination port,
+/// IPv6 ones behind extension headers, anything else.
 #[derive(Default)]
 struct Seen {
-    v4_frontend: u64,
-    v6_frontend: u64,
-    v6_frontend_ext: u64,
+    udp: std::collections::BTreeMap<(u8, u16), u64>,
+    v6_ext: u64,
     other: u64,
 }
 
 struct Recorder(Arc<Mutex<Seen>>);
+
+fn port_at(b: &[u8], at: usize) -> Option<u16> {
+    b.get(at..at + 2).map(|p| u16::from_be_bytes([p[0], p[1]]))
+}
 
 impl BatchHandler for Recorder {
     fn handle_batch(&mut self, frames: &mut [Frame<'_>]) {
         let mut seen = self.0.lock().unwrap();
         for f in frames {
             let b = &f.buf[..f.len];
-            let ethertype = b.get(12..14).map(|t| u16::from_be_bytes([t[0], t[1]]));
-            match ethertype {
+            let dport = match port_at(b, 12) {
                 Some(0x0800) if b.len() >= 38 && b[23] == 17 => {
-                    let l4 = 14 + usize::from(b[14] & 0x0f) * 4;
-                    match b.get(l4 + 2..l4 + 4).map(|p| u16::from_be_bytes([p[0], p[1]])) {
-                        Some(PORT) => seen.v4_frontend += 1,
-                        _ => seen.other += 1,
-                    }
+                    port_at(b, 14 + usize::from(b[14] & 0x0f) * 4 + 2).map(|p| (4, p))
                 }
                 Some(0x86dd) if b.len() >= 54 => match ipv6::walk(b[20], &b[14..], ipv6::HEADER_LEN) {
                     Ok(u) if u.protocol == 17 => {
-                        let at = 14 + u.offset;
-                        match b.get(at + 2..at + 4).map(|p| u16::from_be_bytes([p[0], p[1]])) {
-                            Some(PORT) => {
-                                seen.v6_frontend += 1;
-                                seen.v6_frontend_ext += u64::from(u.offset > ipv6::HEADER_LEN);
-                            }
-                            _ => seen.other += 1,
-                        }
+                        seen.v6_ext += u64::from(u.offset > ipv6::HEADER_LEN);
+                        port_at(b, 14 + u.offset + 2).map(|p| (6, p))
                     }
-                    _ => seen.other += 1,
+                    _ => None,
                 },
-                _ => seen.other += 1,
+                _ => None,
+            };
+            match dport {
+                Some(k) => *seen.udp.entry(k).or_default() += 1,
+                None => seen.other += 1,
             }
             f.verdict = Verdict::Drop(DropReason::Malformed);
         }
@@ -279,21 +461,31 @@ fn drain(s: &UdpSocket) -> u64 {
     n
 }
 
-fn bound(addr: &str, port: u16) -> UdpSocket {
-    let ip: IpAddr = addr.parse().unwrap();
-    let s = UdpSocket::bind(SocketAddr::new(ip, port)).unwrap();
-    s.set_nonblocking(true).unwrap();
-    s
+fn family(ip: &str) -> u8 {
+    if ip.contains(':') {
+        6
+    } else {
+        4
+    }
 }
 
-/// `steer6`: the program on `SG_IFACE` (`SG_XDP_MODE` native or generic) with one socket on queue 0, UDP
-/// sockets on both families' frontend and other port; then resolves `B6`
-/// through netlink (NTF_USE: an NDP solicitation through the attached
-/// program) and checks the gateway's next hop. Prints `READY`; on `report`
-/// prints `KERNEL ...`, `WORKER ...`, `STEER ...`, `NEXTHOP6 ...`.
+/// `steer6`: the program on `SG_IFACE` (`SG_XDP_MODE` native or generic)
+/// with the maps of [`xsk_steer_ipv6_frontends_steered_ndp_passed`], one
+/// socket on queue 0, and kernel UDP sockets on [`LISTEN`]. Prints `READY`;
+/// on `report` resolves `B6` through netlink (NTF_USE: an NDP solicitation
+/// through the attached program), checks the kernel's IPv6 view and the
+/// gateway's next hop built from it, and prints `KERNEL ...`, `WORKER ...`,
+/// `STEER ...` and `NEXTHOP6 ...`.
 fn steer6_child() {
     let ifname = std::env::var("SG_IFACE").unwrap();
-    let kernel = [bound(A4, PORT), bound(A4, PORT + 1), bound(A6, PORT), bound(A6, PORT + 1)];
+    let kernel: Vec<UdpSocket> = LISTEN
+        .iter()
+        .map(|&(ip, port)| {
+            let s = UdpSocket::bind(SocketAddr::new(ip.parse().unwrap(), port)).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
     let mode = match std::env::var("SG_XDP_MODE").as_deref() {
         Ok("generic") => XdpMode::Generic,
         _ => XdpMode::Native,
@@ -301,10 +493,11 @@ fn steer6_child() {
     let mut steer = Steering::attach(&ifname, mode).unwrap();
     steer.set_frontends(&[(A4.parse().unwrap(), PROTO_UDP, PORT)]).unwrap();
     steer.set_frontends6(&[(A6.parse().unwrap(), PROTO_UDP, PORT)]).unwrap();
-    // Exercised, with nothing to match: no SNAT range, no dnat backends.
-    steer.set_sources6(&[(B6.parse().unwrap(), PROTO_UDP, 9)]).unwrap();
+    steer.set_sources6(&[(B6.parse().unwrap(), PROTO_UDP, BACKEND_PORT)]).unwrap();
+    // The range is set with the IPv4 addresses (none here) and shared.
+    steer.set_snat(&[], SNAT_RANGE.0, SNAT_RANGE.1).unwrap();
     steer.set_snat6(&["2001:2:0:9::100".parse().unwrap()]).unwrap();
-    steer.set_snat6(&[]).unwrap();
+    steer.set_snat6(&[A6.parse().unwrap()]).unwrap();
     let many: Vec<Ipv6Addr> =
         (0..100u128).map(|i| Ipv6Addr::from(0x2001_0002_0000_0009_0000_0000_0000_1000 + i)).collect();
     assert!(steer.set_snat6(&many).is_err(), "too many IPv6 SNAT addresses is an error");
@@ -348,7 +541,7 @@ fn steer6_child() {
     assert_eq!(net.route(b6), Some((ifindex, b6)), "on-link IPv6 route");
     let iface = net.interface(&ifname).unwrap();
     assert!(iface.addrs6.iter().any(|&(a, l)| a == A6.parse::<Ipv6Addr>().unwrap() && l == 64), "{iface:?}");
-    let hops = svcgate_dataplane::gateway::next_hops_from_kernel(&net, &[ifname.clone()], 1);
+    let hops = svcgate_dataplane::gateway::next_hops_from_kernel(&net, std::slice::from_ref(&ifname), 1);
     let resolved = match hops.resolve(b6) {
         svcgate_dataplane::nat::Resolution::Hop(i) => hops.hop(i).map(|h| h.dst_mac) == net.neighbour_mac(ifindex, b6),
         other => panic!("next hop of {b6}: {other:?}"),
@@ -359,13 +552,23 @@ fn steer6_child() {
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     join.join().unwrap();
-    let k: Vec<u64> = kernel.iter().map(drain).collect();
-    println!("KERNEL v4_frontend={} v4_other={} v6_frontend={} v6_other={}", k[0], k[1], k[2], k[3]);
+    let mut line = String::from("KERNEL");
+    for (s, &(ip, port)) in kernel.iter().zip(&LISTEN) {
+        line += &format!(" v{}_{port}={}", family(ip), drain(s));
+    }
+    println!("{line}");
     let s = seen.lock().unwrap();
-    println!(
-        "WORKER v4_frontend={} v6_frontend={} v6_frontend_ext={} other={}",
-        s.v4_frontend, s.v6_frontend, s.v6_frontend_ext, s.other
-    );
+    let mut line = String::from("WORKER");
+    for (&(fam, port), n) in &s.udp {
+        line += &format!(" v{fam}_{port}={n}");
+    }
+    // Zeroes for the ports expected to be there, so a miss reads as 0.
+    for (fam, port) in [(4, PORT), (6, PORT), (6, OTHER), (6, SNAT_PORT)] {
+        if !s.udp.contains_key(&(fam, port)) {
+            line += &format!(" v{fam}_{port}=0");
+        }
+    }
+    println!("{line} v6_ext={} other={}", s.v6_ext, s.other);
     let st = steer.stats().unwrap();
     println!(
         "STEER redirected={} not_steered={} no_socket={} v6_redirected={} v6_not_steered={} v6_icmp={} v6_ext={}",
@@ -400,8 +603,9 @@ fn set_dstopts(s: &UdpSocket) {
 }
 
 /// `send6`: one UDP datagram per entry of `SG_SENDS` (`addr port len
-/// [dstopts]`, comma-separated), 20 ms apart; `dstopts` adds a Destination
-/// Options header (one PadN option) before the UDP header. Prints `SENT n`.
+/// [dstopts] [sport=N]`, comma-separated), 20 ms apart; `dstopts` adds a
+/// Destination Options header (one PadN option) before the UDP header,
+/// `sport` sends from that port. Prints `SENT n`.
 fn send6_child() {
     let specs = std::env::var("SG_SENDS").unwrap();
     let mut n = 0;
@@ -411,8 +615,9 @@ fn send6_child() {
         let dst = SocketAddr::new(ip, w[1].parse().unwrap());
         let len: usize = w[2].parse().unwrap();
         let any: IpAddr = if ip.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
-        let s = UdpSocket::bind(SocketAddr::new(any, 0)).unwrap();
-        if w.get(3) == Some(&"dstopts") {
+        let sport = w[3..].iter().find_map(|o| o.strip_prefix("sport=")).map_or(0, |p| p.parse().unwrap());
+        let s = UdpSocket::bind(SocketAddr::new(any, sport)).unwrap();
+        if w[3..].contains(&"dstopts") {
             set_dstopts(&s);
         }
         s.send_to(&vec![0x5a; len], dst).unwrap();

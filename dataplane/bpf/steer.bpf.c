@@ -52,6 +52,9 @@
 #define NH_HOP_BY_HOP 0
 #define NH_ROUTING 43
 #define NH_FRAGMENT 44
+#define NH_ESP 50
+#define NH_AH 51
+#define NH_NONE 59
 #define NH_ICMPV6 58
 #define NH_DEST_OPTS 60
 
@@ -263,7 +266,6 @@ static __always_inline int steer6(struct xdp_md *ctx, void *l3, void *data_end)
 	}
 	__u8 nh = ip6->nexthdr;
 	__u8 *p = (void *)(ip6 + 1);
-	int walked = 0;
 
 #pragma unroll
 	for (int i = 0; i < MAX_EXT6; i++) {
@@ -280,9 +282,10 @@ static __always_inline int steer6(struct xdp_md *ctx, void *l3, void *data_end)
 			goto ext;
 		nh = p[0];
 		p += ((__u32)p[1] + 1) * 8;
-		walked++;
 	}
-	if (walked == MAX_EXT6 && (nh == NH_HOP_BY_HOP || nh == NH_ROUTING || nh == NH_DEST_OPTS))
+	// The loop stops early only at another header: one of these here is a
+	// fifth extension header.
+	if (nh == NH_HOP_BY_HOP || nh == NH_ROUTING || nh == NH_DEST_OPTS)
 		goto ext;
 
 	if (nh == NH_ICMPV6) {
@@ -290,7 +293,9 @@ static __always_inline int steer6(struct xdp_md *ctx, void *l3, void *data_end)
 		count(STAT_V6_ICMP, XDP_PASS);
 		return count(STAT_NOT_STEERED, XDP_PASS);
 	}
-	if (nh == NH_FRAGMENT)
+	// Fragments, and what the walk does not look into (as wire/ipv6.rs
+	// treats them): ESP, AH, No Next Header.
+	if (nh == NH_FRAGMENT || nh == NH_ESP || nh == NH_AH || nh == NH_NONE)
 		goto ext;
 	if (nh != IPPROTO_TCP && nh != IPPROTO_UDP) {
 		count(STAT_V6_NOT_STEERED, XDP_PASS);

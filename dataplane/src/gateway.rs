@@ -329,6 +329,41 @@ pub fn next_hops_from_kernel(k: &KernelNet, interfaces: &[String], generation: u
     h
 }
 
+/// What the steering maps of every interface hold for one table generation.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SteeringLists {
+    frontends: Vec<(Ipv4Addr, u8, u16)>,
+    sources: Vec<(Ipv4Addr, u8, u16)>,
+    frontends6: Vec<(Ipv6Addr, u8, u16)>,
+    sources6: Vec<(Ipv6Addr, u8, u16)>,
+}
+
+impl SteeringLists {
+    /// The lists for table `t` under the gateway's default forwarding
+    /// `mode`, with the workers answering UDP DNS queries to `dns_addrs`.
+    fn of(t: &ServiceTable, mode: ForwardingMode, dns_addrs: &[Ipv4Addr]) -> Self {
+        // UDP/53 of a DNS address goes to the workers, TCP/53 to the kernel's
+        // DNS server, even when the address is a Service's (kube-dns).
+        let udp = svcgate_common::model::Protocol::Udp.number();
+        let frontends = t
+            .v4()
+            .frontends()
+            .map(|(k, _)| (k.addr, k.protocol.number(), k.port))
+            .filter(|(a, _, port)| !(*port == dns_hook::DNS_PORT && dns_addrs.contains(a)))
+            .chain(dns_addrs.iter().map(|&a| (a, udp, dns_hook::DNS_PORT)))
+            .collect();
+        // IPv6: the same without DNS (the DNS tables answer IPv4 only).
+        let frontends6 = t.v6().frontends().map(|(k, _)| (k.addr, k.protocol.number(), k.port)).collect();
+        // Replies in dnat mode are addressed to clients: steered by source.
+        Self {
+            frontends,
+            sources: dnat_sources::<Ipv4Addr>(t, mode),
+            frontends6,
+            sources6: dnat_sources::<Ipv6Addr>(t, mode),
+        }
+    }
+}
+
 /// The backends of family `A` of the Services forwarded in dnat mode (by
 /// their own setting, else the gateway's `mode`): their replies keep the
 /// client's address as destination, so the program steers them by source.
@@ -456,29 +491,13 @@ impl Gateway {
         if self.steered_gen == Some(t.generation()) && self.steered_dns == dns_addrs {
             return Ok(());
         }
-        // UDP/53 of a DNS address goes to the workers, TCP/53 to the kernel's
-        // DNS server, even when the address is a Service's (kube-dns).
-        let udp = svcgate_common::model::Protocol::Udp.number();
-        let fronts: Vec<(Ipv4Addr, u8, u16)> = t
-            .v4()
-            .frontends()
-            .map(|(k, _)| (k.addr, k.protocol.number(), k.port))
-            .filter(|(a, _, port)| !(*port == dns_hook::DNS_PORT && dns_addrs.contains(a)))
-            .chain(dns_addrs.iter().map(|&a| (a, udp, dns_hook::DNS_PORT)))
-            .collect();
+        let lists = SteeringLists::of(t, self.cfg.nat.mode, dns_addrs);
         let dns_addrs = dns_addrs.to_vec();
-        // Replies in dnat mode are addressed to clients: steered by source.
-        let mode = self.cfg.nat.mode;
-        let sources = dnat_sources::<Ipv4Addr>(t, mode);
-        // IPv6: the same without DNS (the DNS tables answer IPv4 only).
-        let fronts6: Vec<(Ipv6Addr, u8, u16)> =
-            t.v6().frontends().map(|(k, _)| (k.addr, k.protocol.number(), k.port)).collect();
-        let sources6 = dnat_sources::<Ipv6Addr>(t, mode);
         for s in &mut self.steering {
-            s.set_frontends(&fronts)?;
-            s.set_sources(&sources)?;
-            s.set_frontends6(&fronts6)?;
-            s.set_sources6(&sources6)?;
+            s.set_frontends(&lists.frontends)?;
+            s.set_sources(&lists.sources)?;
+            s.set_frontends6(&lists.frontends6)?;
+            s.set_sources6(&lists.sources6)?;
         }
         self.steered_gen = Some(t.generation());
         self.steered_dns = dns_addrs;
@@ -563,5 +582,142 @@ impl Drop for Gateway {
     /// programs are detached after them, when the fields drop.
     fn drop(&mut self) {
         self.stop_workers();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use svcgate_common::model::{
+        BackendSpec, DesiredState, EndpointConditions, Protocol, ServicePortSpec, ServiceSpec, ServiceType,
+        SessionAffinity,
+    };
+
+    fn v4(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    fn backend(addr: IpAddr) -> BackendSpec {
+        BackendSpec { addr, port: 8080, conditions: EndpointConditions::READY, weight: 1 }
+    }
+
+    /// A dual-stack ClusterIP Service (`web`, snat) and an IPv6-only one in
+    /// dnat mode (`direct`), on a dual-stack node.
+    fn table() -> ServiceTable {
+        let svc = |name: &str, cluster_ips: Vec<IpAddr>, backends: Vec<BackendSpec>, forwarding| ServiceSpec {
+            namespace: "default".into(),
+            name: String::from(name),
+            service_type: ServiceType::ClusterIp,
+            cluster_ips,
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            source_ranges: vec![],
+            affinity: SessionAffinity::None,
+            ports: vec![ServicePortSpec {
+                name: String::new(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port: None,
+                backends,
+            }],
+            forwarding,
+        };
+        let web = svc(
+            "web",
+            vec![v4("198.19.0.10").into(), v6("2001:2:0:64::10").into()],
+            vec![backend(v4("198.18.2.11").into()), backend(v6("2001:2:0:2::11").into())],
+            Some(ForwardingMode::Snat),
+        );
+        let direct = svc(
+            "direct",
+            vec![v6("2001:2:0:64::20").into()],
+            vec![backend(v6("2001:2:0:2::21").into()), backend(v6("2001:2:0:2::22").into())],
+            Some(ForwardingMode::Dnat),
+        );
+        let st = DesiredState { node_ips: vec![v4("198.18.1.1").into()], services: vec![web, direct] };
+        let (t, warnings) = ServiceTable::build(&st, 1);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        t
+    }
+
+    #[test]
+    fn steering_lists_per_family() {
+        let mut l = SteeringLists::of(&table(), ForwardingMode::Snat, &[]);
+        l.frontends6.sort();
+        l.sources6.sort();
+        assert_eq!(l.frontends, vec![(v4("198.19.0.10"), 6, 80)]);
+        assert_eq!(l.frontends6, vec![(v6("2001:2:0:64::10"), 6, 80), (v6("2001:2:0:64::20"), 6, 80)]);
+        // Only the dnat-mode Service's backends, of their family.
+        assert!(l.sources.is_empty());
+        assert_eq!(l.sources6, vec![(v6("2001:2:0:2::21"), 6, 8080), (v6("2001:2:0:2::22"), 6, 8080)]);
+        // DNS steering stays IPv4.
+        let l = SteeringLists::of(&table(), ForwardingMode::Snat, &[v4("198.19.0.53")]);
+        assert!(l.frontends.contains(&(v4("198.19.0.53"), 17, 53)));
+        assert_eq!(l.frontends6.len(), 2);
+    }
+
+    fn usable<A>(ifindex: u32, ip: A, mac: [u8; 6]) -> Neighbour<A> {
+        Neighbour { ifindex, ip, mac: Some(mac), state: NeighState::Usable }
+    }
+
+    fn kernel() -> KernelNet {
+        let iface =
+            |ifindex, name: &str, mac, addrs, addrs6| xsk::Interface { ifindex, name: name.into(), mac, addrs, addrs6 };
+        KernelNet {
+            interfaces: vec![
+                iface(1, "lo", [0; 6], vec![(v4("127.0.0.1"), 8)], vec![(v6("::1"), 128)]),
+                iface(
+                    2,
+                    "g0",
+                    [2, 0, 0, 0, 0, 1],
+                    vec![(v4("198.18.1.1"), 24)],
+                    vec![(v6("fe80::1:1"), 64), (v6("2001:2:0:1::1"), 64)],
+                ),
+                iface(3, "g1", [2, 0, 0, 0, 0, 2], vec![(v4("198.18.2.1"), 24)], vec![(v6("2001:2:0:2::1"), 64)]),
+            ],
+            neighbours: vec![usable(3, v4("198.18.2.11"), [2, 0, 0, 0, 2, 11])],
+            routes: vec![],
+            neighbours6: vec![
+                usable(3, v6("2001:2:0:2::11"), [2, 0, 0, 0, 6, 11]),
+                usable(2, v6("fe80::ff"), [2, 0, 0, 0, 0xfe, 0xff]),
+                Neighbour { ifindex: 3, ip: v6("2001:2:0:2::12"), mac: None, state: NeighState::Incomplete },
+            ],
+            routes6: vec![
+                // The default route an RA gives: a link-local gateway.
+                Route { dst: Ipv6Addr::UNSPECIFIED, prefix_len: 0, gateway: Some(v6("fe80::ff")), oif: Some(2) },
+                Route { dst: v6("2001:2:0:2::"), prefix_len: 64, gateway: None, oif: Some(3) },
+                // Through an interface that is not a port: left out.
+                Route { dst: v6("2001:2:5::"), prefix_len: 48, gateway: Some(v6("fe80::9")), oif: Some(1) },
+            ],
+        }
+    }
+
+    #[test]
+    fn ipv6_next_hops_from_kernel() {
+        let h = next_hops_from_kernel(&kernel(), &["g0".into(), "g1".into()], 7);
+        assert_eq!(h.generation(), 7);
+        // No link-local prefix on the ports; the global one is the ICMPv6 source.
+        assert_eq!(
+            h.ports()[0].addrs,
+            vec!["198.18.1.1/24".parse::<IpNet>().unwrap(), "2001:2:0:1::1/64".parse().unwrap()]
+        );
+        assert_eq!(h.port_addr::<Ipv6Addr>(0), Some(v6("2001:2:0:1::1")));
+        assert_eq!(h.port_addr::<Ipv6Addr>(1), Some(v6("2001:2:0:2::1")));
+        // A connected backend resolved by NDP.
+        let nat::Resolution::Hop(i) = h.resolve(v6("2001:2:0:2::11")) else { panic!() };
+        assert_eq!((h.hop(i).unwrap().port, h.hop(i).unwrap().dst_mac), (1, [2, 0, 0, 0, 6, 11]));
+        // INCOMPLETE is not a hop: the worker passes, the gateway asks again.
+        assert_eq!(h.resolve(v6("2001:2:0:2::12")), nat::Resolution::Unresolved { port: 1, via: v6("2001:2:0:2::12") });
+        // A far client through the link-local default router, out of g0.
+        let nat::Resolution::Hop(i) = h.resolve(v6("2001:2:ff::7")) else { panic!() };
+        assert_eq!((h.hop(i).unwrap().port, h.hop(i).unwrap().dst_mac), (0, [2, 0, 0, 0, 0xfe, 0xff]));
+        // IPv4 as before.
+        let nat::Resolution::Hop(i) = h.resolve(v4("198.18.2.11")) else { panic!() };
+        assert_eq!(h.hop(i).unwrap().port, 1);
+        assert_eq!(h.resolve(v4("198.18.9.9")), nat::Resolution::NoRoute);
     }
 }

@@ -13,6 +13,7 @@
 //! by their address ([`Neighbour<A>`], [`Route<A>`]); the lookups are generic
 //! over [`Addr`] and pick their family's list.
 
+use std::any::Any;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -198,6 +199,15 @@ impl<A: Addr> Route<A> {
     }
 }
 
+/// The list of `T<A>` among an IPv4 and an IPv6 list. The two fields keep
+/// their IPv4-era names (`neighbours`, `routes`), so they cannot be one
+/// `PerFamily` value; `Addr` being implemented by `Ipv4Addr` and `Ipv6Addr`
+/// only, one of the two downcasts always succeeds.
+fn of_family<'a, L4: Any, L6: Any, TA: Any>(v4: &'a L4, v6: &'a L6) -> &'a [TA] {
+    let (v4, v6): (&dyn Any, &dyn Any) = (v4, v6);
+    v4.downcast_ref::<Vec<TA>>().or_else(|| v6.downcast_ref::<Vec<TA>>()).map_or(&[], Vec::as_slice)
+}
+
 /// True when `ip`'s first `len` bits equal `net`'s (both of one family).
 fn prefix_matches<A: Addr>(net: A, len: u8, ip: A) -> bool {
     let bits = if A::FAMILY == svcgate_common::family::IpFamily::V4 { 32 } else { 128 };
@@ -302,38 +312,14 @@ impl KernelNet {
         }
     }
 
-    /// The neighbours of family `A`.
-    pub fn neighbours_of<A: Addr>(&self) -> Vec<Neighbour<A>> {
-        let v4 = self.neighbours.iter().map(|n| Neighbour {
-            ifindex: n.ifindex,
-            ip: IpAddr::V4(n.ip),
-            mac: n.mac,
-            state: n.state,
-        });
-        let v6 = self.neighbours6.iter().map(|n| Neighbour {
-            ifindex: n.ifindex,
-            ip: IpAddr::V6(n.ip),
-            mac: n.mac,
-            state: n.state,
-        });
-        v4.chain(v6).filter_map(Neighbour::narrow).collect()
+    /// The neighbours of family `A`: `neighbours` or `neighbours6`.
+    pub fn neighbours_of<A: Addr>(&self) -> &[Neighbour<A>] {
+        of_family(&self.neighbours, &self.neighbours6)
     }
 
-    /// The routes of family `A`.
-    pub fn routes_of<A: Addr>(&self) -> Vec<Route<A>> {
-        let widen4 = |r: &Route| Route {
-            dst: IpAddr::V4(r.dst),
-            prefix_len: r.prefix_len,
-            gateway: r.gateway.map(IpAddr::V4),
-            oif: r.oif,
-        };
-        let widen6 = |r: &Route<Ipv6Addr>| Route {
-            dst: IpAddr::V6(r.dst),
-            prefix_len: r.prefix_len,
-            gateway: r.gateway.map(IpAddr::V6),
-            oif: r.oif,
-        };
-        self.routes.iter().map(widen4).chain(self.routes6.iter().map(widen6)).filter_map(Route::narrow).collect()
+    /// The routes of family `A`: `routes` or `routes6`.
+    pub fn routes_of<A: Addr>(&self) -> &[Route<A>] {
+        of_family(&self.routes, &self.routes6)
     }
 
     /// The interface named `name`.
@@ -344,7 +330,7 @@ impl KernelNet {
     /// The usable MAC of neighbour `ip` (either family) on `ifindex`.
     pub fn neighbour_mac<A: Addr>(&self, ifindex: u32, ip: A) -> Option<[u8; 6]> {
         self.neighbours_of::<A>()
-            .into_iter()
+            .iter()
             .find(|n| n.ifindex == ifindex && n.ip == ip && n.state == NeighState::Usable)
             .and_then(|n| n.mac)
     }
@@ -354,7 +340,7 @@ impl KernelNet {
     /// route.
     pub fn route<A: Addr>(&self, dst: A) -> Option<(u32, A)> {
         self.routes_of::<A>()
-            .into_iter()
+            .iter()
             .filter(|r| prefix_matches(r.dst, r.prefix_len, dst))
             .max_by_key(|r| r.prefix_len)
             .and_then(|r| Some((r.oif?, r.gateway.unwrap_or(dst))))
@@ -619,6 +605,19 @@ mod tests {
         local[32] = 255; // RTA_TABLE
         let RouteNetlinkMessage::NewRoute(r) = parse(&local) else { panic!() };
         assert_eq!(decode_route(&r), None);
+    }
+
+    #[test]
+    fn interface_addresses_by_family() {
+        let i = Interface {
+            ifindex: 3,
+            name: "g1".into(),
+            mac: [2, 0, 0, 0, 0, 2],
+            addrs: vec![(Ipv4Addr::new(198, 18, 2, 1), 24)],
+            addrs6: vec![(v6("fe80::2"), 64), (v6("2001:2:0:2::1"), 64)],
+        };
+        assert_eq!(i.addrs_of::<Ipv4Addr>().collect::<Vec<_>>(), vec![(Ipv4Addr::new(198, 18, 2, 1), 24)]);
+        assert_eq!(i.addrs_of::<Ipv6Addr>().collect::<Vec<_>>(), vec![(v6("fe80::2"), 64), (v6("2001:2:0:2::1"), 64)]);
     }
 
     #[test]

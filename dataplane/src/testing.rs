@@ -6,10 +6,15 @@
 //! Every address is in 198.18.0.0/15. Frames are built with etherparse, an
 //! implementation independent of `wire`, so fixtures check our rewrite against
 //! a separately computed frame, checksums included.
+//!
+//! The same lab in IPv6, in 2001:2::/48 (RFC 5180): clients on
+//! 2001:2:0:1::/64 (the gateway is 2001:2:0:1::1, also the IPv6 node IP),
+//! Pods on 2001:2:0:2::/64 (the gateway is 2001:2:0:2::1, also the IPv6
+//! SNAT address). [`Pkt`] builds frames of either family.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use etherparse::{IpNumber, Ipv4Header, PacketBuilder, SingleVlanHeader, TcpHeader};
+use etherparse::{IpNumber, Ipv4Header, Ipv6Header, PacketBuilder, SingleVlanHeader, TcpHeader};
 use svcgate_common::model::{
     BackendSpec, EndpointConditions, Protocol, ServicePortSpec, ServiceSpec, ServiceType, SessionAffinity,
 };
@@ -46,6 +51,22 @@ pub const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 200);
 pub const UNRESOLVED_POD: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 99);
 /// Number of backends with a known MAC.
 pub const BACKENDS: u8 = 32;
+/// The IPv6 client (same MAC as [`CLIENT`]).
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0x10);
+/// The gateway's IPv6 client-side address, also the IPv6 node IP.
+pub const NODE_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 1);
+/// The gateway's IPv6 Pod-side address, also the IPv6 SNAT address.
+pub const SNAT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 1);
+/// An IPv6 ClusterIP.
+pub const CLUSTER_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x10);
+/// An IPv6 LoadBalancer ingress IP.
+pub const LB_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x9000, 0, 0, 0, 0x100);
+
+/// Backend `i`'s IPv6 address (2001:2:0:2::10 + i; the same MAC as its
+/// IPv4 address: one Pod of two families).
+pub fn backend6(i: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 0x10 + u16::from(i))
+}
 
 /// Backend `i`'s address (198.18.2.10 + i).
 pub fn backend(i: u8) -> Ipv4Addr {
@@ -63,6 +84,11 @@ pub fn backend_index(a: Ipv4Addr) -> Option<u8> {
     (o[..3] == [198, 18, 2] && o[3] >= 10 && o[3] < 10 + BACKENDS).then(|| o[3] - 10)
 }
 
+/// A ready IPv6 backend spec on `port`.
+pub fn ready6(i: u8, port: u16) -> BackendSpec {
+    BackendSpec { addr: backend6(i).into(), port, conditions: EndpointConditions::READY, weight: 1 }
+}
+
 /// A ready backend spec on `port`.
 pub fn ready(i: u8, port: u16) -> BackendSpec {
     BackendSpec { addr: backend(i).into(), port, conditions: EndpointConditions::READY, weight: 1 }
@@ -78,8 +104,16 @@ pub fn next_hops(gen: u32) -> NextHops {
     let mut h = NextHops::new(
         gen,
         vec![
-            PortInfo { name: "clients".into(), mac: GW_CLIENT_MAC, addrs: vec!["198.18.1.1/24".parse().unwrap()] },
-            PortInfo { name: "pods".into(), mac: GW_POD_MAC, addrs: vec!["198.18.2.1/24".parse().unwrap()] },
+            PortInfo {
+                name: "clients".into(),
+                mac: GW_CLIENT_MAC,
+                addrs: vec!["198.18.1.1/24".parse().unwrap(), "2001:2:0:1::1/64".parse().unwrap()],
+            },
+            PortInfo {
+                name: "pods".into(),
+                mac: GW_POD_MAC,
+                addrs: vec!["198.18.2.1/24".parse().unwrap(), "2001:2:0:2::1/64".parse().unwrap()],
+            },
         ],
     );
     h.add_route("198.18.64.0/18".parse().unwrap(), ROUTER);
@@ -88,7 +122,9 @@ pub fn next_hops(gen: u32) -> NextHops {
     h.add_neighbour(0, ROUTER, ROUTER_MAC);
     for i in 0..BACKENDS {
         h.add_neighbour(1, backend(i), backend_mac(i));
+        h.add_neighbour(1, backend6(i), backend_mac(i));
     }
+    h.add_neighbour(0, CLIENT6, CLIENT_MAC);
     h
 }
 
@@ -96,6 +132,7 @@ pub fn next_hops(gen: u32) -> NextHops {
 pub fn nat_config(workers: u16, conntrack_capacity: usize) -> NatConfig {
     NatConfig {
         snat_addrs: vec![SNAT],
+        snat_addrs6: vec![SNAT6],
         workers,
         conntrack_capacity,
         timeouts: Timeouts::default(),
@@ -156,9 +193,10 @@ pub enum L4 {
     },
 }
 
-/// A test packet, built with etherparse.
+/// A test packet of either family (`A`: `Ipv4Addr` or `Ipv6Addr`), built
+/// with etherparse.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pkt {
+pub struct Pkt<A = Ipv4Addr> {
     /// Source MAC.
     pub src_mac: [u8; 6],
     /// Destination MAC.
@@ -166,12 +204,12 @@ pub struct Pkt {
     /// One 802.1Q tag, if any.
     pub vlan: Option<u16>,
     /// Source address.
-    pub src: Ipv4Addr,
+    pub src: A,
     /// Destination address.
-    pub dst: Ipv4Addr,
-    /// TTL.
+    pub dst: A,
+    /// TTL (IPv6: hop limit).
     pub ttl: u8,
-    /// IP identification.
+    /// IP identification (IPv4 only).
     pub ident: u16,
     /// L4 header.
     pub l4: L4,
@@ -179,9 +217,9 @@ pub struct Pkt {
     pub payload: Vec<u8>,
 }
 
-impl Pkt {
+impl<A: Copy + Into<IpAddr>> Pkt<A> {
     /// A client-to-gateway packet of `l4` from `src` to `dst`.
-    pub fn new(src: Ipv4Addr, dst: Ipv4Addr, l4: L4) -> Self {
+    pub fn new(src: A, dst: A, l4: L4) -> Self {
         Self {
             src_mac: CLIENT_MAC,
             dst_mac: GW_CLIENT_MAC,
@@ -197,11 +235,25 @@ impl Pkt {
 
     /// Builds the frame bytes.
     pub fn build(&self) -> Vec<u8> {
-        let mut ip = Ipv4Header::new(0, self.ttl, IpNumber::TCP, self.src.octets(), self.dst.octets()).unwrap();
-        ip.identification = self.ident;
-        ip.dont_fragment = true;
-        let b = PacketBuilder::ethernet2(self.src_mac, self.dst_mac)
-            .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()));
+        let ip = match (self.src.into(), self.dst.into()) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let mut ip = Ipv4Header::new(0, self.ttl, IpNumber::TCP, src.octets(), dst.octets()).unwrap();
+                ip.identification = self.ident;
+                ip.dont_fragment = true;
+                etherparse::IpHeaders::Ipv4(ip, Default::default())
+            }
+            (src, dst) => {
+                let (IpAddr::V6(src), IpAddr::V6(dst)) = (src, dst) else { panic!("a packet of one family") };
+                let ip = Ipv6Header {
+                    hop_limit: self.ttl,
+                    source: src.octets(),
+                    destination: dst.octets(),
+                    ..Default::default()
+                };
+                etherparse::IpHeaders::Ipv6(ip, Default::default())
+            }
+        };
+        let b = PacketBuilder::ethernet2(self.src_mac, self.dst_mac).ip(ip);
         let mut out = Vec::new();
         match self.l4 {
             L4::Tcp { sport, dport, seq, ack, flags } => {
@@ -233,15 +285,7 @@ impl Pkt {
     /// The same packet with other addresses, ports and MACs, TTL one lower:
     /// what a forwarded packet should look like.
     #[allow(clippy::too_many_arguments)]
-    pub fn translated(
-        &self,
-        src: Ipv4Addr,
-        sport: u16,
-        dst: Ipv4Addr,
-        dport: u16,
-        src_mac: [u8; 6],
-        dst_mac: [u8; 6],
-    ) -> Self {
+    pub fn translated(&self, src: A, sport: u16, dst: A, dport: u16, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Self {
         let l4 = match self.l4 {
             L4::Tcp { seq, ack, flags, .. } => L4::Tcp { sport, dport, seq, ack, flags },
             L4::Udp { .. } => L4::Udp { sport, dport },

@@ -7,7 +7,7 @@
 //! Steps of one table run in order against one worker, so a table can open a
 //! flow, answer it from the backend, swap tables under it, and so on.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use svcgate_common::model::{
     BackendSpec, DesiredState, ForwardingMode, Ipv4Net, Protocol, ServiceSpec, ServiceType, SessionAffinity,
@@ -39,7 +39,7 @@ fn desired(drain: Vec<BackendSpec>, spread: Vec<BackendSpec>) -> DesiredState {
         )
     };
     DesiredState {
-        node_ips: vec![NODE_IP.into()],
+        node_ips: vec![NODE_IP.into(), NODE_IP6.into()],
         services: vec![
             web,
             svc(
@@ -71,9 +71,42 @@ fn desired(drain: Vec<BackendSpec>, spread: Vec<BackendSpec>) -> DesiredState {
                 )],
             ),
             svc("headless", None, vec![port("web", Protocol::Tcp, 80, None, vec![ready(0, 80)])]),
+            // IPv6 (at the end: the IPv4 entries keep their indices).
+            ServiceSpec {
+                service_type: ServiceType::LoadBalancer,
+                cluster_ips: vec![CLUSTER_IP6.into(), Ipv4Addr::new(198, 18, 128, 20).into()],
+                load_balancer_ips: vec![LB_IP6.into()],
+                ..svc(
+                    "dual",
+                    None,
+                    vec![port("http", Protocol::Tcp, 8080, Some(30130), vec![ready(20, 80), ready6(0, 80)])],
+                )
+            },
+            ServiceSpec {
+                cluster_ips: vec![DNS6.into()],
+                ..svc("dns6", None, vec![port("dns", Protocol::Udp, 53, None, vec![ready6(1, 5353)])])
+            },
+            ServiceSpec {
+                cluster_ips: vec![EMPTY6.into()],
+                ..svc(
+                    "empty6",
+                    None,
+                    vec![port("t", Protocol::Tcp, 80, None, vec![]), port("u", Protocol::Udp, 81, None, vec![])],
+                )
+            },
+            ServiceSpec {
+                cluster_ips: vec![DNAT6.into()],
+                forwarding: Some(ForwardingMode::Dnat),
+                ..svc("dnat6", None, vec![port("", Protocol::Tcp, 80, None, vec![ready6(2, 80)])])
+            },
         ],
     }
 }
+
+/// IPv6 ClusterIPs of the fixtures (2001:2::/48).
+const DNS6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x11);
+const EMPTY6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x12);
+const DNAT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x13);
 
 fn default_desired() -> DesiredState {
     desired(vec![ready(16, 80), terminating(17, 80)], (2..12).map(|i| ready(i, 80)).collect())
@@ -86,8 +119,8 @@ fn table(d: &DesiredState, gen: u64) -> ServiceTable {
 }
 
 #[derive(Debug)]
-enum Expect {
-    Forward(u16, Pkt),
+enum Expect<A = Ipv4Addr> {
+    Forward(u16, Pkt<A>),
     ReplyBytes(Vec<u8>),
     Pass(PassReason),
     Drop(DropReason),
@@ -122,7 +155,11 @@ impl Lab {
     }
 
     /// Runs a fixture table on worker `w`.
-    fn table_on(&mut self, w: usize, steps: &[(&str, u16, Pkt, Expect)]) {
+    fn table_on<A: Copy + Into<IpAddr> + std::fmt::Debug>(
+        &mut self,
+        w: usize,
+        steps: &[(&str, u16, Pkt<A>, Expect<A>)],
+    ) {
         for (desc, in_port, input, expect) in steps {
             let (v, out) = self.run(w, *in_port, &input.build());
             match expect {
@@ -1172,4 +1209,270 @@ fn packet_of_a_flow_whose_service_was_removed_goes_to_the_kernel_untouched() {
         assert_eq!(out, next.build(), "passed unchanged");
         assert_eq!(lab.workers[0].flows(), 0);
     }
+}
+
+// IPv6: the same decisions as IPv4, from the Services' IPv6 halves (NAT66,
+// no NAT46). Expected frames are built with etherparse: checksums and all.
+
+/// The forwarded form of an IPv6 client packet to backend `b` on `bport`,
+/// from the IPv6 SNAT address and port `sp`.
+fn to_backend6(p: &Pkt<Ipv6Addr>, b: u8, bport: u16, sp: u16) -> Pkt<Ipv6Addr> {
+    p.translated(SNAT6, sp, backend6(b), bport, GW_POD_MAC, backend_mac(b))
+}
+
+/// An IPv6 backend's packet to `dst` (the SNAT address, or the client in
+/// dnat mode) and port `dport`, as it arrives on port 1.
+fn from_backend6(b: u8, bport: u16, dst: Ipv6Addr, dport: u16, l4: fn(u16, u16) -> L4) -> Pkt<Ipv6Addr> {
+    Pkt { src_mac: backend_mac(b), dst_mac: GW_POD_MAC, ..Pkt::new(backend6(b), dst, l4(bport, dport)) }
+}
+
+/// What the IPv6 client should see of a backend reply: from `front:fport`.
+fn to_client6(reply: &Pkt<Ipv6Addr>, front: Ipv6Addr, fport: u16, cport: u16) -> Pkt<Ipv6Addr> {
+    reply.translated(front, fport, CLIENT6, cport, GW_CLIENT_MAC, CLIENT_MAC)
+}
+
+#[test]
+fn ipv6_every_frontend_kind_tcp_forward_and_reply() {
+    let fronts = [(CLUSTER_IP6, 8080), (NODE_IP6, 30130), (LB_IP6, 8080)];
+    let mut lab = Lab::new(1);
+    for (i, (front, fport)) in fronts.into_iter().enumerate() {
+        let cport = 41000 + i as u16;
+        let syn = Pkt::new(CLIENT6, front, tcp(cport, fport, SYN));
+        let reply = from_backend6(0, 80, SNAT6, cport, synack);
+        let ack = Pkt::new(CLIENT6, front, tcp(cport, fport, ACK | PSH));
+        lab.table_on(
+            0,
+            &[
+                (
+                    "IPv6 SYN is DNATed to the IPv6 backend and SNATed",
+                    0,
+                    syn.clone(),
+                    Expect::Forward(1, to_backend6(&syn, 0, 80, cport)),
+                ),
+                (
+                    "the SYN-ACK comes back from the IPv6 frontend",
+                    1,
+                    reply.clone(),
+                    Expect::Forward(0, to_client6(&reply, front, fport, cport)),
+                ),
+                (
+                    "established IPv6 data follows the flow",
+                    0,
+                    ack.clone(),
+                    Expect::Forward(1, to_backend6(&ack, 0, 80, cport)),
+                ),
+            ],
+        );
+    }
+    // The dual-stack Service's IPv4 ClusterIP still leads to its IPv4 Pod.
+    let syn4 = Pkt::new(CLIENT, Ipv4Addr::new(198, 18, 128, 20), tcp(41100, 8080, SYN));
+    lab.table_on(
+        0,
+        &[(
+            "IPv4 half of the dual-stack Service",
+            0,
+            syn4.clone(),
+            Expect::Forward(1, to_backend(&syn4, 20, 80, 41100)),
+        )],
+    );
+    let c = lab.workers[0].counters();
+    assert_eq!((c.new_flows, c.reverse_translated), (4, 3));
+    assert_eq!((lab.workers[0].flows(), lab.workers[0].flows6()), (4, 3));
+}
+
+#[test]
+fn ipv6_udp_forward_and_reply_and_zero_checksum_dropped() {
+    let mut lab = Lab::new(1);
+    let q = Pkt::new(CLIENT6, DNS6, udp(45000, 53));
+    let r = from_backend6(1, 5353, SNAT6, 45000, udp);
+    lab.table_on(
+        0,
+        &[
+            (
+                "IPv6 UDP query to the backend's target port",
+                0,
+                q.clone(),
+                Expect::Forward(1, to_backend6(&q, 1, 5353, 45000)),
+            ),
+            ("IPv6 UDP answer from the frontend", 1, r.clone(), Expect::Forward(0, to_client6(&r, DNS6, 53, 45000))),
+        ],
+    );
+    // A UDP checksum of 0 is invalid over IPv6 (RFC 8200 8.1): dropped.
+    let mut zero = Pkt::new(CLIENT6, DNS6, udp(45001, 53)).build();
+    zero[14 + 40 + 6..14 + 40 + 8].copy_from_slice(&[0, 0]);
+    assert_eq!(lab.run(0, 0, &zero).0, Verdict::Drop(DropReason::Malformed));
+}
+
+/// The frame etherparse builds for an ICMPv6 error (`t`) about the frame
+/// `orig` from `src` to the IPv6 client (its whole packet quoted: these are
+/// short).
+fn icmpv6_error_for(orig: &Pkt<Ipv6Addr>, src: Ipv6Addr, t: etherparse::Icmpv6Type) -> Vec<u8> {
+    let quote = &orig.build()[14..];
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2(orig.dst_mac, orig.src_mac)
+        .ipv6(src.octets(), orig.src.octets(), 64)
+        .icmpv6(t)
+        .write(&mut out, quote)
+        .unwrap();
+    out
+}
+
+#[test]
+fn ipv6_rejects_and_hop_limit_like_ipv4() {
+    use etherparse::{icmpv6::DestUnreachableCode, icmpv6::TimeExceededCode, Icmpv6Type};
+    let mut lab = Lab::new(1);
+    let syn = Pkt::new(CLIENT6, EMPTY6, tcp(40000, 80, SYN));
+    let mut rst = Vec::new();
+    let mut h = etherparse::TcpHeader::new(80, 40000, 0, 0);
+    h.rst = true;
+    h.ack = true;
+    h.acknowledgment_number = 1000 + 1 + syn.payload.len() as u32;
+    etherparse::PacketBuilder::ethernet2(GW_CLIENT_MAC, CLIENT_MAC)
+        .ipv6(EMPTY6.octets(), CLIENT6.octets(), 64)
+        .tcp_header(h)
+        .write(&mut rst, &[])
+        .unwrap();
+    let dgram = Pkt::new(CLIENT6, EMPTY6, udp(5000, 81));
+    let low = Pkt { ttl: 1, ..Pkt::new(CLIENT6, CLUSTER_IP6, tcp(40001, 8080, SYN)) };
+    lab.table_on(
+        0,
+        &[
+            ("IPv6 SYN to a Service without endpoints gets a RST", 0, syn, Expect::ReplyBytes(rst)),
+            (
+                "IPv6 UDP to a Service without endpoints gets ICMPv6 port unreachable from the VIP",
+                0,
+                dgram.clone(),
+                Expect::ReplyBytes(icmpv6_error_for(
+                    &dgram,
+                    EMPTY6,
+                    Icmpv6Type::DestinationUnreachable(DestUnreachableCode::Port),
+                )),
+            ),
+            (
+                "hop limit 1 gets ICMPv6 time exceeded from the ingress port's IPv6 address",
+                0,
+                low.clone(),
+                Expect::ReplyBytes(icmpv6_error_for(
+                    &low,
+                    NODE_IP6,
+                    Icmpv6Type::TimeExceeded(TimeExceededCode::HopLimitExceeded),
+                )),
+            ),
+        ],
+    );
+    assert_eq!(lab.workers[0].flows6(), 0);
+}
+
+/// `frame` (an IPv6 frame built by `Pkt`) with an 8-byte extension header
+/// of type `nh` (its own next header first, then `body`) inserted after the
+/// fixed header, the payload length and next header fixed up.
+fn with_ext(frame: &[u8], nh: u8, body: [u8; 6]) -> Vec<u8> {
+    let mut out = frame[..14 + 40].to_vec();
+    let inner = out[14 + 6];
+    out[14 + 6] = nh;
+    let plen = u16::from_be_bytes([out[14 + 4], out[14 + 5]]) + 8;
+    out[14 + 4..14 + 6].copy_from_slice(&plen.to_be_bytes());
+    out.extend_from_slice(&[inner, 0]);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&frame[14 + 40..]);
+    out
+}
+
+#[test]
+fn ipv6_extension_headers_fragments_and_truncation() {
+    let mut lab = Lab::new(1);
+    let syn = Pkt::new(CLIENT6, CLUSTER_IP6, tcp(42000, 8080, SYN));
+    // Destination options (PadN): walked, kept, the frame translated around them.
+    let opts = [1, 4, 0, 0, 0, 0];
+    let (v, out) = lab.run(0, 0, &with_ext(&syn.build(), 60, opts));
+    assert_eq!(v, Verdict::Forward { port: 1 });
+    assert_eq!(out, with_ext(&to_backend6(&syn, 0, 80, 42000).build(), 60, opts));
+    // A fragment (more fragments set): to the kernel, unchanged.
+    let frag = with_ext(&Pkt::new(CLIENT6, DNS6, udp(45002, 53)).build(), 44, [0, 1, 0, 0, 0, 7]);
+    assert_eq!(lab.run(0, 0, &frag), (Verdict::Pass(PassReason::Fragment), frag.clone()));
+    // ESP: nothing to look past, to the kernel.
+    let esp = with_ext(&Pkt::new(CLIENT6, DNS6, udp(45003, 53)).build(), 50, [0; 6]);
+    assert_eq!(lab.run(0, 0, &esp).0, Verdict::Pass(PassReason::Ipv6Extension));
+    // Truncated: the payload length claims more than the frame holds.
+    let short = &syn.build()[..14 + 40 + 10];
+    assert_eq!(lab.run(0, 0, short).0, Verdict::Drop(DropReason::Malformed));
+    // ICMPv6 (neighbour discovery among it) is the kernel's.
+    let mut ns = Vec::new();
+    etherparse::PacketBuilder::ethernet2(CLIENT_MAC, GW_CLIENT_MAC)
+        .ipv6(CLIENT6.octets(), NODE_IP6.octets(), 255)
+        .icmpv6(etherparse::Icmpv6Type::Unknown { type_u8: 135, code_u8: 0, bytes5to8: [0; 4] })
+        .write(&mut ns, &NODE_IP6.octets())
+        .unwrap();
+    assert_eq!(lab.run(0, 0, &ns).0, Verdict::Pass(PassReason::NotTcpUdp));
+}
+
+#[test]
+fn ipv6_dnat_mode_keeps_the_client_address_and_translates_replies() {
+    let mut lab = Lab::new(2);
+    let syn = Pkt::new(CLIENT6, DNAT6, tcp(43000, 80, SYN));
+    let reply = from_backend6(2, 80, CLIENT6, 43000, synack);
+    lab.table_on(
+        0,
+        &[(
+            "dnat mode: the Pod sees the IPv6 client",
+            0,
+            syn.clone(),
+            Expect::Forward(1, syn.translated(CLIENT6, 43000, backend6(2), 80, GW_POD_MAC, backend_mac(2))),
+        )],
+    );
+    // The reply, addressed to the client, found by its 5-tuple on the other worker.
+    lab.table_on(
+        1,
+        &[(
+            "its reply comes back from the frontend",
+            1,
+            reply.clone(),
+            Expect::Forward(0, to_client6(&reply, DNAT6, 80, 43000)),
+        )],
+    );
+}
+
+#[test]
+fn ipv6_and_ipv4_frames_in_one_batch_get_what_they_get_alone() {
+    // A burst mixing both families through the batch path (a large table,
+    // so the read-ahead passes run) and the same frames one by one.
+    let frames: Vec<Vec<u8>> = (0..48u16)
+        .map(|i| match i % 3 {
+            0 => Pkt::new(CLIENT6, CLUSTER_IP6, tcp(44000 + i, 8080, SYN)).build(),
+            1 => Pkt::new(CLIENT, CLUSTER_IP, tcp(44000 + i, 8080, SYN)).build(),
+            _ => Pkt::new(CLIENT6, DNS6, udp(44000 + i, 53)).build(),
+        })
+        .collect();
+    let run = |batched: bool| {
+        let shared = Shared::new(nat_config(1, 1 << 16)).unwrap();
+        let mut w = Worker::new(0, shared);
+        let t = table(&default_desired(), 1);
+        let hops = next_hops(1);
+        let mut bufs: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|f| {
+                let mut b = vec![0u8; 2048];
+                b[..f.len()].copy_from_slice(f);
+                b
+            })
+            .collect();
+        let lens: Vec<usize> = frames.iter().map(Vec::len).collect();
+        let mut out = Vec::new();
+        if batched {
+            let mut fs: Vec<Frame<'_>> = bufs.iter_mut().zip(&lens).map(|(b, &l)| Frame::new(b, l, 0)).collect();
+            w.process_batch(&t, &hops, &mut fs, 1000);
+            out.extend(fs.iter().map(|f| (f.verdict, f.buf[..f.len].to_vec())));
+        } else {
+            for (b, &l) in bufs.iter_mut().zip(&lens) {
+                let mut f = Frame::new(b, l, 0);
+                w.process(&t, &hops, &mut f, 1000);
+                out.push((f.verdict, f.buf[..f.len].to_vec()));
+            }
+        }
+        (out, w.flows(), w.flows6())
+    };
+    let (alone, batch) = (run(false), run(true));
+    assert_eq!(alone, batch);
+    assert_eq!((alone.1, alone.2), (48, 32));
+    assert!(alone.0.iter().all(|(v, _)| *v == Verdict::Forward { port: 1 }));
 }

@@ -133,7 +133,7 @@ struct DnsInputs {
     /// [`Resolved::external_name_targets`].
     external: Vec<ExternalNameSpec>,
     /// The view and addresses of the table being served.
-    built: Option<(DnsView, Vec<std::net::Ipv4Addr>)>,
+    built: Option<(DnsView, Vec<std::net::IpAddr>)>,
     /// A problem with the configured addresses (`dns.service` not found).
     problem: Option<String>,
 }
@@ -304,7 +304,7 @@ impl Controller {
     }
 
     /// The addresses DNS answers on as of the last sync (empty: DNS off).
-    pub fn dns_addresses(&self) -> Vec<std::net::Ipv4Addr> {
+    pub fn dns_addresses(&self) -> Vec<std::net::IpAddr> {
         self.state.lock().dns.built.as_ref().map(|(_, a)| a.clone()).unwrap_or_default()
     }
 

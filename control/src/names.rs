@@ -16,9 +16,16 @@
 //!   `ready`, as resolution folds it into the backends' conditions (the
 //!   view's flag stays false).
 //!
+//! Both families, as the Kubernetes DNS specification asks of a dual-stack
+//! cluster: a Service's name has an A record per IPv4 cluster IP and an AAAA
+//! per IPv6 one (NODATA for the type of a family it lacks), a headless
+//! Service's names the A/AAAA of its endpoints of its families, and every
+//! such address a PTR (`in-addr.arpa`, or nibbles under `ip6.arpa`). The
+//! records themselves are the `svcgate-dns` crate's ([`svcgate_dns::zone`]).
+//!
 //! Not named: Services left to another proxy by their
 //! `service.kubernetes.io/service-proxy-name` label (svcgate does not resolve
-//! them: no cluster IP to give), Services rejected as invalid, IPv6.
+//! them: no cluster IP to give), Services rejected as invalid.
 //!
 //! # When the table is built
 //!
@@ -38,9 +45,8 @@
 //! skips the builds after changes DNS does not see (a nodePort, a source
 //! range, the backends of a ClusterIP Service).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
-use svcgate_common::family::of_family;
 use svcgate_common::model::DesiredState;
 use svcgate_dns::{DnsConfig, DnsEndpoint, DnsPort, DnsService, DnsServiceKind, DnsTable, DnsView};
 
@@ -71,7 +77,7 @@ pub fn dns_view(
                     .into_iter()
                     .flatten()
                     .map(|e| DnsEndpoint {
-                        addr: IpAddr::V4(e.addr),
+                        addr: e.addr,
                         hostname: e.hostname.clone(),
                         ready: e.ready,
                         // The endpoint's port of each named Service port.
@@ -104,27 +110,33 @@ pub fn dns_view(
     DnsView { services }
 }
 
-/// The addresses DNS answers on: the configured ones, then the cluster IP of
-/// the configured Service. `Err` names a configured Service that has no
-/// cluster IP in `desired` (missing, rejected, headless), with the addresses
-/// found anyway.
-pub fn dns_addresses(settings: &DnsSettings, desired: &DesiredState) -> Result<Vec<Ipv4Addr>, (Vec<Ipv4Addr>, String)> {
+/// The addresses DNS answers on: the configured ones, then the cluster IPs
+/// of the configured Service (both of a dual-stack kube-dns, as Pods of
+/// either family name it in resolv.conf). `Err` names a configured Service
+/// that has no cluster IP in `desired` (missing, rejected, headless), with
+/// the addresses found anyway.
+///
+/// The workers answer in the frame on the IPv4 ones only (the in-frame hook
+/// parses IPv4; [`DnsTable::addresses`] keeps those); the control-path server
+/// answers on all of them.
+pub fn dns_addresses(settings: &DnsSettings, desired: &DesiredState) -> Result<Vec<IpAddr>, (Vec<IpAddr>, String)> {
     let mut out = settings.addresses.clone();
     let Some(want) = &settings.service else {
         return Ok(out);
     };
     let found = desired.services.iter().find(|s| s.namespace == want.namespace && s.name == want.name);
-    match found.and_then(|s| of_family::<Ipv4Addr>(&s.cluster_ips).next()) {
-        Some(ip) => {
-            if !out.contains(&ip) {
-                out.push(ip);
+    match found.filter(|s| !s.is_headless()) {
+        Some(s) => {
+            for ip in &s.cluster_ips {
+                if !out.contains(ip) {
+                    out.push(*ip);
+                }
             }
             Ok(out)
         }
         None => {
             let why = match found {
-                Some(s) if s.is_headless() => "is headless (no clusterIP)",
-                Some(_) => "has no IPv4 clusterIP (DNS answers on IPv4 addresses only)",
+                Some(_) => "is headless (no clusterIP)",
                 None => "is not among the Services served",
             };
             let shown = if out.is_empty() {
@@ -137,17 +149,17 @@ pub fn dns_addresses(settings: &DnsSettings, desired: &DesiredState) -> Result<V
     }
 }
 
-fn join(addrs: &[Ipv4Addr]) -> String {
+fn join(addrs: &[IpAddr]) -> String {
     addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// The `svcgate-dns` config of these settings answering on `addresses`.
-pub fn dns_config(settings: &DnsSettings, addresses: &[Ipv4Addr], serial: u32) -> DnsConfig {
+pub fn dns_config(settings: &DnsSettings, addresses: &[IpAddr], serial: u32) -> DnsConfig {
     DnsConfig {
         zone: settings.zone.clone(),
         ttl: settings.ttl,
         serial,
-        nameservers: addresses.iter().map(|a| IpAddr::V4(*a)).collect(),
+        nameservers: addresses.to_vec(),
         ..DnsConfig::default()
     }
 }
@@ -202,6 +214,8 @@ fn join_ips(ips: &[IpAddr]) -> String {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    use std::net::Ipv4Addr;
 
     use svcgate_dns::zone::{rtype, DomainName, Rdata};
     use svcgate_dns::{respond_in_place, Outcome, Zone};
@@ -399,11 +413,11 @@ subsets:
             service: Some(crate::config::ServiceRef { namespace: "default".into(), name: "nginx".into() }),
             ..DnsSettings::default()
         };
-        assert_eq!(dns_addresses(&settings, &r.desired), Ok(vec![Ipv4Addr::new(198, 18, 128, 20)]));
+        assert_eq!(dns_addresses(&settings, &r.desired), Ok(vec![IpAddr::from([198, 18, 128, 20])]));
         settings.service.as_mut().unwrap().name = "nginx-headless".into();
-        settings.addresses = vec![Ipv4Addr::new(198, 18, 128, 53)];
+        settings.addresses = vec![IpAddr::from([198, 18, 128, 53])];
         let (addrs, why) = dns_addresses(&settings, &r.desired).unwrap_err();
-        assert_eq!(addrs, vec![Ipv4Addr::new(198, 18, 128, 53)]);
+        assert_eq!(addrs, vec![IpAddr::from([198, 18, 128, 53])]);
         assert!(why.contains("\"default/nginx-headless\" is headless"), "{why}");
     }
 }

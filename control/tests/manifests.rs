@@ -26,7 +26,7 @@ fn docs_cfg() -> ResolveConfig {
 }
 
 fn lab_cfg() -> ResolveConfig {
-    ResolveConfig::new("198.18.128.0/20".parse().unwrap(), vec![Ipv4Addr::new(198, 18, 0, 2)])
+    ResolveConfig::new("198.18.128.0/20".parse().unwrap(), vec![Ipv4Addr::new(198, 18, 0, 2).into()])
 }
 
 fn load(paths: &[PathBuf], cfg: &ResolveConfig) -> LoadReport {
@@ -57,7 +57,7 @@ fn docs_clusterip_alone() {
     assert_eq!(s.namespace, "default");
     assert_eq!(s.service_type, ServiceType::ClusterIp);
     let IpAddr::V4(ip) = s.cluster_ip().expect("allocated") else { panic!("an IPv4 clusterIP") };
-    assert!(docs_cfg().service_cidr.contains(&ip));
+    assert!(docs_cfg().service_cidr.contains(&IpAddr::V4(ip)));
     assert_ne!(ip, Ipv4Addr::new(10, 247, 0, 1), "first address is the kubernetes Service's");
     assert_eq!(s.ports.len(), 1);
     assert_eq!(s.ports[0].name, "service0");

@@ -1565,7 +1565,7 @@ mod tests {
         let slot = (stable_hash("default/nginx") % 4093) as u32 + 2;
         assert_eq!(
             allocate_ip("default/nginx", "198.18.128.0/20".parse().unwrap(), &FastMap::default()),
-            Some(IpAddr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 128, 0)) + slot))
+            Some(IpAddr::from(std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 128, 0)) + slot)))
         );
     }
 

@@ -398,6 +398,36 @@ mod tests {
     }
 
     #[test]
+    fn service_cidr_is_one_or_one_per_family() {
+        let parse = |v: &str| Config::parse(&format!("kube = true\nservice_cidr = {v}\n"), Path::new("c.toml"));
+        // The form of before dual-stack.
+        let c = parse("\"198.18.128.0/20\"").unwrap();
+        assert_eq!(c.service_cidr.to_string(), "198.18.128.0/20");
+        assert!(!c.service_cidr.is_dual_stack());
+        // A list, the primary first; or kube-apiserver's comma-separated form.
+        for v in ["[\"2001:2:0:8000::/112\", \"198.18.128.0/20\"]", "\"2001:2:0:8000::/112,198.18.128.0/20\""] {
+            let c = parse(v).unwrap();
+            assert_eq!(c.service_cidr.primary_family(), svcgate_common::family::IpFamily::V6, "{v}");
+            assert_eq!(c.service_cidr.to_string(), "2001:2:0:8000::/112,198.18.128.0/20");
+        }
+        for (v, why) in [
+            ("[]", "no CIDR given"),
+            ("[\"198.18.0.0/16\", \"198.19.0.0/16\"]", "are both IPv4"),
+            ("[\"198.18.0.0/16\", \"2001:2::/64\", \"2001:2:1::/64\"]", "3 CIDRs given"),
+            ("\"2001:2::/129\"", "is not a CIDR"),
+        ] {
+            let e = parse(v).unwrap_err().to_string();
+            assert!(e.starts_with("c.toml: service_cidr: ") && e.contains(why), "{v}: {e}");
+        }
+        let c = Config::parse(
+            "kube = true\nservice_cidr = \"198.18.0.0/16\"\nnode_ips = [\"198.18.0.2\", \"2001:2::2\"]\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.node_ips, vec![IpAddr::from([198, 18, 0, 2]), "2001:2::2".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
     fn dns_defaults_to_off() {
         let c = Config::parse("kube = true\nservice_cidr = \"198.18.0.0/16\"\n", Path::new("c.toml")).unwrap();
         assert_eq!(c.dns, DnsSettings::default());

@@ -392,6 +392,129 @@ subsets:
         assert!(srv.data.iter().all(|d| matches!(d, Rdata::Srv { port: 8080, .. })));
     }
 
+    /// The dual-stack fixture of the integration tests, on a dual-stack gateway.
+    fn dual_stack() -> Resolved {
+        let text = include_str!("../tests/fixtures/dual-stack/services.yaml");
+        let parsed = parse_str(Path::new("services.yaml"), text);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        let cfg = ResolveConfig::new("198.18.128.0/20,2001:2:0:8000::/112".parse().unwrap(), vec![]);
+        let r = resolve(&parsed.objects, &cfg, &Default::default(), &Allocations::default());
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        r
+    }
+
+    fn aaaa_records(zone: &Zone, n: &str) -> Vec<std::net::Ipv6Addr> {
+        let Some(set) = zone.get(&name(n), rtype::AAAA) else {
+            return Vec::new();
+        };
+        set.data.iter().filter_map(|d| if let Rdata::Aaaa(a) = d { Some(*a) } else { None }).collect()
+    }
+
+    fn ptr(zone: &Zone, addr: &str) -> Vec<String> {
+        let rev = svcgate_dns::zone::reverse_name(addr.parse().unwrap());
+        let Some(set) = zone.get(&rev, rtype::PTR) else {
+            return Vec::new();
+        };
+        set.data.iter().filter_map(|d| if let Rdata::Ptr(n) = d { Some(n.to_string()) } else { None }).collect()
+    }
+
+    /// Asks `table` for `qname` of `qtype`: (RCODE, ANCOUNT, the message).
+    fn ask(table: &DnsTable, qname: &str, qtype: u16) -> (u8, u16, Vec<u8>) {
+        let mut q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00".to_vec();
+        for label in qname.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&[0, 1]);
+        let mut buf = [0u8; 1232];
+        buf[..q.len()].copy_from_slice(&q);
+        let Outcome::Answered { len } = respond_in_place(table, &mut buf, q.len(), 1232) else {
+            panic!("{qname} {qtype}: not answered in the table")
+        };
+        (buf[3] & 0xf, u16::from_be_bytes([buf[6], buf[7]]), buf[..len].to_vec())
+    }
+
+    #[test]
+    fn dual_stack_services_answer_a_and_aaaa() {
+        let r = dual_stack();
+        let zone = Zone::build(&view_of(&r), &DnsConfig::default());
+        let svc = |n: &str| r.desired.services.iter().find(|s| s.name == n).unwrap();
+
+        // Both families: an A and an AAAA record.
+        let web = svc("web");
+        let (IpAddr::V4(w4), IpAddr::V6(w6)) = (web.cluster_ips[0], web.cluster_ips[1]) else { panic!() };
+        assert_eq!(a_records(&zone, "web.default.svc.cluster.local"), vec![w4]);
+        assert_eq!(aaaa_records(&zone, "web.default.svc.cluster.local"), vec![w6]);
+        // IPv6 only: AAAA, and no A record at a name that exists (NODATA).
+        let IpAddr::V6(x6) = svc("web6").cluster_ips[0] else { panic!() };
+        assert_eq!(aaaa_records(&zone, "web6.default.svc.cluster.local"), vec![x6]);
+        assert!(a_records(&zone, "web6.default.svc.cluster.local").is_empty());
+        // Reverse: nibbles under ip6.arpa for an IPv6 clusterIP.
+        assert_eq!(ptr(&zone, "2001:2:0:8000::20"), ["api.prod.svc.cluster.local."]);
+        assert_eq!(ptr(&zone, "198.18.128.20"), ["api.prod.svc.cluster.local."]);
+
+        // Headless with endpoints of both families: A and AAAA per ready
+        // endpoint, each endpoint's own name (the dashed IPv6 address when it
+        // has no hostname) and its PTR.
+        assert_eq!(a_records(&zone, "db.default.svc.cluster.local"), vec![Ipv4Addr::new(198, 18, 4, 30)]);
+        let six = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        assert_eq!(aaaa_records(&zone, "db.default.svc.cluster.local"), vec![six("2001:2::4:30"), six("2001:2::4:31")]);
+        assert_eq!(a_records(&zone, "db-0.db.default.svc.cluster.local"), vec![Ipv4Addr::new(198, 18, 4, 30)]);
+        assert_eq!(aaaa_records(&zone, "db-0.db.default.svc.cluster.local"), vec![six("2001:2::4:30")]);
+        assert_eq!(aaaa_records(&zone, "2001-2--4-31.db.default.svc.cluster.local"), vec![six("2001:2::4:31")]);
+        assert_eq!(ptr(&zone, "2001:2::4:31"), ["2001-2--4-31.db.default.svc.cluster.local."]);
+        assert_eq!(ptr(&zone, "2001:2::4:30"), ["db-0.db.default.svc.cluster.local."]);
+        // SRV targets are names, whatever the family.
+        let srv = zone.get(&name("_pg._tcp.db.default.svc.cluster.local"), rtype::SRV).unwrap();
+        let mut targets: Vec<String> = srv
+            .data
+            .iter()
+            .filter_map(|d| if let Rdata::Srv { port: 5432, target, .. } = d { Some(target.to_string()) } else { None })
+            .collect();
+        targets.sort();
+        assert_eq!(targets, ["2001-2--4-31.db.default.svc.cluster.local.", "db-0.db.default.svc.cluster.local."]);
+    }
+
+    #[test]
+    fn the_table_answers_aaaa_and_nodata_for_the_missing_family() {
+        let r = dual_stack();
+        let table = DnsTable::build(&view_of(&r), &DnsConfig::default());
+        let (rcode, n, msg) = ask(&table, "web6.default.svc.cluster.local", rtype::AAAA);
+        assert_eq!((rcode, n), (0, 1));
+        let IpAddr::V6(x6) = r.desired.services.iter().find(|s| s.name == "web6").unwrap().cluster_ips[0] else {
+            panic!()
+        };
+        assert_eq!(&msg[msg.len() - 16..], &x6.octets());
+        // NODATA: NOERROR with no answer, not NXDOMAIN.
+        let (rcode, n, _) = ask(&table, "web6.default.svc.cluster.local", rtype::A);
+        assert_eq!((rcode, n), (0, 0));
+        let (rcode, n, _) = ask(&table, "web.default.svc.cluster.local", rtype::AAAA);
+        assert_eq!((rcode, n), (0, 1));
+        // PTR of an IPv6 endpoint, in the table.
+        let rev = svcgate_dns::zone::reverse_name("2001:2::4:31".parse().unwrap()).to_string();
+        let (rcode, n, _) = ask(&table, rev.trim_end_matches('.'), rtype::PTR);
+        assert_eq!((rcode, n), (0, 1));
+    }
+
+    #[test]
+    fn a_dual_stack_dns_service_gives_both_addresses() {
+        let r = dual_stack();
+        let settings = DnsSettings {
+            service: Some(crate::config::ServiceRef { namespace: "prod".into(), name: "api".into() }),
+            addresses: vec!["2001:2::53".parse().unwrap()],
+            ..DnsSettings::default()
+        };
+        let addrs = dns_addresses(&settings, &r.desired).unwrap();
+        let want: Vec<IpAddr> = ["2001:2::53", "2001:2:0:8000::20", "198.18.128.20"].map(|s| s.parse().unwrap()).into();
+        assert_eq!(addrs, want);
+        // The in-frame hook answers on the IPv4 ones only; the control-path
+        // server listens on all of them.
+        let table = DnsTable::build(&view_of(&r), &dns_config(&settings, &addrs, 1));
+        assert_eq!(table.addresses(), [Ipv4Addr::new(198, 18, 128, 20)]);
+    }
+
     #[test]
     fn rows_and_addresses() {
         let r = resolved(MANIFESTS);

@@ -876,7 +876,7 @@ mod tests {
     }
 
     fn cfg() -> ResolveConfig {
-        ResolveConfig::new("198.18.0.0/24".parse().unwrap(), vec!["198.18.1.1".parse().unwrap()])
+        ResolveConfig::new("198.18.0.0/24".parse().unwrap(), vec![std::net::Ipv4Addr::new(198, 18, 1, 1)])
     }
 
     /// `apply_changes` ends where `apply_objects` of the changed set does.

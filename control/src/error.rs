@@ -127,8 +127,9 @@ pub enum LoadError {
         origin: Origin,
         /// `namespace/name`.
         name: String,
-        /// `spec.clusterIP` (the primary address) or `spec.clusterIPs[1]`.
-        field: String,
+        /// `spec.clusterIP` (the primary address) or `spec.clusterIPs[1]`
+        /// (a Service has at most two).
+        field: &'static str,
         /// The address.
         ip: IpAddr,
         /// The Service that has it.
@@ -171,7 +172,7 @@ pub enum LoadError {
     /// service CIDR of, without giving that family's clusterIP (the API
     /// server's "not configured on this cluster").
     #[error(
-        "{origin}: Service \"{name}\" is invalid: {field}: Invalid value: \"{family}\": not configured on this \
+        "{origin}: Service \"{name}\" is invalid: spec.ipFamilies[{index}]: Invalid value: \"{family}\": not configured on this \
          gateway: service_cidr {service_cidr} has no {family} range to allocate from (add one: service_cidr = \
          [\"<IPv4 CIDR>\", \"<IPv6 CIDR>\"], or give the address in spec.clusterIPs); the Service is not applied"
     )]
@@ -180,8 +181,9 @@ pub enum LoadError {
         origin: Origin,
         /// `namespace/name`.
         name: String,
-        /// `spec.ipFamilies[i]`.
-        field: String,
+        /// Its index in `spec.ipFamilies` (the families as settled: a
+        /// family PreferDualStack or RequireDualStack adds is the second).
+        index: usize,
         /// The family.
         family: IpFamily,
         /// svcgate's ranges.

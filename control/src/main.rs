@@ -200,7 +200,7 @@ fn dns_export(
         eprintln!("svcgate: --ttl: {ttl} is out of range: 0 to {MAX_DNS_TTL} seconds");
         return ExitCode::from(2);
     }
-    let report = load_paths(paths, &ResolveConfig::new(service_cidr, Vec::new()));
+    let report = load_paths(paths, &ResolveConfig::new(service_cidr, Vec::<IpAddr>::new()));
     let view = svcgate_control::names::view_of(&report.resolved);
     let settings = DnsSettings { zone, ttl, addresses: addresses.clone(), service: None };
     let config = svcgate_control::names::dns_config(&settings, &addresses, 1);

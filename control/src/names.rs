@@ -278,7 +278,7 @@ status: {phase: Pending, podIP: 198.18.3.13}
     fn resolved(text: &str) -> Resolved {
         let parsed = parse_str(Path::new("t.yaml"), text);
         assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-        let cfg = ResolveConfig::new("198.18.128.0/20".parse().unwrap(), vec![]);
+        let cfg = ResolveConfig::new("198.18.128.0/20".parse().unwrap(), Vec::<IpAddr>::new());
         let r = resolve(&parsed.objects, &cfg, &Default::default(), &Allocations::default());
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         r
@@ -397,7 +397,7 @@ subsets:
         let text = include_str!("../tests/fixtures/dual-stack/services.yaml");
         let parsed = parse_str(Path::new("services.yaml"), text);
         assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-        let cfg = ResolveConfig::new("198.18.128.0/20,2001:2:0:8000::/112".parse().unwrap(), vec![]);
+        let cfg = ResolveConfig::new("198.18.128.0/20,2001:2:0:8000::/112".parse().unwrap(), Vec::<IpAddr>::new());
         let r = resolve(&parsed.objects, &cfg, &Default::default(), &Allocations::default());
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         r

@@ -117,11 +117,13 @@ pub struct ResolveConfig {
 }
 
 impl ResolveConfig {
-    /// A config for manifests with the given service CIDRs.
-    pub fn new(service_cidr: ServiceCidrs, node_ips: Vec<IpAddr>) -> Self {
+    /// A config for manifests with the given service CIDRs and node IPs
+    /// (`Ipv4Addr`, `Ipv6Addr` or `IpAddr`: callers of before dual-stack
+    /// pass IPv4 ones unchanged).
+    pub fn new<A: Into<IpAddr>>(service_cidr: ServiceCidrs, node_ips: Vec<A>) -> Self {
         Self {
             service_cidr,
-            node_ips,
+            node_ips: node_ips.into_iter().map(Into::into).collect(),
             node_port_range: NODE_PORT_RANGE,
             check_cluster_ip_range: true,
             service_proxy_name: None,
@@ -565,12 +567,25 @@ fn parse_ip(c: &mut Checker<'_>, field: &str, s: &str) -> Option<IpAddr> {
     }
 }
 
+/// The field of a Service's `i`th clusterIP (of at most two) in errors:
+/// `spec.clusterIP` for the primary, as the API server names it.
+fn cluster_ip_field(i: usize) -> &'static str {
+    if i == 0 {
+        "spec.clusterIP"
+    } else {
+        "spec.clusterIPs[1]"
+    }
+}
+
 /// `spec.ipFamilyPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FamilyPolicy {
-    SingleStack,
-    PreferDualStack,
-    RequireDualStack,
+    /// `SingleStack`.
+    Single,
+    /// `PreferDualStack`.
+    PreferDual,
+    /// `RequireDualStack`.
+    RequireDual,
 }
 
 /// A Service's clusterIPs and families as the API server settles them.
@@ -594,9 +609,9 @@ fn addressing(
 ) -> Addressing {
     let policy = match spec.ip_family_policy.as_deref() {
         None | Some("") => None,
-        Some("SingleStack") => Some(FamilyPolicy::SingleStack),
-        Some("PreferDualStack") => Some(FamilyPolicy::PreferDualStack),
-        Some("RequireDualStack") => Some(FamilyPolicy::RequireDualStack),
+        Some("SingleStack") => Some(FamilyPolicy::Single),
+        Some("PreferDualStack") => Some(FamilyPolicy::PreferDual),
+        Some("RequireDualStack") => Some(FamilyPolicy::RequireDual),
         Some(other) => {
             c.err(
                 "spec.ipFamilyPolicy",
@@ -664,12 +679,9 @@ fn addressing(
         }
     }
     let selectorless = spec.selector.as_ref().is_none_or(BTreeMap::is_empty);
-    let policy = policy.unwrap_or(if headless && selectorless {
-        FamilyPolicy::RequireDualStack
-    } else {
-        FamilyPolicy::SingleStack
-    });
-    if policy == FamilyPolicy::SingleStack {
+    let policy =
+        policy.unwrap_or(if headless && selectorless { FamilyPolicy::RequireDual } else { FamilyPolicy::Single });
+    if policy == FamilyPolicy::Single {
         if given.len() == 2 {
             c.err(
                 "spec.ipFamilyPolicy",
@@ -706,11 +718,13 @@ fn addressing(
             families.push(cfg.service_cidr.primary_family());
         }
         let wants_two = match policy {
-            FamilyPolicy::SingleStack => false,
-            FamilyPolicy::RequireDualStack => true,
-            FamilyPolicy::PreferDualStack => selectorless || cfg.service_cidr.is_dual_stack(),
+            FamilyPolicy::Single => false,
+            FamilyPolicy::RequireDual => true,
+            FamilyPolicy::PreferDual => selectorless || cfg.service_cidr.is_dual_stack(),
         };
-        if families.len() == 1 && wants_two && !(api_final && !raw_families.is_empty()) {
+        // The API server's families of a headless Service are final too.
+        let settled = api_final && !raw_families.is_empty();
+        if families.len() == 1 && wants_two && !settled {
             families.push(other_family(families[0]));
         }
         return Addressing { headless, families, cluster_ips: Vec::new() };
@@ -722,11 +736,11 @@ fn addressing(
     if families.is_empty() {
         families.push(cfg.service_cidr.primary_family());
     }
-    if families.len() == 1 && policy != FamilyPolicy::SingleStack {
+    if families.len() == 1 && policy != FamilyPolicy::Single {
         let other = other_family(families[0]);
         // PreferDualStack takes the second family only where svcgate can
         // allocate it; RequireDualStack always (an error below if it cannot).
-        if policy == FamilyPolicy::RequireDualStack || cfg.service_cidr.get(other).is_some() {
+        if policy == FamilyPolicy::RequireDual || cfg.service_cidr.get(other).is_some() {
             families.push(other);
         }
     }
@@ -745,7 +759,7 @@ fn addressing(
                 }
             }
             None if cidr.is_some() => {}
-            None if policy == FamilyPolicy::RequireDualStack => {
+            None if policy == FamilyPolicy::RequireDual => {
                 if !reported_dual {
                     reported_dual = true;
                     c.errors.push(LoadError::DualStackNotConfigured {
@@ -759,7 +773,7 @@ fn addressing(
             None => c.errors.push(LoadError::FamilyNotConfigured {
                 origin: c.origin.clone(),
                 name: c.name.clone(),
-                field: format!("spec.ipFamilies[{i}]"),
+                index: i,
                 family: f,
                 service_cidr: cfg.service_cidr,
             }),
@@ -1208,7 +1222,7 @@ pub fn resolve(
                 errs.push(LoadError::ClusterIpAllocated {
                     origin: d.origin.clone(),
                     name: shown.clone(),
-                    field: if i == 0 { "spec.clusterIP".into() } else { format!("spec.clusterIPs[{i}]") },
+                    field: cluster_ip_field(i),
                     ip: *ip,
                     owner: owner.clone(),
                 });
@@ -1277,7 +1291,7 @@ pub fn resolve(
                     out.errors.push(LoadError::RangeFull {
                         origin: d.origin.clone(),
                         name: d.key.clone(),
-                        field: if i == 0 { "spec.clusterIP".into() } else { format!("spec.clusterIPs[{i}]") },
+                        field: cluster_ip_field(i).into(),
                         what: format!("service CIDR {cidr}"),
                     });
                     ok = false;

@@ -26,7 +26,7 @@ fn dump(name: &str) -> PathBuf {
 }
 
 fn cfg() -> ResolveConfig {
-    ResolveConfig::new("198.18.128.0/17".parse().unwrap(), vec![Ipv4Addr::new(198, 18, 0, 21).into()])
+    ResolveConfig::new("198.18.128.0/17".parse().unwrap(), vec![Ipv4Addr::new(198, 18, 0, 21)])
 }
 
 fn svc<'a>(r: &'a LoadReport, ns: &str, name: &str) -> &'a ServiceSpec {
@@ -56,7 +56,7 @@ fn warned(r: &LoadReport) -> BTreeMap<String, IpAddr> {
         .map(|w| match w {
             LoadWarning::ClusterIpOutsideServiceCidr { name, ip, service_cidr, .. } => {
                 assert_eq!(service_cidr.map(|c| c.to_string()).as_deref(), Some("198.18.128.0/17"));
-                (name.clone(), IpAddr::from(*ip))
+                (name.clone(), *ip)
             }
         })
         .collect()
@@ -158,7 +158,7 @@ fn a_clusterip_clash_is_still_an_error() {
     match &r.errors[0] {
         LoadError::ClusterIpAllocated { name, field, ip: got, owner, origin } => {
             assert_eq!(
-                (name.as_str(), field.as_str(), *got, owner.as_str()),
+                (name.as_str(), *field, *got, owner.as_str()),
                 ("shop/second", "spec.clusterIP", "198.19.0.40".parse().unwrap(), "shop/first")
             );
             assert_eq!(origin.line, 24, "the second item's line");

@@ -16,7 +16,7 @@ use svcgate_control::resolve::ResolveConfig;
 use svcgate_control::watch::watch_dir;
 
 fn lab_cfg() -> ResolveConfig {
-    ResolveConfig::new("198.18.128.0/20".parse().unwrap(), vec![Ipv4Addr::new(198, 18, 0, 2).into()])
+    ResolveConfig::new("198.18.128.0/20".parse().unwrap(), vec![Ipv4Addr::new(198, 18, 0, 2)])
 }
 
 fn copy_examples() -> tempfile::TempDir {

@@ -22,11 +22,11 @@ fn examples() -> PathBuf {
 fn docs_cfg() -> ResolveConfig {
     // The documentation's cluster uses 10.247.0.0/16 for Services. Loaded
     // only; nothing is ever sent to these addresses.
-    ResolveConfig::new("10.247.0.0/16".parse().unwrap(), vec![])
+    ResolveConfig::new("10.247.0.0/16".parse().unwrap(), Vec::<std::net::IpAddr>::new())
 }
 
 fn lab_cfg() -> ResolveConfig {
-    ResolveConfig::new("198.18.128.0/20".parse().unwrap(), vec![Ipv4Addr::new(198, 18, 0, 2).into()])
+    ResolveConfig::new("198.18.128.0/20".parse().unwrap(), vec![Ipv4Addr::new(198, 18, 0, 2)])
 }
 
 fn load(paths: &[PathBuf], cfg: &ResolveConfig) -> LoadReport {

@@ -1504,24 +1504,29 @@ fn pod_port(pod: &Pod, p: &DraftPort) -> Option<u16> {
 /// family, else `status.podIP`; the first of each family, in the order of
 /// the Service's families) and its endpoint conditions, the way the
 /// EndpointSlice controller sees it; `None` for Pods that are no endpoint
-/// (Succeeded, Failed, no address of the Service's families).
-fn pod_addresses(pod: &Pod, plan: &EndpointPlan) -> Option<(Vec<IpAddr>, EndpointConditions)> {
+/// (Succeeded, Failed, no address of the Service's families). At most two
+/// addresses, in an array: this runs per Pod and port of every selector
+/// Service, and allocates nothing.
+fn pod_addresses(pod: &Pod, plan: &EndpointPlan) -> Option<(impl Iterator<Item = IpAddr> + Clone, EndpointConditions)> {
     let publish_not_ready = plan.publish_not_ready;
     let status = pod.status.as_ref()?;
     if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
         return None;
     }
-    let all: Vec<IpAddr> = status
-        .pod_ips
-        .iter()
-        .flatten()
-        .map(|p| p.ip.as_str())
-        .chain(status.pod_ip.as_deref())
-        .filter_map(|s| s.parse::<IpAddr>().ok())
-        .collect();
-    let addrs: Vec<IpAddr> =
-        plan.families.iter().filter_map(|f| all.iter().copied().find(|ip| IpFamily::of(ip) == *f)).collect();
-    if addrs.is_empty() {
+    let listed = || {
+        status
+            .pod_ips
+            .iter()
+            .flatten()
+            .map(|p| p.ip.as_str())
+            .chain(status.pod_ip.as_deref())
+            .filter_map(|s| s.parse::<IpAddr>().ok())
+    };
+    let mut addrs: [Option<IpAddr>; 2] = [None; 2];
+    for (slot, f) in addrs.iter_mut().zip(&plan.families) {
+        *slot = listed().find(|ip| IpFamily::of(ip) == *f);
+    }
+    if addrs.iter().all(Option::is_none) {
         return None;
     }
     let pod_ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
@@ -1531,7 +1536,7 @@ fn pod_addresses(pod: &Pod, plan: &EndpointPlan) -> Option<(Vec<IpAddr>, Endpoin
         serving: pod_ready || publish_not_ready,
         terminating,
     };
-    Some((addrs, conditions))
+    Some((addrs.into_iter().flatten(), conditions))
 }
 
 #[cfg(test)]

@@ -456,3 +456,30 @@ fn validate_prints_both_cluster_ips() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("a dual-stack service_cidr has one IPv4 and one IPv6"));
 }
+
+#[test]
+fn endpoints_objects_of_both_families() {
+    // A legacy Endpoints object with addresses of both families: a
+    // dual-stack Service takes both, an IPv6-only one its IPv6 addresses.
+    let eps = |name: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}}}\nsubsets:\n- addresses: \
+             [{{ip: 198.18.4.70}}, {{ip: \"2001:2::4:70\"}}]\n  notReadyAddresses: [{{ip: \"2001:2::4:71\"}}]\n  \
+             ports: [{{port: 80}}]\n"
+        )
+    };
+    let text = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: both}}\nspec:\n  ipFamilyPolicy: PreferDualStack\n  \
+         ports: [{{port: 80}}]\n{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: six}}\nspec:\n  \
+         ipFamilies: [IPv6]\n  ports: [{{port: 80}}]\n{}",
+        eps("both"),
+        eps("six")
+    );
+    let r = resolve_text(&text, &dual());
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(
+        backends(svc(&r, "both")),
+        [(ip("198.18.4.70"), 80, true), (ip("2001:2::4:70"), 80, true), (ip("2001:2::4:71"), 80, false)]
+    );
+    assert_eq!(backends(svc(&r, "six")), [(ip("2001:2::4:70"), 80, true), (ip("2001:2::4:71"), 80, false)]);
+}

@@ -281,8 +281,10 @@ fn ipv6_and_dual_stack_answers() {
     };
     let t = DnsTable::build(&view, &DnsConfig { nameservers: vec![v6("2001:2::53")], ..DnsConfig::default() });
     assert!(t.skipped().is_empty(), "{:?}", t.skipped());
-    // The fast path of the workers parses IPv4 frames only: no IPv6 address.
+    // The fast path of the workers parses IPv4 frames only: the IPv6
+    // address is kept apart.
     assert!(t.addresses().is_empty());
+    assert_eq!(t.addresses6(), ["2001:2::53".parse::<Ipv6Addr>().unwrap()]);
     let ok = ResponseCode::NoError;
 
     let svc = "web6.default.svc.cluster.local.";

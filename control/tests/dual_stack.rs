@@ -420,7 +420,7 @@ fn rows_show_both_addresses_as_kubectl_does() {
     let db = svcs.iter().find(|s| s.name == "db").unwrap();
     assert_eq!(db.cluster_ip, "None");
     let web_eps = eps.iter().find(|e| e.name == "web").unwrap();
-    assert_eq!(web_eps.endpoints, "198.18.4.10:8080,2001:2::4:10:8080,198.18.4.11:8080");
+    assert_eq!(web_eps.endpoints, "198.18.4.10:8080,[2001:2::4:10]:8080,198.18.4.11:8080");
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //! ```toml
 //! manifests = "manifests"          # a directory, relative to this file; or:
 //! # kube = true                    # watch the Kubernetes API instead
-//! service_cidr = "198.18.128.0/20" # where Services without clusterIP get one
-//! node_ips = ["198.18.0.2"]        # NodePorts open on these
+//! service_cidr = "198.18.128.0/20" # where Services without clusterIP get one; dual-stack:
+//!                                  # ["198.18.128.0/20", "2001:2:0:8000::/112"] (the first
+//!                                  # is the primary family, of Services without ipFamilies)
+//! node_ips = ["198.18.0.2"]        # NodePorts open on these (IPv4 and IPv6)
 //! admin_listen = "127.0.0.1:9901"  # /healthz /readyz /metrics /status
 //! # service_proxy_name = "svcgate" # serve only Services labelled
 //!                                  # service.kubernetes.io/service-proxy-name=svcgate
@@ -12,18 +14,20 @@
 //! [dns]                            # cluster DNS (off unless addresses or service)
 //! zone = "cluster.local"           # the cluster domain (default cluster.local)
 //! ttl = 5                          # seconds, 0-3600 (default 5, CoreDNS's)
-//! addresses = ["198.18.128.10"]    # the addresses DNS answers on (port 53)
+//! addresses = ["198.18.128.10"]    # the addresses DNS answers on (port 53; IPv6 ones
+//!                                  # by the control-path server only, see DnsSettings)
 //! service = "kube-system/kube-dns" # ...and the clusterIP of this Service
 //! [dataplane]                      # opaque here; the dataplane parses it
 //! ```
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use svcgate_common::model::Ipv4Net;
+
+use crate::cidr::ServiceCidrs;
 
 /// The default admin address: localhost only.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
@@ -42,10 +46,11 @@ pub enum SourceConfig {
 pub struct Config {
     /// The object source.
     pub source: SourceConfig,
-    /// The service CIDR.
-    pub service_cidr: Ipv4Net,
-    /// Node IPs.
-    pub node_ips: Vec<Ipv4Addr>,
+    /// The service CIDRs: one, or one per family (the first is primary).
+    pub service_cidr: ServiceCidrs,
+    /// Node IPs, of either family: NodePorts of a Service open on the node
+    /// IPs of the families it serves.
+    pub node_ips: Vec<IpAddr>,
     /// The admin endpoint's address.
     pub admin_listen: SocketAddr,
     /// Serve only the Services whose `service.kubernetes.io/service-proxy-name`
@@ -87,8 +92,12 @@ pub struct DnsSettings {
     pub zone: String,
     /// TTL of every answer and of negative answers, in seconds.
     pub ttl: u32,
-    /// The addresses DNS answers on (UDP and TCP port 53).
-    pub addresses: Vec<Ipv4Addr>,
+    /// The addresses DNS answers on (UDP and TCP port 53), of either family.
+    /// The workers answer UDP queries in the frame only on the IPv4 ones (the
+    /// in-frame hook parses IPv4 frames only; [`svcgate_dns::DnsTable::addresses`]
+    /// keeps those); queries to an IPv6 address reach the kernel, and so the
+    /// control-path server, which listens on every address here.
+    pub addresses: Vec<IpAddr>,
     /// A Service whose clusterIP DNS also answers on (the manifests' own
     /// `kube-system/kube-dns`, the address Pods' resolv.conf names).
     pub service: Option<ServiceRef>,
@@ -124,8 +133,8 @@ pub enum DnsConfigError {
         /// The value.
         ttl: i64,
     },
-    /// An entry of `addresses` is not an IPv4 address.
-    #[error("dns.addresses[{index}]: {value:?} is not an IPv4 address (svcgate answers on IPv4 only)")]
+    /// An entry of `addresses` is not an IP address.
+    #[error("dns.addresses[{index}]: {value:?} is not an IP address (IPv4 or IPv6)")]
     Address {
         /// Its index.
         index: usize,
@@ -165,7 +174,7 @@ impl RawDns {
         };
         let mut addresses = Vec::new();
         for (index, value) in self.addresses.into_iter().enumerate() {
-            match value.parse::<Ipv4Addr>() {
+            match value.parse::<IpAddr>() {
                 Ok(a) => addresses.push(a),
                 Err(_) => return Err(DnsConfigError::Address { index, value }),
             }
@@ -217,7 +226,7 @@ struct Raw {
     manifests: Option<PathBuf>,
     #[serde(default)]
     kube: bool,
-    service_cidr: String,
+    service_cidr: OneOrMore,
     #[serde(default)]
     node_ips: Vec<String>,
     admin_listen: Option<String>,
@@ -226,6 +235,15 @@ struct Raw {
     dns: RawDns,
     #[serde(default)]
     dataplane: toml::Table,
+}
+
+/// `service_cidr`: one CIDR (the form of svcgate before dual-stack, and
+/// kube-apiserver's comma-separated `v4,v6` string), or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMore {
+    One(String),
+    More(Vec<String>),
 }
 
 /// A config that cannot be used.
@@ -298,14 +316,16 @@ impl Config {
                 SourceConfig::Manifests(if dir.is_relative() { base.join(dir) } else { dir })
             }
         };
-        let service_cidr: Ipv4Net = raw.service_cidr.parse().map_err(|_| {
-            invalid("service_cidr", format!("{:?} is not an IPv4 CIDR like 198.18.128.0/20", raw.service_cidr))
-        })?;
+        let service_cidr = match &raw.service_cidr {
+            OneOrMore::One(s) => s.parse::<ServiceCidrs>(),
+            OneOrMore::More(list) => ServiceCidrs::from_list(list),
+        }
+        .map_err(|e| invalid("service_cidr", e.to_string()))?;
         let mut node_ips = Vec::new();
         for (i, s) in raw.node_ips.iter().enumerate() {
-            node_ips.push(
-                s.parse().map_err(|_| invalid(&format!("node_ips[{i}]"), format!("{s:?} is not an IPv4 address")))?,
-            );
+            node_ips.push(s.parse().map_err(|_| {
+                invalid(&format!("node_ips[{i}]"), format!("{s:?} is not an IP address (IPv4 or IPv6)"))
+            })?);
         }
         let admin = raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN);
         let admin_listen = admin
@@ -325,7 +345,7 @@ impl Config {
         let dns = raw.dns.check().map_err(|source| ConfigError::Dns { path: p.clone(), source })?;
         Ok(Self {
             source,
-            service_cidr: service_cidr.trunc(),
+            service_cidr,
             node_ips,
             admin_listen,
             service_proxy_name: raw.service_proxy_name,
@@ -355,7 +375,7 @@ mod tests {
         let c = Config::load(&p).unwrap();
         assert!(matches!(&c.source, SourceConfig::Manifests(d) if d.ends_with("manifests")));
         assert_eq!(c.admin_listen.to_string(), DEFAULT_ADMIN);
-        assert_eq!(c.node_ips, vec![Ipv4Addr::new(198, 18, 1, 1)]);
+        assert_eq!(c.node_ips, vec![IpAddr::from([198, 18, 1, 1])]);
     }
 
     #[test]
@@ -375,6 +395,36 @@ mod tests {
         assert_eq!(c.source, SourceConfig::Kube);
         assert_eq!(c.service_proxy_name, None);
         assert_eq!(c.dataplane.get("queues").and_then(|v| v.as_integer()), Some(2));
+    }
+
+    #[test]
+    fn service_cidr_is_one_or_one_per_family() {
+        let parse = |v: &str| Config::parse(&format!("kube = true\nservice_cidr = {v}\n"), Path::new("c.toml"));
+        // The form of before dual-stack.
+        let c = parse("\"198.18.128.0/20\"").unwrap();
+        assert_eq!(c.service_cidr.to_string(), "198.18.128.0/20");
+        assert!(!c.service_cidr.is_dual_stack());
+        // A list, the primary first; or kube-apiserver's comma-separated form.
+        for v in ["[\"2001:2:0:8000::/112\", \"198.18.128.0/20\"]", "\"2001:2:0:8000::/112,198.18.128.0/20\""] {
+            let c = parse(v).unwrap();
+            assert_eq!(c.service_cidr.primary_family(), svcgate_common::family::IpFamily::V6, "{v}");
+            assert_eq!(c.service_cidr.to_string(), "2001:2:0:8000::/112,198.18.128.0/20");
+        }
+        for (v, why) in [
+            ("[]", "no CIDR given"),
+            ("[\"198.18.0.0/16\", \"198.19.0.0/16\"]", "are both IPv4"),
+            ("[\"198.18.0.0/16\", \"2001:2::/64\", \"2001:2:1::/64\"]", "3 CIDRs given"),
+            ("\"2001:2::/129\"", "is not a CIDR"),
+        ] {
+            let e = parse(v).unwrap_err().to_string();
+            assert!(e.starts_with("c.toml: service_cidr: ") && e.contains(why), "{v}: {e}");
+        }
+        let c = Config::parse(
+            "kube = true\nservice_cidr = \"198.18.0.0/16\"\nnode_ips = [\"198.18.0.2\", \"2001:2::2\"]\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.node_ips, vec![IpAddr::from([198, 18, 0, 2]), "2001:2::2".parse::<IpAddr>().unwrap()]);
     }
 
     #[test]
@@ -399,7 +449,7 @@ mod tests {
         assert!(c.dns.enabled());
         assert_eq!(c.dns.zone, "example.test");
         assert_eq!(c.dns.ttl, 30);
-        assert_eq!(c.dns.addresses, vec![Ipv4Addr::new(198, 18, 128, 10)]);
+        assert_eq!(c.dns.addresses, vec![IpAddr::from([198, 18, 128, 10])]);
         assert_eq!(c.dns.service.as_ref().map(ToString::to_string).as_deref(), Some("kube-system/kube-dns"));
         let err = |body: &str| match Config::parse(&format!("{base}{body}\n"), Path::new("c.toml")) {
             Err(ConfigError::Dns { source, .. }) => source,
@@ -411,8 +461,8 @@ mod tests {
         assert_eq!(err("ttl = -1"), DnsConfigError::Ttl { ttl: -1 });
         assert_eq!(err("ttl = 3601"), DnsConfigError::Ttl { ttl: 3601 });
         assert_eq!(
-            err("addresses = [\"198.18.0.1\", \"fd00::1\"]"),
-            DnsConfigError::Address { index: 1, value: "fd00::1".into() }
+            err("addresses = [\"198.18.0.1\", \"2001:2::53\", \"x\"]"),
+            DnsConfigError::Address { index: 2, value: "x".into() }
         );
         for bad in ["kube-dns", "kube-system/", "/kube-dns", "Kube-System/kube-dns", "a/b/c"] {
             assert_eq!(err(&format!("service = {bad:?}")), DnsConfigError::Service { value: bad.into() });

@@ -34,7 +34,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use svcgate_common::family::{Addr, IpFamily};
-use svcgate_common::model::{DesiredState, ServiceSpec};
+use svcgate_common::model::{BackendSpec, DesiredState, ServiceSpec};
 use svcgate_common::publish::{Publisher, Reader};
 use svcgate_common::table::{service_entries, Replacements, ServiceTable};
 use svcgate_dns::{DnsConfig, DnsTable, DnsView};
@@ -133,7 +133,7 @@ struct DnsInputs {
     /// [`Resolved::external_name_targets`].
     external: Vec<ExternalNameSpec>,
     /// The view and addresses of the table being served.
-    built: Option<(DnsView, Vec<std::net::Ipv4Addr>)>,
+    built: Option<(DnsView, Vec<std::net::IpAddr>)>,
     /// A problem with the configured addresses (`dns.service` not found).
     problem: Option<String>,
 }
@@ -304,7 +304,7 @@ impl Controller {
     }
 
     /// The addresses DNS answers on as of the last sync (empty: DNS off).
-    pub fn dns_addresses(&self) -> Vec<std::net::Ipv4Addr> {
+    pub fn dns_addresses(&self) -> Vec<std::net::IpAddr> {
         self.state.lock().dns.built.as_ref().map(|(_, a)| a.clone()).unwrap_or_default()
     }
 
@@ -543,20 +543,28 @@ impl Controller {
                 dns_touched |= st.desired.services[si].ports.iter().zip(&backends).any(|(p, b)| p.backends != *b);
             }
             let svc = &mut st.desired.services[si];
-            let mut changed_ports = Vec::new();
+            // Per family: an IPv6 slice's change rebuilds the IPv6 entries
+            // only, and the IPv4 ones stay shared with the last table.
+            let (mut changed4, mut changed6, mut changed) = (Vec::new(), Vec::new(), false);
             for (j, (port, new)) in svc.ports.iter_mut().zip(backends).enumerate() {
                 if port.backends != new {
+                    if family_changed::<Ipv4Addr>(&port.backends, &new) {
+                        changed4.push(j);
+                    }
+                    if family_changed::<Ipv6Addr>(&port.backends, &new) {
+                        changed6.push(j);
+                    }
                     port.backends = new;
-                    changed_ports.push(j);
+                    changed = true;
                 }
             }
-            if changed_ports.is_empty() {
+            if !changed {
                 continue;
             }
             changed_services.push(si);
             let [base4, base6] = st.index.entry_base[si];
-            replace_ports::<Ipv4Addr>(&mut replaced, base4, svc, &changed_ports);
-            replace_ports::<Ipv6Addr>(&mut replaced, base6, svc, &changed_ports);
+            replace_ports::<Ipv4Addr>(&mut replaced, base4, svc, &changed4);
+            replace_ports::<Ipv6Addr>(&mut replaced, base6, svc, &changed6);
         }
         let outcome = if changed_services.is_empty() {
             self.metrics.noop_syncs.fetch_add(1, Ordering::Relaxed);
@@ -766,16 +774,17 @@ fn changed_entries(old: &DesiredState, new: &DesiredState) -> Replacements {
     let mut out = Replacements::default();
     let mut base = [0u32; 2];
     for (o, n) in old.services.iter().zip(&new.services) {
-        let changed: Vec<usize> = o
-            .ports
-            .iter()
-            .zip(&n.ports)
-            .enumerate()
-            .filter(|(_, (op, np))| op.backends != np.backends)
-            .map(|(j, _)| j)
-            .collect();
-        replace_ports::<Ipv4Addr>(&mut out, base[0], n, &changed);
-        replace_ports::<Ipv6Addr>(&mut out, base[1], n, &changed);
+        let changed = |family_changed: fn(&[BackendSpec], &[BackendSpec]) -> bool| -> Vec<usize> {
+            o.ports
+                .iter()
+                .zip(&n.ports)
+                .enumerate()
+                .filter(|(_, (op, np))| family_changed(&op.backends, &np.backends))
+                .map(|(j, _)| j)
+                .collect()
+        };
+        replace_ports::<Ipv4Addr>(&mut out, base[0], n, &changed(family_changed::<Ipv4Addr>));
+        replace_ports::<Ipv6Addr>(&mut out, base[1], n, &changed(family_changed::<Ipv6Addr>));
         for (f, family) in IpFamily::ALL.into_iter().enumerate() {
             if n.has_family(family) {
                 base[f] += n.ports.len() as u32;
@@ -783,6 +792,13 @@ fn changed_entries(old: &DesiredState, new: &DesiredState) -> Replacements {
         }
     }
     out
+}
+
+/// True when the backends of family `A` differ between `old` and `new` (the
+/// only ones an entry of that family is built from).
+fn family_changed<A: Addr>(old: &[BackendSpec], new: &[BackendSpec]) -> bool {
+    let of = |l: &[BackendSpec]| l.iter().filter(|b| A::from_ip(b.addr).is_some()).copied().collect::<Vec<_>>();
+    of(old) != of(new)
 }
 
 /// Adds to `out` the entries of family `A` of `svc`'s `ports` (indices into
@@ -860,7 +876,7 @@ mod tests {
     }
 
     fn cfg() -> ResolveConfig {
-        ResolveConfig::new("198.18.0.0/24".parse().unwrap(), vec!["198.18.1.1".parse().unwrap()])
+        ResolveConfig::new("198.18.0.0/24".parse().unwrap(), vec![std::net::Ipv4Addr::new(198, 18, 1, 1)])
     }
 
     /// `apply_changes` ends where `apply_objects` of the changed set does.
@@ -941,6 +957,57 @@ mod tests {
         let s = slice(1, "s1-a", &[53], &["198.19.0.8"]);
         objects[3] = s.clone();
         assert!(matches!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Incremental(_, 1)));
+        same_as_full(&c, &objects);
+    }
+
+    #[test]
+    fn ipv6_slices_change_the_ipv6_entries_only() {
+        // A dual-stack Service as the API server hands it over, IPv6 first.
+        let dual = |mut s: Sourced| -> Sourced {
+            if let Object::Service(svc) = &mut s.object {
+                let spec = Arc::make_mut(svc).spec.as_mut().unwrap();
+                spec.cluster_ip = Some("2001:2:0:8000::b".into());
+                spec.cluster_ips = Some(vec!["2001:2:0:8000::b".into(), "198.18.0.11".into()]);
+                spec.ip_families = Some(vec!["IPv6".into(), "IPv4".into()]);
+                spec.ip_family_policy = Some("RequireDualStack".into());
+            }
+            s
+        };
+        let v6 = |mut s: Sourced| -> Sourced {
+            if let Object::EndpointSlice(es) = &mut s.object {
+                Arc::make_mut(es).address_type = "IPv6".into();
+            }
+            s
+        };
+        let mut objects = vec![
+            dual(svc(1, &[80])),
+            svc(2, &[80]),
+            slice(1, "s1-a", &[80], &["198.19.0.1"]),
+            v6(slice(1, "s1-b", &[80], &["2001:2::1"])),
+            slice(2, "s2-a", &[80], &["198.19.0.2"]),
+        ];
+        let c = Controller::new(cfg());
+        assert_eq!(c.apply_objects(&objects), SyncOutcome::Full(1));
+        let t = c.tables().current();
+        assert_eq!((t.v4().entries().len(), t.v6().entries().len()), (2, 1));
+        let addrs6 = |t: &ServiceTable| t.v6().entries()[0].backends.iter().map(|b| b.addr).collect::<Vec<_>>();
+        assert_eq!(addrs6(&t), ["2001:2::1".parse::<Ipv6Addr>().unwrap()]);
+        let v4_entry = Arc::clone(&t.v4().entries()[0]);
+
+        // The IPv6 slice grows: one entry (the IPv6 one) is rebuilt; the IPv4
+        // entry of the same port is the last table's.
+        let s = v6(slice(1, "s1-b", &[80], &["2001:2::1", "2001:2::2"]));
+        objects[3] = s.clone();
+        assert_eq!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Incremental(2, 1));
+        let t = c.tables().current();
+        assert!(Arc::ptr_eq(&v4_entry, &t.v4().entries()[0]));
+        assert_eq!(addrs6(&t), ["2001:2::1".parse::<Ipv6Addr>().unwrap(), "2001:2::2".parse().unwrap()]);
+        same_as_full(&c, &objects);
+        // An IPv6 slice of the IPv4-only Service changes nothing.
+        let s = v6(slice(2, "s2-b", &[80], &["2001:2::3"]));
+        objects.push(s.clone());
+        assert!(matches!(c.apply_changes(vec![s], Vec::new()), SyncOutcome::Unchanged | SyncOutcome::Full(_)));
+        assert_eq!(c.tables().current().v6().entries().len(), 1);
         same_as_full(&c, &objects);
     }
 

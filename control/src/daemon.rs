@@ -109,7 +109,7 @@ impl Daemon {
 
     /// The addresses cluster DNS answers on (`dns.addresses` and the
     /// clusterIP of `dns.service`) as of the last sync; empty when off.
-    pub fn dns_addresses(&self) -> Vec<std::net::Ipv4Addr> {
+    pub fn dns_addresses(&self) -> Vec<std::net::IpAddr> {
         self.controller.dns_addresses()
     }
 

@@ -7,7 +7,9 @@
 //! cores = [1]                     # pin worker q to cores[q % len]; [] = no pinning
 //! xdp_mode = "auto"               # auto | native | generic
 //! mode = "snat"                   # snat: masquerade; dnat: keep the client's address (Pods route back via the gateway)
-//! snat_addrs = ["198.18.2.1"]     # masquerade addresses (replies come back to them)
+//! snat_addrs = ["198.18.2.1"]     # masquerade addresses (replies come back to them), IPv4
+//!                                 # and IPv6: a flow is masqueraded to one of its family
+//!                                 # (at least one IPv4; no IPv6 one: IPv6 snat flows unserved)
 //! snat_ports = [32768, 60999]     # inclusive; keep clear of 30000-32767 if an SNAT address is a node IP
 //! conntrack_capacity = 1048576    # flows per worker
 //! busy_poll = false               # true: never nap when idle (DPDK style)
@@ -29,12 +31,13 @@
 //!
 //! An empty `[dataplane]` table runs the control plane alone.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use svcgate_common::family::of_family;
 use svcgate_common::model::ForwardingMode;
 use svcgate_common::publish::Publisher;
 use svcgate_common::table::ServiceTable;
@@ -65,8 +68,10 @@ pub struct DataplaneConfig {
     /// `svcgate.io/forwarding-mode` annotation.
     #[serde(default = "default_mode")]
     pub mode: String,
-    /// SNAT addresses.
-    pub snat_addrs: Vec<Ipv4Addr>,
+    /// SNAT addresses of both families: the IPv4 ones become
+    /// `NatConfig::snat_addrs`, the IPv6 ones `NatConfig::snat_addrs6` (a
+    /// flow is masqueraded to an address of its own family, never NAT46).
+    pub snat_addrs: Vec<IpAddr>,
     /// SNAT port range, inclusive.
     #[serde(default = "default_ports")]
     pub snat_ports: [u16; 2],
@@ -204,8 +209,13 @@ impl DataplaneConfig {
                     .into(),
             ));
         }
-        if c.snat_addrs.is_empty() {
-            return Err(DataplaneError::Config("snat_addrs: at least one address is needed".into()));
+        // The IPv4 pipeline needs an address to masquerade to, as before
+        // dual-stack; an IPv6 one is optional (without one, IPv6 Services
+        // are served in dnat mode only).
+        if c.snat_addrs4().is_empty() {
+            return Err(DataplaneError::Config(
+                "snat_addrs: at least one IPv4 address is needed (IPv6 ones masquerade IPv6 flows only)".into(),
+            ));
         }
         if !(1..=100).contains(&c.conntrack_pressure_percent) {
             return Err(DataplaneError::Config(format!(
@@ -216,6 +226,16 @@ impl DataplaneConfig {
         c.timeouts.to_timeouts()?;
         c.forwarding_mode()?;
         Ok(Some(c))
+    }
+
+    /// The IPv4 SNAT addresses, in order.
+    pub fn snat_addrs4(&self) -> Vec<Ipv4Addr> {
+        of_family::<Ipv4Addr>(&self.snat_addrs).collect()
+    }
+
+    /// The IPv6 SNAT addresses, in order.
+    pub fn snat_addrs6(&self) -> Vec<Ipv6Addr> {
+        of_family::<Ipv6Addr>(&self.snat_addrs).collect()
     }
 
     fn forwarding_mode(&self) -> Result<ForwardingMode, DataplaneError> {
@@ -237,7 +257,8 @@ impl DataplaneConfig {
             xdp_mode,
             nat: NatConfig {
                 mode: self.forwarding_mode()?,
-                snat_addrs: self.snat_addrs.clone(),
+                snat_addrs: self.snat_addrs4(),
+                snat_addrs6: self.snat_addrs6(),
                 snat_ports: (self.snat_ports[0], self.snat_ports[1]),
                 conntrack_capacity: self.conntrack_capacity,
                 pressure_percent: self.conntrack_pressure_percent,
@@ -540,7 +561,7 @@ mod tests {
         let t: toml::Table = std::fs::read_to_string(p).unwrap().parse().unwrap();
         let c = DataplaneConfig::from_table(t["dataplane"].as_table().unwrap()).unwrap().unwrap();
         assert_eq!(c.interfaces, ["g0", "g1"]);
-        assert_eq!(c.snat_addrs, [Ipv4Addr::new(198, 18, 3, 1)]);
+        assert_eq!(c.snat_addrs, [IpAddr::from([198, 18, 3, 1])]);
         assert_eq!(c.snat_ports, [32768, 60999]);
         let g = c.gateway_config().unwrap();
         assert_eq!(g.nat.snat_ports, (32768, 60999));
@@ -586,5 +607,28 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(c.gateway_config().unwrap_err().to_string().contains("xdp_mode"));
+    }
+
+    #[test]
+    fn snat_addrs_of_both_families_reach_their_halves() {
+        let c = DataplaneConfig::from_table(&table(
+            "interfaces = [\"g0\"]\nsnat_addrs = [\"2001:2::3:1\", \"198.18.3.1\", \"198.18.3.2\", \"2001:2::3:2\"]",
+        ))
+        .unwrap()
+        .unwrap();
+        let g = c.gateway_config().unwrap();
+        assert_eq!(g.nat.snat_addrs, [Ipv4Addr::new(198, 18, 3, 1), Ipv4Addr::new(198, 18, 3, 2)]);
+        let v6: Vec<Ipv6Addr> = ["2001:2::3:1", "2001:2::3:2"].iter().map(|s| s.parse().unwrap()).collect();
+        assert_eq!(g.nat.snat_addrs6, v6);
+        // IPv4 only, as before: no IPv6 masquerade address.
+        let c = DataplaneConfig::from_table(&table("interfaces = [\"g0\"]\nsnat_addrs = [\"198.18.3.1\"]"))
+            .unwrap()
+            .unwrap();
+        assert!(c.gateway_config().unwrap().nat.snat_addrs6.is_empty());
+        // The IPv4 pipeline still needs one of its family.
+        let e = DataplaneConfig::from_table(&table("interfaces = [\"g0\"]\nsnat_addrs = [\"2001:2::3:1\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("snat_addrs: at least one IPv4 address"), "{e}");
     }
 }

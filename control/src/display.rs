@@ -35,7 +35,8 @@ pub struct EndpointsRow {
     pub namespace: String,
     /// `metadata.name`.
     pub name: String,
-    /// Ready `ip:port` endpoints, kubectl-style (three, then `+ N more...`).
+    /// Ready `ip:port` endpoints (`[ip]:port` for IPv6), kubectl-style
+    /// (three, then `+ N more...`).
     pub endpoints: String,
     /// Every ready `ip:port`.
     pub ready: Vec<String>,
@@ -118,7 +119,8 @@ pub fn endpoints_row(s: &ServiceSpec) -> EndpointsRow {
     let mut not_ready = Vec::new();
     for p in &s.ports {
         for b in &p.backends {
-            let e = format!("{}:{}", b.addr, b.port);
+            // `[2001:2::1]:80` for IPv6, as kubectl joins host and port.
+            let e = std::net::SocketAddr::new(b.addr, b.port).to_string();
             let list = if b.conditions.ready { &mut ready } else { &mut not_ready };
             if !list.contains(&e) {
                 list.push(e);

@@ -39,7 +39,7 @@
 //! binding fails, is logged, and is retried.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -319,8 +319,8 @@ impl DnsServers {
     /// goes; a bind failure is logged and retried.
     pub fn start(controller: Arc<Controller>, port: u16) -> Self {
         let task = tokio::spawn(async move {
-            let mut running: BTreeMap<Ipv4Addr, Server<TableHandler>> = BTreeMap::new();
-            let mut failing: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+            let mut running: BTreeMap<IpAddr, Server<TableHandler>> = BTreeMap::new();
+            let mut failing: BTreeMap<IpAddr, String> = BTreeMap::new();
             loop {
                 let want = controller.dns_addresses();
                 running.retain(|a, s| {

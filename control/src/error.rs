@@ -5,12 +5,14 @@
 //! are all recoverable: the object (or document) in question is skipped, or
 //! keeps its last good state, and everything else applies.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use svcgate_common::model::Ipv4Net;
+use svcgate_common::family::IpFamily;
+use svcgate_common::model::IpNet;
 
+use crate::cidr::ServiceCidrs;
 use crate::origin::Origin;
 
 /// Something a manifest or API object got wrong.
@@ -113,9 +115,11 @@ pub enum LoadError {
         /// The Service that has it.
         owner: String,
     },
-    /// A clusterIP another Service holds.
+    /// A clusterIP another Service holds (each family's addresses are
+    /// allocated on their own: a Service's IPv6 address may clash while its
+    /// IPv4 one does not).
     #[error(
-        "{origin}: Service \"{name}\" is invalid: spec.clusterIP: Invalid value: \"{ip}\": provided IP is already \
+        "{origin}: Service \"{name}\" is invalid: {field}: Invalid value: \"{ip}\": provided IP is already \
          allocated (to Service \"{owner}\"); the Service is not applied"
     )]
     ClusterIpAllocated {
@@ -123,8 +127,11 @@ pub enum LoadError {
         origin: Origin,
         /// `namespace/name`.
         name: String,
+        /// `spec.clusterIP` (the primary address) or `spec.clusterIPs[1]`
+        /// (a Service has at most two).
+        field: &'static str,
         /// The address.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// The Service that has it.
         owner: String,
     },
@@ -140,6 +147,48 @@ pub enum LoadError {
         /// The range, e.g. `service CIDR 198.18.128.0/20`.
         what: String,
     },
+    /// `ipFamilyPolicy: RequireDualStack` on a gateway with a service CIDR of
+    /// one family only, for a Service whose `clusterIPs` do not already give
+    /// the other family's address: svcgate cannot allocate it. The API
+    /// server's check ("this cluster is not configured for dual-stack
+    /// services"), with what to change in svcgate.toml.
+    #[error(
+        "{origin}: Service \"{name}\" is invalid: spec.ipFamilyPolicy: Invalid value: \"RequireDualStack\": \
+         svcgate is not configured for dual-stack Services: service_cidr {service_cidr} has no {missing} range \
+         (set service_cidr = [\"<IPv4 CIDR>\", \"<IPv6 CIDR>\"], or give both spec.clusterIPs, or use \
+         PreferDualStack); the Service is not applied"
+    )]
+    DualStackNotConfigured {
+        /// Where the object is.
+        origin: Origin,
+        /// `namespace/name`.
+        name: String,
+        /// The family svcgate has no range of.
+        missing: IpFamily,
+        /// svcgate's ranges.
+        service_cidr: ServiceCidrs,
+    },
+    /// A Service asks for a family (`spec.ipFamilies[i]`) svcgate has no
+    /// service CIDR of, without giving that family's clusterIP (the API
+    /// server's "not configured on this cluster").
+    #[error(
+        "{origin}: Service \"{name}\" is invalid: spec.ipFamilies[{index}]: Invalid value: \"{family}\": not configured on this \
+         gateway: service_cidr {service_cidr} has no {family} range to allocate from (add one: service_cidr = \
+         [\"<IPv4 CIDR>\", \"<IPv6 CIDR>\"], or give the address in spec.clusterIPs); the Service is not applied"
+    )]
+    FamilyNotConfigured {
+        /// Where the object is.
+        origin: Origin,
+        /// `namespace/name`.
+        name: String,
+        /// Its index in `spec.ipFamilies` (the families as settled: a
+        /// family PreferDualStack or RequireDualStack adds is the second).
+        index: usize,
+        /// The family.
+        family: IpFamily,
+        /// svcgate's ranges.
+        service_cidr: ServiceCidrs,
+    },
     /// Two Service ports claim one frontend (address, protocol, port).
     #[error("{0}")]
     Frontend(#[from] svcgate_common::table::BuildWarning),
@@ -150,13 +199,15 @@ pub enum LoadError {
 /// `/status` and `svcgate status`, and logged when it first appears.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadWarning {
-    /// An explicit clusterIP outside svcgate's `service_cidr`: in objects
-    /// exported from a cluster, that cluster's API server allocated it from
-    /// its own range, so it is served as given (clashes are still errors).
+    /// An explicit clusterIP outside svcgate's `service_cidr` of its family
+    /// (or of a family svcgate has no range of): in objects exported from a
+    /// cluster, that cluster's API server allocated it from its own range, so
+    /// it is served as given (clashes are still errors).
     #[error(
-        "{origin}: Service \"{name}\": spec.clusterIP {ip} is outside svcgate's service_cidr {service_cidr}; \
+        "{origin}: Service \"{name}\": spec.clusterIP {ip} is outside svcgate's service_cidr {}; \
          served as given (the cluster's API server allocated it, not svcgate; set service_cidr to the \
-         cluster's range to silence this)"
+         cluster's range to silence this)",
+        shown_cidr(.service_cidr, .ip)
     )]
     ClusterIpOutsideServiceCidr {
         /// Where the object is.
@@ -164,10 +215,19 @@ pub enum LoadWarning {
         /// `namespace/name`.
         name: String,
         /// The address.
-        ip: Ipv4Addr,
-        /// svcgate's configured range.
-        service_cidr: Ipv4Net,
+        ip: IpAddr,
+        /// svcgate's configured range of the address's family; `None` when
+        /// svcgate has none of that family.
+        service_cidr: Option<IpNet>,
     },
+}
+
+/// How a warning names svcgate's range of `ip`'s family.
+fn shown_cidr(cidr: &Option<IpNet>, ip: &IpAddr) -> String {
+    match cidr {
+        Some(n) => n.to_string(),
+        None => format!("(which has no {} range)", IpFamily::of(ip)),
+    }
 }
 
 impl LoadError {

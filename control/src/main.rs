@@ -6,17 +6,16 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use svcgate_common::model::Ipv4Net;
 use svcgate_control::config::Config;
 use svcgate_control::daemon::Daemon;
 use svcgate_control::display;
 use svcgate_control::load::load_paths;
-use svcgate_control::resolve::ResolveConfig;
+use svcgate_control::resolve::{ResolveConfig, ServiceCidrs};
 
 /// svcgate: Kubernetes Services on a userspace AF_XDP dataplane.
 #[derive(Debug, Parser)]
@@ -34,12 +33,14 @@ enum Command {
         /// Manifest files or directories (`.yaml`, `.yml`, `.json`; directories recursively).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Where Services without a clusterIP get one (kubeadm's default range).
+        /// Where Services without a clusterIP get one (kubeadm's default
+        /// range); dual-stack: `<IPv4 CIDR>,<IPv6 CIDR>` (or IPv6 first), as
+        /// kube-apiserver's --service-cluster-ip-range.
         #[arg(long, default_value = "10.96.0.0/12")]
-        service_cidr: Ipv4Net,
-        /// A node IP NodePorts open on (repeatable).
+        service_cidr: ServiceCidrs,
+        /// A node IP NodePorts open on, IPv4 or IPv6 (repeatable).
         #[arg(long = "node-ip")]
-        node_ips: Vec<Ipv4Addr>,
+        node_ips: Vec<IpAddr>,
         /// Serve only Services labelled service.kubernetes.io/service-proxy-name
         /// with this value (default: only Services without that label, as kube-proxy).
         #[arg(long)]
@@ -81,11 +82,11 @@ enum DnsCommand {
         ttl: u32,
         /// Where Services without a clusterIP get one (as `validate`).
         #[arg(long, default_value = "10.96.0.0/12")]
-        service_cidr: Ipv4Net,
-        /// An address of the name server `ns.dns.<zone>` (repeatable): the
-        /// apex NS record's address records.
+        service_cidr: ServiceCidrs,
+        /// An address of the name server `ns.dns.<zone>`, IPv4 or IPv6
+        /// (repeatable): the apex NS record's address records.
         #[arg(long = "address")]
-        addresses: Vec<Ipv4Addr>,
+        addresses: Vec<IpAddr>,
         /// Print a reverse zone (in-addr.arpa, ip6.arpa) instead of the cluster domain.
         #[arg(long, value_enum)]
         reverse: Option<Reverse>,
@@ -119,8 +120,8 @@ fn init_logs(default: &str) {
 
 fn validate(
     paths: &[PathBuf],
-    service_cidr: Ipv4Net,
-    node_ips: Vec<Ipv4Addr>,
+    service_cidr: ServiceCidrs,
+    node_ips: Vec<IpAddr>,
     service_proxy_name: Option<String>,
 ) -> ExitCode {
     let mut cfg = ResolveConfig::new(service_cidr, node_ips);
@@ -182,8 +183,8 @@ fn dns_export(
     paths: &[PathBuf],
     zone: &str,
     ttl: u32,
-    service_cidr: Ipv4Net,
-    addresses: Vec<Ipv4Addr>,
+    service_cidr: ServiceCidrs,
+    addresses: Vec<IpAddr>,
     reverse: Option<Reverse>,
 ) -> ExitCode {
     use svcgate_control::config::{parse_zone, DnsSettings, MAX_DNS_TTL};
@@ -199,7 +200,7 @@ fn dns_export(
         eprintln!("svcgate: --ttl: {ttl} is out of range: 0 to {MAX_DNS_TTL} seconds");
         return ExitCode::from(2);
     }
-    let report = load_paths(paths, &ResolveConfig::new(service_cidr, Vec::new()));
+    let report = load_paths(paths, &ResolveConfig::new(service_cidr, Vec::<IpAddr>::new()));
     let view = svcgate_control::names::view_of(&report.resolved);
     let settings = DnsSettings { zone, ttl, addresses: addresses.clone(), service: None };
     let config = svcgate_control::names::dns_config(&settings, &addresses, 1);

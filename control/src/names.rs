@@ -16,9 +16,16 @@
 //!   `ready`, as resolution folds it into the backends' conditions (the
 //!   view's flag stays false).
 //!
+//! Both families, as the Kubernetes DNS specification asks of a dual-stack
+//! cluster: a Service's name has an A record per IPv4 cluster IP and an AAAA
+//! per IPv6 one (NODATA for the type of a family it lacks), a headless
+//! Service's names the A/AAAA of its endpoints of its families, and every
+//! such address a PTR (`in-addr.arpa`, or nibbles under `ip6.arpa`). The
+//! records themselves are the `svcgate-dns` crate's ([`svcgate_dns::zone`]).
+//!
 //! Not named: Services left to another proxy by their
 //! `service.kubernetes.io/service-proxy-name` label (svcgate does not resolve
-//! them: no cluster IP to give), Services rejected as invalid, IPv6.
+//! them: no cluster IP to give), Services rejected as invalid.
 //!
 //! # When the table is built
 //!
@@ -38,9 +45,8 @@
 //! skips the builds after changes DNS does not see (a nodePort, a source
 //! range, the backends of a ClusterIP Service).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
-use svcgate_common::family::of_family;
 use svcgate_common::model::DesiredState;
 use svcgate_dns::{DnsConfig, DnsEndpoint, DnsPort, DnsService, DnsServiceKind, DnsTable, DnsView};
 
@@ -71,7 +77,7 @@ pub fn dns_view(
                     .into_iter()
                     .flatten()
                     .map(|e| DnsEndpoint {
-                        addr: IpAddr::V4(e.addr),
+                        addr: e.addr,
                         hostname: e.hostname.clone(),
                         ready: e.ready,
                         // The endpoint's port of each named Service port.
@@ -104,27 +110,33 @@ pub fn dns_view(
     DnsView { services }
 }
 
-/// The addresses DNS answers on: the configured ones, then the cluster IP of
-/// the configured Service. `Err` names a configured Service that has no
-/// cluster IP in `desired` (missing, rejected, headless), with the addresses
-/// found anyway.
-pub fn dns_addresses(settings: &DnsSettings, desired: &DesiredState) -> Result<Vec<Ipv4Addr>, (Vec<Ipv4Addr>, String)> {
+/// The addresses DNS answers on: the configured ones, then the cluster IPs
+/// of the configured Service (both of a dual-stack kube-dns, as Pods of
+/// either family name it in resolv.conf). `Err` names a configured Service
+/// that has no cluster IP in `desired` (missing, rejected, headless), with
+/// the addresses found anyway.
+///
+/// The workers answer in the frame on the IPv4 ones only (the in-frame hook
+/// parses IPv4; [`DnsTable::addresses`] keeps those); the control-path server
+/// answers on all of them.
+pub fn dns_addresses(settings: &DnsSettings, desired: &DesiredState) -> Result<Vec<IpAddr>, (Vec<IpAddr>, String)> {
     let mut out = settings.addresses.clone();
     let Some(want) = &settings.service else {
         return Ok(out);
     };
     let found = desired.services.iter().find(|s| s.namespace == want.namespace && s.name == want.name);
-    match found.and_then(|s| of_family::<Ipv4Addr>(&s.cluster_ips).next()) {
-        Some(ip) => {
-            if !out.contains(&ip) {
-                out.push(ip);
+    match found.filter(|s| !s.is_headless()) {
+        Some(s) => {
+            for ip in &s.cluster_ips {
+                if !out.contains(ip) {
+                    out.push(*ip);
+                }
             }
             Ok(out)
         }
         None => {
             let why = match found {
-                Some(s) if s.is_headless() => "is headless (no clusterIP)",
-                Some(_) => "has no IPv4 clusterIP (DNS answers on IPv4 addresses only)",
+                Some(_) => "is headless (no clusterIP)",
                 None => "is not among the Services served",
             };
             let shown = if out.is_empty() {
@@ -137,17 +149,17 @@ pub fn dns_addresses(settings: &DnsSettings, desired: &DesiredState) -> Result<V
     }
 }
 
-fn join(addrs: &[Ipv4Addr]) -> String {
+fn join(addrs: &[IpAddr]) -> String {
     addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// The `svcgate-dns` config of these settings answering on `addresses`.
-pub fn dns_config(settings: &DnsSettings, addresses: &[Ipv4Addr], serial: u32) -> DnsConfig {
+pub fn dns_config(settings: &DnsSettings, addresses: &[IpAddr], serial: u32) -> DnsConfig {
     DnsConfig {
         zone: settings.zone.clone(),
         ttl: settings.ttl,
         serial,
-        nameservers: addresses.iter().map(|a| IpAddr::V4(*a)).collect(),
+        nameservers: addresses.to_vec(),
         ..DnsConfig::default()
     }
 }
@@ -202,6 +214,8 @@ fn join_ips(ips: &[IpAddr]) -> String {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    use std::net::Ipv4Addr;
 
     use svcgate_dns::zone::{rtype, DomainName, Rdata};
     use svcgate_dns::{respond_in_place, Outcome, Zone};
@@ -264,7 +278,7 @@ status: {phase: Pending, podIP: 198.18.3.13}
     fn resolved(text: &str) -> Resolved {
         let parsed = parse_str(Path::new("t.yaml"), text);
         assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-        let cfg = ResolveConfig::new("198.18.128.0/20".parse().unwrap(), vec![]);
+        let cfg = ResolveConfig::new("198.18.128.0/20".parse().unwrap(), Vec::<IpAddr>::new());
         let r = resolve(&parsed.objects, &cfg, &Default::default(), &Allocations::default());
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         r
@@ -378,6 +392,129 @@ subsets:
         assert!(srv.data.iter().all(|d| matches!(d, Rdata::Srv { port: 8080, .. })));
     }
 
+    /// The dual-stack fixture of the integration tests, on a dual-stack gateway.
+    fn dual_stack() -> Resolved {
+        let text = include_str!("../tests/fixtures/dual-stack/services.yaml");
+        let parsed = parse_str(Path::new("services.yaml"), text);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        let cfg = ResolveConfig::new("198.18.128.0/20,2001:2:0:8000::/112".parse().unwrap(), Vec::<IpAddr>::new());
+        let r = resolve(&parsed.objects, &cfg, &Default::default(), &Allocations::default());
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        r
+    }
+
+    fn aaaa_records(zone: &Zone, n: &str) -> Vec<std::net::Ipv6Addr> {
+        let Some(set) = zone.get(&name(n), rtype::AAAA) else {
+            return Vec::new();
+        };
+        set.data.iter().filter_map(|d| if let Rdata::Aaaa(a) = d { Some(*a) } else { None }).collect()
+    }
+
+    fn ptr(zone: &Zone, addr: &str) -> Vec<String> {
+        let rev = svcgate_dns::zone::reverse_name(addr.parse().unwrap());
+        let Some(set) = zone.get(&rev, rtype::PTR) else {
+            return Vec::new();
+        };
+        set.data.iter().filter_map(|d| if let Rdata::Ptr(n) = d { Some(n.to_string()) } else { None }).collect()
+    }
+
+    /// Asks `table` for `qname` of `qtype`: (RCODE, ANCOUNT, the message).
+    fn ask(table: &DnsTable, qname: &str, qtype: u16) -> (u8, u16, Vec<u8>) {
+        let mut q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00".to_vec();
+        for label in qname.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&[0, 1]);
+        let mut buf = [0u8; 1232];
+        buf[..q.len()].copy_from_slice(&q);
+        let Outcome::Answered { len } = respond_in_place(table, &mut buf, q.len(), 1232) else {
+            panic!("{qname} {qtype}: not answered in the table")
+        };
+        (buf[3] & 0xf, u16::from_be_bytes([buf[6], buf[7]]), buf[..len].to_vec())
+    }
+
+    #[test]
+    fn dual_stack_services_answer_a_and_aaaa() {
+        let r = dual_stack();
+        let zone = Zone::build(&view_of(&r), &DnsConfig::default());
+        let svc = |n: &str| r.desired.services.iter().find(|s| s.name == n).unwrap();
+
+        // Both families: an A and an AAAA record.
+        let web = svc("web");
+        let (IpAddr::V4(w4), IpAddr::V6(w6)) = (web.cluster_ips[0], web.cluster_ips[1]) else { panic!() };
+        assert_eq!(a_records(&zone, "web.default.svc.cluster.local"), vec![w4]);
+        assert_eq!(aaaa_records(&zone, "web.default.svc.cluster.local"), vec![w6]);
+        // IPv6 only: AAAA, and no A record at a name that exists (NODATA).
+        let IpAddr::V6(x6) = svc("web6").cluster_ips[0] else { panic!() };
+        assert_eq!(aaaa_records(&zone, "web6.default.svc.cluster.local"), vec![x6]);
+        assert!(a_records(&zone, "web6.default.svc.cluster.local").is_empty());
+        // Reverse: nibbles under ip6.arpa for an IPv6 clusterIP.
+        assert_eq!(ptr(&zone, "2001:2:0:8000::20"), ["api.prod.svc.cluster.local."]);
+        assert_eq!(ptr(&zone, "198.18.128.20"), ["api.prod.svc.cluster.local."]);
+
+        // Headless with endpoints of both families: A and AAAA per ready
+        // endpoint, each endpoint's own name (the dashed IPv6 address when it
+        // has no hostname) and its PTR.
+        assert_eq!(a_records(&zone, "db.default.svc.cluster.local"), vec![Ipv4Addr::new(198, 18, 4, 30)]);
+        let six = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        assert_eq!(aaaa_records(&zone, "db.default.svc.cluster.local"), vec![six("2001:2::4:30"), six("2001:2::4:31")]);
+        assert_eq!(a_records(&zone, "db-0.db.default.svc.cluster.local"), vec![Ipv4Addr::new(198, 18, 4, 30)]);
+        assert_eq!(aaaa_records(&zone, "db-0.db.default.svc.cluster.local"), vec![six("2001:2::4:30")]);
+        assert_eq!(aaaa_records(&zone, "2001-2--4-31.db.default.svc.cluster.local"), vec![six("2001:2::4:31")]);
+        assert_eq!(ptr(&zone, "2001:2::4:31"), ["2001-2--4-31.db.default.svc.cluster.local."]);
+        assert_eq!(ptr(&zone, "2001:2::4:30"), ["db-0.db.default.svc.cluster.local."]);
+        // SRV targets are names, whatever the family.
+        let srv = zone.get(&name("_pg._tcp.db.default.svc.cluster.local"), rtype::SRV).unwrap();
+        let mut targets: Vec<String> = srv
+            .data
+            .iter()
+            .filter_map(|d| if let Rdata::Srv { port: 5432, target, .. } = d { Some(target.to_string()) } else { None })
+            .collect();
+        targets.sort();
+        assert_eq!(targets, ["2001-2--4-31.db.default.svc.cluster.local.", "db-0.db.default.svc.cluster.local."]);
+    }
+
+    #[test]
+    fn the_table_answers_aaaa_and_nodata_for_the_missing_family() {
+        let r = dual_stack();
+        let table = DnsTable::build(&view_of(&r), &DnsConfig::default());
+        let (rcode, n, msg) = ask(&table, "web6.default.svc.cluster.local", rtype::AAAA);
+        assert_eq!((rcode, n), (0, 1));
+        let IpAddr::V6(x6) = r.desired.services.iter().find(|s| s.name == "web6").unwrap().cluster_ips[0] else {
+            panic!()
+        };
+        assert_eq!(&msg[msg.len() - 16..], &x6.octets());
+        // NODATA: NOERROR with no answer, not NXDOMAIN.
+        let (rcode, n, _) = ask(&table, "web6.default.svc.cluster.local", rtype::A);
+        assert_eq!((rcode, n), (0, 0));
+        let (rcode, n, _) = ask(&table, "web.default.svc.cluster.local", rtype::AAAA);
+        assert_eq!((rcode, n), (0, 1));
+        // PTR of an IPv6 endpoint, in the table.
+        let rev = svcgate_dns::zone::reverse_name("2001:2::4:31".parse().unwrap()).to_string();
+        let (rcode, n, _) = ask(&table, rev.trim_end_matches('.'), rtype::PTR);
+        assert_eq!((rcode, n), (0, 1));
+    }
+
+    #[test]
+    fn a_dual_stack_dns_service_gives_both_addresses() {
+        let r = dual_stack();
+        let settings = DnsSettings {
+            service: Some(crate::config::ServiceRef { namespace: "prod".into(), name: "api".into() }),
+            addresses: vec!["2001:2::53".parse().unwrap()],
+            ..DnsSettings::default()
+        };
+        let addrs = dns_addresses(&settings, &r.desired).unwrap();
+        let want: Vec<IpAddr> = ["2001:2::53", "2001:2:0:8000::20", "198.18.128.20"].map(|s| s.parse().unwrap()).into();
+        assert_eq!(addrs, want);
+        // The in-frame hook answers on the IPv4 ones only; the control-path
+        // server listens on all of them.
+        let table = DnsTable::build(&view_of(&r), &dns_config(&settings, &addrs, 1));
+        assert_eq!(table.addresses(), [Ipv4Addr::new(198, 18, 128, 20)]);
+    }
+
     #[test]
     fn rows_and_addresses() {
         let r = resolved(MANIFESTS);
@@ -399,11 +536,11 @@ subsets:
             service: Some(crate::config::ServiceRef { namespace: "default".into(), name: "nginx".into() }),
             ..DnsSettings::default()
         };
-        assert_eq!(dns_addresses(&settings, &r.desired), Ok(vec![Ipv4Addr::new(198, 18, 128, 20)]));
+        assert_eq!(dns_addresses(&settings, &r.desired), Ok(vec![IpAddr::from([198, 18, 128, 20])]));
         settings.service.as_mut().unwrap().name = "nginx-headless".into();
-        settings.addresses = vec![Ipv4Addr::new(198, 18, 128, 53)];
+        settings.addresses = vec![IpAddr::from([198, 18, 128, 53])];
         let (addrs, why) = dns_addresses(&settings, &r.desired).unwrap_err();
-        assert_eq!(addrs, vec![Ipv4Addr::new(198, 18, 128, 53)]);
+        assert_eq!(addrs, vec![IpAddr::from([198, 18, 128, 53])]);
         assert!(why.contains("\"default/nginx-headless\" is headless"), "{why}");
     }
 }

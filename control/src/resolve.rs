@@ -4,12 +4,27 @@
 //! - Defaults as the API server applies them: namespace `default`, type
 //!   `ClusterIP`, protocol `TCP`, `targetPort` = `port`, sessionAffinity
 //!   timeout 10800 s.
-//! - Allocation: a Service without `clusterIP` gets one from the configured
-//!   service CIDR, and a NodePort/LoadBalancer port without `nodePort` one from
-//!   30000-32767. Both are deterministic (a hash of the Service's name probing
-//!   for a free slot) and sticky across reloads ([`Allocations`]). The network
-//!   and broadcast addresses and the first host (`.1`, which the API server
-//!   gives to the `kubernetes` Service) are never allocated.
+//! - IP families as the API server defines them (`spec.ipFamilies`,
+//!   `spec.ipFamilyPolicy`, `spec.clusterIPs`; [`ServiceCidrs`] stands for
+//!   kube-apiserver's `--service-cluster-ip-range`): `clusterIPs[0]` must be
+//!   `clusterIP`, at most one address per family, families in `ipFamilies`
+//!   order, the families of the given addresses inferred. No policy means
+//!   `SingleStack` (a headless Service without selector: `RequireDualStack`).
+//!   `SingleStack` gets one family (`ipFamilies[0]`, else the primary range's);
+//!   `PreferDualStack` both when svcgate has a range of each, else one;
+//!   `RequireDualStack` both, and [`LoadError::DualStackNotConfigured`] when
+//!   svcgate would have to allocate from a family it has no range of. A
+//!   headless Service gets families too (they pick the endpoints its name
+//!   resolves to), and a selectorless one both, as the API server gives it.
+//!   Objects of the API server ([`ResolveConfig::check_cluster_ip_range`]
+//!   off) keep their `clusterIPs` as final: svcgate adds no family to them.
+//! - Allocation: a Service without a clusterIP of one of its families gets one
+//!   from that family's service CIDR, and a NodePort/LoadBalancer port
+//!   without `nodePort` one from 30000-32767. Both are deterministic (a hash
+//!   of the Service's name probing for a free slot; one allocator for both
+//!   families) and sticky across reloads ([`Allocations`]). The network
+//!   address, the first host (`.1`, `::1`, which the API server gives to the
+//!   `kubernetes` Service) and IPv4's broadcast address are never allocated.
 //! - Validation and conflicts the way the API server reports them: a second
 //!   Service with a taken namespace/name, a clusterIP or nodePort already
 //!   allocated, out-of-range ports, unknown enum values. The offending Service
@@ -30,9 +45,13 @@
 //!   else (with a selector) the Pods its selector matches, translated the way
 //!   the EndpointSlice controller does (Ready -> ready; deletionTimestamp ->
 //!   terminating, serving = Ready; named targetPorts resolved through the
-//!   container ports; Succeeded/Failed Pods and Pods without an IPv4 address
-//!   left out). Slice and Endpoints ports are matched by the Service port's
-//!   name (what the controller writes), or failing that by a named targetPort.
+//!   container ports; Succeeded/Failed Pods left out). A Service gets the
+//!   endpoints of its own families only: EndpointSlices of those
+//!   `addressType`s, Endpoints addresses and Pod `status.podIPs` (else
+//!   `status.podIP`) of those families; an IPv4 frontend never leads to an
+//!   IPv6 Pod (no NAT46). Slice and Endpoints ports are matched by the
+//!   Service port's name (what the controller writes), or failing that by a
+//!   named targetPort.
 //! - For DNS ([`crate::names`]): headless Services also get their endpoints
 //!   as DNS names them ([`Resolved::endpoint_names`]: address, hostname,
 //!   readiness, whatever the ports), and `ExternalName` Services, served by
@@ -45,17 +64,20 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// times; SipHash was a tenth of a full resolution's instructions).
 pub type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 type FastSet<K> = HashSet<K, ahash::RandomState>;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use svcgate_common::family::IpFamily;
 use svcgate_common::model::{
-    BackendSpec, DesiredState, EndpointConditions, ForwardingMode, Ipv4Net, Protocol, ServicePortSpec, ServiceSpec,
+    BackendSpec, DesiredState, EndpointConditions, ForwardingMode, IpNet, Protocol, ServicePortSpec, ServiceSpec,
     ServiceType, SessionAffinity,
 };
 
+use crate::cidr::other_family;
+pub use crate::cidr::ServiceCidrs;
 use crate::error::{LoadError, LoadWarning};
 use crate::manifest::{Object, Origin, Sourced};
 
@@ -71,10 +93,11 @@ pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-
 /// What resolution needs besides the objects.
 #[derive(Debug, Clone)]
 pub struct ResolveConfig {
-    /// Where cluster IPs are allocated from.
-    pub service_cidr: Ipv4Net,
-    /// The node IPs NodePorts open on.
-    pub node_ips: Vec<Ipv4Addr>,
+    /// Where cluster IPs are allocated from: one range per family svcgate
+    /// allocates in, the primary (default) family first.
+    pub service_cidr: ServiceCidrs,
+    /// The node IPs NodePorts open on, of either family.
+    pub node_ips: Vec<IpAddr>,
     /// Valid node ports.
     pub node_port_range: RangeInclusive<u16>,
     /// Warn about explicit clusterIPs outside `service_cidr`
@@ -82,7 +105,9 @@ pub struct ResolveConfig {
     /// way, since in objects exported from a cluster that cluster's API server
     /// allocated them from its own range. Off for the kube source: every
     /// clusterIP there is the API server's, and svcgate's `service_cidr` need
-    /// not be the cluster's.
+    /// not be the cluster's. Off, a Service's `clusterIPs` are also final:
+    /// the API server already applied its `ipFamilyPolicy` with the
+    /// cluster's ranges, so svcgate adds no family of its own.
     pub check_cluster_ip_range: bool,
     /// The `service.kubernetes.io/service-proxy-name` value of the Services
     /// svcgate serves (KEP-2447). `None`: only Services without that label,
@@ -92,11 +117,13 @@ pub struct ResolveConfig {
 }
 
 impl ResolveConfig {
-    /// A config for manifests with the given service CIDR.
-    pub fn new(service_cidr: Ipv4Net, node_ips: Vec<Ipv4Addr>) -> Self {
+    /// A config for manifests with the given service CIDRs and node IPs
+    /// (`Ipv4Addr`, `Ipv6Addr` or `IpAddr`: callers of before dual-stack
+    /// pass IPv4 ones unchanged).
+    pub fn new<A: Into<IpAddr>>(service_cidr: ServiceCidrs, node_ips: Vec<A>) -> Self {
         Self {
             service_cidr,
-            node_ips,
+            node_ips: node_ips.into_iter().map(Into::into).collect(),
             node_port_range: NODE_PORT_RANGE,
             check_cluster_ip_range: true,
             service_proxy_name: None,
@@ -105,10 +132,11 @@ impl ResolveConfig {
 }
 
 /// Addresses and ports svcgate allocated, kept across reloads so a Service
-/// keeps its clusterIP and nodePorts while it exists (as in a cluster).
+/// keeps its clusterIPs (one per family) and nodePorts while it exists (as
+/// in a cluster).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allocations {
-    cluster_ips: FastMap<String, Ipv4Addr>,
+    cluster_ips: FastMap<(String, IpFamily), IpAddr>,
     node_ports: FastMap<(String, Protocol, u16), u16>,
 }
 
@@ -164,8 +192,8 @@ pub struct ExternalNameSpec {
 /// readiness as the backends get it (`publishNotReadyAddresses` included).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedEndpoint {
-    /// The endpoint's IPv4 address.
-    pub addr: Ipv4Addr,
+    /// The endpoint's address (an A or AAAA record).
+    pub addr: IpAddr,
     /// Its hostname, if it has one.
     pub hostname: Option<String>,
     /// Ready (or published anyway).
@@ -219,9 +247,10 @@ pub fn check_proxy_name(cfg: &ResolveConfig, svc: &Service) -> Result<(), Option
     }
 }
 
-/// What deriving one Service's backends needs: its name, selector and ports.
-/// Lets an EndpointSlice change be applied to that Service alone
-/// ([`backends_from_slices`]) with the same result a full [`resolve`] gives.
+/// What deriving one Service's backends needs: its name, selector, ports
+/// and IP families. Lets an EndpointSlice change be applied to that Service
+/// alone ([`backends_from_slices`]) with the same result a full [`resolve`]
+/// gives.
 #[derive(Debug, Clone)]
 pub struct EndpointPlan {
     namespace: String,
@@ -229,6 +258,9 @@ pub struct EndpointPlan {
     selector: BTreeMap<String, String>,
     publish_not_ready: bool,
     ports: Vec<DraftPort>,
+    /// The Service's families: only endpoints of these are kept (an
+    /// EndpointSlice's `addressType`, an address's family).
+    families: Vec<IpFamily>,
 }
 
 impl EndpointPlan {
@@ -241,18 +273,35 @@ impl EndpointPlan {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The Service's IP families, primary first.
+    pub fn families(&self) -> &[IpFamily] {
+        &self.families
+    }
+
+    /// True when the Service serves this EndpointSlice's `addressType`
+    /// (`IPv4`, `IPv6`; never `FQDN`).
+    fn serves_slice(&self, es: &EndpointSlice) -> bool {
+        IpFamily::parse(&es.address_type).is_some_and(|f| self.families.contains(&f))
+    }
+
+    /// `s` as an address of one of the Service's families.
+    fn addr(&self, s: &str) -> Option<IpAddr> {
+        s.parse::<IpAddr>().ok().filter(|ip| self.families.contains(&IpFamily::of(ip)))
+    }
 }
 
 /// The endpoints of a headless Service as DNS names them, from these
 /// EndpointSlices (labelled with its name): what [`resolve`] puts in
 /// [`Resolved::endpoint_names`] for it from the same slices. Every endpoint
 /// counts, whatever the ports (a headless Service may have none); an address
-/// in several slices counts once.
+/// in several slices counts once. Slices of both `addressType`s count when
+/// the Service has both families (A and AAAA records).
 pub fn endpoint_names_from_slices(plan: &EndpointPlan, slices: &[&EndpointSlice]) -> Vec<NamedEndpoint> {
     let mut out: Vec<NamedEndpoint> = Vec::new();
-    for es in slices.iter().filter(|es| es.address_type == "IPv4") {
+    for es in slices.iter().filter(|es| plan.serves_slice(es)) {
         for e in &es.endpoints {
-            let Some(addr) = e.addresses.first().and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
+            let Some(addr) = e.addresses.first().and_then(|a| plan.addr(a)) else {
                 continue;
             };
             // nil ready means "unknown": consumers treat it as ready.
@@ -283,7 +332,7 @@ fn endpoint_names(plan: &EndpointPlan, index: &EndpointIndex<'_>) -> Vec<NamedEn
             let lists = [(subset.addresses.as_ref(), true), (subset.not_ready_addresses.as_ref(), false)];
             for (list, ready) in lists {
                 for a in list.into_iter().flatten() {
-                    let Ok(addr) = a.ip.parse::<Ipv4Addr>() else {
+                    let Some(addr) = plan.addr(&a.ip) else {
                         continue;
                     };
                     let hostname = a.hostname.clone().filter(|h| !h.is_empty());
@@ -301,7 +350,7 @@ fn endpoint_names(plan: &EndpointPlan, index: &EndpointIndex<'_>) -> Vec<NamedEn
         if !plan.selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
             continue;
         }
-        let Some((addr, conditions)) = pod_address(pod, plan.publish_not_ready) else {
+        let Some((addrs, conditions)) = pod_addresses(pod, plan) else {
             continue;
         };
         // The EndpointSlice controller names the endpoint only when the Pod's
@@ -311,7 +360,9 @@ fn endpoint_names(plan: &EndpointPlan, index: &EndpointIndex<'_>) -> Vec<NamedEn
             .filter(|s| s.subdomain.as_deref() == Some(plan.name.as_str()))
             .and_then(|s| s.hostname.clone())
             .filter(|h| !h.is_empty());
-        push_named(&mut out, NamedEndpoint { addr, hostname, ready: conditions.ready });
+        for addr in addrs {
+            push_named(&mut out, NamedEndpoint { addr, hostname: hostname.clone(), ready: conditions.ready });
+        }
     }
     out
 }
@@ -326,11 +377,11 @@ fn endpoint_names(plan: &EndpointPlan, index: &EndpointIndex<'_>) -> Vec<NamedEn
 pub fn backends_from_slices(plan: &EndpointPlan, slices: &[&EndpointSlice]) -> Vec<Vec<BackendSpec>> {
     struct Read<'a> {
         ports: FastMap<(&'a str, &'a str), Option<i32>>,
-        endpoints: Vec<(Ipv4Addr, EndpointConditions)>,
+        endpoints: Vec<(IpAddr, EndpointConditions)>,
     }
     let read: Vec<Read<'_>> = slices
         .iter()
-        .filter(|es| es.address_type == "IPv4")
+        .filter(|es| plan.serves_slice(es))
         .map(|es| {
             let mut ports =
                 FastMap::with_capacity_and_hasher(es.ports.as_ref().map_or(0, Vec::len), Default::default());
@@ -344,7 +395,7 @@ pub fn backends_from_slices(plan: &EndpointPlan, slices: &[&EndpointSlice]) -> V
                 .endpoints
                 .iter()
                 .filter_map(|e| {
-                    let addr = e.addresses.first()?.parse::<Ipv4Addr>().ok()?;
+                    let addr = plan.addr(e.addresses.first()?)?;
                     let c = e.conditions.clone().unwrap_or_default();
                     // nil ready means "unknown": consumers treat it as ready.
                     let ready = c.ready.unwrap_or(true);
@@ -383,7 +434,7 @@ pub fn backends_from_slices(plan: &EndpointPlan, slices: &[&EndpointSlice]) -> V
                     continue;
                 };
                 out.extend(r.endpoints.iter().map(|&(addr, conditions)| BackendSpec {
-                    addr: addr.into(),
+                    addr,
                     port,
                     conditions,
                     weight: 1,
@@ -418,10 +469,14 @@ struct Draft {
     source: Sourced,
     service_type: ServiceType,
     headless: bool,
-    cluster_ip: Option<Ipv4Addr>,
-    external_ips: Vec<Ipv4Addr>,
-    lb_ips: Vec<Ipv4Addr>,
-    source_ranges: Vec<Ipv4Net>,
+    /// The Service's families, primary first (headless ones too).
+    families: Vec<IpFamily>,
+    /// The clusterIP of each family (same index as `families`), `None` to
+    /// allocate; empty when headless.
+    cluster_ips: Vec<Option<IpAddr>>,
+    external_ips: Vec<IpAddr>,
+    lb_ips: Vec<IpAddr>,
+    source_ranges: Vec<IpNet>,
     affinity: SessionAffinity,
     selector: BTreeMap<String, String>,
     publish_not_ready: bool,
@@ -502,18 +557,230 @@ fn valid_port_name(s: &str) -> bool {
         && !s.contains("--")
 }
 
-fn parse_ip(c: &mut Checker<'_>, field: &str, s: &str) -> Option<Ipv4Addr> {
-    match s.parse::<Ipv4Addr>() {
+fn parse_ip(c: &mut Checker<'_>, field: &str, s: &str) -> Option<IpAddr> {
+    match s.parse::<IpAddr>() {
         Ok(ip) => Some(ip),
-        Err(_) if s.contains(':') => {
-            c.err(field, format!("Invalid value: {s:?}: IPv6 is not served by svcgate (IPv4 only)"));
-            None
-        }
         Err(_) => {
-            c.err(field, format!("Invalid value: {s:?}: must be a valid IPv4 address"));
+            c.err(field, format!("Invalid value: {s:?}: must be a valid IP address (IPv4 or IPv6)"));
             None
         }
     }
+}
+
+/// The field of a Service's `i`th clusterIP (of at most two) in errors:
+/// `spec.clusterIP` for the primary, as the API server names it.
+fn cluster_ip_field(i: usize) -> &'static str {
+    if i == 0 {
+        "spec.clusterIP"
+    } else {
+        "spec.clusterIPs[1]"
+    }
+}
+
+/// `spec.ipFamilyPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FamilyPolicy {
+    /// `SingleStack`.
+    Single,
+    /// `PreferDualStack`.
+    PreferDual,
+    /// `RequireDualStack`.
+    RequireDual,
+}
+
+/// A Service's clusterIPs and families as the API server settles them.
+struct Addressing {
+    headless: bool,
+    families: Vec<IpFamily>,
+    cluster_ips: Vec<Option<IpAddr>>,
+}
+
+/// Validates `clusterIP`, `clusterIPs`, `ipFamilies` and `ipFamilyPolicy`
+/// and settles the Service's families (primary first) and the clusterIP of
+/// each (`None`: to allocate), the way kube-apiserver's validation and
+/// `initIPFamilyFields` do, with svcgate's [`ServiceCidrs`] as the
+/// cluster's ranges. Explicit addresses outside svcgate's range of their
+/// family are served as given, with a warning (see the module doc).
+fn addressing(
+    c: &mut Checker<'_>,
+    spec: &k8s_openapi::api::core::v1::ServiceSpec,
+    cfg: &ResolveConfig,
+    warnings: &mut Vec<LoadWarning>,
+) -> Addressing {
+    let policy = match spec.ip_family_policy.as_deref() {
+        None | Some("") => None,
+        Some("SingleStack") => Some(FamilyPolicy::Single),
+        Some("PreferDualStack") => Some(FamilyPolicy::PreferDual),
+        Some("RequireDualStack") => Some(FamilyPolicy::RequireDual),
+        Some(other) => {
+            c.err(
+                "spec.ipFamilyPolicy",
+                format!(
+                    "Unsupported value: {other:?}: supported values: \"PreferDualStack\", \"RequireDualStack\", \
+                     \"SingleStack\""
+                ),
+            );
+            None
+        }
+    };
+    let raw_families = spec.ip_families.as_deref().unwrap_or_default();
+    if raw_families.len() > 2 {
+        c.err("spec.ipFamilies", format!("Too many: {}: must have at most 2 items", raw_families.len()));
+    }
+    let mut families: Vec<IpFamily> = Vec::new();
+    for (i, s) in raw_families.iter().enumerate().take(2) {
+        match IpFamily::parse(s) {
+            Some(f) if families.contains(&f) => {
+                c.err(format!("spec.ipFamilies[{i}]"), format!("Duplicate value: {s:?}"))
+            }
+            Some(f) => families.push(f),
+            None => c.err(
+                format!("spec.ipFamilies[{i}]"),
+                format!("Unsupported value: {s:?}: supported values: \"IPv4\", \"IPv6\""),
+            ),
+        }
+    }
+
+    // clusterIPs, with clusterIP its first entry (the API's v1 conversion
+    // fills either from the other).
+    let primary = spec.cluster_ip.as_deref().filter(|s| !s.is_empty());
+    let listed: Vec<&str> = spec.cluster_ips.iter().flatten().map(String::as_str).collect();
+    if let (Some(a), Some(b)) = (primary, listed.first()) {
+        if a != *b {
+            c.err("spec.clusterIPs[0]", format!("Invalid value: {b:?}: must be the same as spec.clusterIP ({a:?})"));
+        }
+    }
+    let from_list = !listed.is_empty();
+    let list: Vec<&str> = if from_list { listed } else { primary.into_iter().collect() };
+    let headless = list.first() == Some(&"None");
+    if list.len() > 2 {
+        c.err("spec.clusterIPs", format!("Too many: {}: must have at most 2 items", list.len()));
+    }
+    let field =
+        |i: usize| if i == 0 && !from_list { "spec.clusterIP".to_string() } else { format!("spec.clusterIPs[{i}]") };
+    let mut given: Vec<IpAddr> = Vec::new();
+    for (i, s) in list.iter().enumerate().take(2) {
+        if headless {
+            if i > 0 {
+                c.err(field(i), format!("Invalid value: {s:?}: must not be set when spec.clusterIPs[0] is 'None'"));
+            }
+            continue;
+        }
+        if *s == "None" {
+            c.err(field(i), "Invalid value: \"None\": only spec.clusterIPs[0] may be 'None'");
+            continue;
+        }
+        if let Some(ip) = parse_ip(c, &field(i), s) {
+            if given.iter().any(|g| IpFamily::of(g) == IpFamily::of(&ip)) {
+                c.err(field(i), format!("Invalid value: {s:?}: may specify no more than one IP for each IP family"));
+            } else {
+                given.push(ip);
+            }
+        }
+    }
+    let selectorless = spec.selector.as_ref().is_none_or(BTreeMap::is_empty);
+    let policy =
+        policy.unwrap_or(if headless && selectorless { FamilyPolicy::RequireDual } else { FamilyPolicy::Single });
+    if policy == FamilyPolicy::Single {
+        if given.len() == 2 {
+            c.err(
+                "spec.ipFamilyPolicy",
+                "Invalid value: \"SingleStack\": must be 'RequireDualStack' or 'PreferDualStack' when multiple \
+                 cluster IPs are specified",
+            );
+        }
+        if families.len() == 2 {
+            c.err(
+                "spec.ipFamilyPolicy",
+                "Invalid value: \"SingleStack\": must be 'RequireDualStack' or 'PreferDualStack' when multiple IP \
+                 families are specified",
+            );
+        }
+    }
+    // ipFamilies[i] is the family of clusterIPs[i]; the given addresses'
+    // families are inferred when ipFamilies leaves them out.
+    for (i, ip) in given.iter().enumerate() {
+        let f = IpFamily::of(ip);
+        match families.get(i) {
+            Some(&want) if want != f => c.err(
+                format!("spec.ipFamilies[{i}]"),
+                format!("Invalid value: \"{want}\": does not match the family of {} {ip} ({f})", field(i)),
+            ),
+            Some(_) => {}
+            None if !families.contains(&f) => families.push(f),
+            None => {}
+        }
+    }
+    let api_final = !cfg.check_cluster_ip_range;
+    if headless {
+        // No address to allocate: the families pick the endpoints.
+        if families.is_empty() {
+            families.push(cfg.service_cidr.primary_family());
+        }
+        let wants_two = match policy {
+            FamilyPolicy::Single => false,
+            FamilyPolicy::RequireDual => true,
+            FamilyPolicy::PreferDual => selectorless || cfg.service_cidr.is_dual_stack(),
+        };
+        // The API server's families of a headless Service are final too.
+        let settled = api_final && !raw_families.is_empty();
+        if families.len() == 1 && wants_two && !settled {
+            families.push(other_family(families[0]));
+        }
+        return Addressing { headless, families, cluster_ips: Vec::new() };
+    }
+    if api_final && !given.is_empty() {
+        let families = given.iter().map(IpFamily::of).collect();
+        return Addressing { headless, families, cluster_ips: given.into_iter().map(Some).collect() };
+    }
+    if families.is_empty() {
+        families.push(cfg.service_cidr.primary_family());
+    }
+    if families.len() == 1 && policy != FamilyPolicy::Single {
+        let other = other_family(families[0]);
+        // PreferDualStack takes the second family only where svcgate can
+        // allocate it; RequireDualStack always (an error below if it cannot).
+        if policy == FamilyPolicy::RequireDual || cfg.service_cidr.get(other).is_some() {
+            families.push(other);
+        }
+    }
+    let mut reported_dual = false;
+    for (i, &f) in families.iter().enumerate() {
+        let cidr = cfg.service_cidr.get(f);
+        match given.get(i) {
+            Some(ip) => {
+                if cfg.check_cluster_ip_range && !cidr.is_some_and(|n| n.contains(ip)) {
+                    warnings.push(LoadWarning::ClusterIpOutsideServiceCidr {
+                        origin: c.origin.clone(),
+                        name: c.name.clone(),
+                        ip: *ip,
+                        service_cidr: cidr,
+                    });
+                }
+            }
+            None if cidr.is_some() => {}
+            None if policy == FamilyPolicy::RequireDual => {
+                if !reported_dual {
+                    reported_dual = true;
+                    c.errors.push(LoadError::DualStackNotConfigured {
+                        origin: c.origin.clone(),
+                        name: c.name.clone(),
+                        missing: f,
+                        service_cidr: cfg.service_cidr,
+                    });
+                }
+            }
+            None => c.errors.push(LoadError::FamilyNotConfigured {
+                origin: c.origin.clone(),
+                name: c.name.clone(),
+                index: i,
+                family: f,
+                service_cidr: cfg.service_cidr,
+            }),
+        }
+    }
+    let cluster_ips = (0..families.len()).map(|i| given.get(i).copied()).collect();
+    Addressing { headless, families, cluster_ips }
 }
 
 fn validate_service(sourced: &Sourced, svc: &Service, cfg: &ResolveConfig) -> Result<Validated, Vec<LoadError>> {
@@ -543,32 +810,8 @@ fn validate_service(sourced: &Sourced, svc: &Service, cfg: &ResolveConfig) -> Re
             ServiceType::ClusterIp
         }
     };
-    let mut headless = false;
-    let mut cluster_ip = None;
     let mut warnings = Vec::new();
-    match spec.cluster_ip.as_deref() {
-        None | Some("") => {}
-        Some("None") => headless = true,
-        Some(s) => {
-            // Dual-stack with IPv6 first: the IPv4 address is in clusterIPs.
-            let v4 = spec.cluster_ips.iter().flatten().map(String::as_str).find(|x| x.parse::<Ipv4Addr>().is_ok());
-            let (field, s) = match v4 {
-                Some(v4) if s.contains(':') => ("spec.clusterIPs", v4),
-                _ => ("spec.clusterIP", s),
-            };
-            if let Some(ip) = parse_ip(&mut c, field, s) {
-                if cfg.check_cluster_ip_range && !cfg.service_cidr.contains(&ip) {
-                    warnings.push(LoadWarning::ClusterIpOutsideServiceCidr {
-                        origin: sourced.origin.clone(),
-                        name: key.clone(),
-                        ip,
-                        service_cidr: cfg.service_cidr,
-                    });
-                }
-                cluster_ip = Some(ip);
-            }
-        }
-    }
+    let Addressing { headless, families, cluster_ips } = addressing(&mut c, &spec, cfg, &mut warnings);
     if headless && service_type != ServiceType::ClusterIp {
         c.err(
             "spec.clusterIP",
@@ -699,17 +942,17 @@ fn validate_service(sourced: &Sourced, svc: &Service, cfg: &ResolveConfig) -> Re
             }
         }
     }
+    // Ranges of both families: each family's frontends check their own
+    // (a family the list does not mention is closed once the list is not
+    // empty; see `svcgate_common::table`).
     let mut source_ranges = Vec::new();
     for (i, s) in spec.load_balancer_source_ranges.iter().flatten().enumerate() {
         let s = s.trim();
-        if s.contains(':') {
-            continue; // IPv6 ranges never match an IPv4 client
-        }
-        match s.parse::<Ipv4Net>().or_else(|_| s.parse::<Ipv4Addr>().map(Ipv4Net::from)) {
+        match s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from)) {
             Ok(n) => source_ranges.push(n.trunc()),
             Err(_) => c.err(
                 format!("spec.loadBalancerSourceRanges[{i}]"),
-                format!("Invalid value: {s:?}: must be a CIDR like 198.18.0.0/15"),
+                format!("Invalid value: {s:?}: must be a CIDR like 198.18.0.0/15 or 2001:2::/48"),
             ),
         }
     }
@@ -762,7 +1005,8 @@ fn validate_service(sourced: &Sourced, svc: &Service, cfg: &ResolveConfig) -> Re
         source: sourced.clone(),
         service_type,
         headless,
-        cluster_ip,
+        families,
+        cluster_ips,
         external_ips,
         lb_ips,
         source_ranges,
@@ -786,25 +1030,19 @@ fn stable_hash(s: &str) -> u64 {
     svcgate_common::hash::fmix64(h)
 }
 
-/// The allocatable host addresses of `cidr`: without the network address, the
-/// broadcast address and the first host (the `kubernetes` Service's).
-fn allocatable(cidr: Ipv4Net) -> (u32, u32) {
-    let net = u32::from(cidr.network());
-    let size = 1u64 << (32 - u32::from(cidr.prefix_len()));
-    if size < 8 {
-        return (net, 0);
-    }
-    // first = network + 2, count = size - 3 (network, .1, broadcast)
-    (net.wrapping_add(2), (size - 3) as u32)
-}
-
-fn allocate_ip(key: &str, cidr: Ipv4Net, used: &FastMap<Ipv4Addr, String>) -> Option<Ipv4Addr> {
-    let (first, count) = allocatable(cidr);
+/// A free address of `cidr` (either family) for the Service `key`: the
+/// slot its name hashes to, or the next free one after it. The same name
+/// gets the same address while the slot is free, whatever else changes.
+/// Probing stops after `used.len() + 1` slots: one of those is free, so
+/// even an IPv6 range of 2^64 addresses costs no more than the IPv4 one.
+fn allocate_ip(key: &str, cidr: IpNet, used: &FastMap<IpAddr, String>) -> Option<IpAddr> {
+    let (first, count) = crate::cidr::allocatable(cidr);
     if count == 0 {
         return None;
     }
-    let start = (stable_hash(key) % u64::from(count)) as u32;
-    (0..count).map(|i| Ipv4Addr::from(first + (start + i) % count)).find(|ip| !used.contains_key(ip))
+    let start = u128::from(stable_hash(key)) % count;
+    let probes = count.min(used.len() as u128 + 1);
+    (0..probes).map(|i| crate::cidr::nth(cidr, first + (start + i) % count)).find(|ip| !used.contains_key(ip))
 }
 
 fn allocate_node_port(key: &str, range: &RangeInclusive<u16>, used: &FastMap<u16, String>) -> Option<u16> {
@@ -954,13 +1192,17 @@ pub fn resolve(
         }
     }
 
-    // 2. Sticky allocations of Services still here are reserved up front.
-    let mut used_ips: FastMap<Ipv4Addr, String> = FastMap::default();
+    // 2. Sticky allocations of Services still here are reserved up front
+    //    (per family: a Service may give one family's address and have the
+    //    other allocated).
+    let mut used_ips: FastMap<IpAddr, String> = FastMap::default();
     let mut used_ports: FastMap<u16, String> = FastMap::default();
     for d in drafts.iter().filter(|d| !d.key.is_empty()) {
-        if d.cluster_ip.is_none() && !d.headless {
-            if let Some(ip) = allocations.cluster_ips.get(&d.key) {
-                used_ips.insert(*ip, d.key.clone());
+        for (f, ip) in d.families.iter().zip(&d.cluster_ips) {
+            if ip.is_none() {
+                if let Some(ip) = allocations.cluster_ips.get(&(d.key.clone(), *f)) {
+                    used_ips.insert(*ip, d.key.clone());
+                }
             }
         }
         for p in d.ports.iter().filter(|p| p.node_port.is_none() && d.wants_node_ports) {
@@ -974,12 +1216,14 @@ pub fn resolve(
     for d in drafts {
         let shown = if d.key.is_empty() { format!("{}/{}", d.namespace, d.name) } else { d.key.clone() };
         let mut errs = Vec::new();
-        if let Some(ip) = d.cluster_ip {
-            if let Some(owner) = used_ips.get(&ip).filter(|o| **o != d.key) {
+        for (i, ip) in d.cluster_ips.iter().enumerate() {
+            let Some(ip) = ip else { continue };
+            if let Some(owner) = used_ips.get(ip).filter(|o| **o != d.key) {
                 errs.push(LoadError::ClusterIpAllocated {
                     origin: d.origin.clone(),
                     name: shown.clone(),
-                    ip,
+                    field: cluster_ip_field(i),
+                    ip: *ip,
                     owner: owner.clone(),
                 });
             }
@@ -1005,8 +1249,8 @@ pub fn resolve(
             out.errors.extend(errs);
             continue;
         }
-        if let Some(ip) = d.cluster_ip {
-            used_ips.insert(ip, d.key.clone());
+        for ip in d.cluster_ips.iter().flatten() {
+            used_ips.insert(*ip, d.key.clone());
         }
         for p in &d.ports {
             if let Some(np) = p.node_port {
@@ -1019,25 +1263,36 @@ pub fn resolve(
     let mut final_drafts = Vec::new();
     for mut d in accepted {
         let mut ok = true;
-        if d.cluster_ip.is_none() && !d.headless {
+        for i in 0..d.cluster_ips.len() {
+            if d.cluster_ips[i].is_some() {
+                continue;
+            }
+            let family = d.families[i];
+            // Validation made sure svcgate has a range of every family it
+            // must allocate in.
+            let Some(cidr) = cfg.service_cidr.get(family) else {
+                ok = false;
+                continue;
+            };
+            let akey = (d.key.clone(), family);
             let ip = allocations
                 .cluster_ips
-                .get(&d.key)
+                .get(&akey)
                 .copied()
-                .filter(|ip| used_ips.get(ip) == Some(&d.key))
-                .or_else(|| allocate_ip(&d.key, cfg.service_cidr, &used_ips));
+                .filter(|ip| used_ips.get(ip) == Some(&d.key) && cidr.contains(ip))
+                .or_else(|| allocate_ip(&d.key, cidr, &used_ips));
             match ip {
                 Some(ip) => {
                     used_ips.insert(ip, d.key.clone());
-                    out.allocations.cluster_ips.insert(d.key.clone(), ip);
-                    d.cluster_ip = Some(ip);
+                    out.allocations.cluster_ips.insert(akey, ip);
+                    d.cluster_ips[i] = Some(ip);
                 }
                 None => {
                     out.errors.push(LoadError::RangeFull {
                         origin: d.origin.clone(),
                         name: d.key.clone(),
-                        field: "spec.clusterIP".into(),
-                        what: format!("service CIDR {}", cfg.service_cidr),
+                        field: cluster_ip_field(i).into(),
+                        what: format!("service CIDR {cidr}"),
                     });
                     ok = false;
                 }
@@ -1084,7 +1339,7 @@ pub fn resolve(
     }
 
     // 5. Endpoints.
-    out.desired.node_ips = cfg.node_ips.iter().map(|&a| a.into()).collect();
+    out.desired.node_ips = cfg.node_ips.clone();
     for mut d in final_drafts {
         out.warnings.append(&mut d.warnings);
         let plan = EndpointPlan {
@@ -1093,6 +1348,7 @@ pub fn resolve(
             selector: d.selector.clone(),
             publish_not_ready: d.publish_not_ready,
             ports: d.ports.clone(),
+            families: d.families.clone(),
         };
         let ports = d
             .ports
@@ -1109,10 +1365,10 @@ pub fn resolve(
             namespace: d.namespace.clone(),
             name: d.name.clone(),
             service_type: d.service_type,
-            cluster_ips: if d.headless { vec![] } else { d.cluster_ip.into_iter().map(Into::into).collect() },
-            external_ips: d.external_ips.iter().map(|&a| a.into()).collect(),
-            load_balancer_ips: d.lb_ips.iter().map(|&a| a.into()).collect(),
-            source_ranges: d.source_ranges.iter().map(|&n| n.into()).collect(),
+            cluster_ips: if d.headless { vec![] } else { d.cluster_ips.iter().flatten().copied().collect() },
+            external_ips: d.external_ips.clone(),
+            load_balancer_ips: d.lb_ips.clone(),
+            source_ranges: d.source_ranges.clone(),
             affinity: d.affinity,
             ports,
             forwarding: d.forwarding,
@@ -1146,7 +1402,7 @@ fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> V
     let key = (d.namespace.clone(), d.name.clone());
     let mut out = Vec::new();
     if let Some(slices) = index.slices.get(&key) {
-        for es in slices.iter().filter(|es| es.address_type == "IPv4") {
+        for es in slices.iter().filter(|es| d.serves_slice(es)) {
             let ports = es
                 .ports
                 .iter()
@@ -1156,7 +1412,7 @@ fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> V
                 continue;
             };
             for e in &es.endpoints {
-                let Some(addr) = e.addresses.first().and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
+                let Some(addr) = e.addresses.first().and_then(|a| d.addr(a)) else {
                     continue;
                 };
                 let c = e.conditions.clone().unwrap_or_default();
@@ -1167,7 +1423,7 @@ fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> V
                     serving: c.serving.unwrap_or(ready),
                     terminating: c.terminating.unwrap_or(false),
                 };
-                out.push(BackendSpec { addr: addr.into(), port, conditions, weight: 1 });
+                out.push(BackendSpec { addr, port, conditions, weight: 1 });
             }
         }
         return out;
@@ -1184,7 +1440,7 @@ fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> V
             let lists = [(subset.addresses.as_ref(), true), (subset.not_ready_addresses.as_ref(), false)];
             for (list, ready) in lists {
                 for a in list.into_iter().flatten() {
-                    let Ok(addr) = a.ip.parse::<Ipv4Addr>() else {
+                    let Some(addr) = d.addr(&a.ip) else {
                         continue;
                     };
                     let conditions = if ready || d.publish_not_ready {
@@ -1192,7 +1448,7 @@ fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> V
                     } else {
                         EndpointConditions::NOT_READY
                     };
-                    out.push(BackendSpec { addr: addr.into(), port, conditions, weight: 1 });
+                    out.push(BackendSpec { addr, port, conditions, weight: 1 });
                 }
             }
         }
@@ -1206,17 +1462,26 @@ fn backends_for(d: &EndpointPlan, p: &DraftPort, index: &EndpointIndex<'_>) -> V
         if !d.selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
             continue;
         }
-        if let Some(b) = pod_backend(pod, p, d.publish_not_ready) {
-            out.push(b);
-        }
+        pod_backends(pod, p, d, &mut out);
     }
     out
 }
 
 /// One Pod as an endpoint of one Service port, the way the EndpointSlice
-/// controller sees it.
-fn pod_backend(pod: &Pod, p: &DraftPort, publish_not_ready: bool) -> Option<BackendSpec> {
-    let (addr, conditions) = pod_address(pod, publish_not_ready)?;
+/// controller sees it: a backend per address of the Service's families (the
+/// controller writes one EndpointSlice per family).
+fn pod_backends(pod: &Pod, p: &DraftPort, plan: &EndpointPlan, out: &mut Vec<BackendSpec>) {
+    let Some((addrs, conditions)) = pod_addresses(pod, plan) else {
+        return;
+    };
+    let Some(port) = pod_port(pod, p) else {
+        return;
+    };
+    out.extend(addrs.into_iter().map(|addr| BackendSpec { addr, port, conditions, weight: 1 }));
+}
+
+/// The Pod's port of a Service port: the number, or the named container port.
+fn pod_port(pod: &Pod, p: &DraftPort) -> Option<u16> {
     let port = match &p.target {
         Target::Number(n) => *n,
         Target::Name(name) => {
@@ -1232,24 +1497,38 @@ fn pod_backend(pod: &Pod, p: &DraftPort, publish_not_ready: bool) -> Option<Back
                 .filter(|x| *x != 0)?
         }
     };
-    Some(BackendSpec { addr: addr.into(), port, conditions, weight: 1 })
+    Some(port)
 }
 
-/// A Pod's IPv4 address and its endpoint conditions, the way the
+/// A Pod's addresses of the Service's families (`status.podIPs`, one per
+/// family, else `status.podIP`; the first of each family, in the order of
+/// the Service's families) and its endpoint conditions, the way the
 /// EndpointSlice controller sees it; `None` for Pods that are no endpoint
-/// (Succeeded, Failed, no IPv4 address).
-fn pod_address(pod: &Pod, publish_not_ready: bool) -> Option<(Ipv4Addr, EndpointConditions)> {
+/// (Succeeded, Failed, no address of the Service's families). At most two
+/// addresses, in an array: this runs per Pod and port of every selector
+/// Service, and allocates nothing.
+fn pod_addresses(pod: &Pod, plan: &EndpointPlan) -> Option<(impl Iterator<Item = IpAddr> + Clone, EndpointConditions)> {
+    let publish_not_ready = plan.publish_not_ready;
     let status = pod.status.as_ref()?;
     if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
         return None;
     }
-    let addr = status
-        .pod_ips
-        .iter()
-        .flatten()
-        .map(|p| p.ip.as_str())
-        .chain(status.pod_ip.as_deref())
-        .find_map(|s| s.parse::<Ipv4Addr>().ok())?;
+    let listed = || {
+        status
+            .pod_ips
+            .iter()
+            .flatten()
+            .map(|p| p.ip.as_str())
+            .chain(status.pod_ip.as_deref())
+            .filter_map(|s| s.parse::<IpAddr>().ok())
+    };
+    let mut addrs: [Option<IpAddr>; 2] = [None; 2];
+    for (slot, f) in addrs.iter_mut().zip(&plan.families) {
+        *slot = listed().find(|ip| IpFamily::of(ip) == *f);
+    }
+    if addrs.iter().all(Option::is_none) {
+        return None;
+    }
     let pod_ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
     let terminating = pod.metadata.deletion_timestamp.is_some();
     let conditions = EndpointConditions {
@@ -1257,7 +1536,7 @@ fn pod_address(pod: &Pod, publish_not_ready: bool) -> Option<(Ipv4Addr, Endpoint
         serving: pod_ready || publish_not_ready,
         terminating,
     };
-    Some((addr, conditions))
+    Some((addrs.into_iter().flatten(), conditions))
 }
 
 #[cfg(test)]
@@ -1266,7 +1545,7 @@ mod tests {
 
     #[test]
     fn allocation_skips_reserved_addresses() {
-        let cidr: Ipv4Net = "198.18.128.0/29".parse().unwrap();
+        let cidr: IpNet = "198.18.128.0/29".parse().unwrap();
         let mut used = FastMap::default();
         let mut got = Vec::new();
         while let Some(ip) = allocate_ip("x", cidr, &used) {
@@ -1274,18 +1553,39 @@ mod tests {
             got.push(ip);
         }
         got.sort();
-        let want: Vec<Ipv4Addr> = (2..=6).map(|i| Ipv4Addr::new(198, 18, 128, i)).collect();
+        let want: Vec<IpAddr> = (2..=6).map(|i| IpAddr::from([198, 18, 128, i])).collect();
         assert_eq!(got, want);
         assert_eq!(allocate_ip("x", "198.18.0.0/30".parse().unwrap(), &FastMap::default()), None);
+        // IPv6: no broadcast address; the network and ::1 are still left out.
+        let cidr: IpNet = "2001:2:0:8000::/125".parse().unwrap();
+        let mut used = FastMap::default();
+        let mut got = Vec::new();
+        while let Some(ip) = allocate_ip("x", cidr, &used) {
+            used.insert(ip, "x".to_string());
+            got.push(ip);
+        }
+        got.sort();
+        let want: Vec<IpAddr> = (2..=7).map(|i| format!("2001:2:0:8000::{i}").parse().unwrap()).collect();
+        assert_eq!(got, want);
     }
 
     #[test]
     fn allocation_is_deterministic() {
-        let cidr: Ipv4Net = "198.18.128.0/20".parse().unwrap();
-        let a = allocate_ip("default/nginx", cidr, &FastMap::default());
-        let b = allocate_ip("default/nginx", cidr, &FastMap::default());
-        assert_eq!(a, b);
-        assert!(cidr.contains(&a.unwrap()));
+        for cidr in ["198.18.128.0/20", "2001:2:0:8000::/112", "2001:2::/64"] {
+            let cidr: IpNet = cidr.parse().unwrap();
+            let a = allocate_ip("default/nginx", cidr, &FastMap::default());
+            let b = allocate_ip("default/nginx", cidr, &FastMap::default());
+            assert_eq!(a, b);
+            assert!(cidr.contains(&a.unwrap()));
+        }
+        // The IPv4 allocator is the one of before dual-stack: the same name
+        // keeps the same address across the upgrade (slot = hash mod the
+        // 4093 allocatable addresses of a /20, from .2).
+        let slot = (stable_hash("default/nginx") % 4093) as u32 + 2;
+        assert_eq!(
+            allocate_ip("default/nginx", "198.18.128.0/20".parse().unwrap(), &FastMap::default()),
+            Some(IpAddr::from(std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 128, 0)) + slot)))
+        );
     }
 
     #[test]

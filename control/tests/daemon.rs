@@ -191,3 +191,43 @@ fn deploy_configmap_holds_a_valid_config() {
     assert_eq!(c.source, svcgate_control::config::SourceConfig::Kube);
     assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9901");
 }
+
+#[test]
+fn a_dual_stack_daemon_shows_both_families() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dual-stack");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("svcgate.toml");
+    let text = format!(
+        "manifests = {:?}\nservice_cidr = [\"198.18.128.0/20\", \"2001:2:0:8000::/112\"]\n\
+         node_ips = [\"198.18.0.2\", \"2001:2::2\"]\nadmin_listen = \"127.0.0.1:0\"\n\
+         [dns]\naddresses = [\"2001:2::53\"]\nservice = \"prod/api\"\n",
+        fixtures.display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    let cfg = Config::load(&path).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let daemon = rt.block_on(Daemon::start(&cfg)).unwrap();
+    assert!(daemon.wait_ready(Duration::from_secs(10)));
+    let mut reader = daemon.tables().reader();
+    reader.refresh();
+    assert_eq!(reader.get().v6().entries().len(), 3);
+    let want: Vec<std::net::IpAddr> =
+        ["2001:2::53", "2001:2:0:8000::20", "198.18.128.20"].iter().map(|s| s.parse().unwrap()).collect();
+    assert_eq!(daemon.dns_addresses(), want);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_svcgate"))
+        .args(["status", "--admin", &daemon.admin_addr().to_string()])
+        .output()
+        .unwrap();
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(so.lines().any(|l| l.starts_with("prod ") && l.contains(" 2001:2:0:8000::20,198.18.128.20 ")), "{so}");
+    assert!(so.contains("[2001:2::4:20]:8443"), "{so}");
+    assert!(so.contains("DNS: zone cluster.local on 2001:2::53, 2001:2:0:8000::20, 198.18.128.20"), "{so}");
+    assert!(
+        so.lines()
+            .any(|l| l.starts_with("api.prod.svc.cluster.local ") && l.ends_with(" 2001:2:0:8000::20,198.18.128.20")),
+        "{so}"
+    );
+    drop(daemon);
+}

@@ -43,7 +43,7 @@ fn backends(ctl: &Controller, vip: Ipv4Addr) -> Vec<Ipv4Addr> {
 fn watcher_events_feed_the_same_path_as_manifests() {
     // The cluster's own ranges: load only, nothing is sent (and the API
     // server already checked clusterIPs, so no range check here).
-    let mut cfg = ResolveConfig::new("198.18.128.0/20".parse().unwrap(), vec![]);
+    let mut cfg = ResolveConfig::new("198.18.128.0/20".parse().unwrap(), Vec::<std::net::IpAddr>::new());
     cfg.check_cluster_ip_range = false;
     let ctl = Controller::new(cfg);
     let mut st = KubeState::default();

@@ -195,7 +195,7 @@ async fn outage_over_real_sockets_last_tables_serve_then_resync() {
         requests: Vec::new(),
     }));
     let (server, addr) = Server::bind("127.0.0.1:0".parse().unwrap(), Arc::clone(&st)).await;
-    let mut cfg = ResolveConfig::new("198.18.128.0/20".parse().unwrap(), vec![]);
+    let mut cfg = ResolveConfig::new("198.18.128.0/20".parse().unwrap(), Vec::<std::net::IpAddr>::new());
     cfg.check_cluster_ip_range = false;
     let ctl = Arc::new(Controller::new(cfg));
     let kcfg = kube::Config::new(format!("http://{addr}").parse().unwrap());

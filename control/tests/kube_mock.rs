@@ -320,7 +320,7 @@ fn query_param<'a>(uri: &'a str, name: &str) -> Option<&'a str> {
 fn controller() -> Arc<Controller> {
     // The cluster's own ranges: loaded, never sent to (the API server
     // already checked clusterIPs, so no range check here).
-    let mut cfg = ResolveConfig::new("198.18.128.0/20".parse().expect("cidr"), vec![]);
+    let mut cfg = ResolveConfig::new("198.18.128.0/20".parse().expect("cidr"), Vec::<std::net::IpAddr>::new());
     cfg.check_cluster_ip_range = false;
     Arc::new(Controller::new(cfg))
 }

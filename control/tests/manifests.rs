@@ -22,7 +22,7 @@ fn examples() -> PathBuf {
 fn docs_cfg() -> ResolveConfig {
     // The documentation's cluster uses 10.247.0.0/16 for Services. Loaded
     // only; nothing is ever sent to these addresses.
-    ResolveConfig::new("10.247.0.0/16".parse().unwrap(), vec![])
+    ResolveConfig::new("10.247.0.0/16".parse().unwrap(), Vec::<std::net::IpAddr>::new())
 }
 
 fn lab_cfg() -> ResolveConfig {
@@ -57,7 +57,7 @@ fn docs_clusterip_alone() {
     assert_eq!(s.namespace, "default");
     assert_eq!(s.service_type, ServiceType::ClusterIp);
     let IpAddr::V4(ip) = s.cluster_ip().expect("allocated") else { panic!("an IPv4 clusterIP") };
-    assert!(docs_cfg().service_cidr.contains(&ip));
+    assert!(docs_cfg().service_cidr.contains(&IpAddr::V4(ip)));
     assert_ne!(ip, Ipv4Addr::new(10, 247, 0, 1), "first address is the kubernetes Service's");
     assert_eq!(s.ports.len(), 1);
     assert_eq!(s.ports[0].name, "service0");

@@ -94,6 +94,7 @@ pub struct DnsTable {
     pub(crate) negative: [NegativeSoa; 3],
     pub(crate) udp_payload_size: u16,
     addresses: Box<[std::net::Ipv4Addr]>,
+    addresses6: Box<[std::net::Ipv6Addr]>,
     skipped: Vec<String>,
 }
 
@@ -173,6 +174,14 @@ impl DnsTable {
                     std::net::IpAddr::V6(_) => None,
                 })
                 .collect(),
+            addresses6: config
+                .nameservers
+                .iter()
+                .filter_map(|a| match a {
+                    std::net::IpAddr::V6(a) => Some(*a),
+                    std::net::IpAddr::V4(_) => None,
+                })
+                .collect(),
             skipped,
         }
     }
@@ -215,6 +224,14 @@ impl DnsTable {
     /// its workers. Empty when cluster DNS is off.
     pub fn addresses(&self) -> &[std::net::Ipv4Addr] {
         &self.addresses
+    }
+
+    /// The IPv6 addresses this table is served on. Kept apart from
+    /// [`DnsTable::addresses`]: the dataplane's in-frame hook parses IPv4
+    /// frames only, so queries to these reach the kernel and the
+    /// control-path server; an IPv6 hook would read them here.
+    pub fn addresses6(&self) -> &[std::net::Ipv6Addr] {
+        &self.addresses6
     }
 
     /// Records left out, with the reason, for the control plane to log.

@@ -254,6 +254,104 @@ fn dual_stack_service() {
     );
 }
 
+/// IPv6 and dual-stack Services as the control plane hands them over
+/// (addresses of 2001:2::/48): an IPv6-only ClusterIP Service and a headless
+/// one with endpoints of both families.
+#[test]
+fn ipv6_and_dual_stack_answers() {
+    let v6 = |s: &str| IpAddr::V6(s.parse::<Ipv6Addr>().unwrap());
+    let ep6 = |addr: &str, host: Option<&str>| DnsEndpoint {
+        addr: v6(addr),
+        hostname: host.map(str::to_owned),
+        ready: true,
+        ports: vec![("pg".to_owned(), 5432)],
+    };
+    let mut only6 =
+        DnsService::cluster_ip("default", "web6", Ipv4Addr::new(198, 18, 128, 1)).with_port("http", Protocol::Tcp, 80);
+    only6.kind = DnsServiceKind::ClusterIp(vec![v6("2001:2:0:8000::a")]);
+    let view = DnsView {
+        services: vec![
+            only6,
+            DnsService::headless("default", "db")
+                .with_port("pg", Protocol::Tcp, 5432)
+                .with_endpoint(ep([198, 18, 4, 30], Some("db-0"), true, &[("pg", 5432)]))
+                .with_endpoint(ep6("2001:2::4:30", Some("db-0")))
+                .with_endpoint(ep6("2001:2::4:31", None)),
+        ],
+    };
+    let t = DnsTable::build(&view, &DnsConfig { nameservers: vec![v6("2001:2::53")], ..DnsConfig::default() });
+    assert!(t.skipped().is_empty(), "{:?}", t.skipped());
+    // The fast path of the workers parses IPv4 frames only: the IPv6
+    // address is kept apart.
+    assert!(t.addresses().is_empty());
+    assert_eq!(t.addresses6(), ["2001:2::53".parse::<Ipv6Addr>().unwrap()]);
+    let ok = ResponseCode::NoError;
+
+    let svc = "web6.default.svc.cluster.local.";
+    check(&t, svc, AAAA, ok, &["web6.default.svc.cluster.local. 5 IN AAAA 2001:2:0:8000::a"], &[], &[]);
+    // The family it lacks: NODATA, not NXDOMAIN.
+    check_nodata(&t, svc, A);
+    check(
+        &t,
+        "_http._tcp.web6.default.svc.cluster.local.",
+        SRV,
+        ok,
+        &["_http._tcp.web6.default.svc.cluster.local. 5 IN SRV 0 100 80 web6.default.svc.cluster.local."],
+        &[],
+        &["web6.default.svc.cluster.local. 5 IN AAAA 2001:2:0:8000::a"],
+    );
+    let rev = "a.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.0.0.0.0.2.0.0.0.1.0.0.2.ip6.arpa.";
+    check(&t, rev, PTR, ok, &[&format!("{rev} 5 IN PTR web6.default.svc.cluster.local.")], &[], &[]);
+
+    // Headless, both families: A and AAAA at the Service's name and at each
+    // endpoint's (the dashed IPv6 address without a hostname, as CoreDNS).
+    let db = "db.default.svc.cluster.local.";
+    check(&t, db, A, ok, &["db.default.svc.cluster.local. 5 IN A 198.18.4.30"], &[], &[]);
+    check(
+        &t,
+        db,
+        AAAA,
+        ok,
+        &[
+            "db.default.svc.cluster.local. 5 IN AAAA 2001:2::4:30",
+            "db.default.svc.cluster.local. 5 IN AAAA 2001:2::4:31",
+        ],
+        &[],
+        &[],
+    );
+    check(
+        &t,
+        "db-0.db.default.svc.cluster.local.",
+        AAAA,
+        ok,
+        &["db-0.db.default.svc.cluster.local. 5 IN AAAA 2001:2::4:30"],
+        &[],
+        &[],
+    );
+    let dashed = "2001-2--4-31.db.default.svc.cluster.local.";
+    check(&t, dashed, AAAA, ok, &[&format!("{dashed} 5 IN AAAA 2001:2::4:31")], &[], &[]);
+    check_nodata(&t, dashed, A);
+    let rev = "1.3.0.0.4.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.0.0.0.1.0.0.2.ip6.arpa.";
+    check(&t, rev, PTR, ok, &[&format!("{rev} 5 IN PTR {dashed}")], &[], &[]);
+    // SRV targets are the endpoint names, their A and AAAA in Additional.
+    check(
+        &t,
+        "_pg._tcp.db.default.svc.cluster.local.",
+        SRV,
+        ok,
+        &[
+            "_pg._tcp.db.default.svc.cluster.local. 5 IN SRV 0 50 5432 db-0.db.default.svc.cluster.local.",
+            &format!("_pg._tcp.db.default.svc.cluster.local. 5 IN SRV 0 50 5432 {dashed}"),
+        ],
+        &[],
+        &[
+            "db-0.db.default.svc.cluster.local. 5 IN A 198.18.4.30",
+            "db-0.db.default.svc.cluster.local. 5 IN AAAA 2001:2::4:30",
+            &format!("{dashed} 5 IN AAAA 2001:2::4:31"),
+        ],
+    );
+}
+
 #[test]
 fn headless_service() {
     let t = table();

@@ -59,6 +59,10 @@ pub const NODE_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 1);
 pub const SNAT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 1);
 /// An IPv6 ClusterIP.
 pub const CLUSTER_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x10);
+/// The client-side IPv6 router, toward [`FAR_NET6`] (same MAC as [`ROUTER`]).
+pub const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0xfe);
+/// A routed IPv6 client network behind [`ROUTER6`] (2001:2:0:40::/64).
+pub const FAR_NET6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x40, 0, 0, 0, 0);
 /// An IPv6 LoadBalancer ingress IP.
 pub const LB_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x9000, 0, 0, 0, 0x100);
 
@@ -125,6 +129,8 @@ pub fn next_hops(gen: u32) -> NextHops {
         h.add_neighbour(1, backend6(i), backend_mac(i));
     }
     h.add_neighbour(0, CLIENT6, CLIENT_MAC);
+    h.add_route("2001:2:0:40::/64".parse().unwrap(), ROUTER6);
+    h.add_neighbour(0, ROUTER6, ROUTER_MAC);
     h
 }
 

@@ -10,10 +10,12 @@
 //! unknown flows, non-Service traffic, replies from the wrong backend,
 //! truncated, short and corrupted frames, and table and next-hop generation
 //! swaps (stale flows are revalidated: a removed TCP backend gets a RST, UDP
-//! moves). Run with a cache-resident table (one pass) and a large one (the
-//! read-ahead passes).
+//! moves). IPv6 frames (new flows, established traffic, replies, truncated)
+//! are mixed in: the general path takes them in both workers, between the
+//! IPv4 frames of the same batches. Run with a cache-resident table (one
+//! pass) and a large one (the read-ahead passes).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use svcgate_common::model::{DesiredState, Protocol, ServicePortSpec, ServiceSpec, ServiceType, SessionAffinity};
 use svcgate_common::table::ServiceTable;
@@ -27,7 +29,7 @@ fn services(gen: u64, drop_backend: bool) -> ServiceTable {
         namespace: "default".into(),
         name: "mix".into(),
         service_type: ServiceType::ClusterIp,
-        cluster_ips: vec![CLUSTER_IP.into()],
+        cluster_ips: vec![CLUSTER_IP.into(), CLUSTER_IP6.into()],
         external_ips: vec![],
         load_balancer_ips: vec![],
         source_ranges: vec![],
@@ -38,14 +40,14 @@ fn services(gen: u64, drop_backend: bool) -> ServiceTable {
                 protocol: Protocol::Tcp,
                 port: 80,
                 node_port: None,
-                backends: (0..4).filter(keep).map(|i| ready(i, 8080)).collect(),
+                backends: (0..4).filter(keep).flat_map(|i| [ready(i, 8080), ready6(i, 8080)]).collect(),
             },
             ServicePortSpec {
                 name: "u".into(),
                 protocol: Protocol::Udp,
                 port: 53,
                 node_port: None,
-                backends: (4..8).filter(keep).map(|i| ready(i, 5353)).collect(),
+                backends: (4..8).filter(keep).flat_map(|i| [ready(i, 5353), ready6(i, 5353)]).collect(),
             },
         ],
         forwarding: None,
@@ -69,6 +71,61 @@ impl Flow {
     fn pkt(&self, flags: u8) -> Pkt {
         let l4 = if self.udp { udp(self.sport, 53) } else { tcp(self.sport, 80, flags) };
         Pkt { src_mac: ROUTER_MAC, ..Pkt::new(self.client, CLUSTER_IP, l4) }
+    }
+}
+
+/// An IPv6 flow the mix opened (from the routed client network), and once
+/// seen forwarded, its backend and SNAT port.
+#[derive(Debug, Clone, Copy)]
+struct Flow6 {
+    client: Ipv6Addr,
+    sport: u16,
+    udp: bool,
+    reply: Option<(Ipv6Addr, u16, u16)>,
+}
+
+impl Flow6 {
+    fn pkt(&self, flags: u8) -> Pkt<Ipv6Addr> {
+        let l4 = if self.udp { udp(self.sport, 53) } else { tcp(self.sport, 80, flags) };
+        Pkt { src_mac: ROUTER_MAC, ..Pkt::new(self.client, CLUSTER_IP6, l4) }
+    }
+}
+
+/// One IPv6 frame of the mix.
+fn frame6(rng: &mut XorShift, flows: &mut Vec<Flow6>) -> (Vec<u8>, u16) {
+    if flows.is_empty() || rng.below(4) == 0 {
+        let fl = Flow6 {
+            client: Ipv6Addr::from(u128::from(FAR_NET6) + u128::from(rng.below(4000))),
+            sport: 1024 + rng.below(60000) as u16,
+            udp: rng.below(3) == 0,
+            reply: None,
+        };
+        if !flows.iter().any(|f| f.client == fl.client && f.sport == fl.sport && f.udp == fl.udp) {
+            flows.push(fl);
+        }
+        return (fl.pkt(SYN).build(), 0);
+    }
+    let fl = flows[rng.below(flows.len() as u64) as usize];
+    match (rng.below(10), fl.reply) {
+        (0..=3, Some((b, bport, snat_port))) => {
+            let l4 = if fl.udp {
+                udp(bport, snat_port)
+            } else {
+                tcp(bport, snat_port, [ACK, ACK, FIN | ACK][rng.below(3) as usize])
+            };
+            (Pkt { src_mac: backend_mac(0), dst_mac: GW_POD_MAC, ..Pkt::new(b, SNAT6, l4) }.build(), 1)
+        }
+        (4, _) => {
+            let mut f = fl.pkt(ACK).build();
+            f.truncate(rng.below(f.len() as u64) as usize);
+            (f, 0)
+        }
+        (5, _) => (Pkt { ttl: rng.below(2) as u8, ..fl.pkt(ACK) }.build(), 0),
+        _ => {
+            let mut p = fl.pkt(if rng.below(2) == 0 { ACK } else { ACK | PSH });
+            p.payload = vec![0x5a; rng.below(200) as usize];
+            (p.build(), 0)
+        }
     }
 }
 
@@ -236,9 +293,11 @@ fn compare(capacity: usize, seed: u64, rounds: usize) {
     let mut fast = Side::new(capacity, true);
     let mut general = Side::new(capacity, false);
     let mut flows: Vec<Flow> = Vec::new();
+    let mut flows6: Vec<Flow6> = Vec::new();
     let (mut t, mut h) = (services(1, false), next_hops(1));
     let mut now = 1_000u32;
     let mut forwarded_fast_candidates = 0u64;
+    let mut forwarded6 = 0u64;
     for round in 0..rounds {
         // Swaps under live flows: a table generation without two backends,
         // then back; a next-hop generation.
@@ -249,7 +308,9 @@ fn compare(capacity: usize, seed: u64, rounds: usize) {
             _ => {}
         }
         let n = 1 + rng.below(64) as usize;
-        let batch: Vec<(Vec<u8>, u16)> = (0..n).map(|_| frame(&mut rng, &mut flows)).collect();
+        let batch: Vec<(Vec<u8>, u16)> = (0..n)
+            .map(|_| if rng.below(8) == 0 { frame6(&mut rng, &mut flows6) } else { frame(&mut rng, &mut flows) })
+            .collect();
         let a = fast.run(&t, &h, &batch, now);
         let b = general.run(&t, &h, &batch, now);
         for (i, ((va, fa), (vb, fb))) in a.iter().zip(&b).enumerate() {
@@ -276,6 +337,17 @@ fn compare(capacity: usize, seed: u64, rounds: usize) {
                 }
                 forwarded_fast_candidates += 1;
             }
+            if let (Verdict::Forward { port: 1 }, true) = (v, input.len() >= 58 && input[12..14] == [0x86, 0xdd]) {
+                let v6 = |b: &[u8]| Ipv6Addr::from(<[u8; 16]>::try_from(b).unwrap());
+                let (client, sport) = (v6(&input[22..38]), u16::from_be_bytes([input[54], input[55]]));
+                let (backend, bport) = (v6(&out[38..54]), u16::from_be_bytes([out[56], out[57]]));
+                let snat_port = u16::from_be_bytes([out[54], out[55]]);
+                let udp = input[20] == 17;
+                for f in flows6.iter_mut().filter(|f| f.client == client && f.sport == sport && f.udp == udp) {
+                    f.reply = Some((backend, bport, snat_port));
+                }
+                forwarded6 += 1;
+            }
         }
         now += 1 + rng.below(50) as u32;
         if rng.below(50) == 0 {
@@ -291,6 +363,7 @@ fn compare(capacity: usize, seed: u64, rounds: usize) {
     assert_eq!(sa, sb, "per-Service counters");
     let c = fast.worker.counters();
     assert!(c.reverse_translated > 100 && forwarded_fast_candidates > 1000, "the mix exercised the fast path: {c:?}");
+    assert!(forwarded6 > 100 && fast.worker.flows6() > 0, "the mix exercised IPv6: {forwarded6} forwarded");
     assert!(c.ip_options > 0 && c.pass.iter().sum::<u64>() > 0 && c.drop.iter().sum::<u64>() > 0 && c.replied > 0);
 }
 

@@ -256,6 +256,7 @@ pub struct Gateway {
     /// The DNS tables, to steer their addresses' UDP/53 to the workers.
     dns: Option<Reader<DnsTable>>,
     steered_dns: Vec<Ipv4Addr>,
+    steered_dns6: Vec<Ipv6Addr>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -340,8 +341,9 @@ struct SteeringLists {
 
 impl SteeringLists {
     /// The lists for table `t` under the gateway's default forwarding
-    /// `mode`, with the workers answering UDP DNS queries to `dns_addrs`.
-    fn of(t: &ServiceTable, mode: ForwardingMode, dns_addrs: &[Ipv4Addr]) -> Self {
+    /// `mode`, with the workers answering UDP DNS queries to `dns_addrs`
+    /// and the daemon's server those to `dns_addrs6`.
+    fn of(t: &ServiceTable, mode: ForwardingMode, dns_addrs: &[Ipv4Addr], dns_addrs6: &[Ipv6Addr]) -> Self {
         // UDP/53 of a DNS address goes to the workers, TCP/53 to the kernel's
         // DNS server, even when the address is a Service's (kube-dns).
         let udp = svcgate_common::model::Protocol::Udp.number();
@@ -352,8 +354,15 @@ impl SteeringLists {
             .filter(|(a, _, port)| !(*port == dns_hook::DNS_PORT && dns_addrs.contains(a)))
             .chain(dns_addrs.iter().map(|&a| (a, udp, dns_hook::DNS_PORT)))
             .collect();
-        // IPv6: the same without DNS (the DNS tables answer IPv4 only).
-        let frontends6 = t.v6().frontends().map(|(k, _)| (k.addr, k.protocol.number(), k.port)).collect();
+        // IPv6: the workers answer no DNS (their hook parses IPv4), so
+        // port 53 of an IPv6 DNS address, even a Service's (a dual-stack
+        // kube-dns), is left to the kernel, where the daemon's server listens.
+        let frontends6 = t
+            .v6()
+            .frontends()
+            .map(|(k, _)| (k.addr, k.protocol.number(), k.port))
+            .filter(|(a, _, port)| !(*port == dns_hook::DNS_PORT && dns_addrs6.contains(a)))
+            .collect();
         // Replies in dnat mode are addressed to clients: steered by source.
         Self {
             frontends,
@@ -431,6 +440,7 @@ impl Gateway {
             steered_gen: None,
             dns: dns.map(Publisher::reader),
             steered_dns: Vec::new(),
+            steered_dns6: Vec::new(),
         };
         let cfg = gw.cfg.clone();
         for q in 0..cfg.queues.max(1) {
@@ -481,18 +491,19 @@ impl Gateway {
     /// every interface's steering map (once per table generation or change
     /// of DNS addresses).
     pub fn sync_steering(&mut self, t: &ServiceTable) -> Result<(), XskError> {
-        let dns_addrs = match &mut self.dns {
+        let (dns_addrs, dns_addrs6): (&[Ipv4Addr], &[Ipv6Addr]) = match &mut self.dns {
             Some(dns) => {
                 dns.refresh();
-                dns.get().addresses()
+                (dns.get().addresses(), dns.get().addresses6())
             }
-            None => &[],
+            None => (&[], &[]),
         };
-        if self.steered_gen == Some(t.generation()) && self.steered_dns == dns_addrs {
+        if self.steered_gen == Some(t.generation()) && self.steered_dns == dns_addrs && self.steered_dns6 == dns_addrs6
+        {
             return Ok(());
         }
-        let lists = SteeringLists::of(t, self.cfg.nat.mode, dns_addrs);
-        let dns_addrs = dns_addrs.to_vec();
+        let lists = SteeringLists::of(t, self.cfg.nat.mode, dns_addrs, dns_addrs6);
+        let (dns_addrs, dns_addrs6) = (dns_addrs.to_vec(), dns_addrs6.to_vec());
         for s in &mut self.steering {
             s.set_frontends(&lists.frontends)?;
             s.set_sources(&lists.sources)?;
@@ -501,6 +512,7 @@ impl Gateway {
         }
         self.steered_gen = Some(t.generation());
         self.steered_dns = dns_addrs;
+        self.steered_dns6 = dns_addrs6;
         Ok(())
     }
 
@@ -646,7 +658,7 @@ mod tests {
 
     #[test]
     fn steering_lists_per_family() {
-        let mut l = SteeringLists::of(&table(), ForwardingMode::Snat, &[]);
+        let mut l = SteeringLists::of(&table(), ForwardingMode::Snat, &[], &[]);
         l.frontends6.sort();
         l.sources6.sort();
         assert_eq!(l.frontends, vec![(v4("198.19.0.10"), 6, 80)]);
@@ -655,9 +667,35 @@ mod tests {
         assert!(l.sources.is_empty());
         assert_eq!(l.sources6, vec![(v6("2001:2:0:2::21"), 6, 8080), (v6("2001:2:0:2::22"), 6, 8080)]);
         // DNS steering stays IPv4.
-        let l = SteeringLists::of(&table(), ForwardingMode::Snat, &[v4("198.19.0.53")]);
+        let l = SteeringLists::of(&table(), ForwardingMode::Snat, &[v4("198.19.0.53")], &[]);
         assert!(l.frontends.contains(&(v4("198.19.0.53"), 17, 53)));
         assert_eq!(l.frontends6.len(), 2);
+        // A dual-stack kube-dns: UDP/53 of its IPv4 address to the workers,
+        // of its IPv6 address to the kernel (the daemon's server); its other
+        // ports are frontends as any Service's.
+        let dns = |port: u16, protocol| ServicePortSpec {
+            name: String::new(),
+            protocol,
+            port,
+            node_port: None,
+            backends: vec![backend(v6("2001:2:0:2::53").into())],
+        };
+        let kube_dns = ServiceSpec {
+            namespace: "kube-system".into(),
+            name: "kube-dns".into(),
+            service_type: ServiceType::ClusterIp,
+            cluster_ips: vec![v4("198.19.0.53").into(), v6("2001:2:0:64::53").into()],
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            source_ranges: vec![],
+            affinity: SessionAffinity::None,
+            ports: vec![dns(53, Protocol::Udp), dns(9153, Protocol::Tcp)],
+            forwarding: None,
+        };
+        let (t, _) = ServiceTable::build(&DesiredState { node_ips: vec![], services: vec![kube_dns] }, 1);
+        let l = SteeringLists::of(&t, ForwardingMode::Snat, &[v4("198.19.0.53")], &[v6("2001:2:0:64::53")]);
+        assert!(l.frontends.contains(&(v4("198.19.0.53"), 17, 53)));
+        assert_eq!(l.frontends6, vec![(v6("2001:2:0:64::53"), 6, 9153)]);
     }
 
     fn usable<A>(ifindex: u32, ip: A, mac: [u8; 6]) -> Neighbour<A> {

@@ -7,6 +7,8 @@
 //!   MACs) with 1k or 1M tracked flows over 10k Services x 10 endpoints,
 //!   frames drawn at random from the tracked flows, so that at 1M the lookups
 //!   really miss the cache.
+//! - `established6/1k` and `established6/1M`: the same in IPv6 (NAT66 over
+//!   the same Services' IPv6 halves: 10k dual-stack Services).
 //! - `new_flow`: SYNs of never-seen flows to random Services (Maglev pick,
 //!   SNAT port, both directions entered), with flows expiring at steady state.
 //! - `reply/1k`: backend replies translated back to clients.
@@ -21,7 +23,7 @@
 //! into ns per packet and ratios to the baseline of the same run.
 
 use std::hint::black_box;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -55,14 +57,33 @@ fn client(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 64, 0)) + (i % 16_000))
 }
 
-/// 10k ClusterIP Services, 10 endpoints each, Pods on a routed network.
+/// The IPv6 ClusterIP of Service `i` (2001:2:0:8000::/112).
+fn vip6(i: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0)) + u128::from(i))
+}
+
+/// IPv6 backend `i`, on a routed Pod network (2001:2:0:4000::/64).
+fn pod6(i: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(Ipv6Addr::new(0x2001, 2, 0, 0x4000, 0, 0, 0, 0)) + u128::from(i))
+}
+
+/// IPv6 client `i`, on a routed client network (2001:2:0:40::/64).
+fn client6(i: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(Ipv6Addr::new(0x2001, 2, 0, 0x40, 0, 0, 0, 0)) + u128::from(i % 16_000))
+}
+
+const POD_ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 0xfe);
+const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0xfe);
+
+/// 10k dual-stack ClusterIP Services, 10 endpoints of each family each,
+/// Pods on routed networks.
 fn services() -> ServiceTable {
     let services = (0..SERVICES)
         .map(|s| ServiceSpec {
             namespace: "bench".into(),
             name: format!("svc-{s}"),
             service_type: ServiceType::ClusterIp,
-            cluster_ips: vec![vip(s).into()],
+            cluster_ips: vec![vip(s).into(), vip6(s).into()],
             external_ips: vec![],
             load_balancer_ips: vec![],
             source_ranges: vec![],
@@ -79,6 +100,12 @@ fn services() -> ServiceTable {
                         conditions: svcgate_common::model::EndpointConditions::READY,
                         weight: 1,
                     })
+                    .chain((0..ENDPOINTS).map(|e| svcgate_common::model::BackendSpec {
+                        addr: pod6(s * ENDPOINTS + e).into(),
+                        port: 8080,
+                        conditions: svcgate_common::model::EndpointConditions::READY,
+                        weight: 1,
+                    }))
                     .collect(),
             }],
             forwarding: None,
@@ -91,14 +118,26 @@ fn hops() -> NextHops {
     let mut h = NextHops::new(
         1,
         vec![
-            PortInfo { name: "clients".into(), mac: GW_CLIENT_MAC, addrs: vec!["198.18.1.1/24".parse().unwrap()] },
-            PortInfo { name: "pods".into(), mac: GW_POD_MAC, addrs: vec!["198.18.2.1/24".parse().unwrap()] },
+            PortInfo {
+                name: "clients".into(),
+                mac: GW_CLIENT_MAC,
+                addrs: vec!["198.18.1.1/24".parse().unwrap(), "2001:2:0:1::1/64".parse().unwrap()],
+            },
+            PortInfo {
+                name: "pods".into(),
+                mac: GW_POD_MAC,
+                addrs: vec!["198.18.2.1/24".parse().unwrap(), "2001:2:0:2::1/64".parse().unwrap()],
+            },
         ],
     );
     h.add_route("198.18.64.0/18".parse().unwrap(), ROUTER);
     h.add_route("198.19.0.0/16".parse().unwrap(), POD_ROUTER);
     h.add_neighbour(0, ROUTER, ROUTER_MAC);
     h.add_neighbour(1, POD_ROUTER, [2, 0, 0, 0, 2, 254]);
+    h.add_route("2001:2:0:40::/64".parse().unwrap(), ROUTER6);
+    h.add_route("2001:2:0:4000::/64".parse().unwrap(), POD_ROUTER6);
+    h.add_neighbour(0, ROUTER6, ROUTER_MAC);
+    h.add_neighbour(1, POD_ROUTER6, [2, 0, 0, 0, 2, 254]);
     h
 }
 
@@ -107,7 +146,9 @@ fn worker(flows: usize, timeouts: Timeouts) -> Worker {
     let addrs = flows / 28_000 + 1;
     let cfg = NatConfig {
         snat_addrs: (0..addrs as u32).map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 3, 0)) + i)).collect(),
+        snat_addrs6: (0..addrs as u16).map(|i| Ipv6Addr::new(0x2001, 2, 0, 3, 0, 0, 0, 1 + i)).collect(),
         conntrack_capacity: flows.max(1024),
+        conntrack_capacity6: flows.max(1024),
         // The benches open their flows with SYNs alone (never assured): no
         // pressure reclaim before the table is full.
         pressure_percent: 100,
@@ -298,6 +339,79 @@ fn established_1k(c: &mut Criterion) {
     established(c, "established/1k", 1_000);
 }
 
+/// Frame `i` of the IPv6 flow set: client6(i):sport -> vip6(i % SERVICES):80.
+fn flow_frame6(i: u32, flags: u8) -> Vec<u8> {
+    let sport = 1024 + (i / 16_000) as u16;
+    Pkt { src_mac: ROUTER_MAC, ..Pkt::new(client6(i), vip6(i % SERVICES), tcp(sport, 80, flags)) }.build()
+}
+
+/// The backend's SYN-ACK to an IPv6 SYN as svcgate forwarded it (`out`).
+fn syn_ack_to6(out: &[u8]) -> Vec<u8> {
+    let v6 = |b: &[u8]| Ipv6Addr::from(<[u8; 16]>::try_from(b).unwrap());
+    let (snat, backend) = (v6(&out[22..38]), v6(&out[38..54]));
+    let (sp, bp) = (u16::from_be_bytes([out[54], out[55]]), u16::from_be_bytes([out[56], out[57]]));
+    Pkt { src_mac: [2, 0, 0, 0, 2, 254], dst_mac: GW_POD_MAC, ..Pkt::new(backend, snat, tcp(bp, sp, SYN | ACK)) }
+        .build()
+}
+
+/// `established/*` in IPv6: the same flows' shapes over the Services'
+/// IPv6 halves.
+fn established6(c: &mut Criterion, name: &str, flows: u32) {
+    let t = services();
+    let h = hops();
+    let mut w = worker(flows as usize, Timeouts::default());
+    for start in (0..flows).step_by(BATCH) {
+        let fs: Vec<Vec<u8>> = (start..(start + BATCH as u32).min(flows)).map(|i| flow_frame6(i, SYN)).collect();
+        let mut batch = Batch::new();
+        batch.load(&fs.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        batch.lens.truncate(fs.len());
+        batch.bufs.truncate(fs.len());
+        batch.run(&mut w, &t, &h, 1);
+        let answers: Vec<Vec<u8>> = batch.bufs.iter().map(|out| syn_ack_to6(out)).collect();
+        let mut batch = Batch::new();
+        batch.load(&answers.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        batch.lens.truncate(answers.len());
+        batch.bufs.truncate(answers.len());
+        batch.run(&mut w, &t, &h, 1);
+    }
+    assert_eq!(w.flows6(), flows as usize, "every IPv6 flow tracked");
+    assert_eq!(w.counters().reverse_translated, u64::from(flows), "every SYN answered");
+    let template = flow_frame6(0, ACK);
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut batch = Batch::new();
+    let mut g = c.benchmark_group("nat");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                for k in 0..BATCH {
+                    let i = (rng.next_u64() % u64::from(flows)) as u32;
+                    let buf = &mut batch.bufs[k];
+                    buf[..template.len()].copy_from_slice(&template);
+                    buf[22..38].copy_from_slice(&client6(i).octets());
+                    buf[38..54].copy_from_slice(&vip6(i % SERVICES).octets());
+                    buf[54..56].copy_from_slice(&(1024 + (i / 16_000) as u16).to_be_bytes());
+                    batch.lens[k] = template.len();
+                }
+                total += batch.run(&mut w, &t, &h, 2);
+            }
+            total
+        })
+    });
+    g.finish();
+    assert_eq!(w.counters().drop.iter().sum::<u64>(), 0);
+    assert_eq!(w.counters().forwarded, w.counters().rx, "every frame forwarded");
+}
+
+fn established6_1k(c: &mut Criterion) {
+    established6(c, "established6/1k", 1_000);
+}
+
+fn established6_1m(c: &mut Criterion) {
+    established6(c, "established6/1M", 1_000_000);
+}
+
 fn established_1k_dns(c: &mut Criterion) {
     established_via(c, "established/1k+dns", 1_000, Some(&dns_table()));
 }
@@ -440,6 +554,6 @@ fn reply(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
-    targets = baseline, established_1k, established_1k_dns, established_1m, new_flow, reply, dns_answer
+    targets = baseline, established_1k, established_1k_dns, established_1m, established6_1k, established6_1m, new_flow, reply, dns_answer
 }
 criterion_main!(benches);

@@ -11,7 +11,8 @@
 //!                                 # and IPv6: a flow is masqueraded to one of its family
 //!                                 # (at least one IPv4; no IPv6 one: IPv6 snat flows unserved)
 //! snat_ports = [32768, 60999]     # inclusive; keep clear of 30000-32767 if an SNAT address is a node IP
-//! conntrack_capacity = 1048576    # flows per worker
+//! conntrack_capacity = 1048576    # IPv4 flows per worker (64 B each, plus 80 B in the reply table)
+//! conntrack_capacity6 = 65536     # IPv6 flows per worker (128 B each, plus 128 B), at most conntrack_capacity
 //! busy_poll = false               # true: never nap when idle (DPDK style)
 //! ring_size = 2048                # entries per AF_XDP ring (a power of two)
 //! idle_spins = 4096               # empty polls in a row before an idle worker naps
@@ -75,9 +76,12 @@ pub struct DataplaneConfig {
     /// SNAT port range, inclusive.
     #[serde(default = "default_ports")]
     pub snat_ports: [u16; 2],
-    /// Flows tracked per worker.
+    /// IPv4 flows tracked per worker.
     #[serde(default = "default_capacity")]
     pub conntrack_capacity: usize,
+    /// IPv6 flows tracked per worker (at most `conntrack_capacity`).
+    #[serde(default = "default_capacity6")]
+    pub conntrack_capacity6: usize,
     /// Never nap when idle.
     #[serde(default)]
     pub busy_poll: bool,
@@ -166,6 +170,9 @@ fn default_ring_size() -> u32 {
 }
 fn default_capacity() -> usize {
     1 << 20
+}
+fn default_capacity6() -> usize {
+    svcgate_dataplane::nat::NatConfig::default().conntrack_capacity6
 }
 fn default_mode() -> String {
     ForwardingMode::default().as_str().into()
@@ -261,6 +268,7 @@ impl DataplaneConfig {
                 snat_addrs6: self.snat_addrs6(),
                 snat_ports: (self.snat_ports[0], self.snat_ports[1]),
                 conntrack_capacity: self.conntrack_capacity,
+                conntrack_capacity6: self.conntrack_capacity6,
                 pressure_percent: self.conntrack_pressure_percent,
                 timeouts: self.timeouts.to_timeouts()?,
                 ..NatConfig::default()

@@ -334,10 +334,14 @@ enum Pre {
     /// Parsed, with its buckets and the candidate slot of pass 2 (`NO_SLOT`:
     /// none).
     Parsed(Parsed, Probe, u32),
-    /// Not IPv4: IPv6, or not IP at all; decided in the last pass
-    /// (`Worker::decide_general`).
-    Other,
+    /// IPv6, parsed, with its buckets and candidate: entry `n` of
+    /// `Worker::pre6` (kept apart so that IPv4's entries stay small).
+    V6(u8),
 }
+
+/// An IPv6 frame of a large-table burst between the passes: parsed, its
+/// buckets, the candidate slot of pass 2 (`NO_SLOT`: none).
+type Pre6 = (Parsed<u128>, Probe, u32);
 
 const UNRESOLVED_RING: usize = 16;
 
@@ -490,6 +494,9 @@ pub struct Worker {
     unresolved: [IpAddr; UNRESOLVED_RING],
     unresolved_len: usize,
     pre: [Pre; MAX_BATCH],
+    /// The IPv6 frames of a large-table burst (`Pre::V6`); never grows
+    /// past its initial capacity.
+    pre6: Vec<Pre6>,
     /// The new flows of a large-table burst, for their read-ahead (`ahead`).
     ahead: [Ahead; MAX_BATCH],
     /// Whether the fast path (see `fast`) takes the frames it can (always,
@@ -795,6 +802,7 @@ impl Worker {
             unresolved: [IpAddr::V4(Ipv4Addr::UNSPECIFIED); UNRESOLVED_RING],
             unresolved_len: 0,
             pre: [Pre::Done(Verdict::Drop(DropReason::Malformed)); MAX_BATCH],
+            pre6: Vec::with_capacity(MAX_BATCH),
             ahead: [Ahead::EMPTY; MAX_BATCH],
             fast_path: true,
             shared,
@@ -948,7 +956,8 @@ impl Worker {
         }
         let n = frames.len();
         // Pass 1: parse, hash, prefetch each frame's bucket.
-        let ct = &self.fams.v4.ct;
+        let (ct, ct6) = (&self.fams.v4.ct, &self.fams.v6.ct);
+        self.pre6.clear();
         for (f, pre) in frames.iter().zip(self.pre.iter_mut()) {
             *pre = match parse(f.buf, f.len) {
                 Ok(p) => {
@@ -956,7 +965,19 @@ impl Worker {
                     ct.prefetch_bucket(&probe);
                     Pre::Parsed(p, probe, NO_SLOT)
                 }
-                Err(Verdict::Pass(PassReason::NotIp)) => Pre::Other,
+                Err(Verdict::Pass(PassReason::NotIp)) => {
+                    let frame = &f.buf[..f.len.min(f.buf.len())];
+                    match family::is_ipv6(frame).map(|l3| family::parse6(frame, l3)) {
+                        Some(Ok(p)) => {
+                            let probe = ct6.probe(&p.key);
+                            ct6.prefetch_bucket(&probe);
+                            self.pre6.push((p, probe, NO_SLOT));
+                            Pre::V6((self.pre6.len() - 1) as u8)
+                        }
+                        Some(Err(v)) => Pre::Done(v),
+                        None => Pre::Done(Verdict::Pass(PassReason::NotIp)),
+                    }
+                }
                 Err(v) => Pre::Done(v),
             };
         }
@@ -965,6 +986,9 @@ impl Worker {
             if let Pre::Parsed(_, probe, candidate) = pre {
                 *candidate = ct.prefetch_candidate(probe).map_or(NO_SLOT, |s| s as u32);
             }
+        }
+        for (_, probe, candidate) in self.pre6.iter_mut() {
+            *candidate = ct6.prefetch_candidate(probe).map_or(NO_SLOT, |s| s as u32);
         }
         // Pass 2b: read ahead for the new flows (`ahead`).
         self.read_ahead_new(t, n);
@@ -1032,7 +1056,12 @@ impl Worker {
         for (i, f) in frames.iter_mut().enumerate() {
             let v = match self.pre[i] {
                 Pre::Done(v) => v,
-                Pre::Other => self.decide_other(t, hops, f, now),
+                Pre::V6(k) => {
+                    let (p, probe, candidate) = self.pre6[usize::from(k)];
+                    let candidate = (candidate != NO_SLOT).then_some(candidate as usize);
+                    let slot = self.fams.v6.ct.check(&p.key, &probe, candidate);
+                    self.decide::<Ipv6Addr>(t, hops, f, &p, &probe, slot, now)
+                }
                 Pre::Parsed(p, probe, candidate) => {
                     let candidate = (candidate != NO_SLOT).then_some(candidate as usize);
                     let slot = self.fams.v4.ct.check(&p.key, &probe, candidate);

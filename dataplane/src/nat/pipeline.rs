@@ -3,10 +3,13 @@
 //! `Worker::process_batch` takes a burst of frames and decides each one's
 //! [`Verdict`], rewriting it in place. Per frame:
 //!
-//! 1. Parse Ethernet (one 802.1Q tag kept as is), IPv4, TCP/UDP ports. Not
-//!    IPv4, not TCP/UDP, or a fragment -> the kernel (svcgate does not
-//!    reassemble; see [`PassReason::Fragment`]). IPv4 options are carried
-//!    through unchanged and counted. Truncated or inconsistent headers -> drop.
+//! 1. Parse Ethernet (one 802.1Q tag kept as is), IPv4 or IPv6 (extension
+//!    headers walked), TCP/UDP ports. Neither IP family, not TCP/UDP, or a
+//!    fragment -> the kernel (svcgate does not reassemble; see
+//!    [`PassReason::Fragment`]). IPv4 options are carried through unchanged
+//!    and counted. Truncated or inconsistent headers -> drop. Steps 2-4 are
+//!    the same for both families (`family`: what differs), each in its own
+//!    tables.
 //! 2. A frame to an SNAT address and port in the SNAT range is a *reply*:
 //!    its 5-tuple is looked up in the shared [`ReverseTable`] (any worker can
 //!    do it, see `reverse`; the key holds the backend, so only the flow's
@@ -35,7 +38,7 @@
 //! The common case of 1 and 3 (an untagged IPv4 frame without options of a
 //! tracked flow, or a reply to one, that needs only its translation) takes
 //! a fast path (`fast`) with the same results at half the instructions;
-//! every other frame takes the general path described here.
+//! every other frame (IPv6 among them) takes the general path described here.
 //!
 //! Nothing here allocates, locks or logs per packet; all tables are sized when
 //! the worker is created. The batch path reads every frame's hash buckets,

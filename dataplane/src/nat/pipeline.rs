@@ -54,23 +54,20 @@ use svcgate_common::model::{ForwardingMode, Protocol};
 use svcgate_common::table::{ActiveSet, FrontendKind, ServiceEntry, ServicePortId, ServiceTable};
 
 use super::conntrack::{Flow, FlowKey, FlowMeta, FlowTable, Inserted, KeyHasher, Probe, Standing, WireAddr};
-use super::nexthop::{NextHop, NextHops, Resolution};
+use super::nexthop::{NextHops, Resolution};
 use super::reverse::{flags as rflags, RevFlow, ReverseError, ReverseTable};
 use super::verdict::{DropReason, Frame, PassReason, Verdict};
-use crate::wire::checksum::Delta;
-use crate::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4};
-use crate::wire::icmp::{self, Icmpv4Packet};
-use crate::wire::ipv4::Ipv4Packet;
-use crate::wire::tcp::{flags as tcpf, TcpPacket};
-use crate::wire::udp::UdpPacket;
-use crate::wire::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use crate::wire::tcp::flags as tcpf;
+use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
 
 mod ahead;
 mod family;
 mod fast;
 
 use ahead::Ahead;
-use family::{IcmpError, NatFamily};
+#[cfg(test)]
+use family::deltas;
+use family::{parse_general, IcmpError, NatFamily};
 
 /// Flow tables up to this many slots (64 bytes each: 1 MiB) fit in a core's
 /// L2 cache here; for them the batch path takes each frame through in one
@@ -521,182 +518,6 @@ fn parse(buf: &[u8], len: usize) -> Result<Parsed, Verdict> {
         Some(c) => Ok(c.parsed()),
         None => parse_general(buf, len),
     }
-}
-
-#[inline(never)]
-fn parse_general(buf: &[u8], len: usize) -> Result<Parsed, Verdict> {
-    let frame = buf.get(..len).ok_or(Verdict::Drop(DropReason::Malformed))?;
-    let eth = EthernetFrame::new_checked(frame).map_err(|_| Verdict::Drop(DropReason::Malformed))?;
-    if eth.ethertype() != ETHERTYPE_IPV4 {
-        return Err(Verdict::Pass(PassReason::NotIp));
-    }
-    let l3 = eth.header_len();
-    let ip = Ipv4Packet::new_checked(&frame[l3..]).map_err(|_| Verdict::Drop(DropReason::Malformed))?;
-    let proto = ip.protocol();
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
-        return Err(Verdict::Pass(PassReason::NotTcpUdp));
-    }
-    if ip.is_fragment() {
-        return Err(Verdict::Pass(PassReason::Fragment));
-    }
-    let l4 = l3 + ip.header_len();
-    let end = l3 + usize::from(ip.total_len());
-    let seg = &frame[l4..end];
-    let (sport, dport, tcp_flags) = if proto == IPPROTO_TCP {
-        let t = TcpPacket::new_checked(seg).map_err(|_| Verdict::Drop(DropReason::Malformed))?;
-        (t.src_port(), t.dst_port(), t.flags())
-    } else {
-        let u = UdpPacket::new_checked(seg).map_err(|_| Verdict::Drop(DropReason::Malformed))?;
-        (u.src_port(), u.dst_port(), 0)
-    };
-    // Frames are at most a UMEM chunk (4 KiB), so offsets fit in u16.
-    let (Ok(l3), Ok(l4), Ok(end)) = (u16::try_from(l3), u16::try_from(l4), u16::try_from(end)) else {
-        return Err(Verdict::Drop(DropReason::Malformed));
-    };
-    Ok(Parsed {
-        l3,
-        l4,
-        end,
-        key: FlowKey { src: ip.src_u32(), dst: ip.dst_u32(), sport, dport, proto },
-        ttl: ip.ttl(),
-        tcp_flags,
-    })
-}
-
-/// Rewrites addresses, ports, TTL and MACs of a parsed frame in place:
-/// three block writes (MAC pair, address pair, port pair), the TTL, and two
-/// checksum updates with precomputed deltas.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn rewrite(
-    buf: &mut [u8],
-    p: &Parsed,
-    src: u32,
-    dst: u32,
-    sport: u16,
-    dport: u16,
-    ip_delta: Delta,
-    l4_delta: Delta,
-    hop: &NextHop,
-) {
-    EthernetFrame::new_unchecked(&mut buf[..p.l3()]).set_addrs(&hop.macs);
-    {
-        let mut ip = Ipv4Packet::new_unchecked(&mut buf[p.l3()..p.l4()]);
-        // `ip_delta` already holds the TTL decrement (see `deltas`).
-        let c = ip_delta.apply(ip.checksum());
-        ip.set_ttl(p.ttl - 1);
-        ip.set_addrs_u32(src, dst);
-        ip.set_checksum(c);
-    }
-    let seg = &mut buf[p.l4()..p.end()];
-    if p.key.proto == IPPROTO_TCP {
-        let mut t = TcpPacket::new_unchecked(seg);
-        let c = l4_delta.apply(t.checksum());
-        t.set_ports(sport, dport);
-        t.set_checksum(c);
-    } else {
-        let mut u = UdpPacket::new_unchecked(seg);
-        let c = l4_delta.apply_udp(u.checksum());
-        u.set_ports(sport, dport);
-        u.set_checksum(c);
-    }
-}
-
-/// Decrementing the TTL lowers the IPv4 header word (TTL, protocol) by
-/// 0x0100 whatever its value (TTL >= 1, so no borrow), so its checksum
-/// adjustment is a constant (RFC 1141) that can be folded into each flow's
-/// precomputed delta.
-const TTL_DECREMENT: Delta = Delta::new().add16(0x0100, 0x0000);
-
-/// The checksum deltas of rewriting (src, dst, sport, dport) from `k`'s
-/// tuple: the IPv4 header's (TTL decrement included) and the L4 checksum's
-/// (pseudo-header addresses and ports).
-#[inline(always)]
-fn deltas(k: &FlowKey, src: u32, dst: u32, sport: u16, dport: u16) -> (Delta, Delta) {
-    let addrs = Delta::new().add32(k.src, src).add32(k.dst, dst);
-    let l4 = addrs.add16(k.sport, sport).add16(k.dport, dport);
-    (addrs.combine(TTL_DECREMENT), l4)
-}
-
-/// Turns a TCP segment into a RST answering it (RFC 9293 3.10.7.1), sent
-/// from the address and port it was addressed to. Returns the new length.
-fn build_rst(buf: &mut [u8], p: &Parsed) -> Option<usize> {
-    let (seq, ack, has_ack, seg_len) = {
-        let t = TcpPacket::new_checked(&buf[p.l4()..p.end()]).ok()?;
-        let mut seg_len = t.payload().len() as u32;
-        if t.flags() & tcpf::SYN != 0 {
-            seg_len += 1;
-        }
-        if t.flags() & tcpf::FIN != 0 {
-            seg_len += 1;
-        }
-        (t.seq_number(), t.ack_number(), t.flags() & tcpf::ACK != 0, seg_len)
-    };
-    let new_len = p.l3() + 40;
-    if buf.len() < new_len {
-        return None;
-    }
-    swap_macs(buf, p.l3());
-    let (src, dst) = (Ipv4Addr::from(p.key.dst), Ipv4Addr::from(p.key.src));
-    write_ipv4(&mut buf[p.l3()..p.l3() + 20], 40, IPPROTO_TCP, src, dst);
-    let mut t = TcpPacket::new_unchecked(&mut buf[p.l3() + 20..new_len]);
-    t.set_src_port(p.key.dport);
-    t.set_dst_port(p.key.sport);
-    if has_ack {
-        t.set_seq_number(ack);
-        t.set_ack_number(0);
-        t.set_flags(tcpf::RST);
-    } else {
-        t.set_seq_number(0);
-        t.set_ack_number(seq.wrapping_add(seg_len));
-        t.set_flags(tcpf::RST | tcpf::ACK);
-    }
-    t.set_header_len(20);
-    t.set_window_len(0);
-    t.set_urgent_ptr(0);
-    t.fill_checksum(src, dst);
-    Some(new_len)
-}
-
-/// Turns the frame into an ICMP error about it (RFC 792: the original IP
-/// header and the first 8 bytes of its payload), from `src` to its sender.
-fn build_icmp_error(buf: &mut [u8], p: &Parsed, msg_type: u8, code: u8, src: Ipv4Addr) -> Option<usize> {
-    let quote = (p.l4() - p.l3() + 8).min(p.end() - p.l3());
-    let new_total = 20 + icmp::HEADER_LEN + quote;
-    let new_len = p.l3() + new_total;
-    if buf.len() < new_len {
-        return None;
-    }
-    buf.copy_within(p.l3()..p.l3() + quote, p.l3() + 28);
-    swap_macs(buf, p.l3());
-    write_ipv4(&mut buf[p.l3()..p.l3() + 20], new_total as u16, IPPROTO_ICMP, src, Ipv4Addr::from(p.key.src));
-    let mut m = Icmpv4Packet::new_unchecked(&mut buf[p.l3() + 20..new_len]);
-    m.set_msg_type(msg_type);
-    m.set_msg_code(code);
-    m.set_rest_of_header(0);
-    m.fill_checksum();
-    Some(new_len)
-}
-
-fn swap_macs(buf: &mut [u8], l3: usize) {
-    let mut eth = EthernetFrame::new_unchecked(&mut buf[..l3]);
-    let (s, d) = (eth.src_addr(), eth.dst_addr());
-    eth.set_dst_addr(s);
-    eth.set_src_addr(d);
-}
-
-fn write_ipv4(hdr: &mut [u8], total: u16, proto: u8, src: Ipv4Addr, dst: Ipv4Addr) {
-    let mut ip = Ipv4Packet::new_unchecked(hdr);
-    ip.set_version_ihl(4, 20);
-    ip.set_dscp_ecn(0);
-    ip.set_total_len(total);
-    ip.set_ident(0);
-    ip.set_flags_frag(true, false, 0);
-    ip.set_ttl(64);
-    ip.set_protocol(proto);
-    ip.set_src_addr(src);
-    ip.set_dst_addr(dst);
-    ip.fill_checksum();
 }
 
 /// What a resident flow is worth to a new flow that needs its slot:
@@ -1801,6 +1622,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ipv4::Ipv4Packet;
     use proptest::prelude::*;
 
     #[test]

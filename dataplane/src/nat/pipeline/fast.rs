@@ -38,7 +38,8 @@
 //! general path gives it; the tests at the end of this file and
 //! `tests/fast_path.rs` check that frame by frame.
 
-use super::{client_state, deltas, Parsed, ServiceCounter, ASSURED};
+use super::family::deltas;
+use super::{client_state, Parsed, ServiceCounter, ASSURED};
 use crate::nat::conntrack::{FastTable, FlowEntry, FlowKey, Probe};
 use crate::nat::nexthop::{NextHop, NextHops};
 use crate::nat::reverse::{flags as rflags, ReverseTable};

@@ -302,11 +302,9 @@ impl DryPools {
         if self.last_warning.is_some_and(|t| t.elapsed() < Self::EVERY) {
             return;
         }
-        let nat = stats.nat_stats();
-        let now: Vec<u64> = (0..stats.snat_addrs().len())
-            .map(|i| nat.iter().map(|n| n.counters.ports_exhausted.get(i).copied().unwrap_or(0)).sum())
-            .collect();
-        for (i, addr) in stats.snat_addrs().iter().enumerate() {
+        let exhausted = stats.ports_exhausted(&stats.nat_stats());
+        let now: Vec<u64> = exhausted.iter().map(|&(_, n)| n).collect();
+        for (i, (addr, _)) in exhausted.iter().enumerate() {
             let new = now[i].saturating_sub(self.seen.get(i).copied().unwrap_or(0));
             if new > 0 {
                 tracing::warn!(
@@ -498,15 +496,7 @@ impl StatsSource for GatewayStats {
             .into_iter()
             .map(|(event, get)| (event.to_string(), nat.iter().map(|n| get(&n.counters)).sum()))
             .collect(),
-            snat_ports_exhausted: self
-                .0
-                .snat_addrs()
-                .iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    (a.to_string(), nat.iter().map(|n| n.counters.ports_exhausted.get(i).copied().unwrap_or(0)).sum())
-                })
-                .collect(),
+            snat_ports_exhausted: self.0.ports_exhausted(&nat).into_iter().map(|(a, n)| (a.to_string(), n)).collect(),
             workers: workers
                 .iter()
                 .map(|w| WorkerRow {

@@ -133,12 +133,25 @@ pub struct StatsHandle {
     workers: Vec<Arc<WorkerStats>>,
     nat: Vec<Arc<Mutex<NatSnapshot>>>,
     snat_addrs: Vec<Ipv4Addr>,
+    snat_addrs6: Vec<Ipv6Addr>,
 }
 
 impl StatsHandle {
     /// The SNAT addresses, in the order of [`nat::Counters::ports_exhausted`].
     pub fn snat_addrs(&self) -> &[Ipv4Addr] {
         &self.snat_addrs
+    }
+
+    /// Every SNAT address of both families, with the new flows that found
+    /// no port toward their backend on it, summed over the workers (`nat`:
+    /// their snapshots).
+    pub fn ports_exhausted(&self, nat: &[NatSnapshot]) -> Vec<(IpAddr, u64)> {
+        let sum = |get: &dyn Fn(&nat::Counters) -> Option<u64>| nat.iter().filter_map(|n| get(&n.counters)).sum();
+        let v4 =
+            self.snat_addrs.iter().enumerate().map(|(i, &a)| (a.into(), sum(&|c| c.ports_exhausted.get(i).copied())));
+        let v6 =
+            self.snat_addrs6.iter().enumerate().map(|(i, &a)| (a.into(), sum(&|c| c.ports_exhausted6.get(i).copied())));
+        v4.chain(v6).collect()
     }
 
     /// The AF_XDP counters of every worker.
@@ -566,6 +579,7 @@ impl Gateway {
             workers: self.stats.clone(),
             nat: self.nat_stats.clone(),
             snat_addrs: self.cfg.nat.snat_addrs.clone(),
+            snat_addrs6: self.cfg.nat.snat_addrs6.clone(),
         }
     }
 

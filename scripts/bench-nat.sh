@@ -28,7 +28,7 @@ def bench_dirs(group):
     for p in glob.glob(f"target/criterion/{group}/**/new/estimates.json", recursive=True):
         name = os.path.relpath(os.path.dirname(os.path.dirname(p)), f"target/criterion/{group}")
         # criterion stores "established/1k" as "established_1k"
-        out[re.sub(r"^(established|reply|dns)_", r"\1/", name)] = est(p)
+        out[re.sub(r"^(established6|established|reply|dns)_", r"\1/", name)] = est(p)
     return out
 
 cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p' | head -1"], capture_output=True, text=True).stdout.strip()

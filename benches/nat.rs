@@ -152,6 +152,10 @@ fn worker(flows: usize, timeouts: Timeouts) -> Worker {
         // The benches open their flows with SYNs alone (never assured): no
         // pressure reclaim before the table is full.
         pressure_percent: 100,
+        // Fixed seeds: the same table layout on every run (with random ones,
+        // 1,000 flows in the 1,024-flow table of `established/1k` lose one
+        // or two to eviction on some runs).
+        hash_seeds: Some([0x5eed_0001_2345_6789, 0x5eed_0002_3456_789a]),
         timeouts,
         ..NatConfig::default()
     };

@@ -1476,3 +1476,31 @@ fn ipv6_and_ipv4_frames_in_one_batch_get_what_they_get_alone() {
     assert_eq!((alone.1, alone.2), (48, 32));
     assert!(alone.0.iter().all(|(v, _)| *v == Verdict::Forward { port: 1 }));
 }
+
+#[test]
+fn ipv6_snat_without_an_ipv6_snat_address_is_a_counted_drop() {
+    // A gateway with IPv4 SNAT addresses only: IPv6 flows of snat-mode
+    // Services cannot be masqueraded (no NAT64); dnat-mode ones still work.
+    let shared = Shared::new(NatConfig { snat_addrs6: vec![], ..nat_config(1, 4096) }).unwrap();
+    let mut lab = Lab {
+        workers: vec![Worker::new(0, shared)],
+        table: table(&default_desired(), 1),
+        hops: next_hops(1),
+        now: 1_000,
+    };
+    let syn = Pkt::new(CLIENT6, CLUSTER_IP6, tcp(40000, 8080, SYN));
+    let direct = Pkt::new(CLIENT6, DNAT6, tcp(40001, 80, SYN));
+    lab.table_on(
+        0,
+        &[
+            ("snat mode, no IPv6 SNAT address", 0, syn, Expect::Drop(DropReason::NoSnatAddress)),
+            (
+                "dnat mode needs none",
+                0,
+                direct.clone(),
+                Expect::Forward(1, direct.translated(CLIENT6, 40001, backend6(2), 80, GW_POD_MAC, backend_mac(2))),
+            ),
+        ],
+    );
+    assert_eq!(lab.workers[0].counters().drop[DropReason::NoSnatAddress as usize], 1);
+}

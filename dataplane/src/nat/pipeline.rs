@@ -1403,7 +1403,7 @@ impl Worker {
         let addrs: &[F::Raw] = if dnat { std::slice::from_ref(&back.client) } else { rev.addrs() };
         if addrs.is_empty() {
             // An IPv6 Service in snat mode on a gateway without an IPv6 SNAT address.
-            return Err(DropReason::PortsExhausted);
+            return Err(DropReason::NoSnatAddress);
         }
         let port_cursor = F::state(&self.fams).port_cursor;
         let ports = rev.ports_of(self.id);

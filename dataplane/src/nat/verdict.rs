@@ -91,6 +91,9 @@ reasons! {
         /// the chosen backend, and no flow without a reply could be
         /// reclaimed for one.
         PortsExhausted => "ports_exhausted",
+        /// A flow to be masqueraded (snat mode) in a family the gateway has
+        /// no SNAT address of (IPv6 without `snat_addrs` of IPv6).
+        NoSnatAddress => "no_snat_address",
         /// Both candidate buckets of the flow's reply key in the shared
         /// reverse table were full (sized with 25% headroom over every
         /// worker's flow capacity, so this is rare).

@@ -303,7 +303,7 @@ fn established_via(c: &mut Criterion, name: &str, flows: u32, dns: Option<&DnsTa
     // a key's buckets and the displacement are full (1 in 1M with these
     // seeds): its ACKs are then picked up as a new flow, a negligible share.
     assert!(w.flows() as u64 * 10_000 >= u64::from(flows) * 9_999, "flows tracked: {}", w.flows());
-    assert_eq!(w.counters().reverse_translated, u64::from(flows), "every SYN answered");
+    assert!(w.counters().reverse_translated * 10_000 >= u64::from(flows) * 9_999, "SYNs answered");
     let template = flow_frame(0, ACK);
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let mut g = c.benchmark_group("nat");
@@ -382,7 +382,7 @@ fn established6(c: &mut Criterion, name: &str, flows: u32) {
         batch.run(&mut w, &t, &h, 1);
     }
     assert!(w.flows6() as u64 * 10_000 >= u64::from(flows) * 9_999, "IPv6 flows tracked: {}", w.flows6());
-    assert_eq!(w.counters().reverse_translated, u64::from(flows), "every SYN answered");
+    assert!(w.counters().reverse_translated * 10_000 >= u64::from(flows) * 9_999, "SYNs answered");
     let template = flow_frame6(0, ACK);
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let mut batch = Batch::new();

@@ -2,15 +2,18 @@
 //! three Pods in network namespaces (`sgx-ds6-*`), every link dual-stack,
 //! serving manifests with three Services:
 //!
-//! * `web`: RequireDualStack, clusterIPs 198.18.128.10 and
-//!   2001:2:0:8000::10, TCP 8080 -> 80 and UDP 8053 -> 7, snat mode (the
-//!   default): the Pods see the gateway's SNAT address of the family;
+//! * `web`: LoadBalancer, RequireDualStack, clusterIPs 198.18.128.10 and
+//!   2001:2:0:8000::10, TCP 8080 -> 80 and UDP 8053 -> 7 (NodePorts 30180
+//!   and 30181 on both node IPs), LoadBalancer ingress 198.19.0.10 and
+//!   2001:2:0:9000::10, snat mode (the default): the Pods see the gateway's
+//!   SNAT address of the family;
 //! * `webd`: the same on 198.18.128.11 and 2001:2:0:8000::11 with the
 //!   `svcgate.io/forwarding-mode: dnat` annotation: the Pods see the client;
 //! * `web6`: IPv6 only (SingleStack, ipFamilies [IPv6]) on 2001:2:0:8000::12.
 //!
 //! ```text
-//! cli  c0 198.18.1.2/24 2001:2:0:1::2/64   routes the service CIDRs via the gateway
+//! cli  c0 198.18.1.2/24 2001:2:0:1::2/64   routes the service CIDRs and the
+//!                                          LoadBalancer ranges via the gateway
 //!  |
 //! gw   g0 198.18.1.1/24 2001:2:0:1::1/64 (node IPs)   ip_forward=0, IPv6 forwarding=0
 //!      g1 198.18.3.1/24 2001:2:0:3::1/64 (SNAT addresses)
@@ -21,7 +24,8 @@
 //!         scripts/lab-backend.py web-N: GET /peer and UDP "peer?" answer "web-N <peer address>"
 //! ```
 //!
-//! It checks TCP and UDP through `web` and `webd` over both families (every
+//! It checks TCP and UDP through `web` (clusterIPs, NodePorts, LoadBalancer
+//! IPs) and `webd` over both families (every
 //! Pod answers; the peer address the Pod sees is the mode's), `web6` over
 //! IPv6 and its lack of an IPv4 address, and that a Pod whose manifest is
 //! deleted gets no new connection of either family. The first connection to
@@ -65,6 +69,11 @@ const WEB6: &str = "2001:2:0:8000::10";
 const WEBD4: &str = "198.18.128.11";
 const WEBD6: &str = "2001:2:0:8000::11";
 const ONLY6: &str = "2001:2:0:8000::12";
+/// `web`'s LoadBalancer ingress IPs.
+const LB4: &str = "198.19.0.10";
+const LB6: &str = "2001:2:0:9000::10";
+/// `web`'s NodePorts (TCP, UDP) on both node IPs.
+const NODE_PORTS: (u16, u16) = (30180, 30181);
 const TCP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 8053;
 
@@ -73,6 +82,7 @@ kind: Service
 metadata:
   name: web
 spec:
+  type: LoadBalancer
   ipFamilyPolicy: RequireDualStack
   ipFamilies: [IPv4, IPv6]
   clusterIP: 198.18.128.10
@@ -80,8 +90,13 @@ spec:
   selector:
     app: web
   ports:
-  - {name: http, port: 8080, targetPort: 80, protocol: TCP}
-  - {name: echo, port: 8053, targetPort: 7, protocol: UDP}
+  - {name: http, port: 8080, targetPort: 80, protocol: TCP, nodePort: 30180}
+  - {name: echo, port: 8053, targetPort: 7, protocol: UDP, nodePort: 30181}
+status:
+  loadBalancer:
+    ingress:
+    - ip: 198.19.0.10
+    - ip: "2001:2:0:9000::10"
 ---
 apiVersion: v1
 kind: Service
@@ -211,6 +226,8 @@ impl DsLab {
         lab.ip(&client, &format!("addr add {CLIENT6}/64 dev c0 nodad"));
         lab.ip(&client, &format!("route add 198.18.128.0/20 via {NODE4}"));
         lab.ip(&client, &format!("-6 route add 2001:2:0:8000::/112 via {NODE6}"));
+        lab.ip(&client, &format!("route add 198.19.0.0/16 via {NODE4}"));
+        lab.ip(&client, &format!("-6 route add 2001:2:0:9000::/64 via {NODE6}"));
         lab.ip(&gw, &format!("addr add {NODE4}/24 dev g0"));
         lab.ip(&gw, &format!("addr add {NODE6}/64 dev g0 nodad"));
         lab.ip(&gw, &format!("addr add {SNAT4}/24 dev g1"));
@@ -415,6 +432,16 @@ fn dual_stack_services_over_both_families() {
     ] {
         lab.spread(&format!("{svc} TCP {vip}"), ("tcp", vip, TCP_PORT), peer, &all, 0, 36);
         lab.spread(&format!("{svc} UDP {vip}"), ("udp", vip, UDP_PORT), peer, &all, 0, 36);
+    }
+    // web's NodePorts on both node IPs and its LoadBalancer IPs of both families.
+    for (what, vip, tcp, udp, peer) in [
+        ("NodePort", NODE4, NODE_PORTS.0, NODE_PORTS.1, SNAT4),
+        ("NodePort", NODE6, NODE_PORTS.0, NODE_PORTS.1, SNAT6),
+        ("LoadBalancer", LB4, TCP_PORT, UDP_PORT, SNAT4),
+        ("LoadBalancer", LB6, TCP_PORT, UDP_PORT, SNAT6),
+    ] {
+        lab.spread(&format!("web {what} TCP {vip}:{tcp}"), ("tcp", vip, tcp), peer, &all, 0, 36);
+        lab.spread(&format!("web {what} UDP {vip}:{udp}"), ("udp", vip, udp), peer, &all, 0, 36);
     }
     println!("both families, both modes: {:?}", t0.elapsed());
 

@@ -133,8 +133,8 @@ if [ "$CIP6" = "$CIPS" ]; then
     echo "   !! nginx has no IPv6 clusterIP: $CIPS" >&2
     fail=1
 else
-    # The first connection to each Pod may fail while the gateway resolves
-    # the Pod's IPv6 neighbour (NDP): a few warm-up requests first.
+    # The first connection to each Pod may time out while the gateway
+    # resolves the Pod's IPv6 neighbour (NDP): a few warm-up requests first.
     for _ in 1 2 3 4 5 6; do in_ns client curl -6 -s --max-time 2 --connect-timeout 1 "http://[$CIP6]:8080/" >/dev/null || true; done
     through "ClusterIP v6" "http://[$CIP6]:8080/"
     echo "-- curl -6 'http://[$CIP6]:8080/peer' (the Pod sees the gateway's IPv6 SNAT address)"

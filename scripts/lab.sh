@@ -83,6 +83,14 @@ up() {
     ip -n "$P-client" -6 route add 2001:2:0:9000::/64 via 2001:2:0:1::1
     ip -n "$P-gw" addr add 2001:2:0:1::1/64 dev g0 nodad
     ip -n "$P-gw" addr add 2001:2:0:3::1/64 dev g1 nodad
+    # A new flow's first packet to a Pod whose neighbour is not resolved yet
+    # goes to the gateway's kernel untranslated (pass_unknown_next_hop). With
+    # no route to the destination, IPv4 drops it silently and the client
+    # retransmits; IPv6 answers ICMPv6 "no route", failing the connection at
+    # once. Blackhole routes make IPv6 drop silently too, as a gateway with
+    # a route there (and forwarding off) would.
+    ip -n "$P-gw" -6 route add blackhole 2001:2:0:8000::/112
+    ip -n "$P-gw" -6 route add blackhole 2001:2:0:9000::/64
     ip netns exec "$P-gw" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
     echo "lab up: ${NS[*]} (queues=$q)"
 }

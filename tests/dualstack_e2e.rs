@@ -294,9 +294,10 @@ impl DsLab {
 }
 
 /// The client's probes: `python3 -c PROBE tcp|udp VIP PORT N` prints one
-/// line per probe, the Pod's answer ("web-N PEER") or "LOST".
+/// line per probe, the Pod's answer ("web-N PEER") or "LOST" (then it waits
+/// 100 ms: the probes of a batch span a neighbour resolution).
 const PROBE: &str = r#"
-import socket, sys
+import socket, sys, time
 proto, vip, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 fam = socket.AF_INET6 if ":" in vip else socket.AF_INET
 for _ in range(n):
@@ -319,7 +320,11 @@ for _ in range(n):
             line = s.recv(200).decode().strip()
         s.close()
     except (OSError, IndexError):
+        # Refused at once (ICMPv6 no-route from the gateway's kernel, which
+        # got the first packet while the Pod's neighbour was unresolved):
+        # give the resolution time before the next probe.
         line = "LOST"
+        time.sleep(0.1)
     print(line, flush=True)
 "#;
 

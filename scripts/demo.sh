@@ -6,9 +6,13 @@
 #   NodePort and the LoadBalancer IP, and a UDP echo through its ClusterIP;
 #   then cluster DNS: the client's resolv.conf names svcgate's DNS address
 #   (198.18.128.53, on the gateway's lo) and the client runs `nslookup nginx`,
-#   `curl nginx:8080`, `nslookup nginx-0.nginx-headless` and `dig SRV`.
+#   `curl nginx:8080`, `nslookup nginx-0.nginx-headless` and `dig SRV`;
+#   then IPv6: nginx is dual-stack (PreferDualStack; the Pods have podIPs of
+#   both families), so the client curls the same Service on its IPv6
+#   clusterIP (`curl -6`), asks `dig AAAA nginx...`, and `svcgate status`
+#   shows both of its addresses.
 # Everything it creates is removed at the end, also on failure.
-# Needs root (namespaces, XDP). Addresses: 198.18.0.0/15 only.
+# Needs root (namespaces, XDP). Addresses: 198.18.0.0/15 and 2001:2::/48 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -38,6 +42,7 @@ trap cleanup EXIT INT TERM
 in_ns() { local ns=$1; shift; ip netns exec "$P-$ns" "$@"; }
 
 echo "== 1. lab: client 198.18.1.2 -> gateway (g0 198.18.1.1 | g1 198.18.3.1) -> Pods 198.18.3.10-12"
+echo "        and 2001:2:0:1::2 -> (g0 2001:2:0:1::1 | g1 2001:2:0:3::1) -> Pods 2001:2:0:3::10-12"
 scripts/lab.sh up 1
 for i in 1 2 3; do
     # Not through in_ns: `$!` must be the process itself (ip netns exec
@@ -47,7 +52,8 @@ for i in 1 2 3; do
 done
 
 echo "== 2. the manifests, as svcgate loads them"
-"$SVCGATE" validate examples/manifests --service-cidr 198.18.128.0/20 --node-ip 198.18.1.1 || true
+"$SVCGATE" validate examples/manifests --service-cidr 198.18.128.0/20,2001:2:0:8000::/112 \
+    --node-ip 198.18.1.1 --node-ip 2001:2:0:1::1 || true
 
 echo "== 3. svcgate run on the gateway (cluster DNS on $DNS, local on its lo)"
 ip -n "$P-gw" addr add "$DNS/32" dev lo
@@ -63,7 +69,10 @@ if ! in_ns gw curl -sf --max-time 1 http://127.0.0.1:9901/readyz >/dev/null; the
     exit 1
 fi
 STATUS=$(in_ns gw "$SVCGATE" status)
-CIP=$(awk '$1 == "nginx" && $2 == "ClusterIP" { print $3 }' <<<"$STATUS")
+# nginx's CLUSTER-IP is "IPv4,IPv6" (dual-stack, the primary family first).
+CIPS=$(awk '$1 == "nginx" && $2 == "ClusterIP" { print $3 }' <<<"$STATUS")
+CIP=${CIPS%%,*}
+CIP6=${CIPS#*,}
 ECHO_IP=$(awk '$1 == "udp-echo" && $2 == "ClusterIP" { print $3 }' <<<"$STATUS")
 
 fail=0
@@ -119,7 +128,24 @@ expect "dig SRV" "$(in_ns client dig +noall +answer SRV _service0._tcp.nginx.def
 echo "-- the workers' DNS counters (UDP answered in the dataplane; slow: passed to the daemon's server)"
 in_ns gw curl -s --max-time 2 http://127.0.0.1:9901/metrics | grep '^svcgate_dns_queries_total' | sed 's/^/   /' || true
 
-echo "== 6. svcgate status"
+echo "== 6. IPv6: the same Service on its IPv6 clusterIP ($CIP6)"
+if [ "$CIP6" = "$CIPS" ]; then
+    echo "   !! nginx has no IPv6 clusterIP: $CIPS" >&2
+    fail=1
+else
+    # The first connection to each Pod may time out while the gateway
+    # resolves the Pod's IPv6 neighbour (NDP): a few warm-up requests first.
+    for _ in 1 2 3 4 5 6; do in_ns client curl -6 -s --max-time 2 --connect-timeout 1 "http://[$CIP6]:8080/" >/dev/null || true; done
+    through "ClusterIP v6" "http://[$CIP6]:8080/"
+    echo "-- curl -6 'http://[$CIP6]:8080/peer' (the Pod sees the gateway's IPv6 SNAT address)"
+    expect "curl -6 /peer" "$(in_ns client curl -6 -s --max-time 3 "http://[$CIP6]:8080/peer" 2>&1 || true)" \
+        "nginx-[0-2] 2001:2:0:3::1$"
+    echo "-- dig AAAA nginx.default.svc.cluster.local (through svcgate's DNS on $DNS)"
+    expect "dig AAAA" "$(in_ns client dig +noall +answer AAAA nginx.default.svc.cluster.local 2>&1 || true)" \
+        "AAAA.*$CIP6"
+fi
+
+echo "== 7. svcgate status (nginx: CLUSTER-IP of both families, endpoints of both)"
 in_ns gw "$SVCGATE" status
 if [ "$fail" -ne 0 ]; then
     echo "demo: FAILED (svcgate log below)" >&2

@@ -1,6 +1,12 @@
 #!/usr/bin/env python3
 """A lab backend: HTTP on :80 answering with its name, UDP echo on :7.
 
+Both families: one dual-stack socket each ([::], IPV6_V6ONLY off), so the
+Pod answers on its IPv4 and its IPv6 address.
+GET /peer answers "NAME PEER" (the connection's source address: the
+gateway's SNAT address in snat mode, the client's in dnat mode); a UDP
+datagram "peer?" gets "NAME PEER" back, any other "NAME: <datagram>".
+
 Runs inside a backend namespace (scripts/demo.sh starts one per Pod).
 Usage: lab-backend.py NAME
 """
@@ -12,9 +18,17 @@ import threading
 NAME = sys.argv[1]
 
 
+def peer_ip(addr):
+    ip = addr[0]
+    return ip[7:] if ip.startswith("::ffff:") else ip
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = f"{NAME}\n".encode()
+        if self.path == "/peer":
+            body = f"{NAME} {peer_ip(self.client_address)}\n".encode()
+        else:
+            body = f"{NAME}\n".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -25,13 +39,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    daemon_threads = True
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
 def udp_echo():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", 7))
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", 7))
     while True:
         data, peer = s.recvfrom(2048)
-        s.sendto(f"{NAME}: ".encode() + data, peer)
+        if data == b"peer?":
+            s.sendto(f"{NAME} {peer_ip(peer)}".encode(), peer)
+        else:
+            s.sendto(f"{NAME}: ".encode() + data, peer)
 
 
 threading.Thread(target=udp_echo, daemon=True).start()
-http.server.ThreadingHTTPServer(("0.0.0.0", 80), Handler).serve_forever()
+Server(("::", 80), Handler).serve_forever()

@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
-# svcgate lab topology in network namespaces. Addresses: 198.18.0.0/15 only.
+# svcgate lab topology in network namespaces, dual-stack. Addresses:
+# 198.18.0.0/15 and 2001:2::/48 only (the benchmarking ranges of RFC 2544 and
+# RFC 5180).
 #
-#   ${P}-client          ${P}-gw                         ${P}-sw (bridge)    ${P}-b1..b3
-#   c0 198.18.1.2/24 --- g0 198.18.1.1/24 (node IP)
-#                        g1 198.18.3.1/24 (SNAT) ------- sg0 ]- br0 -[ sb1 --- eth0 198.18.3.10/24
-#                                                                  [ sb2 --- eth0 198.18.3.11/24
-#                                                                  [ sb3 --- eth0 198.18.3.12/24
+#   ${P}-client               ${P}-gw                              ${P}-sw (bridge)    ${P}-b1..b3
+#   c0 198.18.1.2/24     --- g0 198.18.1.1/24     (node IP)
+#      2001:2:0:1::2/64         2001:2:0:1::1/64  (IPv6 node IP)
+#                            g1 198.18.3.1/24     (SNAT) ----- sg0 ]- br0 -[ sb1 --- eth0 198.18.3.10/24  2001:2:0:3::10/64
+#                               2001:2:0:3::1/64  (IPv6 SNAT)          [ sb2 --- eth0 198.18.3.11/24  2001:2:0:3::11/64
+#                                                                      [ sb3 --- eth0 198.18.3.12/24  2001:2:0:3::12/64
+#
+# The IPv6 plan follows the IPv4 one: 198.18.N.0/24 is 2001:2:0:N::/64, the
+# host part kept (.10 is ::10). Service CIDR 198.18.128.0/20 and
+# 2001:2:0:8000::/112, LoadBalancer IPs 198.19.0.0/16 and 2001:2:0:9000::/64.
 #
 # These are the addresses of the bundled example (examples/): the Pods
 # nginx-0..2, the service CIDR 198.18.128.0/20 and the LoadBalancer IP
 # 198.19.0.100. The client routes the service CIDR and 198.19.0.0/16 via the
-# gateway, as a router in front of gateway nodes would; the backends route
-# everything via the gateway. The gateway's kernel does not forward
-# (ip_forward=0): only svcgate moves service traffic. TX checksum offload is
+# gateway, as a router in front of gateway nodes would (and 2001:2:0:8000::/112
+# and 2001:2:0:9000::/64 via 2001:2:0:1::1); the backends route everything
+# (0.0.0.0/0 and ::/0) via the gateway. The gateway's kernel does not forward
+# (ip_forward=0, IPv6 forwarding=0): only svcgate moves service traffic.
+# IPv6 addresses are added `nodad` (usable at once, no duplicate address
+# detection delay); the gateway's kernel answers neighbour solicitations for
+# its own addresses (the XDP program passes ICMPv6 to it). TX checksum offload is
 # off on every veth, because a frame that takes the AF_XDP path must carry a
 # complete checksum.
 #
@@ -46,6 +57,7 @@ up() {
     down
     for ns in "${NS[@]}"; do
         ip netns add "$ns"
+        ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0
         ip -n "$ns" link set lo up
     done
     veth "$P-client" c0 "$P-gw" g0 "$q"
@@ -58,13 +70,28 @@ up() {
         ip -n "$P-sw" link set "sb$i" master br0
         ip -n "$P-b$i" addr add "198.18.3.$((9 + i))/24" dev eth0
         ip -n "$P-b$i" route add default via 198.18.3.1
+        ip -n "$P-b$i" addr add "2001:2:0:3::$((9 + i))/64" dev eth0 nodad
+        ip -n "$P-b$i" -6 route add default via 2001:2:0:3::1
     done
     ip -n "$P-client" addr add 198.18.1.2/24 dev c0
     ip -n "$P-client" route add 198.18.128.0/20 via 198.18.1.1
     ip -n "$P-client" route add 198.19.0.0/16 via 198.18.1.1
     ip -n "$P-gw" addr add 198.18.1.1/24 dev g0
     ip -n "$P-gw" addr add 198.18.3.1/24 dev g1
-    ip netns exec "$P-gw" sysctl -qw net.ipv4.ip_forward=0
+    ip -n "$P-client" addr add 2001:2:0:1::2/64 dev c0 nodad
+    ip -n "$P-client" -6 route add 2001:2:0:8000::/112 via 2001:2:0:1::1
+    ip -n "$P-client" -6 route add 2001:2:0:9000::/64 via 2001:2:0:1::1
+    ip -n "$P-gw" addr add 2001:2:0:1::1/64 dev g0 nodad
+    ip -n "$P-gw" addr add 2001:2:0:3::1/64 dev g1 nodad
+    # A new flow's first packet to a Pod whose neighbour is not resolved yet
+    # goes to the gateway's kernel untranslated (pass_unknown_next_hop). With
+    # no route to the destination, IPv4 drops it silently and the client
+    # retransmits; IPv6 answers ICMPv6 "no route", failing the connection at
+    # once. Blackhole routes make IPv6 drop silently too, as a gateway with
+    # a route there (and forwarding off) would.
+    ip -n "$P-gw" -6 route add blackhole 2001:2:0:8000::/112
+    ip -n "$P-gw" -6 route add blackhole 2001:2:0:9000::/64
+    ip netns exec "$P-gw" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
     echo "lab up: ${NS[*]} (queues=$q)"
 }
 

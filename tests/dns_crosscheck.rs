@@ -95,8 +95,23 @@ impl Files {
             std::fs::copy(entry.path(), dir.join("manifests").join(entry.file_name())).unwrap();
         }
         std::fs::write(dir.join("manifests/zz-test-externalname.yaml"), EXTERNAL_NAMES).unwrap();
-        // The config as it is: `manifests = "manifests"` is relative to it.
-        std::fs::copy(examples.join("svcgate.toml"), dir.join("svcgate.toml")).unwrap();
+        // The config as it is (`manifests = "manifests"` is relative to
+        // it), but single-stack: this lab (TwoArm) is IPv4 only, and the
+        // expected records below are the IPv4 ones (nginx, PreferDualStack,
+        // then has its IPv4 clusterIP only; its AAAA is NODATA).
+        let toml = std::fs::read_to_string(examples.join("svcgate.toml")).unwrap();
+        let single = toml
+            .replace(
+                r#"service_cidr = ["198.18.128.0/20", "2001:2:0:8000::/112"]"#,
+                r#"service_cidr = "198.18.128.0/20""#,
+            )
+            .replace(r#"node_ips = ["198.18.1.1", "2001:2:0:1::1"]"#, r#"node_ips = ["198.18.1.1"]"#)
+            .replace(r#"snat_addrs = ["198.18.3.1", "2001:2:0:3::1"]"#, r#"snat_addrs = ["198.18.3.1"]"#);
+        assert!(
+            !single.lines().any(|l| !l.trim_start().starts_with('#') && l.contains("2001:")),
+            "examples/svcgate.toml changed: update this copy\n{single}"
+        );
+        std::fs::write(dir.join("svcgate.toml"), single).unwrap();
         Files { dir }
     }
 

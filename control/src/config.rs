@@ -375,7 +375,7 @@ mod tests {
         let c = Config::load(&p).unwrap();
         assert!(matches!(&c.source, SourceConfig::Manifests(d) if d.ends_with("manifests")));
         assert_eq!(c.admin_listen.to_string(), DEFAULT_ADMIN);
-        assert_eq!(c.node_ips, vec![IpAddr::from([198, 18, 1, 1])]);
+        assert_eq!(c.node_ips, vec![IpAddr::from([198, 18, 1, 1]), "2001:2:0:1::1".parse::<IpAddr>().unwrap()]);
     }
 
     #[test]

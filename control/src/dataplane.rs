@@ -559,7 +559,7 @@ mod tests {
         let t: toml::Table = std::fs::read_to_string(p).unwrap().parse().unwrap();
         let c = DataplaneConfig::from_table(t["dataplane"].as_table().unwrap()).unwrap().unwrap();
         assert_eq!(c.interfaces, ["g0", "g1"]);
-        assert_eq!(c.snat_addrs, [IpAddr::from([198, 18, 3, 1])]);
+        assert_eq!(c.snat_addrs, [IpAddr::from([198, 18, 3, 1]), "2001:2:0:3::1".parse::<IpAddr>().unwrap()]);
         assert_eq!(c.snat_ports, [32768, 60999]);
         let g = c.gateway_config().unwrap();
         assert_eq!(g.nat.snat_ports, (32768, 60999));

@@ -119,9 +119,14 @@ fn dns_names_are_published_and_shown() {
     reader.refresh();
     let name = svcgate_dns::zone::DomainName::from_dotted("nginx-0.nginx-headless.default.svc.cluster.local").unwrap();
     assert!(reader.get().name(name.wire()).is_some());
-    let nginx = daemon.controller().desired().services.iter().find(|s| s.name == "nginx").unwrap().cluster_ip();
-    let Some(std::net::IpAddr::V4(nginx)) = nginx else { panic!("nginx has an IPv4 clusterIP") };
-    assert_eq!(daemon.dns_addresses(), vec!["198.18.128.53".parse().unwrap(), nginx]);
+    // nginx is dual-stack in the example (PreferDualStack): IPv4 first.
+    let ips = daemon.controller().desired().services.iter().find(|s| s.name == "nginx").unwrap().cluster_ips.clone();
+    let [std::net::IpAddr::V4(_), std::net::IpAddr::V6(_)] = ips[..] else { panic!("nginx is dual-stack: {ips:?}") };
+    let mut want: Vec<std::net::IpAddr> = vec!["198.18.128.53".parse().unwrap()];
+    want.extend(&ips);
+    assert_eq!(daemon.dns_addresses(), want);
+    let nginx = ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let nginx_list = ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
 
     let out = Command::new(env!("CARGO_BIN_EXE_svcgate"))
         .args(["status", "--admin", &daemon.admin_addr().to_string()])
@@ -129,12 +134,12 @@ fn dns_names_are_published_and_shown() {
         .unwrap();
     let so = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(so.contains(&format!("DNS: zone cluster.local on 198.18.128.53, {nginx}, table generation 1")), "{so}");
-    assert!(so.lines().any(|l| l.starts_with("DNS NAME ") && l.ends_with("ANSWERS")), "{so}");
     assert!(
-        so.lines().any(|l| l.starts_with("nginx.default.svc.cluster.local ") && l.ends_with(&nginx.to_string())),
+        so.contains(&format!("DNS: zone cluster.local on 198.18.128.53, {nginx_list}, table generation 1")),
         "{so}"
     );
+    assert!(so.lines().any(|l| l.starts_with("DNS NAME ") && l.ends_with("ANSWERS")), "{so}");
+    assert!(so.lines().any(|l| l.starts_with("nginx.default.svc.cluster.local ") && l.ends_with(&nginx)), "{so}");
     assert!(
         so.lines().any(|l| l.starts_with("nginx-headless.default.svc.cluster.local ")
             && l.ends_with(" 198.18.3.10,198.18.3.11,198.18.3.12")),

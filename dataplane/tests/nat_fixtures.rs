@@ -59,17 +59,24 @@ fn desired(drain: Vec<BackendSpec>, spread: Vec<BackendSpec>) -> DesiredState {
                 Some(Ipv4Addr::new(198, 18, 128, 15)),
                 vec![port("t", Protocol::Tcp, 80, None, drain.clone()), port("u", Protocol::Udp, 80, None, drain)],
             ),
-            svc(
-                "unresolved",
-                Some(Ipv4Addr::new(198, 18, 128, 16)),
-                vec![port(
-                    "",
-                    Protocol::Tcp,
-                    80,
+            ServiceSpec {
+                // Dual-stack: each family's backend has no known MAC.
+                cluster_ips: vec![Ipv4Addr::new(198, 18, 128, 16).into(), UNRESOLVED6.into()],
+                ..svc(
+                    "unresolved",
                     None,
-                    vec![BackendSpec { addr: UNRESOLVED_POD.into(), ..ready(0, 80) }],
-                )],
-            ),
+                    vec![port(
+                        "",
+                        Protocol::Tcp,
+                        80,
+                        None,
+                        vec![
+                            BackendSpec { addr: UNRESOLVED_POD.into(), ..ready(0, 80) },
+                            BackendSpec { addr: UNRESOLVED_POD6.into(), ..ready(0, 80) },
+                        ],
+                    )],
+                )
+            },
             svc("headless", None, vec![port("web", Protocol::Tcp, 80, None, vec![ready(0, 80)])]),
             // IPv6 (at the end: the IPv4 entries keep their indices).
             ServiceSpec {
@@ -104,6 +111,9 @@ fn desired(drain: Vec<BackendSpec>, spread: Vec<BackendSpec>) -> DesiredState {
 }
 
 /// IPv6 ClusterIPs of the fixtures (2001:2::/48).
+const UNRESOLVED6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x16);
+/// An IPv6 Pod on the Pod network with no known MAC.
+const UNRESOLVED_POD6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 0x99);
 const DNS6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x11);
 const EMPTY6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x12);
 const DNAT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x13);
@@ -1503,4 +1513,16 @@ fn ipv6_snat_without_an_ipv6_snat_address_is_a_counted_drop() {
         ],
     );
     assert_eq!(lab.workers[0].counters().drop[DropReason::NoSnatAddress as usize], 1);
+}
+
+#[test]
+fn ipv6_unknown_next_hop_is_dropped_and_resolution_asked_for() {
+    // IPv4 passes such a frame to the kernel, which drops it silently; the
+    // kernel would answer an IPv6 one with an ICMPv6 unreachable for the
+    // VIP, and the client would give up instead of retransmitting.
+    let mut lab = Lab::new(1);
+    let syn = Pkt::new(CLIENT6, UNRESOLVED6, tcp(40000, 80, SYN));
+    lab.table_on(0, &[("IPv6 backend MAC unknown: dropped", 0, syn, Expect::Drop(DropReason::UnknownNextHop6))]);
+    assert_eq!(lab.workers[0].take_unresolved().collect::<Vec<_>>(), vec![IpAddr::from(UNRESOLVED_POD6)]);
+    assert_eq!(lab.workers[0].flows(), 0);
 }

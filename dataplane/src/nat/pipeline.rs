@@ -1124,7 +1124,10 @@ impl Worker {
             }
             Resolution::Unresolved { via, .. } => {
                 self.note_unresolved(via.into());
-                Err(Verdict::Pass(PassReason::UnknownNextHop))
+                Err(match F::FAMILY {
+                    IpFamily::V4 => Verdict::Pass(PassReason::UnknownNextHop),
+                    IpFamily::V6 => Verdict::Drop(DropReason::UnknownNextHop6),
+                })
             }
             Resolution::NoRoute => Err(Verdict::Drop(DropReason::NoRoute)),
         }

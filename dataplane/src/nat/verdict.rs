@@ -91,6 +91,13 @@ reasons! {
         /// the chosen backend, and no flow without a reply could be
         /// reclaimed for one.
         PortsExhausted => "ports_exhausted",
+        /// An IPv6 frame whose next hop's MAC is not known yet (its
+        /// resolution was asked for, NDP being the kernel's). Dropped, not
+        /// passed as IPv4's are: the kernel, which does not forward, would
+        /// answer a VIP it has no route to with an ICMPv6 unreachable (IPv4
+        /// drops it silently), and the client would give up instead of
+        /// retransmitting once the neighbour is known.
+        UnknownNextHop6 => "unknown_next_hop6",
         /// A flow to be masqueraded (snat mode) in a family the gateway has
         /// no SNAT address of (IPv6 without `snat_addrs` of IPv6).
         NoSnatAddress => "no_snat_address",

@@ -12,7 +12,7 @@
 //!                                 # (at least one IPv4; no IPv6 one: IPv6 snat flows unserved)
 //! snat_ports = [32768, 60999]     # inclusive; keep clear of 30000-32767 if an SNAT address is a node IP
 //! conntrack_capacity = 1048576    # IPv4 flows per worker (64 B each, plus 80 B in the reply table)
-//! conntrack_capacity6 = 65536     # IPv6 flows per worker (128 B each, plus 128 B), at most conntrack_capacity
+//! conntrack_capacity6 = 65536     # IPv6 flows per worker (128 B each, plus 160 B), at most conntrack_capacity
 //! busy_poll = false               # true: never nap when idle (DPDK style)
 //! ring_size = 2048                # entries per AF_XDP ring (a power of two)
 //! idle_spins = 4096               # empty polls in a row before an idle worker naps

@@ -5,6 +5,7 @@
 #   scripts/fuzz.sh                      # every target, 120 s each, one after another
 #   scripts/fuzz.sh frame_sequence 600   # one target for 600 s
 #   scripts/fuzz.sh tmin frame_sequence CRASH_FILE OUT_FILE   # minimise a crash
+#   scripts/fuzz.sh merge frame_sequence # add what a run's queue covers beyond fuzz/corpus
 #
 # Targets: frame_pipeline frame_sequence manifest dns_query pktgen_stamp
 # (docs/FUZZING.md). Installs what it needs when missing: Debian's afl++
@@ -74,12 +75,56 @@ run() { # run TARGET SECONDS
     find "$dir/default/crashes" "$dir/default/hangs" -type f ! -name README.txt 2>/dev/null | sed 's/^/  finding: /'
 }
 
+merge() { # merge TARGET: afl-cmin over the checked-in corpus and the run's
+    # queue (files up to FUZZ_MERGE_MAX bytes, 8 KiB by default: the replay
+    # runs in CI), then the queue files it keeps go to fuzz/corpus/<target>/
+    # as afl-<sha1 prefix>. The checked-in files all stay (the seeds are
+    # written by src/seeds.rs).
+    local t=$1 max=${FUZZ_MERGE_MAX:-8192} tmp
+    tmp=$(mktemp -d)
+    mkdir "$tmp/in"
+    local f h
+    declare -A have=()
+    for f in fuzz/corpus/"$t"/*; do
+        h=$(sha1sum <"$f" | cut -c1-12)
+        have[$h]=1
+        cp "$f" "$tmp/in/corpus-$h"
+    done
+    for f in "$OUT/$t"/default/queue/id:*; do
+        [ -f "$f" ] && [ "$(wc -c <"$f")" -le "$max" ] || continue
+        h=$(sha1sum <"$f" | cut -c1-12)
+        [ -n "${have[$h]:-}" ] && continue
+        cp "$f" "$tmp/in/afl-$h"
+    done
+    # cargo-afl's own AFL++ (the runtime's release), not Debian's older
+    # afl-showmap, which afl-cmin finds first in PATH; its afl-cmin.bash, as
+    # the Python afl-cmin of 4.40c kept no file of these binaries' traces.
+    local afl_bin
+    afl_bin=${XDG_DATA_HOME:-$HOME/.local/share}/afl.rs/rustc-$(rustc -vV | awk '/^release/ { r = $2 } /^commit-hash/ { c = substr($2, 1, 7) } END { print r "-" c }')/afl.rs-$AFL_VERSION/afl/bin
+    PATH="$afl_bin:$PATH" AFL_PATH="$afl_bin" nice -n "$NICE" "$afl_bin/afl-cmin.bash" -t 2000 -m none -i "$tmp/in" -o "$tmp/out" -- "$BIN_DIR/afl_$t" \
+        >"$OUT/$t.cmin.log" 2>&1 || { tail -n 20 "$OUT/$t.cmin.log" >&2; rm -rf "$tmp"; return 1; }
+    local n=0 bytes=0
+    for f in "$tmp"/out/afl-*; do
+        [ -f "$f" ] || continue
+        cp "$f" "fuzz/corpus/$t/"
+        n=$((n + 1)) bytes=$((bytes + $(wc -c <"$f")))
+    done
+    echo "$t: $(ls "$tmp/in" | wc -l) files in, $(ls "$tmp/out" | wc -l) kept by afl-cmin, $n new in fuzz/corpus/$t ($bytes bytes)"
+    rm -rf "$tmp"
+}
+
 case "${1:-all}" in
 tmin)
     [ $# -eq 4 ] || { echo "usage: $0 tmin TARGET CRASH_FILE OUT_FILE" >&2; exit 2; }
     install
     build
     nice -n "$NICE" cargo afl tmin -i "$3" -o "$4" -- "$BIN_DIR/afl_$2"
+    ;;
+merge)
+    [ $# -eq 2 ] || { echo "usage: $0 merge TARGET" >&2; exit 2; }
+    install
+    build
+    merge "$2"
     ;;
 all)
     install

@@ -10,6 +10,7 @@ fn main() {
         eprintln!("usage: triage TARGET FILE...");
         std::process::exit(2);
     };
+    svcgate_fuzz::init();
     std::panic::set_hook(Box::new(|_| {}));
     for f in args {
         let data = std::fs::read(&f).unwrap_or_else(|e| panic!("{f}: {e}"));

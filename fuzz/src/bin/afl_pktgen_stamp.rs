@@ -2,6 +2,7 @@
 //! `cargo afl build`, see scripts/fuzz.sh and docs/FUZZING.md).
 
 fn main() {
+    svcgate_fuzz::init();
     afl::fuzz!(|data: &[u8]| {
         svcgate_fuzz::targets::pktgen_stamp(data);
     });

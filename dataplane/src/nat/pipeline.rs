@@ -485,8 +485,10 @@ pub struct Worker {
     fams: Fams,
     counters: Counters,
     stats_table: ServiceTable,
-    /// Counters folded from earlier generations.
-    svc_totals: std::collections::HashMap<ServicePortId, ServiceCounter>,
+    /// Counters folded from earlier generations. (ahash: its keys come from
+    /// a random source the fuzz harness fixes, so that an input takes the
+    /// same path on every run, which AFL's coverage feedback needs.)
+    svc_totals: std::collections::HashMap<ServicePortId, ServiceCounter, ahash::RandomState>,
     /// Whether some Service of the current table is forwarded in dnat mode:
     /// then a frame that matches no flow and is not to an SNAT address may
     /// still be a reply (addressed to the client), looked up by its 5-tuple.

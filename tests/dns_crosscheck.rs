@@ -300,7 +300,9 @@ fn expected(ips: &dyn Fn(&str) -> (Ipv4Addr, Option<Ipv6Addr>)) -> Vec<Case> {
     // drops the duplicate target of the second cluster IP and puts the
     // target's A and AAAA in Additional. (The weight is written 100/n as
     // above; the spec does not set it.) The other three are SingleStack
-    // (the default): IPv4 only, their AAAA is NODATA.
+    // (the default): IPv4 only, their AAAA is NODATA. Over UDP the workers
+    // answer AAAA and ip6.arpa in the frame as they do A (the queries come
+    // to the IPv4 DNS address): these are fast cases.
     let services: [(&str, Vec<Port>); 4] = [
         ("nginx", vec![Port { name: "service0", proto: "_tcp", port: 8080 }]),
         ("nginx-lb", vec![Port { name: "service0", proto: "_tcp", port: 80 }]),
@@ -446,10 +448,17 @@ fn expected(ips: &dyn Fn(&str) -> (Ipv4Addr, Option<Ipv6Addr>)) -> Vec<Case> {
     // A PTR name that exists, asked for another type.
     cases.push(Case::new(&reverse("198.18.3.10".parse().unwrap()), "A").nodata("in-addr.arpa"));
 
-    // Not the server's: a name outside the zone, and the reverse name of an
-    // address that is not the cluster's. REFUSED, not authoritative (no
-    // recursion); the workers leave both to the daemon's server.
-    for (name, qtype) in [("www.example.com", "A"), ("1.0.0.127.in-addr.arpa", "PTR")] {
+    // Not the server's: a name outside the zone, and the reverse names of
+    // addresses that have no record: 127.0.0.1, ::1, and nginx-0's IPv6
+    // podIP (no PTR: the headless Service is IPv4 only, see above). REFUSED,
+    // not authoritative (no recursion; CoreDNS's `fallthrough in-addr.arpa
+    // ip6.arpa` would hand them to its next plugin); the workers leave them
+    // to the daemon's server.
+    let pod6 = reverse6("2001:2:0:3::10".parse().unwrap());
+    let lo6 = reverse6(Ipv6Addr::LOCALHOST);
+    for (name, qtype) in
+        [("www.example.com", "A"), ("1.0.0.127.in-addr.arpa", "PTR"), (lo6.as_str(), "PTR"), (pod6.as_str(), "PTR")]
+    {
         let mut c = Case::new(name, qtype).slow();
         c.rcode = "REFUSED";
         cases.push(c);

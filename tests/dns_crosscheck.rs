@@ -14,18 +14,25 @@
 //! reads them: dnspython decodes the answers and renders each record, and
 //! the renderings are compared as sets of (owner, TTL, class, type, rdata),
 //! with a diff per case on failure. The only value taken from svcgate is
-//! the cluster IP it allocated to each Service that has none in its
-//! manifest (a hash of the name in the service CIDR), read from
-//! `svcgate status`'s Service table, as `kubectl get svc` would show it.
+//! the cluster IPs it allocated to each Service that has none in its
+//! manifest (a hash of the name in the service CIDR of each family), read
+//! from `svcgate status`'s Service table, as `kubectl get svc` would show
+//! them.
+//!
+//! The example is dual-stack (service CIDRs, node IPs and SNAT addresses of
+//! both families; nginx PreferDualStack): the gateway namespace has IPv6
+//! enabled and the example's IPv6 addresses (scripts/lab.sh's plan), so the
+//! AAAA and ip6.arpa records are checked too. The queries still go to the
+//! example's DNS address, IPv4.
 //!
 //! Needs root, dnspython (python3-dnspython, installed by scripts/setup.sh)
 //! and the `svcgate` binary beside the test binary (`cargo build -p
 //! svcgate-control`); without them it skips with a message, except under
-//! CI=true, where it fails. Addresses: 198.18.0.0/15 only.
+//! CI=true, where it fails. Addresses: 198.18.0.0/15 and 2001:2::/48 only.
 
 mod netns;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,17 +47,21 @@ fn child_entry() {
 
 /// examples/svcgate.toml's `[dns] addresses`: put on the gateway's lo.
 const DNS: &str = "198.18.128.53";
-/// examples/svcgate.toml's SNAT address, the gateway's address on g1 in
-/// scripts/lab.sh (TwoArm gives g1 198.18.2.1; this one is added beside it).
+/// examples/svcgate.toml's SNAT addresses, the gateway's addresses on g1 in
+/// scripts/lab.sh (TwoArm gives g1 198.18.2.1; these are added beside it).
 const EXAMPLE_SNAT: &str = "198.18.3.1/24";
+const EXAMPLE_SNAT6: &str = "2001:2:0:3::1/64";
+/// examples/svcgate.toml's IPv6 node IP, the gateway's on g0 in
+/// scripts/lab.sh (its IPv4 one, 198.18.1.1, is TwoArm's).
+const EXAMPLE_NODE6: &str = "2001:2:0:1::1/64";
 /// examples/svcgate.toml's `[dns] ttl`; every record but dns-version's has it.
 const TTL: u32 = 5;
 /// The namespace every example Service is in (none is written: `default`).
 const NS: &str = "default.svc.cluster.local";
 
 /// Test-only Services (the example has no ExternalName): one pointing out of
-/// the zone, one at a Service of the example, one at a name that does not
-/// exist.
+/// the zone, one at a Service of the example (the dual-stack nginx), one at
+/// an IPv4-only one, one at a name that does not exist.
 const EXTERNAL_NAMES: &str = "\
 # Written by tests/dns_crosscheck.rs beside a copy of examples/manifests.
 apiVersion: v1
@@ -68,6 +79,14 @@ metadata:
 spec:
   type: ExternalName
   externalName: nginx.default.svc.cluster.local
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: nginx-lb-alias
+spec:
+  type: ExternalName
+  externalName: nginx-lb.default.svc.cluster.local
 ---
 apiVersion: v1
 kind: Service
@@ -95,23 +114,9 @@ impl Files {
             std::fs::copy(entry.path(), dir.join("manifests").join(entry.file_name())).unwrap();
         }
         std::fs::write(dir.join("manifests/zz-test-externalname.yaml"), EXTERNAL_NAMES).unwrap();
-        // The config as it is (`manifests = "manifests"` is relative to
-        // it), but single-stack: this lab (TwoArm) is IPv4 only, and the
-        // expected records below are the IPv4 ones (nginx, PreferDualStack,
-        // then has its IPv4 clusterIP only; its AAAA is NODATA).
-        let toml = std::fs::read_to_string(examples.join("svcgate.toml")).unwrap();
-        let single = toml
-            .replace(
-                r#"service_cidr = ["198.18.128.0/20", "2001:2:0:8000::/112"]"#,
-                r#"service_cidr = "198.18.128.0/20""#,
-            )
-            .replace(r#"node_ips = ["198.18.1.1", "2001:2:0:1::1"]"#, r#"node_ips = ["198.18.1.1"]"#)
-            .replace(r#"snat_addrs = ["198.18.3.1", "2001:2:0:3::1"]"#, r#"snat_addrs = ["198.18.3.1"]"#);
-        assert!(
-            !single.lines().any(|l| !l.trim_start().starts_with('#') && l.contains("2001:")),
-            "examples/svcgate.toml changed: update this copy\n{single}"
-        );
-        std::fs::write(dir.join("svcgate.toml"), single).unwrap();
+        // The config as it is, dual-stack (`manifests = "manifests"` is
+        // relative to it): the lab below has the IPv6 addresses it names.
+        std::fs::copy(examples.join("svcgate.toml"), dir.join("svcgate.toml")).unwrap();
         Files { dir }
     }
 
@@ -255,6 +260,16 @@ fn reverse(ip: Ipv4Addr) -> String {
     format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
 }
 
+/// The reverse name of an IPv6 address (RFC 3596 2.5): its 32 nibbles,
+/// least significant first, under `ip6.arpa.`.
+fn reverse6(ip: Ipv6Addr) -> String {
+    let mut s = String::new();
+    for b in ip.octets().iter().rev() {
+        s += &format!("{:x}.{:x}.", b & 0xf, b >> 4);
+    }
+    s + "ip6.arpa."
+}
+
 /// A Service port as the spec names its SRV record.
 struct Port {
     name: &'static str,
@@ -263,8 +278,9 @@ struct Port {
 }
 
 /// Every record the example defines, by the specification, with the cluster
-/// IPs svcgate allocated (`ips`: Service name -> cluster IP).
-fn expected(ips: &dyn Fn(&str) -> Ipv4Addr) -> Vec<Case> {
+/// IPs svcgate allocated (`ips`: Service name -> its IPv4 cluster IP and,
+/// if it has one, its IPv6 one).
+fn expected(ips: &dyn Fn(&str) -> (Ipv4Addr, Option<Ipv6Addr>)) -> Vec<Case> {
     let mut cases = Vec::new();
 
     // ClusterIP, NodePort and LoadBalancer Services (nginx-svc.yaml,
@@ -276,6 +292,17 @@ fn expected(ips: &dyn Fn(&str) -> Ipv4Addr) -> Vec<Case> {
     // 2.3.3 PTR of the cluster IP. CoreDNS also answers SRV at the Service
     // name itself, one record per port (named or not: nodeport-service's
     // port has no name), weight 100/n.
+    //
+    // Dual-stack (examples/svcgate.toml has a service CIDR of each family):
+    // nginx is PreferDualStack, so it has an IPv6 cluster IP too, and spec
+    // 2.3.1 gives it an AAAA record beside the A, 2.3.3 a PTR in ip6.arpa
+    // (RFC 3596 nibble form). Its SRV records stay one per port: CoreDNS
+    // drops the duplicate target of the second cluster IP and puts the
+    // target's A and AAAA in Additional. (The weight is written 100/n as
+    // above; the spec does not set it.) The other three are SingleStack
+    // (the default): IPv4 only, their AAAA is NODATA. Over UDP the workers
+    // answer AAAA and ip6.arpa in the frame as they do A (the queries come
+    // to the IPv4 DNS address): these are fast cases.
     let services: [(&str, Vec<Port>); 4] = [
         ("nginx", vec![Port { name: "service0", proto: "_tcp", port: 8080 }]),
         ("nginx-lb", vec![Port { name: "service0", proto: "_tcp", port: 80 }]),
@@ -284,26 +311,37 @@ fn expected(ips: &dyn Fn(&str) -> Ipv4Addr) -> Vec<Case> {
     ];
     for (svc, ports) in &services {
         let name = format!("{svc}.{NS}.");
-        let ip = ips(svc);
+        let (ip, ip6) = ips(svc);
         let a = rr(&name, TTL, "A", &ip.to_string());
+        let aaaa = ip6.map(|ip6| rr(&name, TTL, "AAAA", &ip6.to_string()));
+        let addresses: Vec<String> = std::iter::once(a.clone()).chain(aaaa.clone()).collect();
         cases.push(Case::new(&name, "A").answer([a.clone()]));
         let weight = 100 / ports.len();
         cases.push(
             Case::new(&name, "SRV")
                 .answer(ports.iter().map(|p| rr(&name, TTL, "SRV", &format!("0 {weight} {} {name}", p.port))))
-                .additional([a.clone()]),
+                .additional(addresses.clone()),
         );
         for p in ports.iter().filter(|p| !p.name.is_empty()) {
             let owner = format!("_{}.{}.{name}", p.name, p.proto);
             cases.push(
                 Case::new(&owner, "SRV")
                     .answer([rr(&owner, TTL, "SRV", &format!("0 100 {} {name}", p.port))])
-                    .additional([a.clone()]),
+                    .additional(addresses.clone()),
             );
         }
         cases.push(Case::new(&reverse(ip), "PTR").answer([rr(&reverse(ip), TTL, "PTR", &name)]));
-        // The name exists, IPv4 only: NODATA (spec 2.3.1's AAAA is for IPv6 cluster IPs).
-        cases.push(Case::new(&name, "AAAA").nodata("cluster.local"));
+        match (aaaa, ip6) {
+            (Some(aaaa), Some(ip6)) => {
+                cases.push(Case::new(&name, "AAAA").answer([aaaa]));
+                let ptr = reverse6(ip6);
+                cases.push(Case::new(&ptr, "PTR").answer([rr(&ptr, TTL, "PTR", &name)]));
+                // The reverse name exists, asked for another type: NODATA.
+                cases.push(Case::new(&ptr, "AAAA").nodata("ip6.arpa"));
+            }
+            // The name exists, IPv4 only: NODATA (spec 2.3.1's AAAA is for IPv6 cluster IPs).
+            _ => cases.push(Case::new(&name, "AAAA").nodata("cluster.local")),
+        }
     }
 
     // The headless Service (headless.yaml: nginx-headless, port "nginx" 80,
@@ -316,6 +354,12 @@ fn expected(ips: &dyn Fn(&str) -> Ipv4Addr) -> Vec<Case> {
     // 80), weight 100/3 = 33 (CoreDNS), endpoint A records in Additional;
     // 2.4.3: PTR of each endpoint address -> its name. SRV at the Service
     // name as above (CoreDNS).
+    //
+    // The Pods have IPv6 podIPs too, but nginx-headless sets no
+    // ipFamilyPolicy: a headless Service with a selector is SingleStack of
+    // the primary family (IPv4) on a dual-stack cluster (Kubernetes'
+    // dual-stack docs), its EndpointSlices IPv4 only, so no AAAA at its
+    // names (NODATA) and no ip6.arpa PTR for the Pods' IPv6 addresses.
     let headless = format!("nginx-headless.{NS}.");
     let pods: Vec<(String, String)> =
         (0..3).map(|i| (format!("nginx-{i}.{headless}"), format!("198.18.3.{}", 10 + i))).collect();
@@ -334,6 +378,7 @@ fn expected(ips: &dyn Fn(&str) -> Ipv4Addr) -> Vec<Case> {
         cases.push(Case::new(&ptr, "PTR").answer([rr(&ptr, TTL, "PTR", host)]));
     }
     cases.push(Case::new(&pods[0].0, "AAAA").nodata("cluster.local"));
+    cases.push(Case::new(&headless, "AAAA").nodata("cluster.local"));
 
     // ExternalName (the test's file): spec 2.5, a CNAME at the Service name,
     // for any query type. The target out of the zone is not resolved (an
@@ -349,13 +394,20 @@ fn expected(ips: &dyn Fn(&str) -> Ipv4Addr) -> Vec<Case> {
     let alias_cname = rr(&alias, TTL, "CNAME", &format!("nginx.{NS}."));
     cases.push(Case::new(&alias, "CNAME").answer([alias_cname.clone()]));
     cases.push(
-        Case::new(&alias, "A").answer([alias_cname, rr(&format!("nginx.{NS}."), TTL, "A", &ips("nginx").to_string())]),
+        Case::new(&alias, "A")
+            .answer([alias_cname.clone(), rr(&format!("nginx.{NS}."), TTL, "A", &ips("nginx").0.to_string())]),
+    );
+    // nginx is dual-stack: its AAAA follows the CNAME too.
+    let nginx6 = ips("nginx").1.expect("nginx (PreferDualStack) has an IPv6 cluster IP");
+    cases.push(
+        Case::new(&alias, "AAAA").answer([alias_cname, rr(&format!("nginx.{NS}."), TTL, "AAAA", &nginx6.to_string())]),
     );
 
     // After a CNAME, the target's negative answer (RFC 2308 2.1, 2.2; RFC
     // 6604 3): NODATA or NXDOMAIN, the CNAME kept in the answer.
-    let mut c = Case::new(&alias, "AAAA").nodata("cluster.local");
-    c.answer = vec![rr(&alias, TTL, "CNAME", &format!("nginx.{NS}."))];
+    let lb_alias = format!("nginx-lb-alias.{NS}.");
+    let mut c = Case::new(&lb_alias, "AAAA").nodata("cluster.local");
+    c.answer = vec![rr(&lb_alias, TTL, "CNAME", &format!("nginx-lb.{NS}."))];
     cases.push(c);
     let gone = format!("gone-alias.{NS}.");
     let gone_cname = rr(&gone, TTL, "CNAME", &format!("gone.{NS}."));
@@ -396,10 +448,17 @@ fn expected(ips: &dyn Fn(&str) -> Ipv4Addr) -> Vec<Case> {
     // A PTR name that exists, asked for another type.
     cases.push(Case::new(&reverse("198.18.3.10".parse().unwrap()), "A").nodata("in-addr.arpa"));
 
-    // Not the server's: a name outside the zone, and the reverse name of an
-    // address that is not the cluster's. REFUSED, not authoritative (no
-    // recursion); the workers leave both to the daemon's server.
-    for (name, qtype) in [("www.example.com", "A"), ("1.0.0.127.in-addr.arpa", "PTR")] {
+    // Not the server's: a name outside the zone, and the reverse names of
+    // addresses that have no record: 127.0.0.1, ::1, and nginx-0's IPv6
+    // podIP (no PTR: the headless Service is IPv4 only, see above). REFUSED,
+    // not authoritative (no recursion; CoreDNS's `fallthrough in-addr.arpa
+    // ip6.arpa` would hand them to its next plugin); the workers leave them
+    // to the daemon's server.
+    let pod6 = reverse6("2001:2:0:3::10".parse().unwrap());
+    let lo6 = reverse6(Ipv6Addr::LOCALHOST);
+    for (name, qtype) in
+        [("www.example.com", "A"), ("1.0.0.127.in-addr.arpa", "PTR"), (lo6.as_str(), "PTR"), (pod6.as_str(), "PTR")]
+    {
         let mut c = Case::new(name, qtype).slow();
         c.rcode = "REFUSED";
         cases.push(c);
@@ -433,16 +492,23 @@ fn dns_counters(lab: &TwoArm) -> (u64, u64) {
     }
 }
 
-/// The cluster IP of each Service, from `svcgate status`'s Service table
-/// (NAME TYPE CLUSTER-IP ...).
-fn cluster_ips(lab: &TwoArm, bin: &str) -> Vec<(String, Ipv4Addr)> {
+/// A Service's name and cluster IPs.
+type ClusterIps = (String, Ipv4Addr, Option<Ipv6Addr>);
+
+/// The cluster IPs of each Service, from `svcgate status`'s Service table
+/// (NAME TYPE CLUSTER-IP ...; a dual-stack Service's CLUSTER-IP is both,
+/// comma-separated, as `kubectl get svc -o wide` shows them).
+fn cluster_ips(lab: &TwoArm, bin: &str) -> Vec<ClusterIps> {
     let out = lab.lab.exec(&lab.gw, &[bin, "status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .take_while(|l| !l.trim().is_empty())
         .filter_map(|l| {
             let cells: Vec<&str> = l.split_whitespace().collect();
-            Some((cells.first()?.to_string(), cells.get(2)?.parse().ok()?))
+            let ips: Vec<&str> = cells.get(2)?.split(',').collect();
+            let v4 = ips.iter().find_map(|s| s.parse::<Ipv4Addr>().ok())?;
+            let v6 = ips.iter().find_map(|s| s.parse::<Ipv6Addr>().ok());
+            Some((cells.first()?.to_string(), v4, v6))
         })
         .collect()
 }
@@ -478,6 +544,14 @@ fn dnspython_gets_the_examples_records_from_the_gateway() {
     let lab = TwoArm::new("dnsx", 1);
     lab.lab.ip(&lab.gw, &format!("addr add {DNS}/32 dev lo"));
     lab.lab.ip(&lab.gw, &format!("addr add {EXAMPLE_SNAT} dev g1"));
+    // The example's IPv6 addresses (the daemon opens NodePorts on the node
+    // IPs and masquerades to the SNAT addresses of both families).
+    lab.lab.exec_ok(
+        &lab.gw,
+        &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0"],
+    );
+    lab.lab.ip(&lab.gw, &format!("addr add {EXAMPLE_NODE6} dev g0 nodad"));
+    lab.lab.ip(&lab.gw, &format!("addr add {EXAMPLE_SNAT6} dev g1 nodad"));
     let log_path = files.path("svcgate.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let _daemon = Daemon(
@@ -503,16 +577,16 @@ fn dnspython_gets_the_examples_records_from_the_gateway() {
     let t0 = Instant::now();
     let ips = loop {
         let ips = cluster_ips(&lab, &bin);
-        if ips.iter().any(|(n, _)| n == "nginx") {
+        if ips.iter().any(|(n, _, _)| n == "nginx") {
             break ips;
         }
         assert!(t0.elapsed() < Duration::from_secs(30), "svcgate status shows no Services after 30 s\n{}", log());
         std::thread::sleep(Duration::from_millis(200));
     };
-    let ip = |svc: &str| -> Ipv4Addr {
+    let ip = |svc: &str| -> (Ipv4Addr, Option<Ipv6Addr>) {
         ips.iter()
-            .find(|(n, _)| n == svc)
-            .map(|(_, ip)| *ip)
+            .find(|(n, _, _)| n == svc)
+            .map(|(_, ip, ip6)| (*ip, *ip6))
             .unwrap_or_else(|| panic!("no cluster IP of {svc} in {ips:?}"))
     };
     let cases = expected(&ip);
@@ -543,6 +617,8 @@ fn dnspython_gets_the_examples_records_from_the_gateway() {
         log()
     );
     assert_eq!(run.status.map(|s| s.success()), Some(true), "the cross-check failed\n{report}");
+    // The helper's lines (shown with --nocapture).
+    println!("{}", run.stdout);
     let n = cases.len();
     let summary = format!("crosscheck cases={n} failed=0 udp_queries={} tcp_queries={n}", 2 * n);
     assert!(run.stdout.lines().any(|l| l == summary), "expected {summary:?}\n{report}");

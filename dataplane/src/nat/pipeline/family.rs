@@ -245,17 +245,7 @@ impl NatFamily for Ipv6Addr {
     /// As IPv4's (RFC 9293 3.10.7.1), in a 40-byte IPv6 header with no
     /// extension headers (the RST does not repeat the segment's).
     fn build_rst(buf: &mut [u8], p: &Parsed<u128>) -> Option<usize> {
-        let (seq, ack, has_ack, seg_len) = {
-            let t = TcpPacket::new_checked(&buf[p.l4()..p.end()]).ok()?;
-            let mut seg_len = t.payload().len() as u32;
-            if t.flags() & tcpf::SYN != 0 {
-                seg_len += 1;
-            }
-            if t.flags() & tcpf::FIN != 0 {
-                seg_len += 1;
-            }
-            (t.seq_number(), t.ack_number(), t.flags() & tcpf::ACK != 0, seg_len)
-        };
+        let rst = rst_answering(buf, p)?;
         let new_len = p.l3() + 40 + 20;
         if buf.len() < new_len {
             return None;
@@ -263,22 +253,7 @@ impl NatFamily for Ipv6Addr {
         swap_macs(buf, p.l3());
         let (src, dst) = (p.key.dst.to_be_bytes(), p.key.src.to_be_bytes());
         write_ipv6(&mut buf[p.l3()..p.l3() + 40], 20, IPPROTO_TCP, &src, &dst);
-        let mut t = TcpPacket::new_unchecked(&mut buf[p.l3() + 40..new_len]);
-        t.set_src_port(p.key.dport);
-        t.set_dst_port(p.key.sport);
-        if has_ack {
-            t.set_seq_number(ack);
-            t.set_ack_number(0);
-            t.set_flags(tcpf::RST);
-        } else {
-            t.set_seq_number(0);
-            t.set_ack_number(seq.wrapping_add(seg_len));
-            t.set_flags(tcpf::RST | tcpf::ACK);
-        }
-        t.set_header_len(20);
-        t.set_window_len(0);
-        t.set_urgent_ptr(0);
-        t.set_checksum(0);
+        write_rst(&mut buf[p.l3() + 40..new_len], p, rst);
         let c = checksum::checksum_v6(&src, &dst, IPPROTO_TCP, &buf[p.l3() + 40..new_len]);
         TcpPacket::new_unchecked(&mut buf[p.l3() + 40..new_len]).set_checksum(c);
         Some(new_len)
@@ -470,17 +445,7 @@ pub(super) fn deltas(k: &FlowKey, src: u32, dst: u32, sport: u16, dport: u16) ->
 /// Turns a TCP segment into a RST answering it (RFC 9293 3.10.7.1), sent
 /// from the address and port it was addressed to. Returns the new length.
 fn build_rst(buf: &mut [u8], p: &Parsed) -> Option<usize> {
-    let (seq, ack, has_ack, seg_len) = {
-        let t = TcpPacket::new_checked(&buf[p.l4()..p.end()]).ok()?;
-        let mut seg_len = t.payload().len() as u32;
-        if t.flags() & tcpf::SYN != 0 {
-            seg_len += 1;
-        }
-        if t.flags() & tcpf::FIN != 0 {
-            seg_len += 1;
-        }
-        (t.seq_number(), t.ack_number(), t.flags() & tcpf::ACK != 0, seg_len)
-    };
+    let rst = rst_answering(buf, p)?;
     let new_len = p.l3() + 40;
     if buf.len() < new_len {
         return None;
@@ -488,23 +453,44 @@ fn build_rst(buf: &mut [u8], p: &Parsed) -> Option<usize> {
     swap_macs(buf, p.l3());
     let (src, dst) = (Ipv4Addr::from(p.key.dst), Ipv4Addr::from(p.key.src));
     write_ipv4(&mut buf[p.l3()..p.l3() + 20], 40, IPPROTO_TCP, src, dst);
-    let mut t = TcpPacket::new_unchecked(&mut buf[p.l3() + 20..new_len]);
+    write_rst(&mut buf[p.l3() + 20..new_len], p, rst);
+    TcpPacket::new_unchecked(&mut buf[p.l3() + 20..new_len]).fill_checksum(src, dst);
+    Some(new_len)
+}
+
+/// The sequence number, acknowledgment number and flags of the RST that
+/// answers the TCP segment of `p` (RFC 9293 3.10.7.1): the segment's
+/// acknowledgment as sequence number when it has one, else sequence 0 and
+/// an acknowledgment of everything it carried (SYN and FIN count one).
+fn rst_answering<R>(buf: &[u8], p: &Parsed<R>) -> Option<(u32, u32, u8)> {
+    let t = TcpPacket::new_checked(&buf[p.l4()..p.end()]).ok()?;
+    if t.flags() & tcpf::ACK != 0 {
+        return Some((t.ack_number(), 0, tcpf::RST));
+    }
+    let mut seg_len = t.payload().len() as u32;
+    if t.flags() & tcpf::SYN != 0 {
+        seg_len += 1;
+    }
+    if t.flags() & tcpf::FIN != 0 {
+        seg_len += 1;
+    }
+    Some((0, t.seq_number().wrapping_add(seg_len), tcpf::RST | tcpf::ACK))
+}
+
+/// Writes, over the 20 bytes of `seg`, the RST header answering `p` with
+/// `(seq, ack, flags)` from [`rst_answering`]; the checksum is the caller's
+/// (it covers the family's pseudo-header).
+fn write_rst<R>(seg: &mut [u8], p: &Parsed<R>, (seq, ack, flags): (u32, u32, u8)) {
+    let mut t = TcpPacket::new_unchecked(seg);
     t.set_src_port(p.key.dport);
     t.set_dst_port(p.key.sport);
-    if has_ack {
-        t.set_seq_number(ack);
-        t.set_ack_number(0);
-        t.set_flags(tcpf::RST);
-    } else {
-        t.set_seq_number(0);
-        t.set_ack_number(seq.wrapping_add(seg_len));
-        t.set_flags(tcpf::RST | tcpf::ACK);
-    }
+    t.set_seq_number(seq);
+    t.set_ack_number(ack);
+    t.set_flags(flags);
     t.set_header_len(20);
     t.set_window_len(0);
     t.set_urgent_ptr(0);
-    t.fill_checksum(src, dst);
-    Some(new_len)
+    t.set_checksum(0);
 }
 
 /// Turns the frame into an ICMP error about it (RFC 792: the original IP

@@ -11,7 +11,7 @@
 //! batches of 64 frames to run after set-up, and a mode (see `main`). Prints instructions are left to
 //! callgrind; the program prints the verdict counts so the work is checked.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use svcgate_common::model::{BackendSpec, DesiredState, EndpointConditions, Protocol, ServicePortSpec, ServiceSpec};
 use svcgate_common::table::ServiceTable;
@@ -24,10 +24,22 @@ fn vip(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + i)
 }
 
+/// Service `i`'s IPv6 clusterIP (mode 5).
+fn vip6(i: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0)) + u128::from(i))
+}
+
 fn frame(i: u32, flags: u8) -> Vec<u8> {
     let client = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 64, 0)) + i % 16_000);
     let sport = 1024 + (i / 16_000) as u16;
     Pkt { src_mac: ROUTER_MAC, ..Pkt::new(client, vip(i % SERVICES), tcp(sport, 80, flags)) }.build()
+}
+
+/// Mode 5's frame `i`: the IPv6 twin of [`frame`].
+fn frame6(i: u32, flags: u8) -> Vec<u8> {
+    let client = Ipv6Addr::from(u128::from(Ipv6Addr::new(0x2001, 2, 0, 0x40, 0, 0, 0, 0)) + u128::from(i % 16_000));
+    let sport = 1024 + (i / 16_000) as u16;
+    Pkt { src_mac: ROUTER_MAC, ..Pkt::new(client, vip6(i % SERVICES), tcp(sport, 80, flags)) }.build()
 }
 
 fn main() {
@@ -38,7 +50,8 @@ fn main() {
     // sends SYNs of new flows (flows time out after 1 s of the batch clock);
     // 3 sends the backends' replies to the tracked flows (as `reply/1k`);
     // 4 runs mode 0 through the workers' DNS hook with a DNS address
-    // configured (none of the frames DNS): the hook's cost to other traffic.
+    // configured (none of the frames DNS): the hook's cost to other traffic;
+    // 5 runs mode 0 in IPv6 (the Services are dual-stack in every mode).
     let mode = args.next().unwrap_or(0);
     let dns = (mode == 4).then(|| {
         let config = svcgate_dns::DnsConfig {
@@ -50,12 +63,14 @@ fn main() {
     let baseline = mode == 1;
     let new_flows = mode == 2;
     let replies = mode == 3;
+    let v6 = mode == 5;
+    let frame = if v6 { frame6 } else { frame };
     let services = (0..SERVICES)
         .map(|s| ServiceSpec {
             namespace: "p".into(),
             name: format!("s{s}"),
             service_type: Default::default(),
-            cluster_ips: vec![vip(s).into()],
+            cluster_ips: vec![vip(s).into(), vip6(s).into()],
             external_ips: vec![],
             load_balancer_ips: vec![],
             source_ranges: vec![],
@@ -72,6 +87,17 @@ fn main() {
                         conditions: EndpointConditions::READY,
                         weight: 1,
                     })
+                    .chain((0..10).map(|e| {
+                        BackendSpec {
+                            addr: Ipv6Addr::from(
+                                u128::from(Ipv6Addr::new(0x2001, 2, 0, 0x4000, 0, 0, 0, 0)) + u128::from(s * 10 + e),
+                            )
+                            .into(),
+                            port: 8080,
+                            conditions: EndpointConditions::READY,
+                            weight: 1,
+                        }
+                    }))
                     .collect(),
             }],
             forwarding: None,
@@ -81,22 +107,40 @@ fn main() {
     let mut hops = NextHops::new(
         1,
         vec![
-            PortInfo { name: "c".into(), mac: GW_CLIENT_MAC, addrs: vec!["198.18.1.1/24".parse().unwrap()] },
-            PortInfo { name: "p".into(), mac: GW_POD_MAC, addrs: vec!["198.18.2.1/24".parse().unwrap()] },
+            PortInfo {
+                name: "c".into(),
+                mac: GW_CLIENT_MAC,
+                addrs: vec!["198.18.1.1/24".parse().unwrap(), "2001:2:0:1::1/64".parse().unwrap()],
+            },
+            PortInfo {
+                name: "p".into(),
+                mac: GW_POD_MAC,
+                addrs: vec!["198.18.2.1/24".parse().unwrap(), "2001:2:0:2::1/64".parse().unwrap()],
+            },
         ],
     );
     hops.add_route("198.18.64.0/18".parse().unwrap(), ROUTER);
     hops.add_route("198.19.0.0/16".parse().unwrap(), "198.18.2.254".parse::<std::net::Ipv4Addr>().unwrap());
     hops.add_neighbour(0, ROUTER, ROUTER_MAC);
     hops.add_neighbour(1, "198.18.2.254".parse::<std::net::Ipv4Addr>().unwrap(), [2, 0, 0, 0, 2, 254]);
+    let (router6, pod_router6): (Ipv6Addr, Ipv6Addr) =
+        ("2001:2:0:1::fe".parse().unwrap(), "2001:2:0:2::fe".parse().unwrap());
+    hops.add_route("2001:2:0:40::/64".parse().unwrap(), router6);
+    hops.add_route("2001:2:0:4000::/64".parse().unwrap(), pod_router6);
+    hops.add_neighbour(0, router6, ROUTER_MAC);
+    hops.add_neighbour(1, pod_router6, [2, 0, 0, 0, 2, 254]);
     let cfg = NatConfig {
         snat_addrs: (0..flows / 28_000 + 1)
             .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 3, 0)) + i))
             .collect(),
+        snat_addrs6: (0..flows / 28_000 + 1).map(|i| Ipv6Addr::new(0x2001, 2, 0, 3, 0, 0, 0, 1 + i as u16)).collect(),
         conntrack_capacity: flows as usize,
+        conntrack_capacity6: flows as usize,
         // The set-up fills the table with SYN-only (never assured) flows:
         // no pressure reclaim before it is full.
         pressure_percent: 100,
+        // Fixed seeds: the same table layout, so the same counts, every run.
+        hash_seeds: Some([0x5eed_0001_2345_6789, 0x5eed_0002_3456_789a]),
         ..NatConfig::default()
     };
     let mut cfg = cfg;
@@ -125,7 +169,8 @@ fn main() {
         // The backends answer (SYN-ACK), so the first measured ACK of each
         // flow completes its handshake, as in real traffic; `reply/1k`'s
         // frames are the backends' next segments (ACK).
-        let answers: Vec<Vec<u8>> = bufs[..ids.len()].iter().map(|out| answer_to(out, 0x12)).collect();
+        let answer = if v6 { answer_to6 } else { answer_to };
+        let answers: Vec<Vec<u8>> = bufs[..ids.len()].iter().map(|out| answer(out, 0x12)).collect();
         if replies {
             reply_templates.extend(bufs[..ids.len()].iter().map(|out| answer_to(out, 0x10)));
         }
@@ -201,6 +246,14 @@ fn answer_to(out: &[u8], flags: u8) -> Vec<u8> {
     let backend = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
     let snat = Ipv4Addr::new(out[26], out[27], out[28], out[29]);
     let (sp, bp) = (u16::from_be_bytes([out[34], out[35]]), u16::from_be_bytes([out[36], out[37]]));
+    Pkt { src_mac: [2, 0, 0, 0, 2, 254], dst_mac: GW_POD_MAC, ..Pkt::new(backend, snat, tcp(bp, sp, flags)) }.build()
+}
+
+/// [`answer_to`] in IPv6.
+fn answer_to6(out: &[u8], flags: u8) -> Vec<u8> {
+    let v6 = |b: &[u8]| Ipv6Addr::from(<[u8; 16]>::try_from(b).unwrap());
+    let (snat, backend) = (v6(&out[22..38]), v6(&out[38..54]));
+    let (sp, bp) = (u16::from_be_bytes([out[54], out[55]]), u16::from_be_bytes([out[56], out[57]]));
     Pkt { src_mac: [2, 0, 0, 0, 2, 254], dst_mac: GW_POD_MAC, ..Pkt::new(backend, snat, tcp(bp, sp, flags)) }.build()
 }
 

@@ -761,17 +761,29 @@ impl Worker {
             let mut tally = fast::Tally::default();
             let mut i = 0;
             while i < frames.len() {
-                // The fast path takes frames until one needs the general path.
-                let rev = &self.shared.reverse;
-                let dnat = self.dnat_active;
-                let v4 = &mut self.fams.v4;
-                let stop =
-                    fast::run(&mut v4.ct.fast(), &mut v4.svc, rev, dnat, hops, gens, &mut frames[i..], now, &mut tally);
-                let (at, v) = match stop {
+                // The fast path takes frames until one needs the general
+                // path: IPv4's run first, and where it meets a frame that
+                // is not IPv4's common frame, IPv6's from there.
+                let (at, v) = match self.fast_run::<Ipv4Addr>(hops, gens, &mut frames[i..], now, &mut tally) {
                     fast::Stop::Done => break,
-                    fast::Stop::Uncommon { at } => (at, self.decide_general(t, hops, &mut frames[i + at], now)),
                     fast::Stop::Decide { at, c, probe, slot } => {
                         (at, self.decide::<Ipv4Addr>(t, hops, &mut frames[i + at], &c.parsed(), &probe, slot, now))
+                    }
+                    fast::Stop::Uncommon { at } => {
+                        i += at;
+                        match self.fast_run::<Ipv6Addr>(hops, gens, &mut frames[i..], now, &mut tally) {
+                            fast::Stop::Done => break,
+                            // An IPv4 frame again: IPv4's run takes it.
+                            fast::Stop::Uncommon { at } if at > 0 => {
+                                i += at;
+                                continue;
+                            }
+                            fast::Stop::Uncommon { .. } => (0, self.decide_general(t, hops, &mut frames[i], now)),
+                            fast::Stop::Decide { at, c, probe, slot } => (
+                                at,
+                                self.decide::<Ipv6Addr>(t, hops, &mut frames[i + at], &c.parsed(), &probe, slot, now),
+                            ),
+                        }
                     }
                 };
                 self.finish(&mut frames[i + at], v);
@@ -886,12 +898,18 @@ impl Worker {
                     let (p, probe, candidate) = self.pre6[usize::from(k)];
                     let candidate = (candidate != NO_SLOT).then_some(candidate as usize);
                     let slot = self.fams.v6.ct.check(&p.key, &probe, candidate);
+                    if let Some(c) = fast::Common::<Ipv6Addr>::of(&p) {
+                        if let Some(port) = self.fast_forward(hops, gens, f, &c, slot, now, &mut tally) {
+                            f.verdict = Verdict::Forward { port };
+                            continue;
+                        }
+                    }
                     self.decide::<Ipv6Addr>(t, hops, f, &p, &probe, slot, now)
                 }
                 Pre::Parsed(p, probe, candidate) => {
                     let candidate = (candidate != NO_SLOT).then_some(candidate as usize);
                     let slot = self.fams.v4.ct.check(&p.key, &probe, candidate);
-                    if let Some(c) = fast::Common::of(&p) {
+                    if let Some(c) = fast::Common::<Ipv4Addr>::of(&p) {
                         if let Some(port) = self.fast_forward(hops, gens, f, &c, slot, now, &mut tally) {
                             f.verdict = Verdict::Forward { port };
                             continue;
@@ -905,24 +923,41 @@ impl Worker {
         self.add_tally(&tally);
     }
 
+    /// The fast path's run over `frames` in family `F`'s tables (see
+    /// `fast::run`).
+    #[inline(always)]
+    fn fast_run<F: fast::FastFamily>(
+        &mut self,
+        hops: &NextHops,
+        gens: (u32, u32),
+        frames: &mut [Frame<'_>],
+        now: u32,
+        tally: &mut fast::Tally,
+    ) -> fast::Stop<F> {
+        let rev = F::reverse(&self.shared);
+        let dnat = self.dnat_active;
+        let st = F::state_mut(&mut self.fams);
+        fast::run::<F>(&mut st.ct.fast(), &mut st.svc, rev, dnat, hops, gens, frames, now, tally)
+    }
+
     /// The established-flow fast path (see `fast`): `Some(port)` when it
     /// forwarded the frame, counted in `tally`; `None` when nothing was done
     /// and the frame goes to `decide`.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn fast_forward(
+    fn fast_forward<F: fast::FastFamily>(
         &mut self,
         hops: &NextHops,
         gens: (u32, u32),
         f: &mut Frame<'_>,
-        c: &fast::Common,
+        c: &fast::Common<F>,
         slot: Option<usize>,
         now: u32,
         tally: &mut fast::Tally,
     ) -> Option<u16> {
-        let rev = &self.shared.reverse;
-        let v4 = &mut self.fams.v4;
-        let port = fast::forward_established(&mut v4.ct.fast(), &mut v4.svc, rev, hops, gens, f, c, slot?, now)?;
+        let rev = F::reverse(&self.shared);
+        let st = F::state_mut(&mut self.fams);
+        let port = fast::forward_established(&mut st.ct.fast(), &mut st.svc, rev, hops, gens, f, c, slot?, now)?;
         tally.frames += 1;
         tally.bytes += f.len as u64;
         Some(port)

@@ -1,6 +1,8 @@
 //! The fast path for the common frame: an untagged IPv4 frame without
-//! options, not a fragment, TCP or UDP, that belongs to a flow this worker
-//! tracks and needs nothing but its translation.
+//! options, not a fragment, or an untagged IPv6 frame without extension
+//! headers, TCP or UDP, that belongs to a flow this worker tracks and needs
+//! nothing but its translation. Written once over [`FastFamily`], which
+//! says where each family's fields are.
 //!
 //! Why a separate path: with a cache-resident flow table the established
 //! path is bound by instructions, not memory. The general path reads every
@@ -11,7 +13,8 @@
 //!
 //! - [`parse_common`] views the first [`COMMON_LEN`] bytes as a fixed-size
 //!   array (one length check, no per-field bounds checks), checks the same
-//!   things `parse` checks and reads the 5-tuple with two wide loads. What it
+//!   things `parse` checks and reads the 5-tuple with two wide loads
+//!   ([`parse_common6`]: [`COMMON_LEN6`] bytes, five loads). What it
 //!   returns stands for the very `Parsed` that `parse` would, or `None` for anything
 //!   else (VLAN tag, options, fragment, other protocols, short or
 //!   inconsistent lengths), which `parse` then handles as before.
@@ -27,10 +30,13 @@
 //! - [`reply`] does the same for a backend's reply to a tracked flow (reply
 //!   key found in the shared reverse table, hop toward the client cached),
 //!   declining whatever `Worker::reply` would do more than translate.
-//! - [`run`] takes frames through these while it can, over the flow table
-//!   borrowed once ([`FastTable`]: branch-free lookup of both candidate
-//!   buckets), and stops at the first frame the general path must see, with
-//!   the parse and lookup it did, so nothing is done twice.
+//! - [`run`] takes frames of one family through these while it can, over
+//!   the flow table borrowed once ([`FastTable`]: branch-free lookup of both
+//!   candidate buckets), and stops at the first frame the general path (or
+//!   the other family's run) must see, with the parse and lookup it did, so
+//!   nothing is done twice. IPv6 has no header checksum to patch, and its
+//!   entry is two cache lines (`conntrack.rs`), which is most of what an
+//!   IPv6 frame costs more.
 //! - The worker-wide counters (frames, bytes, forwarded, replies translated)
 //!   of the frames taken here are added once per batch ([`Tally`]).
 //!
@@ -38,24 +44,30 @@
 //! general path gives it; the tests at the end of this file and
 //! `tests/fast_path.rs` check that frame by frame.
 
-use super::family::deltas;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::family::NatFamily;
 use super::{client_state, Parsed, ServiceCounter, ASSURED};
-use crate::nat::conntrack::{FastTable, FlowEntry, FlowKey, Probe};
+use crate::nat::conntrack::{FastTable, Flow, FlowKey, KeyWords, Probe, WireAddr};
 use crate::nat::nexthop::{NextHop, NextHops};
 use crate::nat::reverse::{flags as rflags, ReverseTable};
 use crate::nat::verdict::{Frame, Verdict};
 use crate::wire::checksum::Delta;
-use crate::wire::ethernet::ETHERTYPE_IPV4;
+use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::tcp::flags as tcpf;
 use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
 
-/// Bytes the fast path reads and writes at fixed offsets: Ethernet (14),
-/// IPv4 without options (20) and a TCP header without options (20). Shorter
-/// frames (UDP with under 12 bytes of payload and no Ethernet padding) take
-/// the general path.
+/// Bytes the IPv4 fast path reads and writes at fixed offsets: Ethernet
+/// (14), IPv4 without options (20) and a TCP header without options (20).
+/// Shorter frames (UDP with under 12 bytes of payload and no Ethernet
+/// padding) take the general path.
 pub(super) const COMMON_LEN: usize = 54;
 
-/// Offsets in the common frame.
+/// The same for IPv6: Ethernet (14), the fixed IPv6 header with no
+/// extension header (40) and a TCP header (20).
+pub(super) const COMMON_LEN6: usize = 74;
+
+/// Offsets in the IPv4 common frame.
 mod off {
     pub const ETHERTYPE: usize = 12;
     pub const VER_IHL: usize = 14;
@@ -73,76 +85,227 @@ mod off {
     pub const TCP_CSUM: usize = 50;
 }
 
-/// The IPv4 header starts here in an untagged frame.
+/// Offsets in the IPv6 common frame.
+mod off6 {
+    pub const ETHERTYPE: usize = 12;
+    pub const VERSION: usize = 14;
+    pub const PAYLOAD_LEN: usize = 18;
+    pub const NEXT_HEADER: usize = 20;
+    pub const HOP_LIMIT: usize = 21;
+    pub const SRC: usize = 22;
+    pub const DST: usize = 38;
+    pub const PORTS: usize = 54;
+    pub const UDP_LEN: usize = 58;
+    pub const UDP_CSUM: usize = 60;
+    pub const TCP_DOFF: usize = 66;
+    pub const TCP_FLAGS: usize = 67;
+    pub const TCP_CSUM: usize = 70;
+}
+
+/// The IP header starts here in an untagged frame.
 const L3: usize = 14;
 /// The L4 header starts here when the IPv4 header has no options.
 const L4: usize = 34;
+/// The L4 header starts here when the IPv6 header has no extension header.
+const L4_6: usize = 54;
 
 #[inline(always)]
-fn be16(h: &[u8; COMMON_LEN], at: usize) -> u16 {
+fn be16(h: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([h[at], h[at + 1]])
 }
 
 #[inline(always)]
-fn put16(h: &mut [u8; COMMON_LEN], at: usize, v: u16) {
+fn put16(h: &mut [u8], at: usize, v: u16) {
     let [a, b] = v.to_be_bytes();
     h[at] = a;
     h[at + 1] = b;
 }
 
+/// The words of a family's flow key.
+type Words<F> = <<F as NatFamily>::Raw as WireAddr>::Words;
+
+/// What the fast path does differently per family: where the fields of
+/// the common frame are. The decisions ([`forward_established`],
+/// [`reply`], [`run`]) are written once over it.
+pub(super) trait FastFamily: NatFamily {
+    /// Where the L4 header of the common frame starts.
+    const L4: usize;
+    /// Classifies and reads the common frame (see the module doc). `Some`
+    /// only when the family's general parser would return `Ok` with exactly
+    /// [`Common::parsed`].
+    fn parse_common(buf: &[u8], len: usize) -> Option<Common<Self>>;
+    /// The flow key whose words are `w`.
+    fn key(w: &Words<Self>) -> FlowKey<Self::Raw>;
+    /// The translation written at fixed offsets, as the family's general
+    /// rewrite writes it: MACs, TTL / hop limit - 1, addresses, ports and
+    /// the checksums patched with the deltas (IPv4's `ip_delta` includes
+    /// the TTL decrement; IPv6 has no header checksum). `false`, having
+    /// changed nothing, when the frame is too short (the caller checked).
+    #[allow(clippy::too_many_arguments)]
+    fn write_translation(
+        buf: &mut [u8],
+        c: &Common<Self>,
+        src: Self::Raw,
+        dst: Self::Raw,
+        sport: u16,
+        dport: u16,
+        ip_delta: Delta,
+        l4_delta: Delta,
+        hop: &NextHop,
+    ) -> bool;
+}
+
 /// The common frame's fields the fast path needs: the key as
-/// [`FlowKey::words`], the end of the IPv4 packet, TTL and TCP flags.
+/// [`FlowKey::words`], the end of the IP packet, TTL (hop limit) and TCP
+/// flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Common {
-    /// Source and destination address.
-    pub k0: u64,
-    /// Ports and protocol.
-    pub k1: u64,
-    /// Ethernet header plus the IPv4 total length.
+pub(super) struct Common<F: FastFamily = Ipv4Addr> {
+    /// The key's words (addresses, then ports and protocol).
+    pub w: Words<F>,
+    /// Ethernet header plus the IP packet's length.
     pub end: u16,
-    /// TTL.
+    /// TTL or hop limit.
     pub ttl: u8,
     /// TCP flags (0 for UDP).
     pub tcp_flags: u8,
 }
 
-impl Common {
-    /// The IP protocol.
+impl<F: FastFamily> Common<F> {
+    /// The IP protocol (the low byte of the key's last word, in both families).
     #[inline(always)]
     pub fn proto(&self) -> u8 {
-        self.k1 as u8
+        self.w.word(Words::<F>::LEN - 1) as u8
     }
 
-    /// What `parse` returns for this frame.
+    /// What the family's general parser returns for this frame.
     #[inline(always)]
-    pub fn parsed(&self) -> Parsed {
+    pub fn parsed(&self) -> Parsed<F::Raw> {
         Parsed {
             l3: L3 as u16,
-            l4: L4 as u16,
+            l4: F::L4 as u16,
             end: self.end,
             ttl: self.ttl,
             tcp_flags: self.tcp_flags,
-            key: FlowKey {
-                src: (self.k0 >> 32) as u32,
-                dst: self.k0 as u32,
-                sport: (self.k1 >> 32) as u16,
-                dport: (self.k1 >> 16) as u16,
-                proto: self.k1 as u8,
-            },
+            key: F::key(&self.w),
         }
     }
 
-    /// The fast path's view of a frame `parse` parsed, when it is a common
-    /// frame (untagged, no IPv4 options).
+    /// The fast path's view of a frame the general parser parsed, when it
+    /// is a common frame (untagged, no IPv4 options, no IPv6 extension
+    /// header).
     #[inline(always)]
-    pub fn of(p: &Parsed) -> Option<Self> {
-        let (k0, k1) = p.key.words();
-        (p.l4() == L4).then_some(Self { k0, k1, end: p.end, ttl: p.ttl, tcp_flags: p.tcp_flags })
+    pub fn of(p: &Parsed<F::Raw>) -> Option<Self> {
+        (p.l4() == F::L4).then(|| Self { w: F::Raw::key_words(&p.key), end: p.end, ttl: p.ttl, tcp_flags: p.tcp_flags })
     }
 }
 
-/// Classifies and reads the common frame (see the module doc). `Some` only
-/// when `parse` would return `Ok` with exactly [`Common::parsed`].
+impl FastFamily for Ipv4Addr {
+    const L4: usize = L4;
+
+    #[inline(always)]
+    fn parse_common(buf: &[u8], len: usize) -> Option<Common> {
+        parse_common(buf, len)
+    }
+
+    #[inline(always)]
+    fn key(&(k0, k1): &(u64, u64)) -> FlowKey {
+        FlowKey {
+            src: (k0 >> 32) as u32,
+            dst: k0 as u32,
+            sport: (k1 >> 32) as u16,
+            dport: (k1 >> 16) as u16,
+            proto: k1 as u8,
+        }
+    }
+
+    #[inline(always)]
+    fn write_translation(
+        buf: &mut [u8],
+        c: &Common,
+        src: u32,
+        dst: u32,
+        sport: u16,
+        dport: u16,
+        ip_delta: Delta,
+        l4_delta: Delta,
+        hop: &NextHop,
+    ) -> bool {
+        let Some(h) = buf.get_mut(..COMMON_LEN).and_then(|h| <&mut [u8; COMMON_LEN]>::try_from(h).ok()) else {
+            return false;
+        };
+        h[..12].copy_from_slice(&hop.macs);
+        let ip_csum = ip_delta.apply(be16(h, off::IP_CSUM));
+        h[off::TTL] = c.ttl - 1;
+        put16(h, off::IP_CSUM, ip_csum);
+        let addrs = u64::from(src) << 32 | u64::from(dst);
+        let ports = u32::from(sport) << 16 | u32::from(dport);
+        h[off::ADDRS..off::ADDRS + 8].copy_from_slice(&addrs.to_be_bytes());
+        h[off::PORTS..off::PORTS + 4].copy_from_slice(&ports.to_be_bytes());
+        if c.proto() == IPPROTO_TCP {
+            let csum = l4_delta.apply(be16(h, off::TCP_CSUM));
+            put16(h, off::TCP_CSUM, csum);
+        } else {
+            let csum = l4_delta.apply_udp(be16(h, off::UDP_CSUM));
+            put16(h, off::UDP_CSUM, csum);
+        }
+        true
+    }
+}
+
+impl FastFamily for Ipv6Addr {
+    const L4: usize = L4_6;
+
+    #[inline(always)]
+    fn parse_common(buf: &[u8], len: usize) -> Option<Common<Self>> {
+        parse_common6(buf, len)
+    }
+
+    #[inline(always)]
+    fn key(&[s0, s1, d0, d1, p]: &[u64; 5]) -> FlowKey<u128> {
+        FlowKey {
+            src: u128::from(s0) << 64 | u128::from(s1),
+            dst: u128::from(d0) << 64 | u128::from(d1),
+            sport: (p >> 32) as u16,
+            dport: (p >> 16) as u16,
+            proto: p as u8,
+        }
+    }
+
+    #[inline(always)]
+    fn write_translation(
+        buf: &mut [u8],
+        c: &Common<Self>,
+        src: u128,
+        dst: u128,
+        sport: u16,
+        dport: u16,
+        _ip_delta: Delta,
+        l4_delta: Delta,
+        hop: &NextHop,
+    ) -> bool {
+        let Some(h) = buf.get_mut(..COMMON_LEN6).and_then(|h| <&mut [u8; COMMON_LEN6]>::try_from(h).ok()) else {
+            return false;
+        };
+        h[..12].copy_from_slice(&hop.macs);
+        h[off6::HOP_LIMIT] = c.ttl - 1;
+        h[off6::SRC..off6::SRC + 16].copy_from_slice(&src.to_be_bytes());
+        h[off6::DST..off6::DST + 16].copy_from_slice(&dst.to_be_bytes());
+        let ports = u32::from(sport) << 16 | u32::from(dport);
+        h[off6::PORTS..off6::PORTS + 4].copy_from_slice(&ports.to_be_bytes());
+        if c.proto() == IPPROTO_TCP {
+            let csum = l4_delta.apply(be16(h, off6::TCP_CSUM));
+            put16(h, off6::TCP_CSUM, csum);
+        } else {
+            // Not 0 (`parse_common6` declines it): as `apply_udp6`.
+            let csum = l4_delta.apply_udp(be16(h, off6::UDP_CSUM));
+            put16(h, off6::UDP_CSUM, csum);
+        }
+        true
+    }
+}
+
+/// Classifies and reads the IPv4 common frame (see the module doc). `Some`
+/// only when `parse` would return `Ok` with exactly [`Common::parsed`].
 #[inline(always)]
 pub(super) fn parse_common(buf: &[u8], len: usize) -> Option<Common> {
     // `parse` keeps offsets in u16; a longer frame is its business.
@@ -190,10 +353,55 @@ pub(super) fn parse_common(buf: &[u8], len: usize) -> Option<Common> {
     let Ok(ports) = <[u8; 4]>::try_from(&h[off::PORTS..off::PORTS + 4]) else { return None };
     let ports = u32::from_be_bytes(ports);
     Some(Common {
-        k0: addrs,
-        k1: u64::from(ports) << 16 | u64::from(proto),
+        w: (addrs, u64::from(ports) << 16 | u64::from(proto)),
         end: L3 as u16 + total,
         ttl: h[off::TTL],
+        tcp_flags,
+    })
+}
+
+/// Classifies and reads the IPv6 common frame: untagged, version 6, TCP or
+/// UDP right after the fixed header (no extension header), lengths
+/// consistent, and for UDP a checksum other than 0 (invalid over IPv6:
+/// `parse6` drops it). `Some` only when `parse6` would return `Ok` with
+/// exactly [`Common::parsed`].
+#[inline(always)]
+pub(super) fn parse_common6(buf: &[u8], len: usize) -> Option<Common<Ipv6Addr>> {
+    if len > usize::from(u16::MAX) {
+        return None;
+    }
+    let h: &[u8; COMMON_LEN6] = buf.get(..len)?.get(..COMMON_LEN6)?.try_into().ok()?;
+    if be16(h, off6::ETHERTYPE) != ETHERTYPE_IPV6 || h[off6::VERSION] >> 4 != 6 {
+        return None;
+    }
+    let payload = be16(h, off6::PAYLOAD_LEN);
+    // The payload fits in the frame (len >= COMMON_LEN6: no underflow).
+    if usize::from(payload) > len - L3 - 40 {
+        return None;
+    }
+    let proto = h[off6::NEXT_HEADER];
+    let tcp_flags = if proto == IPPROTO_TCP {
+        let doff = u16::from(h[off6::TCP_DOFF] >> 4) * 4;
+        if payload < 20 || doff < 20 || doff > payload {
+            return None;
+        }
+        h[off6::TCP_FLAGS]
+    } else if proto == IPPROTO_UDP {
+        let ulen = be16(h, off6::UDP_LEN);
+        if payload < 8 || ulen < 8 || ulen > payload || be16(h, off6::UDP_CSUM) == 0 {
+            return None;
+        }
+        0
+    } else {
+        return None;
+    };
+    let word = |at: usize| u64::from_be_bytes(h[at..at + 8].try_into().unwrap_or_default());
+    let Ok(ports) = <[u8; 4]>::try_from(&h[off6::PORTS..off6::PORTS + 4]) else { return None };
+    let ports = u64::from(u32::from_be_bytes(ports));
+    Some(Common {
+        w: [word(off6::SRC), word(off6::SRC + 8), word(off6::DST), word(off6::DST + 8), ports << 16 | u64::from(proto)],
+        end: (L3 + 40) as u16 + payload,
+        ttl: h[off6::HOP_LIMIT],
         tcp_flags,
     })
 }
@@ -217,14 +425,14 @@ pub(super) struct Tally {
 /// module doc). `gens` are the service-table and next-hop generations.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(super) fn forward_established(
-    ct: &mut FastTable<'_>,
+pub(super) fn forward_established<F: FastFamily>(
+    ct: &mut FastTable<'_, F::Entry>,
     svc: &mut [ServiceCounter],
-    rev: &ReverseTable,
+    rev: &ReverseTable<F::Raw>,
     hops: &NextHops,
     gens: (u32, u32),
     f: &mut Frame<'_>,
-    c: &Common,
+    c: &Common<F>,
     slot: usize,
     now: u32,
 ) -> Option<u16> {
@@ -233,20 +441,29 @@ pub(super) fn forward_established(
     if c.ttl <= 1 || c.tcp_flags & (tcpf::SYN | tcpf::FIN | tcpf::RST) != 0 {
         return None;
     }
-    let h: &mut [u8; COMMON_LEN] = f.buf.get_mut(..COMMON_LEN)?.try_into().ok()?;
     let e = ct.entry_mut(slot)?;
     if e.table_gen != gens.0 || e.hop_gen != gens.1 {
         return None;
     }
     let hop = hops.hop(e.hop)?;
-    // Committed: from here on the frame is forwarded.
+    if !F::write_translation(
+        f.buf,
+        c,
+        e.snat_addr(),
+        e.backend_addr(),
+        e.snat_port,
+        e.backend_port,
+        e.ip_delta,
+        e.l4_delta,
+        hop,
+    ) {
+        return None;
+    }
+    // Committed: the frame is forwarded.
     e.last_seen = now;
     if e.state & ASSURED == 0 {
-        assure(e, c, rev);
+        assure::<F>(e, c, rev);
     }
-    let addrs = u64::from(e.snat_addr) << 32 | u64::from(e.backend_addr);
-    let ports = u32::from(e.snat_port) << 16 | u32::from(e.backend_port);
-    rewrite(h, c, addrs, ports, e.ip_delta, e.l4_delta, hop);
     if let Some(c) = svc.get_mut(e.entry as usize) {
         c.packets += 1;
         c.bytes += f.len as u64;
@@ -258,36 +475,9 @@ pub(super) fn forward_established(
 /// handshake assures it. Out of line: once assured, a flow never comes here.
 #[cold]
 #[inline(never)]
-fn assure(e: &mut FlowEntry, c: &Common, rev: &ReverseTable) {
+fn assure<F: FastFamily>(e: &mut F::Entry, c: &Common<F>, rev: &ReverseTable<F::Raw>) {
     if c.proto() == IPPROTO_TCP {
         e.state |= client_state(c.tcp_flags, rev.reply_state(e.rev_slot).1);
-    }
-}
-
-/// The translation written at fixed offsets, as `pipeline::rewrite` writes
-/// it: MACs, TTL - 1, addresses (`src << 32 | dst`), ports
-/// (`sport << 16 | dport`) and both checksums patched with the deltas
-/// (`ip_delta` includes the TTL decrement).
-#[inline(always)]
-fn rewrite(
-    h: &mut [u8; COMMON_LEN],
-    c: &Common,
-    addrs: u64,
-    ports: u32,
-    ip_delta: Delta,
-    l4_delta: Delta,
-    hop: &NextHop,
-) {
-    h[..12].copy_from_slice(&hop.macs);
-    let ip_csum = ip_delta.apply(be16(h, off::IP_CSUM));
-    h[off::TTL] = c.ttl - 1;
-    put16(h, off::IP_CSUM, ip_csum);
-    h[off::ADDRS..off::ADDRS + 8].copy_from_slice(&addrs.to_be_bytes());
-    h[off::PORTS..off::PORTS + 4].copy_from_slice(&ports.to_be_bytes());
-    if c.proto() == IPPROTO_TCP {
-        put16(h, off::TCP_CSUM, l4_delta.apply(be16(h, off::TCP_CSUM)));
-    } else {
-        put16(h, off::UDP_CSUM, l4_delta.apply_udp(be16(h, off::UDP_CSUM)));
     }
 }
 
@@ -299,22 +489,34 @@ fn rewrite(
 /// address and port while no Service is in dnat mode, no such flow, TTL 1,
 /// hop not cached).
 #[inline(always)]
-pub(super) fn reply(
-    rev: &ReverseTable,
+pub(super) fn reply<F: FastFamily>(
+    rev: &ReverseTable<F::Raw>,
     dnat: bool,
     hops: &NextHops,
     f: &mut Frame<'_>,
-    c: &Common,
+    c: &Common<F>,
     now: u32,
 ) -> Option<u16> {
-    let p = c.parsed();
-    let k = &p.key;
+    let k = F::key(&c.w);
     if c.ttl <= 1 || !(dnat || rev.is_snat(k.dst, k.dport)) {
         return None;
     }
-    let (idx, fl) = rev.find(k)?;
+    let (idx, fl) = rev.find(&k)?;
     let hop = hops.hop(rev.cached_hop(idx, hops.generation())?)?;
-    let h: &mut [u8; COMMON_LEN] = f.buf.get_mut(..COMMON_LEN)?.try_into().ok()?;
+    let (ip_delta, l4_delta) = F::deltas(&k, fl.frontend, fl.client, fl.frontend_port, fl.client_port);
+    if !F::write_translation(
+        f.buf,
+        c,
+        fl.frontend,
+        fl.client,
+        fl.frontend_port,
+        fl.client_port,
+        ip_delta,
+        l4_delta,
+        hop,
+    ) {
+        return None;
+    }
     // Committed.
     let mut fl_flags = rflags::REPLIED;
     if c.tcp_flags & tcpf::FIN != 0 {
@@ -324,19 +526,16 @@ pub(super) fn reply(
         fl_flags |= rflags::RST;
     }
     rev.touch(idx, now, fl_flags);
-    let (ip_delta, l4_delta) = deltas(k, fl.frontend, fl.client, fl.frontend_port, fl.client_port);
-    let addrs = u64::from(fl.frontend) << 32 | u64::from(fl.client);
-    let ports = u32::from(fl.frontend_port) << 16 | u32::from(fl.client_port);
-    rewrite(h, c, addrs, ports, ip_delta, l4_delta, hop);
     Some(hop.port)
 }
 
 /// Where [`run`] stopped.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Stop {
+pub(super) enum Stop<F: FastFamily = Ipv4Addr> {
     /// Every frame was forwarded.
     Done,
-    /// Frame `at` is not a common frame: the general path parses it.
+    /// Frame `at` is not a common frame of the family: the general path
+    /// (or the other family's run) parses it.
     Uncommon {
         /// Its index.
         at: usize,
@@ -348,7 +547,7 @@ pub(super) enum Stop {
         /// Its index.
         at: usize,
         /// The frame's fields.
-        c: Common,
+        c: Common<F>,
         /// Its probe.
         probe: Probe,
         /// The slot of its flow, if tracked.
@@ -357,31 +556,31 @@ pub(super) enum Stop {
 }
 
 /// Forwards frames from the start of `frames` while they are common frames
-/// of established flows, or replies to them, needing only their
-/// translation; stops at the first other one, untouched, for the general
-/// path. The table stays borrowed for
-/// the whole run. Not inlined: on its own it keeps its state in registers
-/// (inlined into the batch loop, beside the general path, it spilled about
-/// 25 values per frame to the stack).
+/// of the family `F` of established flows, or replies to them, needing
+/// only their translation; stops at the first other one, untouched, for
+/// the general path. The table stays borrowed for the whole run. Not
+/// inlined: on its own it keeps its state in registers (inlined into the
+/// batch loop, beside the general path, it spilled about 25 values per
+/// frame to the stack).
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
-pub(super) fn run(
-    ct: &mut FastTable<'_>,
+pub(super) fn run<F: FastFamily>(
+    ct: &mut FastTable<'_, F::Entry>,
     svc: &mut [ServiceCounter],
-    rev: &ReverseTable,
+    rev: &ReverseTable<F::Raw>,
     dnat: bool,
     hops: &NextHops,
     gens: (u32, u32),
     frames: &mut [Frame<'_>],
     now: u32,
     tally: &mut Tally,
-) -> Stop {
+) -> Stop<F> {
     for (at, f) in frames.iter_mut().enumerate() {
-        let Some(c) = parse_common(f.buf, f.len) else {
+        let Some(c) = F::parse_common(f.buf, f.len) else {
             return Stop::Uncommon { at };
         };
-        let probe = ct.probe(&(c.k0, c.k1));
-        let slot = ct.find(&(c.k0, c.k1), &probe);
+        let probe = ct.probe(&c.w);
+        let slot = ct.find(&c.w, &probe);
         let port = match slot {
             Some(s) => forward_established(ct, svc, rev, hops, gens, f, &c, s, now),
             None => {
@@ -402,6 +601,7 @@ pub(super) fn run(
 
 #[cfg(test)]
 mod tests {
+    use super::super::family::parse6;
     use super::super::parse_general;
     use super::*;
     use proptest::prelude::*;
@@ -430,8 +630,65 @@ mod tests {
         f
     }
 
+    /// An untagged IPv6 frame (no extension header) with a TCP (20-byte
+    /// header) or UDP header and `payload` bytes, lengths consistent, the
+    /// UDP checksum not 0.
+    fn frame6(proto: u8, payload: usize) -> Vec<u8> {
+        let l4 = if proto == IPPROTO_UDP { 8 } else { 20 };
+        let mut f = vec![0u8; 14 + 40 + l4 + payload];
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&((l4 + payload) as u16).to_be_bytes());
+        f[20] = proto;
+        f[21] = 64;
+        f[22..38].copy_from_slice(&Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0x10).octets());
+        f[38..54].copy_from_slice(&Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x10).octets());
+        f[54..58].copy_from_slice(&[0xc0, 0x01, 0, 80]);
+        if proto == IPPROTO_UDP {
+            f[58..60].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+            f[60..62].copy_from_slice(&[0x12, 0x34]);
+        } else {
+            f[66] = 0x50;
+            f[67] = tcpf::ACK;
+        }
+        f
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        /// The same for IPv6: `parse_common6` declines or agrees with `parse6`.
+        #[test]
+        fn parse_common6_agrees_with_parse6(
+            udp in any::<bool>(),
+            payload in 0usize..40,
+            edits in proptest::collection::vec((12usize..80, any::<u8>()), 0..4),
+            cut in 0usize..8,
+            extra in 0usize..4,
+        ) {
+            let proto = if udp { IPPROTO_UDP } else { IPPROTO_TCP };
+            let mut f = frame6(proto, payload);
+            let clean = edits.is_empty() && cut == 0;
+            for &(at, v) in &edits {
+                if let Some(b) = f.get_mut(at) {
+                    *b = if v & 1 == 0 { b.wrapping_add(v >> 7).wrapping_sub((v >> 6) & 1) } else { v };
+                }
+            }
+            let len = f.len().saturating_sub(cut);
+            f.resize(f.len() + extra, 0xee);
+            let frame = &f[..len];
+            let general = match super::super::family::is_ipv6(frame) {
+                Some(l3) => parse6(frame, l3),
+                None => Err(Verdict::Pass(crate::nat::verdict::PassReason::NotIp)),
+            };
+            match parse_common6(&f, len) {
+                Some(c) => prop_assert_eq!(Ok(c.parsed()), general),
+                None => prop_assert!(
+                    !clean || len < COMMON_LEN6,
+                    "a clean common frame of {} bytes declined", len
+                ),
+            }
+        }
 
         /// Whatever the bytes, `parse_common` either declines or returns
         /// exactly what the general parser returns; and it takes the
@@ -465,6 +722,31 @@ mod tests {
                 ),
             }
         }
+    }
+
+    #[test]
+    fn parse_common6_declines_the_unusual() {
+        let base = frame6(IPPROTO_TCP, 10);
+        let len = base.len();
+        assert!(parse_common6(&base, len).is_some());
+        type Edit = fn(&mut Vec<u8>);
+        let cases: [(&str, Edit); 6] = [
+            ("VLAN tag", |f| f[12..14].copy_from_slice(&[0x81, 0x00])),
+            ("version 4", |f| f[14] = 0x40),
+            ("hop-by-hop options", |f| f[20] = 0),
+            ("fragment header", |f| f[20] = 44),
+            ("TCP data offset 4", |f| f[66] = 0x40),
+            ("payload beyond the frame", |f| f[19] = f[19].wrapping_add(1)),
+        ];
+        for (what, edit) in cases {
+            let mut f = base.clone();
+            edit(&mut f);
+            assert!(parse_common6(&f, len).is_none(), "{what}");
+        }
+        assert!(parse_common6(&base, len - 1).is_none(), "truncated");
+        let mut zero = frame6(IPPROTO_UDP, 20);
+        zero[60..62].copy_from_slice(&[0, 0]);
+        assert!(parse_common6(&zero, zero.len()).is_none(), "UDP checksum 0 is the general path's (a drop)");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 #
 # Dataplanes (--peers, default all, in this order):
 #   svcgate   svcgate run: full NAT (DNAT to one of 4 Pods by Maglev, SNAT), AF_XDP
+#   svcgate6  the same Service's IPv6 half (NAT66), at --key-flows only, 84-byte
+#             frames (the smallest IPv6 UDP frame that carries the stamp)
 #   testpmd   DPDK testpmd over its AF_XDP PMD, plain MAC forwarding (no NAT)
 #   nft       the kernel with kube-proxy nftables-mode rules: DNAT + masquerade, conntrack
 #   kernel    plain kernel routing of the VIP to one Pod
@@ -29,20 +31,21 @@
 # generator's core (RPS): the gateway's core pays only the hand-off. The
 # per-core CPU split printed under each row shows where the work went.
 #
-# Addresses: 198.18.0.0/15 only, inside the namespaces. Everything created is
-# removed on exit, also on failure.
+# Addresses: 198.18.0.0/15 and 2001:2::/48 only, inside the namespaces.
+# Everything created is removed on exit, also on failure.
 #
-# Usage: sudo scripts/bench.sh [--secs N] [--flows "1 65536"] [--peers "svcgate testpmd"]
-#                              [--quick] [--no-zero-loss] [--no-docs] [--out DIR]
+# Usage: sudo scripts/bench.sh [--secs N] [--flows "1 65536"] [--peers "svcgate svcgate6"]
+#                              [--key-flows N] [--quick] [--no-zero-loss] [--no-docs] [--out DIR]
 # The last line printed (at 65536 flows; core_ratio_nft: nft's gateway-core
-# CPU time per forwarded packet over svcgate's):
-#   ratio_testpmd=<x> ratio_nft=<y> cycles_ratio_testpmd=<z> core_ratio_nft=<w>
+# CPU time per forwarded packet over svcgate's; v6_core_ratio: svcgate6's
+# over svcgate's):
+#   ratio_testpmd=<x> ratio_nft=<y> cycles_ratio_testpmd=<z> core_ratio_nft=<w> v6_core_ratio=<v>
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=5
 FLOWS="1 1000 65536 1000000"
-PEERS="svcgate testpmd nft kernel"
+PEERS="svcgate svcgate6 testpmd nft kernel"
 ZERO_LOSS=1
 DOCS=1
 OUT=""
@@ -55,10 +58,11 @@ while [ $# -gt 0 ]; do
     --flows) FLOWS=$2; shift 2 ;;
     --peers) PEERS=$2; shift 2 ;;
     --quick) SECS=2; FLOWS="1 65536"; ZERO_LOSS=0; DOCS=0; shift ;;
+    --key-flows) KEY_FLOWS=$2; shift 2 ;;
     --no-zero-loss) ZERO_LOSS=0; shift ;;
     --no-docs) DOCS=0; shift ;;
     --out) OUT=$2; shift 2 ;;
-    -h | --help) sed -n '2,39p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,42p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -106,24 +110,39 @@ in_ns() { local n=$1; shift; ip netns exec "$n" "$@"; }
 # --- the lab -------------------------------------------------------------------
 VIP=198.19.0.10 VPORT=8080 TPORT=80
 PODS="198.18.2.2 198.18.2.3 198.18.2.4 198.18.2.5"
+# The IPv6 twins (2001:2:0:N::/64 beside 198.18.N.0/24, as scripts/lab.sh).
+VIP6=2001:2:0:9000::10
+PODS6="2001:2:0:2::2 2001:2:0:2::3 2001:2:0:2::4 2001:2:0:2::5"
 lab_up() {
-    for n in $NS_GEN $NS_GW $NS_SINK; do ip netns del "$n" 2>/dev/null || true; ip netns add "$n"; ip -n "$n" link set lo up; done
+    for n in $NS_GEN $NS_GW $NS_SINK; do
+        ip netns del "$n" 2>/dev/null || true
+        ip netns add "$n"
+        ip -n "$n" link set lo up
+        in_ns "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0
+    done
     ip link add sgb-g0 netns $NS_GEN type veth peer name sgb-w0 netns $NS_GW
     ip link add sgb-w1 netns $NS_GW type veth peer name sgb-s0 netns $NS_SINK
     ip -n $NS_GEN addr add 198.18.1.2/24 dev sgb-g0
     ip -n $NS_GW addr add 198.18.1.1/24 dev sgb-w0
     ip -n $NS_GW addr add 198.18.2.1/24 dev sgb-w1
     for a in $PODS; do ip -n $NS_SINK addr add "$a/24" dev sgb-s0; done
+    # nodad: usable at once.
+    ip -n $NS_GEN addr add 2001:2:0:1::2/64 dev sgb-g0 nodad
+    ip -n $NS_GW addr add 2001:2:0:1::1/64 dev sgb-w0 nodad
+    ip -n $NS_GW addr add 2001:2:0:2::1/64 dev sgb-w1 nodad
+    for a in $PODS6; do ip -n $NS_SINK addr add "$a/64" dev sgb-s0 nodad; done
     for l in "$NS_GEN sgb-g0" "$NS_GW sgb-w0" "$NS_GW sgb-w1" "$NS_SINK sgb-s0"; do
         set -- $l; ip -n "$1" link set "$2" up
     done
     ip -n $NS_GEN route add default via 198.18.1.1
     ip -n $NS_SINK route add default via 198.18.2.1
+    ip -n $NS_GEN -6 route add default via 2001:2:0:1::1
+    ip -n $NS_SINK -6 route add default via 2001:2:0:2::1
     in_ns $NS_GW sysctl -qw net.ipv4.ip_forward=1
     GW_MAC=$(in_ns $NS_GW cat /sys/class/net/sgb-w0/address)
     SINK_MAC=$(in_ns $NS_SINK cat /sys/class/net/sgb-s0/address)
     # Every dataplane finds the Pods' MAC resolved from the start.
-    for a in $PODS; do ip -n $NS_GW neigh replace "$a" lladdr "$SINK_MAC" dev sgb-w1 nud permanent; done
+    for a in $PODS $PODS6; do ip -n $NS_GW neigh replace "$a" lladdr "$SINK_MAC" dev sgb-w1 nud permanent; done
     # The sink counts (interface counters, and the pktgen receiver's packet
     # socket, which sees frames before the ingress hooks) and then drops
     # everything at the netdev ingress hook, the same cheap way whatever the
@@ -194,12 +213,15 @@ svc_counters() {
         END { printf "%.0f %.0f\n", b, r }'
 }
 # The generator toward the VIP, from the generator's core: gen_tx FLOWS ARGS...
-# (ARGS: --rate, --duration or --count, ...).
+# (ARGS: --rate, --duration or --count, ...). FAMILY=6: toward the IPv6 VIP
+# from the IPv6 twins of the same clients, 84-byte frames.
+FAMILY=4
 gen_tx() {
-    local flows=$1
+    local flows=$1 dst=$VIP src=198.18.1.2-198.18.1.254 size=64
     shift
-    in_ns $NS_GEN taskset -c $GEN_CPU "$PKTGEN" tx --dev sgb-g0 --dst-mac "$GW_MAC" --dst-ip $VIP --dst-port $VPORT \
-        --src-ip 198.18.1.2-198.18.1.254 --src-port 1024-65535 --flows "$flows" --size 64 "$@"
+    if [ "$FAMILY" = 6 ]; then dst=$VIP6 src=2001:2:0:1::2-2001:2:0:1::fe size=84; fi
+    in_ns $NS_GEN taskset -c $GEN_CPU "$PKTGEN" tx --dev sgb-g0 --dst-mac "$GW_MAC" --dst-ip $dst --dst-port $VPORT \
+        --src-ip $src --src-port 1024-65535 --flows "$flows" --size $size "$@"
 }
 
 TSV=$OUT/results.tsv
@@ -223,10 +245,10 @@ measure() {
     pin_napi
     local g0 s0 c0 b0 r0 g1 s1 c1 b1 r1
     g0=$(ctr $NS_GEN sgb-g0 tx_packets); s0=$(ctr $NS_SINK sgb-s0 rx_packets); c0=$(cpu_sample)
-    if [ "$name" = svcgate ]; then read -r b0 r0 < <(svc_counters); fi
+    case $name in svcgate*) read -r b0 r0 < <(svc_counters) ;; esac
     sleep "$SECS"
     g1=$(ctr $NS_GEN sgb-g0 tx_packets); s1=$(ctr $NS_SINK sgb-s0 rx_packets); c1=$(cpu_sample)
-    if [ "$name" = svcgate ]; then read -r b1 r1 < <(svc_counters); fi
+    case $name in svcgate*) read -r b1 r1 < <(svc_counters) ;; esac
     wait $tx || { say "generator failed: $(cat "$TMP/tx.err")"; }
     kill -INT $rx 2>/dev/null; wait $rx 2>/dev/null || true
     # Offered: the frames the generator handed to its veth per second, by
@@ -240,7 +262,7 @@ measure() {
     P50=$(kv "$TMP/rx.out" lat_p50_us); P50=${P50:--}
     P99=$(kv "$TMP/rx.out" lat_p99_us); P99=${P99:--}
     CYC=-
-    if [ "$name" = svcgate ] && [ $((r1 - r0)) -gt 0 ]; then CYC=$(((b1 - b0) / (r1 - r0))); fi
+    case $name in svcgate*) [ $((r1 - r0)) -gt 0 ] && CYC=$(((b1 - b0) / (r1 - r0))) ;; esac
     GEN_SPLIT=$(cpu_split "$c0" "$c1" cpu$GEN_CPU); GW_SPLIT=$(cpu_split "$c0" "$c1" cpu$GW_CPU)
     CORE_NS=$(core_ns "$c0" "$c1" cpu$GW_CPU "$FORWARDED" "$SECS"); CORE_NS=${CORE_NS:--}
 }
@@ -308,22 +330,34 @@ apiVersion: v1
 kind: Service
 metadata: {name: bench, namespace: default}
 spec:
-  clusterIP: $VIP
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  clusterIPs: [$VIP, "$VIP6"]
   ports: [{name: udp, port: $VPORT, targetPort: $TPORT, protocol: UDP}]
 ---
-apiVersion: v1
-kind: Endpoints
-metadata: {name: bench, namespace: default}
-subsets:
-- addresses: [$(for a in $PODS; do printf '{ip: %s}, ' "$a"; done | sed 's/, $//')]
-  ports: [{name: udp, port: $TPORT, protocol: UDP}]
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: bench-v4, namespace: default, labels: {kubernetes.io/service-name: bench}}
+addressType: IPv4
+ports: [{name: udp, port: $TPORT, protocol: UDP}]
+endpoints: [$(for a in $PODS; do printf '{addresses: [%s], conditions: {ready: true}}, ' "$a"; done | sed 's/, $//')]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: bench-v6, namespace: default, labels: {kubernetes.io/service-name: bench}}
+addressType: IPv6
+ports: [{name: udp, port: $TPORT, protocol: UDP}]
+endpoints: [$(for a in $PODS6; do printf '{addresses: ["%s"], conditions: {ready: true}}, ' "$a"; done | sed 's/, $//')]
 Y
-    # 32 SNAT addresses x 64512 ports: room for the 1M-flow run.
+    # 32 SNAT addresses x 64512 ports: room for the 1M-flow run; 4 IPv6
+    # ones for the IPv6 run at --key-flows.
     local snat
-    snat=$(for i in $(seq 100 131); do printf '"198.18.2.%d", ' "$i"; done | sed 's/, $//')
+    snat=$(for i in $(seq 100 131); do printf '"198.18.2.%d", ' "$i"; done
+        for i in $(seq 100 103); do printf '"2001:2:0:2::%d", ' "$i"; done)
+    snat=$(echo "$snat" | tr -d '\n' | sed 's/, $//')
     cat >"$TMP/svcgate.toml" <<T
 manifests = "$TMP/manifests"
-service_cidr = "198.19.0.0/24"
+service_cidr = ["198.19.0.0/24", "2001:2:0:9000::/112"]
 node_ips = ["198.18.1.1"]
 admin_listen = "127.0.0.1:9911"
 [dataplane]
@@ -333,6 +367,7 @@ cores = [$GW_CPU]
 snat_addrs = [$snat]
 snat_ports = [1024, 65535]
 conntrack_capacity = ${CT_CAP:-4194304}
+conntrack_capacity6 = ${CT_CAP6:-1048576}
 # The NAPI thread feeding the worker shares its core (copy mode): the worker
 # runs SCHED_FIFO and naps when its rings run dry, the NAPI thread runs in
 # the naps (docs/BENCHMARKS.md, "Sharing the core with the NAPI thread").
@@ -437,7 +472,7 @@ lab_up
 {
     echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) vCPUs, Linux $(uname -r)"
     echo "Date: $(date -u +%Y-%m-%dT%H:%MZ), commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    echo "Frames: 64 bytes (60 + FCS), UDP to $VIP:$VPORT; ${SECS}s per measurement after a warm-up; generator on CPU $GEN_CPU, gateway on CPU $GW_CPU"
+    echo "Frames: 64 bytes (60 + FCS), UDP to $VIP:$VPORT (svcgate6: 84 bytes to [$VIP6]:$VPORT); ${SECS}s per measurement after a warm-up; generator on CPU $GEN_CPU, gateway on CPU $GW_CPU"
 } | tee -a "$LOG"
 
 # The generators alone, same veth, same core (issue 6: pktgen >= trafgen),
@@ -480,7 +515,7 @@ declare -A FWD CYCLES BOUNDS CORE
 for peer in $PEERS; do
     say "== $peer"
     case $peer in
-    svcgate) svcgate_start ;;
+    svcgate | svcgate6) svcgate_start ;;
     testpmd) testpmd_start ;;
     nft)
         nft_rules
@@ -490,7 +525,9 @@ for peer in $PEERS; do
     kernel) ip -n $NS_GW route replace $VIP/32 via 198.18.2.2 dev sgb-w1 ;;
     *) echo "bench.sh: unknown peer $peer" >&2; exit 2 ;;
     esac
-    for f in $FLOWS; do
+    peer_flows=$FLOWS FAMILY=4
+    if [ "$peer" = svcgate6 ]; then peer_flows=$KEY_FLOWS FAMILY=6; fi
+    for f in $peer_flows; do
         case $peer in
         testpmd) testpmd_cmd start ;;
         nft) in_ns $NS_GW conntrack -F >/dev/null 2>&1 || true ;;
@@ -507,8 +544,9 @@ for peer in $PEERS; do
         say "$peer zero-loss rate at $KEY_FLOWS flows: $ZL pps"
         printf "%s\tzero_loss\t%s\t%s\t0\t-\t-\t-\n" "$peer" "$ZL" "$ZL" >>"$OUT/zero_loss.tsv"
     fi
+    FAMILY=4
     case $peer in
-    svcgate) svcgate_stop ;;
+    svcgate | svcgate6) svcgate_stop ;;
     testpmd) testpmd_stop ;;
     nft) in_ns $NS_GW nft delete table ip kube-proxy ;;
     kernel) ip -n $NS_GW route del $VIP/32 ;;
@@ -521,12 +559,13 @@ RT=$(ratio "${FWD[svcgate/$KEY_FLOWS]:-}" "${FWD[testpmd/$KEY_FLOWS]:-}")
 RN=$(ratio "${FWD[svcgate/$KEY_FLOWS]:-}" "${FWD[nft/$KEY_FLOWS]:-}")
 RC=$(ratio "${CYCLES[svcgate/$KEY_FLOWS]:-}" "${CYCLES[testpmd/$KEY_FLOWS]:-}")
 RCN=$(ratio "${CORE[nft/$KEY_FLOWS]:-}" "${CORE[svcgate/$KEY_FLOWS]:-}")
-for peer in svcgate testpmd nft; do
+RV6=$(ratio "${CORE[svcgate6/$KEY_FLOWS]:-}" "${CORE[svcgate/$KEY_FLOWS]:-}")
+for peer in svcgate svcgate6 testpmd nft; do
     if [ "${BOUNDS[$peer/$KEY_FLOWS]:-}" = generator ]; then
         say "note: $peer lost <1% at $KEY_FLOWS flows: the generator, not $peer, was the bottleneck; its ratio is not a capacity"
     fi
 done
-say "ratio_testpmd=$RT ratio_nft=$RN cycles_ratio_testpmd=$RC core_ratio_nft=$RCN"
+say "ratio_testpmd=$RT ratio_nft=$RN cycles_ratio_testpmd=$RC core_ratio_nft=$RCN v6_core_ratio=$RV6"
 if "$BIN/svcgate-bench-plot" "$TSV" "$OUT/bench.png" --title "svcgate vs peers, 64-byte UDP, veth" \
     --subtitle "$(head -1 "$LOG")" >/dev/null 2>>"$LOG"; then
     say "plot: $OUT/bench.png"
@@ -548,4 +587,4 @@ open(doc, "w").write(text)
 P
     say "results written to docs/BENCHMARKS.md"
 fi
-echo "ratio_testpmd=$RT ratio_nft=$RN cycles_ratio_testpmd=$RC core_ratio_nft=$RCN"
+echo "ratio_testpmd=$RT ratio_nft=$RN cycles_ratio_testpmd=$RC core_ratio_nft=$RCN v6_core_ratio=$RV6"

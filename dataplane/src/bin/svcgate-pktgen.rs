@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use svcgate_dataplane::pktgen::flows::{parse_cpu_list, FlowSpace, Ipv4Range, PortRange};
+use svcgate_dataplane::pktgen::flows::{parse_cpu_list, FlowSpace, IpRange, PortRange};
 use svcgate_dataplane::pktgen::frame::{FrameBuilder, Proto, Sizes, MAX_FRAME, MIN_FRAME};
 use svcgate_dataplane::pktgen::ring::{ifindex, RxRingConfig};
 use svcgate_dataplane::pktgen::{dev_mac, parse_mac, rx, tx};
@@ -39,25 +39,28 @@ struct TxArgs {
     /// Interface to send on.
     #[arg(short = 'i', long)]
     dev: String,
-    /// Destination address or range (a.b.c.d[-e.f.g.h] or a.b.c.d/len).
+    /// Destination address or range (a.b.c.d[-e.f.g.h] or a.b.c.d/len; an
+    /// IPv6 one sends IPv6 frames, from --src-ip of the same family).
     #[arg(short = 'd', long)]
-    dst_ip: Ipv4Range,
+    dst_ip: IpRange,
     /// Destination MAC address.
     #[arg(short = 'm', long, value_parser = parse_mac)]
     dst_mac: [u8; 6],
     /// Source MAC address [default: the interface's].
     #[arg(long, value_parser = parse_mac)]
     src_mac: Option<[u8; 6]>,
-    /// Source address or range.
-    #[arg(long, default_value = "198.18.0.1")]
-    src_ip: Ipv4Range,
+    /// Source address or range [default: 198.18.0.1, or 2001:2::1 for an
+    /// IPv6 --dst-ip].
+    #[arg(long)]
+    src_ip: Option<IpRange>,
     /// Source port or range (p[-q]).
     #[arg(long, default_value = "1024-65535")]
     src_port: PortRange,
     /// Destination port or range.
     #[arg(long, default_value = "9")]
     dst_port: PortRange,
-    /// Frame size in bytes on the wire, FCS included (64 = 60 bytes written).
+    /// Frame size in bytes on the wire, FCS included (64 = 60 bytes written;
+    /// IPv6 UDP needs 84 to carry the stamp).
     #[arg(short = 's', long, default_value_t = 64)]
     size: usize,
     /// Simple IMIX instead of --size: 64/594/1518-byte frames (with FCS) 7:4:1.
@@ -160,7 +163,16 @@ fn run_tx(a: TxArgs) -> Result<(), String> {
     if a.flows == 0 || (a.split_flows && a.flows < usize::from(a.threads)) {
         return Err("--flows must be at least 1, and with --split-flows at least --threads".into());
     }
-    let space = FlowSpace { src: a.src_ip, dst: a.dst_ip, sport: a.src_port, dport: a.dst_port };
+    let v6 = a.dst_ip.v6;
+    let default_src = if v6 { "2001:2::1" } else { "198.18.0.1" };
+    let src_ip = match a.src_ip {
+        Some(r) => r,
+        None => default_src.parse()?,
+    };
+    if src_ip.v6 != v6 {
+        return Err(format!("--src-ip {src_ip} and --dst-ip {} are of different families", a.dst_ip));
+    }
+    let space = FlowSpace { src: src_ip, dst: a.dst_ip, sport: a.src_port, dport: a.dst_port };
     if space.size() < a.flows as u128 {
         eprintln!("warning: the ranges hold only {} distinct flows; --flows {} repeats them", space.size(), a.flows);
     }
@@ -169,7 +181,22 @@ fn run_tx(a: TxArgs) -> Result<(), String> {
         ProtoArg::Udp => Proto::Udp,
         ProtoArg::TcpSyn => Proto::TcpSyn,
     };
-    let builder = Arc::new(FrameBuilder::new(proto, a.dst_mac, src_mac, &flows));
+    let builder = if v6 {
+        FrameBuilder::new_v6(proto, a.dst_mac, src_mac, &flows)
+    } else {
+        FrameBuilder::new(proto, a.dst_mac, src_mac, &flows)
+    };
+    if a.imix && v6 {
+        return Err("--imix is IPv4 only (its 64-byte frames cannot hold IPv6 UDP and the stamp)".into());
+    }
+    if !a.imix && a.size < builder.min_size() {
+        return Err(format!(
+            "--size {} is below {}, the smallest frame of this family and --proto",
+            a.size,
+            builder.min_size()
+        ));
+    }
+    let builder = Arc::new(builder);
     let cpus = a.cpu.as_deref().map(parse_cpu_list).transpose()?.unwrap_or_default();
     let cfg = tx::TxConfig {
         ifindex,

@@ -13,58 +13,86 @@
 //!   thread, in an order that looks random (not a counter).
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-/// An inclusive range of IPv4 addresses: `a.b.c.d`, `a.b.c.d-e.f.g.h` or
-/// `a.b.c.d/len` (every address of the prefix).
+/// An inclusive range of addresses of one family: `a.b.c.d`,
+/// `a.b.c.d-e.f.g.h`, `a.b.c.d/len` (every address of the prefix), or the
+/// same in IPv6 (`2001:2::1-2001:2::ff`, `2001:2:0:40::/112`). A range
+/// spans at most 2^64 addresses (an IPv6 prefix shorter than /64 is cut to
+/// its first 2^64 - 1), far more than any flow set needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Range {
-    /// First address (host order).
-    pub start: u32,
+pub struct IpRange {
+    /// First address (host order; an IPv4 address in the low 32 bits).
+    pub start: u128,
     /// Last address (host order), `>= start`.
-    pub end: u32,
+    pub end: u128,
+    /// IPv6 addresses.
+    pub v6: bool,
 }
 
-impl Ipv4Range {
-    /// Number of addresses.
+impl IpRange {
+    /// Number of addresses (at most `u64::MAX`).
     pub fn len(&self) -> u64 {
-        u64::from(self.end - self.start) + 1
+        u64::try_from(self.end - self.start).unwrap_or(u64::MAX - 1) + 1
     }
 
     /// Never empty; for clippy.
     pub fn is_empty(&self) -> bool {
         false
     }
-}
 
-impl FromStr for Ipv4Range {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let ip = |t: &str| t.trim().parse::<Ipv4Addr>().map(u32::from).map_err(|e| format!("{t:?}: {e}"));
-        if let Some((a, len)) = s.split_once('/') {
-            let a = ip(a)?;
-            let len: u32 = len.parse().map_err(|_| format!("bad prefix length in {s:?}"))?;
-            if len > 32 {
-                return Err(format!("bad prefix length in {s:?}"));
-            }
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            return Ok(Ipv4Range { start: a & mask, end: (a & mask) | !mask });
+    fn addr(&self, a: u128) -> IpAddr {
+        if self.v6 {
+            Ipv6Addr::from(a).into()
+        } else {
+            Ipv4Addr::from(a as u32).into()
         }
-        let (a, b) = match s.split_once('-') {
-            Some((a, b)) => (ip(a)?, ip(b)?),
-            None => (ip(s)?, ip(s)?),
-        };
-        if b < a {
-            return Err(format!("empty range {s:?}"));
-        }
-        Ok(Ipv4Range { start: a, end: b })
     }
 }
 
-impl fmt::Display for Ipv4Range {
+impl FromStr for IpRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ip = |t: &str| -> Result<(u128, bool), String> {
+            Ok(match t.trim().parse::<IpAddr>().map_err(|e| format!("{t:?}: {e}"))? {
+                IpAddr::V4(a) => (u128::from(u32::from(a)), false),
+                IpAddr::V6(a) => (u128::from(a), true),
+            })
+        };
+        if let Some((a, len)) = s.split_once('/') {
+            let (a, v6) = ip(a)?;
+            let bits = if v6 { 128 } else { 32 };
+            let len: u32 = len.parse().map_err(|_| format!("bad prefix length in {s:?}"))?;
+            if len > bits {
+                return Err(format!("bad prefix length in {s:?}"));
+            }
+            let host = if len == bits { 0 } else { (u128::MAX >> (128 - bits)) >> len };
+            let start = a & !host;
+            // At most 2^64 addresses (see the type's doc).
+            let end = start | host.min(u128::from(u64::MAX - 1));
+            return Ok(IpRange { start, end, v6 });
+        }
+        let ((a, v6), (b, v6b)) = match s.split_once('-') {
+            Some((a, b)) => (ip(a)?, ip(b)?),
+            None => (ip(s)?, ip(s)?),
+        };
+        if v6 != v6b {
+            return Err(format!("a range of one family: {s:?}"));
+        }
+        if b < a {
+            return Err(format!("empty range {s:?}"));
+        }
+        if b - a >= u128::from(u64::MAX) {
+            return Err(format!("range {s:?} spans more than 2^64 addresses"));
+        }
+        Ok(IpRange { start: a, end: b, v6 })
+    }
+}
+
+impl fmt::Display for IpRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", Ipv4Addr::from(self.start), Ipv4Addr::from(self.end))
+        write!(f, "{}-{}", self.addr(self.start), self.addr(self.end))
     }
 }
 
@@ -126,13 +154,14 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
     Ok(v)
 }
 
-/// One flow: the 4-tuple of the frames that use it (host order).
+/// One flow: the 4-tuple of the frames that use it (host order; IPv4
+/// addresses in the low 32 bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Flow {
     /// Source address.
-    pub src: u32,
+    pub src: u128,
     /// Destination address.
-    pub dst: u32,
+    pub dst: u128,
     /// Source port.
     pub sport: u16,
     /// Destination port.
@@ -143,9 +172,9 @@ pub struct Flow {
 #[derive(Debug, Clone, Copy)]
 pub struct FlowSpace {
     /// Source addresses.
-    pub src: Ipv4Range,
-    /// Destination addresses.
-    pub dst: Ipv4Range,
+    pub src: IpRange,
+    /// Destination addresses (the same family).
+    pub dst: IpRange,
     /// Source ports.
     pub sport: PortRange,
     /// Destination ports.
@@ -173,12 +202,13 @@ fn bits_for(n: u128) -> u32 {
 }
 
 impl FlowSpace {
-    /// Number of distinct 4-tuples.
+    /// Number of distinct 4-tuples (`u128::MAX`: at least that many).
     pub fn size(&self) -> u128 {
+        // Saturating: two IPv6 ranges of 2^64 addresses overflow u128.
         u128::from(self.src.len())
-            * u128::from(self.dst.len())
-            * u128::from(self.sport.len())
-            * u128::from(self.dport.len())
+            .saturating_mul(u128::from(self.dst.len()))
+            .saturating_mul(u128::from(self.sport.len()))
+            .saturating_mul(u128::from(self.dport.len()))
     }
 
     /// The tuple with index `i < size()` (mixed radix: ports fastest).
@@ -190,8 +220,8 @@ impl FlowSpace {
         };
         let sport = self.sport.start + take(self.sport.len()) as u16;
         let dport = self.dport.start + take(self.dport.len()) as u16;
-        let src = self.src.start + take(self.src.len()) as u32;
-        let dst = self.dst.start + take(self.dst.len()) as u32;
+        let src = self.src.start + u128::from(take(self.src.len()));
+        let dst = self.dst.start + u128::from(take(self.dst.len()));
         Flow { src, dst, sport, dport }
     }
 
@@ -269,15 +299,22 @@ mod tests {
 
     #[test]
     fn ranges_parse() {
-        let r: Ipv4Range = "198.18.0.1-198.18.0.10".parse().unwrap();
-        assert_eq!(r.len(), 10);
-        let r: Ipv4Range = "198.18.0.7".parse().unwrap();
-        assert_eq!((r.len(), Ipv4Addr::from(r.start)), (1, Ipv4Addr::new(198, 18, 0, 7)));
-        let r: Ipv4Range = "198.18.1.9/24".parse().unwrap();
-        assert_eq!((Ipv4Addr::from(r.start), r.len()), (Ipv4Addr::new(198, 18, 1, 0), 256));
-        assert!("198.18.0.9-198.18.0.1".parse::<Ipv4Range>().is_err());
-        assert!("198.18.0.300".parse::<Ipv4Range>().is_err());
-        assert!("1.2.3.4/33".parse::<Ipv4Range>().is_err());
+        let r: IpRange = "198.18.0.1-198.18.0.10".parse().unwrap();
+        assert_eq!((r.len(), r.v6), (10, false));
+        let r: IpRange = "198.18.0.7".parse().unwrap();
+        assert_eq!((r.len(), Ipv4Addr::from(r.start as u32)), (1, Ipv4Addr::new(198, 18, 0, 7)));
+        let r: IpRange = "198.18.1.9/24".parse().unwrap();
+        assert_eq!((Ipv4Addr::from(r.start as u32), r.len()), (Ipv4Addr::new(198, 18, 1, 0), 256));
+        assert_eq!(r.to_string(), "198.18.1.0-198.18.1.255");
+        assert!("198.18.0.9-198.18.0.1".parse::<IpRange>().is_err());
+        assert!("198.18.0.300".parse::<IpRange>().is_err());
+        assert!("1.2.3.4/33".parse::<IpRange>().is_err());
+        let r: IpRange = "2001:2:0:40::9/120".parse().unwrap();
+        assert_eq!((r.v6, r.len(), r.to_string().as_str()), (true, 256, "2001:2:0:40::-2001:2:0:40::ff"));
+        let r: IpRange = "2001:2::/48".parse().unwrap();
+        assert_eq!(r.len(), u64::MAX, "cut to 2^64 - 1 addresses");
+        assert!("2001:2::1-198.18.0.1".parse::<IpRange>().is_err(), "one family");
+        assert!("2001:2::/129".parse::<IpRange>().is_err());
         let p: PortRange = "1024-65535".parse().unwrap();
         assert_eq!(p.len(), 64512);
         assert_eq!("9".parse::<PortRange>().unwrap(), PortRange { start: 9, end: 9 });

@@ -5,9 +5,13 @@
 //! `size - 4` (the NIC, or nothing on veth, adds the FCS). The kernel's pktgen
 //! `pkt_size` counts without FCS (its samples' 60 = our 64).
 //!
-//! Frame: Ethernet II, IPv4 (20 bytes, TTL 64, DF clear, ID 0), then
+//! Frame: Ethernet II, IPv4 (20 bytes, TTL 64, DF clear, ID 0) or IPv6 (40
+//! bytes, hop limit 64, no extension header), then
 //! - UDP: valid checksum (computed per frame: the stamp changes);
 //! - TCP SYN: 20-byte header (no options), window 64240, valid checksum.
+//!
+//! IPv6's 40-byte header leaves no room for UDP and the stamp in a 64-byte
+//! frame: its smallest stamped UDP frame is 84 bytes ([`FrameBuilder::min_size`]).
 //!
 //! Payload: the 18-byte [`Stamp`] then zeros. At 64 bytes a UDP frame's
 //! payload is exactly the stamp (60 - 14 - 20 - 8 = 18). A TCP SYN needs a
@@ -35,6 +39,7 @@ pub const FCS: usize = 4;
 
 const ETH: usize = 14;
 const IP: usize = 20;
+const IP6: usize = 40;
 const UDP: usize = 8;
 const TCP: usize = 20;
 
@@ -78,15 +83,18 @@ impl Stamp {
         b
     }
 
-    /// The stamp of a frame built here (Ethernet, IPv4 without options, UDP
-    /// or TCP), or `None` for any other frame.
+    /// The stamp of a frame built here (Ethernet, IPv4 without options or
+    /// IPv6 without extension headers, UDP or TCP), or `None` for any other
+    /// frame.
     pub fn parse(frame: &[u8]) -> Option<Stamp> {
-        if frame.len() < ETH + IP || frame[12..14] != [0x08, 0x00] || frame[ETH] != 0x45 {
-            return None;
-        }
-        let off = match frame[ETH + 9] {
-            17 => ETH + IP + UDP,
-            6 => ETH + IP + usize::from(frame.get(ETH + IP + 12)? >> 4) * 4,
+        let (l4, proto) = match (frame.get(12..14)?, frame.get(ETH)?) {
+            ([0x08, 0x00], 0x45) => (ETH + IP, *frame.get(ETH + 9)?),
+            ([0x86, 0xdd], v) if v >> 4 == 6 => (ETH + IP6, *frame.get(ETH + 6)?),
+            _ => return None,
+        };
+        let off = match proto {
+            17 => l4 + UDP,
+            6 => l4 + usize::from(frame.get(l4 + 12)? >> 4) * 4,
             _ => return None,
         };
         let p = frame.get(off..off + STAMP_LEN)?;
@@ -124,8 +132,10 @@ fn fold(mut s: u64) -> u16 {
 
 #[derive(Debug, Clone, Copy)]
 struct FlowEntry {
-    src: [u8; 4],
-    dst: [u8; 4],
+    /// Source address, network order (IPv4: the first 4 bytes).
+    src: [u8; 16],
+    /// Destination address, network order (IPv4: the first 4 bytes).
+    dst: [u8; 16],
     sport: [u8; 2],
     dport: [u8; 2],
     /// Sum of the address words (IP header and L4 pseudo-header alike).
@@ -138,9 +148,11 @@ struct FlowEntry {
 #[derive(Debug, Clone)]
 pub struct FrameBuilder {
     proto: Proto,
-    hdr: [u8; ETH + IP + TCP],
+    /// IPv6 frames.
+    v6: bool,
+    hdr: [u8; ETH + IP6 + TCP],
     hdr_len: usize,
-    /// IP header words without lengths, addresses and checksum.
+    /// IP header words without lengths, addresses and checksum (IPv4).
     ip_base: u32,
     /// L4 words without ports, lengths, checksum and payload, plus the
     /// pseudo-header's protocol word.
@@ -149,47 +161,85 @@ pub struct FrameBuilder {
 }
 
 impl FrameBuilder {
-    /// Templates for `flows` from `src_mac` to `dst_mac`.
+    /// IPv4 templates for `flows` from `src_mac` to `dst_mac`.
     pub fn new(proto: Proto, dst_mac: [u8; 6], src_mac: [u8; 6], flows: &[Flow]) -> Self {
-        let mut hdr = [0u8; ETH + IP + TCP];
+        Self::build(proto, dst_mac, src_mac, flows, false)
+    }
+
+    /// IPv6 templates for `flows` (addresses as `u128`).
+    pub fn new_v6(proto: Proto, dst_mac: [u8; 6], src_mac: [u8; 6], flows: &[Flow]) -> Self {
+        Self::build(proto, dst_mac, src_mac, flows, true)
+    }
+
+    fn build(proto: Proto, dst_mac: [u8; 6], src_mac: [u8; 6], flows: &[Flow], v6: bool) -> Self {
+        let mut hdr = [0u8; ETH + IP6 + TCP];
         hdr[0..6].copy_from_slice(&dst_mac);
         hdr[6..12].copy_from_slice(&src_mac);
-        hdr[12..14].copy_from_slice(&[0x08, 0x00]);
-        let ip = &mut hdr[ETH..ETH + IP];
-        ip[0] = 0x45;
-        ip[8] = 64;
-        ip[9] = match proto {
+        let proto_num = match proto {
             Proto::Udp => 17,
             Proto::TcpSyn => 6,
         };
-        let ip_base = sum_words(ip);
+        let ip_len = if v6 { IP6 } else { IP };
+        let ip = &mut hdr[ETH..ETH + ip_len];
+        if v6 {
+            ip[0] = 0x60;
+            ip[6] = proto_num;
+            ip[7] = 64;
+        } else {
+            ip[0] = 0x45;
+            ip[8] = 64;
+            ip[9] = proto_num;
+        }
+        hdr[12..14].copy_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+        let ip_base = if v6 { 0 } else { sum_words(&hdr[ETH..ETH + IP]) };
+        let l4 = ETH + ip_len;
         let (hdr_len, l4_base) = match proto {
-            Proto::Udp => (ETH + IP + UDP, 17),
+            Proto::Udp => (l4 + UDP, 17),
             Proto::TcpSyn => {
-                let t = &mut hdr[ETH + IP..];
+                let t = &mut hdr[l4..];
                 t[4..8].copy_from_slice(&1u32.to_be_bytes()); // sequence number
                 t[12] = 5 << 4; // data offset
                 t[13] = 0x02; // SYN
                 t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-                (ETH + IP + TCP, 6 + sum_words(t))
+                (l4 + TCP, 6 + sum_words(&t[..TCP]))
             }
+        };
+        let n = if v6 { 16 } else { 4 };
+        let bytes = |a: u128| {
+            let mut b = [0u8; 16];
+            if v6 {
+                b = a.to_be_bytes();
+            } else {
+                b[..4].copy_from_slice(&(a as u32).to_be_bytes());
+            }
+            b
         };
         let flows = flows
             .iter()
             .map(|f| {
-                let (src, dst) = (f.src.to_be_bytes(), f.dst.to_be_bytes());
+                let (src, dst) = (bytes(f.src), bytes(f.dst));
                 let (sport, dport) = (f.sport.to_be_bytes(), f.dport.to_be_bytes());
                 FlowEntry {
                     src,
                     dst,
                     sport,
                     dport,
-                    addr_sum: sum_words(&src) + sum_words(&dst),
+                    addr_sum: sum_words(&src[..n]) + sum_words(&dst[..n]),
                     port_sum: u32::from(f.sport) + u32::from(f.dport),
                 }
             })
             .collect();
-        FrameBuilder { proto, hdr, hdr_len, ip_base, l4_base, flows }
+        FrameBuilder { proto, v6, hdr, hdr_len, ip_base, l4_base, flows }
+    }
+
+    /// The smallest wire size (with FCS) whose frames carry the stamp for
+    /// UDP, or hold the whole TCP header (IPv4: [`MIN_FRAME`]; IPv6 UDP: 84).
+    pub fn min_size(&self) -> usize {
+        let need = match self.proto {
+            Proto::Udp => self.hdr_len + STAMP_LEN,
+            Proto::TcpSyn => self.hdr_len,
+        };
+        (need + FCS).max(MIN_FRAME)
     }
 
     /// Whether a frame of wire size `size` carries the stamp (UDP: always;
@@ -215,13 +265,22 @@ impl FrameBuilder {
         buf[..h].copy_from_slice(&self.hdr[..h]);
         let room = len - h;
         let payload = if room >= STAMP_LEN || self.proto == Proto::Udp { room } else { 0 };
-        let ip_len = (IP + (h - ETH - IP) + payload) as u16;
-        buf[ETH + 2..ETH + 4].copy_from_slice(&ip_len.to_be_bytes());
-        buf[ETH + 12..ETH + 16].copy_from_slice(&f.src);
-        buf[ETH + 16..ETH + 20].copy_from_slice(&f.dst);
-        let ip_sum = !fold(u64::from(self.ip_base) + u64::from(f.addr_sum) + u64::from(ip_len));
-        buf[ETH + 10..ETH + 12].copy_from_slice(&ip_sum.to_be_bytes());
-        let l4 = ETH + IP;
+        let l4 = if self.v6 { ETH + IP6 } else { ETH + IP };
+        // The L4 segment's length: the pseudo-header's, UDP's own, and
+        // IPv6's payload length.
+        let l4_len = (h - l4 + payload) as u16;
+        if self.v6 {
+            buf[ETH + 4..ETH + 6].copy_from_slice(&l4_len.to_be_bytes());
+            buf[ETH + 8..ETH + 24].copy_from_slice(&f.src);
+            buf[ETH + 24..ETH + 40].copy_from_slice(&f.dst);
+        } else {
+            let ip_len = IP as u16 + l4_len;
+            buf[ETH + 2..ETH + 4].copy_from_slice(&ip_len.to_be_bytes());
+            buf[ETH + 12..ETH + 16].copy_from_slice(&f.src[..4]);
+            buf[ETH + 16..ETH + 20].copy_from_slice(&f.dst[..4]);
+            let ip_sum = !fold(u64::from(self.ip_base) + u64::from(f.addr_sum) + u64::from(ip_len));
+            buf[ETH + 10..ETH + 12].copy_from_slice(&ip_sum.to_be_bytes());
+        }
         buf[l4..l4 + 2].copy_from_slice(&f.sport);
         buf[l4 + 2..l4 + 4].copy_from_slice(&f.dport);
         let mut stamp_sum = 0;
@@ -233,7 +292,6 @@ impl FrameBuilder {
         } else {
             buf[h..].fill(0);
         }
-        let l4_len = ip_len - IP as u16;
         // Pseudo-header length and, for UDP, the header's own length field:
         // the same value, counted twice.
         let lens = match self.proto {
@@ -247,7 +305,8 @@ impl FrameBuilder {
         let mut c = !fold(sum);
         let at = match self.proto {
             Proto::Udp => {
-                // RFC 768: a computed 0 goes on the wire as 0xffff.
+                // RFC 768 (and RFC 8200 for IPv6, where 0 is not allowed): a
+                // computed 0 goes on the wire as 0xffff.
                 if c == 0 {
                     c = 0xffff;
                 }
@@ -301,9 +360,25 @@ mod tests {
         ]
     }
 
-    fn check(proto: Proto, size: usize) {
-        let fl = flows();
-        let b = FrameBuilder::new(proto, [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], &fl);
+    fn flows6() -> Vec<Flow> {
+        let a = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        vec![
+            Flow { src: a("2001:2:0:40::1"), dst: a("2001:2:0:8000::a"), sport: 1234, dport: 9 },
+            Flow { src: a("2001:2:ffff:ffff:ffff:ffff:ffff:fffe"), dst: a("2001:2::1"), sport: 65535, dport: 65535 },
+            Flow { src: 0, dst: u128::MAX, sport: 0, dport: 0 },
+        ]
+    }
+
+    fn check(proto: Proto, size: usize, v6: bool) {
+        let fl = if v6 { flows6() } else { flows() };
+        let b = if v6 {
+            FrameBuilder::new_v6(proto, [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], &fl)
+        } else {
+            FrameBuilder::new(proto, [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], &fl)
+        };
+        if size < b.min_size() {
+            return;
+        }
         let mut buf = vec![0xAAu8; 2048];
         for (i, f) in fl.iter().enumerate() {
             for seq in [0u32, 1, 0xFFFF_FFFF, 0x1234_5678] {
@@ -312,26 +387,53 @@ mod tests {
                 assert_eq!(n, size - 4);
                 let frame = &buf[..n];
                 let p = SlicedPacket::from_ethernet(frame).expect("parses");
-                let Some(NetSlice::Ipv4(ip)) = p.net else { panic!("not ipv4") };
-                let h = ip.header();
-                assert_eq!(h.source(), f.src.to_be_bytes());
-                assert_eq!(h.destination(), f.dst.to_be_bytes());
-                let hdr = h.to_header();
-                assert_eq!(hdr.header_checksum, hdr.calc_header_checksum(), "ip checksum");
+                let (udp_want, tcp_want): (
+                    Box<dyn Fn(&etherparse::UdpSlice) -> u16>,
+                    Box<dyn Fn(&etherparse::TcpSlice) -> u16>,
+                ) = match p.net {
+                    Some(NetSlice::Ipv4(ref ip)) => {
+                        assert!(!v6);
+                        let h = ip.header();
+                        assert_eq!(h.source(), (f.src as u32).to_be_bytes());
+                        assert_eq!(h.destination(), (f.dst as u32).to_be_bytes());
+                        let hdr = h.to_header();
+                        assert_eq!(hdr.header_checksum, hdr.calc_header_checksum(), "ip checksum");
+                        let (h1, h2) = (hdr.clone(), hdr);
+                        (
+                            Box::new(move |u| u.to_header().calc_checksum_ipv4(&h1, u.payload()).unwrap()),
+                            Box::new(move |t| t.to_header().calc_checksum_ipv4(&h2, t.payload()).unwrap()),
+                        )
+                    }
+                    Some(NetSlice::Ipv6(ref ip)) => {
+                        assert!(v6);
+                        let h = ip.header();
+                        assert_eq!(h.source(), f.src.to_be_bytes());
+                        assert_eq!(h.destination(), f.dst.to_be_bytes());
+                        // A SYN too short for the stamp is padded, as in IPv4.
+                        let padded = proto == Proto::TcpSyn && n - 74 < STAMP_LEN;
+                        assert_eq!((h.hop_limit(), h.payload_length() as usize), (64, if padded { 20 } else { n - 54 }));
+                        let hdr = h.to_header();
+                        let (h1, h2) = (hdr.clone(), hdr);
+                        (
+                            Box::new(move |u| u.to_header().calc_checksum_ipv6(&h1, u.payload()).unwrap()),
+                            Box::new(move |t| t.to_header().calc_checksum_ipv6(&h2, t.payload()).unwrap()),
+                        )
+                    }
+                    _ => panic!("not IP"),
+                };
                 let payload: &[u8] = match p.transport {
                     Some(TransportSlice::Udp(u)) => {
                         assert_eq!(proto, Proto::Udp);
                         assert_eq!((u.source_port(), u.destination_port()), (f.sport, f.dport));
-                        let want = u.to_header().calc_checksum_ipv4(&hdr, u.payload()).unwrap();
-                        assert_eq!(u.checksum(), want, "udp checksum");
+                        assert_eq!(u.checksum(), udp_want(&u), "udp checksum");
+                        assert_ne!(u.checksum(), 0);
                         u.payload()
                     }
                     Some(TransportSlice::Tcp(t)) => {
                         assert_eq!(proto, Proto::TcpSyn);
                         assert!(t.syn() && !t.ack() && !t.rst() && !t.fin());
                         assert_eq!((t.source_port(), t.destination_port()), (f.sport, f.dport));
-                        let want = t.to_header().calc_checksum_ipv4(&hdr, t.payload()).unwrap();
-                        assert_eq!(t.checksum(), want, "tcp checksum");
+                        assert_eq!(t.checksum(), tcp_want(&t), "tcp checksum");
                         t.payload()
                     }
                     _ => panic!("no transport"),
@@ -351,9 +453,17 @@ mod tests {
     #[test]
     fn templates_parse_with_valid_checksums() {
         for size in [64, 65, 75, 76, 77, 128, 594, 1518] {
-            check(Proto::Udp, size);
-            check(Proto::TcpSyn, size);
+            check(Proto::Udp, size, false);
+            check(Proto::TcpSyn, size, false);
         }
+        for size in [78, 83, 84, 85, 95, 96, 97, 128, 1518] {
+            check(Proto::Udp, size, true);
+            check(Proto::TcpSyn, size, true);
+        }
+        let f = flows6();
+        assert_eq!(FrameBuilder::new_v6(Proto::Udp, [0; 6], [0; 6], &f).min_size(), 84);
+        assert_eq!(FrameBuilder::new_v6(Proto::TcpSyn, [0; 6], [0; 6], &f).min_size(), 78);
+        assert_eq!(FrameBuilder::new(Proto::Udp, [0; 6], [0; 6], &flows()).min_size(), 64);
     }
 
     #[test]

@@ -251,6 +251,9 @@ fn run(path: &std::path::Path) -> ExitCode {
     // admin endpoint and the sources inherit none; the dataplane's own
     // threads drop theirs (the housekeeping thread keeps CAP_NET_ADMIN).
     let controller = Daemon::controller_for(&cfg);
+    // [announce]: what a previous process left announced goes first, before
+    // the dataplane brings back the device its routes depend on.
+    svcgate_control::announce::before_dataplane(cfg.announce.as_ref());
     let dataplane = match svcgate_control::dataplane::DataplaneConfig::from_table(&cfg.dataplane) {
         Ok(None) => None,
         Ok(Some(dp)) => match svcgate_control::dataplane::start(
@@ -301,8 +304,14 @@ fn run(path: &std::path::Path) -> ExitCode {
                 "no [dataplane] configured: running the controller and the admin endpoint only"
             ),
         }
+        let announcer = svcgate_control::announce::start_for_run(cfg.announce.as_ref(), dataplane.is_some(), &daemon);
         wait_for_shutdown().await;
         tracing::info!("shutting down");
+        // Graceful drain: withdraw the routes, keep forwarding a while.
+        if let Some(a) = &announcer {
+            a.drain(wait_for_shutdown()).await;
+        }
+        drop(announcer);
         if let Some(dp) = dataplane {
             dp.shutdown();
         }
@@ -394,6 +403,30 @@ fn status(admin: SocketAddr) -> ExitCode {
         if report.ready { "ready" } else { "NOT ready" },
         if report.dataplane_attached { "attached" } else { "not attached" }
     );
+    if let Some(a) = &report.announce {
+        let state = if a.draining {
+            "draining (withdrawn for shutdown)"
+        } else if a.waiting_for_sync {
+            "waiting for the first sync"
+        } else if a.announced == a.desired {
+            "in sync"
+        } else {
+            "pending"
+        };
+        println!(
+            "announce: {} route(s) via BIRD at {}, {state}; {} reload(s), {} error(s)",
+            a.announced.len(),
+            a.bird_socket,
+            a.reloads_total,
+            a.errors_total
+        );
+        if !a.announced.is_empty() {
+            println!("announced: {}", a.announced.join(", "));
+        }
+        if let Some(e) = &a.last_error {
+            println!("announce error (retrying): {e}");
+        }
+    }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     for line in display::source_lines(&c.source, now) {
         println!("{line}");

@@ -63,6 +63,33 @@ enum Command {
         #[command(subcommand)]
         command: DnsCommand,
     },
+    /// Debugging aids (not a stable interface).
+    #[command(hide = true)]
+    Debug {
+        #[command(subcommand)]
+        command: DebugCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DebugCommand {
+    /// Print every Service port's Maglev table digest (and with --slots the
+    /// slots), as a gateway would build them from these manifests: two
+    /// gateways with the same desired state print the same bytes.
+    Maglev {
+        /// Manifest files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// As `validate`.
+        #[arg(long, default_value = "10.96.0.0/12")]
+        service_cidr: ServiceCidrs,
+        /// As `validate` (repeatable).
+        #[arg(long = "node-ip")]
+        node_ips: Vec<IpAddr>,
+        /// Print each slot's backend too.
+        #[arg(long)]
+        slots: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -452,6 +479,20 @@ fn main() -> ExitCode {
             run(&config)
         }
         Command::Status { admin } => status(admin),
+        Command::Debug { command: DebugCommand::Maglev { paths, service_cidr, node_ips, slots } } => {
+            init_logs("warn");
+            let report = load_paths(&paths, &ResolveConfig::new(service_cidr, node_ips));
+            let (table, _) = svcgate_common::table::ServiceTable::build(&report.resolved.desired, 1);
+            print!("{}", display::maglev_dump(&table, slots));
+            for e in &report.errors {
+                eprintln!("error: {e}");
+            }
+            if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Dns { command: DnsCommand::Export { paths, zone, ttl, service_cidr, addresses, reverse } } => {
             init_logs("warn");
             dns_export(&paths, &zone, ttl, service_cidr, addresses, reverse)

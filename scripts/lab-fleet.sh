@@ -49,13 +49,21 @@ DRAIN="${SG_FLEET_DRAIN:-5}"
 NS=("$P-cli" "$P-rtr" "$P-gwa" "$P-gwb" "$P-sw" "$P-p1" "$P-p2" "$P-p3")
 CLIENT_NET=198.18.1.0/24
 
-kill_pidfile() {
-    local f=$1 pid
+# Running and not a zombie (this script's background children are
+# re-parented to whatever reaps them, maybe late).
+alive() {
+    local st
+    st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [ -n "$st" ] && [ "${st#Z}" = "$st" ]
+}
+
+kill_pidfile() { # file [signal]
+    local f=$1 sig=${2:-TERM} pid
     [ -f "$f" ] || return 0
     pid=$(cat "$f" 2>/dev/null || true)
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if [ -n "$pid" ] && alive "$pid"; then
+        kill "-$sig" "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do alive "$pid" || break; sleep 0.05; done
         kill -9 "$pid" 2>/dev/null || true
     fi
     rm -f "$f"
@@ -63,7 +71,11 @@ kill_pidfile() {
 
 down() {
     if [ -d "$DIR" ]; then
-        for f in "$DIR"/*/*.pid "$DIR"/*.pid; do
+        # svcgate first, without its drain (SIGTERM would wait drain_seconds).
+        for f in "$DIR"/*/svcgate.pid; do
+            [ -e "$f" ] && kill_pidfile "$f" KILL
+        done
+        for f in "$DIR"/*/*.pid; do
             [ -e "$f" ] && kill_pidfile "$f"
         done
     fi
@@ -97,6 +109,7 @@ protocol kernel {
 template bgp gwpeer {
     local as 65000;
     hold time 9;
+    connect delay time 1;
     connect retry time 1;
     error wait time 1, 5;
     ipv4 { import all; export none; };
@@ -118,6 +131,7 @@ protocol bgp uplink {
     local $3 as $2;
     neighbor $4 as 65000;
     hold time 9;
+    connect delay time 1;
     connect retry time 1;
     error wait time 1, 5;
     ipv4 { import none; export where proto = "svcgate4"; };
@@ -207,7 +221,7 @@ up() {
         ip -n "$P-sw" link set "s$i" master br0
         ip -n "$P-p$i" addr add "198.18.3.$((9 + i))/24" dev eth0
         ip -n "$P-p$i" route add default nexthop via 198.18.3.1 nexthop via 198.18.3.2
-        ip netns exec "$P-p$i" python3 "$ROOT/scripts/lab-backend.py" "nginx-$((i - 1))" \
+        ip netns exec "$P-p$i" python3 "$ROOT/scripts/lab-backend.py" "nginx-$((i - 1))" --keep-alive \
             >"$DIR/pods/p$i.log" 2>&1 &
         echo $! >"$DIR/pods/p$i.pid"
     done
@@ -239,7 +253,7 @@ stop_gw() { # a|b
     [ -f "$f" ] || return 0
     pid=$(cat "$f")
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 600); do alive "$pid" || break; sleep 0.1; done
     rm -f "$f"
 }
 

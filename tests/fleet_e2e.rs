@@ -333,6 +333,7 @@ fn fleet_sigkill_one_gateway_under_200_connections() {
     let opened = line(&mut held);
     let n = field(&opened, "opened");
     assert!(n >= 198, "{opened}");
+    std::thread::sleep(Duration::from_millis(400));
     let (on_a, on_b) = (f.metric("a", "svcgate_conntrack_entries"), f.metric("b", "svcgate_conntrack_entries"));
     println!("{opened}; flows on gwa {on_a}, on gwb {on_b}");
     assert!(on_a >= 20 && on_b >= 20, "ECMP should spread 200 connections: a {on_a}, b {on_b}");
@@ -349,6 +350,8 @@ fn fleet_sigkill_one_gateway_under_200_connections() {
     let again = line(&mut held);
     let _ = looper.wait();
     let _ = holder.wait();
+    // Workers export their counters every 100 ms.
+    std::thread::sleep(Duration::from_millis(400));
     let picked = f.metric("b", "svcgate_conntrack_events_total{event=\"picked_up\"}");
     println!(
         "SIGKILL gwa: router route without gwa after {:.0} ms ({withdrawn:?} of polling); held: {again}; \

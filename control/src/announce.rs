@@ -510,24 +510,32 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::fro
 /// its first full sync, then follows every published table. Call it only
 /// once the dataplane is attached (the routes are only useful then).
 pub fn start(settings: AnnounceSettings, controller: Arc<Controller>) -> Result<Announcer, std::io::Error> {
+    let tables = controller.tables();
+    start_with(settings, Box::new(move || controller.is_ready()), tables)
+}
+
+/// [`start`] with the readiness and the tables given apart (tests).
+fn start_with(
+    settings: AnnounceSettings,
+    ready: Box<dyn Fn() -> bool + Send>,
+    tables: Arc<Publisher<ServiceTable>>,
+) -> Result<Announcer, std::io::Error> {
     let state = Arc::new(AnnounceState::default());
     let thread = {
         let state = Arc::clone(&state);
         let s = settings.clone();
-        let tables = controller.tables();
-        std::thread::Builder::new()
-            .name("svcgate-announce".into())
-            .spawn(move || run(&s, &state, &controller, &tables))?
+        std::thread::Builder::new().name("svcgate-announce".into()).spawn(move || run(&s, &state, &*ready, &tables))?
     };
     Ok(Announcer { state, settings, thread: Some(thread) })
 }
 
-fn run(s: &AnnounceSettings, state: &AnnounceState, ctl: &Controller, tables: &Publisher<ServiceTable>) {
+fn run(s: &AnnounceSettings, state: &AnnounceState, is_ready: &dyn Fn() -> bool, tables: &Publisher<ServiceTable>) {
     let bird = BirdClient::new(&s.bird_socket, s.timeout);
     // What the file on disk holds (None: unknown) and what BIRD confirmed.
     let mut written: Option<BTreeSet<IpAddr>> = None;
     let mut applied: Option<BTreeSet<IpAddr>> = None;
     let mut retry_at: Option<Instant> = None;
+    let mut last_tried: Option<BTreeSet<IpAddr>> = None;
     let mut backoff = BACKOFF.0;
     let mut last_logged: Option<String> = None;
     {
@@ -537,10 +545,13 @@ fn run(s: &AnnounceSettings, state: &AnnounceState, ctl: &Controller, tables: &P
     }
     while !state.stop.load(Ordering::Relaxed) {
         let draining = state.draining.load(Ordering::Relaxed);
-        let ready = ctl.is_ready();
+        let ready = is_ready();
         let want = if draining || !ready { BTreeSet::new() } else { vip_set(&tables.current(), s) };
-        let due = retry_at.is_none_or(|t| Instant::now() >= t);
+        // After an error, wait for the backoff, unless the set changed
+        // since (a new set is tried at once).
+        let due = retry_at.is_none_or(|t| Instant::now() >= t) || last_tried.as_ref() != Some(&want);
         if applied.as_ref() != Some(&want) && due {
+            last_tried = Some(want.clone());
             let result = if written.as_ref() == Some(&want) {
                 Ok(())
             } else {
@@ -808,6 +819,103 @@ mod tests {
         assert!(matches!(bad.check(Path::new(".")), Err(AnnounceConfigError::Range { key: "drain_seconds", .. })));
         let rel = RawAnnounce { routes_file: Some("r.conf".into()), ..RawAnnounce::default() };
         assert_eq!(rel.check(Path::new("/etc/svcgate")).unwrap().routes_file, Path::new("/etc/svcgate/r.conf"));
+    }
+
+    /// A fake BIRD serving any number of connections, answering each
+    /// `configure` with `0003 Reconfigured`; returns the count of them.
+    fn bird_forever(path: &Path) -> Arc<std::sync::atomic::AtomicUsize> {
+        let l = UnixListener::bind(path).unwrap();
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&n);
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { break };
+                let mut w = s.try_clone().unwrap();
+                let _ = w.write_all(b"0001 BIRD 2.0.12 ready.\n");
+                let mut line = String::new();
+                if BufReader::new(s).read_line(&mut line).is_ok() && line.trim() == "configure" {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let _ = w.write_all(b"0002-Reading configuration from bird.conf\n0003 Reconfigured\n");
+                }
+            }
+        });
+        n
+    }
+
+    fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+        let t0 = Instant::now();
+        while !ok() {
+            assert!(t0.elapsed() < timeout, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn announcer_waits_for_the_sync_retries_bird_and_withdraws_on_drain() {
+        use svcgate_common::model::{
+            BackendSpec, DesiredState, EndpointConditions, Protocol, ServicePortSpec, ServiceSpec, ServiceType,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        let ready = Arc::new(AtomicBool::new(false));
+        let tables = Arc::new(Publisher::new(ServiceTable::empty()));
+        let r = Arc::clone(&ready);
+        let a = start_with(s.clone(), Box::new(move || r.load(Ordering::SeqCst)), Arc::clone(&tables)).unwrap();
+        let st = a.state();
+        // BIRD is not running: an error, retried; the daemon goes on.
+        wait_for("an error while BIRD is down", Duration::from_secs(3), || st.status().errors_total > 0);
+        let e = st.status().last_error.unwrap();
+        assert!(e.contains("cannot connect"), "{e}");
+        assert!(st.status().waiting_for_sync);
+        // A table is published but the first sync is not done: nothing announced.
+        let svc = ServiceSpec {
+            namespace: "default".into(),
+            name: "web".into(),
+            service_type: ServiceType::LoadBalancer,
+            cluster_ips: vec!["198.18.128.10".parse().unwrap()],
+            external_ips: vec![],
+            load_balancer_ips: vec!["198.19.0.100".parse().unwrap()],
+            source_ranges: vec![],
+            affinity: Default::default(),
+            ports: vec![ServicePortSpec {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port: None,
+                backends: vec![BackendSpec {
+                    addr: "198.18.3.10".parse().unwrap(),
+                    port: 80,
+                    conditions: EndpointConditions::READY,
+                    weight: 1,
+                }],
+            }],
+            forwarding: None,
+        };
+        let desired = DesiredState { node_ips: vec![], services: vec![svc] };
+        tables.publish(ServiceTable::build(&desired, 1).0);
+        let configures = bird_forever(&s.bird_socket);
+        wait_for("BIRD reached once it runs", Duration::from_secs(15), || configures.load(Ordering::SeqCst) > 0);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(st.status().announced.is_empty(), "{:?}", st.status());
+        assert!(!std::fs::read_to_string(&s.routes_file).unwrap().contains("route "));
+        // First sync done: both addresses announced.
+        ready.store(true, Ordering::SeqCst);
+        wait_for("announced after the sync", Duration::from_secs(3), || st.status().announced.len() == 2);
+        let text = std::fs::read_to_string(&s.routes_file).unwrap();
+        assert!(text.contains("route 198.19.0.100/32 via \"svcgate0q0\";"), "{text}");
+        assert!(text.contains("route 198.18.128.10/32 via \"svcgate0q0\";"), "{text}");
+        let n = configures.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(configures.load(Ordering::SeqCst), n, "a reload while nothing changed");
+        assert_eq!(st.status().last_error, None);
+        // SIGTERM: everything withdrawn, confirmed by BIRD.
+        assert!(a.withdraw_all(Duration::from_secs(3)));
+        assert!(!std::fs::read_to_string(&s.routes_file).unwrap().contains("route "));
+        assert!(st.status().draining && st.status().announced.is_empty());
+        let mut m = String::new();
+        render_metrics(&mut m, &st.status());
+        assert!(m.contains("svcgate_announced_routes 0\n"), "{m}");
+        assert!(m.contains("svcgate_announce_draining 1\n"), "{m}");
     }
 
     #[test]

@@ -54,7 +54,9 @@ fn ready(test: &str) -> Option<PathBuf> {
     if !require_root(test) {
         return None;
     }
-    let has = |p: &str| Command::new("sh").args(["-c", &format!("command -v {p}")]).output().is_ok_and(|o| o.status.success());
+    let has = |p: &str| {
+        Command::new("sh").args(["-c", &format!("command -v {p}")]).output().is_ok_and(|o| o.status.success())
+    };
     if !skip_unless(test, has("bird") && has("birdc"), "bird and birdc missing (Debian bird2: scripts/setup.sh)") {
         return None;
     }
@@ -129,8 +131,7 @@ impl Fleet {
     fn next_hops(&self, vip: &str) -> Vec<String> {
         let r = self.exec("rtr", &["ip", "route", "show", vip]);
         let words: Vec<&str> = r.split_whitespace().collect();
-        let mut hops: Vec<String> =
-            words.windows(2).filter(|w| w[0] == "via").map(|w| w[1].to_string()).collect();
+        let mut hops: Vec<String> = words.windows(2).filter(|w| w[0] == "via").map(|w| w[1].to_string()).collect();
         hops.sort();
         hops
     }
@@ -255,9 +256,7 @@ fn udp_probe(f: &Fleet, dst: &str, ports: std::ops::Range<u16>) -> BTreeMap<u16,
         ports.start, ports.end
     );
     let out = f.exec("cli", &["python3", "-c", &script]);
-    out.lines()
-        .filter_map(|l| l.split_once(' ').map(|(p, a)| (p.parse().unwrap(), a.to_string())))
-        .collect()
+    out.lines().filter_map(|l| l.split_once(' ').map(|(p, a)| (p.parse().unwrap(), a.to_string()))).collect()
 }
 
 #[test]
@@ -288,7 +287,10 @@ fn fleet_ecmp_route_from_both_gateways_and_same_pod_through_either() {
     let mut through = Vec::new();
     for (x, gw) in [("a", GW_A), ("b", GW_B)] {
         ip(&format!("route replace {echo}/32 via {gw} table 200"));
-        let (new_a, new_b) = (f.metric("a", "svcgate_conntrack_events_total{event=\"new\"}"), f.metric("b", "svcgate_conntrack_events_total{event=\"new\"}"));
+        let (new_a, new_b) = (
+            f.metric("a", "svcgate_conntrack_events_total{event=\"new\"}"),
+            f.metric("b", "svcgate_conntrack_events_total{event=\"new\"}"),
+        );
         let answers = udp_probe(&f, &echo, 41000..41040);
         // Idle workers export their counters every 100 ms.
         std::thread::sleep(Duration::from_millis(400));
@@ -339,7 +341,8 @@ fn fleet_sigkill_one_gateway_under_200_connections() {
     assert!(on_a >= 20 && on_b >= 20, "ECMP should spread 200 connections: a {on_a}, b {on_b}");
 
     let conn_loop = root().join("scripts/conn-loop.py");
-    let (mut looper, mut looped) = f.spawn("cli", &["python3", conn_loop.to_str().unwrap(), LB_IP, "80", "4", "20", "3"]);
+    let (mut looper, mut looped) =
+        f.spawn("cli", &["python3", conn_loop.to_str().unwrap(), LB_IP, "80", "4", "20", "3"]);
     std::thread::sleep(Duration::from_secs(1));
     let kill = Instant::now();
     let st = Command::new("kill").args(["-KILL", &pid_a.to_string()]).status().unwrap();

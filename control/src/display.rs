@@ -254,37 +254,6 @@ pub fn source_lines(s: &SourceStatus, now_unix_ms: u64) -> Vec<String> {
     vec![format!("source: {} watch/list error(s), {state}; last {ago:.1}s ago: {last}", s.errors_total)]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn source_errors_are_shown_with_their_state() {
-        assert!(source_lines(&SourceStatus::default(), 5_000).is_empty());
-        let mut s = SourceStatus {
-            errors_total: 3,
-            last_error: Some("kube source: Services watch error: 410 Gone".into()),
-            last_error_unix_ms: 1_000,
-            retrying: vec!["Services".into()],
-        };
-        assert_eq!(
-            source_lines(&s, 3_500),
-            vec![
-                "source: 3 watch/list error(s), retrying Services with backoff; the last good tables keep serving; \
-                 last 2.5s ago: kube source: Services watch error: 410 Gone"
-            ]
-        );
-        s.retrying.clear();
-        assert!(source_lines(&s, 3_500)[0].starts_with("source: 3 watch/list error(s), recovered; last 2.5s ago"));
-    }
-
-    #[test]
-    fn table_pads_like_kubectl() {
-        let t = format_table(&["NAME", "TYPE"], &[vec!["nginx-headless".into(), "ClusterIP".into()]]);
-        assert_eq!(t, "NAME             TYPE\nnginx-headless   ClusterIP\n");
-    }
-}
-
 /// Every Maglev table of `table`, one line per Service port and family:
 /// `<family> <ns>/<name> <port>/<proto> frontends=<addr:port kind,...>
 /// backends=<n> slots=<m> fnv64=<digest>`, the digest taken over each slot's
@@ -352,4 +321,35 @@ pub fn maglev_dump(table: &svcgate_common::table::ServiceTable, slots: bool) -> 
     half(&mut out, "ipv4", table.v4(), slots);
     half(&mut out, "ipv6", table.v6(), slots);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_errors_are_shown_with_their_state() {
+        assert!(source_lines(&SourceStatus::default(), 5_000).is_empty());
+        let mut s = SourceStatus {
+            errors_total: 3,
+            last_error: Some("kube source: Services watch error: 410 Gone".into()),
+            last_error_unix_ms: 1_000,
+            retrying: vec!["Services".into()],
+        };
+        assert_eq!(
+            source_lines(&s, 3_500),
+            vec![
+                "source: 3 watch/list error(s), retrying Services with backoff; the last good tables keep serving; \
+                 last 2.5s ago: kube source: Services watch error: 410 Gone"
+            ]
+        );
+        s.retrying.clear();
+        assert!(source_lines(&s, 3_500)[0].starts_with("source: 3 watch/list error(s), recovered; last 2.5s ago"));
+    }
+
+    #[test]
+    fn table_pads_like_kubectl() {
+        let t = format_table(&["NAME", "TYPE"], &[vec!["nginx-headless".into(), "ClusterIP".into()]]);
+        assert_eq!(t, "NAME             TYPE\nnginx-headless   ClusterIP\n");
+    }
 }

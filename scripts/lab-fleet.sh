@@ -46,6 +46,10 @@ ROOT=$PWD
 P="${SG_FLEET_PREFIX:-sgfleet}"
 DIR="${SG_FLEET_DIR:-/tmp/$P}"
 DRAIN="${SG_FLEET_DRAIN:-5}"
+case "$DIR" in
+    /*/?*) ;;
+    *) echo "lab-fleet.sh: SG_FLEET_DIR must be an absolute path below a directory, not ${DIR:-empty}" >&2; exit 2 ;;
+esac
 NS=("$P-cli" "$P-rtr" "$P-gwa" "$P-gwb" "$P-sw" "$P-p1" "$P-p2" "$P-p3")
 CLIENT_NET=198.18.1.0/24
 

@@ -366,10 +366,12 @@ fn fleet_sigkill_one_gateway_under_200_connections() {
     assert!(picked >= on_a / 2, "gwb picked up {picked} flows, gwa had {on_a}");
     assert!(t_withdrawn < Duration::from_secs(2), "withdrawal took {t_withdrawn:?}");
     // New connections: only those whose SYNs met the dead gateway before the
-    // withdrawal, and retransmitted after it, are delayed; none may be lost
-    // for longer than the failover and a SYN retransmission.
+    // withdrawal are delayed, until their retransmission (1 s later) takes
+    // the other one: no time without a success longer than the withdrawal,
+    // one retransmission, and slack for a loaded machine.
     assert!(field(&loop_line, "ok") > 0, "{loop_line}");
-    assert!(field(&loop_line, "longest_gap_ms") < 2500, "{loop_line}");
+    let bound = t_withdrawn + Duration::from_millis(2500);
+    assert!(Duration::from_millis(field(&loop_line, "longest_gap_ms")) < bound, "{loop_line}: over {bound:?}");
 }
 
 #[test]

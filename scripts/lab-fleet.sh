@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The fleet lab: two svcgate gateways behind a BGP router doing ECMP, in
-# network namespaces, IPv4 (docs/FLEET.md). Addresses: 198.18.0.0/15 only.
+# network namespaces (docs/FLEET.md). Traffic is IPv4; the router also peers
+# over IPv6 (2001:2:0:5::/64, 2001:2:0:6::/64) and learns the /128 routes of
+# the IPv6 clusterIPs. Addresses: 198.18.0.0/15 and 2001:2::/48 only.
 #
 #  ${P}-cli            ${P}-rtr (BIRD, AS 65000)        ${P}-gwa (BIRD AS 65001 + svcgate)
 #  c0 198.18.1.2 ---- rc 198.18.1.1                     g0 198.18.5.2 | g1 198.18.3.1 --+
@@ -110,6 +112,10 @@ protocol kernel {
     ipv4 { import none; export all; };
     merge paths on limit 16;
 }
+protocol kernel {
+    ipv6 { import none; export all; };
+    merge paths on limit 16;
+}
 template bgp gwpeer {
     local as 65000;
     hold time 9;
@@ -120,10 +126,22 @@ template bgp gwpeer {
 }
 protocol bgp gwa from gwpeer { neighbor 198.18.5.2 as 65001; source address 198.18.5.1; }
 protocol bgp gwb from gwpeer { neighbor 198.18.6.2 as 65002; source address 198.18.6.1; }
+# IPv6: sessions of their own (the /128 routes of svcgate6; no IPv6 traffic
+# in this lab, whose Pods are IPv4).
+template bgp gwpeer6 {
+    local as 65000;
+    hold time 9;
+    connect delay time 1;
+    connect retry time 1;
+    error wait time 1, 5;
+    ipv6 { import all; export none; };
+}
+protocol bgp gwa6 from gwpeer6 { neighbor 2001:2:0:5::2 as 65001; source address 2001:2:0:5::1; }
+protocol bgp gwb6 from gwpeer6 { neighbor 2001:2:0:6::2 as 65002; source address 2001:2:0:6::1; }
 EOF
 }
 
-gateway_bird_conf() { # x as addr peer
+gateway_bird_conf() { # x as addr peer addr6 peer6
     cat <<EOF
 # A gateway's BIRD: announces what svcgate writes to svcgate-routes.conf
 # (protocol static svcgate4 / svcgate6, routes via svcgate's TUN device).
@@ -139,6 +157,15 @@ protocol bgp uplink {
     connect retry time 1;
     error wait time 1, 5;
     ipv4 { import none; export where proto = "svcgate4"; };
+}
+protocol bgp uplink6 {
+    local $5 as $2;
+    neighbor $6 as 65000;
+    hold time 9;
+    connect delay time 1;
+    connect retry time 1;
+    error wait time 1, 5;
+    ipv6 { import none; export where proto = "svcgate6"; };
 }
 EOF
 }
@@ -167,9 +194,10 @@ conntrack_capacity = 65536
 EOF
 }
 
-gateway() { # x g0addr rtraddr g1addr peer_g1addr as
+gateway() { # x g0addr rtraddr g1addr peer_g1addr as g0addr6 rtraddr6
     local ns="$P-gw$1"
     ip -n "$ns" addr add "$2/24" dev g0
+    ip -n "$ns" addr add "$7/64" dev g0 nodad
     ip -n "$ns" addr add "$4/24" dev g1
     ip -n "$ns" route add default via "$3"
     # Only g1 and the TUN devices svcgate creates (they inherit `default`)
@@ -188,7 +216,7 @@ gateway() { # x g0addr rtraddr g1addr peer_g1addr as
     svcgate_conf "$1" "$2" "$4" >"$DIR/gw$1/svcgate.toml"
     # What svcgate withdraws at start; BIRD needs the file to exist.
     printf 'protocol static svcgate4 { ipv4; }\nprotocol static svcgate6 { ipv6; }\n' >"$DIR/gw$1/svcgate-routes.conf"
-    gateway_bird_conf "$1" "$6" "$2" "$3" >"$DIR/gw$1/bird.conf"
+    gateway_bird_conf "$1" "$6" "$2" "$3" "$7" "$8" >"$DIR/gw$1/bird.conf"
     ip netns exec "$ns" bird -c "$DIR/gw$1/bird.conf" -s "$DIR/gw$1/bird.ctl" -P "$DIR/gw$1/bird.pid"
 }
 
@@ -215,10 +243,13 @@ up() {
     ip -n "$P-rtr" addr add 198.18.1.1/24 dev rc
     ip -n "$P-rtr" addr add 198.18.5.1/24 dev ra
     ip -n "$P-rtr" addr add 198.18.6.1/24 dev rb
-    ip netns exec "$P-rtr" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1
+    ip -n "$P-rtr" addr add 2001:2:0:5::1/64 dev ra nodad
+    ip -n "$P-rtr" addr add 2001:2:0:6::1/64 dev rb nodad
+    ip netns exec "$P-rtr" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1 \
+        net.ipv6.conf.all.forwarding=1
 
-    gateway a 198.18.5.2 198.18.5.1 198.18.3.1 198.18.3.2 65001
-    gateway b 198.18.6.2 198.18.6.1 198.18.3.2 198.18.3.1 65002
+    gateway a 198.18.5.2 198.18.5.1 198.18.3.1 198.18.3.2 65001 2001:2:0:5::2 2001:2:0:5::1
+    gateway b 198.18.6.2 198.18.6.1 198.18.3.2 198.18.3.1 65002 2001:2:0:6::2 2001:2:0:6::1
 
     for i in 1 2 3; do
         veth "$P-p$i" eth0 "$P-sw" "s$i"

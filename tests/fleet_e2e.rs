@@ -3,7 +3,8 @@
 //! over them by ECMP (`scripts/lab-fleet.sh`, namespaces `sgft-<pid>-<n>-*`).
 //!
 //! - the router learns every VIP from both gateways and installs one route
-//!   with two next hops, and a flow reaches the same Pod whichever gateway
+//!   with two next hops (IPv4 /32s and the IPv6 clusterIPs' /128s, over
+//!   sessions of each family), and a flow reaches the same Pod whichever gateway
 //!   it crosses (each gateway forced in turn by a policy route on the
 //!   router, the same UDP 5-tuples sent through both);
 //! - SIGKILL of one gateway under 200 held TCP connections and a
@@ -18,7 +19,7 @@
 //! Needs root, bird (Debian bird2), python3, curl and the `svcgate` binary
 //! beside the test binary (`cargo build -p svcgate-control`); without them it
 //! skips with a message, except under CI=true. Addresses: 198.18.0.0/15
-//! only, inside the lab's namespaces.
+//! and 2001:2::/48 only, inside the lab's namespaces (IPv6 carries BGP only).
 
 mod netns;
 
@@ -41,6 +42,8 @@ const LB_IP: &str = "198.19.0.100";
 const CLIENT: &str = "198.18.1.2";
 const GW_A: &str = "198.18.5.2";
 const GW_B: &str = "198.18.6.2";
+const GW_A6: &str = "2001:2:0:5::2";
+const GW_B6: &str = "2001:2:0:6::2";
 const CIDRS: &str = "198.18.128.0/20,2001:2:0:8000::/112";
 
 fn root() -> PathBuf {
@@ -129,7 +132,8 @@ impl Fleet {
 
     /// The next hops of the router's kernel route to `vip` (empty: none).
     fn next_hops(&self, vip: &str) -> Vec<String> {
-        let r = self.exec("rtr", &["ip", "route", "show", vip]);
+        let family = if vip.contains(':') { "-6" } else { "-4" };
+        let r = self.exec("rtr", &["ip", family, "route", "show", vip]);
         let words: Vec<&str> = r.split_whitespace().collect();
         let mut hops: Vec<String> = words.windows(2).filter(|w| w[0] == "via").map(|w| w[1].to_string()).collect();
         hops.sort();
@@ -229,12 +233,12 @@ fn cluster_ip(bin: &Path, name: &str) -> String {
     l.split_whitespace().nth(2).unwrap().split(',').next().unwrap().to_string()
 }
 
-/// Every IPv4 address svcgate announces for the example (ClusterIPs and
-/// the LoadBalancer IP), from `svcgate status` of gateway `x`.
+/// Every address svcgate announces for the example (ClusterIPs of both
+/// families and the LoadBalancer IP), from `svcgate status` of gateway `x`.
 fn announced(f: &Fleet, x: &str) -> Vec<String> {
     let st = f.exec(&format!("gw{x}"), &[f.bin.to_str().unwrap(), "status"]);
     let l = st.lines().find_map(|l| l.strip_prefix("announced: ")).unwrap_or_else(|| panic!("gw{x} status: {st}"));
-    l.split(", ").filter(|a| !a.contains(':')).map(String::from).collect()
+    l.split(", ").map(String::from).collect()
 }
 
 /// UDP "peer?" to `dst`:7 from the client, one datagram per source port
@@ -267,9 +271,11 @@ fn fleet_ecmp_route_from_both_gateways_and_same_pod_through_either() {
     f.start_gw("b");
     let vips = announced(&f, "a");
     assert!(vips.contains(&LB_IP.to_string()) && vips.len() >= 4, "{vips:?}");
+    assert!(vips.iter().any(|v| v.contains(':')), "no IPv6 clusterIP announced: {vips:?}");
     assert_eq!(vips, announced(&f, "b"), "both gateways announce the same set");
     for v in &vips {
-        f.wait_next_hops(v, &[GW_A, GW_B], Duration::from_secs(20));
+        let hops: &[&str] = if v.contains(':') { &[GW_A6, GW_B6] } else { &[GW_A, GW_B] };
+        f.wait_next_hops(v, hops, Duration::from_secs(20));
     }
     let routes = f.birdc("rtr", &format!("show route {LB_IP}/32 all"));
     assert!(routes.contains("[gwa ") && routes.contains("[gwb "), "router's BIRD: {routes}");

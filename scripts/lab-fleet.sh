@@ -18,9 +18,10 @@
 #   ([announce]); every route is `via "svcgate0q0"`, svcgate's TUN device,
 #   so the routes go when the process dies. BIRD exports nothing to the
 #   gateway's own kernel.
-# - svcgate runs in dnat mode (the Pods see the client), with the bundled
-#   examples/manifests: the Pods nginx-0..2 (scripts/lab-backend.py) at
-#   198.18.3.10-12, the LoadBalancer IP 198.19.0.100, ClusterIPs in
+# - svcgate runs in dnat mode (the Pods see the client), both gateways
+#   watching one copy ($DIR/manifests) of the bundled examples/manifests:
+#   the Pods nginx-0..2 (scripts/lab-backend.py) at 198.18.3.10-12, the
+#   LoadBalancer IP 198.19.0.100, ClusterIPs in
 #   198.18.128.0/20 (announced too: kinds = cluster, loadbalancer, external).
 # - The Pods' way back: an ECMP default route via both gateways. A reply
 #   reaching the gateway that does not track its flow is handed to that
@@ -32,12 +33,13 @@
 #   the VIP ranges are blackholed there, as a pass to the kernel must not
 #   loop back to the router.
 #
-# usage: scripts/lab-fleet.sh up | down | status | start-gw a|b | stop-gw a|b
+# usage: scripts/lab-fleet.sh up | down | status | start-gw a|b | stop-gw a|b | start-bird a|b | stop-bird a|b
 #   up        namespaces, links, the Pods' HTTP servers, the three BIRDs; writes
 #             each gateway's svcgate config to $DIR/gw{a,b}/svcgate.toml
 #   start-gw  starts `svcgate run` in that gateway (SVCGATE=path, default
 #             target/debug/svcgate), logs to $DIR/gwX/svcgate.log
 #   stop-gw   SIGTERM (graceful drain), waits for the exit
+#   stop-bird / start-bird  that gateway's BIRD (svcgate must cope)
 # env: SG_FLEET_PREFIX (default sgfleet): namespace names ${P}-cli, ...;
 #      SG_FLEET_DIR (default /tmp/${P}): configs, sockets, pid files, logs;
 #      SG_FLEET_DRAIN (default 5): drain_seconds of the gateways' [announce]
@@ -173,7 +175,7 @@ EOF
 svcgate_conf() { # x g0addr g1addr
     cat <<EOF
 # svcgate on gateway $1 of the fleet lab (scripts/lab-fleet.sh).
-manifests = "$ROOT/examples/manifests"
+manifests = "$DIR/manifests"
 service_cidr = ["198.18.128.0/20", "2001:2:0:8000::/112"]
 node_ips = ["$2"]
 admin_listen = "127.0.0.1:9901"
@@ -217,13 +219,19 @@ gateway() { # x g0addr rtraddr g1addr peer_g1addr as g0addr6 rtraddr6
     # What svcgate withdraws at start; BIRD needs the file to exist.
     printf 'protocol static svcgate4 { ipv4; }\nprotocol static svcgate6 { ipv6; }\n' >"$DIR/gw$1/svcgate-routes.conf"
     gateway_bird_conf "$1" "$6" "$2" "$3" "$7" "$8" >"$DIR/gw$1/bird.conf"
-    ip netns exec "$ns" bird -c "$DIR/gw$1/bird.conf" -s "$DIR/gw$1/bird.ctl" -P "$DIR/gw$1/bird.pid"
+    start_bird "$1"
+}
+
+start_bird() { # a|b
+    ip netns exec "$P-gw$1" bird -c "$DIR/gw$1/bird.conf" -s "$DIR/gw$1/bird.ctl" -P "$DIR/gw$1/bird.pid"
 }
 
 up() {
     down
     command -v bird >/dev/null || { echo "lab-fleet.sh: bird (Debian bird2) is missing: scripts/setup.sh" >&2; exit 1; }
     mkdir -p "$DIR/rtr" "$DIR/pods"
+    # Both gateways watch one copy of the example (tests change it).
+    cp -r "$ROOT/examples/manifests" "$DIR/manifests"
     for ns in "${NS[@]}"; do
         ip netns add "$ns"
         ip -n "$ns" link set lo up
@@ -313,6 +321,8 @@ case "${1:-}" in
     down) down; echo "fleet lab down" ;;
     status) status ;;
     start-gw) start_gw "${2:?a or b}" ;;
+    stop-bird) kill_pidfile "$DIR/gw${2:?a or b}/bird.pid" ;;
+    start-bird) start_bird "${2:?a or b}" ;;
     stop-gw) stop_gw "${2:?a or b}" ;;
-    *) echo "usage: $0 up | down | status | start-gw a|b | stop-gw a|b" >&2; exit 2 ;;
+    *) echo "usage: $0 up | down | status | start-gw a|b | stop-gw a|b | start-bird a|b | stop-bird a|b" >&2; exit 2 ;;
 esac

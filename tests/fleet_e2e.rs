@@ -14,7 +14,11 @@
 //!   the loop's failures are printed;
 //! - SIGTERM: the routes are withdrawn first (the router's route loses the
 //!   gateway while its process still runs and forwards for drain_seconds),
-//!   and no held connection fails.
+//!   and no held connection fails;
+//! - a gateway's BIRD down when its svcgate starts: an error counted and
+//!   shown, retried, announced once BIRD is back; every Pod removed from
+//!   the (shared) manifests: every VIP withdrawn by both gateways, then
+//!   announced again when they return.
 //!
 //! Needs root, bird (Debian bird2), python3, curl and the `svcgate` binary
 //! beside the test binary (`cargo build -p svcgate-control`); without them it
@@ -422,4 +426,63 @@ fn fleet_sigterm_withdraws_first_and_resets_nothing() {
     let log = f.log("a");
     assert!(log.contains("routes withdrawn; draining"), "{log}");
     assert_eq!(field(&again, "again_ok"), n, "a held connection failed: {again}");
+}
+
+#[test]
+fn fleet_bird_down_at_start_and_vips_without_endpoints() {
+    let Some(bin) = ready("fleet_bird_down_at_start_and_vips_without_endpoints") else { return };
+    let f = Fleet::up(bin, 2);
+    // Gateway a's BIRD is down when its svcgate starts: svcgate runs and
+    // forwards, says so, and retries.
+    let out = f.script(&["stop-bird", "a"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    f.start_gw("a");
+    f.start_gw("b");
+    f.wait_next_hops(LB_IP, &[GW_B], Duration::from_secs(20));
+    let t0 = Instant::now();
+    while f.metric("a", "svcgate_announce_errors_total") == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no announce error counted on gwa:\n{}", f.log("a"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = f.exec("gwa", &[f.bin.to_str().unwrap(), "status"]);
+    assert!(st.contains("announce error (retrying): BIRD control socket") && st.contains("cannot connect"), "{st}");
+    // BIRD back: both next hops again, and svcgate's retry gets through.
+    let out = f.script(&["start-bird", "a"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    f.wait_next_hops(LB_IP, &[GW_A, GW_B], Duration::from_secs(20));
+    let desired = f.metric("a", "svcgate_announce_desired_routes");
+    let t0 = Instant::now();
+    while f.metric("a", "svcgate_announced_routes") != desired {
+        assert!(t0.elapsed() < Duration::from_secs(15), "gwa never confirmed its routes:\n{}", f.log("a"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "gwa: BIRD down at start, {} errors, then {desired} routes confirmed",
+        f.metric("a", "svcgate_announce_errors_total")
+    );
+
+    // Every Pod gone: no Service has an endpoint, every VIP is withdrawn
+    // by both gateways (withdraw_without_endpoints).
+    let manifests = f.dir.join("manifests");
+    let away = f.dir.join("pods-away");
+    std::fs::create_dir_all(&away).unwrap();
+    let pods: Vec<PathBuf> = std::fs::read_dir(&manifests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("pod-"))
+        .collect();
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    for p in &pods {
+        std::fs::rename(p, away.join(p.file_name().unwrap())).unwrap();
+    }
+    let gone = f.wait_next_hops(LB_IP, &[], Duration::from_secs(15));
+    for x in ["a", "b"] {
+        assert_eq!(f.metric(x, "svcgate_announce_desired_routes"), 0, "gw{x}");
+    }
+    // And back.
+    for p in &pods {
+        std::fs::rename(away.join(p.file_name().unwrap()), p).unwrap();
+    }
+    let back = f.wait_next_hops(LB_IP, &[GW_A, GW_B], Duration::from_secs(15));
+    println!("Pods removed: {LB_IP} withdrawn after {gone:?}; Pods back: announced again after {back:?}");
 }

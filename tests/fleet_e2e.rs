@@ -377,10 +377,13 @@ fn fleet_sigkill_one_gateway_under_200_connections() {
     assert!(t_withdrawn < Duration::from_secs(2), "withdrawal took {t_withdrawn:?}");
     // New connections: only those whose SYNs met the dead gateway before the
     // withdrawal are delayed, until their retransmission (1 s later) takes
-    // the other one: no time without a success longer than the withdrawal,
-    // one retransmission, and slack for a loaded machine.
-    assert!(field(&loop_line, "ok") > 0, "{loop_line}");
-    let bound = t_withdrawn + Duration::from_millis(2500);
+    // the other one. Failures are bounded by the failover: a few at most
+    // (one attempt blocks the loop for its 3 s timeout; one was seen in 7
+    // runs, with four fleet labs at once on a loaded 2-core machine), and
+    // no time without a success longer than the withdrawal, the loop's
+    // timeout and slack for a loaded machine.
+    assert!(field(&loop_line, "ok") > 0 && field(&loop_line, "failed") <= 3, "{loop_line}");
+    let bound = t_withdrawn + Duration::from_millis(4500);
     assert!(Duration::from_millis(field(&loop_line, "longest_gap_ms")) < bound, "{loop_line}: over {bound:?}");
 }
 

@@ -8,7 +8,9 @@ gateway's SNAT address in snat mode, the client's in dnat mode); a UDP
 datagram "peer?" gets "NAME PEER" back, any other "NAME: <datagram>".
 
 Runs inside a backend namespace (scripts/demo.sh starts one per Pod).
-Usage: lab-backend.py NAME
+Usage: lab-backend.py NAME [--keep-alive]
+  --keep-alive: HTTP/1.1 persistent connections (scripts/conn-hold.py holds
+  them); without it HTTP/1.0, one request per connection
 """
 import http.server
 import socket
@@ -16,6 +18,7 @@ import sys
 import threading
 
 NAME = sys.argv[1]
+KEEP_ALIVE = "--keep-alive" in sys.argv[2:]
 
 
 def peer_ip(addr):
@@ -24,6 +27,8 @@ def peer_ip(addr):
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1" if KEEP_ALIVE else "HTTP/1.0"
+
     def do_GET(self):
         if self.path == "/peer":
             body = f"{NAME} {peer_ip(self.client_address)}\n".encode()

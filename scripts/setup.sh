@@ -16,9 +16,14 @@
 #   python3-dnspython  the second DNS implementation tests/dns_crosscheck.rs checks
 #                    svcgate's answers with (scripts/dns-crosscheck.py)
 #   fonts-dejavu-core  DejaVuSans.ttf, the font svcgate-bench-plot draws its text with
+#   bird2            BIRD 2, the BGP daemon of the fleet lab (scripts/lab-fleet.sh,
+#                    tests/fleet_e2e.rs): one instance per namespace, started by
+#                    the lab with its own config and socket. The package's own
+#                    service is kept from starting at install (policy-rc.d), so
+#                    no BIRD runs in the host's namespace.
 set -euo pipefail
 
-PKGS=(clang llvm libbpf-dev linux-libc-dev libelf-dev iproute2 ethtool netcat-openbsd iputils-ping curl dnsutils python3-dnspython fonts-dejavu-core)
+PKGS=(clang llvm libbpf-dev linux-libc-dev libelf-dev iproute2 ethtool netcat-openbsd iputils-ping curl dnsutils python3-dnspython fonts-dejavu-core bird2)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -39,7 +44,26 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup.sh: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq >/dev/null
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Services of packages installed here (bird2's) must not start: a
+    # policy-rc.d that denies, unless the system has one already (container
+    # images usually do), removed afterwards.
+    own_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\n# scripts/setup.sh: no service starts while it installs\nexit 101\n' |
+            $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
+    status=0
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+    if [ -n "$own_policy" ]; then
+        $SUDO rm -f /usr/sbin/policy-rc.d
+    fi
+    [ "$status" -eq 0 ] || exit "$status"
+    # ...nor at the next boot: the lab runs its own BIRDs.
+    if [[ " ${missing[*]} " == *" bird2 "* ]] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now bird.service >/dev/null 2>&1 || true
+    fi
 fi
 
 if ! command -v clang >/dev/null 2>&1; then

@@ -24,6 +24,7 @@ use crate::metrics::{self, NoStats, StatsSnapshot, StatsSource};
 /// Where the dataplane's counters are read from; starts as [`NoStats`].
 pub struct StatsSlot {
     source: RwLock<(Arc<dyn StatsSource>, bool)>,
+    announce: RwLock<Option<Arc<crate::announce::AnnounceState>>>,
 }
 
 impl std::fmt::Debug for StatsSlot {
@@ -34,7 +35,7 @@ impl std::fmt::Debug for StatsSlot {
 
 impl Default for StatsSlot {
     fn default() -> Self {
-        Self { source: RwLock::new((Arc::new(NoStats), false)) }
+        Self { source: RwLock::new((Arc::new(NoStats), false)), announce: RwLock::new(None) }
     }
 }
 
@@ -47,6 +48,16 @@ impl StatsSlot {
     /// True once a dataplane registered.
     pub fn attached(&self) -> bool {
         self.source.read().1
+    }
+
+    /// Registers the announcer (`[announce]`), for `/status` and `/metrics`.
+    pub fn attach_announce(&self, state: Arc<crate::announce::AnnounceState>) {
+        *self.announce.write() = Some(state);
+    }
+
+    /// The announcer's status, when one runs.
+    pub fn announce(&self) -> Option<crate::announce::AnnounceStatus> {
+        self.announce.read().as_ref().map(|a| a.status())
     }
 
     /// The counters now.
@@ -69,6 +80,9 @@ pub struct StatusReport {
     pub control: ControlStatus,
     /// The dataplane's counters.
     pub stats: StatsSnapshot,
+    /// BGP announcement through BIRD (`[announce]`), when configured.
+    #[serde(default)]
+    pub announce: Option<crate::announce::AnnounceStatus>,
 }
 
 /// The status now.
@@ -82,6 +96,7 @@ pub fn status_report(ctl: &Controller, stats: &StatsSlot) -> StatusReport {
         since_last_sync_secs: since,
         control,
         stats: stats.snapshot(),
+        announce: stats.announce(),
     }
 }
 
@@ -122,6 +137,9 @@ pub fn render_metrics(ctl: &Controller, stats: &StatsSlot) -> String {
     let _ = writeln!(out, "svcgate_dns_table_publishes_total {}", m.dns_builds.load(Ordering::Relaxed));
     m.sync_latency.render(&mut out, "svcgate_sync_latency_seconds", "Source change to table published.");
     metrics::render_stats(&mut out, &stats.snapshot());
+    if let Some(a) = stats.announce() {
+        crate::announce::render_metrics(&mut out, &a);
+    }
     out
 }
 

@@ -17,8 +17,17 @@
 //! addresses = ["198.18.128.10"]    # the addresses DNS answers on (port 53; IPv6 ones
 //!                                  # by the control-path server only, see DnsSettings)
 //! service = "kube-system/kube-dns" # ...and the clusterIP of this Service
+//! [announce]                       # announce VIPs over BGP through BIRD 2 (absent: no announcement)
+//! bird_socket = "/run/bird/bird.ctl"
+//! routes_file = "/etc/bird/svcgate-routes.conf"  # written by svcgate, included by bird.conf
+//! kinds = ["loadbalancer", "external"]           # and/or "cluster" (never NodePorts)
+//! withdraw_without_endpoints = true              # withdraw a VIP no endpoint can serve
+//! drain_seconds = 10                             # SIGTERM: withdraw, forward this long, stop
+//! via = "svcgate0q0"                             # the routes depend on this device (gone with svcgate)
 //! [dataplane]                      # opaque here; the dataplane parses it
 //! ```
+//!
+//! `[announce]` is described in [`crate::announce`] and docs/FLEET.md.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -59,6 +68,8 @@ pub struct Config {
     pub service_proxy_name: Option<String>,
     /// The `[dns]` table: cluster DNS (off by default).
     pub dns: DnsSettings,
+    /// The `[announce]` table: BGP announcement through BIRD (`None`: off).
+    pub announce: Option<crate::announce::AnnounceSettings>,
     /// The `[dataplane]` table, untouched, for the dataplane to parse.
     pub dataplane: toml::Table,
 }
@@ -233,6 +244,7 @@ struct Raw {
     service_proxy_name: Option<String>,
     #[serde(default)]
     dns: RawDns,
+    announce: Option<crate::announce::RawAnnounce>,
     #[serde(default)]
     dataplane: toml::Table,
 }
@@ -284,6 +296,15 @@ pub enum ConfigError {
         /// What is wrong, naming the key.
         #[source]
         source: DnsConfigError,
+    },
+    /// An `[announce]` value is wrong.
+    #[error("{path}: {source}")]
+    Announce {
+        /// The file.
+        path: String,
+        /// What is wrong, naming the key.
+        #[source]
+        source: crate::announce::AnnounceConfigError,
     },
 }
 
@@ -343,6 +364,13 @@ impl Config {
             }
         }
         let dns = raw.dns.check().map_err(|source| ConfigError::Dns { path: p.clone(), source })?;
+        let announce = match raw.announce {
+            None => None,
+            Some(a) => Some(
+                a.check(path.parent().unwrap_or(Path::new(".")))
+                    .map_err(|source| ConfigError::Announce { path: p.clone(), source })?,
+            ),
+        };
         Ok(Self {
             source,
             service_cidr,
@@ -350,6 +378,7 @@ impl Config {
             admin_listen,
             service_proxy_name: raw.service_proxy_name,
             dns,
+            announce,
             dataplane: raw.dataplane,
         })
     }
@@ -471,6 +500,25 @@ mod tests {
         assert!(e.to_string().starts_with("c.toml: dns.ttl: 9999 is out of range"), "{e}");
         let e = Config::parse(&format!("{base}bogus = 1\n"), Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn announce_is_off_unless_configured() {
+        let base = "kube = true\nservice_cidr = \"198.18.0.0/16\"\n";
+        assert!(Config::parse(base, Path::new("/etc/svcgate/c.toml")).unwrap().announce.is_none());
+        let c = Config::parse(
+            &format!("{base}[announce]\nbird_socket = \"bird.ctl\"\nkinds = [\"cluster\"]\ndrain_seconds = 3\n"),
+            Path::new("/etc/svcgate/c.toml"),
+        )
+        .unwrap();
+        let a = c.announce.unwrap();
+        assert_eq!(a.bird_socket, Path::new("/etc/svcgate/bird.ctl"));
+        assert!(a.kinds.cluster && !a.kinds.loadbalancer);
+        assert_eq!(a.drain, std::time::Duration::from_secs(3));
+        let e = Config::parse(&format!("{base}[announce]\nkinds = [\"nodeport\"]\n"), Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().starts_with("c.toml: announce.kinds[0]: \"nodeport\""), "{e}");
+        let e = Config::parse(&format!("{base}[announce]\nbgp = 1\n"), Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("bgp"), "{e}");
     }
 
     #[test]

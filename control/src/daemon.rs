@@ -123,6 +123,11 @@ impl Daemon {
         self.stats.attach(source);
     }
 
+    /// Registers the announcer's state for `/status` and `/metrics`.
+    pub fn attach_announce(&self, state: Arc<crate::announce::AnnounceState>) {
+        self.stats.attach_announce(state);
+    }
+
     /// The config's `[dataplane]` table.
     pub fn dataplane_config(&self) -> &toml::Table {
         &self.dataplane

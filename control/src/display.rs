@@ -254,6 +254,75 @@ pub fn source_lines(s: &SourceStatus, now_unix_ms: u64) -> Vec<String> {
     vec![format!("source: {} watch/list error(s), {state}; last {ago:.1}s ago: {last}", s.errors_total)]
 }
 
+/// Every Maglev table of `table`, one line per Service port and family:
+/// `<family> <ns>/<name> <port>/<proto> frontends=<addr:port kind,...>
+/// backends=<n> slots=<m> fnv64=<digest>`, the digest taken over each slot's
+/// backend `address:port` (not its index), in slot order; with `slots`, the
+/// slots themselves on the following lines. Two gateways with the same
+/// desired state must print the same bytes (`svcgate debug maglev`;
+/// control/tests/agreement.rs runs it in separate processes).
+pub fn maglev_dump(table: &svcgate_common::table::ServiceTable, slots: bool) -> String {
+    use svcgate_common::family::Addr;
+    use svcgate_common::table::FamilyTable;
+    fn fnv(h: &mut u64, bytes: &[u8]) {
+        for b in bytes {
+            *h ^= u64::from(*b);
+            *h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn half<A: Addr + std::fmt::Display>(out: &mut String, fam: &str, t: &FamilyTable<A>, slots: bool) {
+        let mut lines: Vec<(String, String)> = Vec::new();
+        for (i, e) in t.entries().iter().enumerate() {
+            let mut fronts: Vec<String> = t
+                .frontends()
+                .filter(|(_, f)| f.entry as usize == i)
+                .map(|(k, f)| format!("{}:{}:{:?}", k.addr, k.port, f.kind))
+                .collect();
+            fronts.sort();
+            let names: Vec<String> = e
+                .maglev
+                .slots()
+                .iter()
+                .map(|&b| match e.backends.get(usize::from(b)) {
+                    Some(be) => format!("{}:{}", be.addr, be.port),
+                    None => format!("?{b}"),
+                })
+                .collect();
+            let mut h = 0xcbf2_9ce4_8422_2325u64;
+            for n in &names {
+                fnv(&mut h, n.as_bytes());
+                fnv(&mut h, b"\n");
+            }
+            let mut l = format!(
+                "{fam} {}/{} {}/{} frontends={} backends={} slots={} fnv64={h:016x}\n",
+                e.id.namespace,
+                e.id.name,
+                e.id.port,
+                e.id.protocol.as_str(),
+                fronts.join(","),
+                e.backends.len(),
+                names.len()
+            );
+            if slots {
+                for chunk in names.chunks(8) {
+                    let _ = writeln!(l, "  {}", chunk.join(" "));
+                }
+            }
+            let key = format!("{}/{} {}/{}", e.id.namespace, e.id.name, e.id.port, e.id.protocol.as_str());
+            lines.push((key, l));
+        }
+        // Entry order is the build's; the dump's order is by name.
+        lines.sort();
+        for (_, l) in lines {
+            out.push_str(&l);
+        }
+    }
+    let mut out = String::new();
+    half(&mut out, "ipv4", table.v4(), slots);
+    half(&mut out, "ipv6", table.v6(), slots);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 //! queries the workers leave, over UDP and TCP, from the same table.
 
 pub mod admin;
+pub mod announce;
 pub mod cidr;
 pub mod config;
 pub mod controller;

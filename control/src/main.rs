@@ -63,6 +63,33 @@ enum Command {
         #[command(subcommand)]
         command: DnsCommand,
     },
+    /// Debugging aids (not a stable interface).
+    #[command(hide = true)]
+    Debug {
+        #[command(subcommand)]
+        command: DebugCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DebugCommand {
+    /// Print every Service port's Maglev table digest (and with --slots the
+    /// slots), as a gateway would build them from these manifests: two
+    /// gateways with the same desired state print the same bytes.
+    Maglev {
+        /// Manifest files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// As `validate`.
+        #[arg(long, default_value = "10.96.0.0/12")]
+        service_cidr: ServiceCidrs,
+        /// As `validate` (repeatable).
+        #[arg(long = "node-ip")]
+        node_ips: Vec<IpAddr>,
+        /// Print each slot's backend too.
+        #[arg(long)]
+        slots: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -251,6 +278,9 @@ fn run(path: &std::path::Path) -> ExitCode {
     // admin endpoint and the sources inherit none; the dataplane's own
     // threads drop theirs (the housekeeping thread keeps CAP_NET_ADMIN).
     let controller = Daemon::controller_for(&cfg);
+    // [announce]: what a previous process left announced goes first, before
+    // the dataplane brings back the device its routes depend on.
+    svcgate_control::announce::before_dataplane(cfg.announce.as_ref());
     let dataplane = match svcgate_control::dataplane::DataplaneConfig::from_table(&cfg.dataplane) {
         Ok(None) => None,
         Ok(Some(dp)) => match svcgate_control::dataplane::start(
@@ -301,8 +331,14 @@ fn run(path: &std::path::Path) -> ExitCode {
                 "no [dataplane] configured: running the controller and the admin endpoint only"
             ),
         }
+        let announcer = svcgate_control::announce::start_for_run(cfg.announce.as_ref(), dataplane.is_some(), &daemon);
         wait_for_shutdown().await;
         tracing::info!("shutting down");
+        // Graceful drain: withdraw the routes, keep forwarding a while.
+        if let Some(a) = &announcer {
+            a.drain(wait_for_shutdown()).await;
+        }
+        drop(announcer);
         if let Some(dp) = dataplane {
             dp.shutdown();
         }
@@ -394,6 +430,30 @@ fn status(admin: SocketAddr) -> ExitCode {
         if report.ready { "ready" } else { "NOT ready" },
         if report.dataplane_attached { "attached" } else { "not attached" }
     );
+    if let Some(a) = &report.announce {
+        let state = if a.draining {
+            "draining (withdrawn for shutdown)"
+        } else if a.waiting_for_sync {
+            "waiting for the first sync"
+        } else if a.announced == a.desired {
+            "in sync"
+        } else {
+            "pending"
+        };
+        println!(
+            "announce: {} route(s) via BIRD at {}, {state}; {} reload(s), {} error(s)",
+            a.announced.len(),
+            a.bird_socket,
+            a.reloads_total,
+            a.errors_total
+        );
+        if !a.announced.is_empty() {
+            println!("announced: {}", a.announced.join(", "));
+        }
+        if let Some(e) = &a.last_error {
+            println!("announce error (retrying): {e}");
+        }
+    }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     for line in display::source_lines(&c.source, now) {
         println!("{line}");
@@ -419,6 +479,20 @@ fn main() -> ExitCode {
             run(&config)
         }
         Command::Status { admin } => status(admin),
+        Command::Debug { command: DebugCommand::Maglev { paths, service_cidr, node_ips, slots } } => {
+            init_logs("warn");
+            let report = load_paths(&paths, &ResolveConfig::new(service_cidr, node_ips));
+            let (table, _) = svcgate_common::table::ServiceTable::build(&report.resolved.desired, 1);
+            print!("{}", display::maglev_dump(&table, slots));
+            for e in &report.errors {
+                eprintln!("error: {e}");
+            }
+            if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Dns { command: DnsCommand::Export { paths, zone, ttl, service_cidr, addresses, reverse } } => {
             init_logs("warn");
             dns_export(&paths, &zone, ttl, service_cidr, addresses, reverse)

@@ -17,6 +17,32 @@ use svcgate_control::display;
 use svcgate_control::load::load_paths;
 use svcgate_control::resolve::{ResolveConfig, ServiceCidrs};
 
+/// Writes to stdout; a reader that went away (`svcgate validate DIR | head`)
+/// ends the program quietly, as `cat` does, rather than with the panic of
+/// `print!` on a closed pipe. Other write errors are reported once.
+fn emit(text: &str) {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("svcgate: cannot write to stdout: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// `print!` through [`emit`].
+macro_rules! out {
+    ($($t:tt)*) => { emit(&format!($($t)*)) };
+}
+
+/// `println!` through [`emit`].
+macro_rules! outln {
+    () => { emit("\n") };
+    ($($t:tt)*) => { emit(&format!("{}\n", format_args!($($t)*))) };
+}
+
 /// svcgate: Kubernetes Services on a userspace AF_XDP dataplane.
 #[derive(Debug, Parser)]
 #[command(name = "svcgate", version, about)]
@@ -156,9 +182,9 @@ fn validate(
     let report = load_paths(paths, &cfg);
     let (_, warnings) = svcgate_common::table::ServiceTable::build(&report.resolved.desired, 1);
     let (svcs, eps) = display::rows(&report.resolved.desired);
-    print!("{}", display::services_table(&svcs));
-    println!();
-    print!("{}", display::endpoints_table(&eps));
+    out!("{}", display::services_table(&svcs));
+    outln!();
+    out!("{}", display::endpoints_table(&eps));
     // A cluster's dump may hold hundreds of objects of other kinds: the
     // first few by name, the rest counted by kind.
     const SKIPPED_SHOWN: usize = 10;
@@ -237,7 +263,7 @@ fn dns_export(
         Some(Reverse::V4) => ZoneKind::ReverseV4,
         Some(Reverse::V6) => ZoneKind::ReverseV6,
     };
-    print!("{}", z.zone_file(kind, &config));
+    out!("{}", z.zone_file(kind, &config));
     for s in z.skipped() {
         eprintln!("warning: left out of the zone: {s}");
     }
@@ -371,19 +397,19 @@ fn status(admin: SocketAddr) -> ExitCode {
         }
     };
     let c = &report.control;
-    print!("{}", display::services_table(&c.services));
-    println!();
-    print!("{}", display::endpoints_table(&c.endpoints));
-    println!();
+    out!("{}", display::services_table(&c.services));
+    outln!();
+    out!("{}", display::endpoints_table(&c.endpoints));
+    outln!();
     match &c.dns {
         Some(d) => {
             let on = if d.addresses.is_empty() { "no address".to_string() } else { d.addresses.join(", ") };
-            println!("DNS: zone {} on {on}, table generation {}, {} names", d.zone, d.generation, d.names);
-            print!("{}", display::dns_table(&d.rows));
+            outln!("DNS: zone {} on {on}, table generation {}, {} names", d.zone, d.generation, d.names);
+            out!("{}", display::dns_table(&d.rows));
         }
-        None => println!("DNS: off (no [dns] addresses or service configured)"),
+        None => outln!("DNS: off (no [dns] addresses or service configured)"),
     }
-    println!();
+    outln!();
     // Per Service: packets and bytes summed over its ports.
     let rows: Vec<Vec<String>> = c
         .services
@@ -398,8 +424,8 @@ fn status(admin: SocketAddr) -> ExitCode {
             vec![s.name.clone(), p.to_string(), b.to_string()]
         })
         .collect();
-    print!("{}", display::format_table(&["NAME", "PACKETS", "BYTES"], &rows));
-    println!();
+    out!("{}", display::format_table(&["NAME", "PACKETS", "BYTES"], &rows));
+    outln!();
     if !report.stats.workers.is_empty() {
         // Per worker: the forwarding core's cost, as testpmd's
         // --record-core-cycles prints it ("CPU cycles/packet").
@@ -419,12 +445,12 @@ fn status(admin: SocketAddr) -> ExitCode {
                 ]
             })
             .collect();
-        print!("{}", display::format_table(&["WORKER", "RX", "TX", "DROPPED", "BUSY", "CYCLES/PKT"], &rows));
-        println!("(TSC at {} MHz)", report.stats.tsc_mhz);
-        println!();
+        out!("{}", display::format_table(&["WORKER", "RX", "TX", "DROPPED", "BUSY", "CYCLES/PKT"], &rows));
+        outln!("(TSC at {} MHz)", report.stats.tsc_mhz);
+        outln!();
     }
     let since = report.since_last_sync_secs.map_or_else(|| "never".to_string(), |s| format!("{s:.1}s ago"));
-    println!(
+    outln!(
         "generation {}, last sync {since}, {}, dataplane {}",
         c.generation,
         if report.ready { "ready" } else { "NOT ready" },
@@ -440,7 +466,7 @@ fn status(admin: SocketAddr) -> ExitCode {
         } else {
             "pending"
         };
-        println!(
+        outln!(
             "announce: {} route(s) via BIRD at {}, {state}; {} reload(s), {} error(s)",
             a.announced.len(),
             a.bird_socket,
@@ -448,21 +474,21 @@ fn status(admin: SocketAddr) -> ExitCode {
             a.errors_total
         );
         if !a.announced.is_empty() {
-            println!("announced: {}", a.announced.join(", "));
+            outln!("announced: {}", a.announced.join(", "));
         }
         if let Some(e) = &a.last_error {
-            println!("announce error (retrying): {e}");
+            outln!("announce error (retrying): {e}");
         }
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     for line in display::source_lines(&c.source, now) {
-        println!("{line}");
+        outln!("{line}");
     }
     for w in &c.warnings {
-        println!("warning: {w}");
+        outln!("warning: {w}");
     }
     for e in &c.errors {
-        println!("error: {e}");
+        outln!("error: {e}");
     }
     ExitCode::SUCCESS
 }
@@ -483,7 +509,7 @@ fn main() -> ExitCode {
             init_logs("warn");
             let report = load_paths(&paths, &ResolveConfig::new(service_cidr, node_ips));
             let (table, _) = svcgate_common::table::ServiceTable::build(&report.resolved.desired, 1);
-            print!("{}", display::maglev_dump(&table, slots));
+            out!("{}", display::maglev_dump(&table, slots));
             for e in &report.errors {
                 eprintln!("error: {e}");
             }

@@ -126,3 +126,40 @@ fn dns_export_rejects_a_bad_zone_and_reports_bad_objects() {
     assert!(so.contains("\nnginx.default.svc.cluster.local. 5 IN A 10.247."), "{so}");
     assert!(!so.contains("nodeport-service"), "{so}");
 }
+
+/// `svcgate validate DIR | head -1`: the reader closes the pipe after one
+/// line; svcgate stops quietly (exit 0, no panic message), as `cat` does.
+#[test]
+fn validate_into_a_closed_pipe_exits_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = std::env::temp_dir().join(format!("svcgate-cli-pipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Enough Services that the tables outgrow the pipe's 64 KiB buffer.
+    let yaml: String = (0..3000)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}}}\nspec:\n  clusterIP: 198.18.{}.{}\n  \
+                 ports: [{{port: 80}}]\n---\n",
+                128 + i / 250,
+                1 + i % 250
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("many.yaml"), yaml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_svcgate"))
+        .args(["validate", dir.to_str().unwrap(), "--service-cidr", "198.18.128.0/20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run svcgate");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    // The reader is dropped here: the pipe is closed.
+    let out = child.wait_with_output().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let se = text(&out.stderr);
+    assert!(first.starts_with("NAME"), "{first}");
+    assert!(!se.contains("panicked"), "{se}");
+    assert_eq!(out.status.code(), Some(0), "{se}");
+}

@@ -411,7 +411,10 @@ mod tests {
                         assert_eq!(h.destination(), f.dst.to_be_bytes());
                         // A SYN too short for the stamp is padded, as in IPv4.
                         let padded = proto == Proto::TcpSyn && n - 74 < STAMP_LEN;
-                        assert_eq!((h.hop_limit(), h.payload_length() as usize), (64, if padded { 20 } else { n - 54 }));
+                        assert_eq!(
+                            (h.hop_limit(), h.payload_length() as usize),
+                            (64, if padded { 20 } else { n - 54 })
+                        );
                         let hdr = h.to_header();
                         let (h1, h2) = (hdr.clone(), hdr);
                         (

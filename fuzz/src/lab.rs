@@ -3,13 +3,15 @@
 //! path on and off, and the checks every verdict must pass.
 //!
 //! Addresses are the dataplane's lab ones (`svcgate_dataplane::testing`),
-//! all in 198.18.0.0/15.
+//! all in 198.18.0.0/15 and 2001:2::/48: web, spread and keep are
+//! dual-stack, so IPv6 frames meet tracked flows, the fast path and the
+//! reverse table as IPv4 ones do.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, OnceLock};
 
 use svcgate_common::model::{
-    BackendSpec, DesiredState, ForwardingMode, Ipv4Net, Protocol, ServiceSpec, ServiceType, SessionAffinity,
+    BackendSpec, DesiredState, ForwardingMode, Ipv4Net, Ipv6Net, Protocol, ServiceSpec, ServiceType, SessionAffinity,
 };
 use svcgate_common::table::ServiceTable;
 use svcgate_dataplane::nat::{Counters, DropReason, Frame, NatConfig, NextHops, PassReason, Shared, Verdict, Worker};
@@ -42,22 +44,33 @@ pub const STICKY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 14);
 pub const DRAIN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 15);
 /// A Service whose backend has no known MAC.
 pub const UNRESOLVED_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 16);
+/// spread's IPv6 clusterIP.
+pub const SPREAD_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x13);
+/// keep's IPv6 clusterIP.
+pub const KEEP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x17);
+/// A second IPv6 client on the clients' link.
+pub const CLIENT6_2: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0x11);
 
 /// The Services of table variant `v` (0-3). 0 and 3 are the same Services
 /// (3 is a rebuild, as after an unrelated change); 1 removes and moves
 /// backends under live flows; 2 drops Services and leaves only terminating
 /// endpoints where there were ready ones.
 pub fn desired(v: u8) -> DesiredState {
-    let web_backends = if v == 1 { vec![] } else { vec![ready(0, 80)] };
-    let spread: Vec<BackendSpec> = (2..12).filter(|i| v != 1 || *i % 3 != 0).map(|i| ready(i, 80)).collect();
+    let web_backends = if v == 1 { vec![] } else { vec![ready(0, 80), ready6(0, 80)] };
+    let spread: Vec<BackendSpec> =
+        (2..12).filter(|i| v != 1 || *i % 3 != 0).flat_map(|i| [ready(i, 80), ready6(i, 80)]).collect();
     let drain =
         if v == 2 { vec![terminating(16, 80), terminating(17, 80)] } else { vec![ready(16, 80), terminating(17, 80)] };
     let keep_backend = if v == 1 { 23 } else { 20 };
     let web = ServiceSpec {
         service_type: ServiceType::LoadBalancer,
+        cluster_ips: vec![CLUSTER_IP.into(), CLUSTER_IP6.into()],
         external_ips: vec![EXTERNAL_IP.into()],
-        load_balancer_ips: vec![LB_IP.into()],
-        source_ranges: vec!["198.18.1.0/24".parse::<Ipv4Net>().expect("a CIDR").into()],
+        load_balancer_ips: vec![LB_IP.into(), LB_IP6.into()],
+        source_ranges: vec![
+            "198.18.1.0/24".parse::<Ipv4Net>().expect("a CIDR").into(),
+            "2001:2:0:1::/64".parse::<Ipv6Net>().expect("a CIDR").into(),
+        ],
         ..svc("web", Some(CLUSTER_IP), vec![port("http", Protocol::Tcp, 8080, Some(30120), web_backends)])
     };
     let sticky = ServiceSpec {
@@ -70,12 +83,13 @@ pub fn desired(v: u8) -> DesiredState {
     };
     let keep = ServiceSpec {
         forwarding: Some(ForwardingMode::Dnat),
+        cluster_ips: vec![KEEP.into(), KEEP6.into()],
         ..svc(
             "keep",
             Some(KEEP),
             vec![
-                port("t", Protocol::Tcp, 80, None, vec![ready(keep_backend, 80)]),
-                port("u", Protocol::Udp, 81, None, vec![ready(keep_backend, 81)]),
+                port("t", Protocol::Tcp, 80, None, vec![ready(keep_backend, 80), ready6(keep_backend, 80)]),
+                port("u", Protocol::Udp, 81, None, vec![ready(keep_backend, 81), ready6(keep_backend, 81)]),
             ],
         )
     };
@@ -95,11 +109,14 @@ pub fn desired(v: u8) -> DesiredState {
             Some(EMPTY_IP),
             vec![port("t", Protocol::Tcp, 80, None, vec![]), port("u", Protocol::Udp, 81, None, vec![])],
         ),
-        svc(
-            "spread",
-            Some(SPREAD_IP),
-            vec![port("t", Protocol::Tcp, 80, None, spread.clone()), port("u", Protocol::Udp, 80, None, spread)],
-        ),
+        ServiceSpec {
+            cluster_ips: vec![SPREAD_IP.into(), SPREAD_IP6.into()],
+            ..svc(
+                "spread",
+                Some(SPREAD_IP),
+                vec![port("t", Protocol::Tcp, 80, None, spread.clone()), port("u", Protocol::Udp, 80, None, spread)],
+            )
+        },
         sticky,
         svc(
             "drain",
@@ -117,7 +134,7 @@ pub fn desired(v: u8) -> DesiredState {
     if v == 2 {
         services.retain(|s| s.name != "web" && s.name != "keep");
     }
-    DesiredState { node_ips: vec![NODE_IP.into()], services }
+    DesiredState { node_ips: vec![NODE_IP.into(), NODE_IP6.into()], services }
 }
 
 /// The next hops of variant `v` (0-3): 0 is the lab's; 1 forgets backend
@@ -131,18 +148,24 @@ pub fn hops(v: u8, generation: u32) -> NextHops {
         h = NextHops::new(generation, ports);
         if v == 1 {
             h.add_route("198.18.64.0/18".parse().expect("a CIDR"), ROUTER);
+            h.add_route("2001:2:0:40::/64".parse().expect("a CIDR"), ROUTER6);
         }
         h.add_neighbour(0, CLIENT2, [0x02, 0, 0, 0, 0x01, 0x0b]);
         h.add_neighbour(0, ROUTER, ROUTER_MAC);
+        h.add_neighbour(0, ROUTER6, ROUTER_MAC);
         if v == 2 {
             h.add_neighbour(0, CLIENT, CLIENT_MAC);
+            h.add_neighbour(0, CLIENT6, CLIENT_MAC);
         }
         for i in 0..BACKENDS {
             if v == 2 || i != 0 {
                 h.add_neighbour(1, backend(i), backend_mac(i));
+                h.add_neighbour(1, backend6(i), backend_mac(i));
             }
         }
     }
+    // The second IPv6 client, as CLIENT2 is IPv4's: known in every variant.
+    h.add_neighbour(0, CLIENT6_2, [0x02, 0, 0, 0, 0x01, 0x0b]);
     h
 }
 
@@ -403,6 +426,79 @@ impl<'a> Ip<'a> {
     }
 }
 
+/// The IPv6 packet of a frame (one optional 802.1Q tag), if its fixed
+/// header is whole and its payload length fits the frame; extension
+/// headers (hop-by-hop, routing, fragment, destination options, at most 8)
+/// walked to the upper layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Ip6<'a> {
+    /// The fixed header.
+    pub header: &'a [u8],
+    /// The upper-layer protocol and its bytes (after the extension headers;
+    /// `None` when the walk failed or a fragment header was met).
+    pub upper: Option<(u8, &'a [u8])>,
+}
+
+impl<'a> Ip6<'a> {
+    /// Parses the frame's IPv6 part.
+    pub fn of(frame: &'a [u8]) -> Option<Self> {
+        let l3 = match frame.get(12..14)? {
+            [0x86, 0xdd] => 14,
+            [0x81, 0x00] if frame.get(16..18)? == [0x86, 0xdd] => 18,
+            _ => return None,
+        };
+        let ip = frame.get(l3..)?;
+        let plen = usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]));
+        if ip.first()? >> 4 != 6 || ip.len() < 40 + plen {
+            return None;
+        }
+        let (mut nh, mut rest) = (ip[6], &ip[40..40 + plen]);
+        let mut upper = None;
+        for _ in 0..8 {
+            match nh {
+                0 | 43 | 60 => {
+                    let len = (usize::from(*rest.get(1).unwrap_or(&255)) + 1) * 8;
+                    let Some(next) = rest.first().copied().filter(|_| rest.len() >= len) else { break };
+                    (nh, rest) = (next, &rest[len..]);
+                }
+                44 => break,
+                _ => {
+                    upper = Some((nh, rest));
+                    break;
+                }
+            }
+        }
+        Some(Self { header: &ip[..40], upper })
+    }
+
+    /// Hop limit.
+    pub fn hop_limit(&self) -> u8 {
+        self.header[7]
+    }
+
+    /// The upper-layer checksum field at `at`, for TCP (16), UDP (6) and
+    /// ICMPv6 (2) with a whole header.
+    pub fn l4_checksum(&self) -> Option<u16> {
+        let (nh, p) = self.upper?;
+        let at = match nh {
+            6 if p.len() >= 20 => 16,
+            17 if p.len() >= 8 => 6,
+            58 if p.len() >= 4 => 2,
+            _ => return None,
+        };
+        Some(u16::from_be_bytes([p[at], p[at + 1]]))
+    }
+
+    /// Whether the TCP/UDP/ICMPv6 checksum (with the IPv6 pseudo-header) is
+    /// valid; None for other protocols or a short header.
+    pub fn l4_ok(&self) -> Option<bool> {
+        self.l4_checksum()?;
+        let (nh, p) = self.upper?;
+        let len = (p.len() as u32).to_be_bytes();
+        Some(ones_sum(&[&self.header[8..40], &len, &[0, 0, 0, nh], p]) == 0xffff)
+    }
+}
+
 /// The checks on one frame's result against its input:
 ///
 /// - a forwarded frame keeps its length, leaves on a known port, has its
@@ -413,6 +509,11 @@ impl<'a> Ip<'a> {
 ///   checksums;
 /// - a frame passed to the kernel is unchanged.
 pub fn check_outcome(input: &[u8], o: &Outcome, hops: &NextHops) {
+    if Ip::of(input).is_none() {
+        if let Some(i) = Ip6::of(input) {
+            return check_outcome6(input, &i, o, hops);
+        }
+    }
     match o.verdict {
         Verdict::Forward { port } => {
             assert!(usize::from(port) < hops.ports().len(), "forwarded to unknown port {port}");
@@ -460,15 +561,74 @@ pub fn check_outcome(input: &[u8], o: &Outcome, hops: &NextHops) {
     }
 }
 
-/// The 5-tuple of an untagged IPv4 TCP/UDP frame without options:
-/// (src, dst, sport, dport, proto).
-pub fn tuple(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u16, u16, u8)> {
-    if frame.len() < 38 || frame[12..14] != [0x08, 0x00] || frame[14] != 0x45 {
-        return None;
+/// [`check_outcome`] for an IPv6 input: the same rules, with the hop limit
+/// for the TTL, no header checksum, a UDP checksum of 0 never forwarded
+/// (invalid over IPv6), and replies that are a TCP RST or an ICMPv6 error
+/// with valid checksums.
+fn check_outcome6(input: &[u8], i: &Ip6<'_>, o: &Outcome, hops: &NextHops) {
+    match o.verdict {
+        Verdict::Forward { port } => {
+            assert!(usize::from(port) < hops.ports().len(), "forwarded to unknown port {port}");
+            assert_eq!(o.len, input.len(), "a forwarded frame changed length");
+            let Some(out) = Ip6::of(o.frame()) else {
+                panic!("forwarded an IPv6 frame into one without a whole IPv6 header: {:02x?}", o.frame());
+            };
+            assert_eq!(out.hop_limit(), i.hop_limit().wrapping_sub(1), "hop limit not decremented by one");
+            assert!(i.hop_limit() > 1, "forwarded a frame whose hop limit expires here");
+            let udp = matches!(i.upper, Some((17, _)));
+            assert!(!(udp && i.l4_checksum() == Some(0)), "forwarded IPv6 UDP without a checksum");
+            if i.l4_ok() == Some(true) {
+                assert_eq!(
+                    out.l4_ok(),
+                    Some(true),
+                    "L4 checksum broken by the IPv6 rewrite: {input:02x?} -> {:02x?}",
+                    o.frame()
+                );
+                if udp {
+                    assert_ne!(out.l4_checksum(), Some(0), "an IPv6 UDP checksum became 0");
+                }
+            }
+        }
+        Verdict::Reply { len } => {
+            assert!(usize::from(len) <= o.buf.len(), "reply longer than its buffer");
+            assert!(usize::from(len) <= 14 + 4 + 1280, "an IPv6 reply over the minimum MTU");
+            let Some(out) = Ip6::of(o.frame()) else { panic!("a reply without an IPv6 header: {:02x?}", o.frame()) };
+            match out.upper {
+                Some((6 | 58, _)) => {
+                    assert_eq!(out.l4_ok(), Some(true), "IPv6 reply with a bad checksum: {:02x?}", o.frame())
+                }
+                u => panic!("IPv6 reply of protocol {:?}", u.map(|(p, _)| p)),
+            }
+        }
+        Verdict::Pass(_) => {
+            assert_eq!(&o.buf[..input.len()], input, "a frame passed to the kernel was changed ({:?})", o.verdict);
+        }
+        Verdict::Drop(_) => {}
     }
-    let a = |i: usize| Ipv4Addr::new(frame[i], frame[i + 1], frame[i + 2], frame[i + 3]);
+}
+
+/// The 5-tuple of an untagged TCP/UDP frame, IPv4 without options or IPv6
+/// without extension headers: (src, dst, sport, dport, proto).
+pub fn tuple(frame: &[u8]) -> Option<(IpAddr, IpAddr, u16, u16, u8)> {
     let p = |i: usize| u16::from_be_bytes([frame[i], frame[i + 1]]);
-    Some((a(26), a(30), p(34), p(36), frame[23]))
+    if frame.len() >= 38 && frame[12..14] == [0x08, 0x00] && frame[14] == 0x45 {
+        let a = |i: usize| IpAddr::from([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]]);
+        return Some((a(26), a(30), p(34), p(36), frame[23]));
+    }
+    if frame.len() >= 58 && frame[12..14] == [0x86, 0xdd] && matches!(frame[20], 6 | 17) {
+        let a = |i: usize| IpAddr::from(<[u8; 16]>::try_from(&frame[i..i + 16]).unwrap_or_default());
+        return Some((a(22), a(38), p(54), p(56), frame[20]));
+    }
+    None
+}
+
+/// Where the source port's low byte is in an answer built by [`answer_to`].
+pub fn sport_low_byte(frame: &[u8]) -> usize {
+    if frame.get(12..14) == Some(&[0x86, 0xdd]) {
+        55
+    } else {
+        35
+    }
 }
 
 /// The backend's answer to a frame the gateway forwarded to it: addresses
@@ -482,5 +642,13 @@ pub fn answer_to(forwarded: &[u8], flags: u8) -> Option<Vec<u8>> {
     } else {
         udp(dport, sport)
     };
-    Some(Pkt { src_mac: mac, dst_mac: GW_POD_MAC, ..Pkt::new(dst, src, l4) }.build())
+    Some(match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            Pkt { src_mac: mac, dst_mac: GW_POD_MAC, ..Pkt::new(dst, src, l4) }.build()
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            Pkt { src_mac: mac, dst_mac: GW_POD_MAC, ..Pkt::new(dst, src, l4) }.build()
+        }
+        _ => return None,
+    })
 }

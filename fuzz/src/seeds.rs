@@ -91,6 +91,44 @@ fn frames(dnat: bool) -> Vec<(String, Vec<u8>)> {
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
     add("arp", arp);
     add("not-service", Pkt::new(CLIENT, std::net::Ipv4Addr::new(198, 18, 9, 9), udp(1, 2)).build());
+    // IPv6: the dual-stack Services' IPv6 halves, and what goes to the
+    // kernel or is dropped.
+    let syn6 = Pkt::new(CLIENT6, CLUSTER_IP6, tcp(41000, 8080, SYN));
+    add("v6-syn-clusterip", syn6.build());
+    add("v6-syn-nodeport", Pkt::new(CLIENT6, NODE_IP6, tcp(41000, 30120, SYN)).build());
+    add("v6-syn-lb", Pkt::new(CLIENT6, LB_IP6, tcp(41000, 8080, SYN)).build());
+    add("v6-syn-keep", Pkt::new(CLIENT6, lab::KEEP6, tcp(41000, 80, SYN)).build());
+    add("v6-udp-spread", Pkt::new(CLIENT6, lab::SPREAD_IP6, udp(41000, 80)).build());
+    add("v6-ack-no-flow", Pkt::new(CLIENT6, CLUSTER_IP6, tcp(41000, 8080, ACK)).build());
+    add("v6-syn-hop1", Pkt { ttl: 1, ..syn6.clone() }.build());
+    add("v6-syn-vlan", Pkt { vlan: Some(7), ..syn6.clone() }.build());
+    let mut zero = Pkt::new(CLIENT6, lab::SPREAD_IP6, udp(41000, 80)).build();
+    zero[60..62].copy_from_slice(&[0, 0]);
+    add("v6-udp-zero-checksum", zero);
+    // A destination options header (8 bytes, PadN) before TCP.
+    let mut dopt = syn6.build();
+    dopt.splice(54..54, [6u8, 0, 1, 4, 0, 0, 0, 0]);
+    dopt[20] = 60;
+    let plen = u16::from_be_bytes([dopt[18], dopt[19]]) + 8;
+    dopt[18..20].copy_from_slice(&plen.to_be_bytes());
+    add("v6-dest-options", dopt);
+    let mut frag6 = syn6.build();
+    frag6.splice(54..54, [6u8, 0, 0, 1, 0, 0, 0, 1]);
+    frag6[20] = 44;
+    let plen = u16::from_be_bytes([frag6[18], frag6[19]]) + 8;
+    frag6[18..20].copy_from_slice(&plen.to_be_bytes());
+    add("v6-fragment", frag6);
+    let mut ns = Pkt::new(CLIENT6, NODE_IP6, udp(1, 2)).build();
+    ns[20] = 58; // ICMPv6 (neighbour discovery is the kernel's)
+    add("v6-icmpv6", ns);
+    let mut short6 = syn6.build();
+    short6.truncate(60);
+    add("v6-truncated", short6);
+    add(
+        "v6-to-snat-no-flow",
+        Pkt { src_mac: backend_mac(0), dst_mac: GW_POD_MAC, ..Pkt::new(backend6(0), SNAT6, tcp(80, 33000, ACK)) }
+            .build(),
+    );
     add(
         "to-snat-no-flow",
         Pkt { src_mac: backend_mac(0), dst_mac: GW_POD_MAC, ..Pkt::new(backend(0), SNAT, tcp(80, 33000, ACK)) }.build(),
@@ -103,14 +141,14 @@ fn frames(dnat: bool) -> Vec<(String, Vec<u8>)> {
     let mut w = World::new(lab::config(mode, 1, lab::SMALL_CT), true);
     let forwarded = setup(&mut w, &table, &hops, START_MS);
     for (i, p) in crate::targets::frames::setup_packets().into_iter().enumerate() {
-        let l4 = match p.l4 {
+        let l4 = match p.l4() {
             L4::Tcp { sport, dport, .. } => tcp(sport, dport, ACK | PSH),
             u => u,
         };
-        add(&format!("flow{i}-data"), Pkt { l4, payload: vec![0x5a; 100], ..p.clone() }.build());
-        if let L4::Tcp { sport, dport, .. } = p.l4 {
-            add(&format!("flow{i}-fin"), Pkt { l4: tcp(sport, dport, FIN | ACK), ..p.clone() }.build());
-            add(&format!("flow{i}-rst"), Pkt { l4: tcp(sport, dport, RST), ..p.clone() }.build());
+        add(&format!("flow{i}-data"), p.with(l4, Some(vec![0x5a; 100])));
+        if let L4::Tcp { sport, dport, .. } = p.l4() {
+            add(&format!("flow{i}-fin"), p.with(tcp(sport, dport, FIN | ACK), None));
+            add(&format!("flow{i}-rst"), p.with(tcp(sport, dport, RST), None));
         }
     }
     for (i, f) in forwarded.iter().enumerate() {
@@ -172,6 +210,25 @@ fn frame_sequence() -> Vec<(String, Vec<u8>)> {
     for header in [0u8, 1, 2, 4] {
         v.push((format!("handshake-h{header}"), [vec![header], handshake.clone()].concat()));
     }
+    // The same in IPv6 (template bit 5: frontend 0 of FRONTENDS6 = web's
+    // IPv6 clusterIP), and keep's IPv6 half in dnat mode.
+    let mut handshake6 = handshake.clone();
+    let mut i = 0;
+    while i < handshake6.len() {
+        // 0x90 ops carry 3 operand bytes, 0xa1 ones 2.
+        if handshake6[i] & 0xf0 == 0x90 {
+            handshake6[i + 1] |= 0x20;
+            i += 4;
+        } else {
+            i += 3;
+        }
+    }
+    for header in [0u8, 1, 2] {
+        v.push((format!("v6-handshake-h{header}"), [vec![header], handshake6.clone()].concat()));
+    }
+    let keep6 =
+        [vec![2u8, 0x90, 0x25, 0, 0x02, 0xa1, 0, 0, 0x90, 0x25, 0, 0x10, 0x90, 0x25, 0, 0x18, 0xa1, 0, 2]].concat();
+    v.push(("v6-keep-dnat".into(), keep6));
     // Many flows in batches on both workers, then the table changes under
     // them, time passes and maintenance runs.
     let mut many = vec![0u8];

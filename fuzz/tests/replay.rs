@@ -77,3 +77,24 @@ fn empty_and_tiny_inputs() {
         }
     }
 }
+
+/// The lab is dual-stack: every setup flow, IPv4 and IPv6, is forwarded
+/// (a world where the IPv6 ones were dropped would fuzz nothing of IPv6's
+/// fast path and reverse table), in both gateway modes.
+#[test]
+fn setup_flows_of_both_families_are_forwarded() {
+    use svcgate_common::model::ForwardingMode;
+    use svcgate_fuzz::lab::{self, Lab, World};
+    use svcgate_fuzz::targets::frames::{setup, setup_packets};
+    let lab = Lab::get();
+    let (table, hops) = (lab.table(0, 1), lab::hops(0, 1));
+    for mode in [ForwardingMode::Snat, ForwardingMode::Dnat] {
+        let mut w = World::new(lab::config(mode, 1, lab::SMALL_CT), true);
+        let forwarded = setup(&mut w, &table, &hops, lab::START_MS);
+        assert_eq!(forwarded.len(), setup_packets().len(), "{mode:?}");
+        let v6 = forwarded.iter().filter(|f| f[12..14] == [0x86, 0xdd]).count();
+        assert_eq!(v6, 3, "{mode:?}: the IPv6 setup flows");
+        // Their answers were translated back (the reverse table has them).
+        assert!(w.workers[0].counters().reverse_translated >= 9, "{:?}", w.workers[0].counters());
+    }
+}

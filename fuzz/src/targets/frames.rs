@@ -41,7 +41,7 @@
 //! A run stops after 256 ops or 1024 frames.
 
 use std::hash::{Hash, Hasher};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use svcgate_common::model::ForwardingMode;
 use svcgate_common::table::{ServicePortId, ServiceTable};
@@ -51,15 +51,54 @@ use svcgate_dataplane::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
 
 use crate::lab::{self, Lab, Outcome, World, DNS_IP, KEEP, SMALL_CT, SNATTED, SPREAD_IP, START_MS, STICKY_IP};
 
-/// The client packets `frame_pipeline` opens flows with before its frame.
-pub fn setup_packets() -> Vec<Pkt> {
+/// A client packet of either family.
+#[derive(Debug, Clone)]
+pub enum AnyPkt {
+    /// IPv4.
+    V4(Pkt),
+    /// IPv6.
+    V6(Pkt<Ipv6Addr>),
+}
+
+impl AnyPkt {
+    /// The L4 header.
+    pub fn l4(&self) -> L4 {
+        match self {
+            Self::V4(p) => p.l4,
+            Self::V6(p) => p.l4,
+        }
+    }
+
+    /// The same packet with another L4 header and payload, built.
+    pub fn with(&self, l4: L4, payload: Option<Vec<u8>>) -> Vec<u8> {
+        match self {
+            Self::V4(p) => Pkt { l4, payload: payload.unwrap_or_else(|| p.payload.clone()), ..p.clone() }.build(),
+            Self::V6(p) => Pkt { l4, payload: payload.unwrap_or_else(|| p.payload.clone()), ..p.clone() }.build(),
+        }
+    }
+
+    /// The frame.
+    pub fn build(&self) -> Vec<u8> {
+        match self {
+            Self::V4(p) => p.build(),
+            Self::V6(p) => p.build(),
+        }
+    }
+}
+
+/// The client packets `frame_pipeline` opens flows with before its frame,
+/// IPv4 and IPv6.
+pub fn setup_packets() -> Vec<AnyPkt> {
     vec![
-        Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN)),
-        Pkt::new(CLIENT, DNS_IP, udp(5000, 53)),
-        Pkt::new(CLIENT, KEEP, tcp(40001, 80, SYN)),
-        Pkt::new(CLIENT, SNATTED, tcp(40002, 443, SYN)),
-        Pkt::new(CLIENT2, SPREAD_IP, udp(5001, 80)),
-        Pkt::new(CLIENT, STICKY_IP, tcp(40003, 80, SYN)),
+        AnyPkt::V4(Pkt::new(CLIENT, CLUSTER_IP, tcp(40000, 8080, SYN))),
+        AnyPkt::V4(Pkt::new(CLIENT, DNS_IP, udp(5000, 53))),
+        AnyPkt::V4(Pkt::new(CLIENT, KEEP, tcp(40001, 80, SYN))),
+        AnyPkt::V4(Pkt::new(CLIENT, SNATTED, tcp(40002, 443, SYN))),
+        AnyPkt::V4(Pkt::new(CLIENT2, SPREAD_IP, udp(5001, 80))),
+        AnyPkt::V4(Pkt::new(CLIENT, STICKY_IP, tcp(40003, 80, SYN))),
+        AnyPkt::V6(Pkt::new(CLIENT6, CLUSTER_IP6, tcp(40004, 8080, SYN))),
+        AnyPkt::V6(Pkt::new(CLIENT6, lab::KEEP6, tcp(40005, 80, SYN))),
+        AnyPkt::V6(Pkt::new(lab::CLIENT6_2, lab::SPREAD_IP6, udp(5002, 80))),
     ]
 }
 
@@ -77,9 +116,8 @@ pub fn setup(w: &mut World, t: &ServiceTable, h: &NextHops, now: u32) -> Vec<Vec
         if let Some(answer) = lab::answer_to(&fwd, SYN | ACK) {
             w.run(0, t, h, &[(answer, 1)], 2048, now);
         }
-        if let L4::Tcp { sport, dport, .. } = p.l4 {
-            let ack = Pkt { l4: tcp(sport, dport, ACK), ..p.clone() };
-            w.run(0, t, h, &[(ack.build(), 0)], 2048, now);
+        if let L4::Tcp { sport, dport, .. } = p.l4() {
+            w.run(0, t, h, &[(p.with(tcp(sport, dport, ACK), None), 0)], 2048, now);
         }
         forwarded.push(fwd);
     }
@@ -193,41 +231,87 @@ const FRONTENDS: [(Ipv4Addr, bool, u16); 16] = [
     (SNATTED, true, 443),
 ];
 
+/// The IPv6 frontends the template picks from (`f` bit 5): the dual-stack
+/// Services' IPv6 halves, and IPv6 addresses and ports that are none.
+const FRONTENDS6: [(Ipv6Addr, bool, u16); 16] = [
+    (CLUSTER_IP6, true, 8080),
+    (NODE_IP6, true, 30120),
+    (LB_IP6, true, 8080),
+    (lab::SPREAD_IP6, true, 80),
+    (lab::SPREAD_IP6, false, 80),
+    (lab::KEEP6, true, 80),
+    (lab::KEEP6, false, 81),
+    (CLUSTER_IP6, false, 8080),
+    (NODE_IP6, true, 30121),
+    (lab::SPREAD_IP6, true, 81),
+    (Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x99), true, 80),
+    (Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x99), false, 80),
+    (SNAT6, true, 33000),
+    (LB_IP6, false, 8080),
+    (lab::KEEP6, true, 81),
+    (CLUSTER_IP6, true, 80),
+];
+
 /// A well-formed client packet from three operand bytes: `f` picks the
 /// frontend (low 4 bits) and, in bit 4, a frontend port one off (no
-/// Service); `c` picks the client (low 2 bits: the lab client, a second
-/// one, a routed one, one outside every route) and the source port
+/// Service), in bit 5 an IPv6 frontend instead (`FRONTENDS6`); `c` picks
+/// the client (low 2 bits: the lab client, a second one, a routed one, one
+/// outside every route, of the frontend's family) and the source port
 /// (40000 + the rest); `g` gives the TCP flags (FIN SYN RST PSH ACK in bits
 /// 0-4), bit 5 an 802.1Q tag, bit 6 TTL 1, bit 7 a payload of 600 bytes.
 pub fn template(f: u8, c: u8, g: u8) -> Vec<u8> {
-    let (dst, is_tcp, mut dport) = FRONTENDS[usize::from(f & 15)];
-    if f & 0x10 != 0 {
-        dport = dport.wrapping_add(1);
+    let sport = 40000 + u16::from(c >> 2);
+    let flags =
+        [FIN, SYN, RST, PSH, ACK].iter().enumerate().fold(0, |a, (i, f)| a | if g >> i & 1 != 0 { *f } else { 0 });
+    let l4 = |is_tcp: bool, dport: u16| {
+        let dport = if f & 0x10 != 0 { dport.wrapping_add(1) } else { dport };
+        if is_tcp {
+            tcp(sport, dport, flags)
+        } else {
+            udp(sport, dport)
+        }
+    };
+    if f & 0x20 != 0 {
+        let (dst, is_tcp, dport) = FRONTENDS6[usize::from(f & 15)];
+        let client = match c & 3 {
+            0 => CLIENT6,
+            1 => lab::CLIENT6_2,
+            2 => Ipv6Addr::from(u128::from(FAR_NET6) + 5),
+            _ => Ipv6Addr::new(0x2001, 2, 0, 0xc8, 0, 0, 0, 7),
+        };
+        let mut p = Pkt::new(client, dst, l4(is_tcp, dport));
+        if matches!(c & 3, 2 | 3) {
+            p.src_mac = ROUTER_MAC;
+        }
+        shape(&mut p.vlan, &mut p.ttl, &mut p.payload, g);
+        return p.build();
     }
+    let (dst, is_tcp, dport) = FRONTENDS[usize::from(f & 15)];
     let client = match c & 3 {
         0 => CLIENT,
         1 => CLIENT2,
         2 => FAR_CLIENT,
         _ => Ipv4Addr::new(198, 18, 200, 7),
     };
-    let sport = 40000 + u16::from(c >> 2);
-    let flags =
-        [FIN, SYN, RST, PSH, ACK].iter().enumerate().fold(0, |a, (i, f)| a | if g >> i & 1 != 0 { *f } else { 0 });
-    let l4 = if is_tcp { tcp(sport, dport, flags) } else { udp(sport, dport) };
-    let mut p = Pkt::new(client, dst, l4);
+    let mut p = Pkt::new(client, dst, l4(is_tcp, dport));
     if matches!(c & 3, 2 | 3) {
         p.src_mac = ROUTER_MAC;
     }
+    shape(&mut p.vlan, &mut p.ttl, &mut p.payload, g);
+    p.build()
+}
+
+/// `template`'s `g` bits 5-7: an 802.1Q tag, TTL (hop limit) 1, 600 bytes.
+fn shape(vlan: &mut Option<u16>, ttl: &mut u8, payload: &mut Vec<u8>, g: u8) {
     if g & 0x20 != 0 {
-        p.vlan = Some(100);
+        *vlan = Some(100);
     }
     if g & 0x40 != 0 {
-        p.ttl = 1;
+        *ttl = 1;
     }
     if g & 0x80 != 0 {
-        p.payload = vec![0x5a; 600];
+        *payload = vec![0x5a; 600];
     }
-    p.build()
 }
 
 struct Sequence {
@@ -365,7 +449,7 @@ pub fn frame_sequence(data: &[u8]) {
                 let Some(mut answer) = lab::answer_to(fwd, flags) else { continue };
                 if g & 0x08 != 0 {
                     // From the wrong backend port.
-                    answer[35] ^= 0x01;
+                    answer[lab::sport_low_byte(fwd)] ^= 0x01;
                 }
                 s.frame(w, answer, 1, op & 2 != 0);
             }

@@ -91,7 +91,10 @@ impl fmt::Display for RxReport {
 /// The per-frame accounting, separate from the socket for tests.
 #[derive(Debug, Default)]
 pub struct RxCounter {
-    streams: HashMap<u16, SeqTracker>,
+    /// Per (generator, thread). ahash's map, not std's: its keys are fixed in
+    /// the fuzz build (`svcgate_fuzz::init`), so the `pktgen_stamp` target
+    /// takes the same edges for the same input (AFL stability).
+    streams: HashMap<u16, SeqTracker, ahash::RandomState>,
     report: RxReport,
 }
 

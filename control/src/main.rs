@@ -56,17 +56,8 @@ enum Command {
     /// Load manifests without starting anything and print the Services and
     /// endpoints, or the errors (exit code 1 on errors, like `nginx -t`).
     Validate {
-        /// Manifest files or directories (`.yaml`, `.yml`, `.json`; directories recursively).
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// Where Services without a clusterIP get one (kubeadm's default
-        /// range); dual-stack: `<IPv4 CIDR>,<IPv6 CIDR>` (or IPv6 first), as
-        /// kube-apiserver's --service-cluster-ip-range.
-        #[arg(long, default_value = "10.96.0.0/12")]
-        service_cidr: ServiceCidrs,
-        /// A node IP NodePorts open on, IPv4 or IPv6 (repeatable).
-        #[arg(long = "node-ip")]
-        node_ips: Vec<IpAddr>,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Serve only Services labelled service.kubernetes.io/service-proxy-name
         /// with this value (default: only Services without that label, as kube-proxy).
         #[arg(long)]
@@ -97,21 +88,30 @@ enum Command {
     },
 }
 
+/// The manifests to load and how, as `validate` and `debug maglev` take them.
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// Manifest files or directories (`.yaml`, `.yml`, `.json`; directories recursively).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Where Services without a clusterIP get one (kubeadm's default
+    /// range); dual-stack: `<IPv4 CIDR>,<IPv6 CIDR>` (or IPv6 first), as
+    /// kube-apiserver's --service-cluster-ip-range.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: ServiceCidrs,
+    /// A node IP NodePorts open on, IPv4 or IPv6 (repeatable).
+    #[arg(long = "node-ip")]
+    node_ips: Vec<IpAddr>,
+}
+
 #[derive(Debug, Subcommand)]
 enum DebugCommand {
     /// Print every Service port's Maglev table digest (and with --slots the
     /// slots), as a gateway would build them from these manifests: two
     /// gateways with the same desired state print the same bytes.
     Maglev {
-        /// Manifest files or directories.
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// As `validate`.
-        #[arg(long, default_value = "10.96.0.0/12")]
-        service_cidr: ServiceCidrs,
-        /// As `validate` (repeatable).
-        #[arg(long = "node-ip")]
-        node_ips: Vec<IpAddr>,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Print each slot's backend too.
         #[arg(long)]
         slots: bool,
@@ -496,7 +496,7 @@ fn status(admin: SocketAddr) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { paths, service_cidr, node_ips, service_proxy_name } => {
+        Command::Validate { load: LoadArgs { paths, service_cidr, node_ips }, service_proxy_name } => {
             init_logs("warn");
             validate(&paths, service_cidr, node_ips, service_proxy_name)
         }
@@ -505,7 +505,9 @@ fn main() -> ExitCode {
             run(&config)
         }
         Command::Status { admin } => status(admin),
-        Command::Debug { command: DebugCommand::Maglev { paths, service_cidr, node_ips, slots } } => {
+        Command::Debug {
+            command: DebugCommand::Maglev { load: LoadArgs { paths, service_cidr, node_ips }, slots },
+        } => {
             init_logs("warn");
             let report = load_paths(&paths, &ResolveConfig::new(service_cidr, node_ips));
             let (table, _) = svcgate_common::table::ServiceTable::build(&report.resolved.desired, 1);

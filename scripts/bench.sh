@@ -323,6 +323,16 @@ zero_loss() { # name hi -> ZL
 }
 
 # --- the dataplanes ----------------------------------------------------------------
+# The bench Service's EndpointSlice of one family: endpoint_slice NAME TYPE ADDR...
+endpoint_slice() {
+    local name=$1 type=$2
+    shift 2
+    printf 'apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n'
+    printf 'metadata: {name: %s, namespace: default, labels: {kubernetes.io/service-name: bench}}\n' "$name"
+    printf 'addressType: %s\nports: [{name: udp, port: %s, protocol: UDP}]\nendpoints: [' "$type" "$TPORT"
+    printf '{addresses: ["%s"], conditions: {ready: true}}, ' "$@" | sed 's/, $//'
+    printf ']\n'
+}
 svcgate_start() {
     mkdir -p "$TMP/manifests"
     cat >"$TMP/manifests/bench.yaml" <<Y
@@ -335,19 +345,9 @@ spec:
   clusterIPs: [$VIP, "$VIP6"]
   ports: [{name: udp, port: $VPORT, targetPort: $TPORT, protocol: UDP}]
 ---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: bench-v4, namespace: default, labels: {kubernetes.io/service-name: bench}}
-addressType: IPv4
-ports: [{name: udp, port: $TPORT, protocol: UDP}]
-endpoints: [$(for a in $PODS; do printf '{addresses: [%s], conditions: {ready: true}}, ' "$a"; done | sed 's/, $//')]
+$(endpoint_slice bench-v4 IPv4 $PODS)
 ---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: bench-v6, namespace: default, labels: {kubernetes.io/service-name: bench}}
-addressType: IPv6
-ports: [{name: udp, port: $TPORT, protocol: UDP}]
-endpoints: [$(for a in $PODS6; do printf '{addresses: ["%s"], conditions: {ready: true}}, ' "$a"; done | sed 's/, $//')]
+$(endpoint_slice bench-v6 IPv6 $PODS6)
 Y
     # 32 SNAT addresses x 64512 ports: room for the 1M-flow run; 4 IPv6
     # ones for the IPv6 run at --key-flows.

@@ -19,6 +19,9 @@
 //! idle_sleep_us = 50              # how long it naps (without busy_poll)
 //! worker_rt_priority = 0          # 1..=99: SCHED_FIFO workers, the NAPI thread runs in their naps (copy mode)
 //! conntrack_pressure_percent = 90 # past this share of conntrack_capacity, unassured flows are reclaimed first
+//! state_dir = "/run/svcgate"       # flow and reply tables kept here (tmpfs), adopted by the next svcgate:
+//!                                 # established flows survive a restart or upgrade (docs/RESTART.md);
+//!                                 # unset (the default): anonymous memory, flows lost on restart
 //!
 //! [dataplane.timeouts]            # connection tracking, seconds (Linux's and kube-proxy's defaults)
 //! tcp_syn = 60                    # TCP before the handshake completed
@@ -104,6 +107,13 @@ pub struct DataplaneConfig {
     /// Connection-tracking timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// Where the flow and reply tables live so that the next svcgate
+    /// (restarted, or upgraded to a binary with the same table layout)
+    /// adopts them: a directory on tmpfs, e.g. `/run/svcgate`. Unset: the
+    /// tables are anonymous memory and established flows end with the
+    /// process (see docs/RESTART.md).
+    #[serde(default)]
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// `[dataplane.timeouts]`, in seconds; each key defaults to
@@ -271,6 +281,7 @@ impl DataplaneConfig {
                 conntrack_capacity6: self.conntrack_capacity6,
                 pressure_percent: self.conntrack_pressure_percent,
                 timeouts: self.timeouts.to_timeouts()?,
+                state_dir: self.state_dir.clone(),
                 ..NatConfig::default()
             },
             idle_sleep: if self.busy_poll { Duration::ZERO } else { Duration::from_micros(self.idle_sleep_us) },
@@ -366,6 +377,9 @@ pub fn start(
     dns: Option<Arc<Publisher<DnsTable>>>,
 ) -> Result<Running, DataplaneError> {
     let gw = Gateway::start_with_dns(cfg.gateway_config()?, &tables, dns.as_deref())?;
+    if let Some(r) = gw.restart_report() {
+        log_restart(cfg, r);
+    }
     for (ifname, mode) in gw.xdp_modes() {
         tracing::info!(%ifname, mode, "XDP steering attached");
     }
@@ -414,6 +428,25 @@ pub fn start(
         }
     }
     Ok(Running { stop, thread: Some(thread), stats })
+}
+
+/// Logs what adopting the state directory did: each refused file as an
+/// error (its table started clean), then one line of counts.
+fn log_restart(cfg: &DataplaneConfig, r: &svcgate_dataplane::nat::restart::RestartReport) {
+    for why in &r.refused {
+        tracing::error!("state file refused: {why}");
+    }
+    tracing::info!(
+        state_dir = ?cfg.state_dir,
+        files_adopted = r.files_adopted,
+        files_refused = r.refused.len(),
+        flows_adopted = r.flows_adopted,
+        flows_dropped = r.flows_dropped,
+        replies_adopted = r.replies_adopted,
+        replies_dropped = r.replies_dropped,
+        torn_slots = r.torn,
+        "state directory opened"
+    );
 }
 
 struct GatewayStats(StatsHandle);

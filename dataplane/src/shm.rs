@@ -81,9 +81,21 @@ impl StateFile {
     /// Empties the file and sizes it for a body of `body` bytes, all zero
     /// (a fresh table: every entry free), with a zero header, which no
     /// reader accepts until [`StateFile::write_header`].
+    /// The body's pages are reserved (`posix_fallocate`): a tmpfs too
+    /// small for the tables fails here, at start, rather than with a
+    /// SIGBUS when a worker first writes a page the filesystem cannot give.
     pub fn reset(&self, body: usize) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let len = (HEADER_BYTES + body) as u64;
         self.file.set_len(0)?;
-        self.file.set_len((HEADER_BYTES + body) as u64)
+        self.file.set_len(len)?;
+        let len = libc::off_t::try_from(len).map_err(io::Error::other)?;
+        // SAFETY: a plain system call on a descriptor this struct owns; it
+        // touches no memory of ours.
+        match unsafe { libc::posix_fallocate(self.file.as_raw_fd(), 0, len) } {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
     }
 
     /// Writes the header (at most [`HEADER_BYTES`]).

@@ -40,6 +40,17 @@ const GW_CLIENT_IP: &str = "198.18.1.1";
 const GW_POD_IP: &str = "198.18.2.1";
 const POD_IP: &str = "198.18.2.11";
 const SNAT_IP: &str = "198.18.3.1";
+
+/// `RESTART_E2E_LOCAL_SNAT=1`: masquerade to the gateway's own address
+/// (198.18.2.1) instead, the experiment of docs/RESTART.md (the kernel
+/// answers replies that reach it in the gap with a RST). Not a CI setting.
+fn snat_ip() -> &'static str {
+    if std::env::var("RESTART_E2E_LOCAL_SNAT").as_deref() == Ok("1") {
+        GW_POD_IP
+    } else {
+        SNAT_IP
+    }
+}
 const VIP: &str = "198.18.128.10";
 const PORT: u16 = 8080;
 const NODE_PORT: u16 = 2222;
@@ -380,7 +391,8 @@ impl RestartLab {
              admin_listen = \"127.0.0.1:9901\"\n\n[dataplane]\ninterfaces = [\"g0\", \"g1\"]\nqueues = 1\n\
              mode = \"{mode}\"\nsnat_addrs = [\"{SNAT_IP}\"]\nconntrack_capacity = 4096\n\
              conntrack_capacity6 = 1024\nstate_dir = \"{}\"\n",
-            dir.join("state").display()
+            dir.join("state").display(),
+            SNAT_IP = snat_ip()
         );
         std::fs::write(dir.join("svcgate.toml"), toml).unwrap();
         let svc = format!(
@@ -437,6 +449,11 @@ impl RestartLab {
 
 impl Drop for RestartLab {
     fn drop(&mut self) {
+        // RESTART_E2E_KEEP=1 keeps the logs (timestamps of each start).
+        if std::env::var("RESTART_E2E_KEEP").as_deref() == Ok("1") {
+            eprintln!("kept {}", self.dir.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

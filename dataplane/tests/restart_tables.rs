@@ -336,3 +336,20 @@ fn a_second_process_on_the_same_state_dir_is_refused() {
     let e = Shared::open(cfg).expect_err("locked");
     assert!(e.to_string().contains("in use by another process"), "{e}");
 }
+
+#[test]
+fn adopted_flows_wait_for_the_first_table() {
+    let dir = Dir::new("unsynced");
+    let mut p = Proc::open(config(&dir, 1, 1024), table(&desired(4), 3));
+    let flows = connect(&mut p);
+    drop(p);
+    // The next process before its first table is published (generation 0).
+    let mut p = Proc::open(config(&dir, 1, 1024), ServiceTable::empty());
+    let (cport, _, _) = flows[0];
+    let (v, _) = p.run(0, &Pkt::new(CLIENT, VIP, tcp(cport, 8080, ACK | PSH)));
+    assert_eq!(v, Verdict::Drop(svcgate_dataplane::nat::DropReason::NotSynced));
+    assert_eq!(p.w.flows(), usize::from(FLOWS), "no flow forgotten");
+    p.t = table(&desired(4), 1);
+    exchange(&mut p, &flows);
+    assert_eq!(p.w.counters().picked_up, 0);
+}

@@ -1292,6 +1292,12 @@ impl Worker {
         now: u32,
     ) -> Option<Verdict> {
         let e = *F::state(&self.fams).ct.entry(slot)?;
+        if t.generation() == 0 && e.table_gen == restart::STALE_GEN {
+            // Adopted from an earlier process, and no table yet (generation
+            // 0 is the empty table before the first publication): keep the
+            // flow until there is one to revalidate it in.
+            return Some(Verdict::Drop(DropReason::NotSynced));
+        }
         let proto = Protocol::from_number(p.key.proto)?;
         let half = t.family::<F>();
         let found = half

@@ -134,7 +134,7 @@ impl StateFile {
         if map.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 {
             return Err(io::Error::other("state file mapping is not aligned"));
         }
-        Ok(CellMap { map, n, _file: self.file, _t: PhantomData })
+        Ok(CellMap { map, n, _file: Some(self.file), _t: PhantomData })
     }
 
     fn check_len(&self, body: usize) -> io::Result<()> {
@@ -187,12 +187,29 @@ unsafe impl<T: SharedCell, const N: usize> SharedCell for [T; N] {}
 
 /// A state file's body viewed as `[T]` of shared cells (the reverse
 /// tables' slots), with the file (and its lock) kept open as long as the
-/// mapping.
+/// mapping; or anonymous memory viewed the same way
+/// ([`CellMap::anonymous`]), so that a table reaches its cells through one
+/// code path whether or not they outlive the process.
 pub struct CellMap<T> {
     map: memmap2::MmapRaw,
     n: usize,
-    _file: File,
+    _file: Option<File>,
     _t: PhantomData<T>,
+}
+
+impl<T: SharedCell> CellMap<T> {
+    /// `n` cells of anonymous, private memory, all bits zero: `T`'s
+    /// all-zero value must be what the table means by a fresh cell. (The
+    /// pages are mapped lazily: the caller writes one cell per page to
+    /// have them in before the packet path touches them.)
+    pub fn anonymous(n: usize) -> io::Result<Self> {
+        let bytes = (n * std::mem::size_of::<T>()).max(1);
+        let m = memmap2::MmapOptions::new().len(bytes).map_anon()?;
+        #[cfg(target_os = "linux")]
+        let _ = m.advise(memmap2::Advice::HugePage);
+        let map = memmap2::MmapRaw::from(m);
+        Ok(Self { map, n, _file: None, _t: PhantomData })
+    }
 }
 
 impl<T> std::fmt::Debug for CellMap<T> {
@@ -206,9 +223,10 @@ impl<T: SharedCell> std::ops::Deref for CellMap<T> {
 
     #[inline(always)]
     fn deref(&self) -> &[T] {
-        // SAFETY: the mapping is `n * size_of::<T>()` bytes (checked against
-        // the file's length in `map_cells`), aligned for `T` (checked there;
-        // mappings are page-aligned), and lives as long as `self`. `T` is a
+        // SAFETY: the mapping is at least `n * size_of::<T>()` bytes (its
+        // length; for a file, also checked against the file's length in
+        // `map_cells`), aligned for `T` (mappings are page-aligned; checked
+        // in `map_cells`), and lives as long as `self`. `T` is a
         // `SharedCell`: any bytes are a valid `T`, and it is only ever
         // written through its atomics, which is what shared references
         // allow; the pointer comes from a raw mapping, not from a Rust

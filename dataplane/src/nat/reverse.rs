@@ -46,6 +46,7 @@
 //! an IPv4 slot (two key words, two value words) is one cache line, an
 //! IPv6 slot (five and five) two.
 
+use std::mem::size_of;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::conntrack::{lanes_equal, probe, FlowKey, KeyHasher, KeyWords, WireAddr, BUCKET_SLOTS, EMPTY_SIG, LANES};
@@ -118,33 +119,10 @@ pub(crate) fn slot_layout<R: WireAddr>() -> [usize; 8] {
 /// Eight signatures of one bucket, four to an atomic word.
 type SigBucket = [AtomicU64; 2];
 
-/// Where a table's slots live: on the heap, or mapped from a state file
-/// that outlives the process (`nat::restart`).
-enum Slots<R: WireAddr> {
-    Heap(Box<[Slot<R>]>),
-    Mapped(crate::shm::CellMap<Slot<R>>),
-}
-
-impl<R: WireAddr> std::fmt::Debug for Slots<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Heap(b) => write!(f, "Heap({} slots)", b.len()),
-            Self::Mapped(m) => write!(f, "Mapped({} slots)", m.len()),
-        }
-    }
-}
-
-impl<R: WireAddr> std::ops::Deref for Slots<R> {
-    type Target = [Slot<R>];
-
-    #[inline(always)]
-    fn deref(&self) -> &[Slot<R>] {
-        match self {
-            Self::Heap(b) => b,
-            Self::Mapped(m) => m,
-        }
-    }
-}
+/// Where a table's slots live: anonymous memory, or mapped from a state
+/// file that outlives the process (`nat::restart`); either way viewed as
+/// one slice of atomics (`shm::CellMap`), so the packet path is the same.
+type Slots<R> = crate::shm::CellMap<Slot<R>>;
 
 /// What adopting a reverse table left by an earlier process did
 /// ([`ReverseTable::adopt`]).
@@ -180,6 +158,14 @@ pub enum ReverseError {
     /// No SNAT address was given.
     #[error("at least one SNAT address is needed")]
     NoAddress,
+    /// Memory for the slots could not be mapped.
+    #[error("cannot map {bytes} bytes for the reverse table: {reason}")]
+    Memory {
+        /// The size asked for.
+        bytes: usize,
+        /// The OS error.
+        reason: String,
+    },
     /// A state file's body does not hold the table's slots (a bug: its
     /// size is checked before it is mapped).
     #[error("the reverse table's state file does not match its size")]
@@ -275,10 +261,21 @@ impl<R: WireAddr> ReverseTable<R> {
             return Err(ReverseError::RangeTooSmall { lo, hi, workers });
         }
         let buckets = Self::buckets_for(flows);
+        let n = buckets as usize * BUCKET_SLOTS;
         let slots = match mapped {
-            Some(m) if m.len() == buckets as usize * BUCKET_SLOTS => Slots::Mapped(m),
+            Some(m) if m.len() == n => m,
             Some(_) => return Err(ReverseError::StateSize),
-            None => Slots::Heap((0..buckets as usize * BUCKET_SLOTS).map(|_| Slot::default()).collect()),
+            // Zeroed memory is every slot's free state (`Slot::default`).
+            None => {
+                let s = Slots::anonymous(n)
+                    .map_err(|e| ReverseError::Memory { bytes: n * size_of::<Slot<R>>(), reason: e.to_string() })?;
+                // Fault every page in now (a write: a read would map the
+                // shared zero page), not on the packet path.
+                for slot in s.iter().step_by((4096 / size_of::<Slot<R>>()).max(1)) {
+                    slot.seq.store(0, Ordering::Relaxed);
+                }
+                s
+            }
         };
         Ok(Self {
             sigs: (0..buckets).map(|_| SigBucket::default()).collect(),

@@ -479,6 +479,7 @@ fn restart(test: &str, what: &str, l: &RestartLab, py: &mut Py, old: Svcgate, bi
         "{what}: flows adopted {adopted:?} (want >= {CONNS}):\n{log_text}"
     );
     assert!(!log_text.contains("state file refused"), "{what}:\n{log_text}");
+    assert_eq!(l.metric("svcgate_state_restart{what=\"files_refused\"}"), 0, "{what}");
     // TCP retransmits what the gap dropped (200 ms, then 400 ms, ...).
     std::thread::sleep(Duration::from_millis(2500));
     let x = py.ask("x", "X");
@@ -531,6 +532,8 @@ fn run_mode(test: &str, mode: &str, bin: &Path) {
             && l.contains("layout version is 99")),
         "the refused file is named in the log:\n{log_text}"
     );
+    assert_eq!(l.metric("svcgate_state_restart{what=\"files_refused\"}"), 1, "counted");
+    assert_eq!(l.metric("svcgate_state_restart{what=\"flows_adopted\"}"), 0, "clean start");
     let new = py.ask("new", "NEW");
     assert_eq!(new, "NEW ok", "a clean start serves new connections:\n{log_text}");
     std::thread::sleep(Duration::from_millis(1500));

@@ -351,12 +351,14 @@ pub struct Running {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     stats: StatsHandle,
+    /// What adopting the state directory did, as metric rows.
+    restart: Vec<(String, u64)>,
 }
 
 impl Running {
     /// The counters, for the admin endpoint.
     pub fn stats(&self) -> Arc<dyn StatsSource> {
-        Arc::new(GatewayStats(self.stats.clone()))
+        Arc::new(GatewayStats(self.stats.clone(), self.restart.clone()))
     }
 
     /// Stops the workers and detaches XDP.
@@ -377,9 +379,7 @@ pub fn start(
     dns: Option<Arc<Publisher<DnsTable>>>,
 ) -> Result<Running, DataplaneError> {
     let gw = Gateway::start_with_dns(cfg.gateway_config()?, &tables, dns.as_deref())?;
-    if let Some(r) = gw.restart_report() {
-        log_restart(cfg, r);
-    }
+    let restart = gw.restart_report().map(|r| log_restart(cfg, r)).unwrap_or_default();
     for (ifname, mode) in gw.xdp_modes() {
         tracing::info!(%ifname, mode, "XDP steering attached");
     }
@@ -427,12 +427,13 @@ pub fn start(
             return Err(DataplaneError::Config("the housekeeping thread exited at start".into()));
         }
     }
-    Ok(Running { stop, thread: Some(thread), stats })
+    Ok(Running { stop, thread: Some(thread), stats, restart })
 }
 
 /// Logs what adopting the state directory did: each refused file as an
-/// error (its table started clean), then one line of counts.
-fn log_restart(cfg: &DataplaneConfig, r: &svcgate_dataplane::nat::restart::RestartReport) {
+/// error (its table started clean), then one line of counts; returns the
+/// counts as metric rows (`svcgate_state_restart`).
+fn log_restart(cfg: &DataplaneConfig, r: &svcgate_dataplane::nat::restart::RestartReport) -> Vec<(String, u64)> {
     for why in &r.refused {
         tracing::error!("state file refused: {why}");
     }
@@ -447,9 +448,21 @@ fn log_restart(cfg: &DataplaneConfig, r: &svcgate_dataplane::nat::restart::Resta
         torn_slots = r.torn,
         "state directory opened"
     );
+    [
+        ("files_adopted", r.files_adopted),
+        ("files_refused", r.refused.len()),
+        ("flows_adopted", r.flows_adopted),
+        ("flows_dropped", r.flows_dropped),
+        ("replies_adopted", r.replies_adopted),
+        ("replies_dropped", r.replies_dropped),
+        ("torn_slots", r.torn),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v as u64))
+    .collect()
 }
 
-struct GatewayStats(StatsHandle);
+struct GatewayStats(StatsHandle, Vec<(String, u64)>);
 
 /// The workers' DNS counters, summed, as (verdict, reason, count) rows;
 /// reasons that never occurred are left out, `answered` always shown.
@@ -542,6 +555,7 @@ impl StatsSource for GatewayStats {
                 })
                 .collect(),
             tsc_mhz: svcgate_dataplane::xsk::tsc_hz() / 1_000_000,
+            restart: self.1.clone(),
         }
     }
 }

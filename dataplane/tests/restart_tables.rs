@@ -218,15 +218,24 @@ fn bad_headers_and_truncated_files_are_refused() {
     let r = p.report();
     assert!(r.refused.iter().any(|m| m.contains("reverse4.tbl") && m.contains("layout version is 99")), "{r:?}");
     assert!(r.refused.iter().any(|m| m.contains("flow4-q0.tbl")), "{r:?}");
+    // Only those two: the IPv6 tables are adopted (a refused file does not
+    // make the others look like another set's).
+    assert_eq!((r.refused.len(), r.files_adopted), (2, 2), "{r:?}");
     assert_eq!(p.w.flows(), 0);
     // Starts clean and serves.
     let flows = connect(&mut p);
+    exchange(&mut p, &flows);
+    drop(p);
+    // The set is consistent again: everything adopted, the new flows too.
+    let mut p = Proc::open(cfg.clone(), table(&desired(4), 1));
+    assert_eq!((p.report().files_adopted, p.report().flows_adopted), (4, usize::from(FLOWS)), "{:?}", p.report());
     exchange(&mut p, &flows);
     drop(p);
     // Garbage where the header was: refused as not ours.
     std::fs::write(&rev, b"not a state file").unwrap();
     let p = Proc::open(cfg, table(&desired(4), 1));
     assert!(p.report().refused.iter().any(|m| m.contains("reverse4.tbl")), "{:?}", p.report());
+    assert_eq!(p.report().refused.len(), 1, "{:?}", p.report());
 }
 
 #[test]

@@ -261,8 +261,14 @@ struct Opening<'a> {
     cfg: &'a NatConfig,
     workers: u16,
     boot_id: [u8; 48],
-    /// The set's epoch, once the first file fixed it.
+    /// The set's epoch, once the first adopted file fixed it.
     epoch: Option<u64>,
+    /// The epoch of a set with no file adopted (this process's start).
+    provisional: u64,
+    /// Files created or refused (started clean), with their header: their
+    /// epoch is set to the set's once it is known (a refused file must not
+    /// make the files after it look like another set's).
+    fresh: Vec<(PathBuf, Header)>,
     report: RestartReport,
 }
 
@@ -312,10 +318,11 @@ impl Opening<'_> {
                 if let Some(why) = why {
                     self.report.refused.push(format!("{}: {why}; starting it clean", path.display()));
                 }
-                let epoch = *self.epoch.get_or_insert_with(shm::monotonic_ms);
+                let epoch = self.epoch.unwrap_or(self.provisional);
                 let h = Header { seeds: hasher.seeds(), epoch_ms: epoch, ..want };
                 file.reset(body).map_err(err)?;
                 file.write_header(bytemuck::bytes_of(&h)).map_err(err)?;
+                self.fresh.push((path.clone(), h));
                 Ok((file, h, false))
             }
         }
@@ -394,7 +401,16 @@ pub fn check(raw: &[u8], want: &Header, len: u64, body: usize, epoch: Option<u64
 /// rest clean (see the module documentation).
 pub fn open(dir: &Path, cfg: &NatConfig, workers: u16) -> Result<Restored, StateError> {
     std::fs::create_dir_all(dir).map_err(|source| StateError::Dir { path: dir.to_path_buf(), source })?;
-    let mut o = Opening { dir, cfg, workers, boot_id: shm::boot_id(), epoch: None, report: RestartReport::default() };
+    let mut o = Opening {
+        dir,
+        cfg,
+        workers,
+        boot_id: shm::boot_id(),
+        epoch: None,
+        provisional: shm::monotonic_ms(),
+        fresh: Vec::new(),
+        report: RestartReport::default(),
+    };
     let n = usize::from(workers);
     let (lo, hi) = cfg.snat_ports;
 
@@ -436,7 +452,17 @@ pub fn open(dir: &Path, cfg: &NatConfig, workers: u16) -> Result<Restored, State
     }
     o.report.replies_dropped += rev4.free_unclaimed(&claimed4) + rev6.free_unclaimed(&claimed6);
     o.report.replies_adopted = claimed4.iter().chain(&claimed6).filter(|&&c| c).count();
-    let epoch_ms = o.epoch.unwrap_or_else(shm::monotonic_ms);
+    let epoch_ms = o.epoch.unwrap_or(o.provisional);
+    // Clean tables started before an adopted file fixed the set's epoch
+    // take it (they hold no flow, so no time is rebased).
+    for (path, h) in o.fresh.iter().filter(|(_, h)| h.epoch_ms != epoch_ms) {
+        let h = Header { epoch_ms, ..*h };
+        let write = || -> std::io::Result<()> {
+            use std::os::unix::fs::FileExt;
+            std::fs::OpenOptions::new().write(true).open(path)?.write_all_at(bytemuck::bytes_of(&h), 0)
+        };
+        write().map_err(|source| StateError::File { path: path.clone(), source })?;
+    }
     Ok(Restored { reverse: rev4, reverse6: rev6, flows, epoch_ms, report: o.report })
 }
 

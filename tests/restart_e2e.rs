@@ -13,8 +13,10 @@
 //!
 //! Topology (names start with `rst-`, addresses in 198.18.0.0/15 only):
 //! client c0 198.18.1.10 -- g0 198.18.1.1 [gw, svcgate; a TCP server on
-//! 198.18.1.1:2222] g1 198.18.2.1 -- e0 198.18.2.11 (a Pod: TCP and UDP
-//! echo on :80). The SNAT address, 198.18.3.1, is not an address of the
+//! 198.18.1.1:2222] g1 198.18.2.1 -- e0 198.18.2.11 and .12 (two Pods:
+//! TCP and UDP echo on :80; the second joins the Service while svcgate is
+//! stopped before the upgrade, so that Maglev moves about half of the
+//! flows' hashes to it: only adopted flows stay on their Pod). The SNAT address, 198.18.3.1, is not an address of the
 //! gateway's kernel (see docs/RESTART.md: in the gap between two processes
 //! the kernel sees the replies, and would answer those to an address of
 //! its own with a RST). Needs root, curl and python3 (see tests/netns).
@@ -39,6 +41,11 @@ const CLIENT_IP: &str = "198.18.1.10";
 const GW_CLIENT_IP: &str = "198.18.1.1";
 const GW_POD_IP: &str = "198.18.2.1";
 const POD_IP: &str = "198.18.2.11";
+/// A second Pod of the Service, added while svcgate is stopped before the
+/// upgrade: Maglev then sends about half of the flows' hashes to it, so
+/// a flow that was not adopted (picked up again) would reach the wrong
+/// Pod and be reset.
+const POD2_IP: &str = "198.18.2.12";
 const SNAT_IP: &str = "198.18.3.1";
 
 /// `RESTART_E2E_LOCAL_SNAT=1`: masquerade to the gateway's own address
@@ -371,6 +378,7 @@ impl RestartLab {
         lab.ip(&gw, &format!("addr add {GW_CLIENT_IP}/24 dev g0"));
         lab.ip(&gw, &format!("addr add {GW_POD_IP}/24 dev g1"));
         lab.ip(&pod, &format!("addr add {POD_IP}/24 dev e0"));
+        lab.ip(&pod, &format!("addr add {POD2_IP}/24 dev e0"));
         // Replies to the SNAT address (snat) and to the client (dnat) go
         // through the gateway.
         lab.ip(&pod, &format!("route add 198.18.3.0/24 via {GW_POD_IP}"));
@@ -384,6 +392,8 @@ impl RestartLab {
         std::fs::write(&script, SCRIPT).unwrap();
         let mut echo = Py::spawn(&pod, &script, &["serve", POD_IP, "80"]);
         echo.expect("READY");
+        let mut echo2 = Py::spawn(&pod, &script, &["serve", POD2_IP, "80"]);
+        echo2.expect("READY");
         let mut node = Py::spawn(&gw, &script, &["serve", GW_CLIENT_IP, &NODE_PORT.to_string()]);
         node.expect("READY");
         let toml = format!(
@@ -404,8 +414,10 @@ impl RestartLab {
              ports: [{{name: http, containerPort: 80}}]\nstatus:\n  podIP: {POD_IP}\n  conditions: [{{type: Ready, status: \"True\"}}]\n"
         );
         std::fs::write(dir.join("manifests/web.yaml"), svc).unwrap();
-        std::fs::write(dir.join("manifests/pod.yaml"), pod_yaml).unwrap();
-        RestartLab { gw, cli, dir, _servers: vec![echo, node], lab }
+        std::fs::write(dir.join("manifests/pod.yaml"), &pod_yaml).unwrap();
+        let pod2_yaml = pod_yaml.replace("web-0", "web-1").replace(POD_IP, POD2_IP);
+        std::fs::write(dir.join("pod2.yaml.later"), pod2_yaml).unwrap();
+        RestartLab { gw, cli, dir, _servers: vec![echo, echo2, node], lab }
     }
 
     fn admin(&self, path: &str) -> Option<String> {
@@ -464,12 +476,24 @@ fn picked_up(l: &RestartLab) -> u64 {
 
 /// One restart: SIGTERM `old`, start `bin`; the connections and probes
 /// must come through. Returns the new process.
-fn restart(test: &str, what: &str, l: &RestartLab, py: &mut Py, old: Svcgate, bin: &Path, log: &str) -> Svcgate {
+#[allow(clippy::too_many_arguments)]
+fn restart(
+    test: &str,
+    what: &str,
+    l: &RestartLab,
+    py: &mut Py,
+    old: Svcgate,
+    bin: &Path,
+    log: &str,
+    while_stopped: impl FnOnce(),
+) -> Svcgate {
     py.ask("stats", "STATS"); // a new measuring window
     let t0 = Instant::now();
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let st = old.stop().expect("svcgate stops on SIGTERM");
     assert!(st.success(), "{what}: exit status {st:?}");
     let stopped = t0.elapsed();
+    while_stopped();
     let sg = l.start(bin, log);
     let ready = t0.elapsed();
     let log_text = sg.log_text();
@@ -485,7 +509,9 @@ fn restart(test: &str, what: &str, l: &RestartLab, py: &mut Py, old: Svcgate, bi
     let x = py.ask("x", "X");
     let stats = py.ask("stats", "STATS");
     eprintln!(
-        "[{test}] {what}: stopped in {} ms, ready {} ms after SIGTERM; {x}; {stats}",
+        "[{test}] {what}: SIGTERM at {}.{:03} (unix), stopped in {} ms, ready {} ms after SIGTERM; {x}; {stats}",
+        wall.as_secs(),
+        wall.subsec_millis(),
         stopped.as_millis(),
         ready.as_millis()
     );
@@ -511,12 +537,19 @@ fn run_mode(test: &str, mode: &str, bin: &Path) {
     let x = py.ask("x", "X");
     assert_eq!(num(&x, "ok"), CONNS as u64, "before any restart: {x}");
 
-    let second = restart(test, &format!("{mode} restart"), &l, &mut py, first, bin, "second.log");
+    let second = restart(test, &format!("{mode} restart"), &l, &mut py, first, bin, "second.log", || {});
     // An upgrade: the binary from another path (a rebuilt binary with the
     // same table layout).
     let upgraded = l.dir.join("svcgate-upgraded");
     std::fs::copy(bin, &upgraded).unwrap();
-    let third = restart(test, &format!("{mode} upgrade"), &l, &mut py, second, &upgraded, "third.log");
+    // While it is down, a second Pod joins the Service.
+    let pod2 = || std::fs::rename(l.dir.join("pod2.yaml.later"), l.dir.join("manifests/pod2.yaml")).unwrap();
+    let third = restart(test, &format!("{mode} upgrade (+1 Pod)"), &l, &mut py, second, &upgraded, "third.log", pod2);
+    let status = l.admin("/status").unwrap_or_default();
+    assert!(status.contains(POD2_IP), "the second Pod is a backend now: {status}");
+    for _ in 0..4 {
+        assert_eq!(py.ask("new", "NEW"), "NEW ok", "new connections spread over both Pods");
+    }
 
     // A state file of another layout: refused, clean start, serving.
     let st = third.stop().expect("stops");

@@ -362,3 +362,23 @@ fn adopted_flows_wait_for_the_first_table() {
     exchange(&mut p, &flows);
     assert_eq!(p.w.counters().picked_up, 0);
 }
+
+/// How long opening a state directory takes at the default capacity (1M
+/// IPv4 and 64k IPv6 flows per worker): created, then adopted (every entry
+/// and reply slot read and checked). What it adds to a restart's gap.
+/// `cargo test --release -p svcgate-dataplane --test restart_tables -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement: run by hand, in release"]
+fn open_and_adopt_time_at_the_default_capacity() {
+    let dir = Dir::new("time");
+    let cfg = NatConfig { state_dir: Some(dir.0.clone()), ..nat_config(1, 1 << 20) };
+    for round in ["created", "adopted", "adopted"] {
+        let t0 = std::time::Instant::now();
+        let mut p = Proc::open(cfg.clone(), table(&desired(4), 1));
+        let opened = t0.elapsed();
+        if round == "created" {
+            connect(&mut p);
+        }
+        eprintln!("{round}: {opened:?} ({:?})", p.report());
+    }
+}

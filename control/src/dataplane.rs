@@ -569,6 +569,15 @@ mod tests {
     }
 
     #[test]
+    fn state_dir_is_opt_in() {
+        let base = "interfaces = [\"a\"]\nsnat_addrs = [\"198.18.3.1\"]\n";
+        let c = DataplaneConfig::from_table(&table(base)).unwrap().unwrap();
+        assert_eq!(c.gateway_config().unwrap().nat.state_dir, None);
+        let c = DataplaneConfig::from_table(&table(&format!("{base}state_dir = \"/run/svcgate\"\n"))).unwrap().unwrap();
+        assert_eq!(c.gateway_config().unwrap().nat.state_dir.as_deref(), Some(std::path::Path::new("/run/svcgate")));
+    }
+
+    #[test]
     fn timeouts_and_pressure_are_configurable_and_checked() {
         let base = "interfaces = [\"a\"]\nsnat_addrs = [\"198.18.3.1\"]\n";
         let c = DataplaneConfig::from_table(&table(&format!(

@@ -78,7 +78,7 @@ impl Proc {
     }
 
     /// Runs one frame; the verdict and the output.
-    fn run(&mut self, in_port: u16, p: &Pkt) -> (Verdict, Vec<u8>) {
+    fn run<A: Copy + Into<std::net::IpAddr>>(&mut self, in_port: u16, p: &Pkt<A>) -> (Verdict, Vec<u8>) {
         let input = p.build();
         let mut buf = vec![0u8; 2048];
         buf[..input.len()].copy_from_slice(&input);
@@ -381,4 +381,52 @@ fn open_and_adopt_time_at_the_default_capacity() {
         }
         eprintln!("{round}: {opened:?} ({:?})", p.report());
     }
+}
+
+/// (source, source port, destination, destination port) of an IPv6 TCP frame.
+fn tuple6(f: &[u8]) -> (std::net::Ipv6Addr, u16, std::net::Ipv6Addr, u16) {
+    let a = |o: usize| std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&f[o..o + 16]).unwrap());
+    let p = |o: usize| u16::from_be_bytes([f[o], f[o + 1]]);
+    (a(22), p(54), a(38), p(56))
+}
+
+#[test]
+fn ipv6_flows_are_adopted_too() {
+    use std::net::Ipv6Addr;
+    let dir = Dir::new("v6");
+    let d = |n: u8| DesiredState {
+        node_ips: vec![NODE_IP.into(), NODE_IP6.into()],
+        services: vec![svcgate_common::model::ServiceSpec {
+            cluster_ips: vec![CLUSTER_IP6.into()],
+            ..svc("web6", None, vec![port("http", Protocol::Tcp, 8080, None, (0..n).map(|i| ready6(i, 80)).collect())])
+        }],
+    };
+    let mut p = Proc::open(config(&dir, 1, 1024), table(&d(6), 1));
+    let mut flows: Vec<(u16, Ipv6Addr, u16)> = Vec::new();
+    for i in 0..32u16 {
+        let cport = 41_000 + i;
+        let (v, out) = p.run(0, &Pkt::new(CLIENT6, CLUSTER_IP6, tcp(cport, 8080, SYN)));
+        assert!(matches!(v, Verdict::Forward { port: 1 }), "{v:?}");
+        let (snat, sport, be, _) = tuple6(&out);
+        assert_eq!(snat, SNAT6);
+        let synack = Pkt { dst_mac: GW_POD_MAC, ..Pkt::new(be, SNAT6, tcp(80, sport, SYN | ACK)) };
+        assert!(matches!(p.run(1, &synack).0, Verdict::Forward { port: 0 }));
+        assert!(matches!(p.run(0, &Pkt::new(CLIENT6, CLUSTER_IP6, tcp(cport, 8080, ACK))).0, Verdict::Forward { .. }));
+        flows.push((cport, be, sport));
+    }
+    drop(p);
+    let mut p = Proc::open(config(&dir, 1, 1024), table(&d(8), 1));
+    let r = p.report();
+    assert_eq!((r.flows_adopted, r.replies_adopted), (32, 32), "{r:?}");
+    assert_eq!(p.w.flows6(), 32);
+    for &(cport, be, sport) in &flows {
+        let (v, out) = p.run(0, &Pkt::new(CLIENT6, CLUSTER_IP6, tcp(cport, 8080, ACK | PSH)));
+        assert!(matches!(v, Verdict::Forward { port: 1 }), "{v:?}");
+        assert_eq!(tuple6(&out), (SNAT6, sport, be, 80));
+        let reply = Pkt { dst_mac: GW_POD_MAC, ..Pkt::new(be, SNAT6, tcp(80, sport, ACK | PSH)) };
+        let (v, out) = p.run(1, &reply);
+        assert!(matches!(v, Verdict::Forward { port: 0 }), "{v:?}");
+        assert_eq!(tuple6(&out), (CLUSTER_IP6, 8080, CLIENT6, cport));
+    }
+    assert_eq!(p.w.counters().picked_up, 0);
 }

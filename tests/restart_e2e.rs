@@ -2,7 +2,8 @@
 //! 200 long-lived TCP connections through a ClusterIP survive a SIGTERM
 //! and a new start of svcgate, and a start from a copy of the binary at
 //! another path (an upgrade to a rebuilt binary with the same table
-//! layout), with zero resets and zero failures, in snat and in dnat mode;
+//! layout), and a SIGKILL and a start, with zero resets and zero
+//! failures, in snat and in dnat mode;
 //! the flows are *adopted* from the state directory (no connection is
 //! picked up again); a TCP server on the gateway's own address answers a
 //! probe loop throughout; the gap is measured (a TCP probe through the
@@ -334,6 +335,13 @@ impl Svcgate {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGKILL (a crash): the tables are in the files as the workers left
+    /// them, mid-write or not.
+    fn kill(mut self) -> Option<std::process::ExitStatus> {
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+
     /// SIGTERM; the exit status within 10 s.
     fn stop(mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
@@ -490,8 +498,12 @@ fn restart(
     py.ask("stats", "STATS"); // a new measuring window
     let t0 = Instant::now();
     let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let st = old.stop().expect("svcgate stops on SIGTERM");
-    assert!(st.success(), "{what}: exit status {st:?}");
+    if what.contains("SIGKILL") {
+        old.kill().expect("killed");
+    } else {
+        let st = old.stop().expect("svcgate stops on SIGTERM");
+        assert!(st.success(), "{what}: exit status {st:?}");
+    }
     let stopped = t0.elapsed();
     while_stopped();
     let sg = l.start(bin, log);
@@ -509,7 +521,7 @@ fn restart(
     let x = py.ask("x", "X");
     let stats = py.ask("stats", "STATS");
     eprintln!(
-        "[{test}] {what}: SIGTERM at {}.{:03} (unix), stopped in {} ms, ready {} ms after SIGTERM; {x}; {stats}",
+        "[{test}] {what}: signal at {}.{:03} (unix), stopped in {} ms, ready {} ms after the signal; {x}; {stats}",
         wall.as_secs(),
         wall.subsec_millis(),
         stopped.as_millis(),
@@ -550,6 +562,9 @@ fn run_mode(test: &str, mode: &str, bin: &Path) {
     for _ in 0..4 {
         assert_eq!(py.ask("new", "NEW"), "NEW ok", "new connections spread over both Pods");
     }
+
+    // A crash: SIGKILL while the probes run, then a start.
+    let third = restart(test, &format!("{mode} SIGKILL and start"), &l, &mut py, third, bin, "third-b.log", || {});
 
     // A state file of another layout: refused, clean start, serving.
     let st = third.stop().expect("stops");

@@ -144,7 +144,9 @@ fn adopted_tables_forward_each_flow_to_the_same_backend_and_port() {
     assert_eq!(p.report().files_adopted, 0);
     let flows = connect(&mut p);
     exchange(&mut p, &flows);
+    let (epoch, then) = (p.shared.clock_epoch_ms, p.shared.now_ms());
     drop(p);
+    std::thread::sleep(std::time::Duration::from_millis(20));
 
     // The next process: its first table has generation 1 as well (a new
     // process counts from 1 again), and two more backends, so that
@@ -156,6 +158,9 @@ fn adopted_tables_forward_each_flow_to_the_same_backend_and_port() {
     assert_eq!((r.flows_adopted, r.flows_dropped), (usize::from(FLOWS), 0), "{r:?}");
     assert_eq!(r.replies_adopted, usize::from(FLOWS), "{r:?}");
     assert_eq!(p.w.flows(), usize::from(FLOWS));
+    // The clock goes on from the tables' epoch: flows' times stay meaningful.
+    assert_eq!(p.shared.clock_epoch_ms, epoch);
+    assert!(p.shared.now_ms().wrapping_sub(then) >= 20, "the clock did not restart at 0");
     exchange(&mut p, &flows);
     let c = p.w.counters();
     assert_eq!((c.new_flows, c.picked_up), (0, 0), "every flow was adopted, none picked up again");

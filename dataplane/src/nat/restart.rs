@@ -436,11 +436,10 @@ pub fn open(dir: &Path, cfg: &NatConfig, workers: u16) -> Result<Restored, State
         let t = ReverseTable::build(&cfg.snat_addrs6, lo, hi, workers, flows6, hasher, Some(map))?;
         (t, adopted)
     };
-    for (adopted, a) in [(adopted4, adopted4.then(|| rev4.adopt())), (adopted6, adopted6.then(|| rev6.adopt()))] {
-        if let (true, Some(a)) = (adopted, a) {
-            o.report.replies_dropped += a.cleared + a.torn;
-            o.report.torn += a.torn;
-        }
+    let adopted = [adopted4.then(|| rev4.adopt()), adopted6.then(|| rev6.adopt())];
+    for a in adopted.into_iter().flatten() {
+        o.report.replies_dropped += a.cleared + a.torn;
+        o.report.torn += a.torn;
     }
     let mut claimed4 = vec![false; rev4.slots()];
     let mut claimed6 = vec![false; rev6.slots()];

@@ -540,8 +540,11 @@ impl<R: WireAddr> ReverseTable<R> {
             let p = probe(self.hasher.hash_key(&w), self.buckets);
             let b = (idx / BUCKET_SLOTS) as u32;
             let lane = idx % BUCKET_SLOTS;
-            let dup = (p.b1 == b || p.b2 == b) && self.find_words(&w, &p).is_some();
-            if (p.b1 != b && p.b2 != b) || dup || cells.iter().last().is_some_and(|c| c.load(Ordering::Relaxed) == 0) {
+            let placed = p.b1 == b || p.b2 == b;
+            let dup = placed && self.find_words(&w, &p).is_some();
+            // The last key word holds the protocol: never 0 in a real key.
+            let partial = cells.iter().last().is_some_and(|c| c.load(Ordering::Relaxed) == 0);
+            if !placed || dup || partial {
                 Self::clear(s);
                 a.cleared += 1;
                 continue;

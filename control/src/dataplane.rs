@@ -404,11 +404,12 @@ pub fn start(
                 }
                 let mut dry = DryPools::default();
                 while !stop.load(Ordering::Relaxed) {
-                    if let Err(e) = gw.maintain(&tables.current()) {
+                    let t = tables.current();
+                    if let Err(e) = gw.maintain(&t) {
                         tracing::warn!("dataplane housekeeping: {e}");
                     }
                     dry.check(&stats);
-                    std::thread::sleep(Duration::from_millis(100));
+                    nap_until_new_table(&stop, &tables, t.generation(), Duration::from_millis(100));
                 }
                 gw.shutdown();
             })
@@ -428,6 +429,19 @@ pub fn start(
         }
     }
     Ok(Running { stop, thread: Some(thread), stats, restart })
+}
+
+/// Sleeps up to `max`, waking early (within 5 ms) when a table other than
+/// generation `seen` is published or `stop` is set: a new Service's
+/// frontends are steered to the workers without waiting out the nap, and
+/// after a start (a restart: the first table is published once the
+/// dataplane runs) the adopted flows' frontends come back at once.
+fn nap_until_new_table(stop: &AtomicBool, tables: &Publisher<ServiceTable>, seen: u64, max: Duration) {
+    const SLICE: Duration = Duration::from_millis(5);
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < max && !stop.load(Ordering::Relaxed) && tables.current().generation() == seen {
+        std::thread::sleep(SLICE);
+    }
 }
 
 /// Logs what adopting the state directory did: each refused file as an

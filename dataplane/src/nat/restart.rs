@@ -297,9 +297,9 @@ impl Opening<'_> {
         }
     }
 
-    /// Opens `name`: `Ok((file, Some(header)))` when adopted, `Ok((file,
-    /// None))` when created or refused (then emptied and given a fresh
-    /// header with `hasher`'s seeds).
+    /// Opens `name`: the file, its header, and whether it was adopted
+    /// (its header matched); when not (a new file, or one refused), it is
+    /// emptied and given a fresh header with `hasher`'s seeds.
     fn open(&mut self, name: &str, want: Header, hasher: KeyHasher) -> Result<(StateFile, Header, bool), StateError> {
         let path = self.dir.join(name);
         let err = |source| StateError::File { path: path.clone(), source };

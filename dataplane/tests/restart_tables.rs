@@ -435,3 +435,53 @@ fn ipv6_flows_are_adopted_too() {
     }
     assert_eq!(p.w.counters().picked_up, 0);
 }
+
+#[test]
+fn each_worker_adopts_its_own_table_and_ports() {
+    let dir = Dir::new("two");
+    let cfg = config(&dir, 2, 1024);
+    let run = |w: &mut Worker, shared: &Shared, in_port: u16, p: &Pkt| {
+        let input = p.build();
+        let mut buf = vec![0u8; 2048];
+        buf[..input.len()].copy_from_slice(&input);
+        let mut f = Frame::new(&mut buf, input.len(), in_port);
+        w.process(&table(&desired(4), 1), &next_hops(1), &mut f, shared.now_ms());
+        let (v, len) = (f.verdict, f.len);
+        (v, buf[..len].to_vec())
+    };
+    let shared = Shared::open(cfg.clone()).unwrap();
+    let mut ws = [Worker::new(0, Arc::clone(&shared)), Worker::new(1, Arc::clone(&shared))];
+    // Worker w opens flows from client ports 50000 + 100 w + i; its SNAT
+    // ports come from its own slice of the range.
+    let mut flows = Vec::new();
+    for (w, worker) in ws.iter_mut().enumerate() {
+        for i in 0..16u16 {
+            let cport = 50_000 + 100 * w as u16 + i;
+            let (v, out) = run(worker, &shared, 0, &Pkt::new(CLIENT, VIP, tcp(cport, 8080, SYN)));
+            assert!(matches!(v, Verdict::Forward { port: 1 }), "{v:?}");
+            let (_, sport, be, _) = tuple(&out);
+            assert_eq!(shared.reverse.owner_of(sport), Some(w as u16), "worker {w}'s slice");
+            let synack = Pkt { dst_mac: GW_POD_MAC, ..Pkt::new(be, SNAT, tcp(80, sport, SYN | ACK)) };
+            assert!(matches!(run(worker, &shared, 1, &synack).0, Verdict::Forward { port: 0 }));
+            flows.push((w, cport, be, sport));
+        }
+    }
+    drop(ws);
+    drop(shared);
+    let shared = Shared::open(cfg).unwrap();
+    let r = shared.restart.clone().unwrap();
+    assert_eq!((r.files_adopted, r.flows_adopted, r.replies_adopted), (6, 32, 32), "{r:?}");
+    let mut ws = [Worker::new(0, Arc::clone(&shared)), Worker::new(1, Arc::clone(&shared))];
+    assert_eq!((ws[0].flows(), ws[1].flows()), (16, 16));
+    for &(w, cport, be, sport) in &flows {
+        let (v, out) = run(&mut ws[w], &shared, 0, &Pkt::new(CLIENT, VIP, tcp(cport, 8080, ACK)));
+        assert!(matches!(v, Verdict::Forward { port: 1 }), "{v:?}");
+        assert_eq!(tuple(&out), (SNAT, sport, be, 80));
+        // A reply is translated by either worker (the shared table).
+        let reply = Pkt { dst_mac: GW_POD_MAC, ..Pkt::new(be, SNAT, tcp(80, sport, ACK)) };
+        let (v, out) = run(&mut ws[1 - w], &shared, 1, &reply);
+        assert!(matches!(v, Verdict::Forward { port: 0 }), "{v:?}");
+        assert_eq!(tuple(&out), (VIP, 8080, CLIENT, cport));
+    }
+    assert_eq!(ws[0].counters().picked_up + ws[1].counters().picked_up, 0);
+}

@@ -19,6 +19,9 @@
 //! idle_sleep_us = 50              # how long it naps (without busy_poll)
 //! worker_rt_priority = 0          # 1..=99: SCHED_FIFO workers, the NAPI thread runs in their naps (copy mode)
 //! conntrack_pressure_percent = 90 # past this share of conntrack_capacity, unassured flows are reclaimed first
+//! state_dir = "/run/svcgate"       # flow and reply tables kept here (tmpfs), adopted by the next svcgate:
+//!                                 # established flows survive a restart or upgrade (docs/RESTART.md);
+//!                                 # unset (the default): anonymous memory, flows lost on restart
 //!
 //! [dataplane.timeouts]            # connection tracking, seconds (Linux's and kube-proxy's defaults)
 //! tcp_syn = 60                    # TCP before the handshake completed
@@ -104,6 +107,13 @@ pub struct DataplaneConfig {
     /// Connection-tracking timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// Where the flow and reply tables live so that the next svcgate
+    /// (restarted, or upgraded to a binary with the same table layout)
+    /// adopts them: a directory on tmpfs, e.g. `/run/svcgate`. Unset: the
+    /// tables are anonymous memory and established flows end with the
+    /// process (see docs/RESTART.md).
+    #[serde(default)]
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// `[dataplane.timeouts]`, in seconds; each key defaults to
@@ -271,6 +281,7 @@ impl DataplaneConfig {
                 conntrack_capacity6: self.conntrack_capacity6,
                 pressure_percent: self.conntrack_pressure_percent,
                 timeouts: self.timeouts.to_timeouts()?,
+                state_dir: self.state_dir.clone(),
                 ..NatConfig::default()
             },
             idle_sleep: if self.busy_poll { Duration::ZERO } else { Duration::from_micros(self.idle_sleep_us) },
@@ -340,12 +351,14 @@ pub struct Running {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     stats: StatsHandle,
+    /// What adopting the state directory did, as metric rows.
+    restart: Vec<(String, u64)>,
 }
 
 impl Running {
     /// The counters, for the admin endpoint.
     pub fn stats(&self) -> Arc<dyn StatsSource> {
-        Arc::new(GatewayStats(self.stats.clone()))
+        Arc::new(GatewayStats(self.stats.clone(), self.restart.clone()))
     }
 
     /// Stops the workers and detaches XDP.
@@ -366,6 +379,7 @@ pub fn start(
     dns: Option<Arc<Publisher<DnsTable>>>,
 ) -> Result<Running, DataplaneError> {
     let gw = Gateway::start_with_dns(cfg.gateway_config()?, &tables, dns.as_deref())?;
+    let restart = gw.restart_report().map(|r| log_restart(cfg, r)).unwrap_or_default();
     for (ifname, mode) in gw.xdp_modes() {
         tracing::info!(%ifname, mode, "XDP steering attached");
     }
@@ -390,11 +404,12 @@ pub fn start(
                 }
                 let mut dry = DryPools::default();
                 while !stop.load(Ordering::Relaxed) {
-                    if let Err(e) = gw.maintain(&tables.current()) {
+                    let t = tables.current();
+                    if let Err(e) = gw.maintain(&t) {
                         tracing::warn!("dataplane housekeeping: {e}");
                     }
                     dry.check(&stats);
-                    std::thread::sleep(Duration::from_millis(100));
+                    nap_until_new_table(&stop, &tables, t.generation(), Duration::from_millis(100));
                 }
                 gw.shutdown();
             })
@@ -413,10 +428,55 @@ pub fn start(
             return Err(DataplaneError::Config("the housekeeping thread exited at start".into()));
         }
     }
-    Ok(Running { stop, thread: Some(thread), stats })
+    Ok(Running { stop, thread: Some(thread), stats, restart })
 }
 
-struct GatewayStats(StatsHandle);
+/// Sleeps up to `max`, waking early (within 5 ms) when a table other than
+/// generation `seen` is published or `stop` is set: a new Service's
+/// frontends are steered to the workers without waiting out the nap, and
+/// after a start (a restart: the first table is published once the
+/// dataplane runs) the adopted flows' frontends come back at once.
+fn nap_until_new_table(stop: &AtomicBool, tables: &Publisher<ServiceTable>, seen: u64, max: Duration) {
+    const SLICE: Duration = Duration::from_millis(5);
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < max && !stop.load(Ordering::Relaxed) && tables.current().generation() == seen {
+        std::thread::sleep(SLICE);
+    }
+}
+
+/// Logs what adopting the state directory did: each refused file as an
+/// error (its table started clean), then one line of counts; returns the
+/// counts as metric rows (`svcgate_state_restart`).
+fn log_restart(cfg: &DataplaneConfig, r: &svcgate_dataplane::nat::restart::RestartReport) -> Vec<(String, u64)> {
+    for why in &r.refused {
+        tracing::error!("state file refused: {why}");
+    }
+    tracing::info!(
+        state_dir = ?cfg.state_dir,
+        files_adopted = r.files_adopted,
+        files_refused = r.refused.len(),
+        flows_adopted = r.flows_adopted,
+        flows_dropped = r.flows_dropped,
+        replies_adopted = r.replies_adopted,
+        replies_dropped = r.replies_dropped,
+        torn_slots = r.torn,
+        "state directory opened"
+    );
+    [
+        ("files_adopted", r.files_adopted),
+        ("files_refused", r.refused.len()),
+        ("flows_adopted", r.flows_adopted),
+        ("flows_dropped", r.flows_dropped),
+        ("replies_adopted", r.replies_adopted),
+        ("replies_dropped", r.replies_dropped),
+        ("torn_slots", r.torn),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v as u64))
+    .collect()
+}
+
+struct GatewayStats(StatsHandle, Vec<(String, u64)>);
 
 /// The workers' DNS counters, summed, as (verdict, reason, count) rows;
 /// reasons that never occurred are left out, `answered` always shown.
@@ -509,6 +569,7 @@ impl StatsSource for GatewayStats {
                 })
                 .collect(),
             tsc_mhz: svcgate_dataplane::xsk::tsc_hz() / 1_000_000,
+            restart: self.1.clone(),
         }
     }
 }
@@ -519,6 +580,15 @@ mod tests {
 
     fn table(s: &str) -> toml::Table {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn state_dir_is_opt_in() {
+        let base = "interfaces = [\"a\"]\nsnat_addrs = [\"198.18.3.1\"]\n";
+        let c = DataplaneConfig::from_table(&table(base)).unwrap().unwrap();
+        assert_eq!(c.gateway_config().unwrap().nat.state_dir, None);
+        let c = DataplaneConfig::from_table(&table(&format!("{base}state_dir = \"/run/svcgate\"\n"))).unwrap().unwrap();
+        assert_eq!(c.gateway_config().unwrap().nat.state_dir.as_deref(), Some(std::path::Path::new("/run/svcgate")));
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub struct StatsSnapshot {
     /// server) or `drop`.
     #[serde(default)]
     pub dns_queries: Vec<(String, String, u64)>,
+    /// What adopting the state directory did at start (`state_dir`):
+    /// `files_adopted`, `files_refused`, `flows_adopted`, `flows_dropped`,
+    /// `replies_adopted`, `replies_dropped`, `torn_slots`; empty without one.
+    #[serde(default)]
+    pub restart: Vec<(String, u64)>,
     /// One row per polling worker.
     pub workers: Vec<WorkerRow>,
     /// The TSC frequency the cycle figures count in, MHz (0: no dataplane).
@@ -231,6 +236,17 @@ pub fn render_stats(out: &mut String, s: &StatsSnapshot) {
     );
     for (addr, n) in &s.snat_ports_exhausted {
         let _ = writeln!(out, "svcgate_snat_ports_exhausted_total{{snat_addr=\"{}\"}} {n}", label(addr));
+    }
+    if !s.restart.is_empty() {
+        header(
+            out,
+            "svcgate_state_restart",
+            "gauge",
+            "What adopting the state directory did at start: state files adopted and refused (started clean), flows and reply slots taken over and dropped, torn slots.",
+        );
+        for (what, n) in &s.restart {
+            let _ = writeln!(out, "svcgate_state_restart{{what=\"{}\"}} {n}", label(what));
+        }
     }
     if !s.dns_queries.is_empty() {
         header(

@@ -23,6 +23,7 @@ impl StatsSource for FakeStats {
             conntrack_events: vec![("new".into(), 9), ("reclaimed_unassured".into(), 2)],
             snat_ports_exhausted: vec![("198.18.3.1".into(), 5)],
             dns_queries: vec![("answered".into(), String::new(), 11), ("slow".into(), "query_type".into(), 2)],
+            restart: vec![("files_refused".into(), 1)],
             workers: vec![WorkerRow {
                 rx: 1000,
                 tx: 990,
@@ -70,6 +71,7 @@ fn admin_endpoint_serves_health_metrics_and_status() {
         "svcgate_conntrack_entries 7",
         "svcgate_conntrack_events_total{event=\"reclaimed_unassured\"} 2",
         "svcgate_snat_ports_exhausted_total{snat_addr=\"198.18.3.1\"} 5",
+        "svcgate_state_restart{what=\"files_refused\"} 1",
         "svcgate_worker_busy_ratio{worker=\"0\"} 0.25",
         "svcgate_worker_cycles_per_packet{worker=\"0\"} 812.5",
         "svcgate_worker_busy_cycles_total{worker=\"0\"} 812500",

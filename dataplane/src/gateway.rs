@@ -26,7 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use parking_lot::Mutex;
@@ -100,6 +100,9 @@ pub enum GatewayError {
     /// The SNAT configuration is unusable.
     #[error("SNAT configuration: {0}")]
     Snat(#[from] nat::ReverseError),
+    /// The state directory (`NatConfig::state_dir`) cannot be used.
+    #[error(transparent)]
+    State(#[from] nat::restart::StateError),
     /// An AF_XDP or XDP operation failed.
     #[error(transparent)]
     Xsk(#[from] XskError),
@@ -173,7 +176,9 @@ struct NatHandler {
     /// The cluster DNS answer table, when the gateway answers DNS.
     dns: Option<Reader<DnsTable>>,
     dns_counters: DnsCounters,
-    clock: Instant,
+    /// The workers' clock (`nat::Shared::now_ms`: CLOCK_MONOTONIC from the
+    /// tables' epoch, which outlives the process with a state directory).
+    shared: Arc<nat::Shared>,
     /// Neighbours the workers missed, of both families, for the control
     /// thread to have the kernel resolve.
     unresolved: Arc<ArrayQueue<IpAddr>>,
@@ -194,7 +199,7 @@ const SWEEP_PERIOD_MS: usize = 2000;
 
 impl NatHandler {
     fn now_ms(&self) -> u32 {
-        self.clock.elapsed().as_millis() as u32
+        self.shared.now_ms()
     }
 
     /// Copies the counters out for metrics, at most every 100 ms; never
@@ -270,6 +275,8 @@ pub struct Gateway {
     dns: Option<Reader<DnsTable>>,
     steered_dns: Vec<Ipv4Addr>,
     steered_dns6: Vec<Ipv6Addr>,
+    /// What adopting the state directory did, when there is one.
+    restart: Option<nat::restart::RestartReport>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -419,7 +426,10 @@ impl Gateway {
             return Err(GatewayError::NoInterface);
         }
         cfg.nat.workers = cfg.queues.max(1) as u16;
-        let shared = nat::Shared::new(cfg.nat.clone())?;
+        // With a state directory: the tables an earlier svcgate left there
+        // are adopted (see nat::restart); the caller reads `shared.restart`
+        // through `Gateway::restart_report`.
+        let shared = nat::Shared::open(cfg.nat.clone())?;
         let kernel = KernelNet::read()?;
         for name in &cfg.interfaces {
             match kernel.interface(name) {
@@ -454,6 +464,7 @@ impl Gateway {
             dns: dns.map(Publisher::reader),
             steered_dns: Vec::new(),
             steered_dns6: Vec::new(),
+            restart: shared.restart.clone(),
         };
         let cfg = gw.cfg.clone();
         for q in 0..cfg.queues.max(1) {
@@ -472,7 +483,7 @@ impl Gateway {
                 hops: gw.hops.reader(),
                 dns: dns.map(Publisher::reader),
                 dns_counters: DnsCounters::default(),
-                clock: Instant::now(),
+                shared: Arc::clone(&shared),
                 unresolved: Arc::clone(&gw.unresolved),
                 export: Arc::clone(&export),
                 last_export: 0,
@@ -498,6 +509,12 @@ impl Gateway {
         }
         gw.sync_steering(&tables.current())?;
         Ok(gw)
+    }
+
+    /// What adopting the state directory did (files adopted and refused,
+    /// flows taken over and dropped); `None` without a state directory.
+    pub fn restart_report(&self) -> Option<&nat::restart::RestartReport> {
+        self.restart.as_ref()
     }
 
     /// Puts the frontends of `t`, and UDP port 53 of the DNS addresses, into

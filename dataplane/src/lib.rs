@@ -8,6 +8,7 @@
 //! - [`gateway`]: the assembled dataplane: AF_XDP workers running the NAT.
 //! - [`pktgen`]: the packet generator and receiver behind `svcgate-pktgen`.
 //! - [`privileges`]: dropping Linux capabilities once the dataplane is up.
+//! - [`shm`]: state files mapped shared, so flow tables outlive the process.
 //! - [`xsk`]: AF_XDP: the XDP steering program, UMEM and rings, the polling
 //!   workers, the exception path and kernel next hops.
 
@@ -16,6 +17,7 @@ pub mod gateway;
 pub mod nat;
 pub mod pktgen;
 pub mod privileges;
+pub mod shm;
 pub mod wire;
 
 #[cfg(feature = "testing")]

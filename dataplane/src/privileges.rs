@@ -37,8 +37,9 @@
 //! # Unsafe
 //! The two system calls (`capget`/`capset` through `syscall(2)`) and
 //! `prctl(2)` have no safe wrapper in the crates this workspace already
-//! uses (`caps` is not available here). This module is the one place
-//! outside the UMEM/ring module that uses `unsafe`, each block with its
+//! uses (`caps` is not available here). This module is one of the two
+//! places outside the UMEM/ring module that use `unsafe` (the other is
+//! `shm`, the state files' mappings), each block with its
 //! `// SAFETY:` note; each call passes only integers or pointers to local,
 //! properly sized `#[repr(C)]` values.
 #![allow(unsafe_code)]

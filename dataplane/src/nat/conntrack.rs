@@ -107,6 +107,12 @@ impl KeyHasher {
         Self { a, b: (b & !0xff) | 0x5b }
     }
 
+    /// The two seeds, as a state file keeps them (`nat::restart`): a table
+    /// mapped again by the next process must hash with its own seeds.
+    pub(crate) const fn seeds(&self) -> [u64; 2] {
+        [self.a, self.b]
+    }
+
     /// The table hash of an IPv4 key.
     #[inline(always)]
     pub const fn hash(&self, key: &FlowKey) -> u64 {
@@ -252,10 +258,20 @@ pub trait WireAddr: Copy + Eq + Ord + std::hash::Hash + Default + std::fmt::Debu
     /// A key packed into words.
     type Words: KeyWords;
     /// Atomic words holding a key in the reverse table (`Words::LEN` of them).
-    type KeyCells: Default + Send + Sync + AsRef<[std::sync::atomic::AtomicU64]> + std::fmt::Debug;
+    type KeyCells: Default
+        + Send
+        + Sync
+        + AsRef<[std::sync::atomic::AtomicU64]>
+        + std::fmt::Debug
+        + crate::shm::SharedCell;
     /// Atomic words holding a reply's translation (client and frontend
     /// addresses and ports) in the reverse table.
-    type ValueCells: Default + Send + Sync + AsRef<[std::sync::atomic::AtomicU64]> + std::fmt::Debug;
+    type ValueCells: Default
+        + Send
+        + Sync
+        + AsRef<[std::sync::atomic::AtomicU64]>
+        + std::fmt::Debug
+        + crate::shm::SharedCell;
     /// `key` packed into words.
     fn key_words(key: &FlowKey<Self>) -> Self::Words;
     /// The translation `(client, client port, frontend, frontend port)` as
@@ -661,8 +677,12 @@ fn fault_in<T: bytemuck::Zeroable + Copy>(region: &mut [T]) {
 /// nearly every lookup), viewed as `[FlowEntry]` through `bytemuck` (no
 /// `unsafe`: `FlowEntry` is plain data and the mapping is page-aligned and
 /// zeroed, which is every entry's free state). On the heap when mapping fails.
+/// A table that outlives the process (`nat::restart`) is `Mapped` from its
+/// state file (`MAP_SHARED`, the file kept open beside the mapping for its
+/// lock): the same view of the same kind of memory, so the packet path is
+/// the same.
 enum Entries<E> {
-    Mapped(memmap2::MmapMut),
+    Mapped(memmap2::MmapMut, #[allow(dead_code)] Option<std::fs::File>),
     Heap(Box<[E]>),
 }
 
@@ -683,7 +703,7 @@ impl<E: Flow> Entries<E> {
                 // 256 MiB at 4M entries costs ~0.1 s here; without it each
                 // first flow on a huge page zeroes 2 MiB on the packet path.
                 fault_in(&mut m[..]);
-                Self::Mapped(m)
+                Self::Mapped(m, None)
             }
             _ => Self::Heap(vec![E::default(); n].into_boxed_slice()),
         }
@@ -692,7 +712,7 @@ impl<E: Flow> Entries<E> {
     #[inline(always)]
     fn get(&self) -> &[E] {
         match self {
-            Self::Mapped(m) => bytemuck::cast_slice(&m[..]),
+            Self::Mapped(m, _) => bytemuck::cast_slice(&m[..]),
             Self::Heap(b) => b,
         }
     }
@@ -700,7 +720,7 @@ impl<E: Flow> Entries<E> {
     #[inline(always)]
     fn get_mut(&mut self) -> &mut [E] {
         match self {
-            Self::Mapped(m) => bytemuck::cast_slice_mut(&mut m[..]),
+            Self::Mapped(m, _) => bytemuck::cast_slice_mut(&mut m[..]),
             Self::Heap(b) => b,
         }
     }
@@ -854,20 +874,80 @@ impl<E: Flow> FlowTable<E> {
     /// [`FlowTable::with_capacity`] with a given hasher (reproducible
     /// layouts in tests and benches).
     pub fn with_capacity_and_hasher(capacity: usize, hasher: KeyHasher) -> Self {
+        let buckets = Self::buckets_for(capacity);
+        Self::with_entries(buckets, Entries::zeroed(buckets as usize * BUCKET_SLOTS), hasher)
+    }
+
+    /// The buckets of a table for `capacity` flows.
+    fn buckets_for(capacity: usize) -> u32 {
         let slots = capacity.max(BUCKET_SLOTS) + capacity / 8;
-        let buckets = slots.div_ceil(BUCKET_SLOTS).min(u32::MAX as usize / 2) as u32;
+        slots.div_ceil(BUCKET_SLOTS).min(u32::MAX as usize / 2) as u32
+    }
+
+    /// The entry slots of a table for `capacity` flows (what its state
+    /// file holds).
+    pub fn slots_for(capacity: usize) -> usize {
+        Self::buckets_for(capacity) as usize * BUCKET_SLOTS
+    }
+
+    fn with_entries(buckets: u32, entries: Entries<E>, hasher: KeyHasher) -> Self {
         let mut sigs = vec![[0u64; 2]; buckets as usize].into_boxed_slice();
         // A large zeroed allocation is mapped lazily too.
         fault_in(&mut sigs[..]);
-        Self {
-            sigs,
-            entries: Entries::zeroed(buckets as usize * BUCKET_SLOTS),
-            buckets,
-            hasher,
-            len: 0,
-            cursor: 0,
-            moved: None,
+        Self { sigs, entries, buckets, hasher, len: 0, cursor: 0, moved: None }
+    }
+
+    /// A table for `capacity` flows whose entries are `map`, a state file's
+    /// body ([`FlowTable::slots_for`] entries), hashing with `hasher` (the
+    /// file's own seeds). The table starts empty in its signatures: a
+    /// fresh file is all free entries; a file left by an earlier process
+    /// must go through [`FlowTable::adopt`] before use. `None` when the
+    /// mapping's size or alignment does not fit the entries.
+    pub(crate) fn from_state(capacity: usize, map: crate::shm::PodMap, hasher: KeyHasher, fresh: bool) -> Option<Self> {
+        let buckets = Self::buckets_for(capacity);
+        let (mut m, file) = map.into_parts();
+        let view: &[E] = bytemuck::try_cast_slice(&m[..]).ok()?;
+        if view.len() != buckets as usize * BUCKET_SLOTS {
+            return None;
         }
+        if fresh {
+            fault_in(&mut m[..]);
+        }
+        Some(Self::with_entries(buckets, Entries::Mapped(m, Some(file)), hasher))
+    }
+
+    /// Takes over the entries an earlier process left (a table from
+    /// [`FlowTable::from_state`]): every used entry whose key hashes to the
+    /// bucket it sits in, is not a second copy of a key already taken (a
+    /// process killed in the middle of a displacement leaves two), and that
+    /// `keep` accepts (it may also rewrite the entry) gets its signature
+    /// back; every other slot is zeroed. Returns (kept, dropped).
+    pub(crate) fn adopt(&mut self, mut keep: impl FnMut(usize, &mut E) -> bool) -> (usize, usize) {
+        let (mut kept, mut dropped) = (0, 0);
+        for slot in 0..self.slots() {
+            let e = self.entries.get()[slot];
+            if !e.is_used() {
+                if e != E::default() {
+                    self.entries.get_mut()[slot] = E::default();
+                }
+                continue;
+            }
+            let w = e.words();
+            let p = self.probe_words(&w);
+            let b = slot / BUCKET_SLOTS;
+            let placed = b == p.b1 as usize || b == p.b2 as usize;
+            let mut e2 = e;
+            if placed && self.find_words(&w, &p).is_none() && keep(slot, &mut e2) {
+                self.entries.get_mut()[slot] = e2;
+                sig_set(&mut self.sigs[b], slot % BUCKET_SLOTS, p.sig);
+                self.len += 1;
+                kept += 1;
+            } else {
+                self.entries.get_mut()[slot] = E::default();
+                dropped += 1;
+            }
+        }
+        (kept, dropped)
     }
 
     /// Number of flows held.

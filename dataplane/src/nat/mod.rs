@@ -7,12 +7,15 @@
 //! - [`conntrack`]: the per-worker flow table.
 //! - [`reverse`]: the shared SNAT-port-indexed reply table, and why replies
 //!   are handled this way with several workers.
+//! - [`restart`]: the tables kept in a state directory, adopted by the
+//!   next process (restart and upgrade).
 //! - [`nexthop`]: ports, routes and neighbours the caller provides.
 //! - [`verdict`]: verdicts and the pass/drop reasons that are counted.
 
 pub mod conntrack;
 pub mod nexthop;
 pub mod pipeline;
+pub mod restart;
 pub mod reverse;
 mod verdict;
 

@@ -53,8 +53,11 @@ use svcgate_common::hash::client_hash;
 use svcgate_common::model::{ForwardingMode, Protocol};
 use svcgate_common::table::{ActiveSet, FrontendKind, ServiceEntry, ServicePortId, ServiceTable};
 
-use super::conntrack::{Flow, FlowKey, FlowMeta, FlowTable, Inserted, KeyHasher, Probe, Standing, WireAddr};
+use super::conntrack::{
+    Flow, FlowEntry, FlowEntry6, FlowKey, FlowMeta, FlowTable, Inserted, KeyHasher, Probe, Standing, WireAddr,
+};
 use super::nexthop::{NextHops, Resolution};
+use super::restart;
 use super::reverse::{flags as rflags, RevFlow, ReverseError, ReverseTable};
 use super::verdict::{DropReason, Frame, PassReason, Verdict};
 use crate::wire::tcp::flags as tcpf;
@@ -154,6 +157,12 @@ pub struct NatConfig {
     /// bucket ([`KeyHasher`]). Fixed only where a run must be reproducible
     /// (fuzzing, fixtures).
     pub hash_seeds: Option<[u64; 2]>,
+    /// Where the flow and reverse tables live so that they outlive the
+    /// process (`nat::restart`): files mapped shared in this directory
+    /// (tmpfs, e.g. /run/svcgate), adopted by the next process when their
+    /// layout matches. `None` (the default): anonymous memory, gone with
+    /// the process. Only [`Shared::open`] reads it.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl NatConfig {
@@ -186,9 +195,13 @@ impl Default for NatConfig {
             timeouts: Timeouts::default(),
             pressure_percent: 90,
             hash_seeds: None,
+            state_dir: None,
         }
     }
 }
+
+/// A worker's flow tables, IPv4 and IPv6.
+type WorkerTables = (FlowTable<FlowEntry>, FlowTable<FlowEntry6>);
 
 /// State shared by all workers: the reverse tables and the configuration.
 #[derive(Debug)]
@@ -199,12 +212,49 @@ pub struct Shared {
     pub reverse6: ReverseTable<u128>,
     /// The configuration.
     pub config: NatConfig,
+    /// `CLOCK_MONOTONIC` (ms, see `shm::monotonic_ms`) at the workers'
+    /// clock zero: when this state was created, or when the state files
+    /// adopted from an earlier process were (so that their flows' times
+    /// stay meaningful).
+    pub clock_epoch_ms: u64,
+    /// What adopting the state directory did (with a `state_dir`).
+    pub restart: Option<restart::RestartReport>,
+    /// Flow tables opened from the state directory, per worker, until
+    /// [`Worker::new`] takes its own.
+    adopted: parking_lot::Mutex<Vec<Option<WorkerTables>>>,
 }
 
 impl Shared {
-    /// Builds the shared state; fails on an unusable SNAT configuration.
-    /// An IPv4 SNAT address is required; IPv6 ones are not (without one,
-    /// IPv6 Services are served in dnat mode only).
+    /// [`Shared::new`], with the tables in `config.state_dir` when it is
+    /// set: adopted from an earlier process where their layout matches,
+    /// created clean where not (see `nat::restart`); fails when the
+    /// directory or a file cannot be used at all (or is another svcgate's).
+    pub fn open(config: NatConfig) -> Result<Arc<Self>, restart::StateError> {
+        let Some(dir) = config.state_dir.clone() else {
+            return Ok(Self::new(config)?);
+        };
+        let workers = config.workers.max(1);
+        let r = restart::open(&dir, &config, workers)?;
+        Ok(Arc::new(Self {
+            reverse: r.reverse,
+            reverse6: r.reverse6,
+            config,
+            clock_epoch_ms: r.epoch_ms,
+            restart: Some(r.report),
+            adopted: parking_lot::Mutex::new(r.flows.into_iter().map(Some).collect()),
+        }))
+    }
+
+    /// The milliseconds since the workers' clock zero: the clock every
+    /// worker stamps its flows with.
+    pub fn now_ms(&self) -> u32 {
+        crate::shm::monotonic_ms().wrapping_sub(self.clock_epoch_ms) as u32
+    }
+
+    /// Builds the shared state in anonymous memory (`config.state_dir` is
+    /// not read: see [`Shared::open`]); fails on an unusable SNAT
+    /// configuration. An IPv4 SNAT address is required; IPv6 ones are not
+    /// (without one, IPv6 Services are served in dnat mode only).
     pub fn new(config: NatConfig) -> Result<Arc<Self>, ReverseError> {
         let workers = usize::from(config.workers.max(1));
         let (lo, hi) = config.snat_ports;
@@ -220,7 +270,14 @@ impl Shared {
             flows6,
             config.key_hasher(),
         )?;
-        Ok(Arc::new(Self { reverse, reverse6, config }))
+        Ok(Arc::new(Self {
+            reverse,
+            reverse6,
+            config,
+            clock_epoch_ms: crate::shm::monotonic_ms(),
+            restart: None,
+            adopted: parking_lot::Mutex::new(Vec::new()),
+        }))
     }
 }
 
@@ -457,10 +514,11 @@ struct FamilyState<F: NatFamily> {
 }
 
 impl<F: NatFamily> FamilyState<F> {
-    fn new(cfg: &NatConfig, capacity: usize, affinity_slots: usize) -> Self {
+    /// `ct`: the table adopted from the state directory, if any.
+    fn new(cfg: &NatConfig, capacity: usize, affinity_slots: usize, ct: Option<FlowTable<F::Entry>>) -> Self {
         let aff = affinity_slots.max(1).next_power_of_two();
         Self {
-            ct: FlowTable::with_capacity_and_hasher(capacity, cfg.key_hasher()),
+            ct: ct.unwrap_or_else(|| FlowTable::with_capacity_and_hasher(capacity, cfg.key_hasher())),
             svc: Vec::new(),
             port_cursor: 0,
             unassured: Unassured::new(capacity),
@@ -608,14 +666,17 @@ fn active_backend<F: NatFamily>(svc: &ServiceEntry<F>, addr: F::Raw, port: u16) 
 
 impl Worker {
     /// Worker `id` (0-based, < `config.workers`), with its own flow table.
+    /// With a state directory ([`Shared::open`]) its flow tables are the
+    /// ones mapped from there for worker `id`.
     pub fn new(id: u16, shared: Arc<Shared>) -> Self {
         let cfg = &shared.config;
+        let (ct4, ct6) = shared.adopted.lock().get_mut(usize::from(id)).and_then(Option::take).unzip();
         Self {
             id,
             fams: Fams {
-                v4: FamilyState::new(cfg, cfg.conntrack_capacity, cfg.affinity_slots),
+                v4: FamilyState::new(cfg, cfg.conntrack_capacity, cfg.affinity_slots, ct4),
                 // No more IPv6 affinity records than IPv6 flows.
-                v6: FamilyState::new(cfg, cfg.capacity6(), cfg.affinity_slots.min(cfg.capacity6())),
+                v6: FamilyState::new(cfg, cfg.capacity6(), cfg.affinity_slots.min(cfg.capacity6()), ct6),
             },
             counters: Counters {
                 ports_exhausted: vec![0; cfg.snat_addrs.len()],
@@ -1266,6 +1327,12 @@ impl Worker {
         now: u32,
     ) -> Option<Verdict> {
         let e = *F::state(&self.fams).ct.entry(slot)?;
+        if t.generation() == 0 && e.table_gen == restart::STALE_GEN {
+            // Adopted from an earlier process, and no table yet (generation
+            // 0 is the empty table before the first publication): keep the
+            // flow until there is one to revalidate it in.
+            return Some(Verdict::Drop(DropReason::NotSynced));
+        }
         let proto = Protocol::from_number(p.key.proto)?;
         let half = t.family::<F>();
         let found = half

@@ -46,6 +46,7 @@
 //! an IPv4 slot (two key words, two value words) is one cache line, an
 //! IPv6 slot (five and five) two.
 
+use std::mem::size_of;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::conntrack::{lanes_equal, probe, FlowKey, KeyHasher, KeyWords, WireAddr, BUCKET_SLOTS, EMPTY_SIG, LANES};
@@ -83,10 +84,11 @@ pub mod flags {
 
 /// One reply key and its translation. IPv4: 48 bytes used of a cache
 /// line, so that a lookup touches one line per candidate; IPv6: 96 bytes
-/// of two.
+/// of two. `repr(C)`: the layout is what a state file holds (`nat::restart`
+/// fingerprints its offsets), the same for every build.
 #[derive(Debug, Default)]
-#[repr(align(64))]
-struct Slot<R: WireAddr> {
+#[repr(C, align(64))]
+pub(crate) struct Slot<R: WireAddr> {
     seq: AtomicU32,
     last_seen: AtomicU32,
     /// Cached next hop toward the client: hop index | generation << 16.
@@ -98,14 +100,48 @@ struct Slot<R: WireAddr> {
     v: R::ValueCells,
 }
 
+/// The size, alignment and field offsets of a slot: what a state file's
+/// layout fingerprint covers (`nat::restart`).
+pub(crate) fn slot_layout<R: WireAddr>() -> [usize; 8] {
+    use std::mem::{align_of, offset_of, size_of};
+    [
+        size_of::<Slot<R>>(),
+        align_of::<Slot<R>>(),
+        offset_of!(Slot<R>, seq),
+        offset_of!(Slot<R>, last_seen),
+        offset_of!(Slot<R>, hop),
+        offset_of!(Slot<R>, flags),
+        offset_of!(Slot<R>, k),
+        offset_of!(Slot<R>, v),
+    ]
+}
+
 /// Eight signatures of one bucket, four to an atomic word.
 type SigBucket = [AtomicU64; 2];
+
+/// Where a table's slots live: anonymous memory, or mapped from a state
+/// file that outlives the process (`nat::restart`); either way viewed as
+/// one slice of atomics (`shm::CellMap`), so the packet path is the same.
+type Slots<R> = crate::shm::CellMap<Slot<R>>;
+
+/// What adopting a reverse table left by an earlier process did
+/// ([`ReverseTable::adopt`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// Slots holding a reply key, taken over.
+    pub kept: usize,
+    /// Slots cleared: a key in a bucket it does not hash to, or a second
+    /// copy of a key.
+    pub cleared: usize,
+    /// Slots found in the middle of a write (odd sequence), cleared.
+    pub torn: usize,
+}
 
 /// The shared reverse table of one family (IPv4 by default).
 #[derive(Debug)]
 pub struct ReverseTable<R: WireAddr = u32> {
     sigs: Box<[SigBucket]>,
-    slots: Box<[Slot<R>]>,
+    slots: Slots<R>,
     buckets: u32,
     /// The table's own keyed hash (random seeds: reply keys carry a port
     /// and address the client can choose; see [`KeyHasher`]).
@@ -122,6 +158,18 @@ pub enum ReverseError {
     /// No SNAT address was given.
     #[error("at least one SNAT address is needed")]
     NoAddress,
+    /// Memory for the slots could not be mapped.
+    #[error("cannot map {bytes} bytes for the reverse table: {reason}")]
+    Memory {
+        /// The size asked for.
+        bytes: usize,
+        /// The OS error.
+        reason: String,
+    },
+    /// A state file's body does not hold the table's slots (a bug: its
+    /// size is checked before it is mapped).
+    #[error("the reverse table's state file does not match its size")]
+    StateSize,
     /// The port range leaves a worker fewer than 16 ports.
     #[error("SNAT port range {lo}-{hi} is too small for {workers} workers (each needs at least 16 ports)")]
     RangeTooSmall {
@@ -172,17 +220,66 @@ impl<R: WireAddr> ReverseTable<R> {
         flows: usize,
         hasher: KeyHasher,
     ) -> Result<Self, ReverseError> {
+        Self::build(addrs, lo, hi, workers, flows, hasher, None)
+    }
+
+    fn buckets_for(flows: usize) -> u32 {
+        let slots = (flows + flows / 4).max(4 * BUCKET_SLOTS);
+        slots.div_ceil(BUCKET_SLOTS).min(u32::MAX as usize / BUCKET_SLOTS) as u32
+    }
+
+    /// The slots of a table for `flows` flows (what its state file holds).
+    pub fn slots_for(flows: usize) -> usize {
+        Self::buckets_for(flows) as usize * BUCKET_SLOTS
+    }
+
+    /// The table's hasher.
+    pub fn hasher(&self) -> KeyHasher {
+        self.hasher
+    }
+
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// [`ReverseTable::without_addrs_check`], its slots mapped from a state
+    /// file (`mapped`, [`ReverseTable::slots_for`] of them) when given.
+    pub(crate) fn build(
+        addrs: &[R::Addr],
+        lo: u16,
+        hi: u16,
+        workers: u16,
+        flows: usize,
+        hasher: KeyHasher,
+        mapped: Option<crate::shm::CellMap<Slot<R>>>,
+    ) -> Result<Self, ReverseError> {
         let workers = workers.max(1);
         let total = u32::from(hi.saturating_sub(lo)) + 1;
         let span = total / u32::from(workers);
         if hi < lo || span < 16 {
             return Err(ReverseError::RangeTooSmall { lo, hi, workers });
         }
-        let slots = (flows + flows / 4).max(4 * BUCKET_SLOTS);
-        let buckets = slots.div_ceil(BUCKET_SLOTS).min(u32::MAX as usize / BUCKET_SLOTS) as u32;
+        let buckets = Self::buckets_for(flows);
+        let n = buckets as usize * BUCKET_SLOTS;
+        let slots = match mapped {
+            Some(m) if m.len() == n => m,
+            Some(_) => return Err(ReverseError::StateSize),
+            // Zeroed memory is every slot's free state (`Slot::default`).
+            None => {
+                let s = Slots::anonymous(n)
+                    .map_err(|e| ReverseError::Memory { bytes: n * size_of::<Slot<R>>(), reason: e.to_string() })?;
+                // Fault every page in now (a write: a read would map the
+                // shared zero page), not on the packet path.
+                for slot in s.iter().step_by((4096 / size_of::<Slot<R>>()).max(1)) {
+                    slot.seq.store(0, Ordering::Relaxed);
+                }
+                s
+            }
+        };
         Ok(Self {
             sigs: (0..buckets).map(|_| SigBucket::default()).collect(),
-            slots: (0..buckets as usize * BUCKET_SLOTS).map(|_| Slot::default()).collect(),
+            slots,
             buckets,
             hasher,
             addrs: addrs.iter().map(|&a| R::of(a)).collect(),
@@ -413,6 +510,95 @@ impl<R: WireAddr> ReverseTable<R> {
         if let Some(s) = self.slots.get(idx as usize) {
             s.hop.store(((gen & 0xffff) << 16) | u32::from(hop), Ordering::Relaxed);
         }
+    }
+
+    /// Takes over the slots an earlier process left in a mapped table
+    /// (before any worker runs): a slot caught in the middle of a write
+    /// (odd sequence: the process was killed there) is cleared and its
+    /// sequence made even; a key in a bucket it does not hash to, or a
+    /// second copy of a key, is cleared; every other key gets its
+    /// signature back. Cached next hops are forgotten (hop generations are
+    /// the old process's). Flows are then matched to their slots
+    /// ([`ReverseTable::key_at`]) and the slots no flow claims are freed
+    /// ([`ReverseTable::remove`]).
+    pub(crate) fn adopt(&self) -> Adopted {
+        let mut a = Adopted::default();
+        for (idx, s) in self.slots.iter().enumerate() {
+            s.hop.store(u32::MAX, Ordering::Relaxed);
+            let seq = s.seq.load(Ordering::Relaxed);
+            if seq & 1 != 0 {
+                Self::clear(s);
+                s.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+                a.torn += 1;
+                continue;
+            }
+            let cells = s.k.as_ref();
+            let w = R::Words::from_words(|i| cells.get(i).map_or(0, |c| c.load(Ordering::Relaxed)));
+            if w == R::Words::default() {
+                continue;
+            }
+            let p = probe(self.hasher.hash_key(&w), self.buckets);
+            let b = (idx / BUCKET_SLOTS) as u32;
+            let lane = idx % BUCKET_SLOTS;
+            let placed = p.b1 == b || p.b2 == b;
+            let dup = placed && self.find_words(&w, &p).is_some();
+            // The last key word holds the protocol: never 0 in a real key.
+            let partial = cells.iter().last().is_some_and(|c| c.load(Ordering::Relaxed) == 0);
+            if !placed || dup || partial {
+                Self::clear(s);
+                a.cleared += 1;
+                continue;
+            }
+            if let Some(words) = self.sigs.get(b as usize) {
+                words[lane / LANES].fetch_or(u64::from(p.sig) << (16 * (lane % LANES)), Ordering::Relaxed);
+            }
+            a.kept += 1;
+        }
+        a
+    }
+
+    fn clear(s: &Slot<R>) {
+        for c in s.k.as_ref().iter().chain(s.v.as_ref()) {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The slot holding the key words `w` under probe `p`, if any.
+    fn find_words(&self, w: &R::Words, p: &super::conntrack::Probe) -> Option<u32> {
+        let (s1, s2) = (self.sig_words(p.b1), self.sig_words(p.b2));
+        let mut m = crate::xsk::match_sigs2(&s1, &s2, p.sig);
+        while m != 0 {
+            let bit = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let b = if bit < BUCKET_SLOTS { p.b1 } else { p.b2 } as usize;
+            let idx = (b * BUCKET_SLOTS + bit % BUCKET_SLOTS) as u32;
+            if self.read_if(idx, w).is_some() {
+                return Some(idx);
+            }
+        }
+        None
+    }
+
+    /// True when slot `idx` holds the reply key `key` (and has its
+    /// signature): what a flow adopted from a state file must point at.
+    pub(crate) fn key_at(&self, idx: u32, key: &FlowKey<R>) -> bool {
+        let w = R::key_words(key);
+        let p = probe(self.hasher.hash_key(&w), self.buckets);
+        self.find_words(&w, &p) == Some(idx)
+    }
+
+    /// Frees every slot holding a key whose index `claimed` does not mark
+    /// (the flows adopted claimed theirs): replies of flows that are gone.
+    pub(crate) fn free_unclaimed(&self, claimed: &[bool]) -> usize {
+        let mut n = 0;
+        for (idx, s) in self.slots.iter().enumerate() {
+            let used = s.k.as_ref().iter().any(|c| c.load(Ordering::Relaxed) != 0);
+            if used && !claimed.get(idx).copied().unwrap_or(false) {
+                self.remove(idx as u32);
+                n += 1;
+            }
+        }
+        n
     }
 }
 

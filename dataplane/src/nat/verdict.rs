@@ -113,6 +113,11 @@ reasons! {
         /// headers or checksum, or a DNS response or malformed message (the
         /// DNS counters say which).
         DnsQuery => "dns_query",
+        /// A packet of a flow adopted from the state directory (a restart)
+        /// before the first service table was published: dropped, the flow
+        /// kept (the client retransmits), rather than the flow forgotten
+        /// for want of its frontend.
+        NotSynced => "not_synced",
     }
 }
 

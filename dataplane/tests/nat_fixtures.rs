@@ -1018,9 +1018,12 @@ fn syn_flood_reclaims_unassured_flows_and_spares_assured_ones() {
 #[test]
 fn syn_timeout_shortens_under_pressure() {
     // 50 unanswered SYNs in a table for 100 flows: 60 s timeout; 90 (the
-    // 90% pressure mark): 5 s.
+    // 90% pressure mark): 5 s. Fixed hash seeds, as below: with random ones
+    // a SYN is now and then displaced out of the table while it fills
+    // (seen once in a full run), and fewer than 90 are left to expire.
+    let seeds = Some([0x636f_6e6e_ffff_ffff, 0x7472_6b31_9e37_795b]);
     for (syns, gone_after_6s) in [(50u32, 0usize), (90, 90)] {
-        let mut lab = Lab::with_config(nat_config(1, 100));
+        let mut lab = Lab::with_config(NatConfig { hash_seeds: seeds, ..nat_config(1, 100) });
         for i in 0..syns {
             let (v, _) = lab.run(0, 0, &Pkt::new(client_n(i), SPREAD, tcp(30000, 80, SYN)).build());
             assert_eq!(v, Verdict::Forward { port: 1 });
@@ -1032,7 +1035,6 @@ fn syn_timeout_shortens_under_pressure() {
     // flow moved by cuckoo displacement leaves the reclaim queue, and with
     // random seeds the first client's flow is sometimes one of them (the
     // seeds are the constants the tables used before they were random).
-    let seeds = Some([0x636f_6e6e_ffff_ffff, 0x7472_6b31_9e37_795b]);
     let mut lab = Lab::with_config(NatConfig { hash_seeds: seeds, ..nat_config(1, 100) });
     for i in 0..200 {
         lab.run(0, 0, &Pkt::new(client_n(i), SPREAD, tcp(30000, 80, SYN)).build());

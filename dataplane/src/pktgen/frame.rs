@@ -387,10 +387,8 @@ mod tests {
                 assert_eq!(n, size - 4);
                 let frame = &buf[..n];
                 let p = SlicedPacket::from_ethernet(frame).expect("parses");
-                let (udp_want, tcp_want): (
-                    Box<dyn Fn(&etherparse::UdpSlice) -> u16>,
-                    Box<dyn Fn(&etherparse::TcpSlice) -> u16>,
-                ) = match p.net {
+                // The IP header, for etherparse's checksums of the transport.
+                let ip_hdr = match p.net {
                     Some(NetSlice::Ipv4(ref ip)) => {
                         assert!(!v6);
                         let h = ip.header();
@@ -398,11 +396,7 @@ mod tests {
                         assert_eq!(h.destination(), (f.dst as u32).to_be_bytes());
                         let hdr = h.to_header();
                         assert_eq!(hdr.header_checksum, hdr.calc_header_checksum(), "ip checksum");
-                        let (h1, h2) = (hdr.clone(), hdr);
-                        (
-                            Box::new(move |u| u.to_header().calc_checksum_ipv4(&h1, u.payload()).unwrap()),
-                            Box::new(move |t| t.to_header().calc_checksum_ipv4(&h2, t.payload()).unwrap()),
-                        )
+                        etherparse::IpHeaders::Ipv4(hdr, Default::default())
                     }
                     Some(NetSlice::Ipv6(ref ip)) => {
                         assert!(v6);
@@ -415,14 +409,17 @@ mod tests {
                             (h.hop_limit(), h.payload_length() as usize),
                             (64, if padded { 20 } else { n - 54 })
                         );
-                        let hdr = h.to_header();
-                        let (h1, h2) = (hdr.clone(), hdr);
-                        (
-                            Box::new(move |u| u.to_header().calc_checksum_ipv6(&h1, u.payload()).unwrap()),
-                            Box::new(move |t| t.to_header().calc_checksum_ipv6(&h2, t.payload()).unwrap()),
-                        )
+                        etherparse::IpHeaders::Ipv6(h.to_header(), Default::default())
                     }
                     _ => panic!("not IP"),
+                };
+                let udp_want = |u: &etherparse::UdpSlice| match &ip_hdr {
+                    etherparse::IpHeaders::Ipv4(h, _) => u.to_header().calc_checksum_ipv4(h, u.payload()).unwrap(),
+                    etherparse::IpHeaders::Ipv6(h, _) => u.to_header().calc_checksum_ipv6(h, u.payload()).unwrap(),
+                };
+                let tcp_want = |t: &etherparse::TcpSlice| match &ip_hdr {
+                    etherparse::IpHeaders::Ipv4(h, _) => t.to_header().calc_checksum_ipv4(h, t.payload()).unwrap(),
+                    etherparse::IpHeaders::Ipv6(h, _) => t.to_header().calc_checksum_ipv6(h, t.payload()).unwrap(),
                 };
                 let payload: &[u8] = match p.transport {
                     Some(TransportSlice::Udp(u)) => {

@@ -761,21 +761,23 @@ mod tests {
         let t = Arc::new(table(64));
         let k = key(3, 2000, 6);
         let stop = Arc::new(AtomicBool::new(false));
+        // Reads that found the key. The writer goes on until the reader has
+        // made some (on a loaded machine the reader thread may not even run
+        // during the first 200,000 writes), within a bound.
+        let seen = Arc::new(AtomicU32::new(0));
         let reader = {
-            let (t, stop) = (Arc::clone(&t), Arc::clone(&stop));
+            let (t, stop, seen) = (Arc::clone(&t), Arc::clone(&stop), Arc::clone(&seen));
             std::thread::spawn(move || {
-                let mut seen = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     if let Some((_, f)) = t.find(&k) {
                         // Every field derives from one i: a torn read breaks this.
                         assert_eq!(f, flow(f.client), "torn read");
-                        seen += 1;
+                        seen.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                seen
             })
         };
-        for i in 1..200_000u32 {
+        for i in 1..50_000_000u32 {
             let idx = t.insert(&k, &flow(i), i).unwrap();
             if i % 7 != 0 {
                 t.remove(idx);
@@ -785,9 +787,13 @@ mod tests {
                 t.remove(idx);
                 t.remove(other);
             }
+            if i >= 200_000 && seen.load(Ordering::Relaxed) >= 1_000 {
+                break;
+            }
         }
         stop.store(true, Ordering::Relaxed);
-        assert!(reader.join().unwrap() > 0);
+        reader.join().unwrap();
+        assert!(seen.load(Ordering::Relaxed) > 0, "the reader never found the key");
     }
 
     #[test]

@@ -278,23 +278,29 @@ fn readers_see_whole_generations_during_swaps() {
     first.extend(parsed("pods.yaml", &pods(1)));
     ctl.apply_files(first);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The highest generation the reader saw: the writer goes on past its
+    // 200 rounds until the reader has seen a swap (on a loaded machine the
+    // reader thread may start late), within a bound.
+    let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut reader = ctl.reader();
-    let (s2, c2) = (Arc::clone(&stop), Arc::clone(&ctl));
+    let (s2, c2, seen2) = (Arc::clone(&stop), Arc::clone(&ctl), Arc::clone(&seen));
     let worker = std::thread::spawn(move || {
-        let mut seen = 0u64;
         while !s2.load(Ordering::Relaxed) {
             reader.refresh();
             let t = reader.get();
             let n = t.v4().entries()[0].backends.len();
             assert!(t.v4().entries().iter().all(|e| e.backends.len() == n), "mixed generation {}", t.generation());
-            seen = seen.max(t.generation());
+            seen2.fetch_max(t.generation(), Ordering::Relaxed);
         }
         drop(c2);
-        seen
     });
-    for round in 0..200 {
+    for round in 0..20_000 {
         ctl.apply_files(parsed("pods.yaml", &pods(round % 4 + 1)));
+        if round >= 200 && seen.load(Ordering::Relaxed) > 1 {
+            break;
+        }
     }
     stop.store(true, Ordering::Relaxed);
-    assert!(worker.join().unwrap() > 1);
+    worker.join().unwrap();
+    assert!(seen.load(Ordering::Relaxed) > 1, "the reader saw no swap");
 }

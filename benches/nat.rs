@@ -185,6 +185,15 @@ impl Batch {
         }
     }
 
+    /// A batch of exactly `frames` (at most `BATCH`).
+    fn of(frames: &[Vec<u8>]) -> Self {
+        let mut b = Self::new();
+        b.load(&frames.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        b.lens.truncate(frames.len());
+        b.bufs.truncate(frames.len());
+        b
+    }
+
     /// Times one `process_batch` over the loaded frames.
     fn run(&mut self, w: &mut Worker, t: &ServiceTable, h: &NextHops, now: u32) -> Duration {
         self.run_dns(w, t, h, now, None)
@@ -279,26 +288,7 @@ fn established_via(c: &mut Criterion, name: &str, flows: u32, dns: Option<&DnsTa
     let t = services();
     let h = hops();
     let mut w = worker(flows as usize, Timeouts::default());
-    // Open the flows.
-    let mut batch = Batch::new();
-    for start in (0..flows).step_by(BATCH) {
-        let fs: Vec<Vec<u8>> = (start..(start + BATCH as u32).min(flows)).map(|i| flow_frame(i, SYN)).collect();
-        let refs: Vec<&[u8]> = fs.iter().map(|f| f.as_slice()).collect();
-        batch.load(&refs);
-        batch.lens.truncate(refs.len());
-        batch.bufs.truncate(refs.len());
-        batch.run(&mut w, &t, &h, 1);
-        // The backends answer (SYN-ACK), so the first measured ACK of each
-        // flow completes its handshake, as in real traffic.
-        let answers: Vec<Vec<u8>> = batch.bufs.iter().map(|out| syn_ack_to(out)).collect();
-        let refs: Vec<&[u8]> = answers.iter().map(|f| f.as_slice()).collect();
-        batch = Batch::new();
-        batch.load(&refs);
-        batch.lens.truncate(refs.len());
-        batch.bufs.truncate(refs.len());
-        batch.run(&mut w, &t, &h, 1);
-        batch = Batch::new();
-    }
+    open_flows(&mut w, &t, &h, flows, flow_frame, syn_ack_to);
     // A table filled to its capacity may evict a flow or two when both of
     // a key's buckets and the displacement are full (1 in 1M with these
     // seeds): its ACKs are then picked up as a new flow, a negligible share.
@@ -306,6 +296,7 @@ fn established_via(c: &mut Criterion, name: &str, flows: u32, dns: Option<&DnsTa
     assert!(w.counters().reverse_translated * 10_000 >= u64::from(flows) * 9_999, "SYNs answered");
     let template = flow_frame(0, ACK);
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut batch = Batch::new();
     let mut g = c.benchmark_group("nat");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function(name, |b| {
@@ -331,6 +322,27 @@ fn established_via(c: &mut Criterion, name: &str, flows: u32, dns: Option<&DnsTa
     g.finish();
     assert_eq!(w.counters().drop.iter().sum::<u64>(), 0);
     assert_eq!(w.counters().forwarded, w.counters().rx, "every frame forwarded");
+}
+
+/// Opens flows `0..flows` (frames from `frame(i, SYN)`) in batches, each
+/// answered by the backends' SYN-ACKs (`answer` of the forwarded SYN), so
+/// that the first measured ACK of each flow completes its handshake, as in
+/// real traffic.
+fn open_flows(
+    w: &mut Worker,
+    t: &ServiceTable,
+    h: &NextHops,
+    flows: u32,
+    frame: fn(u32, u8) -> Vec<u8>,
+    answer: fn(&[u8]) -> Vec<u8>,
+) {
+    for start in (0..flows).step_by(BATCH) {
+        let fs: Vec<Vec<u8>> = (start..(start + BATCH as u32).min(flows)).map(|i| frame(i, SYN)).collect();
+        let mut batch = Batch::of(&fs);
+        batch.run(w, t, h, 1);
+        let answers: Vec<Vec<u8>> = batch.bufs.iter().map(|out| answer(out)).collect();
+        Batch::of(&answers).run(w, t, h, 1);
+    }
 }
 
 /// The backend's SYN-ACK to a SYN as svcgate forwarded it (`out`).
@@ -367,20 +379,7 @@ fn established6(c: &mut Criterion, name: &str, flows: u32) {
     let t = services();
     let h = hops();
     let mut w = worker(flows as usize, Timeouts::default());
-    for start in (0..flows).step_by(BATCH) {
-        let fs: Vec<Vec<u8>> = (start..(start + BATCH as u32).min(flows)).map(|i| flow_frame6(i, SYN)).collect();
-        let mut batch = Batch::new();
-        batch.load(&fs.iter().map(Vec::as_slice).collect::<Vec<_>>());
-        batch.lens.truncate(fs.len());
-        batch.bufs.truncate(fs.len());
-        batch.run(&mut w, &t, &h, 1);
-        let answers: Vec<Vec<u8>> = batch.bufs.iter().map(|out| syn_ack_to6(out)).collect();
-        let mut batch = Batch::new();
-        batch.load(&answers.iter().map(Vec::as_slice).collect::<Vec<_>>());
-        batch.lens.truncate(answers.len());
-        batch.bufs.truncate(answers.len());
-        batch.run(&mut w, &t, &h, 1);
-    }
+    open_flows(&mut w, &t, &h, flows, flow_frame6, syn_ack_to6);
     assert!(w.flows6() as u64 * 10_000 >= u64::from(flows) * 9_999, "IPv6 flows tracked: {}", w.flows6());
     assert!(w.counters().reverse_translated * 10_000 >= u64::from(flows) * 9_999, "SYNs answered");
     let template = flow_frame6(0, ACK);
@@ -526,10 +525,7 @@ fn reply(c: &mut Criterion) {
     // Open 1k flows and record each one's backend and SNAT address and port.
     let mut replies = Vec::new();
     for i in 0..1_000u32 {
-        let f = flow_frame(i, SYN);
-        batch.load(&[&f]);
-        batch.lens.truncate(1);
-        let mut one = Batch { bufs: vec![batch.bufs[0].clone()], lens: vec![f.len()] };
+        let mut one = Batch::of(&[flow_frame(i, SYN)]);
         one.run(&mut w, &t, &h, 1);
         let out = &one.bufs[0];
         let src = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
@@ -537,7 +533,6 @@ fn reply(c: &mut Criterion) {
         let sp = u16::from_be_bytes([out[34], out[35]]);
         let p = Pkt { src_mac: [2, 0, 0, 0, 2, 254], dst_mac: GW_POD_MAC, ..Pkt::new(src, snat, tcp(8080, sp, ACK)) };
         replies.push(p.build());
-        batch = Batch::new();
     }
     let mut rng = XorShift(7);
     let mut g = c.benchmark_group("nat");

@@ -12,6 +12,15 @@ use svcgate_control::config::Config;
 use svcgate_control::daemon::Daemon;
 use svcgate_control::metrics::{PortStats, StatsSnapshot, StatsSource, WorkerRow};
 
+/// `svcgate status` against the admin endpoint at `addr`: its stdout, once
+/// it exited successfully.
+fn status_of(addr: std::net::SocketAddr) -> String {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_svcgate")).args(["status", "--admin", &addr.to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 struct FakeStats;
 
 impl StatsSource for FakeStats {
@@ -87,10 +96,7 @@ fn admin_endpoint_serves_health_metrics_and_status() {
     assert_eq!(st.stats.ports[0].bytes, 4200);
 
     // `svcgate status` prints the docs' Services with endpoints and counters.
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_svcgate")).args(["status", "--admin", &addr.to_string()]).output().unwrap();
-    let so = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let so = status_of(addr);
     assert!(so.contains("nodeport-service   NodePort"), "{so}");
     assert!(so.contains("8080:30120/TCP"), "{so}");
     assert!(so.contains("198.18.3.10:80,198.18.3.11:80,198.18.3.12:80"), "{so}");
@@ -130,12 +136,7 @@ fn dns_names_are_published_and_shown() {
     let nginx = ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
     let nginx_list = ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_svcgate"))
-        .args(["status", "--admin", &daemon.admin_addr().to_string()])
-        .output()
-        .unwrap();
-    let so = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let so = status_of(daemon.admin_addr());
     assert!(
         so.contains(&format!("DNS: zone cluster.local on 198.18.128.53, {nginx_list}, table generation 1")),
         "{so}"
@@ -222,12 +223,7 @@ fn a_dual_stack_daemon_shows_both_families() {
         ["2001:2::53", "2001:2:0:8000::20", "198.18.128.20"].iter().map(|s| s.parse().unwrap()).collect();
     assert_eq!(daemon.dns_addresses(), want);
 
-    let out = Command::new(env!("CARGO_BIN_EXE_svcgate"))
-        .args(["status", "--admin", &daemon.admin_addr().to_string()])
-        .output()
-        .unwrap();
-    let so = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let so = status_of(daemon.admin_addr());
     assert!(so.lines().any(|l| l.starts_with("prod ") && l.contains(" 2001:2:0:8000::20,198.18.128.20 ")), "{so}");
     assert!(so.contains("[2001:2::4:20]:8443"), "{so}");
     assert!(so.contains("DNS: zone cluster.local on 2001:2::53, 2001:2:0:8000::20, 198.18.128.20"), "{so}");

@@ -30,8 +30,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use svcgate_common::model::{DesiredState, Protocol, ServicePortSpec, ServiceSpec, ServiceType, SessionAffinity};
 use svcgate_common::table::ServiceTable;
 use svcgate_dataplane::dns_hook::{self, DnsCounters};
-use svcgate_dataplane::nat::{Frame, NatConfig, NextHops, PortInfo, Shared, Timeouts, Verdict, Worker};
-use svcgate_dataplane::testing::{tcp, udp, Pkt, XorShift, GW_CLIENT_MAC, GW_POD_MAC, ROUTER, ROUTER_MAC};
+use svcgate_dataplane::nat::{Frame, NatConfig, NextHops, Shared, Timeouts, Verdict, Worker};
+use svcgate_dataplane::testing::{lab_ports, tcp, udp, Pkt, XorShift, GW_POD_MAC, ROUTER, ROUTER6, ROUTER_MAC};
 use svcgate_dataplane::wire::ethernet::EthernetFrame;
 use svcgate_dataplane::wire::ipv4::Ipv4Packet;
 use svcgate_dataplane::wire::tcp::flags::{ACK, SYN};
@@ -73,7 +73,6 @@ fn client6(i: u32) -> Ipv6Addr {
 }
 
 const POD_ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 0xfe);
-const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0xfe);
 
 /// 10k dual-stack ClusterIP Services, 10 endpoints of each family each,
 /// Pods on routed networks.
@@ -115,21 +114,7 @@ fn services() -> ServiceTable {
 }
 
 fn hops() -> NextHops {
-    let mut h = NextHops::new(
-        1,
-        vec![
-            PortInfo {
-                name: "clients".into(),
-                mac: GW_CLIENT_MAC,
-                addrs: vec!["198.18.1.1/24".parse().unwrap(), "2001:2:0:1::1/64".parse().unwrap()],
-            },
-            PortInfo {
-                name: "pods".into(),
-                mac: GW_POD_MAC,
-                addrs: vec!["198.18.2.1/24".parse().unwrap(), "2001:2:0:2::1/64".parse().unwrap()],
-            },
-        ],
-    );
+    let mut h = NextHops::new(1, lab_ports());
     h.add_route("198.18.64.0/18".parse().unwrap(), ROUTER);
     h.add_route("198.19.0.0/16".parse().unwrap(), POD_ROUTER);
     h.add_neighbour(0, ROUTER, ROUTER_MAC);

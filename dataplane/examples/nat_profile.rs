@@ -15,8 +15,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use svcgate_common::model::{BackendSpec, DesiredState, EndpointConditions, Protocol, ServicePortSpec, ServiceSpec};
 use svcgate_common::table::ServiceTable;
-use svcgate_dataplane::nat::{Frame, NatConfig, NextHops, PortInfo, Shared, Worker};
-use svcgate_dataplane::testing::{tcp, Pkt, GW_CLIENT_MAC, GW_POD_MAC, ROUTER, ROUTER_MAC};
+use svcgate_dataplane::nat::{Frame, NatConfig, NextHops, Shared, Worker};
+use svcgate_dataplane::testing::{lab_ports, tcp, Pkt, GW_POD_MAC, ROUTER, ROUTER6, ROUTER_MAC};
 
 const SERVICES: u32 = 1000;
 
@@ -109,30 +109,15 @@ fn main() {
         })
         .collect();
     let table = ServiceTable::build(&DesiredState { node_ips: vec![], services }, 1).0;
-    let mut hops = NextHops::new(
-        1,
-        vec![
-            PortInfo {
-                name: "c".into(),
-                mac: GW_CLIENT_MAC,
-                addrs: vec!["198.18.1.1/24".parse().unwrap(), "2001:2:0:1::1/64".parse().unwrap()],
-            },
-            PortInfo {
-                name: "p".into(),
-                mac: GW_POD_MAC,
-                addrs: vec!["198.18.2.1/24".parse().unwrap(), "2001:2:0:2::1/64".parse().unwrap()],
-            },
-        ],
-    );
+    let mut hops = NextHops::new(1, lab_ports());
     hops.add_route("198.18.64.0/18".parse().unwrap(), ROUTER);
     hops.add_route("198.19.0.0/16".parse().unwrap(), "198.18.2.254".parse::<std::net::Ipv4Addr>().unwrap());
     hops.add_neighbour(0, ROUTER, ROUTER_MAC);
     hops.add_neighbour(1, "198.18.2.254".parse::<std::net::Ipv4Addr>().unwrap(), [2, 0, 0, 0, 2, 254]);
-    let (router6, pod_router6): (Ipv6Addr, Ipv6Addr) =
-        ("2001:2:0:1::fe".parse().unwrap(), "2001:2:0:2::fe".parse().unwrap());
-    hops.add_route("2001:2:0:40::/64".parse().unwrap(), router6);
+    let pod_router6: Ipv6Addr = "2001:2:0:2::fe".parse().unwrap();
+    hops.add_route("2001:2:0:40::/64".parse().unwrap(), ROUTER6);
     hops.add_route("2001:2:0:4000::/64".parse().unwrap(), pod_router6);
-    hops.add_neighbour(0, router6, ROUTER_MAC);
+    hops.add_neighbour(0, ROUTER6, ROUTER_MAC);
     hops.add_neighbour(1, pod_router6, [2, 0, 0, 0, 2, 254]);
     let cfg = NatConfig {
         snat_addrs: (0..flows / 28_000 + 1)

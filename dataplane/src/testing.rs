@@ -103,23 +103,27 @@ pub fn terminating(i: u8, port: u16) -> BackendSpec {
     BackendSpec { addr: backend(i).into(), port, conditions: EndpointConditions::TERMINATING_SERVING, weight: 1 }
 }
 
+/// The gateway's two ports in the lab, dual-stack: 0 toward the clients
+/// (198.18.1.1/24, 2001:2:0:1::1/64), 1 toward the Pods (198.18.2.1/24,
+/// 2001:2:0:2::1/64).
+pub fn lab_ports() -> Vec<PortInfo> {
+    vec![
+        PortInfo {
+            name: "clients".into(),
+            mac: GW_CLIENT_MAC,
+            addrs: vec!["198.18.1.1/24".parse().unwrap(), "2001:2:0:1::1/64".parse().unwrap()],
+        },
+        PortInfo {
+            name: "pods".into(),
+            mac: GW_POD_MAC,
+            addrs: vec!["198.18.2.1/24".parse().unwrap(), "2001:2:0:2::1/64".parse().unwrap()],
+        },
+    ]
+}
+
 /// The lab's next-hop table (generation `gen`).
 pub fn next_hops(gen: u32) -> NextHops {
-    let mut h = NextHops::new(
-        gen,
-        vec![
-            PortInfo {
-                name: "clients".into(),
-                mac: GW_CLIENT_MAC,
-                addrs: vec!["198.18.1.1/24".parse().unwrap(), "2001:2:0:1::1/64".parse().unwrap()],
-            },
-            PortInfo {
-                name: "pods".into(),
-                mac: GW_POD_MAC,
-                addrs: vec!["198.18.2.1/24".parse().unwrap(), "2001:2:0:2::1/64".parse().unwrap()],
-            },
-        ],
-    );
+    let mut h = NextHops::new(gen, lab_ports());
     h.add_route("198.18.64.0/18".parse().unwrap(), ROUTER);
     h.add_neighbour(0, CLIENT, CLIENT_MAC);
     h.add_neighbour(0, CLIENT2, [0x02, 0, 0, 0, 0x01, 0x0b]);

@@ -27,7 +27,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,8 +36,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use svcgate_common::family::Addr;
 use svcgate_common::publish::Publisher;
-use svcgate_common::table::{ActiveSet, FrontendKind, ServiceTable};
+use svcgate_common::table::{ActiveSet, FamilyTable, FrontendKind, ServiceTable};
 
 use crate::controller::Controller;
 
@@ -210,23 +211,20 @@ impl RawAnnounce {
 /// when any of them qualifies.
 pub fn vip_set(table: &ServiceTable, s: &AnnounceSettings) -> BTreeSet<IpAddr> {
     let mut out = BTreeSet::new();
-    let v4 = table.v4();
-    for (k, fe) in v4.frontends() {
-        if s.kinds.covers(fe.kind)
-            && (!s.withdraw_without_endpoints || v4.entry(fe.entry).is_some_and(|e| e.active != ActiveSet::Empty))
-        {
-            out.insert(IpAddr::V4(k.addr));
-        }
-    }
-    let v6 = table.v6();
-    for (k, fe) in v6.frontends() {
-        if s.kinds.covers(fe.kind)
-            && (!s.withdraw_without_endpoints || v6.entry(fe.entry).is_some_and(|e| e.active != ActiveSet::Empty))
-        {
-            out.insert(IpAddr::V6(k.addr));
-        }
-    }
+    add_vips(table.family::<Ipv4Addr>(), s, &mut out);
+    add_vips(table.family::<Ipv6Addr>(), s, &mut out);
     out
+}
+
+/// [`vip_set`] of one family's half of the table, added to `out`.
+fn add_vips<A: Addr>(half: &FamilyTable<A>, s: &AnnounceSettings, out: &mut BTreeSet<IpAddr>) {
+    for (k, fe) in half.frontends() {
+        if s.kinds.covers(fe.kind)
+            && (!s.withdraw_without_endpoints || half.entry(fe.entry).is_some_and(|e| e.active != ActiveSet::Empty))
+        {
+            out.insert(k.addr.into());
+        }
+    }
 }
 
 /// The routes file for `vips`: one static protocol per family, every route
@@ -543,10 +541,21 @@ fn run(s: &AnnounceSettings, state: &AnnounceState, is_ready: &dyn Fn() -> bool,
         st.bird_socket = s.bird_socket.display().to_string();
         st.waiting_for_sync = true;
     }
+    // The wanted set and what it was computed from (table generation,
+    // drained or not ready): recomputed only when one of them changed, not
+    // on every tick.
+    let mut want = BTreeSet::new();
+    let mut want_of: Option<(u64, bool)> = None;
     while !state.stop.load(Ordering::Relaxed) {
         let draining = state.draining.load(Ordering::Relaxed);
         let ready = is_ready();
-        let want = if draining || !ready { BTreeSet::new() } else { vip_set(&tables.current(), s) };
+        let table = tables.current();
+        let basis = (table.generation(), draining || !ready);
+        if want_of != Some(basis) {
+            want = if basis.1 { BTreeSet::new() } else { vip_set(&table, s) };
+            want_of = Some(basis);
+        }
+        drop(table);
         // After an error, wait for the backoff, unless the set changed
         // since (a new set is tried at once).
         let due = retry_at.is_none_or(|t| Instant::now() >= t) || last_tried.as_ref() != Some(&want);

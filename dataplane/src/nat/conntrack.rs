@@ -844,11 +844,14 @@ pub(crate) fn lanes_equal(w: u64, sig: u16) -> u64 {
     !(((x | HI) - LO) | x) & HI
 }
 
-/// The slots of a bucket whose signature is `sig`, as a bit set (bit `s`).
+/// The slots of a bucket whose signature is `sig`, as a bit set (bit `s`):
+/// the two-bucket SSE2 match on the bucket twice, its low half (a handful
+/// of instructions against some 30 for the word-wide SWAR match and the
+/// gather of its lane bits, which the new-flow path ran a dozen times per
+/// insert: measured in docs/BENCHMARKS.md).
 #[inline(always)]
 fn match_sigs(b: &SigBucket, sig: u16) -> u32 {
-    let gather = |m: u64| -> u32 { ((m >> 15) & 1 | (m >> 30) & 2 | (m >> 45) & 4 | (m >> 60) & 8) as u32 };
-    gather(lanes_equal(b[0], sig)) | gather(lanes_equal(b[1], sig)) << LANES
+    crate::xsk::match_sigs2(b, b, sig) & 0xff
 }
 
 #[inline(always)]
@@ -1027,21 +1030,21 @@ impl<E: Flow> FlowTable<E> {
     #[inline(always)]
     pub fn prefetch_candidate(&self, p: &Probe) -> Option<usize> {
         for b in [p.b1 as usize, p.b2 as usize] {
-            let bucket = self.sigs.get(b)?;
-            for (w, &word) in bucket.iter().enumerate() {
-                let m = lanes_equal(word, p.sig);
-                if m != 0 {
-                    let slot = b * BUCKET_SLOTS + w * LANES + (m.trailing_zeros() / 16) as usize;
-                    let e: *const E = self.entries.get().get(slot)?;
-                    crate::xsk::prefetch(e);
-                    // An IPv6 entry's second line holds its `FlowMeta`,
-                    // which the lookup's decision reads next (a constant
-                    // test: nothing for IPv4's one-line entries).
-                    if std::mem::size_of::<E>() > 64 {
-                        crate::xsk::prefetch(e.cast::<u8>().wrapping_add(64));
-                    }
-                    return Some(slot);
+            // The secondary bucket only when the primary has no match: an
+            // established flow is nearly always in its primary bucket, the
+            // only one the first pass prefetched.
+            let m = match_sigs(self.sigs.get(b)?, p.sig);
+            if m != 0 {
+                let slot = b * BUCKET_SLOTS + m.trailing_zeros() as usize;
+                let e: *const E = self.entries.get().get(slot)?;
+                crate::xsk::prefetch(e);
+                // An IPv6 entry's second line holds its `FlowMeta`,
+                // which the lookup's decision reads next (a constant
+                // test: nothing for IPv4's one-line entries).
+                if std::mem::size_of::<E>() > 64 {
+                    crate::xsk::prefetch(e.cast::<u8>().wrapping_add(64));
                 }
+                return Some(slot);
             }
         }
         None
@@ -1108,29 +1111,28 @@ impl<E: Flow> FlowTable<E> {
         now: u32,
         standing: impl Fn(&E) -> Standing,
     ) -> Inserted<E> {
-        let free_in = |sigs: &SigBucket| {
-            let m = match_sigs(sigs, EMPTY_SIG);
-            (m != 0).then(|| m.trailing_zeros() as usize)
-        };
         // Primary bucket first while it has room for more (as DPDK's
         // rte_hash does), so most lookups end in the first bucket they read;
         // once it is nearly full, the less loaded of the two, which keeps
         // the table fillable to its capacity.
         let (b1, b2) = (p.b1 as usize, p.b2 as usize);
-        let load = |sigs: &SigBucket| BUCKET_SLOTS - match_sigs(sigs, EMPTY_SIG).count_ones() as usize;
-        let (first, second) = if load(&self.sigs[b1]) < BUCKET_SLOTS - 2 || load(&self.sigs[b1]) <= load(&self.sigs[b2])
-        {
-            (b1, b2)
+        // Both buckets' free slots in one match (bit s: slot s of b1; bit
+        // 8 + s: of b2).
+        let free = crate::xsk::match_sigs2(&self.sigs[b1], &self.sigs[b2], EMPTY_SIG);
+        let (free1, free2) = (free & 0xff, free >> BUCKET_SLOTS);
+        let (first, second) = if free1.count_ones() > 2 || free1.count_ones() >= free2.count_ones() {
+            ((b1, free1), (b2, free2))
         } else {
-            (b2, b1)
+            ((b2, free2), (b1, free1))
         };
         let mut chosen = None;
-        for b in [first, second] {
-            if let Some(s) = free_in(&self.sigs[b]) {
-                chosen = Some((b * BUCKET_SLOTS + s, None));
+        for (b, m) in [first, second] {
+            if m != 0 {
+                chosen = Some((b * BUCKET_SLOTS + m.trailing_zeros() as usize, None));
                 break;
             }
         }
+        let (first, second) = (first.0, second.0);
         if chosen.is_none() {
             // One-level cuckoo displacement: move a resident whose other
             // bucket has room, so the table fills to ~95% before evicting.
@@ -1216,14 +1218,23 @@ impl<E: Flow> FlowTable<E> {
 
     /// Frees `slot`, returning what it held.
     pub fn remove(&mut self, slot: usize) -> Option<E> {
-        let e = self.entries.get_mut().get_mut(slot)?;
-        if !e.is_used() {
-            return None;
-        }
-        let old = std::mem::take(e);
+        let old = *self.entry(slot).filter(|e| e.is_used())?;
+        self.clear(slot);
+        Some(old)
+    }
+
+    /// Frees `slot` if it holds a flow (true then), without copying the
+    /// entry out (the pipeline reads what it needs first: a reclaimed
+    /// flow's reverse slot).
+    #[inline]
+    pub fn clear(&mut self, slot: usize) -> bool {
+        let Some(e) = self.entries.get_mut().get_mut(slot).filter(|e| e.is_used()) else {
+            return false;
+        };
+        *e = E::default();
         sig_set(&mut self.sigs[slot / BUCKET_SLOTS], slot % BUCKET_SLOTS, EMPTY_SIG);
         self.len -= 1;
-        Some(old)
+        true
     }
 
     /// Walks the next `buckets` buckets (round robin) and removes the entries

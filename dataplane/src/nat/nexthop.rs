@@ -98,6 +98,11 @@ struct Route<A: Addr> {
     /// link: its own address does not tell the port). `None`: the port of
     /// the connected prefix holding `via`.
     port: Option<u16>,
+    /// The hop of the gateway, once its MAC is known: kept here when the
+    /// route or the neighbour is added ([`NextHops::memo_routes`]), so that
+    /// resolving a routed destination (a new flow to a Pod behind a
+    /// router) takes no neighbour lookup.
+    hop: Option<u16>,
 }
 
 /// The routes, connected prefixes and neighbours of one family.
@@ -207,10 +212,21 @@ impl NextHops {
 
     fn push_route<A: Addr>(&mut self, net: A::Net, via: A, port: Option<u16>) -> &mut Self {
         let routes = &mut A::side_mut(&mut self.families).routes;
-        routes.push(Route { prefix: Prefix { net, len: prefix_len::<A>(&net) }, via, port });
+        routes.push(Route { prefix: Prefix { net, len: prefix_len::<A>(&net) }, via, port, hop: None });
         // Stable: among equal prefixes the first added wins, as before.
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len));
+        self.memo_routes::<A>();
         self
+    }
+
+    /// Sets each route's [`Route::hop`] from the neighbours known now.
+    fn memo_routes<A: Addr>(&mut self) {
+        let f = A::side_mut(&mut self.families);
+        for i in 0..f.routes.len() {
+            let r = f.routes[i];
+            let port = r.port.or_else(|| f.connected(r.via));
+            f.routes[i].hop = port.and_then(|p| f.neighbours.get(&(p, r.via)).copied());
+        }
     }
 
     /// Adds (or replaces) the neighbour `ip` on `port` with its MAC (from
@@ -225,6 +241,7 @@ impl NextHops {
                 let i = self.hops.len() as u16;
                 self.hops.push(hop);
                 neighbours.insert((port, ip), i);
+                self.memo_routes::<A>();
             }
         }
         self
@@ -266,6 +283,7 @@ impl NextHops {
         let (port, via) = match f.connected(dst) {
             Some(p) => (p, dst),
             None => match f.routes.iter().find(|r| r.prefix.contains(dst)) {
+                Some(Route { hop: Some(h), .. }) => return Resolution::Hop(*h),
                 Some(r) => match r.port.or_else(|| f.connected(r.via)) {
                     Some(p) => (p, r.via),
                     None => return Resolution::NoRoute,
@@ -325,6 +343,30 @@ mod tests {
         let Resolution::Hop(i) = t.resolve(v4("198.18.2.10")) else { panic!() };
         assert_eq!(t.hop(i), Some(&NextHop::new(1, [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 2, 10])));
         assert_eq!(t.hop(i).unwrap().macs, [2, 0, 0, 0, 2, 10, 2, 0, 0, 0, 0, 2]);
+    }
+
+    #[test]
+    fn a_route_resolves_the_same_whichever_was_added_first() {
+        // The route's remembered hop (`Route::hop`) must follow the
+        // neighbour table in either order, and a gateway not yet known
+        // stays unresolved.
+        let gw = v4("198.18.2.254");
+        let base = || NextHops::new(1, table().ports().to_vec());
+        let mut route_first = base();
+        route_first.add_route("198.19.0.0/16".parse().unwrap(), gw);
+        assert!(matches!(route_first.resolve(v4("198.19.1.1")), Resolution::Unresolved { port: 1, .. }));
+        route_first.add_neighbour(1, gw, [2, 0, 0, 0, 2, 254]);
+        let mut neighbour_first = base();
+        neighbour_first.add_neighbour(1, gw, [2, 0, 0, 0, 2, 254]);
+        neighbour_first.add_route("198.19.0.0/16".parse().unwrap(), gw);
+        for t in [&route_first, &neighbour_first] {
+            let Resolution::Hop(i) = t.resolve(v4("198.19.1.1")) else { panic!("resolved") };
+            assert_eq!(t.hop(i).unwrap().dst_mac, [2, 0, 0, 0, 2, 254]);
+        }
+        // A new MAC for the gateway replaces its hop in place.
+        route_first.add_neighbour(1, gw, [2, 0, 0, 0, 2, 253]);
+        let Resolution::Hop(i) = route_first.resolve(v4("198.19.1.1")) else { panic!("resolved") };
+        assert_eq!(route_first.hop(i).unwrap().dst_mac, [2, 0, 0, 0, 2, 253]);
     }
 
     #[test]

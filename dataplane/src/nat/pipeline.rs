@@ -58,7 +58,7 @@ use super::conntrack::{
 };
 use super::nexthop::{NextHops, Resolution};
 use super::restart;
-use super::reverse::{flags as rflags, RevFlow, ReverseError, ReverseTable};
+use super::reverse::{flags as rflags, Claim, RevFlow, ReverseError, ReverseTable};
 use super::verdict::{DropReason, Frame, PassReason, Verdict};
 use crate::wire::tcp::flags as tcpf;
 use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
@@ -559,6 +559,10 @@ pub struct Worker {
     pre6: Vec<Pre6>,
     /// The new flows of a large-table burst, for their read-ahead (`ahead`).
     ahead: [Ahead; MAX_BATCH],
+    /// The read-ahead's findings for the frame being decided (IPv4, large
+    /// tables), which `new_flow` takes instead of looking up again; empty
+    /// otherwise.
+    hint: Ahead,
     /// Whether the fast path (see `fast`) takes the frames it can (always,
     /// except in tests comparing it with the general path).
     fast_path: bool,
@@ -691,6 +695,7 @@ impl Worker {
             pre: [Pre::Done(Verdict::Drop(DropReason::Malformed)); MAX_BATCH],
             pre6: Vec::with_capacity(MAX_BATCH),
             ahead: [Ahead::EMPTY; MAX_BATCH],
+            hint: Ahead::EMPTY,
             fast_path: true,
             shared,
         }
@@ -976,7 +981,12 @@ impl Worker {
                             continue;
                         }
                     }
-                    self.decide::<Ipv4Addr>(t, hops, f, &p, &probe, slot, now)
+                    // What the read-ahead found for a new flow, for
+                    // `new_flow` (cleared after: only this frame's).
+                    self.hint = self.ahead[i];
+                    let v = self.decide::<Ipv4Addr>(t, hops, f, &p, &probe, slot, now);
+                    self.hint = Ahead::EMPTY;
+                    v
                 }
             };
             self.finish(f, v);
@@ -1084,9 +1094,10 @@ impl Worker {
 
     /// Removes a flow from both directions.
     fn forget<F: NatFamily>(&mut self, slot: usize) {
-        if let Some(old) = F::state_mut(&mut self.fams).ct.remove(slot) {
-            self.release::<F>(&old);
-        }
+        let ct = &mut F::state_mut(&mut self.fams).ct;
+        let Some(rev_slot) = ct.entry(slot).filter(|e| e.is_used()).map(|e| e.rev_slot) else { return };
+        ct.clear(slot);
+        F::reverse(&self.shared).remove(rev_slot);
     }
 
     /// Frees the reverse slot, and with it the SNAT port toward the
@@ -1110,9 +1121,9 @@ impl Worker {
 
     /// The queued unassured flow `(slot, ticket)`, if it is still in its
     /// slot and still unassured.
-    fn still_unassured<F: NatFamily>(&self, (slot, ticket): (u32, u32), now: u32) -> Option<F::Entry> {
+    fn still_unassured<F: NatFamily>(&self, (slot, ticket): (u32, u32), now: u32) -> Option<&F::Entry> {
         let e = F::state(&self.fams).ct.entry(slot as usize).filter(|e| e.is_used() && ticket_of(e) == ticket)?;
-        (standing::<F>(&self.shared, e, now, true) != Standing::Live).then_some(*e)
+        (standing::<F>(&self.shared, e, now, true) != Standing::Live).then_some(e)
     }
 
     /// Under pressure, before a new flow is entered: reclaims up to `n` of
@@ -1155,7 +1166,7 @@ impl Worker {
             if q.0 == TOMBSTONE {
                 continue;
             }
-            let Some(e) = self.still_unassured::<F>(q, now) else { continue };
+            let Some(&e) = self.still_unassured::<F>(q, now) else { continue };
             if e.backend_addr() == backend && e.backend_port == backend_port && e.proto() == proto {
                 F::state_mut(&mut self.fams).unassured.tombstone(i);
                 self.forget::<F>(q.0 as usize);
@@ -1501,10 +1512,8 @@ impl Worker {
         let rev = F::reverse(&self.shared);
         for &(addr, port) in keep {
             let key = Self::reply_key(addr, port, backend, backend_port, proto);
-            if !rev.contains(&key) {
-                if let Some(idx) = rev.insert(&key, back, now) {
-                    return Ok((idx, addr, port));
-                }
+            if let Claim::Entered(idx) = rev.claim(&key, back, now) {
+                return Ok((idx, addr, port));
             }
         }
         let addrs: &[F::Raw] = if dnat { std::slice::from_ref(&back.client) } else { rev.addrs() };
@@ -1527,18 +1536,18 @@ impl Worker {
             let t = if i == 0 { hinted } else { (port_cursor + i - 1) % tuples };
             let (addr, port) = (addrs[(t % naddr) as usize], (first + t / naddr) as u16);
             let key = Self::reply_key(addr, port, backend, backend_port, proto);
-            if rev.contains(&key) {
-                continue;
-            }
-            // Both buckets of this key full (rare: 25% headroom): the next
-            // port's key has other buckets.
-            if let Some(idx) = rev.insert(&key, back, now) {
-                if i > 0 {
-                    F::state_mut(&mut self.fams).port_cursor = (t + 1) % tuples;
+            match rev.claim(&key, back, now) {
+                Claim::Entered(idx) => {
+                    if i > 0 {
+                        F::state_mut(&mut self.fams).port_cursor = (t + 1) % tuples;
+                    }
+                    return Ok((idx, addr, port));
                 }
-                return Ok((idx, addr, port));
+                Claim::Taken => {}
+                // Both buckets of this key full (rare: 25% headroom): the
+                // next port's key has other buckets.
+                Claim::Full => full = true,
             }
-            full = true;
         }
         if dnat {
             return Err(DropReason::PortsExhausted);
@@ -1578,8 +1587,14 @@ impl Worker {
             return Verdict::Pass(PassReason::NotTcpUdp);
         };
         let half = t.family::<F>();
-        let Some(fe) = half.frontend(F::addr(k.dst), proto, k.dport) else {
-            return Verdict::Pass(PassReason::NotService);
+        // The burst's read-ahead looked the frontend up and hashed the flow
+        // already (IPv4 in large tables), else here.
+        let (fe, hash) = match self.hint.frontend() {
+            Some(found) if F::FAMILY == IpFamily::V4 => found,
+            _ => match half.frontend(F::addr(k.dst), proto, k.dport) {
+                Some(fe) => (fe, F::flow_hash(&k)),
+                None => return Verdict::Pass(PassReason::NotService),
+            },
         };
         let Some(svc) = half.entry(fe.entry) else {
             return Verdict::Pass(PassReason::NotService);
@@ -1609,7 +1624,6 @@ impl Worker {
         if p.ttl <= 1 {
             return self.time_exceeded::<F>(hops, f, p);
         }
-        let hash = F::flow_hash(&k);
         let Some(b) = self.pick_backend::<F>(svc, &k, hash, now) else {
             return Self::reject::<F>(f, p);
         };

@@ -137,6 +137,17 @@ pub struct Adopted {
     pub torn: usize,
 }
 
+/// What [`ReverseTable::claim`] did with a reply key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Entered, in this slot, which the caller now owns.
+    Entered(u32),
+    /// Some flow already holds the key.
+    Taken,
+    /// Free, but both of its buckets are full.
+    Full,
+}
+
 /// The shared reverse table of one family (IPv4 by default).
 #[derive(Debug)]
 pub struct ReverseTable<R: WireAddr = u32> {
@@ -404,14 +415,33 @@ impl<R: WireAddr> ReverseTable<R> {
     pub fn insert(&self, key: &FlowKey<R>, f: &RevFlow<R>, now: u32) -> Option<u32> {
         let kw = R::key_words(key);
         let p = probe(self.hasher.hash_key(&kw), self.buckets);
+        self.insert_probed(&kw, &p, f, now)
+    }
+
+    /// [`Self::contains`] then [`Self::insert`] with one hash of the key:
+    /// what a new flow's port search does for each candidate port.
+    #[inline]
+    pub fn claim(&self, key: &FlowKey<R>, f: &RevFlow<R>, now: u32) -> Claim {
+        let kw = R::key_words(key);
+        let p = probe(self.hasher.hash_key(&kw), self.buckets);
+        if self.find_words(&kw, &p).is_some() {
+            return Claim::Taken;
+        }
+        self.insert_probed(&kw, &p, f, now).map_or(Claim::Full, Claim::Entered)
+    }
+
+    /// [`Self::insert`] of key words `kw` under their probe `p`.
+    #[inline(always)]
+    fn insert_probed(&self, kw: &R::Words, p: &super::conntrack::Probe, f: &RevFlow<R>, now: u32) -> Option<u32> {
         // The emptier bucket first (two choices: buckets fill evenly, so
         // both candidates are full only near capacity). Lookups read both
         // buckets anyway. A racing insert may change the counts: harmless.
-        let free = |b: u32| {
-            let w = self.sig_words(b);
-            (lanes_equal(w[0], EMPTY_SIG) | lanes_equal(w[1], EMPTY_SIG) >> 1).count_ones()
+        let free = crate::xsk::match_sigs2(&self.sig_words(p.b1), &self.sig_words(p.b2), EMPTY_SIG);
+        let order = if (free >> BUCKET_SLOTS).count_ones() > (free & 0xff).count_ones() {
+            [p.b2, p.b1]
+        } else {
+            [p.b1, p.b2]
         };
-        let order = if free(p.b2) > free(p.b1) { [p.b2, p.b1] } else { [p.b1, p.b2] };
         for b in order {
             let Some(words) = self.sigs.get(b as usize) else { continue };
             for (w, word) in words.iter().enumerate() {
@@ -426,7 +456,7 @@ impl<R: WireAddr> ReverseTable<R> {
                     match word.compare_exchange_weak(cur, claimed, Ordering::AcqRel, Ordering::Relaxed) {
                         Ok(_) => {
                             let idx = (b as usize * BUCKET_SLOTS + w * LANES + lane) as u32;
-                            self.write(idx, &kw, f, now);
+                            self.write(idx, kw, f, now);
                             return Some(idx);
                         }
                         Err(now_there) => cur = now_there,
@@ -684,6 +714,31 @@ mod tests {
         // The freed slot is claimable again, and starts with clean reply state.
         let idx2 = t.insert(&k, &flow(8), 60).unwrap();
         assert_eq!(t.reply_state(idx2), (60, 0));
+    }
+
+    #[test]
+    fn claim_enters_a_free_key_once_and_reports_a_full_pair_of_buckets() {
+        let t = table(100);
+        let k = key(1, 5000, 6);
+        let Claim::Entered(idx) = t.claim(&k, &flow(7), 42) else { panic!("a free key is entered") };
+        assert_eq!(t.find(&k), Some((idx, flow(7))));
+        assert_eq!(t.claim(&k, &flow(8), 43), Claim::Taken, "the key is held");
+        assert_eq!(t.find(&k), Some((idx, flow(7))), "and keeps its flow");
+        // Fill both of another key's buckets with other keys (found by
+        // their probes): the key is free, but has no slot.
+        let target = key(2, 6000, 6);
+        let tp = probe(t.hasher.hash_key(&u32::key_words(&target)), t.buckets);
+        // A table for 100 flows has a few dozen buckets: many of the keys
+        // tried share both of the target's, until one finds them full.
+        let full = (3..200_000u32).any(|i| {
+            let other = key(i, 7000, 6);
+            let op = probe(t.hasher.hash_key(&u32::key_words(&other)), t.buckets);
+            let wanted = [tp.b1, tp.b2];
+            wanted.contains(&op.b1) && wanted.contains(&op.b2) && t.insert(&other, &flow(i), 0).is_none()
+        });
+        assert!(full, "the target's buckets filled");
+        assert_eq!(t.claim(&target, &flow(9), 44), Claim::Full);
+        assert_eq!(t.find(&target), None);
     }
 
     #[test]

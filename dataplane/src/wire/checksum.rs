@@ -176,7 +176,13 @@ impl Delta {
     #[inline]
     #[must_use]
     pub const fn add32(self, old: u32, new: u32) -> Self {
-        self.add16((old >> 16) as u16, (new >> 16) as u16).add16(old as u16, new as u16)
+        // The two 16-bit word pairs at once: a sum of 32-bit words folds to
+        // the sum of their 16-bit halves (2^16 is 1 in ones' complement),
+        // and both sums are 0 only when every word is, so the value is the
+        // one two `add16`s give, in a third of the instructions.
+        let x = self.0 as u64 + (!old) as u64 + new as u64;
+        let s = (x & 0xffff_ffff) + (x >> 32);
+        Delta(fold(((s & 0xffff_ffff) + (s >> 32)) as u32) as u32)
     }
 
     /// Account for a 128-bit field (an IPv6 address as
@@ -292,6 +298,32 @@ mod test {
         assert_eq!(sum(&[0x12, 0x34, 0x56]), 0x1234 + 0x5600);
         assert_eq!(sum(&[]), 0);
         assert_eq!(checksum(&[]), 0xffff);
+    }
+
+    #[test]
+    fn add32_is_two_add16s() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u32
+        };
+        let edges = [0, 1, 0xffff, 0x1_0000, 0xffff_0000, 0x0000_ffff, 0xffff_fffe, 0xffff_ffff];
+        let mut pairs: Vec<(u32, u32, u32)> = Vec::new();
+        for &a in &edges {
+            for &b in &edges {
+                for &start in &[0u32, 1, 0xfffe, 0xffff] {
+                    pairs.push((start, a, b));
+                }
+            }
+        }
+        pairs.extend((0..100_000).map(|_| (next() & 0xffff, next(), next())));
+        for (start, old, new) in pairs {
+            let d = Delta(start);
+            let by16 = d.add16((old >> 16) as u16, (new >> 16) as u16).add16(old as u16, new as u16);
+            assert_eq!(d.add32(old, new), by16, "start {start:#x} old {old:#x} new {new:#x}");
+        }
     }
 
     #[test]

@@ -17,23 +17,30 @@ use std::net::Ipv4Addr;
 
 use svcgate_common::hash::flow_hash;
 use svcgate_common::model::{ForwardingMode, Protocol};
-use svcgate_common::table::{ServiceEntry, ServiceTable};
+use svcgate_common::table::{Frontend, FrontendKind, ServiceEntry, ServiceTable};
 
 use super::{first_port_candidate, Pre, Worker, NO_SLOT};
 use crate::xsk::prefetch;
 
-/// A burst's frame that looks like a new flow: its Service entry (index)
-/// and its flow hash. `entry == NONE`: not one.
+/// A burst's frame that looks like a new flow: its frontend and its flow
+/// hash, which `new_flow` then takes instead of looking them up again
+/// ([`Ahead::frontend`]). `fe.entry == NONE`: not one.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ahead {
-    entry: u32,
+    fe: Frontend,
     hash: u32,
 }
 
 const NONE: u32 = u32::MAX;
 
 impl Ahead {
-    pub(super) const EMPTY: Self = Self { entry: NONE, hash: 0 };
+    pub(super) const EMPTY: Self = Self { fe: Frontend { kind: FrontendKind::ClusterIp, entry: NONE }, hash: 0 };
+
+    /// The frontend and flow hash found for the frame, if it looked new.
+    #[inline(always)]
+    pub(super) fn frontend(&self) -> Option<(Frontend, u32)> {
+        (self.fe.entry != NONE).then_some((self.fe, self.hash))
+    }
 }
 
 impl Worker {
@@ -63,7 +70,7 @@ impl Worker {
                 prefetch(c);
             }
             self.fams.v4.ct.prefetch_insert(probe);
-            self.ahead[i] = Ahead { entry: fe.entry, hash: flow_hash(k.src, k.dst, k.sport, k.dport, k.proto) };
+            self.ahead[i] = Ahead { fe, hash: flow_hash(k.src, k.dst, k.sport, k.dport, k.proto) };
             any = true;
         }
         if !any {
@@ -107,9 +114,7 @@ impl Worker {
     /// whose backend comes from Maglev (not from client affinity).
     #[inline(always)]
     fn ahead_entry<'t>(t: &'t ServiceTable, a: &Ahead) -> Option<&'t ServiceEntry> {
-        if a.entry == NONE {
-            return None;
-        }
-        t.v4().entry(a.entry).filter(|svc| svc.affinity_timeout_secs.is_none())
+        let (fe, _) = a.frontend()?;
+        t.v4().entry(fe.entry).filter(|svc| svc.affinity_timeout_secs.is_none())
     }
 }

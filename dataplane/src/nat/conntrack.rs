@@ -1069,11 +1069,11 @@ impl<E: Flow> FlowTable<E> {
 
     /// The slot holding the key whose words are `w`.
     ///
-    /// Per bucket: both signature words matched at once (the second's lane
-    /// bits shifted down by one, so that the 8 slots' match bits are
-    /// distinct bits of one word), then, for each match (nearly always just
-    /// the one), the key compared word by word in an entry taken from the
-    /// bucket's fixed-size array of entries (no bounds check per slot).
+    /// Per bucket (the second only when the first does not hold the key): its eight
+    /// signatures matched at once ([`match_sigs`]), then, for each match
+    /// (nearly always just the one), the key compared word by word in an
+    /// entry taken from the bucket's fixed-size array of entries (no bounds
+    /// check per slot).
     #[inline(always)]
     pub fn find_words(&self, w: &<E::Raw as WireAddr>::Words, p: &Probe) -> Option<usize> {
         let entries = self.entries.get();
@@ -1083,13 +1083,10 @@ impl<E: Flow> FlowTable<E> {
                 break;
             };
             let Ok(ents) = <&[E; BUCKET_SLOTS]>::try_from(ents) else { break };
-            // Word 0's matches on bits 15, 31, 47, 63 (slots 0-3), word 1's
-            // on bits 14, 30, 46, 62 (slots 4-7).
-            let mut m = lanes_equal(sigs[0], p.sig) | lanes_equal(sigs[1], p.sig) >> 1;
+            let mut m = match_sigs(sigs, p.sig);
             while m != 0 {
-                let bit = m.trailing_zeros();
+                let s = m.trailing_zeros() as usize;
                 m &= m - 1;
-                let s = (bit / 16) as usize | ((!bit & 1) as usize) << 2;
                 let e = &ents[s % BUCKET_SLOTS];
                 if e.words() == *w {
                     return Some(b * BUCKET_SLOTS + s);
@@ -1161,16 +1158,18 @@ impl<E: Flow> FlowTable<E> {
         }
         // Both buckets hold BUCKET_SLOTS entries, so a slot was always found.
         let (slot, replaced) = chosen.unwrap_or((b1 * BUCKET_SLOTS, Some(Standing::Live)));
-        let old = self.entries.get()[slot];
-        self.entries.get_mut()[slot] = E::fresh(E::key_words(key), now);
-        sig_set(&mut self.sigs[slot / BUCKET_SLOTS], slot % BUCKET_SLOTS, p.sig);
-        match replaced {
+        // The old entry is copied out only when one is replaced (a free
+        // slot's is all zeros, and a new flow's insert is on its hot path).
+        let inserted = match replaced {
             None => {
                 self.len += 1;
                 Inserted::Free(slot)
             }
-            Some(standing) => Inserted::Replaced { slot, old, standing },
-        }
+            Some(standing) => Inserted::Replaced { slot, old: self.entries.get()[slot], standing },
+        };
+        self.entries.get_mut()[slot] = E::fresh(E::key_words(key), now);
+        sig_set(&mut self.sigs[slot / BUCKET_SLOTS], slot % BUCKET_SLOTS, p.sig);
+        inserted
     }
 
     /// Moves one entry of the full bucket `b` to its alternate bucket, if

@@ -360,15 +360,37 @@ impl<R: WireAddr> ReverseTable<R> {
         None
     }
 
-    /// Prefetches the two signature buckets of reply key `key`, which
-    /// [`Self::contains`] and [`Self::insert`] read (the read-ahead of a
-    /// burst's new flows).
+    /// The probe (buckets and signature) of reply key `key`, for
+    /// [`Self::prefetch`] and [`Self::prefetch_free_slot`].
     #[inline(always)]
-    pub fn prefetch(&self, key: &FlowKey<R>) {
-        let p = probe(self.hasher.hash_key(&R::key_words(key)), self.buckets);
+    pub fn probe(&self, key: &FlowKey<R>) -> super::conntrack::Probe {
+        probe(self.hasher.hash_key(&R::key_words(key)), self.buckets)
+    }
+
+    /// Prefetches the two signature buckets of probe `p`, which
+    /// [`Self::claim`] reads (the read-ahead of a burst's new flows).
+    #[inline(always)]
+    pub fn prefetch(&self, p: &super::conntrack::Probe) {
         for b in [p.b1, p.b2] {
             if let Some(w) = self.sigs.get(b as usize) {
                 crate::xsk::prefetch(w);
+            }
+        }
+    }
+
+    /// Prefetches the slot an insert under probe `p` would fill now (the
+    /// first free lane of its emptier bucket, as [`Self::claim`] picks it),
+    /// once [`Self::prefetch`] has brought the buckets in: the read-ahead's
+    /// last step for a burst's new flows, whose reverse entries are written
+    /// into lines nothing else brings in.
+    #[inline(always)]
+    pub fn prefetch_free_slot(&self, p: &super::conntrack::Probe) {
+        let free = crate::xsk::match_sigs2(&self.sig_words(p.b1), &self.sig_words(p.b2), EMPTY_SIG);
+        let (f1, f2) = (free & 0xff, free >> BUCKET_SLOTS);
+        let (b, m) = if f2.count_ones() > f1.count_ones() { (p.b2, f2) } else { (p.b1, f1) };
+        if m != 0 {
+            if let Some(s) = self.slots.get(b as usize * BUCKET_SLOTS + m.trailing_zeros() as usize) {
+                crate::xsk::prefetch(s);
             }
         }
     }

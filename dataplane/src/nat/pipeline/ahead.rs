@@ -20,6 +20,7 @@ use svcgate_common::model::{ForwardingMode, Protocol};
 use svcgate_common::table::{Frontend, FrontendKind, ServiceEntry, ServiceTable};
 
 use super::{first_port_candidate, Pre, Worker, NO_SLOT};
+use crate::nat::conntrack::Probe;
 use crate::xsk::prefetch;
 
 /// A burst's frame that looks like a new flow: its frontend and its flow
@@ -29,12 +30,15 @@ use crate::xsk::prefetch;
 pub(super) struct Ahead {
     fe: Frontend,
     hash: u32,
+    /// The reverse-table probe of the flow's first reply key candidate.
+    reply: Option<Probe>,
 }
 
 const NONE: u32 = u32::MAX;
 
 impl Ahead {
-    pub(super) const EMPTY: Self = Self { fe: Frontend { kind: FrontendKind::ClusterIp, entry: NONE }, hash: 0 };
+    pub(super) const EMPTY: Self =
+        Self { fe: Frontend { kind: FrontendKind::ClusterIp, entry: NONE }, hash: 0, reply: None };
 
     /// The frontend and flow hash found for the frame, if it looked new.
     #[inline(always)]
@@ -70,7 +74,7 @@ impl Worker {
                 prefetch(c);
             }
             self.fams.v4.ct.prefetch_insert(probe);
-            self.ahead[i] = Ahead { fe, hash: flow_hash(k.src, k.dst, k.sport, k.dport, k.proto) };
+            self.ahead[i] = Ahead { fe, hash: flow_hash(k.src, k.dst, k.sport, k.dport, k.proto), reply: None };
             any = true;
         }
         if !any {
@@ -96,17 +100,26 @@ impl Worker {
         // Step 4: the reverse table's buckets for the flow's first port
         // candidate toward that backend.
         let rev = &self.shared.reverse;
-        for (a, pre) in self.ahead[..n].iter().zip(&self.pre[..n]) {
+        let (id, mode) = (self.id, self.shared.config.mode);
+        for (a, pre) in self.ahead[..n].iter_mut().zip(&self.pre[..n]) {
             let (Some(svc), Pre::Parsed(p, ..)) = (Self::ahead_entry(t, a), pre) else { continue };
             let Some(be) = svc.maglev.pick(a.hash).and_then(|b| svc.backends.get(usize::from(b))) else { continue };
             let k = p.key;
-            let dnat = svc.forwarding.unwrap_or(self.shared.config.mode) == ForwardingMode::Dnat;
-            let (addr, port) = if dnat {
+            let (addr, port) = if svc.forwarding.unwrap_or(mode) == ForwardingMode::Dnat {
                 (k.src, k.sport)
             } else {
-                (rev.addrs().first().copied().unwrap_or(0), first_port_candidate(rev.ports_of(self.id), k.sport))
+                (rev.addrs().first().copied().unwrap_or(0), first_port_candidate(rev.ports_of(id), k.sport))
             };
-            rev.prefetch(&Self::reply_key(addr, port, u32::from(be.addr), be.port, k.proto));
+            let probe = rev.probe(&Self::reply_key(addr, port, u32::from(be.addr), be.port, k.proto));
+            rev.prefetch(&probe);
+            a.reply = Some(probe);
+        }
+        // Step 5: the reverse slot that key's insert will fill (written
+        // into a line nothing else brings in).
+        for a in &self.ahead[..n] {
+            if let Some(probe) = &a.reply {
+                rev.prefetch_free_slot(probe);
+            }
         }
     }
 

@@ -1025,6 +1025,14 @@ impl<E: Flow> FlowTable<E> {
         }
     }
 
+    /// Prefetches the entry in `slot`.
+    #[inline(always)]
+    pub fn prefetch_entry(&self, slot: usize) {
+        if let Some(e) = self.entries.get().get(slot) {
+            crate::xsk::prefetch(e);
+        }
+    }
+
     /// The first slot whose signature matches, with its entry prefetched;
     /// the key is compared later ([`FlowTable::check`]), once the line is in.
     #[inline(always)]
@@ -1033,9 +1041,16 @@ impl<E: Flow> FlowTable<E> {
             // The secondary bucket only when the primary has no match: an
             // established flow is nearly always in its primary bucket, the
             // only one the first pass prefetched.
-            let m = match_sigs(self.sigs.get(b)?, p.sig);
+            // Word by word (SWAR), not `match_sigs`: measured, the SSE2
+            // match here made `established/1M` 28% slower (2.6 -> 3.35 us
+            // per batch, criterion, three builds side by side), the
+            // established path's burst loop being the one place it lost.
+            let bucket = self.sigs.get(b)?;
+            let m0 = lanes_equal(bucket[0], p.sig);
+            let m = if m0 != 0 { m0 } else { lanes_equal(bucket[1], p.sig) };
             if m != 0 {
-                let slot = b * BUCKET_SLOTS + m.trailing_zeros() as usize;
+                let w = usize::from(m0 == 0);
+                let slot = b * BUCKET_SLOTS + w * LANES + (m.trailing_zeros() / 16) as usize;
                 let e: *const E = self.entries.get().get(slot)?;
                 crate::xsk::prefetch(e);
                 // An IPv6 entry's second line holds its `FlowMeta`,

@@ -395,6 +395,18 @@ impl<R: WireAddr> ReverseTable<R> {
         }
     }
 
+    /// Prefetches what [`Self::remove`] of `idx` writes: the slot and its
+    /// bucket's signatures.
+    #[inline(always)]
+    pub fn prefetch_slot(&self, idx: u32) {
+        if let Some(s) = self.slots.get(idx as usize) {
+            crate::xsk::prefetch(s);
+        }
+        if let Some(w) = self.sigs.get(idx as usize / BUCKET_SLOTS) {
+            crate::xsk::prefetch(w);
+        }
+    }
+
     /// True when some flow holds reply key `key`.
     #[inline]
     pub fn contains(&self, key: &FlowKey<R>) -> bool {

@@ -9,6 +9,13 @@
 //! [`Worker::read_ahead_new`] walks the chain one step at a time for every
 //! new flow of the burst, prefetching the next line of each, so that a
 //! step's misses overlap; `new_flow` then finds its lines in the cache.
+//! Beyond the reads, two chains of writes: the reverse slot each new
+//! flow's claim will fill (found from the buckets once they are in), and,
+//! in a full table, the oldest unassured flows each new flow reclaims first
+//! (their entries, then their reverse slots). Measured in
+//! docs/BENCHMARKS.md: each of these took a miss per new flow before.
+//! The frontend and flow hash found in the first step are kept
+//! ([`Ahead::frontend`]) and `new_flow` does not look them up again.
 //!
 //! Only a hint: it changes no state, and a prefetch that turns out wrong
 //! (a frame that was a reply after all, a port taken) costs a line.
@@ -80,6 +87,14 @@ impl Worker {
         if !any {
             return;
         }
+        // Under pressure each new flow first reclaims the oldest unassured
+        // flows (`reclaim_in`): their entries now, their reverse slots in
+        // step 3. About one per new flow in a full table.
+        let reclaims = if self.under_pressure::<Ipv4Addr>() { n } else { 0 };
+        for i in 0..reclaims {
+            let Some((slot, _)) = self.fams.v4.unassured.get(i) else { break };
+            self.fams.v4.ct.prefetch_entry(slot as usize);
+        }
         // Step 2: the Maglev slot (affinity Services pick by client, from
         // the worker's own affinity table).
         for a in &self.ahead[..n] {
@@ -89,7 +104,13 @@ impl Worker {
                 }
             }
         }
-        // Step 3: the backend the slot names.
+        // Step 3: the backend the slot names; the reclaimed flows' reverse slots.
+        for i in 0..reclaims {
+            let Some((slot, _)) = self.fams.v4.unassured.get(i) else { break };
+            if let Some(e) = self.fams.v4.ct.entry(slot as usize).filter(|e| e.is_used()) {
+                self.shared.reverse.prefetch_slot(e.rev_slot);
+            }
+        }
         for a in &self.ahead[..n] {
             if let Some(svc) = Self::ahead_entry(t, a) {
                 if let Some(be) = svc.maglev.pick(a.hash).and_then(|b| svc.backends.get(usize::from(b))) {

@@ -471,11 +471,8 @@ impl<R: WireAddr> ReverseTable<R> {
         // both candidates are full only near capacity). Lookups read both
         // buckets anyway. A racing insert may change the counts: harmless.
         let free = crate::xsk::match_sigs2(&self.sig_words(p.b1), &self.sig_words(p.b2), EMPTY_SIG);
-        let order = if (free >> BUCKET_SLOTS).count_ones() > (free & 0xff).count_ones() {
-            [p.b2, p.b1]
-        } else {
-            [p.b1, p.b2]
-        };
+        let order =
+            if (free >> BUCKET_SLOTS).count_ones() > (free & 0xff).count_ones() { [p.b2, p.b1] } else { [p.b1, p.b2] };
         for b in order {
             let Some(words) = self.sigs.get(b as usize) else { continue };
             for (w, word) in words.iter().enumerate() {

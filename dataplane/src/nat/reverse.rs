@@ -444,8 +444,8 @@ impl<R: WireAddr> ReverseTable<R> {
     /// Enters reply key `key` with its translation, in a free slot of one of
     /// its two buckets, which the caller then owns until [`Self::remove`].
     /// `None` when both buckets are full. The key must not be present (the
-    /// caller checked with [`Self::contains`] and allocates from its own
-    /// port slice, see the module doc).
+    /// caller checked with [`Self::contains`], or uses [`Self::claim`], and
+    /// allocates from its own port slice, see the module doc).
     pub fn insert(&self, key: &FlowKey<R>, f: &RevFlow<R>, now: u32) -> Option<u32> {
         let kw = R::key_words(key);
         let p = probe(self.hasher.hash_key(&kw), self.buckets);

@@ -300,29 +300,31 @@ mod test {
         assert_eq!(checksum(&[]), 0xffff);
     }
 
+    /// `Delta(start).add32(old, new)` against the two `add16`s it stands for.
+    fn add32_by16(start: u32, old: u32, new: u32) -> (Delta, Delta) {
+        let d = Delta(start);
+        (d.add32(old, new), d.add16((old >> 16) as u16, (new >> 16) as u16).add16(old as u16, new as u16))
+    }
+
     #[test]
-    fn add32_is_two_add16s() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u32
-        };
+    fn add32_is_two_add16s_at_the_edges() {
         let edges = [0, 1, 0xffff, 0x1_0000, 0xffff_0000, 0x0000_ffff, 0xffff_fffe, 0xffff_ffff];
-        let mut pairs: Vec<(u32, u32, u32)> = Vec::new();
-        for &a in &edges {
-            for &b in &edges {
-                for &start in &[0u32, 1, 0xfffe, 0xffff] {
-                    pairs.push((start, a, b));
+        for &old in &edges {
+            for &new in &edges {
+                for start in [0u32, 1, 0xfffe, 0xffff] {
+                    let (one, two) = add32_by16(start, old, new);
+                    assert_eq!(one, two, "start {start:#x} old {old:#x} new {new:#x}");
                 }
             }
         }
-        pairs.extend((0..100_000).map(|_| (next() & 0xffff, next(), next())));
-        for (start, old, new) in pairs {
-            let d = Delta(start);
-            let by16 = d.add16((old >> 16) as u16, (new >> 16) as u16).add16(old as u16, new as u16);
-            assert_eq!(d.add32(old, new), by16, "start {start:#x} old {old:#x} new {new:#x}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100_000))]
+        #[test]
+        fn add32_is_two_add16s(start in 0u32..=0xffff, old in any::<u32>(), new in any::<u32>()) {
+            let (one, two) = add32_by16(start, old, new);
+            prop_assert_eq!(one, two);
         }
     }
 

@@ -385,13 +385,27 @@ impl<R: WireAddr> ReverseTable<R> {
     /// into lines nothing else brings in.
     #[inline(always)]
     pub fn prefetch_free_slot(&self, p: &super::conntrack::Probe) {
-        let free = crate::xsk::match_sigs2(&self.sig_words(p.b1), &self.sig_words(p.b2), EMPTY_SIG);
-        let (f1, f2) = (free & 0xff, free >> BUCKET_SLOTS);
-        let (b, m) = if f2.count_ones() > f1.count_ones() { (p.b2, f2) } else { (p.b1, f1) };
-        if m != 0 {
-            if let Some(s) = self.slots.get(b as usize * BUCKET_SLOTS + m.trailing_zeros() as usize) {
+        let [(b, free), _] = self.claim_order(p);
+        if free != 0 {
+            if let Some(s) = self.slots.get(b as usize * BUCKET_SLOTS + free.trailing_zeros() as usize) {
                 crate::xsk::prefetch(s);
             }
+        }
+    }
+
+    /// The two buckets of probe `p` in the order an insert tries them, each
+    /// with its free slots (bit `s`: slot `s`): the emptier first (two
+    /// choices: buckets fill evenly, so both candidates are full only near
+    /// capacity; lookups read both buckets anyway). A racing insert may
+    /// change the counts: harmless.
+    #[inline(always)]
+    fn claim_order(&self, p: &super::conntrack::Probe) -> [(u32, u32); 2] {
+        let free = crate::xsk::match_sigs2(&self.sig_words(p.b1), &self.sig_words(p.b2), EMPTY_SIG);
+        let (f1, f2) = (free & 0xff, free >> BUCKET_SLOTS);
+        if f2.count_ones() > f1.count_ones() {
+            [(p.b2, f2), (p.b1, f1)]
+        } else {
+            [(p.b1, f1), (p.b2, f2)]
         }
     }
 
@@ -467,13 +481,7 @@ impl<R: WireAddr> ReverseTable<R> {
     /// [`Self::insert`] of key words `kw` under their probe `p`.
     #[inline(always)]
     fn insert_probed(&self, kw: &R::Words, p: &super::conntrack::Probe, f: &RevFlow<R>, now: u32) -> Option<u32> {
-        // The emptier bucket first (two choices: buckets fill evenly, so
-        // both candidates are full only near capacity). Lookups read both
-        // buckets anyway. A racing insert may change the counts: harmless.
-        let free = crate::xsk::match_sigs2(&self.sig_words(p.b1), &self.sig_words(p.b2), EMPTY_SIG);
-        let order =
-            if (free >> BUCKET_SLOTS).count_ones() > (free & 0xff).count_ones() { [p.b2, p.b1] } else { [p.b1, p.b2] };
-        for b in order {
+        for (b, _) in self.claim_order(p) {
             let Some(words) = self.sigs.get(b as usize) else { continue };
             for (w, word) in words.iter().enumerate() {
                 let mut cur = word.load(Ordering::Relaxed);

@@ -422,6 +422,16 @@ pub struct FlowMeta {
     pub ticket: [u8; 3],
 }
 
+impl FlowMeta {
+    /// `table_gen` and `hop_gen` as one word (`hop_gen` high), which the
+    /// fast path compares with the worker's in one instruction: they are
+    /// adjacent, so this is one 8-byte load.
+    #[inline(always)]
+    pub fn gens(&self) -> u64 {
+        u64::from(self.table_gen) | u64::from(self.hop_gen) << 32
+    }
+}
+
 /// One tracked IPv4 flow: the forward key, the translation's addresses and
 /// the rest ([`FlowMeta`]). Exactly one cache line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]

@@ -35,7 +35,10 @@ pub struct PortInfo {
 }
 
 /// A resolved next hop: where a frame goes and the MACs it carries.
+/// Aligned to 32 bytes (26 of them used) so that the fast path finds hop
+/// `i` with a shift rather than a multiply by 26.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(align(32))]
 pub struct NextHop {
     /// Egress port.
     pub port: u16,

@@ -832,8 +832,8 @@ impl Worker {
                 // is not IPv4's common frame, IPv6's from there.
                 let (at, v) = match self.fast_run::<Ipv4Addr>(hops, gens, &mut frames[i..], now, &mut tally) {
                     fast::Stop::Done => break,
-                    fast::Stop::Decide { at, c, probe, slot } => {
-                        (at, self.decide::<Ipv4Addr>(t, hops, &mut frames[i + at], &c.parsed(), &probe, slot, now))
+                    fast::Stop::Decide { at, slot } => {
+                        (at, self.decide_stopped::<Ipv4Addr>(t, hops, &mut frames[i + at], slot, now))
                     }
                     fast::Stop::Uncommon { at } => {
                         i += at;
@@ -845,10 +845,9 @@ impl Worker {
                                 continue;
                             }
                             fast::Stop::Uncommon { .. } => (0, self.decide_general(t, hops, &mut frames[i], now)),
-                            fast::Stop::Decide { at, c, probe, slot } => (
-                                at,
-                                self.decide::<Ipv6Addr>(t, hops, &mut frames[i + at], &c.parsed(), &probe, slot, now),
-                            ),
+                            fast::Stop::Decide { at, slot } => {
+                                (at, self.decide_stopped::<Ipv6Addr>(t, hops, &mut frames[i + at], slot, now))
+                            }
                         }
                     }
                 };
@@ -994,6 +993,29 @@ impl Worker {
         self.add_tally(&tally);
     }
 
+    /// Decides the frame `fast::run` of family `F` stopped at
+    /// (`Stop::Decide`): a common frame of `F` whose flow, if tracked, is in
+    /// `slot`. Parsed and hashed again here, which is cheaper than the run
+    /// keeping its parse and probe alive through every frame it forwards.
+    #[inline(never)]
+    fn decide_stopped<F: fast::FastFamily>(
+        &mut self,
+        t: &ServiceTable,
+        hops: &NextHops,
+        f: &mut Frame<'_>,
+        slot: Option<usize>,
+        now: u32,
+    ) -> Verdict {
+        match F::parse_common(f.buf, f.len) {
+            Some(c) => {
+                let probe = F::state(&self.fams).ct.probe_words(&c.w);
+                self.decide::<F>(t, hops, f, &c.parsed(), &probe, slot, now)
+            }
+            // Not after the run has parsed it; the general path if it were.
+            None => self.decide_general(t, hops, f, now),
+        }
+    }
+
     /// The fast path's run over `frames` in family `F`'s tables (see
     /// `fast::run`).
     #[inline(always)]
@@ -1004,7 +1026,7 @@ impl Worker {
         frames: &mut [Frame<'_>],
         now: u32,
         tally: &mut fast::Tally,
-    ) -> fast::Stop<F> {
+    ) -> fast::Stop {
         let rev = F::reverse(&self.shared);
         let dnat = self.dnat_active;
         let st = F::state_mut(&mut self.fams);

@@ -1050,7 +1050,8 @@ impl Worker {
     ) -> Option<u16> {
         let rev = F::reverse(&self.shared);
         let st = F::state_mut(&mut self.fams);
-        let port = fast::forward_established(&mut st.ct.fast(), &mut st.svc, rev, hops, gens, f, c, slot?, now)?;
+        let (port, entry) = fast::forward_established(&mut st.ct.fast(), rev, hops, gens, f, c, slot?, now)?;
+        fast::count(&mut st.svc, entry, f.len);
         tally.frames += 1;
         tally.bytes += f.len as u64;
         Some(port)

@@ -430,7 +430,6 @@ pub(super) struct Tally {
 #[inline(always)]
 pub(super) fn forward_established<F: FastFamily>(
     ct: &mut FastTable<'_, F::Entry>,
-    svc: &mut [ServiceCounter],
     rev: &ReverseTable<F::Raw>,
     hops: &NextHops,
     gens: (u32, u32),
@@ -438,7 +437,7 @@ pub(super) fn forward_established<F: FastFamily>(
     c: &Common<F>,
     slot: usize,
     now: u32,
-) -> Option<u16> {
+) -> Option<(u16, u32)> {
     // SYN, FIN and RST change the connection's state (UDP has no flags);
     // TTL 1 gets an ICMP error.
     if c.ttl <= 1 || c.tcp_flags & (tcpf::SYN | tcpf::FIN | tcpf::RST) != 0 {
@@ -467,11 +466,62 @@ pub(super) fn forward_established<F: FastFamily>(
     if e.state & ASSURED == 0 {
         assure::<F>(e, c, rev);
     }
-    if let Some(c) = svc.get_mut(e.entry as usize) {
+    Some((hop.port, e.entry))
+}
+
+/// Counts a frame of `len` bytes forwarded to the Service port entry
+/// `entry` (see [`forward_established`]).
+#[inline(always)]
+pub(super) fn count(svc: &mut [ServiceCounter], entry: u32, len: usize) {
+    if let Some(c) = svc.get_mut(entry as usize) {
         c.packets += 1;
-        c.bytes += f.len as u64;
+        c.bytes += len as u64;
     }
-    Some(hop.port)
+}
+
+/// The Service counts of the frames [`run`] forwarded, added up to
+/// [`Pending::CAP`] frames at a time. Why not one by one: with the
+/// counters of thousands of Services out of L1 (as the flow entries), each
+/// frame's add waits for its counter's line at the head of the
+/// reorder buffer; a tight loop of adds has many of those misses in flight
+/// at once. Measured (criterion, `established/1k`, 1,000 flows of 10k
+/// Services, three runs each, side by side): 17.5-18.4 ns per frame
+/// counting each as it is forwarded, 16.7-17.4 ns counting here, and
+/// 14.6-15.1 ns with no Service counts at all. A prefetch of each counter
+/// when its frame is pushed measured slower (17.8-17.9 ns).
+struct Pending {
+    /// Service port entry and frame length of each frame not yet counted.
+    frames: [(u32, u32); Pending::CAP],
+    /// How many.
+    n: usize,
+}
+
+impl Pending {
+    const CAP: usize = 64;
+
+    #[inline(always)]
+    fn new() -> Self {
+        Self { frames: [(0, 0); Self::CAP], n: 0 }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, svc: &mut [ServiceCounter], entry: u32, len: usize) {
+        if self.n == Self::CAP {
+            self.flush(svc);
+        }
+        if let Some(p) = self.frames.get_mut(self.n) {
+            *p = (entry, len as u32);
+            self.n += 1;
+        }
+    }
+
+    #[inline(never)]
+    fn flush(&mut self, svc: &mut [ServiceCounter]) {
+        for &(entry, len) in &self.frames[..self.n.min(Self::CAP)] {
+            count(svc, entry, len as usize);
+        }
+        self.n = 0;
+    }
 }
 
 /// A packet of a flow not yet assured: the TCP ACK that completes the
@@ -580,6 +630,7 @@ pub(super) fn run<F: FastFamily>(
     // The tally's sums stay in registers through the run and reach `tally`
     // once, where it stops: the frames taken are the index it stops at.
     let mut bytes = 0u64;
+    let mut pending = Pending::new();
     let mut stop = Stop::Done;
     let mut taken = frames.len();
     for (at, f) in frames.iter_mut().enumerate() {
@@ -590,7 +641,10 @@ pub(super) fn run<F: FastFamily>(
         let probe = ct.probe(&c.w);
         let slot = ct.find(&c.w, &probe);
         let port = match slot {
-            Some(s) => forward_established(ct, svc, rev, hops, gens, f, &c, s, now),
+            Some(s) => forward_established(ct, rev, hops, gens, f, &c, s, now).map(|(port, entry)| {
+                pending.push(svc, entry, f.len);
+                port
+            }),
             None => {
                 let port = reply(rev, dnat, hops, f, &c, now);
                 tally.replies += u64::from(port.is_some());
@@ -606,6 +660,7 @@ pub(super) fn run<F: FastFamily>(
     }
     tally.frames += taken as u64;
     tally.bytes += bytes;
+    pending.flush(svc);
     stop
 }
 
@@ -615,6 +670,24 @@ mod tests {
     use super::super::parse_general;
     use super::*;
     use proptest::prelude::*;
+
+    /// Deferred Service counts add up to what counting each frame gives,
+    /// past `Pending::CAP` frames (a flush on the way) and for an entry
+    /// out of range (not counted, as `count`).
+    #[test]
+    fn pending_counts_match_counting_each_frame() {
+        let mut each = vec![ServiceCounter::default(); 5];
+        let mut deferred = each.clone();
+        let mut pending = Pending::new();
+        for i in 0..(2 * Pending::CAP as u32 + 7) {
+            let (entry, len) = (i * 7 % 6, 60 + i as usize);
+            count(&mut each, entry, len);
+            pending.push(&mut deferred, entry, len);
+        }
+        pending.flush(&mut deferred);
+        assert_eq!(deferred, each);
+        assert_eq!(each.iter().map(|c| c.packets).sum::<u64>(), 2 * Pending::CAP as u64 + 7 - 22);
+    }
 
     /// An untagged IPv4 frame (IHL 5) with a TCP (20-byte header) or UDP
     /// header and `payload` bytes, lengths consistent; checksums are not

@@ -22,7 +22,8 @@
 //!   (address and port rewrite, checksum deltas with the TTL decrement folded
 //!   in, the cached next hop's MACs) with fixed-offset stores, refreshes the
 //!   flow's timestamp (and, for the ACK that completes a TCP handshake, its
-//!   assured bit) and counts the Service's packet. It declines, having
+//!   assured bit) and names the Service port entry to count the packet
+//!   in ([`count`], or after the run: [`Pending`]). It declines, having
 //!   changed nothing, whenever the general path has more to do: TCP SYN, FIN
 //!   or RST (connection state), TTL 1 (ICMP time exceeded), a table or
 //!   next-hop generation other than the flow's (revalidation), a hop index
@@ -423,9 +424,10 @@ pub(super) struct Tally {
 
 /// Forwards a packet of the established flow in `slot` (whose key the caller
 /// matched against `c`'s): the translation cached in the flow entry,
-/// written at fixed offsets. Returns the egress port, or `None`, having
-/// changed nothing, when the general path must take the frame (see the
-/// module doc). `gens` are the service-table and next-hop generations.
+/// written at fixed offsets. Returns the egress port and the Service port
+/// entry whose counters the packet goes to, or `None`, having changed
+/// nothing, when the general path must take the frame (see the module
+/// doc). `gens` are the service-table and next-hop generations.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn forward_established<F: FastFamily>(

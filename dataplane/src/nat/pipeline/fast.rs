@@ -517,12 +517,19 @@ impl Pending {
         }
     }
 
-    #[inline(never)]
+    #[inline(always)]
     fn flush(&mut self, svc: &mut [ServiceCounter]) {
-        for &(entry, len) in &self.frames[..self.n.min(Self::CAP)] {
+        Self::add(&self.frames[..self.n.min(Self::CAP)], svc);
+        self.n = 0;
+    }
+
+    /// Out of line, and over the array alone, so that `n` can stay in a
+    /// register of the run.
+    #[inline(never)]
+    fn add(frames: &[(u32, u32)], svc: &mut [ServiceCounter]) {
+        for &(entry, len) in frames {
             count(svc, entry, len as usize);
         }
-        self.n = 0;
     }
 }
 

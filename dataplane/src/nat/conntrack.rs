@@ -423,12 +423,15 @@ pub struct FlowMeta {
 }
 
 impl FlowMeta {
-    /// `table_gen` and `hop_gen` as one word (`hop_gen` high), which the
-    /// fast path compares with the worker's in one instruction: they are
-    /// adjacent, so this is one 8-byte load.
+    /// Whether the entry was validated in service-table generation
+    /// `gens.0` (its low 32 bits) and next-hop generation `gens.1`, so
+    /// that its translation and cached hop can be used as they are.
+    /// Compared as one word: the two fields are adjacent, so the fast path
+    /// does it with one 8-byte load and compare.
     #[inline(always)]
-    pub fn gens(&self) -> u64 {
-        u64::from(self.table_gen) | u64::from(self.hop_gen) << 32
+    pub fn is_current(&self, gens: (u32, u32)) -> bool {
+        let mine = u64::from(self.table_gen) | u64::from(self.hop_gen) << 32;
+        mine == u64::from(gens.0) | u64::from(gens.1) << 32
     }
 }
 

@@ -1303,8 +1303,7 @@ impl Worker {
         slot: usize,
         now: u32,
     ) -> Option<Verdict> {
-        let gen = t.generation() as u32;
-        let hop_gen = hops.generation();
+        let gens = (t.generation() as u32, hops.generation());
         let e = F::state(&self.fams).ct.entry(slot)?;
         let is_tcp = p.key.proto == IPPROTO_TCP;
         // A fresh SYN on a closed or closing flow starts a new connection.
@@ -1312,7 +1311,7 @@ impl Worker {
             self.forget::<F>(slot);
             return None;
         }
-        if e.table_gen != gen || e.hop_gen != hop_gen {
+        if !e.is_current(gens) {
             if let Some(v) = self.revalidate::<F>(t, hops, f, p, slot, now) {
                 return Some(v);
             }

@@ -41,8 +41,8 @@
 //!   entry is two cache lines (`conntrack.rs`), which is most of what an
 //!   IPv6 frame costs more.
 //! - The worker-wide counters (frames, bytes, forwarded, replies translated)
-//!   of the frames taken here are summed in registers and added once per
-//!   batch ([`Tally`]).
+//!   of the frames taken here are summed through the run (frames and bytes
+//!   in registers) and added once per batch ([`Tally`]).
 //!
 //! So every frame gets exactly the verdict, output bytes and counters the
 //! general path gives it; the tests at the end of this file and
@@ -446,7 +446,7 @@ pub(super) fn forward_established<F: FastFamily>(
         return None;
     }
     let e = ct.entry_mut(slot)?;
-    if e.gens() != u64::from(gens.0) | u64::from(gens.1) << 32 {
+    if !e.is_current(gens) {
         return None;
     }
     let hop = hops.hop(e.hop)?;
@@ -636,8 +636,10 @@ pub(super) fn run<F: FastFamily>(
     now: u32,
     tally: &mut Tally,
 ) -> Stop {
-    // The tally's sums stay in registers through the run and reach `tally`
-    // once, where it stops: the frames taken are the index it stops at.
+    // Bytes are summed in a register and the frames taken are the index
+    // the run stops at: both reach `tally` once, at the end. Replies (none
+    // on most runs) go to `tally` as they come: one register fewer
+    // measured one instruction less per frame.
     let mut bytes = 0u64;
     let mut pending = Pending::new();
     let mut stop = Stop::Done;

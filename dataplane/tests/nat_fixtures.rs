@@ -1442,6 +1442,18 @@ fn ipv6_dnat_mode_keeps_the_client_address_and_translates_replies() {
             Expect::Forward(0, to_client6(&reply, DNAT6, 80, 43000)),
         )],
     );
+    // The client's next segment takes the fast path, which reads the new
+    // source from the SNAT addresses by index: here none, the client's own.
+    let ack = Pkt::new(CLIENT6, DNAT6, tcp(43000, 80, ACK));
+    lab.table_on(
+        0,
+        &[(
+            "dnat mode: an established segment keeps the client's address",
+            0,
+            ack.clone(),
+            Expect::Forward(1, ack.translated(CLIENT6, 43000, backend6(2), 80, GW_POD_MAC, backend_mac(2))),
+        )],
+    );
 }
 
 #[test]

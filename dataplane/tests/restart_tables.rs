@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use svcgate_common::model::{DesiredState, Protocol};
 use svcgate_common::table::ServiceTable;
+use svcgate_dataplane::nat::conntrack::{FlowEntry, FlowMeta};
 use svcgate_dataplane::nat::restart::{self, Header, RestartReport};
 use svcgate_dataplane::nat::{Frame, NatConfig, Shared, Verdict, Worker};
 use svcgate_dataplane::shm::HEADER_BYTES;
@@ -300,9 +301,9 @@ fn torn_slots_and_garbage_entries_are_adopted_safely() {
     let mut used_flows =
         (0..(fbody.len() - HEADER_BYTES) / 64).filter(|i| fbody[HEADER_BYTES + i * 64 + 8..][..8] != [0; 8]);
     let past = used_flows.next().unwrap();
-    // rev_slot: the meta is at 24 (after the key and the addresses), its
-    // rev_slot at 32 in it.
-    flow.write_all_at(&u32::MAX.to_le_bytes(), (HEADER_BYTES + past * 64 + 24 + 32) as u64).unwrap();
+    // rev_slot: in the meta (after the key and the addresses).
+    let at = std::mem::offset_of!(FlowEntry, m) + std::mem::offset_of!(FlowMeta, rev_slot);
+    flow.write_all_at(&u32::MAX.to_le_bytes(), (HEADER_BYTES + past * 64 + at) as u64).unwrap();
     let mut rng = XorShift(0x7e57);
     let garbage: Vec<u8> = (0..64 * 50).map(|_| rng.next_u64() as u8).collect();
     let free = (0..(fbody.len() - HEADER_BYTES) / 64 - 50)

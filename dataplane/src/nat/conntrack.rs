@@ -23,14 +23,20 @@
 //! family. The layouts differ on purpose. An IPv4 key (13 bytes) and its
 //! translation fit one 64-byte line with the bookkeeping, so a lookup and
 //! a rewrite touch one line. An IPv6 key is 37 bytes (two 16-byte
-//! addresses, two ports, the protocol) and its translation another 36:
-//! with the 40 bytes of bookkeeping the entry is 112 bytes, padded to two
-//! lines (128). The key words and both addresses come first, so the key
-//! compare and the address rewrite read the first line (and the start of
-//! the second, which the adjacent-line prefetcher brings along); squeezing
-//! the entry into one line would need a separate key array, i.e. a second
-//! miss per lookup, which costs more than the wider entry. Both share the
-//! signature buckets, the hashing and every policy here.
+//! addresses, two ports, the protocol, stored as five words: 40) and its
+//! translation another 36: with the 40 bytes of bookkeeping the entry is
+//! 116 bytes, two lines (128). The first line holds all that an
+//! established flow's packet reads: the key, the index of its backend's
+//! record ([`BackendRec`], the worker's per-generation list of backends:
+//! address, port, service entry) and the first 20 bytes of [`FlowMeta`]
+//! (generations, timestamp, hop, SNAT port, checksum delta, state and the
+//! SNAT address's index). The second line, with the full addresses and the
+//! rest, is the general path's. The addresses cannot join the key in the
+//! first line, and reading them from the second was a second miss per
+//! packet at 1M flows (criterion: IPv6 at 1.9-2.0x IPv4's time); the
+//! records are few (32 bytes per backend) and are prefetched across the
+//! burst as the entries are. Both families share the signature buckets,
+//! the hashing and every policy here.
 
 use crate::wire::checksum::Delta;
 
@@ -379,47 +385,108 @@ pub trait Flow: Copy + Default + PartialEq + std::fmt::Debug + bytemuck::Pod {
     fn backend_addr(&self) -> Self::Raw;
     /// Sets both translation addresses.
     fn set_addrs(&mut self, snat: Self::Raw, backend: Self::Raw);
+    /// Whether the fast path reads the backend from the worker's
+    /// [`BackendRec`]s (and the new source from the SNAT addresses) rather
+    /// than from the entry: the worker keeps those records only then.
+    const BY_RECORD: bool;
+    /// Sets which of the worker's [`BackendRec`]s is the flow's backend
+    /// (where [`Flow::BY_RECORD`]; ignored otherwise).
+    fn set_rec(&mut self, rec: u32);
+    /// Which of the worker's [`BackendRec`]s is the flow's backend (where
+    /// [`Flow::BY_RECORD`]; `u32::MAX` otherwise).
+    fn rec(&self) -> u32;
+    /// The translation of a flow validated in the current generation:
+    /// from the entry itself, or, where [`Flow::BY_RECORD`], from `recs`
+    /// (the worker's records of this generation) and `snat` (the family's
+    /// SNAT addresses), so that only the entry's first line is read.
+    /// `None` when an index is out of range (the general path then decides).
+    fn translation(&self, recs: &[BackendRec<Self::Raw>], snat: &[Self::Raw]) -> Option<Translation<Self::Raw>>;
 }
 
 /// What a tracked flow holds besides its key and addresses, the same in
 /// both families: ports, the cached next hop, the precomputed checksum
 /// adjustments and bookkeeping. 40 bytes; both entries reach it through
 /// `Deref` (`e.hop`, `e.last_seen = now`).
+///
+/// The order matters: the first 20 bytes (up to `snat_port`) are everything the
+/// fast path reads or writes of an established flow, so that an IPv6
+/// entry, whose key takes 40 bytes of its first line, holds them in that
+/// line too (see [`FlowEntry6`]); what follows is the general path's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
 pub struct FlowMeta {
-    /// New source port (SNAT).
-    pub snat_port: u16,
-    /// New destination port (the backend's target port).
-    pub backend_port: u16,
-    /// Cached next-hop index toward the backend.
-    pub hop: u16,
-    /// Backend index in the service entry of generation `table_gen`.
-    pub backend: u16,
-    /// IPv4 header checksum adjustment for the address rewrite and the TTL
-    /// decrement (unused for IPv6, which has no header checksum).
-    pub ip_delta: Delta,
-    /// L4 checksum adjustment (pseudo-header addresses and ports).
-    pub l4_delta: Delta,
     /// Low 32 bits of the service-table generation the entry was validated in.
     pub table_gen: u32,
     /// Next-hop table generation `hop` was resolved in.
     pub hop_gen: u32,
     /// Last forward packet, in the worker's millisecond clock.
     pub last_seen: u32,
+    /// Cached next-hop index toward the backend.
+    pub hop: u16,
+    /// L4 checksum adjustment (pseudo-header addresses and ports).
+    pub l4_delta: Delta,
+    /// TCP flags seen from the client (FIN, SYN and RST) and whether the
+    /// flow is assured (see `pipeline::ASSURED`).
+    pub state: u8,
+    /// The new source address as an index into the SNAT addresses of the
+    /// family (the reverse table's `addrs`), or [`SNAT_CLIENT`]: the
+    /// client's own (dnat mode). What IPv6's fast path writes; set beside
+    /// the addresses, in both families.
+    pub snat: u8,
+    /// New source port (SNAT). Last of the fast path's fields and next to
+    /// `backend_port`, so that IPv4's fast path reads both ports in one load.
+    pub snat_port: u16,
+    /// New destination port (the backend's target port).
+    pub backend_port: u16,
+    /// IPv4 header checksum adjustment for the address rewrite and the TTL
+    /// decrement (unused for IPv6, which has no header checksum).
+    pub ip_delta: Delta,
+    /// Backend index in the service entry of generation `table_gen`.
+    pub backend: u16,
+    /// The flow's ticket in its worker's queue of unassured flows (24 bits,
+    /// little-endian), which tells a queued ticket of this flow from one of
+    /// an earlier flow in the same slot.
+    pub ticket: [u8; 3],
+    /// Explicit padding (no hidden padding, so that the table can be
+    /// viewed as plain bytes: see `Entries`).
+    pub _pad: [u8; 3],
     /// Service entry index (in generation `table_gen`), for per-Service counters.
     pub entry: u32,
     /// Index of the flow's reverse slot in the shared reverse table.
     pub rev_slot: u32,
-    /// TCP flags seen from the client (FIN, SYN, RST) and whether the flow
-    /// is assured (see `pipeline::ASSURED`).
-    pub state: u8,
-    /// The flow's ticket in its worker's queue of unassured flows (24 bits,
-    /// little-endian), which tells a queued ticket of this flow from one of
-    /// an earlier flow in the same slot. Also makes the meta exactly 40
-    /// bytes with no hidden padding, so the table can be viewed as plain
-    /// bytes (see `Entries`).
-    pub ticket: [u8; 3],
+}
+
+/// [`FlowMeta::snat`] of a flow whose source is not translated (dnat
+/// mode): the client's own address.
+pub const SNAT_CLIENT: u8 = u8::MAX;
+
+/// A backend as the IPv6 fast path reads it: the worker keeps one per
+/// backend of each service entry of the current table generation
+/// (`FlowEntry6::rec` names one), because an IPv6 entry's first line has
+/// no room for the 16-byte backend address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendRec<R> {
+    /// The backend's address.
+    pub addr: R,
+    /// Its target port.
+    pub port: u16,
+    /// Its service entry, for the per-Service counters.
+    pub entry: u32,
+}
+
+/// What the fast path writes into a forwarded frame: new source and
+/// destination, the new destination port, and the service entry to count
+/// the frame in (the new source port and the deltas are the entry's own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation<R> {
+    /// New source address.
+    pub src: R,
+    /// New destination address (the backend).
+    pub dst: R,
+    /// New destination port.
+    pub dport: u16,
+    /// Service entry index.
+    pub entry: u32,
 }
 
 impl FlowMeta {
@@ -514,6 +581,22 @@ impl Flow for FlowEntry {
         self.snat_addr = snat;
         self.backend_addr = backend;
     }
+
+    const BY_RECORD: bool = false;
+
+    #[inline(always)]
+    fn set_rec(&mut self, _rec: u32) {}
+
+    #[inline(always)]
+    fn rec(&self) -> u32 {
+        u32::MAX
+    }
+
+    /// All in the entry's one line.
+    #[inline(always)]
+    fn translation(&self, _: &[BackendRec<u32>], _: &[u32]) -> Option<Translation<u32>> {
+        Some(Translation { src: self.snat_addr, dst: self.backend_addr, dport: self.backend_port, entry: self.entry })
+    }
 }
 
 impl FlowEntry {
@@ -535,23 +618,34 @@ impl FlowEntry {
     }
 }
 
-/// One tracked IPv6 flow: the key as five words, the 16-byte addresses
-/// and the same [`FlowMeta`] as IPv4; two cache lines (see the module
-/// documentation for why).
+/// One tracked IPv6 flow: the key as five words, the index of its
+/// backend's [`BackendRec`], the same [`FlowMeta`] as IPv4, then the
+/// 16-byte addresses. Two cache lines, laid out so that an established
+/// flow's packet reads only the first: the key (40 bytes), `rec` (4) and
+/// the fast path's 20 bytes of [`FlowMeta`]. Its translation comes from
+/// elsewhere: the backend's address, port and service entry from the
+/// worker's record (a few MB at 100k backends, against the table's
+/// hundreds), the new source from the SNAT addresses by `FlowMeta::snat`.
+/// The second line keeps the full addresses for the general path
+/// (revalidation after a table swap, replies' cleanup, restart).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C, align(64))]
 pub struct FlowEntry6 {
     /// Key words ([`FlowKey::<u128>::words`]); the last is 0 when the slot is free.
     pub k: [u64; 5],
+    /// The backend's record among the worker's [`BackendRec`]s of
+    /// generation `table_gen` (valid when the entry is current).
+    pub rec: u32,
+    /// Ports, next hop, deltas, bookkeeping (its first 20 bytes end the
+    /// first line).
+    pub m: FlowMeta,
     /// New source address (SNAT), in network order.
     pub snat_addr: [u8; 16],
     /// New destination address (the backend), in network order.
     pub backend_addr: [u8; 16],
-    /// Ports, next hop, deltas, bookkeeping.
-    pub m: FlowMeta,
     /// Explicit padding to the second line's end (no hidden padding, so
     /// the table can be viewed as plain bytes).
-    pub _pad: [u8; 16],
+    pub _pad: [u8; 12],
 }
 
 impl std::ops::Deref for FlowEntry6 {
@@ -622,6 +716,29 @@ impl Flow for FlowEntry6 {
     fn set_addrs(&mut self, snat: u128, backend: u128) {
         self.snat_addr = snat.to_be_bytes();
         self.backend_addr = backend.to_be_bytes();
+    }
+
+    const BY_RECORD: bool = true;
+
+    #[inline(always)]
+    fn set_rec(&mut self, rec: u32) {
+        self.rec = rec;
+    }
+
+    #[inline(always)]
+    fn rec(&self) -> u32 {
+        self.rec
+    }
+
+    #[inline(always)]
+    fn translation(&self, recs: &[BackendRec<u128>], snat: &[u128]) -> Option<Translation<u128>> {
+        let r = recs.get(self.rec as usize)?;
+        let src = if self.snat == SNAT_CLIENT {
+            u128::from(self.k[0]) << 64 | u128::from(self.k[1])
+        } else {
+            *snat.get(usize::from(self.snat))?
+        };
+        Some(Translation { src, dst: r.addr, dport: r.port, entry: r.entry })
     }
 }
 
@@ -1065,12 +1182,8 @@ impl<E: Flow> FlowTable<E> {
                 let slot = b * BUCKET_SLOTS + w * LANES + (m.trailing_zeros() / 16) as usize;
                 let e: *const E = self.entries.get().get(slot)?;
                 crate::xsk::prefetch(e);
-                // An IPv6 entry's second line holds its `FlowMeta`,
-                // which the lookup's decision reads next (a constant
-                // test: nothing for IPv4's one-line entries).
-                if std::mem::size_of::<E>() > 64 {
-                    crate::xsk::prefetch(e.cast::<u8>().wrapping_add(64));
-                }
+                // Only the first line, also for IPv6's two-line entries:
+                // an established flow's packet reads nothing else of it.
                 return Some(slot);
             }
         }
@@ -1081,10 +1194,15 @@ impl<E: Flow> FlowTable<E> {
     /// [`FlowTable::prefetch_candidate`]), else a full [`FlowTable::find`].
     #[inline(always)]
     pub fn check(&self, key: &FlowKey<E::Raw>, p: &Probe, candidate: Option<usize>) -> Option<usize> {
-        let w = E::key_words(key);
+        self.check_words(&E::key_words(key), p, candidate)
+    }
+
+    /// [`FlowTable::check`] of the key whose words are `w`.
+    #[inline(always)]
+    pub fn check_words(&self, w: &<E::Raw as WireAddr>::Words, p: &Probe, candidate: Option<usize>) -> Option<usize> {
         match candidate.and_then(|s| self.entries.get().get(s).map(|e| (s, e))) {
-            Some((s, e)) if e.words() == w => Some(s),
-            _ => self.find_words(&w, p),
+            Some((s, e)) if e.words() == *w => Some(s),
+            _ => self.find_words(w, p),
         }
     }
 
@@ -1329,7 +1447,9 @@ mod tests {
         // IPv6: two lines, the key and both addresses within the first 72 bytes.
         assert_eq!(std::mem::size_of::<FlowEntry6>(), 128);
         assert_eq!(std::mem::align_of::<FlowEntry6>(), 64);
-        assert_eq!(std::mem::offset_of!(FlowEntry6, backend_addr), 56);
+        assert_eq!(std::mem::offset_of!(FlowEntry6, backend_addr), 100);
+        // The fast path's fields end the first line.
+        assert_eq!(std::mem::offset_of!(FlowEntry6, m) + std::mem::offset_of!(FlowMeta, backend_port), 64);
     }
 
     /// IPv6 keys in 2001:2::/48 (RFC 5180), as every address in this

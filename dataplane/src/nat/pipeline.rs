@@ -54,7 +54,8 @@ use svcgate_common::model::{ForwardingMode, Protocol};
 use svcgate_common::table::{ActiveSet, FrontendKind, ServiceEntry, ServicePortId, ServiceTable};
 
 use super::conntrack::{
-    Flow, FlowEntry, FlowEntry6, FlowKey, FlowMeta, FlowTable, Inserted, KeyHasher, Probe, Standing, WireAddr,
+    BackendRec, Flow, FlowEntry, FlowEntry6, FlowKey, FlowMeta, FlowTable, Inserted, KeyHasher, Probe, Standing,
+    WireAddr, SNAT_CLIENT,
 };
 use super::nexthop::{NextHops, Resolution};
 use super::restart;
@@ -396,9 +397,45 @@ enum Pre {
     V6(u8),
 }
 
-/// An IPv6 frame of a large-table burst between the passes: parsed, its
-/// buckets, the candidate slot of pass 2 (`NO_SLOT`: none).
-type Pre6 = (Parsed<u128>, Probe, u32);
+/// Where the IP header of an untagged frame starts.
+const L3_UNTAGGED: u16 = 14;
+
+/// An IPv6 frame of a large-table burst between the passes: its key as
+/// words and the fields the fast path reads ([`fast::Common`]), where its
+/// headers start, its buckets and the candidate slot of pass 2 (`NO_SLOT`:
+/// none). Words rather than a [`Parsed`], whose 16-byte addresses each
+/// step converted to words again (some 40 instructions per frame,
+/// callgrind).
+#[derive(Debug, Clone, Copy)]
+struct Pre6 {
+    c: fast::Common<Ipv6Addr>,
+    l3: u16,
+    l4: u16,
+    probe: Probe,
+    candidate: u32,
+}
+
+impl Pre6 {
+    const EMPTY: Self = Self {
+        c: fast::Common { w: [0; 5], end: 0, ttl: 0, tcp_flags: 0 },
+        l3: 0,
+        l4: 0,
+        probe: Probe { b1: 0, b2: 0, sig: 0 },
+        candidate: NO_SLOT,
+    };
+
+    /// What `parse6` returned for the frame.
+    #[inline(always)]
+    fn parsed(&self) -> Parsed<u128> {
+        Parsed { l3: self.l3, l4: self.l4, ..self.c.parsed() }
+    }
+
+    /// The frame as the fast path takes it, when it is a common frame.
+    #[inline(always)]
+    fn common(&self) -> Option<&fast::Common<Ipv6Addr>> {
+        (self.l3 == L3_UNTAGGED && usize::from(self.l4) == <Ipv6Addr as fast::FastFamily>::L4).then_some(&self.c)
+    }
+}
 
 const UNRESOLVED_RING: usize = 16;
 
@@ -511,6 +548,13 @@ struct FamilyState<F: NatFamily> {
     /// Direct-mapped cache of resolved next hops: (address, next-hop
     /// generation, hop). Spares new flows the route and neighbour lookup.
     hop_cache: Box<[(F::Raw, u32, u16)]>,
+    /// Where the entry's translation is not all in its first line
+    /// (`Flow::BY_RECORD`, IPv6): every backend of every service entry of
+    /// the table generation `Worker::stats_table` holds, entry by entry;
+    /// built at each table swap. Empty otherwise.
+    recs: Vec<BackendRec<F::Raw>>,
+    /// The index in `recs` of each service entry's first backend.
+    rec_base: Vec<u32>,
 }
 
 impl<F: NatFamily> FamilyState<F> {
@@ -525,7 +569,61 @@ impl<F: NatFamily> FamilyState<F> {
             pressure_len: capacity.saturating_mul(usize::from(cfg.pressure_percent.min(100))) / 100,
             affinity: vec![AffinitySlot::default(); aff].into_boxed_slice(),
             hop_cache: vec![(F::Raw::default(), u32::MAX, 0); HOP_CACHE].into_boxed_slice(),
+            recs: Vec::new(),
+            rec_base: Vec::new(),
         }
+    }
+
+    /// Rebuilds `recs` and `rec_base` for table `t` (a table swap), where
+    /// the family's entries read their backend from a record.
+    fn build_recs(&mut self, t: &ServiceTable) {
+        if !<F::Entry as Flow>::BY_RECORD {
+            return;
+        }
+        self.recs.clear();
+        self.rec_base.clear();
+        for (i, svc) in t.family::<F>().entries().iter().enumerate() {
+            self.rec_base.push(self.recs.len() as u32);
+            let rec = |b: &svcgate_common::table::Backend<F>| BackendRec {
+                addr: F::Raw::of(b.addr),
+                port: b.port,
+                entry: i as u32,
+            };
+            self.recs.extend(svc.backends.iter().map(rec));
+        }
+    }
+
+    /// Prefetches the backend record of the flow in `slot` (`NO_SLOT`:
+    /// none), where the family uses them.
+    #[inline(always)]
+    fn prefetch_rec(&self, slot: u32) {
+        if <F::Entry as Flow>::BY_RECORD && slot != NO_SLOT {
+            if let Some(r) = self.ct.entry(slot as usize).and_then(|e| self.recs.get(e.rec() as usize)) {
+                crate::xsk::prefetch(r);
+            }
+        }
+    }
+
+    /// Points a flow validated in the current generation at its backend's
+    /// record (where the family uses them): entry `e.entry`, backend
+    /// `e.backend`; out of range, at none (the fast path then declines).
+    fn bind_rec(&self, e: &mut F::Entry) {
+        if <F::Entry as Flow>::BY_RECORD {
+            let rec = self.rec_base.get(e.entry as usize).map_or(u32::MAX, |b| b.saturating_add(u32::from(e.backend)));
+            e.set_rec(rec);
+        }
+    }
+}
+
+/// [`FlowMeta::snat`] for a flow whose new source is `snat`: its index
+/// among the family's SNAT addresses `addrs`, [`SNAT_CLIENT`] for the
+/// client's own, else one no translation resolves (the general path then
+/// takes the flow's packets).
+fn snat_index<R: PartialEq>(addrs: &[R], snat: &R, client: &R) -> u8 {
+    match addrs.iter().position(|a| a == snat) {
+        Some(i) if i < usize::from(SNAT_CLIENT) => i as u8,
+        _ if snat == client => SNAT_CLIENT,
+        _ => SNAT_CLIENT - 1,
     }
 }
 
@@ -554,9 +652,9 @@ pub struct Worker {
     unresolved: [IpAddr; UNRESOLVED_RING],
     unresolved_len: usize,
     pre: [Pre; MAX_BATCH],
-    /// The IPv6 frames of a large-table burst (`Pre::V6`); never grows
-    /// past its initial capacity.
-    pre6: Vec<Pre6>,
+    /// The IPv6 frames of a large-table burst (`Pre::V6`): the first `n6`.
+    pre6: [Pre6; MAX_BATCH],
+    n6: usize,
     /// The new flows of a large-table burst, for their read-ahead (`ahead`).
     ahead: [Ahead; MAX_BATCH],
     /// The read-ahead's findings for the frame being decided (IPv4, large
@@ -574,13 +672,29 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// Parses a frame: the common frame through the fast path's fixed offsets
-/// (see `fast`), anything else through the `wire` wrappers.
-#[inline(always)]
-fn parse(buf: &[u8], len: usize) -> Result<Parsed, Verdict> {
-    match fast::parse_common(buf, len) {
-        Some(c) => Ok(c.parsed()),
-        None => parse_general(buf, len),
+/// A frame that is neither family's common frame, parsed by the `wire`
+/// wrappers, or its verdict.
+enum Uncommon {
+    V4(Parsed),
+    V6(Parsed<u128>),
+    Done(Verdict),
+}
+
+/// Parses a frame that is neither family's common frame (`fast`): IPv4,
+/// else IPv6, through the `wire` wrappers.
+#[inline(never)]
+fn parse_uncommon(buf: &[u8], len: usize) -> Uncommon {
+    match parse_general(buf, len) {
+        Ok(p) => Uncommon::V4(p),
+        Err(Verdict::Pass(PassReason::NotIp)) => {
+            let frame = &buf[..len.min(buf.len())];
+            match family::is_ipv6(frame).map(|l3| family::parse6(frame, l3)) {
+                Some(Ok(p)) => Uncommon::V6(p),
+                Some(Err(v)) => Uncommon::Done(v),
+                None => Uncommon::Done(Verdict::Pass(PassReason::NotIp)),
+            }
+        }
+        Err(v) => Uncommon::Done(v),
     }
 }
 
@@ -693,7 +807,8 @@ impl Worker {
             unresolved: [IpAddr::V4(Ipv4Addr::UNSPECIFIED); UNRESOLVED_RING],
             unresolved_len: 0,
             pre: [Pre::Done(Verdict::Drop(DropReason::Malformed)); MAX_BATCH],
-            pre6: Vec::with_capacity(MAX_BATCH),
+            pre6: [Pre6::EMPTY; MAX_BATCH],
+            n6: 0,
             ahead: [Ahead::EMPTY; MAX_BATCH],
             hint: Ahead::EMPTY,
             fast_path: true,
@@ -793,6 +908,8 @@ impl Worker {
             svc.clear();
             svc.resize(n, ServiceCounter::default());
         }
+        self.fams.v4.build_recs(t);
+        self.fams.v6.build_recs(t);
         self.stats_table = t.clone();
         let mode = self.shared.config.mode;
         let dnat = |f: Option<ForwardingMode>| f.unwrap_or(mode) == ForwardingMode::Dnat;
@@ -858,43 +975,69 @@ impl Worker {
             return;
         }
         let n = frames.len();
-        // Pass 1: parse, hash, prefetch each frame's bucket.
+        // Pass 1: parse, hash, prefetch each frame's bucket. Each family's
+        // common frame by its fixed offsets first (IPv4's, then IPv6's,
+        // written in place), anything else through the `wire` wrappers.
         let (ct, ct6) = (&self.fams.v4.ct, &self.fams.v6.ct);
-        self.pre6.clear();
+        let v4 = |p: Parsed| {
+            let probe = ct.probe(&p.key);
+            ct.prefetch_bucket(&probe);
+            Pre::Parsed(p, probe, NO_SLOT)
+        };
+        let mut n6 = 0;
         for (f, pre) in frames.iter().zip(self.pre.iter_mut()) {
-            *pre = match parse(f.buf, f.len) {
-                Ok(p) => {
-                    let probe = ct.probe(&p.key);
-                    ct.prefetch_bucket(&probe);
-                    Pre::Parsed(p, probe, NO_SLOT)
-                }
-                Err(Verdict::Pass(PassReason::NotIp)) => {
-                    let frame = &f.buf[..f.len.min(f.buf.len())];
-                    match family::is_ipv6(frame).map(|l3| family::parse6(frame, l3)) {
-                        Some(Ok(p)) => {
-                            let probe = ct6.probe(&p.key);
-                            ct6.prefetch_bucket(&probe);
-                            self.pre6.push((p, probe, NO_SLOT));
-                            Pre::V6((self.pre6.len() - 1) as u8)
-                        }
-                        Some(Err(v)) => Pre::Done(v),
-                        None => Pre::Done(Verdict::Pass(PassReason::NotIp)),
+            if let Some(c) = fast::parse_common(f.buf, f.len) {
+                *pre = v4(c.parsed());
+                continue;
+            }
+            // Not with bursts of at most MAX_BATCH frames.
+            let Some(e) = self.pre6.get_mut(n6) else {
+                *pre = Pre::Done(Verdict::Drop(DropReason::Malformed));
+                continue;
+            };
+            if let Some(c) = fast::parse_common6(f.buf, f.len) {
+                (e.c, e.l3, e.l4) = (c, L3_UNTAGGED, <Ipv6Addr as fast::FastFamily>::L4 as u16);
+            } else {
+                match parse_uncommon(f.buf, f.len) {
+                    Uncommon::V4(p) => {
+                        *pre = v4(p);
+                        continue;
+                    }
+                    Uncommon::V6(p) => {
+                        let c = fast::Common { w: p.key.words(), end: p.end, ttl: p.ttl, tcp_flags: p.tcp_flags };
+                        (e.c, e.l3, e.l4) = (c, p.l3, p.l4);
+                    }
+                    Uncommon::Done(v) => {
+                        *pre = Pre::Done(v);
+                        continue;
                     }
                 }
-                Err(v) => Pre::Done(v),
-            };
+            }
+            e.probe = ct6.probe_words(&e.c.w);
+            ct6.prefetch_bucket(&e.probe);
+            e.candidate = NO_SLOT;
+            *pre = Pre::V6(n6 as u8);
+            n6 += 1;
         }
+        self.n6 = n6;
         // Pass 2: match signatures, prefetch the candidate entries.
         for pre in self.pre[..n].iter_mut() {
             if let Pre::Parsed(_, probe, candidate) = pre {
                 *candidate = ct.prefetch_candidate(probe).map_or(NO_SLOT, |s| s as u32);
             }
         }
-        for (_, probe, candidate) in self.pre6.iter_mut() {
-            *candidate = ct6.prefetch_candidate(probe).map_or(NO_SLOT, |s| s as u32);
+        for e in &mut self.pre6[..self.n6] {
+            e.candidate = ct6.prefetch_candidate(&e.probe).map_or(NO_SLOT, |s| s as u32);
         }
         // Pass 2b: read ahead for the new flows (`ahead`).
         self.read_ahead_new(t, n);
+        // Pass 2c: the backend records of the IPv6 candidates (their
+        // entries' first lines are in by now, or on their way): the
+        // translation is read from there (`FlowEntry6`), and at 1M flows
+        // the records are out of the cache as often as not.
+        for e in &self.pre6[..self.n6] {
+            self.fams.v6.prefetch_rec(e.candidate);
+        }
         // Pass 3: look up (the lines are in by now), decide and rewrite.
         self.decide_all(t, hops, frames, now);
     }
@@ -960,16 +1103,16 @@ impl Worker {
             let v = match self.pre[i] {
                 Pre::Done(v) => v,
                 Pre::V6(k) => {
-                    let (p, probe, candidate) = self.pre6[usize::from(k)];
-                    let candidate = (candidate != NO_SLOT).then_some(candidate as usize);
-                    let slot = self.fams.v6.ct.check(&p.key, &probe, candidate);
-                    if let Some(c) = fast::Common::<Ipv6Addr>::of(&p) {
-                        if let Some(port) = self.fast_forward(hops, gens, f, &c, slot, now, &mut tally) {
+                    let Some(&e) = self.pre6.get(usize::from(k)) else { continue };
+                    let candidate = (e.candidate != NO_SLOT).then_some(e.candidate as usize);
+                    let slot = self.fams.v6.ct.check_words(&e.c.w, &e.probe, candidate);
+                    if let Some(c) = e.common() {
+                        if let Some(port) = self.fast_forward(hops, gens, f, c, slot, now, &mut tally) {
                             f.verdict = Verdict::Forward { port };
                             continue;
                         }
                     }
-                    self.decide::<Ipv6Addr>(t, hops, f, &p, &probe, slot, now)
+                    self.decide::<Ipv6Addr>(t, hops, f, &e.parsed(), &e.probe, slot, now)
                 }
                 Pre::Parsed(p, probe, candidate) => {
                     let candidate = (candidate != NO_SLOT).then_some(candidate as usize);
@@ -1030,7 +1173,7 @@ impl Worker {
         let rev = F::reverse(&self.shared);
         let dnat = self.dnat_active;
         let st = F::state_mut(&mut self.fams);
-        fast::run::<F>(&mut st.ct.fast(), &mut st.svc, rev, dnat, hops, gens, frames, now, tally)
+        fast::run::<F>(&mut st.ct.fast(), &mut st.svc, &st.recs, rev, dnat, hops, gens, frames, now, tally)
     }
 
     /// The established-flow fast path (see `fast`): `Some(port)` when it
@@ -1050,7 +1193,7 @@ impl Worker {
     ) -> Option<u16> {
         let rev = F::reverse(&self.shared);
         let st = F::state_mut(&mut self.fams);
-        let (port, entry) = fast::forward_established(&mut st.ct.fast(), rev, hops, gens, f, c, slot?, now)?;
+        let (port, entry) = fast::forward_established(&mut st.ct.fast(), &st.recs, rev, hops, gens, f, c, slot?, now)?;
         fast::count(&mut st.svc, entry, f.len);
         tally.frames += 1;
         tally.bytes += f.len as u64;
@@ -1404,6 +1547,7 @@ impl Worker {
                     let (ip_d, l4_d) = F::deltas(&p.key, snat, baddr, sport, backend.port);
                     e2.set_addrs(snat, baddr);
                     *e2 = FlowMeta {
+                        snat: snat_index(F::reverse(&self.shared).addrs(), &snat, &p.key.src),
                         snat_port: sport,
                         backend_port: backend.port,
                         backend: b,
@@ -1440,6 +1584,7 @@ impl Worker {
             }
         }
         e2.table_gen = t.generation() as u32;
+        F::state(&self.fams).bind_rec(&mut e2);
         if e2.hop_gen != hops.generation() {
             match self.hop_to::<F>(hops, e2.backend_addr()) {
                 Ok(h) => {
@@ -1689,8 +1834,12 @@ impl Worker {
         let st = F::state_mut(&mut self.fams);
         let ticket = st.unassured.push(slot);
         let (ip_delta, l4_delta) = F::deltas(&k, snat_addr, baddr, snat_port, backend.port);
+        let snat = snat_index(F::reverse(&self.shared).addrs(), &snat_addr, &k.src);
+        let rec = st.rec_base.get(fe.entry as usize).map_or(u32::MAX, |r| r.saturating_add(u32::from(b)));
         if let Some(e) = st.ct.entry_mut(slot) {
             e.set_addrs(snat_addr, baddr);
+            e.set_rec(rec);
+            e.snat = snat;
             e.snat_port = snat_port;
             e.backend_port = backend.port;
             e.hop = hop_idx;

@@ -55,7 +55,7 @@ pub const MAGIC: [u8; 8] = *b"SVGSTATE";
 /// Bumped whenever the layout of [`FlowEntry`], [`FlowEntry6`],
 /// [`FlowMeta`], a reverse slot or the [`Header`] changes. A forgotten
 /// bump is still caught by [`layout_fingerprint`].
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// The table generation adopted flows carry: not a generation of this
 /// process (they count up from 1), so the first packet of an adopted flow
@@ -155,6 +155,8 @@ pub fn layout_fingerprint() -> u64 {
         offset_of!(FlowMeta, rev_slot),
         offset_of!(FlowMeta, state),
         offset_of!(FlowMeta, ticket),
+        offset_of!(FlowMeta, snat),
+        offset_of!(FlowMeta, _pad),
     ];
     let e4 = [
         size_of::<FlowEntry>(),
@@ -169,6 +171,7 @@ pub fn layout_fingerprint() -> u64 {
         size_of::<FlowEntry6>(),
         align_of::<FlowEntry6>(),
         offset_of!(FlowEntry6, k),
+        offset_of!(FlowEntry6, rec),
         offset_of!(FlowEntry6, snat_addr),
         offset_of!(FlowEntry6, backend_addr),
         offset_of!(FlowEntry6, m),

@@ -13,11 +13,11 @@
 //!
 //! - [`parse_common`] views the first [`COMMON_LEN`] bytes as a fixed-size
 //!   array (one length check, no per-field bounds checks), checks the same
-//!   things `parse` checks and reads the 5-tuple with two wide loads
+//!   things `parse_general` checks and reads the 5-tuple with two wide loads
 //!   ([`parse_common6`]: [`COMMON_LEN6`] bytes, five loads). What it
-//!   returns stands for the very `Parsed` that `parse` would, or `None` for anything
+//!   returns stands for the very `Parsed` that `parse_general` would, or `None` for anything
 //!   else (VLAN tag, options, fragment, other protocols, short or
-//!   inconsistent lengths), which `parse` then handles as before.
+//!   inconsistent lengths), which `parse_general` then handles as before.
 //! - [`forward_established`] applies the flow's precomputed translation
 //!   (address and port rewrite, checksum deltas with the TTL decrement folded
 //!   in, the cached next hop's MACs) with fixed-offset stores, refreshes the
@@ -37,9 +37,9 @@
 //!   the other family's run) must see, with the flow's slot if it found
 //!   one (a new flow's frame is parsed and hashed again: cheaper than
 //!   keeping that alive through every forwarded frame, see [`Stop`]).
-//!   IPv6 has no header checksum to patch, and its
-//!   entry is two cache lines (`conntrack.rs`), which is most of what an
-//!   IPv6 frame costs more.
+//!   IPv6 has no header checksum to patch; its translation comes from the
+//!   entry's first line and the backend's record (`Flow::translation`,
+//!   see `conntrack.rs`).
 //! - The worker-wide counters (frames, bytes, forwarded, replies translated)
 //!   of the frames taken here are summed through the run (frames and bytes
 //!   in registers) and added once per batch ([`Tally`]).
@@ -52,7 +52,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::family::NatFamily;
 use super::{client_state, Parsed, ServiceCounter, ASSURED};
-use crate::nat::conntrack::{FastTable, Flow, FlowKey, KeyWords, WireAddr};
+use crate::nat::conntrack::{BackendRec, FastTable, Flow, FlowKey, KeyWords, WireAddr};
 use crate::nat::nexthop::{NextHop, NextHops};
 use crate::nat::reverse::{flags as rflags, ReverseTable};
 use crate::nat::verdict::{Frame, Verdict};
@@ -309,10 +309,10 @@ impl FastFamily for Ipv6Addr {
 }
 
 /// Classifies and reads the IPv4 common frame (see the module doc). `Some`
-/// only when `parse` would return `Ok` with exactly [`Common::parsed`].
+/// only when `parse_general` would return `Ok` with exactly [`Common::parsed`].
 #[inline(always)]
 pub(super) fn parse_common(buf: &[u8], len: usize) -> Option<Common> {
-    // `parse` keeps offsets in u16; a longer frame is its business.
+    // `Parsed` keeps offsets in u16; a longer frame is `parse_general`'s business.
     if len > usize::from(u16::MAX) {
         return None;
     }
@@ -432,6 +432,7 @@ pub(super) struct Tally {
 #[inline(always)]
 pub(super) fn forward_established<F: FastFamily>(
     ct: &mut FastTable<'_, F::Entry>,
+    recs: &[BackendRec<F::Raw>],
     rev: &ReverseTable<F::Raw>,
     hops: &NextHops,
     gens: (u32, u32),
@@ -450,17 +451,8 @@ pub(super) fn forward_established<F: FastFamily>(
         return None;
     }
     let hop = hops.hop(e.hop)?;
-    if !F::write_translation(
-        f.buf,
-        c,
-        e.snat_addr(),
-        e.backend_addr(),
-        e.snat_port,
-        e.backend_port,
-        e.ip_delta,
-        e.l4_delta,
-        hop,
-    ) {
+    let tr = e.translation(recs, rev.addrs())?;
+    if !F::write_translation(f.buf, c, tr.src, tr.dst, e.snat_port, tr.dport, e.ip_delta, e.l4_delta, hop) {
         return None;
     }
     // Committed: the frame is forwarded.
@@ -468,7 +460,7 @@ pub(super) fn forward_established<F: FastFamily>(
     if e.state & ASSURED == 0 {
         assure::<F>(e, c, rev);
     }
-    Some((hop.port, e.entry))
+    Some((hop.port, tr.entry))
 }
 
 /// Counts a frame of `len` bytes forwarded to the Service port entry
@@ -628,6 +620,7 @@ pub(super) enum Stop {
 pub(super) fn run<F: FastFamily>(
     ct: &mut FastTable<'_, F::Entry>,
     svc: &mut [ServiceCounter],
+    recs: &[BackendRec<F::Raw>],
     rev: &ReverseTable<F::Raw>,
     dnat: bool,
     hops: &NextHops,
@@ -652,7 +645,7 @@ pub(super) fn run<F: FastFamily>(
         let probe = ct.probe(&c.w);
         let slot = ct.find(&c.w, &probe);
         let port = match slot {
-            Some(s) => forward_established(ct, rev, hops, gens, f, &c, s, now).map(|(port, entry)| {
+            Some(s) => forward_established(ct, recs, rev, hops, gens, f, &c, s, now).map(|(port, entry)| {
                 pending.push(svc, entry, f.len);
                 port
             }),

@@ -401,6 +401,12 @@ pub trait Flow: Copy + Default + PartialEq + std::fmt::Debug + bytemuck::Pod {
     /// SNAT addresses), so that only the entry's first line is read.
     /// `None` when an index is out of range (the general path then decides).
     fn translation(&self, recs: &[BackendRec<Self::Raw>], snat: &[Self::Raw]) -> Option<Translation<Self::Raw>>;
+    /// The translation as the entry itself holds it (both lines of an
+    /// IPv6 entry). Where the table is cache-resident this is the cheaper
+    /// read: the second line comes beside the first, while the record is
+    /// a load that waits for the first (criterion, `established6/1k`:
+    /// 24-25 ns through the record, 18-19 reading the entry).
+    fn own_translation(&self) -> Translation<Self::Raw>;
 }
 
 /// What a tracked flow holds besides its key and addresses, the same in
@@ -595,7 +601,12 @@ impl Flow for FlowEntry {
     /// All in the entry's one line.
     #[inline(always)]
     fn translation(&self, _: &[BackendRec<u32>], _: &[u32]) -> Option<Translation<u32>> {
-        Some(Translation { src: self.snat_addr, dst: self.backend_addr, dport: self.backend_port, entry: self.entry })
+        Some(self.own_translation())
+    }
+
+    #[inline(always)]
+    fn own_translation(&self) -> Translation<u32> {
+        Translation { src: self.snat_addr, dst: self.backend_addr, dport: self.backend_port, entry: self.entry }
     }
 }
 
@@ -739,6 +750,12 @@ impl Flow for FlowEntry6 {
             *snat.get(usize::from(self.snat))?
         };
         Some(Translation { src, dst: r.addr, dport: r.port, entry: r.entry })
+    }
+
+    #[inline(always)]
+    fn own_translation(&self) -> Translation<u128> {
+        let (src, dst) = (self.snat_addr(), self.backend_addr());
+        Translation { src, dst, dport: self.backend_port, entry: self.entry }
     }
 }
 
@@ -1444,12 +1461,39 @@ mod tests {
     fn entry_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<FlowEntry>(), 64);
         assert_eq!(std::mem::align_of::<FlowEntry>(), 64);
-        // IPv6: two lines, the key and both addresses within the first 72 bytes.
+        assert_eq!(std::mem::size_of::<FlowMeta>(), 40);
+        // IPv6: two lines, the addresses in the second.
         assert_eq!(std::mem::size_of::<FlowEntry6>(), 128);
         assert_eq!(std::mem::align_of::<FlowEntry6>(), 64);
         assert_eq!(std::mem::offset_of!(FlowEntry6, backend_addr), 100);
         // The fast path's fields end the first line.
         assert_eq!(std::mem::offset_of!(FlowEntry6, m) + std::mem::offset_of!(FlowMeta, backend_port), 64);
+    }
+
+    #[test]
+    fn ipv6_translation_by_record_is_the_entrys_own() {
+        let k = key6(7);
+        let (snat, backend) =
+            (0x2001_0002_0000_0001_0000_0000_0000_0009u128, 0x2001_0002_0000_4000_0000_0000_0000_0002u128);
+        let mut e = FlowEntry6::fresh(k.words(), 0);
+        e.set_addrs(snat, backend);
+        (e.backend_port, e.entry) = (8080, 3);
+        let recs =
+            [BackendRec { addr: backend + 1, port: 80, entry: 2 }, BackendRec { addr: backend, port: 8080, entry: 3 }];
+        let snats = [snat - 1, snat];
+        e.set_rec(1);
+        e.snat = 1;
+        let own = e.own_translation();
+        assert_eq!(own, Translation { src: snat, dst: backend, dport: 8080, entry: 3 });
+        assert_eq!(e.translation(&recs, &snats), Some(own));
+        // dnat mode: the source stays the client's.
+        e.snat = SNAT_CLIENT;
+        assert_eq!(e.translation(&recs, &snats).map(|t| t.src), Some(k.src));
+        // An index out of range: no translation (the general path decides).
+        e.snat = 2;
+        assert_eq!(e.translation(&recs, &snats), None);
+        (e.snat, e.rec) = (0, 2);
+        assert_eq!(e.translation(&recs, &snats), None);
     }
 
     /// IPv6 keys in 2001:2::/48 (RFC 5180), as every address in this

@@ -432,7 +432,7 @@ pub(super) struct Tally {
 #[inline(always)]
 pub(super) fn forward_established<F: FastFamily>(
     ct: &mut FastTable<'_, F::Entry>,
-    recs: &[BackendRec<F::Raw>],
+    recs: Option<&[BackendRec<F::Raw>]>,
     rev: &ReverseTable<F::Raw>,
     hops: &NextHops,
     gens: (u32, u32),
@@ -451,7 +451,10 @@ pub(super) fn forward_established<F: FastFamily>(
         return None;
     }
     let hop = hops.hop(e.hop)?;
-    let tr = e.translation(recs, rev.addrs())?;
+    let tr = match recs {
+        Some(recs) => e.translation(recs, rev.addrs())?,
+        None => e.own_translation(),
+    };
     if !F::write_translation(f.buf, c, tr.src, tr.dst, e.snat_port, tr.dport, e.ip_delta, e.l4_delta, hop) {
         return None;
     }
@@ -620,7 +623,6 @@ pub(super) enum Stop {
 pub(super) fn run<F: FastFamily>(
     ct: &mut FastTable<'_, F::Entry>,
     svc: &mut [ServiceCounter],
-    recs: &[BackendRec<F::Raw>],
     rev: &ReverseTable<F::Raw>,
     dnat: bool,
     hops: &NextHops,
@@ -645,7 +647,9 @@ pub(super) fn run<F: FastFamily>(
         let probe = ct.probe(&c.w);
         let slot = ct.find(&c.w, &probe);
         let port = match slot {
-            Some(s) => forward_established(ct, recs, rev, hops, gens, f, &c, s, now).map(|(port, entry)| {
+            // The entry's own translation: the table is cache-resident
+            // here (see `Flow::own_translation`).
+            Some(s) => forward_established(ct, None, rev, hops, gens, f, &c, s, now).map(|(port, entry)| {
                 pending.push(svc, entry, f.len);
                 port
             }),

@@ -403,9 +403,6 @@ enum Pre {
 /// the decisions left them to cost 10-15 ns per frame against none at all.
 const REC_AHEAD: usize = 8;
 
-/// Where the IP header of an untagged frame starts.
-const L3_UNTAGGED: u16 = 14;
-
 /// An IPv6 frame of a large-table burst between the passes: its key as
 /// words and the fields the fast path reads ([`fast::Common`]), where its
 /// headers start, its buckets and the candidate slot of pass 2 (`NO_SLOT`:
@@ -436,10 +433,11 @@ impl Pre6 {
         Parsed { l3: self.l3, l4: self.l4, ..self.c.parsed() }
     }
 
-    /// The frame as the fast path takes it, when it is a common frame.
+    /// The frame as the fast path takes it, when it is a common frame
+    /// (as `fast::Common::of` tells: its L4 header where the common frame's is).
     #[inline(always)]
     fn common(&self) -> Option<&fast::Common<Ipv6Addr>> {
-        (self.l3 == L3_UNTAGGED && usize::from(self.l4) == <Ipv6Addr as fast::FastFamily>::L4).then_some(&self.c)
+        (usize::from(self.l4) == fast::L4_6).then_some(&self.c)
     }
 }
 
@@ -610,13 +608,19 @@ impl<F: NatFamily> FamilyState<F> {
         }
     }
 
+    /// The record of backend `backend` of service entry `entry` in the
+    /// current generation; out of range, none (`u32::MAX`: the fast path
+    /// then declines).
+    fn rec_of(&self, entry: u32, backend: u16) -> u32 {
+        self.rec_base.get(entry as usize).map_or(u32::MAX, |b| b.saturating_add(u32::from(backend)))
+    }
+
     /// Points a flow validated in the current generation at its backend's
     /// record (where the family uses them): entry `e.entry`, backend
-    /// `e.backend`; out of range, at none (the fast path then declines).
+    /// `e.backend`.
     fn bind_rec(&self, e: &mut F::Entry) {
         if <F::Entry as Flow>::BY_RECORD {
-            let rec = self.rec_base.get(e.entry as usize).map_or(u32::MAX, |b| b.saturating_add(u32::from(e.backend)));
-            e.set_rec(rec);
+            e.set_rec(self.rec_of(e.entry, e.backend));
         }
     }
 }
@@ -1002,7 +1006,7 @@ impl Worker {
                 continue;
             };
             if let Some(c) = fast::parse_common6(f.buf, f.len) {
-                (e.c, e.l3, e.l4) = (c, L3_UNTAGGED, <Ipv6Addr as fast::FastFamily>::L4 as u16);
+                (e.c, e.l3, e.l4) = (c, fast::L3 as u16, fast::L4_6 as u16);
             } else {
                 match parse_uncommon(f.buf, f.len) {
                     Uncommon::V4(p) => {
@@ -1855,7 +1859,7 @@ impl Worker {
         let ticket = st.unassured.push(slot);
         let (ip_delta, l4_delta) = F::deltas(&k, snat_addr, baddr, snat_port, backend.port);
         let snat = snat_index(F::reverse(&self.shared).addrs(), &snat_addr, &k.src);
-        let rec = st.rec_base.get(fe.entry as usize).map_or(u32::MAX, |r| r.saturating_add(u32::from(b)));
+        let rec = st.rec_of(fe.entry, b);
         if let Some(e) = st.ct.entry_mut(slot) {
             e.set_addrs(snat_addr, baddr);
             e.set_rec(rec);

@@ -107,11 +107,11 @@ mod off6 {
 }
 
 /// The IP header starts here in an untagged frame.
-const L3: usize = 14;
+pub(super) const L3: usize = 14;
 /// The L4 header starts here when the IPv4 header has no options.
 const L4: usize = 34;
 /// The L4 header starts here when the IPv6 header has no extension header.
-const L4_6: usize = 54;
+pub(super) const L4_6: usize = 54;
 
 #[inline(always)]
 fn be16(h: &[u8], at: usize) -> u16 {

@@ -52,7 +52,26 @@ fn services(gen: u64, drop_backend: bool) -> ServiceTable {
         ],
         forwarding: None,
     };
-    let (t, warnings) = ServiceTable::build(&DesiredState { node_ips: vec![], services: vec![spec] }, gen);
+    // The generation without two backends also has a Service before the
+    // mix: every service entry and frontend record index moves with it,
+    // which a flow's cached indices must follow.
+    let extra = drop_backend.then(|| ServiceSpec {
+        name: "before".into(),
+        cluster_ips: vec![
+            Ipv4Addr::new(198, 18, 128, 99).into(),
+            Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0x99).into(),
+        ],
+        ports: vec![ServicePortSpec {
+            name: "t".into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: None,
+            backends: vec![ready(9, 8080), ready6(9, 8080)],
+        }],
+        ..spec.clone()
+    });
+    let services = extra.into_iter().chain([spec]).collect();
+    let (t, warnings) = ServiceTable::build(&DesiredState { node_ips: vec![], services }, gen);
     assert!(warnings.is_empty(), "{warnings:?}");
     t
 }

@@ -26,16 +26,19 @@
 //! addresses, two ports, the protocol, stored as five words: 40) and its
 //! translation another 36: with the 40 bytes of bookkeeping the entry is
 //! 116 bytes, two lines (128). The first line holds all that an
-//! established flow's packet reads: the key, the index of its backend's
-//! record ([`BackendRec`], the worker's per-generation list of backends:
-//! address, port, service entry) and the first 20 bytes of [`FlowMeta`]
-//! (generations, timestamp, hop, SNAT port, checksum delta, state and the
-//! SNAT address's index). The second line, with the full addresses and the
-//! rest, is the general path's. The addresses cannot join the key in the
-//! first line, and reading them from the second was a second miss per
-//! packet at 1M flows (criterion: IPv6 at 1.9-2.0x IPv4's time); the
-//! records are few (32 bytes per backend) and are prefetched across the
-//! burst as the entries are. Both families share the signature buckets,
+//! established flow's packet reads: the client's address and the ports, the
+//! backend's address and the first 24 bytes of [`FlowMeta`] (generations,
+//! timestamp, hop, checksum delta, state, the SNAT address's index, both
+//! ports and the index of the flow's frontend record). The key's
+//! destination is checked against that record ([`FrontRec`], the worker's
+//! per-generation list of frontend addresses and their service entries);
+//! the second line, with the full key and addresses and the rest, is the
+//! general path's. Reading the second line was a second miss per packet at
+//! 1M flows (criterion: IPv6 at 1.9-2.0x IPv4's time); reading the backend
+//! from a per-backend record instead was a miss too, the records (3.2 MB
+//! at 100k backends) being larger than the core's L2. Frontends are fewer
+//! than backends, and their records are prefetched across the burst as
+//! the entries are. Both families share the signature buckets,
 //! the hashing and every policy here.
 
 use crate::wire::checksum::Delta;
@@ -385,27 +388,31 @@ pub trait Flow: Copy + Default + PartialEq + std::fmt::Debug + bytemuck::Pod {
     fn backend_addr(&self) -> Self::Raw;
     /// Sets both translation addresses.
     fn set_addrs(&mut self, snat: Self::Raw, backend: Self::Raw);
-    /// Whether the fast path reads the backend from the worker's
-    /// [`BackendRec`]s (and the new source from the SNAT addresses) rather
-    /// than from the entry: the worker keeps those records only then.
-    const BY_RECORD: bool;
-    /// Sets which of the worker's [`BackendRec`]s is the flow's backend
-    /// (where [`Flow::BY_RECORD`]; ignored otherwise).
-    fn set_rec(&mut self, rec: u32);
-    /// Which of the worker's [`BackendRec`]s is the flow's backend (where
-    /// [`Flow::BY_RECORD`]; `u32::MAX` otherwise).
-    fn rec(&self) -> u32;
-    /// The translation of a flow validated in the current generation:
-    /// from the entry itself, or, where [`Flow::BY_RECORD`], from `recs`
-    /// (the worker's records of this generation) and `snat` (the family's
-    /// SNAT addresses), so that only the entry's first line is read.
-    /// `None` when an index is out of range (the general path then decides).
-    fn translation(&self, recs: &[BackendRec<Self::Raw>], snat: &[Self::Raw]) -> Option<Translation<Self::Raw>>;
+    /// Whether a large table's fast path checks the entry's destination
+    /// through the worker's [`FrontRec`]s (`FlowMeta::front`) and takes the
+    /// new source from the SNAT addresses, rather than reading the entry's
+    /// own: the worker keeps those records only then.
+    const BY_FRONT: bool;
+    /// Whether the entry holds the key whose words are `w`. The same answer
+    /// as `self.words() == *w`; an IPv6 entry validated in generation `gen`
+    /// (the current one) checks its destination against its frontend's
+    /// record in `fronts` instead of its second line.
+    #[inline(always)]
+    fn holds(&self, w: &<Self::Raw as WireAddr>::Words, _fronts: &[FrontRec<Self::Raw>], _gen: u32) -> bool {
+        self.words() == *w
+    }
+    /// The translation of a flow validated in the current generation, as
+    /// far as possible from the entry's first line: where
+    /// [`Flow::BY_FRONT`], the service entry from `fronts` (the worker's
+    /// records of this generation) and the new source from `snat` (the
+    /// family's SNAT addresses). `None` when an index is out of range (the
+    /// general path then decides).
+    fn translation(&self, fronts: &[FrontRec<Self::Raw>], snat: &[Self::Raw]) -> Option<Translation<Self::Raw>>;
     /// The translation as the entry itself holds it (both lines of an
     /// IPv6 entry). Where the table is cache-resident this is the cheaper
-    /// read: the second line comes beside the first, while the record is
-    /// a load that waits for the first (criterion, `established6/1k`:
-    /// 24-25 ns through the record, 18-19 reading the entry).
+    /// read: the second line comes beside the first, while a record is a
+    /// load that waits for the first (criterion, `established6/1k`: 24-25
+    /// ns through a record, 18-19 reading the entry).
     fn own_translation(&self) -> Translation<Self::Raw>;
 }
 
@@ -414,10 +421,11 @@ pub trait Flow: Copy + Default + PartialEq + std::fmt::Debug + bytemuck::Pod {
 /// adjustments and bookkeeping. 40 bytes; both entries reach it through
 /// `Deref` (`e.hop`, `e.last_seen = now`).
 ///
-/// The order matters: the first 20 bytes (up to `snat_port`) are everything the
+/// The order matters: the first 24 bytes (up to `front`) are everything the
 /// fast path reads or writes of an established flow, so that an IPv6
-/// entry, whose key takes 40 bytes of its first line, holds them in that
-/// line too (see [`FlowEntry6`]); what follows is the general path's.
+/// entry, whose client, ports and backend take 40 bytes of its first line,
+/// holds them in that line too (see [`FlowEntry6`]); what follows is the
+/// general path's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
 pub struct FlowMeta {
@@ -444,6 +452,9 @@ pub struct FlowMeta {
     pub snat_port: u16,
     /// New destination port (the backend's target port).
     pub backend_port: u16,
+    /// The flow's frontend among the worker's [`FrontRec`]s of generation
+    /// `table_gen` ([`NO_FRONT`]: none), where [`Flow::BY_FRONT`] (IPv6).
+    pub front: u16,
     /// IPv4 header checksum adjustment for the address rewrite and the TTL
     /// decrement (unused for IPv6, which has no header checksum).
     pub ip_delta: Delta,
@@ -455,7 +466,7 @@ pub struct FlowMeta {
     pub ticket: [u8; 3],
     /// Explicit padding (no hidden padding, so that the table can be
     /// viewed as plain bytes: see `Entries`).
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 1],
     /// Service entry index (in generation `table_gen`), for per-Service counters.
     pub entry: u32,
     /// Index of the flow's reverse slot in the shared reverse table.
@@ -466,19 +477,25 @@ pub struct FlowMeta {
 /// mode): the client's own address.
 pub const SNAT_CLIENT: u8 = u8::MAX;
 
-/// A backend as the IPv6 fast path reads it: the worker keeps one per
-/// backend of each service entry of the current table generation
-/// (`FlowEntry6::rec` names one), because an IPv6 entry's first line has
-/// no room for the 16-byte backend address.
+/// A frontend address of a service entry, as the IPv6 fast path reads it:
+/// the worker keeps one per address of each service entry of the current
+/// table generation (`FlowMeta::front` names one), because an IPv6 entry's
+/// first line has no room for the 16-byte destination of its key beside
+/// the backend's address. Frontends are few beside flows and backends (10k
+/// Services: 320 KB, where 100k backends' records took 3.2 MB): they stay
+/// in the core's caches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BackendRec<R> {
-    /// The backend's address.
+pub struct FrontRec<R> {
+    /// The frontend's address (a key's destination).
     pub addr: R,
-    /// Its target port.
-    pub port: u16,
     /// Its service entry, for the per-Service counters.
     pub entry: u32,
 }
+
+/// [`FlowMeta::front`] of a flow with no [`FrontRec`] (none bound yet, or
+/// the entry's frontends beyond the first 65535): its key is then checked
+/// against its own second line.
+pub const NO_FRONT: u16 = u16::MAX;
 
 /// What the fast path writes into a forwarded frame: new source and
 /// destination, the new destination port, and the service entry to count
@@ -588,19 +605,11 @@ impl Flow for FlowEntry {
         self.backend_addr = backend;
     }
 
-    const BY_RECORD: bool = false;
-
-    #[inline(always)]
-    fn set_rec(&mut self, _rec: u32) {}
-
-    #[inline(always)]
-    fn rec(&self) -> u32 {
-        u32::MAX
-    }
+    const BY_FRONT: bool = false;
 
     /// All in the entry's one line.
     #[inline(always)]
-    fn translation(&self, _: &[BackendRec<u32>], _: &[u32]) -> Option<Translation<u32>> {
+    fn translation(&self, _: &[FrontRec<u32>], _: &[u32]) -> Option<Translation<u32>> {
         Some(self.own_translation())
     }
 
@@ -629,34 +638,42 @@ impl FlowEntry {
     }
 }
 
-/// One tracked IPv6 flow: the key as five words, the index of its
-/// backend's [`BackendRec`], the same [`FlowMeta`] as IPv4, then the
-/// 16-byte addresses. Two cache lines, laid out so that an established
-/// flow's packet reads only the first: the key (40 bytes), `rec` (4) and
-/// the fast path's 20 bytes of [`FlowMeta`]. Its translation comes from
-/// elsewhere: the backend's address, port and service entry from the
-/// worker's record (a few MB at 100k backends, against the table's
-/// hundreds), the new source from the SNAT addresses by `FlowMeta::snat`.
-/// The second line keeps the full addresses for the general path
-/// (revalidation after a table swap, replies' cleanup, restart).
+/// One tracked IPv6 flow: its key, the backend's address, the same
+/// [`FlowMeta`] as IPv4, the SNAT address. Two cache lines, laid out so that
+/// an established flow's packet reads only the first: the client's address
+/// and the ports (24 bytes of the 37-byte key), the backend's address (16)
+/// and the fast path's 24 bytes of [`FlowMeta`]. The key's destination is
+/// in the second line; the fast path checks it against the worker's record
+/// of the flow's frontend instead ([`FrontRec`], `FlowMeta::front`: a few
+/// hundred KB that stay in cache, where the entries are hundreds of MB),
+/// which also gives the service entry to count in, and takes the new
+/// source from the SNAT addresses by `FlowMeta::snat`. The second line
+/// keeps the full key and addresses for the general path (lookups of new
+/// flows, revalidation after a table swap, replies' cleanup, restart).
+///
+/// Why not the backend by record, as before: a backend record per backend
+/// (3.2 MB at 100k backends) stayed out of the core's 1 MB L2, and its miss
+/// cost `established6/1M` 6-8 ns per packet (criterion, three runs: 45-47
+/// ns with records, 39-41 with the same records folded into 1 MB or less).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C, align(64))]
 pub struct FlowEntry6 {
-    /// Key words ([`FlowKey::<u128>::words`]); the last is 0 when the slot is free.
-    pub k: [u64; 5],
-    /// The backend's record among the worker's [`BackendRec`]s of
-    /// generation `table_gen` (valid when the entry is current).
-    pub rec: u32,
-    /// Ports, next hop, deltas, bookkeeping (its first 20 bytes end the
-    /// first line).
-    pub m: FlowMeta,
-    /// New source address (SNAT), in network order.
-    pub snat_addr: [u8; 16],
+    /// Key words 0 and 1: the client's address ([`FlowKey::<u128>::words`]).
+    pub src: [u64; 2],
+    /// Key word 4: ports and protocol; 0 when the slot is free.
+    pub p: u64,
     /// New destination address (the backend), in network order.
     pub backend_addr: [u8; 16],
+    /// Ports, next hop, deltas, bookkeeping (its first 24 bytes end the
+    /// first line).
+    pub m: FlowMeta,
+    /// Key words 2 and 3: the frontend's address.
+    pub dst: [u64; 2],
+    /// New source address (SNAT), in network order.
+    pub snat_addr: [u8; 16],
     /// Explicit padding to the second line's end (no hidden padding, so
     /// the table can be viewed as plain bytes).
-    pub _pad: [u8; 12],
+    pub _pad: [u8; 16],
 }
 
 impl std::ops::Deref for FlowEntry6 {
@@ -679,11 +696,11 @@ impl Flow for FlowEntry6 {
 
     #[inline(always)]
     fn words(&self) -> [u64; 5] {
-        self.k
+        [self.src[0], self.src[1], self.dst[0], self.dst[1], self.p]
     }
 
     fn key(&self) -> FlowKey<u128> {
-        let [s0, s1, d0, d1, p] = self.k;
+        let [s0, s1, d0, d1, p] = self.words();
         FlowKey {
             src: (u128::from(s0) << 64) | u128::from(s1),
             dst: (u128::from(d0) << 64) | u128::from(d1),
@@ -695,7 +712,7 @@ impl Flow for FlowEntry6 {
 
     #[inline(always)]
     fn is_used(&self) -> bool {
-        self.k[4] != 0
+        self.p != 0
     }
 
     #[inline(always)]
@@ -704,13 +721,14 @@ impl Flow for FlowEntry6 {
     }
 
     #[inline(always)]
-    fn fresh(k: [u64; 5], now: u32) -> Self {
-        Self { k, m: FlowMeta { last_seen: now, ..FlowMeta::default() }, ..Self::default() }
+    fn fresh([s0, s1, d0, d1, p]: [u64; 5], now: u32) -> Self {
+        let m = FlowMeta { last_seen: now, front: NO_FRONT, ..FlowMeta::default() };
+        Self { src: [s0, s1], dst: [d0, d1], p, m, ..Self::default() }
     }
 
     #[inline(always)]
     fn proto(&self) -> u8 {
-        self.k[4] as u8
+        self.p as u8
     }
 
     #[inline(always)]
@@ -729,27 +747,28 @@ impl Flow for FlowEntry6 {
         self.backend_addr = backend.to_be_bytes();
     }
 
-    const BY_RECORD: bool = true;
+    const BY_FRONT: bool = true;
 
     #[inline(always)]
-    fn set_rec(&mut self, rec: u32) {
-        self.rec = rec;
+    fn holds(&self, w: &[u64; 5], fronts: &[FrontRec<u128>], gen: u32) -> bool {
+        if self.src != [w[0], w[1]] || self.p != w[4] {
+            return false;
+        }
+        match fronts.get(usize::from(self.front)) {
+            Some(f) if self.table_gen == gen => f.addr == (u128::from(w[2]) << 64 | u128::from(w[3])),
+            _ => self.dst == [w[2], w[3]],
+        }
     }
 
     #[inline(always)]
-    fn rec(&self) -> u32 {
-        self.rec
-    }
-
-    #[inline(always)]
-    fn translation(&self, recs: &[BackendRec<u128>], snat: &[u128]) -> Option<Translation<u128>> {
-        let r = recs.get(self.rec as usize)?;
+    fn translation(&self, fronts: &[FrontRec<u128>], snat: &[u128]) -> Option<Translation<u128>> {
+        let entry = fronts.get(usize::from(self.front))?.entry;
         let src = if self.snat == SNAT_CLIENT {
-            u128::from(self.k[0]) << 64 | u128::from(self.k[1])
+            u128::from(self.src[0]) << 64 | u128::from(self.src[1])
         } else {
             *snat.get(usize::from(self.snat))?
         };
-        Some(Translation { src, dst: r.addr, dport: r.port, entry: r.entry })
+        Some(Translation { src, dst: self.backend_addr(), dport: self.backend_port, entry })
     }
 
     #[inline(always)]
@@ -1223,6 +1242,25 @@ impl<E: Flow> FlowTable<E> {
         }
     }
 
+    /// [`FlowTable::check_words`] with the candidate checked by
+    /// [`Flow::holds`]: through `fronts` (the worker's frontend records of
+    /// generation `gen`) where the entry can, so that an IPv6 entry's second
+    /// line is read only for a flow that is not current.
+    #[inline(always)]
+    pub fn check_front(
+        &self,
+        w: &<E::Raw as WireAddr>::Words,
+        p: &Probe,
+        candidate: Option<usize>,
+        fronts: &[FrontRec<E::Raw>],
+        gen: u32,
+    ) -> Option<usize> {
+        match candidate.and_then(|s| self.entries.get().get(s).map(|e| (s, e))) {
+            Some((s, e)) if e.holds(w, fronts, gen) => Some(s),
+            _ => self.find_words(w, p),
+        }
+    }
+
     /// The slot holding `key`, if any.
     #[inline(always)]
     pub fn find(&self, key: &FlowKey<E::Raw>, p: &Probe) -> Option<usize> {
@@ -1462,38 +1500,69 @@ mod tests {
         assert_eq!(std::mem::size_of::<FlowEntry>(), 64);
         assert_eq!(std::mem::align_of::<FlowEntry>(), 64);
         assert_eq!(std::mem::size_of::<FlowMeta>(), 40);
-        // IPv6: two lines, the addresses in the second.
+        // IPv6: two lines, the key's destination and the SNAT address in the second.
         assert_eq!(std::mem::size_of::<FlowEntry6>(), 128);
         assert_eq!(std::mem::align_of::<FlowEntry6>(), 64);
-        assert_eq!(std::mem::offset_of!(FlowEntry6, backend_addr), 100);
+        assert_eq!(std::mem::offset_of!(FlowEntry6, dst), 80);
+        assert_eq!(std::mem::offset_of!(FlowEntry6, snat_addr), 96);
         // The fast path's fields end the first line.
-        assert_eq!(std::mem::offset_of!(FlowEntry6, m) + std::mem::offset_of!(FlowMeta, backend_port), 64);
+        assert_eq!(std::mem::offset_of!(FlowEntry6, m) + std::mem::offset_of!(FlowMeta, ip_delta), 64);
     }
 
     #[test]
-    fn ipv6_translation_by_record_is_the_entrys_own() {
+    fn ipv6_translation_by_front_is_the_entrys_own() {
         let k = key6(7);
         let (snat, backend) =
             (0x2001_0002_0000_0001_0000_0000_0000_0009u128, 0x2001_0002_0000_4000_0000_0000_0000_0002u128);
         let mut e = FlowEntry6::fresh(k.words(), 0);
         e.set_addrs(snat, backend);
         (e.backend_port, e.entry) = (8080, 3);
-        let recs =
-            [BackendRec { addr: backend + 1, port: 80, entry: 2 }, BackendRec { addr: backend, port: 8080, entry: 3 }];
+        let fronts = [FrontRec { addr: k.dst + 1, entry: 2 }, FrontRec { addr: k.dst, entry: 3 }];
         let snats = [snat - 1, snat];
-        e.set_rec(1);
+        e.front = 1;
         e.snat = 1;
         let own = e.own_translation();
         assert_eq!(own, Translation { src: snat, dst: backend, dport: 8080, entry: 3 });
-        assert_eq!(e.translation(&recs, &snats), Some(own));
+        assert_eq!(e.translation(&fronts, &snats), Some(own));
         // dnat mode: the source stays the client's.
         e.snat = SNAT_CLIENT;
-        assert_eq!(e.translation(&recs, &snats).map(|t| t.src), Some(k.src));
+        assert_eq!(e.translation(&fronts, &snats).map(|t| t.src), Some(k.src));
         // An index out of range: no translation (the general path decides).
         e.snat = 2;
-        assert_eq!(e.translation(&recs, &snats), None);
-        (e.snat, e.rec) = (0, 2);
-        assert_eq!(e.translation(&recs, &snats), None);
+        assert_eq!(e.translation(&fronts, &snats), None);
+        (e.snat, e.front) = (0, 2);
+        assert_eq!(e.translation(&fronts, &snats), None);
+        e.front = NO_FRONT;
+        assert_eq!(e.translation(&fronts, &snats), None);
+    }
+
+    #[test]
+    fn ipv6_holds_through_the_front_is_the_keys_compare() {
+        let k = key6(9);
+        let mut e = FlowEntry6::fresh(k.words(), 0);
+        assert_eq!(e.key(), k);
+        let other = FlowKey { dst: k.dst + 1, ..k };
+        let fronts = [FrontRec { addr: k.dst, entry: 0 }, FrontRec { addr: other.dst, entry: 1 }];
+        let keys = [k, other, FlowKey { sport: k.sport + 1, ..k }, FlowKey { src: k.src ^ 1, ..k }];
+        e.table_gen = 5;
+        // The entry's own frontend's record (as the worker binds it), none,
+        // or one out of range, in the entry's generation or another: always
+        // the full compare's answer.
+        for front in [0, 2, NO_FRONT] {
+            e.front = front;
+            for gen in [4, 5] {
+                for key in keys {
+                    let want = e.words() == key.words();
+                    assert_eq!(e.holds(&key.words(), &fronts, gen), want, "front {front} gen {gen} key {key:?}");
+                }
+            }
+        }
+        // Current and bound, the destination is the record's (the second
+        // line is not read): a record of another frontend answers for it.
+        e.front = 1;
+        assert!(e.holds(&other.words(), &fronts, 5));
+        assert!(!e.holds(&k.words(), &fronts, 5));
+        assert!(e.holds(&k.words(), &fronts, 4));
     }
 
     /// IPv6 keys in 2001:2::/48 (RFC 5180), as every address in this

@@ -54,8 +54,8 @@ use svcgate_common::model::{ForwardingMode, Protocol};
 use svcgate_common::table::{ActiveSet, FrontendKind, ServiceEntry, ServicePortId, ServiceTable};
 
 use super::conntrack::{
-    BackendRec, Flow, FlowEntry, FlowEntry6, FlowKey, FlowMeta, FlowTable, Inserted, KeyHasher, Probe, Standing,
-    WireAddr, SNAT_CLIENT,
+    Flow, FlowEntry, FlowEntry6, FlowKey, FlowMeta, FlowTable, FrontRec, Inserted, KeyHasher, Probe, Standing,
+    WireAddr, NO_FRONT, SNAT_CLIENT,
 };
 use super::nexthop::{NextHops, Resolution};
 use super::restart;
@@ -398,10 +398,11 @@ enum Pre {
 }
 
 /// How many IPv6 frames ahead of its decision a burst's frame has its
-/// backend record prefetched (`Worker::decide_all`). Measured (criterion,
-/// `established6/1M`): prefetching every frame's record in a pass before
-/// the decisions left them to cost 10-15 ns per frame against none at all.
-const REC_AHEAD: usize = 8;
+/// frontend record prefetched (`Worker::decide_all`). Measured (criterion,
+/// `established6/1M`, with the backend records this once was): prefetching
+/// every frame's record in a pass before the decisions left them to cost
+/// 10-15 ns per frame against none at all; 3 frames ahead, 8 ns more than 8.
+const FRONT_AHEAD: usize = 8;
 
 /// An IPv6 frame of a large-table burst between the passes: its key as
 /// words and the fields the fast path reads ([`fast::Common`]), where its
@@ -552,13 +553,14 @@ struct FamilyState<F: NatFamily> {
     /// Direct-mapped cache of resolved next hops: (address, next-hop
     /// generation, hop). Spares new flows the route and neighbour lookup.
     hop_cache: Box<[(F::Raw, u32, u16)]>,
-    /// Where the entry's translation is not all in its first line
-    /// (`Flow::BY_RECORD`, IPv6): every backend of every service entry of
-    /// the table generation `Worker::stats_table` holds, entry by entry;
-    /// built at each table swap. Empty otherwise.
-    recs: Vec<BackendRec<F::Raw>>,
-    /// The index in `recs` of each service entry's first backend.
-    rec_base: Vec<u32>,
+    /// Where the entry's key is not all in its first line
+    /// (`Flow::BY_FRONT`, IPv6): every frontend address of every service
+    /// entry of the table generation `Worker::stats_table` holds, entry by
+    /// entry, each address once; built at each table swap. Empty otherwise.
+    fronts: Vec<FrontRec<F::Raw>>,
+    /// The index in `fronts` of each service entry's first frontend, and
+    /// the number of records after the last.
+    front_base: Vec<u32>,
 }
 
 impl<F: NatFamily> FamilyState<F> {
@@ -573,55 +575,67 @@ impl<F: NatFamily> FamilyState<F> {
             pressure_len: capacity.saturating_mul(usize::from(cfg.pressure_percent.min(100))) / 100,
             affinity: vec![AffinitySlot::default(); aff].into_boxed_slice(),
             hop_cache: vec![(F::Raw::default(), u32::MAX, 0); HOP_CACHE].into_boxed_slice(),
-            recs: Vec::new(),
-            rec_base: Vec::new(),
+            fronts: Vec::new(),
+            front_base: Vec::new(),
         }
     }
 
-    /// Rebuilds `recs` and `rec_base` for table `t` (a table swap), where
-    /// the family's entries read their backend from a record.
-    fn build_recs(&mut self, t: &ServiceTable) {
-        if !<F::Entry as Flow>::BY_RECORD {
+    /// Rebuilds `fronts` and `front_base` for table `t` (a table swap),
+    /// where the family's entries check their destination through them.
+    fn build_fronts(&mut self, t: &ServiceTable) {
+        if !<F::Entry as Flow>::BY_FRONT {
             return;
         }
-        self.recs.clear();
-        self.rec_base.clear();
-        for (i, svc) in t.family::<F>().entries().iter().enumerate() {
-            self.rec_base.push(self.recs.len() as u32);
-            let rec = |b: &svcgate_common::table::Backend<F>| BackendRec {
-                addr: F::Raw::of(b.addr),
-                port: b.port,
-                entry: i as u32,
-            };
-            self.recs.extend(svc.backends.iter().map(rec));
+        let half = t.family::<F>();
+        let mut all: Vec<(u32, F::Raw)> = half.frontends().map(|(k, fe)| (fe.entry, F::Raw::of(k.addr))).collect();
+        // A Service port's frontends share an address across protocols
+        // (and NodePorts across ports of one entry): one record each.
+        all.sort_unstable();
+        all.dedup();
+        self.fronts.clear();
+        self.front_base.clear();
+        let mut next = all.iter().peekable();
+        for entry in 0..half.entries().len() as u32 {
+            self.front_base.push(self.fronts.len() as u32);
+            while let Some(&&(_, addr)) = next.peek().filter(|(e, _)| *e == entry) {
+                self.fronts.push(FrontRec { addr, entry });
+                next.next();
+            }
         }
+        self.front_base.push(self.fronts.len() as u32);
     }
 
-    /// Prefetches the backend record of the flow in `slot` (`NO_SLOT`:
+    /// Prefetches the frontend record of the flow in `slot` (`NO_SLOT`:
     /// none), where the family uses them.
     #[inline(always)]
-    fn prefetch_rec(&self, slot: u32) {
-        if <F::Entry as Flow>::BY_RECORD && slot != NO_SLOT {
-            if let Some(r) = self.ct.entry(slot as usize).and_then(|e| self.recs.get(e.rec() as usize)) {
+    fn prefetch_front(&self, slot: u32) {
+        if <F::Entry as Flow>::BY_FRONT && slot != NO_SLOT {
+            if let Some(r) = self.ct.entry(slot as usize).and_then(|e| self.fronts.get(usize::from(e.front))) {
                 crate::xsk::prefetch(r);
             }
         }
     }
 
-    /// The record of backend `backend` of service entry `entry` in the
-    /// current generation; out of range, none (`u32::MAX`: the fast path
-    /// then declines).
-    fn rec_of(&self, entry: u32, backend: u16) -> u32 {
-        self.rec_base.get(entry as usize).map_or(u32::MAX, |b| b.saturating_add(u32::from(backend)))
+    /// The record of address `dst` of service entry `entry` in the current
+    /// generation: [`NO_FRONT`] if there is none (or the family keeps
+    /// none), or if it is beyond the first 65535 (the entry's key is then
+    /// checked against its second line).
+    fn front_of(&self, entry: u32, dst: F::Raw) -> u16 {
+        if !<F::Entry as Flow>::BY_FRONT {
+            return NO_FRONT;
+        }
+        let range = match (self.front_base.get(entry as usize), self.front_base.get(entry as usize + 1)) {
+            (Some(&a), Some(&b)) => a as usize..b as usize,
+            _ => 0..0,
+        };
+        let at = self.fronts.get(range.clone()).and_then(|fs| fs.iter().position(|f| f.addr == dst));
+        at.map_or(NO_FRONT, |i| u16::try_from(range.start + i).unwrap_or(NO_FRONT))
     }
 
-    /// Points a flow validated in the current generation at its backend's
-    /// record (where the family uses them): entry `e.entry`, backend
-    /// `e.backend`.
-    fn bind_rec(&self, e: &mut F::Entry) {
-        if <F::Entry as Flow>::BY_RECORD {
-            e.set_rec(self.rec_of(e.entry, e.backend));
-        }
+    /// Points a flow validated in the current generation (service entry
+    /// `e.entry`, frontend address `dst`) at its frontend's record.
+    fn bind_front(&self, e: &mut F::Entry, dst: F::Raw) {
+        e.front = self.front_of(e.entry, dst);
     }
 }
 
@@ -918,8 +932,8 @@ impl Worker {
             svc.clear();
             svc.resize(n, ServiceCounter::default());
         }
-        self.fams.v4.build_recs(t);
-        self.fams.v6.build_recs(t);
+        self.fams.v4.build_fronts(t);
+        self.fams.v6.build_fronts(t);
         self.stats_table = t.clone();
         let mode = self.shared.config.mode;
         let dnat = |f: Option<ForwardingMode>| f.unwrap_or(mode) == ForwardingMode::Dnat;
@@ -1102,26 +1116,28 @@ impl Worker {
     fn decide_all(&mut self, t: &ServiceTable, hops: &NextHops, frames: &mut [Frame<'_>], now: u32) {
         let gens = (t.generation() as u32, hops.generation());
         let mut tally = fast::Tally::default();
-        // IPv6's translation is read from the backend's record, which the
-        // entry names (`FlowEntry6`): prefetched `REC_AHEAD` IPv6 frames
-        // ahead of their decision, when the entry's line (prefetched in
-        // pass 2) is in and the record has time to come.
-        for e in &self.pre6[..self.n6.min(REC_AHEAD)] {
-            self.fams.v6.prefetch_rec(e.candidate);
+        // An IPv6 key's destination is checked against its frontend's
+        // record, which the entry names (`FlowEntry6`): prefetched
+        // `FRONT_AHEAD` IPv6 frames ahead of their decision, when the
+        // entry's line (prefetched in pass 2) is in and the record has time
+        // to come.
+        for e in &self.pre6[..self.n6.min(FRONT_AHEAD)] {
+            self.fams.v6.prefetch_front(e.candidate);
         }
         for (i, f) in frames.iter_mut().enumerate() {
             let v = match self.pre[i] {
                 Pre::Done(v) => v,
                 Pre::V6(k) => {
-                    if let Some(ahead) = self.pre6[..self.n6].get(usize::from(k) + REC_AHEAD) {
-                        self.fams.v6.prefetch_rec(ahead.candidate);
+                    if let Some(ahead) = self.pre6[..self.n6].get(usize::from(k) + FRONT_AHEAD) {
+                        self.fams.v6.prefetch_front(ahead.candidate);
                     }
                     // By reference (the fast path borrows only the tables
                     // beside it): a copy of the 72 bytes cost ten
                     // instructions per frame.
                     let Some(e) = self.pre6.get(usize::from(k)) else { continue };
                     let candidate = (e.candidate != NO_SLOT).then_some(e.candidate as usize);
-                    let slot = self.fams.v6.ct.check_words(&e.c.w, &e.probe, candidate);
+                    let v6 = &self.fams.v6;
+                    let slot = v6.ct.check_front(&e.c.w, &e.probe, candidate, &v6.fronts, gens.0);
                     if let Some(c) = e.common() {
                         let fams = &mut self.fams;
                         if let Some(port) =
@@ -1216,8 +1232,8 @@ impl Worker {
     ) -> Option<u16> {
         let rev = F::reverse(shared);
         let st = F::state_mut(fams);
-        let recs = Some(&st.recs[..]);
-        let (port, entry) = fast::forward_established(&mut st.ct.fast(), recs, rev, hops, gens, f, c, slot?, now)?;
+        let fronts = Some(&st.fronts[..]);
+        let (port, entry) = fast::forward_established(&mut st.ct.fast(), fronts, rev, hops, gens, f, c, slot?, now)?;
         fast::count(&mut st.svc, entry, f.len);
         tally.frames += 1;
         tally.bytes += f.len as u64;
@@ -1608,7 +1624,7 @@ impl Worker {
             }
         }
         e2.table_gen = t.generation() as u32;
-        F::state(&self.fams).bind_rec(&mut e2);
+        F::state(&self.fams).bind_front(&mut e2, p.key.dst);
         if e2.hop_gen != hops.generation() {
             match self.hop_to::<F>(hops, e2.backend_addr()) {
                 Ok(h) => {
@@ -1859,10 +1875,10 @@ impl Worker {
         let ticket = st.unassured.push(slot);
         let (ip_delta, l4_delta) = F::deltas(&k, snat_addr, baddr, snat_port, backend.port);
         let snat = snat_index(F::reverse(&self.shared).addrs(), &snat_addr, &k.src);
-        let rec = st.rec_of(fe.entry, b);
+        let front = st.front_of(fe.entry, k.dst);
         if let Some(e) = st.ct.entry_mut(slot) {
             e.set_addrs(snat_addr, baddr);
-            e.set_rec(rec);
+            e.front = front;
             e.snat = snat;
             e.snat_port = snat_port;
             e.backend_port = backend.port;
@@ -1950,6 +1966,70 @@ mod tests {
         assert_eq!(snat_index(&addrs, &50, &99), SNAT_CLIENT - 1);
         let many: Vec<u32> = (0..300).collect();
         assert_eq!(snat_index(&many, &299, &1000), SNAT_CLIENT - 1);
+    }
+
+    /// A dual-stack LoadBalancer Service with two ports, an externalIP and
+    /// NodePorts on two node IPs per family: each IPv6 service entry gets
+    /// one record per address it is reached at, and `front_of` names the
+    /// record of the very address.
+    #[test]
+    fn front_records_name_each_entry_and_address() {
+        use svcgate_common::model::{
+            BackendSpec, DesiredState, EndpointConditions, ServicePortSpec, ServiceSpec, ServiceType, SessionAffinity,
+        };
+        let v6 = |x: u16| Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, x);
+        let backend = |i: u16| BackendSpec {
+            addr: Ipv6Addr::new(0x2001, 2, 0, 0x4000, 0, 0, 0, i).into(),
+            port: 8080,
+            conditions: EndpointConditions::READY,
+            weight: 1,
+        };
+        let port = |name: &str, protocol, port, node_port| ServicePortSpec {
+            name: name.into(),
+            protocol,
+            port,
+            node_port: Some(node_port),
+            backends: vec![backend(1), backend(2)],
+        };
+        let spec = ServiceSpec {
+            namespace: "t".into(),
+            name: "lb".into(),
+            service_type: ServiceType::LoadBalancer,
+            cluster_ips: vec![Ipv4Addr::new(198, 18, 128, 1).into(), v6(1).into()],
+            external_ips: vec![v6(2).into()],
+            load_balancer_ips: vec![v6(3).into()],
+            source_ranges: vec![],
+            affinity: SessionAffinity::None,
+            ports: vec![port("a", Protocol::Tcp, 80, 30080), port("b", Protocol::Udp, 53, 30053)],
+            forwarding: None,
+        };
+        let nodes = [v6(0x100), v6(0x101)];
+        let node_ips = [Ipv4Addr::new(198, 18, 1, 1).into(), nodes[0].into(), nodes[1].into()];
+        let state = DesiredState { node_ips: node_ips.to_vec(), services: vec![spec] };
+        let (t, warnings) = ServiceTable::build(&state, 1);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let mut st = FamilyState::<Ipv6Addr>::new(&NatConfig::default(), 1024, 1, None);
+        st.build_fronts(&t);
+        let half = t.v6();
+        assert_eq!(st.front_base.len(), half.entries().len() + 1);
+        let mut seen = 0;
+        for (k, fe) in half.frontends() {
+            let at = st.front_of(fe.entry, u128::from(k.addr));
+            let rec = st.fronts[usize::from(at)];
+            assert_eq!((rec.addr, rec.entry), (u128::from(k.addr), fe.entry), "{k:?}");
+            seen += 1;
+        }
+        // ClusterIP, externalIP, LoadBalancer IP and two node IPs, per port.
+        assert_eq!(seen, 2 * 5);
+        assert_eq!(st.fronts.len(), 2 * 5, "one record per entry and address");
+        // An address the entry is not reached at, or an entry out of range.
+        assert_eq!(st.front_of(0, u128::from(v6(9))), NO_FRONT);
+        assert_eq!(st.front_of(7, u128::from(v6(1))), NO_FRONT);
+        // IPv4 keeps none.
+        let mut st4 = FamilyState::<Ipv4Addr>::new(&NatConfig::default(), 1024, 1, None);
+        st4.build_fronts(&t);
+        assert!(st4.fronts.is_empty());
+        assert_eq!(st4.front_of(0, u32::from(Ipv4Addr::new(198, 18, 128, 1))), NO_FRONT);
     }
 
     #[test]

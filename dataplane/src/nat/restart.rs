@@ -55,7 +55,7 @@ pub const MAGIC: [u8; 8] = *b"SVGSTATE";
 /// Bumped whenever the layout of [`FlowEntry`], [`FlowEntry6`],
 /// [`FlowMeta`], a reverse slot or the [`Header`] changes. A forgotten
 /// bump is still caught by [`layout_fingerprint`].
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// The table generation adopted flows carry: not a generation of this
 /// process (they count up from 1), so the first packet of an adopted flow
@@ -156,6 +156,7 @@ pub fn layout_fingerprint() -> u64 {
         offset_of!(FlowMeta, state),
         offset_of!(FlowMeta, ticket),
         offset_of!(FlowMeta, snat),
+        offset_of!(FlowMeta, front),
         offset_of!(FlowMeta, _pad),
     ];
     let e4 = [
@@ -170,8 +171,9 @@ pub fn layout_fingerprint() -> u64 {
     let e6 = [
         size_of::<FlowEntry6>(),
         align_of::<FlowEntry6>(),
-        offset_of!(FlowEntry6, k),
-        offset_of!(FlowEntry6, rec),
+        offset_of!(FlowEntry6, src),
+        offset_of!(FlowEntry6, p),
+        offset_of!(FlowEntry6, dst),
         offset_of!(FlowEntry6, snat_addr),
         offset_of!(FlowEntry6, backend_addr),
         offset_of!(FlowEntry6, m),

@@ -52,7 +52,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::family::NatFamily;
 use super::{client_state, Parsed, ServiceCounter, ASSURED};
-use crate::nat::conntrack::{BackendRec, FastTable, Flow, FlowKey, KeyWords, WireAddr};
+use crate::nat::conntrack::{FastTable, Flow, FlowKey, FrontRec, KeyWords, WireAddr};
 use crate::nat::nexthop::{NextHop, NextHops};
 use crate::nat::reverse::{flags as rflags, ReverseTable};
 use crate::nat::verdict::{Frame, Verdict};
@@ -432,7 +432,7 @@ pub(super) struct Tally {
 #[inline(always)]
 pub(super) fn forward_established<F: FastFamily>(
     ct: &mut FastTable<'_, F::Entry>,
-    recs: Option<&[BackendRec<F::Raw>]>,
+    fronts: Option<&[FrontRec<F::Raw>]>,
     rev: &ReverseTable<F::Raw>,
     hops: &NextHops,
     gens: (u32, u32),
@@ -451,8 +451,8 @@ pub(super) fn forward_established<F: FastFamily>(
         return None;
     }
     let hop = hops.hop(e.hop)?;
-    let tr = match recs {
-        Some(recs) => e.translation(recs, rev.addrs())?,
+    let tr = match fronts {
+        Some(fronts) => e.translation(fronts, rev.addrs())?,
         None => e.own_translation(),
     };
     if !F::write_translation(f.buf, c, tr.src, tr.dst, e.snat_port, tr.dport, e.ip_delta, e.l4_delta, hop) {

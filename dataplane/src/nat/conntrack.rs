@@ -372,6 +372,13 @@ pub trait Flow: Copy + Default + PartialEq + std::fmt::Debug + bytemuck::Pod {
     }
     /// The key words stored in the entry.
     fn words(&self) -> <Self::Raw as WireAddr>::Words;
+    /// Whether the entry's key words are `w`: `self.words() == *w`, which
+    /// an entry whose key is not stored in one piece may answer without
+    /// gathering the words first.
+    #[inline(always)]
+    fn has_words(&self, w: &<Self::Raw as WireAddr>::Words) -> bool {
+        self.words() == *w
+    }
     /// The key stored in the entry.
     fn key(&self) -> FlowKey<Self::Raw>;
     /// True when the slot holds a flow.
@@ -399,7 +406,7 @@ pub trait Flow: Copy + Default + PartialEq + std::fmt::Debug + bytemuck::Pod {
     /// record in `fronts` instead of its second line.
     #[inline(always)]
     fn holds(&self, w: &<Self::Raw as WireAddr>::Words, _fronts: &[FrontRec<Self::Raw>], _gen: u32) -> bool {
-        self.words() == *w
+        self.has_words(w)
     }
     /// The translation of a flow validated in the current generation, as
     /// far as possible from the entry's first line: where
@@ -699,6 +706,13 @@ impl Flow for FlowEntry6 {
         [self.src[0], self.src[1], self.dst[0], self.dst[1], self.p]
     }
 
+    /// Word by word, without a branch: the key is in both lines.
+    #[inline(always)]
+    fn has_words(&self, w: &[u64; 5]) -> bool {
+        let d = (self.src[0] ^ w[0]) | (self.src[1] ^ w[1]) | (self.p ^ w[4]);
+        d | (self.dst[0] ^ w[2]) | (self.dst[1] ^ w[3]) == 0
+    }
+
     fn key(&self) -> FlowKey<u128> {
         let [s0, s1, d0, d1, p] = self.words();
         FlowKey {
@@ -939,7 +953,7 @@ impl<E: Flow> FastTable<'_, E> {
             let b = if bit < BUCKET_SLOTS { b1 } else { b2 };
             let slot = b * BUCKET_SLOTS + bit % BUCKET_SLOTS;
             if let Some(e) = self.entries.get(slot) {
-                if e.words() == *w {
+                if e.has_words(w) {
                     return Some(slot);
                 }
             }
@@ -1237,7 +1251,7 @@ impl<E: Flow> FlowTable<E> {
     #[inline(always)]
     pub fn check_words(&self, w: &<E::Raw as WireAddr>::Words, p: &Probe, candidate: Option<usize>) -> Option<usize> {
         match candidate.and_then(|s| self.entries.get().get(s).map(|e| (s, e))) {
-            Some((s, e)) if e.words() == *w => Some(s),
+            Some((s, e)) if e.has_words(w) => Some(s),
             _ => self.find_words(w, p),
         }
     }
@@ -1288,7 +1302,7 @@ impl<E: Flow> FlowTable<E> {
                 let s = m.trailing_zeros() as usize;
                 m &= m - 1;
                 let e = &ents[s % BUCKET_SLOTS];
-                if e.words() == *w {
+                if e.has_words(w) {
                     return Some(b * BUCKET_SLOTS + s);
                 }
             }

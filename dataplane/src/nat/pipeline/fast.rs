@@ -37,9 +37,10 @@
 //!   the other family's run) must see, with the flow's slot if it found
 //!   one (a new flow's frame is parsed and hashed again: cheaper than
 //!   keeping that alive through every forwarded frame, see [`Stop`]).
-//!   IPv6 has no header checksum to patch; its translation comes from the
-//!   entry's first line and the backend's record (`Flow::translation`,
-//!   see `conntrack.rs`).
+//!   IPv6 has no header checksum to patch; in a large table its
+//!   translation comes from the entry's first line, the service entry to
+//!   count in from its frontend's record (`Flow::translation`, see
+//!   `conntrack.rs`).
 //! - The worker-wide counters (frames, bytes, forwarded, replies translated)
 //!   of the frames taken here are summed through the run (frames and bytes
 //!   in registers) and added once per batch ([`Tally`]).

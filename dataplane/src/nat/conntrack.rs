@@ -1551,6 +1551,21 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_key_compare_covers_every_bit_of_every_word() {
+        let k = key6(11);
+        let e = FlowEntry6::fresh(k.words(), 0);
+        assert!(e.has_words(&k.words()));
+        for i in 0..5 {
+            for bit in [0, 17, 63] {
+                let mut w = k.words();
+                w[i] ^= 1 << bit;
+                assert!(!e.has_words(&w), "word {i} bit {bit}");
+                assert!(!e.holds(&w, &[], 0), "word {i} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
     fn ipv6_holds_through_the_front_is_the_keys_compare() {
         let k = key6(9);
         let mut e = FlowEntry6::fresh(k.words(), 0);

@@ -660,8 +660,8 @@ impl FlowEntry {
 ///
 /// Why not the backend by record, as before: a backend record per backend
 /// (3.2 MB at 100k backends) stayed out of the core's 1 MB L2, and its miss
-/// cost `established6/1M` 6-8 ns per packet (criterion, three runs: 45-47
-/// ns with records, 39-41 with the same records folded into 1 MB or less).
+/// cost `established6/1M` 6-8 ns per packet (criterion, 2-3 runs each: 45-48
+/// ns with records, 38.5-41 with the same records folded into 1 MB or less).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C, align(64))]
 pub struct FlowEntry6 {

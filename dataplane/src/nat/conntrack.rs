@@ -1244,24 +1244,16 @@ impl<E: Flow> FlowTable<E> {
     /// [`FlowTable::prefetch_candidate`]), else a full [`FlowTable::find`].
     #[inline(always)]
     pub fn check(&self, key: &FlowKey<E::Raw>, p: &Probe, candidate: Option<usize>) -> Option<usize> {
-        self.check_words(&E::key_words(key), p, candidate)
+        self.check_words(&E::key_words(key), p, candidate, &[], 0)
     }
 
-    /// [`FlowTable::check`] of the key whose words are `w`.
+    /// [`FlowTable::check`] of the key whose words are `w`, the candidate
+    /// checked by [`Flow::holds`]: through `fronts` (the worker's frontend
+    /// records of generation `gen`; none for `check`) where the entry can,
+    /// so that an IPv6 entry's second line is read only for a flow that is
+    /// not current.
     #[inline(always)]
-    pub fn check_words(&self, w: &<E::Raw as WireAddr>::Words, p: &Probe, candidate: Option<usize>) -> Option<usize> {
-        match candidate.and_then(|s| self.entries.get().get(s).map(|e| (s, e))) {
-            Some((s, e)) if e.has_words(w) => Some(s),
-            _ => self.find_words(w, p),
-        }
-    }
-
-    /// [`FlowTable::check_words`] with the candidate checked by
-    /// [`Flow::holds`]: through `fronts` (the worker's frontend records of
-    /// generation `gen`) where the entry can, so that an IPv6 entry's second
-    /// line is read only for a flow that is not current.
-    #[inline(always)]
-    pub fn check_front(
+    pub fn check_words(
         &self,
         w: &<E::Raw as WireAddr>::Words,
         p: &Probe,

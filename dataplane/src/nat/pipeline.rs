@@ -1028,8 +1028,7 @@ impl Worker {
                         continue;
                     }
                     Uncommon::V6(p) => {
-                        let c = fast::Common { w: p.key.words(), end: p.end, ttl: p.ttl, tcp_flags: p.tcp_flags };
-                        (e.c, e.l3, e.l4) = (c, p.l3, p.l4);
+                        (e.c, e.l3, e.l4) = (fast::Common::view(&p), p.l3, p.l4);
                     }
                     Uncommon::Done(v) => {
                         *pre = Pre::Done(v);
@@ -1137,7 +1136,7 @@ impl Worker {
                     let Some(e) = self.pre6.get(usize::from(k)) else { continue };
                     let candidate = (e.candidate != NO_SLOT).then_some(e.candidate as usize);
                     let v6 = &self.fams.v6;
-                    let slot = v6.ct.check_front(&e.c.w, &e.probe, candidate, &v6.fronts, gens.0);
+                    let slot = v6.ct.check_words(&e.c.w, &e.probe, candidate, &v6.fronts, gens.0);
                     if let Some(c) = e.common() {
                         let fams = &mut self.fams;
                         if let Some(port) =

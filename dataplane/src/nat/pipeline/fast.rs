@@ -200,7 +200,14 @@ impl<F: FastFamily> Common<F> {
     /// header).
     #[inline(always)]
     pub fn of(p: &Parsed<F::Raw>) -> Option<Self> {
-        (p.l4() == F::L4).then(|| Self { w: F::Raw::key_words(&p.key), end: p.end, ttl: p.ttl, tcp_flags: p.tcp_flags })
+        (p.l4() == F::L4).then(|| Self::view(p))
+    }
+
+    /// The fields of `p` the fast path reads, whatever its headers (the
+    /// large-table burst keeps every IPv6 frame so, `Pre6`).
+    #[inline(always)]
+    pub fn view(p: &Parsed<F::Raw>) -> Self {
+        Self { w: F::Raw::key_words(&p.key), end: p.end, ttl: p.ttl, tcp_flags: p.tcp_flags }
     }
 }
 
